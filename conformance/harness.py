@@ -1,0 +1,115 @@
+"""What every conformance test uses: skip unsupported cells, call an op on a backend
+with NumPy in / NumPy out, call the reference, and check the result against the
+contract of (op, format) with a failure message that explains itself.
+
+A test looks like::
+
+    @pytest.mark.op("encode_float")
+    @pytest.mark.parametrize("fmt", FLOAT_FORMATS)
+    @given(x=strategies.float32_arrays())
+    def test_encode_float(backend, fmt, x):
+        require(backend, "encode_float", fmt)
+        check("encode_float", fmt, call(backend, "encode_float", x, fmt),
+              ref("encode_float", x, fmt), backend=backend, inputs={"x": x})
+
+``backend`` is parametrized by the plugin from ``--backend`` (default: reference);
+the ``op`` marker and the ``fmt`` parameter place the test in the matrix.
+"""
+
+from __future__ import annotations
+
+from dataclasses import fields, is_dataclass, replace
+from typing import Any
+
+import numpy as np
+import pytest
+
+from accel.protocol import supports
+from accel.reference import reference_function
+from conformance.contracts import contract_for
+
+__all__ = ["require", "call", "ref", "check", "NOT_IMPLEMENTED"]
+
+NOT_IMPLEMENTED = "not implemented"
+
+
+def require(backend: Any, op: str, fmt: str | None = None, **constraints: Any) -> None:
+    """Skip (reported as "not implemented") unless ``backend`` declares ``op``/``fmt``.
+
+    Keyword constraints (e.g. ``blocksize=64``) are checked against the capability's
+    ``constraints`` mapping when it lists allowed values under the plural key
+    (``"blocksizes"``).
+    """
+    if not supports(backend, op, fmt):
+        pytest.skip(f"{NOT_IMPLEMENTED}: {backend.name} {op}[{fmt}]")
+    cap = backend.capabilities()[op]
+    for key, value in constraints.items():
+        allowed = cap.constraints.get(key + "s")
+        if allowed is not None and value not in allowed:
+            pytest.skip(f"{NOT_IMPLEMENTED}: {backend.name} {op}[{fmt}] with {key}={value}")
+
+
+def _to_backend(backend: Any, x: Any) -> Any:
+    if isinstance(x, np.ndarray):
+        return backend.asarray(x)
+    if isinstance(x, tuple):
+        return tuple(_to_backend(backend, v) for v in x)
+    if isinstance(x, list):
+        return [_to_backend(backend, v) for v in x]
+    if is_dataclass(x) and not isinstance(x, type):
+        return replace(x, **{f.name: _to_backend(backend, getattr(x, f.name)) for f in fields(x) if f.init})
+    return x
+
+
+def _to_numpy(backend: Any, x: Any) -> Any:
+    if isinstance(x, tuple):
+        return tuple(_to_numpy(backend, v) for v in x)
+    if isinstance(x, list):
+        return [_to_numpy(backend, v) for v in x]
+    if is_dataclass(x) and not isinstance(x, type):
+        return replace(x, **{f.name: _to_numpy(backend, getattr(x, f.name)) for f in fields(x) if f.init})
+    if x is None or isinstance(x, (int, float, str, bool)):
+        return x
+    return np.asarray(backend.to_numpy(x))
+
+
+def call(backend: Any, op: str, *args: Any, **kwargs: Any) -> Any:
+    """Run ``op`` on ``backend``: NumPy arguments in (converted with ``asarray``),
+    NumPy results out (converted with ``to_numpy``). Inputs are checked unchanged."""
+    snapshot = [a.copy() for a in args if isinstance(a, np.ndarray)]
+    out = getattr(backend, op)(*_to_backend(backend, args), **{k: _to_backend(backend, v) for k, v in kwargs.items()})
+    after = [a for a in args if isinstance(a, np.ndarray)]
+    for before, now in zip(snapshot, after):
+        if before.tobytes() != now.tobytes():
+            raise AssertionError(f"{backend.name}.{op} mutated its input array")
+    return _to_numpy(backend, out)
+
+
+def ref(op: str, *args: Any, **kwargs: Any) -> Any:
+    """The reference result of ``op`` (refquant's function from OP_SPECS)."""
+    return reference_function(op)(*args, **kwargs)
+
+
+def _describe(value: Any) -> str:
+    if isinstance(value, np.ndarray):
+        with np.printoptions(threshold=40, precision=9):
+            return f"np.array({np.array2string(value, separator=', ')}, dtype=np.{value.dtype})"
+    return repr(value)
+
+
+def check(op: str, fmt: str | None, got: Any, expected: Any, *, backend: Any,
+          inputs: dict[str, Any] | None = None, **context: Any) -> None:
+    """Assert ``got`` satisfies the contract of (op, fmt) against ``expected``.
+
+    The failure message names the backend, op, format and contract, describes the
+    mismatch, and gives a reproduction snippet built from ``inputs``.
+    """
+    contract = contract_for(op, fmt, backend)
+    problem = contract.check(got, expected, **context)
+    if problem is None:
+        return
+    repro = ""
+    if inputs:
+        args = ", ".join(f"{k}={_describe(v)}" for k, v in inputs.items())
+        repro = f"\nrepro: accel.get_backend({backend.name!r}).{op}({args})"
+    raise AssertionError(f"[{backend.name}] {op}[{fmt}] violates {contract!r}: {problem}{repro}")

@@ -1,0 +1,118 @@
+"""Hypothesis strategies for the conformance suite, with mandatory adversarial cases.
+
+Random data rarely hits the inputs that break quantizers, so every array strategy
+mixes in the values that do (FAILURES.md): rounding ties, subnormals of each target
+format, ±0, NaN/±inf, values near the fp16 maximum, and whole blocks that are all
+zero, constant, or one huge outlier. Shapes include ones that are not divisible by the
+group/block size and empty arrays, where the op defines them.
+
+Area-specific strategies live here too, one section per spec area.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
+
+__all__ = [
+    "ADVERSARIAL_FLOAT32", "adversarial_float32", "float32_arrays", "float32_matrices",
+    "blocked_rows", "random_bit_patterns_f32",
+]
+
+F32 = np.float32
+
+
+def _f32_from_bits(bits: int) -> float:
+    return float(np.array([bits], dtype=np.uint32).view(np.float32)[0])
+
+
+# Values every float-input op must see. Ties are for fp16 (2^-11 steps near 1), bf16
+# (2^-8) and fp8/fp4 grids; subnormal edges for fp16/bf16/fp8; overflow edges per format.
+ADVERSARIAL_FLOAT32: tuple[float, ...] = tuple(float(F32(v)) for v in (
+    0.0, -0.0, 1.0, -1.0, 0.5, -0.5, 1.5, 2.5, -2.5, 3.5,
+    1 + 2**-11, 1 + 3 * 2**-11, 1 + 2**-8, 1 + 3 * 2**-8,        # fp16 / bf16 ties to even
+    1 + 2**-4, 1 + 3 * 2**-4, 1.25, 1.75, 0.25, 0.75,              # fp8 e4m3 / e5m2 / fp4 ties
+    2**-24, 2**-25, 1.5 * 2**-24, 2**-14, 2**-15,                  # fp16 subnormal edges
+    2**-9, 2**-10, 1.5 * 2**-9, 2**-6, 2**-16, 2**-17,             # fp8 subnormal edges
+    2**-126, 2**-127, 2**-149,                                     # fp32 / bf16 subnormals
+    65504.0, -65504.0, 65519.0, 65520.0, 65536.0,                  # fp16 max and overflow tie
+    448.0, 464.0, 465.0, 480.0, 57344.0, 61439.0, 61440.0,         # fp8 max / overflow ties
+    6.0, 6.5, 7.0, 100.0,                                          # fp4 saturation
+    3.4028234663852886e38, -3.4028234663852886e38,                 # FLT_MAX
+    float("inf"), float("-inf"), float("nan"),
+    1e-11, -1e-11, 0.49999997,
+)) + (_f32_from_bits(0x7FA00001), _f32_from_bits(0xFF800001), _f32_from_bits(0x7F7FFFFF),
+      _f32_from_bits(0x3F808000), _f32_from_bits(0x3F818000))
+
+
+def adversarial_float32(allow_nan: bool = True, allow_infinity: bool = True) -> st.SearchStrategy[float]:
+    """One float32 value: adversarial half the time, otherwise any float32."""
+    special = [v for v in ADVERSARIAL_FLOAT32
+               if (allow_nan or not np.isnan(v)) and (allow_infinity or not np.isinf(v))]
+    return st.one_of(st.sampled_from(special),
+                     st.floats(width=32, allow_nan=allow_nan, allow_infinity=allow_infinity))
+
+
+def random_bit_patterns_f32(rng: np.random.Generator, n: int) -> np.ndarray:
+    """``n`` float32 values with uniformly random bit patterns (every class of float)."""
+    return rng.integers(0, 2**32, size=n, dtype=np.uint64).astype(np.uint32).view(np.float32)
+
+
+def float32_arrays(*, min_size: int = 0, max_size: int = 64, allow_nan: bool = True,
+                   allow_infinity: bool = True, elements: st.SearchStrategy[float] | None = None
+                   ) -> st.SearchStrategy[np.ndarray]:
+    """1-D float32 arrays mixing adversarial and arbitrary values."""
+    elements = elements or adversarial_float32(allow_nan, allow_infinity)
+    return hnp.arrays(np.float32, st.integers(min_size, max_size), elements=elements)
+
+
+@st.composite
+def float32_matrices(draw, *, max_rows: int = 8, max_cols: int = 64, min_rows: int = 1, min_cols: int = 1,
+                     allow_nan: bool = False, allow_infinity: bool = False, scale: float = 1.0) -> np.ndarray:
+    """2-D float32 matrices with rows that are sometimes all-zero, constant or outlier-heavy."""
+    rows = draw(st.integers(min_rows, max_rows))
+    cols = draw(st.integers(min_cols, max_cols))
+    seed = draw(st.integers(0, 2**32 - 1))
+    rng = np.random.default_rng(seed)
+    kind = draw(st.sampled_from(["normal", "heavy", "uniform", "tiny", "huge"]))
+    if kind == "normal":
+        x = rng.standard_normal((rows, cols))
+    elif kind == "heavy":
+        x = rng.standard_t(2, (rows, cols))
+    elif kind == "uniform":
+        x = rng.uniform(-1, 1, (rows, cols))
+    elif kind == "tiny":
+        x = rng.standard_normal((rows, cols)) * 1e-11
+    else:
+        x = rng.standard_normal((rows, cols)) * 3e4
+    x = (x * scale).astype(np.float32)
+    for r in range(rows):
+        special = draw(st.sampled_from(["none", "none", "zero", "const", "outlier"]))
+        if special == "zero":
+            x[r] = 0
+        elif special == "const":
+            x[r] = draw(st.sampled_from([1.0, -2.5, 0.1]))
+        elif special == "outlier":
+            x[r, draw(st.integers(0, cols - 1))] = draw(st.sampled_from([100.0, -1e4, 6.0e4]))
+    if allow_nan and draw(st.booleans()):
+        x.flat[draw(st.integers(0, x.size - 1))] = np.nan
+    if allow_infinity and draw(st.booleans()):
+        x.flat[draw(st.integers(0, x.size - 1))] = np.inf
+    return x
+
+
+@st.composite
+def blocked_rows(draw, block: int, *, max_rows: int = 4, max_blocks: int = 4, scale: float = 1.0) -> np.ndarray:
+    """float32 (rows, k * block) matrices for block formats (row length a multiple of ``block``)."""
+    nblocks = draw(st.integers(1, max_blocks))
+    return draw(float32_matrices(max_rows=max_rows, min_cols=nblocks * block, max_cols=nblocks * block, scale=scale))
+
+
+# --- floats (issue 3) ---
+# --- affine mapping (issue 3) ---
+# --- packing (issue 3) ---
+# --- bitsandbytes family (issue 4) ---
+# --- integer matmul (issue 4) ---
+# --- gguf (issue 5) ---
+# --- layouts (issue 7) ---

@@ -1,0 +1,81 @@
+"""refquant: the reference implementation of LLM quantization.
+
+Every number format, mapping, calibration rule and algorithm, written once in plain
+NumPy/SciPy with its source cited. This module only re-exports the public API (see
+``DESIGN.md``'s API contract); names are resolved lazily so ``import refquant`` stays
+cheap and a submodule's optional dependency is needed only when it is used.
+
+Public functions::
+
+    encode_float, decode_float                  # refquant.dtypes.floatspec
+    choose_qparams, quantize, dequantize, fake_quantize, QuantParams   # refquant.mapping
+    int8_matmul, llm_int8_matmul                # refquant.matmul
+
+Public submodules: ``gguf``, ``bnb``, ``algorithms``, ``calibration``, ``model``,
+``metrics``, ``packing``, ``rounding``, ``dtypes``, ``layouts``, ``ptq``, ``testing``.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    # element types
+    "encode_float": "refquant.dtypes.floatspec",
+    "decode_float": "refquant.dtypes.floatspec",
+    "FloatSpec": "refquant.dtypes.floatspec",
+    "IntSpec": "refquant.dtypes.intspec",
+    "Codebook": "refquant.dtypes.codebooks",
+    # rounding
+    "round_half_even": "refquant.rounding",
+    "round_half_away": "refquant.rounding",
+    "round_stochastic": "refquant.rounding",
+    # affine mapping
+    "QuantParams": "refquant.mapping",
+    "choose_qparams": "refquant.mapping",
+    "quantize": "refquant.mapping",
+    "dequantize": "refquant.mapping",
+    "fake_quantize": "refquant.mapping",
+    "PerTensor": "refquant.granularity",
+    "PerChannel": "refquant.granularity",
+    "PerGroup": "refquant.granularity",
+    "PerToken": "refquant.granularity",
+    "PerBlock": "refquant.granularity",
+    "QuantScheme": "refquant.scheme",
+    # integer matmul
+    "int8_matmul": "refquant.matmul",
+    "llm_int8_matmul": "refquant.matmul",
+    # errors
+    "RefquantError": "refquant.errors",
+    "UnsupportedError": "refquant.errors",
+    "ValidationError": "refquant.errors",
+    "GGUFError": "refquant.errors",
+}
+
+_SUBMODULES = (
+    "gguf", "bnb", "algorithms", "calibration", "model", "metrics", "packing",
+    "rounding", "dtypes", "layouts", "ptq", "testing", "mapping", "granularity",
+    "scheme", "matmul", "formats", "io", "errors",
+)
+
+__all__ = sorted(_EXPORTS) + list(_SUBMODULES) + ["__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        module = importlib.import_module(f"refquant.{name}")
+        globals()[name] = module
+        return module
+    raise AttributeError(f"module 'refquant' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
