@@ -38,6 +38,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                     help="Hypothesis profile: ci (bounded, derandomized; default), dev, thorough")
     group.addoption("--xfails-file", action="store", default=None,
                     help="file of known-failing test ids (one per line, '# reason' comments)")
+    group.addoption("--ops", action="store", default=None,
+                    help="only run conformance tests of these ops (comma-separated op names)")
 
 
 def _backend_names(config: pytest.Config) -> list[str]:
@@ -76,6 +78,16 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    ops = config.getoption("--ops")
+    if ops:
+        wanted = {op.strip() for op in ops.split(",") if op.strip()}
+        keep, drop = [], []
+        for item in items:
+            marker = item.get_closest_marker("op")
+            (keep if marker is not None and marker.args and marker.args[0] in wanted else drop).append(item)
+        if drop:
+            config.hook.pytest_deselected(items=drop)
+            items[:] = keep
     xfails: dict[str, str] = config._refquant_xfails  # type: ignore[attr-defined]
     if not xfails:
         return
