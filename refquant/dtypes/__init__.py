@@ -1,0 +1,20 @@
+"""Element types as data: floats (:mod:`.floatspec`), integers (:mod:`.intspec`) and
+codebooks (:mod:`.codebooks`), each a frozen spec with derived properties, looked up
+by name with ``get_*``.
+"""
+
+from refquant.dtypes.floatspec import (
+    FLOAT_ALIASES,
+    FLOAT_SPECS,
+    FloatSpec,
+    decode_float,
+    encode_float,
+    from_ml_dtypes,
+    get_float_spec,
+    to_ml_dtypes,
+)
+
+__all__ = [
+    "FloatSpec", "FLOAT_SPECS", "FLOAT_ALIASES", "get_float_spec", "encode_float", "decode_float",
+    "to_ml_dtypes", "from_ml_dtypes",
+]

@@ -1,0 +1,501 @@
+"""Small floating-point element types as data, and one generic encoder/decoder.
+
+A :class:`FloatSpec` states a format's sign/exponent/mantissa layout, exponent bias,
+and what its all-ones exponent means; everything ``finfo``-like (``max``, ``tiny``,
+``eps``, ...) is derived from those fields, never typed in. One encoder,
+:func:`encode_float`, turns float32 into any spec's bit patterns by integer
+manipulation of the float32 bit pattern (round to nearest, ties to even), and one
+decoder, :func:`decode_float`, turns bit patterns back into float32 (always exact:
+every value of these formats is a float32).
+
+=================  ===  ===  ====  ====  ===========  =========  =====================
+name               exp  man  bias  bits  max          NaN codes  overflow (default)
+=================  ===  ===  ====  ====  ===========  =========  =====================
+float16            5    10   15    16    65504        ieee       ±inf
+bfloat16           8    7    127   16    3.39e38      ieee       ±inf
+float8_e4m3fn      4    3    7     8     448          0x7F/0xFF  NaN (0x7F/0xFF)
+float8_e5m2        5    2    15    8     57344        ieee       ±inf
+float4_e2m1fn      2    1    1     4     6            none       ±6 (saturates)
+=================  ===  ===  ====  ====  ===========  =========  =====================
+
+Conventions, chosen to equal NumPy (``float16``) and ml_dtypes 0.6 (the others) bit
+for bit, including the NaN bit patterns (FACTS.md section 1):
+
+* Rounding is round-to-nearest, ties to even, with subnormals produced (never flushed)
+  and the sign of zero kept. A value rounds first and is then checked against the
+  largest finite code, so the overflow threshold is the midpoint above ``max``
+  (65520 for float16, 464 is still 448 for e4m3fn, 61440 overflows e5m2, 7 is 6 for
+  e2m1).
+* Overflow and ±inf become what ml_dtypes writes for its ``infinity()``: ±inf where
+  the format has it; the NaN code for ``fn`` formats (e4m3fn: 465 -> 0x7F, not 448);
+  ±max for formats with neither (e2m1). ``saturate=True`` instead clamps finite
+  overflow *and* ±inf to ±max (the Transformer-Engine / torch e4m3fn behaviour); NaN
+  input still gives the NaN code below.
+* NaN input: float16 keeps NumPy's payload rule (sign, then the top 10 float32
+  mantissa bits; a payload that would vanish becomes 1, so 0x7F800001 -> 0x7C01).
+  bfloat16 and e5m2 write the quiet NaN with the sign kept (0x7FC0/0xFFC0, 0x7E/0xFE);
+  e4m3fn writes 0x7F/0xFF. e2m1 has no NaN: ml_dtypes writes its ``quiet_NaN()``
+  stand-in, code 8 (-0.0), negated for a negative NaN, so +NaN -> 0x8 and -NaN -> 0x0.
+* NaN codes decode to the float32 NaN whose payload is the code's mantissa (the exact
+  bit widening of NumPy ``float16`` and Eigen ``bfloat16``) for the 16-bit formats,
+  and to the quiet NaN 0x7FC00000 with the sign for the 8-bit ones (ml_dtypes).
+* float64 input is rounded to float32 first (as ml_dtypes, torch and ggml do), so
+  ``encode_float(x64, f)`` equals ``encode_float(x64.astype(float32), f)``. NumPy's own
+  ``x64.astype(float16)`` rounds once instead and can differ by one code
+  (1 + 2^-11 + 2^-40 -> 0x3C01 directly, 0x3C00 via float32), so float16 results
+  equal ``x.astype(float32).astype(float16)``, not ``x.astype(float16)``.
+
+Bit patterns are stored unsigned: uint16 for 16-bit formats, uint8 for the 8- and
+4-bit ones (one fp4 code per byte in its low nibble, as ml_dtypes stores it; packing
+two per byte is :mod:`refquant.packing`'s job).
+
+References
+----------
+IEEE 754-2019; OCP 8-bit Floating Point Specification (OFP8) rev. 1.0; OCP
+Microscaling Formats (MX) v1.0, section 5.3.3 (FP4 E2M1); NumPy
+``npy_floatbits_to_halfbits`` / ``npy_halfbits_to_floatbits`` (``halffloat.c``);
+ml_dtypes ``float8.h`` ``ConvertImpl`` and ``mxfloat.h``; Eigen ``BFloat16.h``
+``float_to_bfloat16_rtne``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from refquant._validate import as_float_array
+
+__all__ = [
+    "FloatSpec", "FLOAT_SPECS", "FLOAT_ALIASES", "get_float_spec", "encode_float", "decode_float",
+    "to_ml_dtypes", "from_ml_dtypes", "NAN_POLICIES",
+]
+
+#: What the all-ones exponent field means.
+#: ``"ieee"``: mantissa 0 is ±inf, any other mantissa is NaN.
+#: ``"fn"``: a normal binade, except that the all-ones mantissa is NaN (no inf).
+#: ``"none"``: a normal binade; the format has neither inf nor NaN.
+NAN_POLICIES = ("ieee", "fn", "none")
+
+
+@dataclass(frozen=True)
+class FloatSpec:
+    """A sign / exponent / mantissa floating-point format.
+
+    Parameters
+    ----------
+    name : str
+        ml_dtypes-style name (``"float8_e4m3fn"``).
+    exp_bits, mant_bits : int
+        Exponent and (stored) mantissa field widths; one sign bit is implied.
+    bias : int
+        Exponent bias: a normal code with exponent field ``e`` is
+        ``(1 + m / 2**mant_bits) * 2**(e - bias)``.
+    has_inf : bool
+        Whether the all-ones exponent with a zero mantissa is ±inf. True exactly when
+        ``nan == "ieee"``.
+    nan : {"ieee", "fn", "none"}
+        Meaning of the all-ones exponent (see :data:`NAN_POLICIES`).
+    encode_nan : {"quiet", "payload"}
+        Code written for a NaN input. ``"quiet"``: the format's quiet NaN with the
+        input's sign (``nan_code`` XOR the sign bit, ml_dtypes). ``"payload"``: the
+        sign and the top ``mant_bits`` of the float32 mantissa, 1 if those are all
+        zero (NumPy's float16).
+    decode_nan : {"quiet", "payload"}
+        float32 produced for a NaN code. ``"quiet"``: 0x7FC00000 with the sign
+        (ml_dtypes float8). ``"payload"``: the code's mantissa shifted into the float32
+        mantissa (NumPy float16, Eigen bfloat16).
+    aliases : tuple of str
+        Other accepted names (lower case).
+    """
+
+    name: str
+    exp_bits: int
+    mant_bits: int
+    bias: int
+    has_inf: bool
+    nan: str
+    encode_nan: str = "quiet"
+    decode_nan: str = "quiet"
+    aliases: tuple[str, ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        if self.nan not in NAN_POLICIES:
+            raise ValueError(f"nan={self.nan!r} is not supported; allowed: {', '.join(map(repr, NAN_POLICIES))}")
+        if self.has_inf != (self.nan == "ieee"):
+            raise ValueError(f"has_inf={self.has_inf} contradicts nan={self.nan!r}: only 'ieee' formats have inf")
+        for attr in ("encode_nan", "decode_nan"):
+            if getattr(self, attr) not in ("quiet", "payload"):
+                raise ValueError(f"{attr}={getattr(self, attr)!r} is not supported; allowed: 'quiet', 'payload'")
+        if not (1 <= self.exp_bits <= 8 and 1 <= self.mant_bits <= 22 and self.exp_bits + self.mant_bits <= 15):
+            raise ValueError(f"exp_bits={self.exp_bits}, mant_bits={self.mant_bits}: this module handles formats "
+                             "narrower than float32 (1 <= exp_bits <= 8, 1 <= mant_bits <= 22, total <= 16 bits)")
+        if not (1 - self.bias >= -126 and self._emax_field - self.bias <= 127):
+            raise ValueError(f"bias={self.bias}: the format's exponents must lie within float32's")
+
+    # ---- layout -------------------------------------------------------------------
+    @property
+    def bits(self) -> int:
+        """Total width: sign + exponent + mantissa."""
+        return 1 + self.exp_bits + self.mant_bits
+
+    @property
+    def storage_dtype(self) -> np.dtype:
+        """Unsigned container of one code: uint16 for 16-bit formats, uint8 up to 8 bits."""
+        return np.dtype(np.uint16) if self.bits > 8 else np.dtype(np.uint8)
+
+    @property
+    def sign_mask(self) -> int:
+        """The sign bit of a code."""
+        return 1 << (self.bits - 1)
+
+    @property
+    def _emax_field(self) -> int:
+        """Largest exponent field that holds finite values."""
+        ones = (1 << self.exp_bits) - 1
+        return ones - 1 if self.nan == "ieee" else ones
+
+    @property
+    def max_code(self) -> int:
+        """Code (magnitude, sign clear) of the largest finite value."""
+        mant_ones = (1 << self.mant_bits) - 1
+        mant = mant_ones - 1 if self.nan == "fn" else mant_ones
+        return (self._emax_field << self.mant_bits) | mant
+
+    @property
+    def inf_code(self) -> int | None:
+        """Code of +inf, or None for formats without inf."""
+        return ((1 << self.exp_bits) - 1) << self.mant_bits if self.has_inf else None
+
+    @property
+    def nan_code(self) -> int:
+        """Code written for a positive NaN when ``encode_nan == "quiet"``.
+
+        The quiet NaN (top mantissa bit set) for ``ieee``, all ones for ``fn``, and for
+        a format without NaN ml_dtypes' ``quiet_NaN()`` stand-in, the -0.0 code.
+        """
+        if self.nan == "ieee":
+            return self.inf_code | (1 << (self.mant_bits - 1))  # type: ignore[operator]
+        if self.nan == "fn":
+            return (1 << (self.bits - 1)) - 1
+        return self.sign_mask
+
+    # ---- finfo-like values (derived) -------------------------------------------
+    @property
+    def min_exp(self) -> int:
+        """Exponent of the smallest normal value: ``tiny == 2.0**min_exp``."""
+        return 1 - self.bias
+
+    @property
+    def max_exp(self) -> int:
+        """Exponent of the largest binade holding finite values."""
+        return self._emax_field - self.bias
+
+    @property
+    def max(self) -> float:
+        """Largest finite value (decoded from :attr:`max_code`)."""
+        return float(decode_float(np.array([self.max_code], self.storage_dtype), self)[0])
+
+    @property
+    def tiny(self) -> float:
+        """Smallest positive normal value, ``2**(1 - bias)``."""
+        return 2.0 ** self.min_exp
+
+    @property
+    def smallest_subnormal(self) -> float:
+        """Smallest positive value, ``2**(1 - bias - mant_bits)``."""
+        return 2.0 ** (self.min_exp - self.mant_bits)
+
+    @property
+    def eps(self) -> float:
+        """Distance from 1.0 to the next larger value, ``2**-mant_bits``."""
+        return 2.0 ** -self.mant_bits
+
+    def __repr__(self) -> str:
+        return (f"FloatSpec({self.name!r}, exp_bits={self.exp_bits}, mant_bits={self.mant_bits}, "
+                f"bias={self.bias}, nan={self.nan!r})")
+
+
+FLOAT_SPECS: dict[str, FloatSpec] = {s.name: s for s in (
+    FloatSpec("float16", 5, 10, 15, True, "ieee", encode_nan="payload", decode_nan="payload",
+              aliases=("fp16", "half", "f16", "ieee_half")),
+    FloatSpec("bfloat16", 8, 7, 127, True, "ieee", encode_nan="quiet", decode_nan="payload",
+              aliases=("bf16",)),
+    FloatSpec("float8_e4m3fn", 4, 3, 7, False, "fn",
+              aliases=("fp8_e4m3", "fp8_e4m3fn", "e4m3", "e4m3fn", "f8e4m3fn")),
+    FloatSpec("float8_e5m2", 5, 2, 15, True, "ieee",
+              aliases=("fp8_e5m2", "e5m2", "f8e5m2")),
+    FloatSpec("float4_e2m1fn", 2, 1, 1, False, "none",
+              aliases=("fp4", "fp4_e2m1", "fp4_e2m1fn", "e2m1", "e2m1fn", "f4e2m1fn")),
+)}
+
+#: Every accepted name (canonical names and aliases, lower case) -> canonical name.
+FLOAT_ALIASES: dict[str, str] = {
+    **{alias: s.name for s in FLOAT_SPECS.values() for alias in s.aliases},
+    **{name: name for name in FLOAT_SPECS},
+}
+
+
+def get_float_spec(fmt: str | FloatSpec) -> FloatSpec:
+    """The :class:`FloatSpec` named ``fmt`` (canonical name or alias, any case).
+
+    Note that ``"fp4"`` here is OCP ``float4_e2m1fn``; bitsandbytes' FP4 is a different
+    table, :func:`refquant.dtypes.codebooks.get_codebook` ``("fp4")``.
+
+    Raises
+    ------
+    ValueError
+        For an unknown name, listing the allowed ones.
+    TypeError
+        If ``fmt`` is neither a string nor a FloatSpec.
+    """
+    if isinstance(fmt, FloatSpec):
+        return fmt
+    if not isinstance(fmt, str):
+        raise TypeError(f"fmt must be a format name (str) or FloatSpec, got {fmt!r} ({type(fmt).__name__})")
+    try:
+        return FLOAT_SPECS[FLOAT_ALIASES[fmt.lower()]]
+    except KeyError:
+        raise ValueError(f"fmt={fmt!r} is not a known float format; allowed: "
+                         f"{', '.join(FLOAT_SPECS)} (aliases: {', '.join(sorted(set(FLOAT_ALIASES) - set(FLOAT_SPECS)))})"
+                         ) from None
+
+
+# ---- encode ---------------------------------------------------------------------------
+
+def _shift_right_rne(v: np.ndarray, shift: np.ndarray | int) -> np.ndarray:
+    """``round_half_even(v / 2**shift)`` for non-negative int64 ``v`` and ``shift >= 1``."""
+    q = v >> shift
+    rem = v - (q << shift)
+    half = np.left_shift(np.int64(1), np.asarray(shift, dtype=np.int64) - 1)
+    return q + ((rem > half) | ((rem == half) & ((q & 1) == 1)))
+
+
+def _encode_f32_bits(u: np.ndarray, spec: FloatSpec, saturate: bool) -> np.ndarray:
+    """Codes (int64) for float32 bit patterns ``u`` (uint32); the heart of :func:`encode_float`."""
+    m = spec.mant_bits
+    sign = (u >> 31).astype(np.int64)
+    a = (u & 0x7FFFFFFF).astype(np.int64)             # |x| as float32 bits
+    is_nan = a > 0x7F800000
+    is_inf = a == 0x7F800000
+
+    # Normal results: move the exponent from float32's bias to the format's, then drop
+    # the low 23 - m mantissa bits with round-half-even. A mantissa that rounds up past
+    # all ones carries into the exponent, which is exactly the next binade.
+    #   float32: s eeeeeeee mmmmmmmmmmmmmmmmmmmmmmm
+    #   target:  s   eee..e mmm..m | dropped (rounded away) -> 23 - m bits
+    rebias = (127 - spec.bias) << 23
+    normal = _shift_right_rne(np.maximum(a - rebias, 0), 23 - m)
+
+    # Subnormal results (|x| below the format's smallest normal): count units of the
+    # smallest subnormal 2**(min_exp - m), rounded half-even. A count that reaches
+    # 2**m is the smallest normal code, so the carry is again automatic.
+    e32 = a >> 23
+    sig = np.where(e32 > 0, (a & 0x7FFFFF) | 0x800000, a & 0x7FFFFF)    # 24-bit significand
+    e = np.where(e32 > 0, e32 - 127, -126)                               # its exponent: x = sig * 2**(e - 23)
+    shift = np.minimum(23 + spec.min_exp - m - e, 40)                    # >= 24 - m here; 40 already gives 0
+    subnormal = _shift_right_rne(sig, np.maximum(shift, 1))
+
+    min_normal_bits = (spec.min_exp + 127) << 23
+    mag = np.where(a >= min_normal_bits, normal, subnormal)
+
+    # Overflow (after rounding) and infinities.
+    if saturate or spec.nan == "none":
+        over_code = spec.max_code
+    elif spec.has_inf:
+        over_code = spec.inf_code
+    else:
+        over_code = spec.nan_code
+    mag = np.where((mag > spec.max_code) | is_inf, over_code, mag)
+    code = mag | (sign << (spec.bits - 1))
+
+    # NaN.
+    if is_nan.any():
+        if spec.encode_nan == "payload":
+            payload = (a & 0x7FFFFF) >> (23 - m)
+            payload = np.where(payload == 0, 1, payload)                 # keep it a NaN, as NumPy does
+            nan = (((1 << spec.exp_bits) - 1) << m) | payload | (sign << (spec.bits - 1))
+        else:
+            nan = spec.nan_code ^ (sign << (spec.bits - 1))
+        code = np.where(is_nan, nan, code)
+    return code
+
+
+def encode_float(x: Any, fmt: str | FloatSpec, *, saturate: bool = False) -> np.ndarray:
+    """Round float32 values to the format ``fmt`` and return the bit patterns.
+
+    Parameters
+    ----------
+    x : array_like of float32 or float64, any shape
+        float64 is rounded to float32 first (module docstring); Python floats and
+        lists are taken as float32.
+    fmt : str or FloatSpec
+        ``"float16"``, ``"bfloat16"``, ``"float8_e4m3fn"``, ``"float8_e5m2"``,
+        ``"float4_e2m1fn"`` or an alias (``"fp16"``, ``"half"``, ``"bf16"``,
+        ``"fp8_e4m3"``, ``"e4m3"``, ``"fp8_e5m2"``, ``"e5m2"``, ``"fp4"``, ``"e2m1"``, ...).
+    saturate : bool, default False
+        False: overflow and ±inf follow ml_dtypes (±inf, the NaN code for fn formats,
+        ±max for e2m1). True: finite overflow and ±inf become ±max; NaN input is
+        still encoded as NaN (as far as the format has one; e2m1 writes ∓0).
+
+    Returns
+    -------
+    ndarray of uint16 (16-bit formats) or uint8 (8- and 4-bit formats), shape of ``x``
+        Round-to-nearest-even codes; equal to ``x.astype(float16).view(uint16)`` and
+        to ml_dtypes' ``x.astype(ml_dtypes.<fmt>).view(uint8/uint16)`` for float32
+        ``x``, NaN patterns included.
+
+    Raises
+    ------
+    TypeError
+        If ``x`` is an integer, boolean, complex or object array, or ``saturate`` is not
+        a bool.
+    ValueError
+        If ``fmt`` is unknown.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> encode_float(np.array([1.0, 65519.99, 65520.0], np.float32), "fp16")
+    array([15360, 31743, 31744], dtype=uint16)
+    >>> encode_float(np.array([464.0, 465.0, 1e9], np.float32), "e4m3", saturate=True)
+    array([126, 126, 126], dtype=uint8)
+    """
+    spec = get_float_spec(fmt)
+    if not isinstance(saturate, (bool, np.bool_)):
+        raise TypeError(f"saturate must be a bool, got {saturate!r} ({type(saturate).__name__})")
+    arr = as_float_array("x", x, dtypes=(np.float32, np.float64))
+    if arr.dtype == np.float64:
+        with np.errstate(over="ignore"):  # |x| > FLT_MAX -> inf, then handled like inf
+            arr = arr.astype(np.float32)
+    u = np.ascontiguousarray(arr).reshape(-1).view(np.uint32)  # (n,)
+    return _encode_f32_bits(u, spec, bool(saturate)).astype(spec.storage_dtype).reshape(arr.shape)
+
+
+# ---- decode ---------------------------------------------------------------------------
+
+def decode_float(bits: Any, fmt: str | FloatSpec) -> np.ndarray:
+    """Decode bit patterns of format ``fmt`` to float32 (exact for every code).
+
+    Parameters
+    ----------
+    bits : ndarray of uint16 (16-bit formats) or uint8 (8- and 4-bit formats), any shape
+        As returned by :func:`encode_float`. float4_e2m1fn codes must be < 16.
+    fmt : str or FloatSpec
+        Format name or alias, as for :func:`encode_float`.
+
+    Returns
+    -------
+    ndarray of float32, shape of ``bits``
+        NaN codes decode as described in the module docstring (``decode_nan``).
+
+    Raises
+    ------
+    TypeError
+        If ``bits`` is not an array of the format's storage dtype (use
+        :func:`from_ml_dtypes` for ml_dtypes / float16 arrays).
+    ValueError
+        If ``fmt`` is unknown, or a 4-bit code is larger than 15.
+    """
+    spec = get_float_spec(fmt)
+    if not isinstance(bits, np.ndarray) or bits.dtype != spec.storage_dtype:
+        got = f"dtype {bits.dtype}" if isinstance(bits, np.ndarray) else type(bits).__name__
+        raise TypeError(f"bits must be an ndarray of {spec.storage_dtype} for fmt={spec.name!r}, got {got}; "
+                        "for float arrays use encode_float, for ml_dtypes arrays from_ml_dtypes")
+    if spec.bits < 8 and bits.size and int(bits.max()) >> spec.bits:
+        raise ValueError(f"bits contains {int(bits.max())}, but {spec.name} codes are {spec.bits}-bit "
+                         f"(0..{(1 << spec.bits) - 1}); unpack packed bytes first")
+    m = spec.mant_bits
+    c = bits.reshape(-1).astype(np.int64)  # (n,)
+    sign = (c >> (spec.bits - 1)) << 31
+    expf = (c >> m) & ((1 << spec.exp_bits) - 1)
+    mant = c & ((1 << m) - 1)
+
+    # Normal codes: move the exponent to float32's bias and the mantissa to its top bits.
+    normal = ((expf - spec.bias + 127) << 23) | (mant << (23 - m))
+    # Subnormal codes: mant * 2**(min_exp - m), exact in float32 (also for bfloat16,
+    # whose subnormals are float32 subnormals).
+    unit = np.float32(2.0 ** (spec.min_exp - m))
+    subnormal = (mant.astype(np.float32) * unit).view(np.uint32).astype(np.int64)
+    mag = np.where(expf == 0, subnormal, normal)
+
+    ones = (1 << spec.exp_bits) - 1
+    if spec.nan == "ieee":
+        is_inf = (expf == ones) & (mant == 0)
+        is_nan = (expf == ones) & (mant != 0)
+        mag = np.where(is_inf, 0x7F800000, mag)
+    elif spec.nan == "fn":
+        is_nan = (expf == ones) & (mant == (1 << m) - 1)
+    else:
+        is_nan = np.zeros(c.shape, bool)
+    if spec.decode_nan == "payload":
+        nan = 0x7F800000 | (mant << (23 - m))
+    else:
+        nan = 0x7FC00000
+    mag = np.where(is_nan, nan, mag)
+    return (mag | sign).astype(np.uint32).view(np.float32).reshape(bits.shape)
+
+
+# ---- ml_dtypes interop ----------------------------------------------------------------
+
+def _ml_dtype(spec: FloatSpec) -> np.dtype:
+    if spec.name == "float16":
+        return np.dtype(np.float16)
+    import ml_dtypes  # runtime dependency for interop only
+
+    return np.dtype(getattr(ml_dtypes, spec.name))
+
+
+def to_ml_dtypes(bits: Any, fmt: str | FloatSpec) -> np.ndarray:
+    """View bit patterns as the matching NumPy / ml_dtypes array (no copy).
+
+    Parameters
+    ----------
+    bits : ndarray of the format's storage dtype (see :func:`decode_float`)
+    fmt : str or FloatSpec
+
+    Returns
+    -------
+    ndarray of numpy.float16 or ``ml_dtypes.<fmt>``
+        A view sharing memory with ``bits`` (float4_e2m1fn: one code per byte).
+
+    Raises
+    ------
+    TypeError, ValueError
+        As :func:`decode_float`.
+    """
+    spec = get_float_spec(fmt)
+    if not isinstance(bits, np.ndarray) or bits.dtype != spec.storage_dtype:
+        got = f"dtype {bits.dtype}" if isinstance(bits, np.ndarray) else type(bits).__name__
+        raise TypeError(f"bits must be an ndarray of {spec.storage_dtype} for fmt={spec.name!r}, got {got}")
+    if spec.bits < 8 and bits.size and int(bits.max()) >> spec.bits:
+        raise ValueError(f"bits contains {int(bits.max())}, but {spec.name} codes are 0..{(1 << spec.bits) - 1}")
+    return bits.view(_ml_dtype(spec))
+
+
+def from_ml_dtypes(arr: Any) -> tuple[np.ndarray, FloatSpec]:
+    """Bit patterns and format of a NumPy float16 or ml_dtypes array (no copy).
+
+    Parameters
+    ----------
+    arr : ndarray of numpy.float16, ml_dtypes.bfloat16, float8_e4m3fn, float8_e5m2 or
+        float4_e2m1fn
+
+    Returns
+    -------
+    bits : ndarray of the format's storage dtype, a view of ``arr``
+    spec : FloatSpec
+
+    Raises
+    ------
+    TypeError
+        If ``arr`` is not an array of one of those dtypes.
+    """
+    if not isinstance(arr, np.ndarray):
+        raise TypeError(f"arr must be an ndarray of float16 or an ml_dtypes float type, got {type(arr).__name__}")
+    name = "float16" if arr.dtype == np.float16 else arr.dtype.name
+    if name not in FLOAT_SPECS or _ml_dtype(FLOAT_SPECS[name]) != arr.dtype:
+        raise TypeError(f"arr has dtype {arr.dtype}; allowed: {', '.join(FLOAT_SPECS)}")
+    spec = FLOAT_SPECS[name]
+    return arr.view(spec.storage_dtype), spec
