@@ -1,0 +1,382 @@
+"""Candidate-scale searches shared by the ggml K-quants, vectorized over sub-blocks.
+
+Each function here is the NumPy form of one static helper in ggml's
+``src/ggml-quants.c`` (ggml-org/ggml @ d99724f2): ``make_qx_quants``,
+``make_q3_quants``, ``make_qkx2_quants`` / ``make_qkx3_quants`` and
+``make_qp_quants``. ggml runs them on one sub-block at a time; here one call handles
+every sub-block of a tensor at once, and the search iterations (the candidate
+scales, the coordinate-descent passes) are a short Python loop.
+
+Layout: every array is **element-major**, shape ``(n, m)``: ``n`` elements of one
+sub-block down axis 0, ``m`` sub-blocks across axis 1. ggml accumulates its sums one
+element at a time in index order, so a sum over a sub-block is a loop over axis 0
+whose every step is one vector add across all ``m`` sub-blocks (:func:`seq_sum`).
+
+Arithmetic follows ggml's C exactly (FACTS.md section 3): every value is float32,
+every operation rounds to float32, no fused multiply-add, products evaluate left to
+right as written in C (``w*x[i]*l`` is ``(w*x)*l``), integer codes convert to float
+where C converts them, and rounding to an integer is ggml's ``nearest_int``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+__all__ = [
+    "GROUP_MAX_EPS",
+    "nearest_int",
+    "seq_sum",
+    "make_qx_quants",
+    "make_q3_quants",
+    "make_qkx_quants",
+    "make_qp_quants",
+]
+
+F32 = np.float32
+
+#: ``GROUP_MAX_EPS`` of ggml-quants.c: a group whose largest magnitude is below this
+#: is treated as all zero.
+GROUP_MAX_EPS = F32(1e-15)
+
+_MAGIC = F32(12582912.0)  # 1.5 * 2**23
+
+
+def nearest_int(f: np.ndarray) -> np.ndarray:
+    """ggml's ``nearest_int``: round float32 to int32, ties to even.
+
+    ggml adds 1.5·2**23 in float32 and reads the low 23 bits of the sum. For
+    ``abs(f) <= 4194303`` this is round-half-to-even; outside that range (and for
+    inf or NaN) it gives the same wrapped integer the C code gives, which matters
+    only in degenerate blocks whose result is masked out.
+
+    Parameters
+    ----------
+    f : ndarray of float32
+
+    Returns
+    -------
+    ndarray of int32, same shape
+    """
+    bits = (np.asarray(f, dtype=F32) + _MAGIC).view(np.int32)
+    return (bits & 0x007FFFFF) - 0x00400000
+
+
+def seq_sum(terms: np.ndarray, *, from_first: bool = False) -> np.ndarray:
+    """Sum ``terms`` over axis 0 one row at a time, in float32, in index order.
+
+    This is ggml's ``for (i...) s += term[i]`` loop run for all sub-blocks at once.
+    ``np.sum`` would use pairwise summation and round differently.
+
+    Parameters
+    ----------
+    terms : ndarray of float32, shape (n, m)
+    from_first : bool
+        Start from ``terms[0]`` instead of ``0.0f + terms[0]`` (C code that writes
+        ``float s = t[0]; for (i = 1...)``; differs only in the sign of a zero).
+
+    Returns
+    -------
+    ndarray of float32, shape (m,)
+    """
+    if from_first:
+        acc = terms[0].copy()
+        rest = terms[1:]
+    else:
+        acc = np.zeros(terms.shape[1:], dtype=F32)
+        rest = terms
+    for row in rest:
+        acc += row
+    return acc
+
+
+def _signed_absmax(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per column: the element with the largest ``abs`` (the first one on a tie,
+    ggml's strict ``>`` scan from 0) and that ``abs``. Shapes (m,), (m,)."""
+    ax = np.abs(x)
+    idx = np.argmax(ax, axis=0)
+    cols = np.arange(x.shape[1])
+    return x[idx, cols], ax[idx, cols]
+
+
+def _clamp_code(values: np.ndarray, lo: int, hi: int) -> np.ndarray:
+    """``MAX(lo, MIN(hi, nearest_int(values)))`` as int32."""
+    return np.clip(nearest_int(values), lo, hi)
+
+
+def make_qx_quants(
+    x: np.ndarray, nmax: int, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric signed codes with a least-squares scale: ggml ``make_qx_quants``
+    with ``rmse_type = 1``.
+
+    Codes are ``l`` in ``[-nmax, nmax - 1]``. The start is ``iscale = -nmax/max``
+    (``max`` the signed element of largest magnitude, so it maps to ``-nmax``); the
+    scale is ``Σw·x·l / Σw·l²``. Then 18 more ``iscale = -(nmax + 0.1f·is)/max``,
+    ``is = -9..9`` without 0, are tried, and one is kept when
+    ``(Σw·x·l)² > best·Σw·l²`` (strict), where ``best = scale·Σw·x·l``.
+
+    Parameters
+    ----------
+    x : ndarray of float32, shape (n, m)
+        One sub-block per column.
+    nmax : int
+    weights : ndarray of float32, shape (n, m), optional
+        Importance weights; ``x²`` when None (ggml's ``rmse_type = 1`` default).
+
+    Returns
+    -------
+    scale : ndarray of float32, shape (m,)
+        0 for a column whose largest magnitude is below ``GROUP_MAX_EPS``.
+    codes : ndarray of uint8, shape (n, m)
+        ``l + nmax``; all 0 (not ``nmax``) for such an all-zero column.
+    """
+    w = x * x if weights is None else weights
+    wx = w * x
+    vmax, amax = _signed_absmax(x)
+    zero = amax < GROUP_MAX_EPS
+    vmax = np.where(zero, F32(1), vmax)  # placeholder divisor; zero columns are reset below
+
+    def candidate(iscale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        l = _clamp_code(iscale * x, -nmax, nmax - 1)
+        lf = l.astype(F32)
+        return l, seq_sum(wx * lf), seq_sum(w * lf * lf)
+
+    L, sumlx, suml2 = candidate(F32(-nmax) / vmax)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        scale = np.where(suml2 != 0, sumlx / suml2, F32(0)).astype(F32)
+        best = scale * sumlx
+        for step in range(-9, 10):
+            if step == 0:
+                continue
+            l, sumlx, suml2 = candidate(-(F32(nmax) + F32(0.1) * F32(step)) / vmax)
+            better = (suml2 > 0) & (sumlx * sumlx > best * suml2)
+            L = np.where(better, l, L)
+            scale = np.where(better, sumlx / suml2, scale)
+            best = np.where(better, scale * sumlx, best)
+    codes = np.where(zero, 0, L + nmax).astype(np.uint8)
+    return np.where(zero, F32(0), scale), codes
+
+
+def make_q3_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
+    """Signed codes refined by coordinate descent: ggml ``make_q3_quants`` with
+    ``do_rmse = true`` (used by ``quantize_row_q3_K_ref``).
+
+    Start as :func:`make_qx_quants` (weights ``x²``), then up to 5 passes over the
+    elements; element ``i`` moves to ``nearest_int(x·Σ'l² / Σ'w·x·l)`` (sums without
+    ``i``) when that raises ``(Σw·x·l)² / Σw·l²``. A pass that changes nothing leaves
+    the state as it was, so further passes would change nothing either; the loop
+    stops when no column changed.
+
+    Parameters
+    ----------
+    x : ndarray of float32, shape (n, m)
+    nmax : int
+
+    Returns
+    -------
+    scale : ndarray of float32, shape (m,)
+        ``Σw·x·l / Σw·l²`` (0 when ``Σw·l² = 0`` or the column is all zero).
+    codes : ndarray of uint8, shape (n, m)
+        ``l + nmax``; all 0 for an all-zero column.
+    """
+    w = x * x
+    wx = w * x
+    vmax, amax = _signed_absmax(x)
+    zero = amax < GROUP_MAX_EPS
+    vmax = np.where(zero, F32(1), vmax)
+    L = _clamp_code((F32(-nmax) / vmax) * x, -nmax, nmax - 1)
+    Lf = L.astype(F32)
+    sumlx = seq_sum(wx * Lf)
+    suml2 = seq_sum(w * Lf * Lf)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        for _ in range(5):
+            n_changed = 0
+            for i in range(x.shape[0]):
+                li = Lf[i]
+                slx = sumlx - wx[i] * li
+                sl2 = suml2 - w[i] * li * li
+                new_l = _clamp_code(x[i] * sl2 / slx, -nmax, nmax - 1)
+                new_lf = new_l.astype(F32)
+                accept = (slx > 0) & (new_l != L[i])
+                slx = slx + wx[i] * new_lf
+                sl2 = sl2 + w[i] * new_lf * new_lf
+                accept &= (sl2 > 0) & (slx * slx * suml2 > sumlx * sumlx * sl2)
+                L[i] = np.where(accept, new_l, L[i])
+                Lf[i] = np.where(accept, new_lf, li)
+                sumlx = np.where(accept, slx, sumlx)
+                suml2 = np.where(accept, sl2, suml2)
+                n_changed += int(np.count_nonzero(accept))
+            if not n_changed:
+                break
+        scale = np.where(suml2 > 0, sumlx / suml2, F32(0)).astype(F32)
+    codes = np.where(zero, 0, L + nmax).astype(np.uint8)
+    return np.where(zero, F32(0), scale), codes
+
+
+class AffineSearch(NamedTuple):
+    """Result of :func:`make_qkx_quants`, one entry per sub-block."""
+
+    scale: np.ndarray  #: float32 (m,)
+    the_min: np.ndarray  #: float32 (m,), ``-min`` (>= 0): the value subtracted
+    codes: np.ndarray  #: uint8 (n, m), in ``[0, nmax]``
+
+
+def make_qkx_quants(
+    x: np.ndarray,
+    weights: np.ndarray,
+    nmax: int,
+    rmin: float,
+    rdelta: float,
+    nstep: int,
+    use_mad: bool,
+) -> AffineSearch:
+    """Asymmetric codes ``x ≈ scale·l + min`` with a scale search: ggml
+    ``make_qkx2_quants`` (and ``make_qkx3_quants``, identical when weights are
+    given, which is the only way the K-quants call it).
+
+    ``min`` starts at ``min(x, 0)`` and ``max`` at ``max(x)``. The start is
+    ``iscale = nmax/(max - min)``; then for ``is = 0..nstep`` the candidate
+    ``iscale = (rmin + rdelta·is + nmax)/(max - min)`` gives codes ``l`` and a
+    weighted two-parameter least-squares fit (scale, min), with ``min`` capped at 0.
+    A candidate replaces the best one when its weighted error ``Σw·|e|``
+    (``use_mad``) or ``Σw·e²`` is strictly lower, and then its ``min`` is the one
+    the following candidates use for ``x - min`` and ``max - min`` (ggml updates
+    the variable in place).
+
+    Parameters
+    ----------
+    x, weights : ndarray of float32, shape (n, m)
+    nmax : int
+    rmin, rdelta : float
+        Converted to float32, as ggml's ``-0.5f``, ``0.1f`` literals.
+    nstep : int
+    use_mad : bool
+
+    Returns
+    -------
+    AffineSearch
+        For a column with ``max == min`` (constant non-negative, or all zero):
+        scale 0, codes 0 and ``the_min = -min``.
+    """
+    w = weights
+    rmin32, rdelta32 = F32(rmin), F32(rdelta)
+    sum_w = seq_sum(w, from_first=True)
+    sum_x = seq_sum(w * x, from_first=True)
+    vmin = np.minimum(x.min(axis=0), F32(0))
+    vmax = x.max(axis=0)
+    flat = vmax == vmin
+
+    def weighted_error(scale: np.ndarray, lf: np.ndarray, mn: np.ndarray) -> np.ndarray:
+        diff = scale * lf + mn - x
+        diff = np.abs(diff) if use_mad else diff * diff
+        return seq_sum(w * diff)
+
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        iscale = F32(nmax) / (vmax - vmin)
+        scale = F32(1) / iscale
+        L = _clamp_code(iscale * (x - vmin), 0, nmax)
+        best_error = weighted_error(scale, L.astype(F32), vmin)
+        for step in range(nstep + 1):
+            # ggml updates `min` when it accepts a candidate, so the later
+            # candidates' iscale and offsets use the accepted min
+            iscale = (rmin32 + rdelta32 * F32(step) + F32(nmax)) / (vmax - vmin)
+            l = _clamp_code(iscale * (x - vmin), 0, nmax)
+            lf = l.astype(F32)
+            wl = w * lf
+            sum_l = seq_sum(wl)
+            sum_l2 = seq_sum(wl * lf)
+            sum_xl = seq_sum(wl * x)
+            D = sum_w * sum_l2 - sum_l * sum_l
+            this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
+            this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
+            capped = this_min > 0
+            this_min = np.where(capped, F32(0), this_min)
+            this_scale = np.where(capped, sum_xl / sum_l2, this_scale)
+            cur_error = weighted_error(this_scale, lf, this_min)
+            better = (D > 0) & (cur_error < best_error) & ~flat
+            L = np.where(better, l, L)
+            best_error = np.where(better, cur_error, best_error)
+            scale = np.where(better, this_scale, scale)
+            vmin = np.where(better, this_min, vmin)
+    scale = np.where(flat, F32(0), scale)
+    the_min = -vmin
+    codes = np.where(flat, 0, L).astype(np.uint8)
+    return AffineSearch(scale.astype(F32), the_min.astype(F32), codes)
+
+
+def make_qp_quants(
+    x: np.ndarray, nmax: int, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Quantize non-negative sub-block scales to ``[0, nmax]``: ggml ``make_qp_quants``.
+
+    ``max = max(0, x)``; a column with ``max < GROUP_MAX_EPS`` gives 0. Otherwise the
+    best of ``iscale = nmax/max`` and ``(0.1f·is + nmax)/max`` (``is = -4..4``) by
+    weighted squared error, then the coordinate descent of :func:`make_q3_quants`
+    (codes capped only from above), and the scale ``Σw·x·l / Σw·l²``, or **0 when
+    ``Σw·l² = 0``** (all weights zero where codes are non-zero: the guard that keeps
+    zero-importance imatrix columns from producing NaN, FAILURES #5).
+
+    Codes are stored as uint8 as in ggml, so a negative input (never produced by
+    the K-quant searches) would wrap exactly as it does there.
+
+    Parameters
+    ----------
+    x, weights : ndarray of float32, shape (n, m)
+    nmax : int
+
+    Returns
+    -------
+    scale : ndarray of float32, shape (m,)
+    codes : ndarray of uint8, shape (n, m)
+    """
+    w = weights
+    wx = w * x
+    vmax = np.maximum(x.max(axis=0), F32(0))
+    zero = vmax < GROUP_MAX_EPS
+    vmax = np.where(zero, F32(1), vmax)
+
+    def squared_error(iscale: np.ndarray, codes: np.ndarray) -> np.ndarray:
+        diff = x - (F32(1) / iscale) * codes.astype(F32)
+        return seq_sum(w * diff * diff)
+
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        best_iscale = F32(nmax) / vmax
+        # the first candidate stores nearest_int in uint8 without the nmax cap
+        best_mse = squared_error(best_iscale, (nearest_int(best_iscale * x) & 0xFF))
+        for step in range(-4, 5):
+            if step == 0:
+                continue
+            iscale = (F32(0.1) * F32(step) + F32(nmax)) / vmax
+            mse = squared_error(iscale, np.minimum(nearest_int(iscale * x), nmax))
+            better = mse < best_mse
+            best_mse = np.where(better, mse, best_mse)
+            best_iscale = np.where(better, iscale, best_iscale)
+
+        l = np.minimum(nearest_int(best_iscale * x), nmax)
+        lf = l.astype(F32)
+        sumlx = seq_sum(wx * lf)
+        suml2 = seq_sum(w * lf * lf)
+        L = (l & 0xFF).astype(F32)  # what ggml's uint8_t L[] holds
+        for _ in range(5):
+            n_changed = 0
+            for i in range(x.shape[0]):
+                li = L[i]
+                slx = sumlx - wx[i] * li
+                sl2 = suml2 - w[i] * li * li
+                new_l = np.minimum(nearest_int(x[i] * sl2 / slx), nmax)
+                new_lf = new_l.astype(F32)
+                accept = (slx > 0) & (sl2 > 0) & (new_lf != li)
+                slx = slx + wx[i] * new_lf
+                sl2 = sl2 + w[i] * new_lf * new_lf
+                accept &= slx * slx * suml2 > sumlx * sumlx * sl2
+                L[i] = np.where(accept, (new_l & 0xFF).astype(F32), li)
+                sumlx = np.where(accept, slx, sumlx)
+                suml2 = np.where(accept, sl2, suml2)
+                n_changed += int(np.count_nonzero(accept))
+            if not n_changed:
+                break
+        scale = np.where(suml2 > 0, sumlx / suml2, F32(0)).astype(F32)
+    codes = np.where(zero, 0, L).astype(np.uint8)
+    return np.where(zero, F32(0), scale), codes
