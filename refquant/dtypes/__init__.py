@@ -13,8 +13,12 @@ from refquant.dtypes.floatspec import (
     get_float_spec,
     to_ml_dtypes,
 )
+from refquant.dtypes.intspec import INT_SPECS, IntSpec, get_int_spec
+from refquant.dtypes.codebooks import CODEBOOKS, Codebook, codebook_decode, codebook_encode, get_codebook
 
 __all__ = [
     "FloatSpec", "FLOAT_SPECS", "FLOAT_ALIASES", "get_float_spec", "encode_float", "decode_float",
     "to_ml_dtypes", "from_ml_dtypes",
+    "IntSpec", "INT_SPECS", "get_int_spec",
+    "Codebook", "CODEBOOKS", "get_codebook", "codebook_encode", "codebook_decode",
 ]
