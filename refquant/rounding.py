@@ -66,7 +66,8 @@ def round_half_even(x: Any) -> np.ndarray:
     rounding mode. FACTS.md sections 0 and 2.3.
     """
     arr = as_float_array("x", x, dtypes=_FLOATS)
-    return np.rint(arr)
+    with np.errstate(invalid="ignore"):  # a signalling NaN raises the invalid flag; it stays NaN
+        return np.rint(arr)
 
 
 def round_half_away(x: Any) -> np.ndarray:
@@ -99,11 +100,13 @@ def round_half_away(x: Any) -> np.ndarray:
     ``Q8_0`` uses to match ggml's ``roundf``. FACTS.md section 0, FAILURES.md #9.
     """
     arr = as_float_array("x", x, dtypes=_FLOATS)
-    a = np.abs(arr)
-    t = np.trunc(a)
-    with np.errstate(invalid="ignore"):  # inf - inf for infinite inputs; the compare is then False
+    # invalid: inf - inf for infinite inputs (the compare is then False, so inf stays
+    # inf), and signalling NaNs (they stay NaN)
+    with np.errstate(invalid="ignore"):
+        a = np.abs(arr)
+        t = np.trunc(a)
         up = (a - t) >= 0.5
-    return np.copysign(t + up.astype(arr.dtype), arr)
+        return np.copysign(t + up.astype(arr.dtype), arr)
 
 
 def round_stochastic(x: Any, rng: np.random.Generator) -> np.ndarray:
@@ -142,10 +145,10 @@ def round_stochastic(x: Any, rng: np.random.Generator) -> np.ndarray:
                         f"got {rng!r} ({type(rng).__name__})")
     arr = as_float_array("x", x, dtypes=_FLOATS)
     u = rng.random(arr.shape)  # float64 in [0, 1)
-    f = np.floor(arr)
-    with np.errstate(invalid="ignore"):  # inf - inf; the compare is then False and inf stays inf
+    with np.errstate(invalid="ignore"):  # inf - inf (the compare is then False: inf stays inf), sNaN
+        f = np.floor(arr)
         up = u < (arr - f)
-    return f + up.astype(arr.dtype)
+        return f + up.astype(arr.dtype)
 
 
 def nearest_int(x: Any) -> np.ndarray:
@@ -179,7 +182,7 @@ def nearest_int(x: Any) -> np.ndarray:
     FACTS.md section 0.
     """
     arr = as_float_array("x", x, dtypes=(np.float32, np.float64))
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):
         f = arr.astype(np.float32)
     if f.size and not (np.abs(f) <= NEAREST_INT_MAX).all():  # also catches NaN
         bad = f[~(np.abs(f) <= NEAREST_INT_MAX)].flat[0]

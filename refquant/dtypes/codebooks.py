@@ -155,7 +155,7 @@ class Codebook:
         """
         arr = as_float_array("x", x, dtypes=(np.float32, np.float64))
         if arr.dtype == np.float64:
-            with np.errstate(over="ignore"):
+            with np.errstate(over="ignore", invalid="ignore"):  # |x| > FLT_MAX -> inf; sNaN -> NaN
                 arr = arr.astype(np.float32)
         mid = self.midpoints
         lo = np.searchsorted(mid, arr, side="left")      # ties -> lower neighbour

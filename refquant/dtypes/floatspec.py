@@ -367,7 +367,7 @@ def encode_float(x: Any, fmt: str | FloatSpec, *, saturate: bool = False) -> np.
         raise TypeError(f"saturate must be a bool, got {saturate!r} ({type(saturate).__name__})")
     arr = as_float_array("x", x, dtypes=(np.float32, np.float64))
     if arr.dtype == np.float64:
-        with np.errstate(over="ignore"):  # |x| > FLT_MAX -> inf, then handled like inf
+        with np.errstate(over="ignore", invalid="ignore"):  # |x| > FLT_MAX -> inf; sNaN -> NaN
             arr = arr.astype(np.float32)
     u = np.ascontiguousarray(arr).reshape(-1).view(np.uint32)  # (n,)
     return _encode_f32_bits(u, spec, bool(saturate)).astype(spec.storage_dtype).reshape(arr.shape)
