@@ -49,6 +49,8 @@ from .gguf_kquants_search import (
     make_qp_quants,
     make_qx_quants,
     nearest_int,
+    scan_absmax,
+    scan_max,
     seq_sum,
 )
 
@@ -81,29 +83,11 @@ def _to_fp16(v: np.ndarray) -> np.ndarray:
     return np.asarray(v, dtype=F32).astype(np.float16)
 
 
-def _element_major(x: np.ndarray, size: int) -> np.ndarray:
-    """(n_blocks, 256) → (size, n_blocks·256/size): one sub-block per column."""
-    return np.ascontiguousarray(x.reshape(-1, size).T)
-
-
-def _block_major(a: np.ndarray, n_blocks: int) -> np.ndarray:
-    """Inverse of :func:`_element_major` for per-element arrays → (n_blocks, 256)."""
-    return np.ascontiguousarray(a.T).reshape(n_blocks, QK_K)
-
-
-def _positive_max(v: np.ndarray) -> np.ndarray:
-    """ggml's ``if (s > max) max = s`` from ``max = 0``, per row of (n, k): the
-    largest value if it is > 0, else +0.0 (never -0.0)."""
-    m = v.max(axis=1)
-    return np.where(m > 0, m, F32(0)).astype(F32)
-
-
 def _row_sigma2(x: np.ndarray, factor: int) -> np.ndarray:
     """``factor·Σx²/QK_K`` per super-block with a sequential sum, as the ``_impl``
     quantizers compute sigma² (factor 1 for Q2_K, 2 for Q3_K/Q4_K/Q5_K).
     Returns shape (n_blocks, 1)."""
-    xt = np.ascontiguousarray(x.T)
-    sumx2 = seq_sum(xt * xt)
+    sumx2 = seq_sum(x * x)
     if factor != 1:
         sumx2 = F32(factor) * sumx2
     return (sumx2 / F32(QK_K))[:, None]
@@ -233,12 +217,12 @@ def _quantize_q2_k(x: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
     """``quantize_row_q2_K_ref`` / ``quantize_row_q2_K_impl``: 16 sub-blocks of 16,
     x ≈ d·sc·l − dmin·m with 4-bit sc, m and 2-bit l."""
     n = x.shape[0]
-    xt = _element_major(x, 16)
+    xs = x.reshape(n * 16, 16)
     blocks = np.zeros(n, dtype=KQUANT_DTYPES["q2_k"])
     if qw is None:
-        fit = make_qkx_quants(xt, np.abs(xt), 3, -0.5, 0.1, 15, use_mad=True)
+        fit = make_qkx_quants(xs, np.abs(xs), 3, -0.5, 0.1, 15, use_mad=True)
         scales, mins = fit.scale.reshape(n, 16), fit.the_min.reshape(n, 16)
-        max_scale, max_min = _positive_max(scales), _positive_max(mins)
+        max_scale, max_min = scan_max(scales), scan_max(mins)
         with np.errstate(divide="ignore", invalid="ignore"):
             ls = nearest_int((F32(15) / max_scale)[:, None] * scales) & 0xFF
             lm = nearest_int((F32(15) / max_min)[:, None] * mins)
@@ -248,18 +232,17 @@ def _quantize_q2_k(x: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
         blocks["d"] = _to_fp16(np.where(max_scale > 0, max_scale / F32(15), F32(0)))
         blocks["dmin"] = _to_fp16(np.where(max_min > 0, max_min / F32(15), F32(0)))
     else:
-        w = _imatrix_weights(x, qw, _row_sigma2(x, 1))
-        wt = _element_major(w, 16)
-        fit = make_qkx_quants(xt, wt, 3, -0.9, 0.05, 36, use_mad=False)
-        sw = seq_sum(wt).reshape(n, 16).T.copy()
-        dm, ls = make_qp_quants(fit.scale.reshape(n, 16).T.copy(), 15, sw)
-        mm, lm = make_qp_quants(fit.the_min.reshape(n, 16).T.copy(), 15, sw)
-        blocks["scales"] = ls.T | (lm.T << 4)
+        ws = _imatrix_weights(x, qw, _row_sigma2(x, 1)).reshape(n * 16, 16)
+        fit = make_qkx_quants(xs, ws, 3, -0.9, 0.05, 36, use_mad=False)
+        sw = seq_sum(ws).reshape(n, 16)
+        dm, ls = make_qp_quants(fit.scale.reshape(n, 16), 15, sw)
+        mm, lm = make_qp_quants(fit.the_min.reshape(n, 16), 15, sw)
+        blocks["scales"] = ls | (lm << 4)
         blocks["d"], blocks["dmin"] = _to_fp16(dm), _to_fp16(mm)
     sc = blocks["scales"]
     d = blocks["d"].astype(F32)[:, None] * (sc & 0xF).astype(F32)
     dm = blocks["dmin"].astype(F32)[:, None] * (sc >> 4).astype(F32)
-    L = _requantize(x.reshape(n, 16, 16), _block_major(fit.codes, n), d, 0, 3, dm)
+    L = _requantize(x.reshape(n, 16, 16), fit.codes, d, 0, 3, dm)
     blocks["qs"] = _pack_2bit(L.reshape(n, QK_K))
     return blocks
 
@@ -280,13 +263,12 @@ def _quantize_q3_k(x: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
     """``quantize_row_q3_K_ref`` / ``_impl``: 16 sub-blocks of 16, x ≈ d·(s − 32)·l
     with 6-bit s and 3-bit l in −4..3 (stored as l + 4: 2 bits in qs, 1 in hmask)."""
     n = x.shape[0]
-    xt = _element_major(x, 16)
+    xs = x.reshape(n * 16, 16)
     blocks = np.zeros(n, dtype=KQUANT_DTYPES["q3_k"])
     if qw is None:
-        scale, codes = make_q3_quants(xt, 4)
+        scale, codes = make_q3_quants(xs, 4)
         scales = scale.reshape(n, 16)
-        idx = np.argmax(np.abs(scales), axis=1)
-        max_scale = scales[np.arange(n), idx]
+        max_scale, _ = scan_absmax(scales)
         nonzero = max_scale != 0
         with np.errstate(divide="ignore", invalid="ignore"):
             iscale = np.where(nonzero, F32(-32) / max_scale, F32(1))
@@ -295,17 +277,15 @@ def _quantize_q3_k(x: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
         s = np.where(nonzero[:, None], np.clip(l, -32, 31) + 32, 0).astype(np.uint8)
         blocks["d"] = _to_fp16(np.where(nonzero, F32(1) / iscale, F32(0)))
     else:
-        w = _imatrix_weights(x, qw, _row_sigma2(x, 2))
-        wt = _element_major(w, 16)
-        scale, codes = make_qx_quants(xt, 4, wt)
-        sw = seq_sum(wt).reshape(n, 16).T.copy()
-        d_block, ls = make_qx_quants(scale.reshape(n, 16).T.copy(), 32, sw)
-        s = ls.T.copy()
+        ws = _imatrix_weights(x, qw, _row_sigma2(x, 2)).reshape(n * 16, 16)
+        scale, codes = make_qx_quants(xs, 4, ws)
+        sw = seq_sum(ws).reshape(n, 16)
+        d_block, s = make_qx_quants(scale.reshape(n, 16), 32, sw)
         blocks["d"] = _to_fp16(d_block)
     blocks["scales"] = _pack_scales_3k(s)
     sc = _unpack_scales_3k(blocks["scales"]).astype(np.int32) - 32
     d = blocks["d"].astype(F32)[:, None] * sc.astype(F32)
-    L = _requantize(x.reshape(n, 16, 16), _block_major(codes, n), d, -4, 3).reshape(n, QK_K)
+    L = _requantize(x.reshape(n, 16, 16), codes, d, -4, 3).reshape(n, QK_K)
     high = (L > 3).astype(np.uint8)
     blocks["hmask"] = _pack_high_bits(high, 8)
     blocks["qs"] = _pack_2bit(L - 4 * high)
@@ -328,14 +308,14 @@ def _quantize_q45_k(x: np.ndarray, qw: np.ndarray | None, nmax: int) -> np.ndarr
     """``quantize_row_q4_K_ref``/``_impl`` (nmax 15) and ``quantize_row_q5_K_ref``/
     ``_impl`` (nmax 31): 8 sub-blocks of 32, x ≈ d·sc·l − dmin·m, 6-bit sc and m."""
     n = x.shape[0]
-    xt = _element_major(x, 32)
+    xs = x.reshape(n * 8, 32)
     if qw is None:
-        av_x = np.sqrt(seq_sum(xt * xt) / F32(32))
-        wt = av_x[None, :] + np.abs(xt)
+        av_x = np.sqrt(seq_sum(xs * xs) / F32(32))
+        ws = av_x[:, None] + np.abs(xs)
         rmin, nstep = (-1.0, 20) if nmax == 15 else (-0.5, 15)
-        fit = make_qkx_quants(xt, wt, nmax, rmin, 0.1, nstep, use_mad=False)
+        fit = make_qkx_quants(xs, ws, nmax, rmin, 0.1, nstep, use_mad=False)
         scales, mins = fit.scale.reshape(n, 8), fit.the_min.reshape(n, 8)
-        max_scale, max_min = _positive_max(scales), _positive_max(mins)
+        max_scale, max_min = scan_max(scales), scan_max(mins)
         with np.errstate(divide="ignore"):
             inv_scale = np.where(max_scale > 0, F32(63) / max_scale, F32(0))
             inv_min = np.where(max_min > 0, F32(63) / max_min, F32(0))
@@ -344,13 +324,11 @@ def _quantize_q45_k(x: np.ndarray, qw: np.ndarray | None, nmax: int) -> np.ndarr
         lm = np.minimum(nearest_int(inv_min[:, None] * mins) & 0xFF, 63).astype(np.uint8)
         d, dmin = max_scale / F32(63), max_min / F32(63)
     else:
-        w = _imatrix_weights(x, qw, _row_sigma2(x, 2))
-        wt = _element_major(w, 32)
-        fit = make_qkx_quants(xt, wt, nmax, -0.9, 0.05, 36, use_mad=False)
-        sw = seq_sum(wt).reshape(n, 8).T.copy()
-        d, ls = make_qp_quants(fit.scale.reshape(n, 8).T.copy(), 63, sw)
-        dmin, lm = make_qp_quants(fit.the_min.reshape(n, 8).T.copy(), 63, sw)
-        ls, lm = ls.T.copy(), lm.T.copy()
+        ws = _imatrix_weights(x, qw, _row_sigma2(x, 2)).reshape(n * 8, 32)
+        fit = make_qkx_quants(xs, ws, nmax, -0.9, 0.05, 36, use_mad=False)
+        sw = seq_sum(ws).reshape(n, 8)
+        d, ls = make_qp_quants(fit.scale.reshape(n, 8), 63, sw)
+        dmin, lm = make_qp_quants(fit.the_min.reshape(n, 8), 63, sw)
         if nmax == 31:  # only quantize_row_q5_K_impl clamps again
             ls, lm = np.minimum(ls, 63), np.minimum(lm, 63)
     blocks = np.zeros(n, dtype=KQUANT_DTYPES["q4_k" if nmax == 15 else "q5_k"])
@@ -359,7 +337,7 @@ def _quantize_q45_k(x: np.ndarray, qw: np.ndarray | None, nmax: int) -> np.ndarr
     sc, m = _unpack_scale_min_k4(blocks["scales"])
     d_sub = blocks["d"].astype(F32)[:, None] * sc.astype(F32)
     dm_sub = blocks["dmin"].astype(F32)[:, None] * m.astype(F32)
-    L = _requantize(x.reshape(n, 8, 32), _block_major(fit.codes, n), d_sub, 0, nmax, dm_sub)
+    L = _requantize(x.reshape(n, 8, 32), fit.codes, d_sub, 0, nmax, dm_sub)
     L = L.reshape(n, QK_K)
     if nmax == 15:
         blocks["qs"] = _pack_nibbles_k(L)
@@ -389,12 +367,12 @@ def _quantize_q6_k(x: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
     int8 s and l in −32..31 (stored +32, 4 bits in ql, 2 in qh). The imatrix path
     passes the raw importance as the weights (no sigma² term)."""
     n = x.shape[0]
-    xt = _element_major(x, 16)
-    scale, codes = make_qx_quants(xt, 32, None if qw is None else _element_major(qw, 16))
+    scale, codes = make_qx_quants(
+        x.reshape(n * 16, 16), 32, None if qw is None else qw.reshape(n * 16, 16)
+    )
     scales = scale.reshape(n, 16)
-    idx = np.argmax(np.abs(scales), axis=1)
-    max_scale = scales[np.arange(n), idx]
-    live = np.abs(max_scale) >= GROUP_MAX_EPS  # else the block is all zero bytes
+    max_scale, max_abs_scale = scan_absmax(scales)
+    live = ~(max_abs_scale < GROUP_MAX_EPS)  # else the block is all zero bytes
     with np.errstate(divide="ignore", invalid="ignore"):
         iscale = np.where(live, F32(-128) / max_scale, F32(1))
         s = np.minimum(nearest_int(iscale[:, None] * scales), 127)
@@ -402,7 +380,7 @@ def _quantize_q6_k(x: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
     blocks["scales"] = np.where(live[:, None], ((s + 128) & 0xFF) - 128, 0)
     blocks["d"] = _to_fp16(np.where(live, F32(1) / iscale, F32(0)))
     d = blocks["d"].astype(F32)[:, None] * blocks["scales"].astype(F32)
-    L = _requantize(x.reshape(n, 16, 16), _block_major(codes, n), d, -32, 31)
+    L = _requantize(x.reshape(n, 16, 16), codes, d, -32, 31)
     L = np.where(live[:, None], L.reshape(n, QK_K), 0).astype(np.uint8)
     L4 = L.reshape(n, 2, 4, 32)  # (block, 128-chunk c, k, l): element 128c + 32k + l
     ql = np.stack(
@@ -435,9 +413,8 @@ def _quantize_q8_k(x: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
     imatrix path for Q8_K). For an all-zero block ggml leaves bsums unwritten; here
     they are 0, which is what they sum to."""
     n = x.shape[0]
-    idx = np.argmax(np.abs(x), axis=1)
-    vmax = x[np.arange(n), idx]
-    live = vmax != 0
+    vmax, amax = scan_absmax(x)
+    live = amax != 0
     with np.errstate(divide="ignore", invalid="ignore"):
         iscale = np.where(live, F32(-127) / vmax, F32(0))
     q = np.minimum(nearest_int(iscale[:, None] * x), 127)

@@ -7,10 +7,12 @@ Each function here is the NumPy form of one static helper in ggml's
 every sub-block of a tensor at once, and the search iterations (the candidate
 scales, the coordinate-descent passes) are a short Python loop.
 
-Layout: every array is **element-major**, shape ``(n, m)``: ``n`` elements of one
-sub-block down axis 0, ``m`` sub-blocks across axis 1. ggml accumulates its sums one
-element at a time in index order, so a sum over a sub-block is a loop over axis 0
-whose every step is one vector add across all ``m`` sub-blocks (:func:`seq_sum`).
+Shapes: the functions take and return one sub-block per row, ``(m, n)`` (``m``
+sub-blocks of ``n`` values), like the block arrays of :mod:`refquant.formats.base`.
+Inside, they work on the transpose, shape ``(n, m)``: ggml accumulates its sums one
+element at a time in index order, and with the elements down axis 0 each step of that
+loop is a single vector add across all ``m`` sub-blocks (:func:`_accumulate`), about
+20 times faster than ``np.add.accumulate`` along a short last axis.
 
 Arithmetic follows ggml's C exactly (FACTS.md section 3): every value is float32,
 every operation rounds to float32, no fused multiply-add, products evaluate left to
@@ -28,6 +30,8 @@ __all__ = [
     "GROUP_MAX_EPS",
     "nearest_int",
     "seq_sum",
+    "scan_absmax",
+    "scan_max",
     "make_qx_quants",
     "make_q3_quants",
     "make_qkx_quants",
@@ -63,18 +67,18 @@ def nearest_int(f: np.ndarray) -> np.ndarray:
     return (bits & 0x007FFFFF) - 0x00400000
 
 
-def seq_sum(terms: np.ndarray, *, from_first: bool = False) -> np.ndarray:
+def _accumulate(terms: np.ndarray, *, from_first: bool = False) -> np.ndarray:
     """Sum ``terms`` over axis 0 one row at a time, in float32, in index order.
 
-    This is ggml's ``for (i...) s += term[i]`` loop run for all sub-blocks at once.
-    ``np.sum`` would use pairwise summation and round differently.
+    This is ggml's ``for (i...) s += term[i]`` loop run for all sub-blocks at once
+    (``np.sum`` would sum pairwise and round differently).
 
     Parameters
     ----------
     terms : ndarray of float32, shape (n, m)
     from_first : bool
-        Start from ``terms[0]`` instead of ``0.0f + terms[0]`` (C code that writes
-        ``float s = t[0]; for (i = 1...)``; differs only in the sign of a zero).
+        Start from ``terms[0]`` instead of ``0.0f + terms[0]`` (C code written as
+        ``float s = t[0]; for (i = 1...)``; differs only in the sign of a zero sum).
 
     Returns
     -------
@@ -91,13 +95,53 @@ def seq_sum(terms: np.ndarray, *, from_first: bool = False) -> np.ndarray:
     return acc
 
 
-def _signed_absmax(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Per column: the element with the largest ``abs`` (the first one on a tie,
-    ggml's strict ``>`` scan from 0) and that ``abs``. Shapes (m,), (m,)."""
-    ax = np.abs(x)
-    idx = np.argmax(ax, axis=0)
-    cols = np.arange(x.shape[1])
-    return x[idx, cols], ax[idx, cols]
+def seq_sum(a: np.ndarray) -> np.ndarray:
+    """Sequential float32 sum over the last axis, from 0, in index order.
+
+    Parameters
+    ----------
+    a : ndarray of float32, shape (m, n)
+
+    Returns
+    -------
+    ndarray of float32, shape (m,)
+    """
+    return _accumulate(_columns(a))
+
+
+def _columns(a: np.ndarray) -> np.ndarray:
+    """(m, n) → contiguous (n, m): one sub-block per column."""
+    return np.ascontiguousarray(np.asarray(a, dtype=F32).T)
+
+
+def _scan_absmax(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ggml's ``if (fabsf(v) > amax) { amax = fabsf(v); max = v; }`` from
+    ``amax = max = 0``, down axis 0 of (n, m): per column the signed element of
+    largest magnitude (the first on a tie) and its magnitude. Written as the same
+    scan so a NaN (from overflowing intermediate sums) is skipped as in C."""
+    amax = np.zeros(x.shape[1:], dtype=F32)
+    vmax = np.zeros(x.shape[1:], dtype=F32)
+    for row in x:
+        ax = np.abs(row)
+        bigger = ax > amax
+        amax = np.where(bigger, ax, amax)
+        vmax = np.where(bigger, row, vmax)
+    return vmax, amax
+
+
+def scan_absmax(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_scan_absmax` over the last axis of (m, n): returns ``(max, amax)``,
+    each (m,)."""
+    return _scan_absmax(_columns(x))
+
+
+def scan_max(x: np.ndarray) -> np.ndarray:
+    """ggml's ``if (v > max) max = v`` from ``max = 0`` over the last axis of (m, n):
+    the largest element if it is positive, else +0.0. Shape (m,)."""
+    vmax = np.zeros(x.shape[:-1], dtype=F32)
+    for col in _columns(x):
+        vmax = np.where(col > vmax, col, vmax)
+    return vmax
 
 
 def _clamp_code(values: np.ndarray, lo: int, hi: int) -> np.ndarray:
@@ -119,29 +163,31 @@ def make_qx_quants(
 
     Parameters
     ----------
-    x : ndarray of float32, shape (n, m)
-        One sub-block per column.
+    x : ndarray of float32, shape (m, n)
+        One sub-block per row.
     nmax : int
-    weights : ndarray of float32, shape (n, m), optional
-        Importance weights; ``x²`` when None (ggml's ``rmse_type = 1`` default).
+    weights : ndarray of float32, shape (m, n), optional
+        Importance weights; ``x²`` when None (ggml's ``rmse_type = 1`` default, the
+        only ``rmse_type`` ggml's block quantizers use).
 
     Returns
     -------
     scale : ndarray of float32, shape (m,)
-        0 for a column whose largest magnitude is below ``GROUP_MAX_EPS``.
-    codes : ndarray of uint8, shape (n, m)
-        ``l + nmax``; all 0 (not ``nmax``) for such an all-zero column.
+        0 for a sub-block whose largest magnitude is below ``GROUP_MAX_EPS``.
+    codes : ndarray of uint8, shape (m, n)
+        ``l + nmax``; all 0 (not ``nmax``) for such an all-zero sub-block.
     """
-    w = x * x if weights is None else weights
+    x = _columns(x)
+    w = x * x if weights is None else _columns(weights)
     wx = w * x
-    vmax, amax = _signed_absmax(x)
+    vmax, amax = _scan_absmax(x)
     zero = amax < GROUP_MAX_EPS
     vmax = np.where(zero, F32(1), vmax)  # placeholder divisor; zero columns are reset below
 
     def candidate(iscale: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         l = _clamp_code(iscale * x, -nmax, nmax - 1)
         lf = l.astype(F32)
-        return l, seq_sum(wx * lf), seq_sum(w * lf * lf)
+        return l, _accumulate(wx * lf), _accumulate(w * lf * lf)
 
     L, sumlx, suml2 = candidate(F32(-nmax) / vmax)
     with np.errstate(divide="ignore", invalid="ignore"):
@@ -156,7 +202,7 @@ def make_qx_quants(
             scale = np.where(better, sumlx / suml2, scale)
             best = np.where(better, scale * sumlx, best)
     codes = np.where(zero, 0, L + nmax).astype(np.uint8)
-    return np.where(zero, F32(0), scale), codes
+    return np.where(zero, F32(0), scale), codes.T
 
 
 def make_q3_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
@@ -171,25 +217,26 @@ def make_q3_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
 
     Parameters
     ----------
-    x : ndarray of float32, shape (n, m)
+    x : ndarray of float32, shape (m, n)
     nmax : int
 
     Returns
     -------
     scale : ndarray of float32, shape (m,)
-        ``Σw·x·l / Σw·l²`` (0 when ``Σw·l² = 0`` or the column is all zero).
-    codes : ndarray of uint8, shape (n, m)
-        ``l + nmax``; all 0 for an all-zero column.
+        ``Σw·x·l / Σw·l²`` (0 when ``Σw·l² = 0`` or the sub-block is all zero).
+    codes : ndarray of uint8, shape (m, n)
+        ``l + nmax``; all 0 for an all-zero sub-block.
     """
+    x = _columns(x)
     w = x * x
     wx = w * x
-    vmax, amax = _signed_absmax(x)
+    vmax, amax = _scan_absmax(x)
     zero = amax < GROUP_MAX_EPS
     vmax = np.where(zero, F32(1), vmax)
     L = _clamp_code((F32(-nmax) / vmax) * x, -nmax, nmax - 1)
     Lf = L.astype(F32)
-    sumlx = seq_sum(wx * Lf)
-    suml2 = seq_sum(w * Lf * Lf)
+    sumlx = _accumulate(wx * Lf)
+    suml2 = _accumulate(w * Lf * Lf)
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         for _ in range(5):
             n_changed = 0
@@ -212,7 +259,7 @@ def make_q3_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
                 break
         scale = np.where(suml2 > 0, sumlx / suml2, F32(0)).astype(F32)
     codes = np.where(zero, 0, L + nmax).astype(np.uint8)
-    return np.where(zero, F32(0), scale), codes
+    return np.where(zero, F32(0), scale), codes.T
 
 
 class AffineSearch(NamedTuple):
@@ -220,7 +267,7 @@ class AffineSearch(NamedTuple):
 
     scale: np.ndarray  #: float32 (m,)
     the_min: np.ndarray  #: float32 (m,), ``-min`` (>= 0): the value subtracted
-    codes: np.ndarray  #: uint8 (n, m), in ``[0, nmax]``
+    codes: np.ndarray  #: uint8 (m, n), in ``[0, nmax]``
 
 
 def make_qkx_quants(
@@ -247,7 +294,7 @@ def make_qkx_quants(
 
     Parameters
     ----------
-    x, weights : ndarray of float32, shape (n, m)
+    x, weights : ndarray of float32, shape (m, n)
     nmax : int
     rmin, rdelta : float
         Converted to float32, as ggml's ``-0.5f``, ``0.1f`` literals.
@@ -260,18 +307,22 @@ def make_qkx_quants(
         For a column with ``max == min`` (constant non-negative, or all zero):
         scale 0, codes 0 and ``the_min = -min``.
     """
-    w = weights
+    x = _columns(x)
+    w = _columns(weights)
     rmin32, rdelta32 = F32(rmin), F32(rdelta)
-    sum_w = seq_sum(w, from_first=True)
-    sum_x = seq_sum(w * x, from_first=True)
-    vmin = np.minimum(x.min(axis=0), F32(0))
-    vmax = x.max(axis=0)
+    sum_w = _accumulate(w, from_first=True)
+    sum_x = _accumulate(w * x, from_first=True)
+    vmin, vmax = x[0], x[0]
+    for row in x[1:]:  # if (x[i] < min) min = x[i]; if (x[i] > max) max = x[i];
+        vmin = np.where(row < vmin, row, vmin)
+        vmax = np.where(row > vmax, row, vmax)
+    vmin = np.where(vmin > 0, F32(0), vmin)
     flat = vmax == vmin
 
     def weighted_error(scale: np.ndarray, lf: np.ndarray, mn: np.ndarray) -> np.ndarray:
         diff = scale * lf + mn - x
         diff = np.abs(diff) if use_mad else diff * diff
-        return seq_sum(w * diff)
+        return _accumulate(w * diff)
 
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         iscale = F32(nmax) / (vmax - vmin)
@@ -285,9 +336,9 @@ def make_qkx_quants(
             l = _clamp_code(iscale * (x - vmin), 0, nmax)
             lf = l.astype(F32)
             wl = w * lf
-            sum_l = seq_sum(wl)
-            sum_l2 = seq_sum(wl * lf)
-            sum_xl = seq_sum(wl * x)
+            sum_l = _accumulate(wl)
+            sum_l2 = _accumulate(wl * lf)
+            sum_xl = _accumulate(wl * x)
             D = sum_w * sum_l2 - sum_l * sum_l
             this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
             this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
@@ -303,7 +354,7 @@ def make_qkx_quants(
     scale = np.where(flat, F32(0), scale)
     the_min = -vmin
     codes = np.where(flat, 0, L).astype(np.uint8)
-    return AffineSearch(scale.astype(F32), the_min.astype(F32), codes)
+    return AffineSearch(scale.astype(F32), the_min.astype(F32), codes.T)
 
 
 def make_qp_quants(
@@ -323,23 +374,26 @@ def make_qp_quants(
 
     Parameters
     ----------
-    x, weights : ndarray of float32, shape (n, m)
+    x, weights : ndarray of float32, shape (m, n)
     nmax : int
 
     Returns
     -------
     scale : ndarray of float32, shape (m,)
-    codes : ndarray of uint8, shape (n, m)
+    codes : ndarray of uint8, shape (m, n)
     """
-    w = weights
+    x = _columns(x)
+    w = _columns(weights)
     wx = w * x
-    vmax = np.maximum(x.max(axis=0), F32(0))
+    vmax = np.zeros(x.shape[1:], dtype=F32)
+    for row in x:  # max = MAX(max, x[i]), i.e. max > x[i] ? max : x[i]
+        vmax = np.where(vmax > row, vmax, row)
     zero = vmax < GROUP_MAX_EPS
     vmax = np.where(zero, F32(1), vmax)
 
     def squared_error(iscale: np.ndarray, codes: np.ndarray) -> np.ndarray:
         diff = x - (F32(1) / iscale) * codes.astype(F32)
-        return seq_sum(w * diff * diff)
+        return _accumulate(w * diff * diff)
 
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         best_iscale = F32(nmax) / vmax
@@ -356,8 +410,8 @@ def make_qp_quants(
 
         l = np.minimum(nearest_int(best_iscale * x), nmax)
         lf = l.astype(F32)
-        sumlx = seq_sum(wx * lf)
-        suml2 = seq_sum(w * lf * lf)
+        sumlx = _accumulate(wx * lf)
+        suml2 = _accumulate(w * lf * lf)
         L = (l & 0xFF).astype(F32)  # what ggml's uint8_t L[] holds
         for _ in range(5):
             n_changed = 0
@@ -379,4 +433,4 @@ def make_qp_quants(
                 break
         scale = np.where(suml2 > 0, sumlx / suml2, F32(0)).astype(F32)
     codes = np.where(zero, 0, L).astype(np.uint8)
-    return np.where(zero, F32(0), scale), codes
+    return np.where(zero, F32(0), scale), codes.T
