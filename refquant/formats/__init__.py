@@ -1,0 +1,30 @@
+"""Block formats: ggml/GGUF block types as declared byte layouts plus block rules.
+
+Importing this package registers every format in :data:`FORMATS` (lowercase GGUF name ->
+:class:`~refquant.formats.base.BlockFormat` subclass). One module per format family:
+
+- ``gguf_float``    F16, BF16 (block size 1)
+- ``gguf_legacy``   Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1
+- ``gguf_kquants``  Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K
+- ``gguf_ternary``  TQ1_0, TQ2_0
+- ``gguf_iquants``  IQ4_NL, IQ4_XS
+- ``gguf_mx``       MXFP4
+
+Shared machinery: ``base`` (Field, BlockFormat, registry), ``_ggml_math`` (ggml's float32
+arithmetic), ``_ggml_search`` (ggml's vectorized scale searches).
+"""
+
+from __future__ import annotations
+
+from refquant.formats.base import FORMATS, FORMATS_BY_ID, BlockFormat, Field
+
+# The format families. Each import registers its classes; add a family here.
+from refquant.formats import gguf_float  # noqa: F401,E402
+from refquant.formats import gguf_legacy  # noqa: F401,E402
+from refquant.formats import gguf_ternary  # noqa: F401,E402
+from refquant.formats import gguf_iquants  # noqa: F401,E402
+from refquant.formats import gguf_mx  # noqa: F401,E402
+
+# gguf_kquants (issue 5, K-quant engineer): add its import line here.
+
+__all__ = ["BlockFormat", "Field", "FORMATS", "FORMATS_BY_ID"]

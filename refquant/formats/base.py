@@ -1,0 +1,170 @@
+"""Block formats as declarations: byte fields plus two block functions.
+
+A format is a subclass of :class:`BlockFormat` registered by name::
+
+    class Q4_0(BlockFormat, name="q4_0", type_id=2, block_size=32):
+        fields = (Field("d", "<f2"), Field("qs", "u1", 16))
+
+        @classmethod
+        def quantize_blocks(cls, x, weights): ...      # (n, 32) float32 -> (n,) cls.dtype
+        @classmethod
+        def dequantize_blocks(cls, blocks): ...        # (n,) cls.dtype -> (n, 32) float32
+
+From ``fields`` the class derives a packed NumPy structured dtype (:attr:`dtype`, the C
+struct of ggml-common.h with no padding, little-endian) and :attr:`type_size`, the bytes
+per block. Shapes, validation and the byte view live once, in :mod:`refquant.gguf`
+(gguf-py's ``quants.py`` split between a generic codec and per-type block rules).
+
+``FORMATS`` maps the lowercase GGUF name to the class; ``FORMATS_BY_ID`` maps ggml's
+type id (``enum ggml_type`` in ``ggml.h``) to the class.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+import numpy as np
+
+__all__ = ["Field", "BlockFormat", "FORMATS", "FORMATS_BY_ID"]
+
+FORMATS: dict[str, type[BlockFormat]] = {}
+FORMATS_BY_ID: dict[int, type[BlockFormat]] = {}
+
+
+@dataclass(frozen=True)
+class Field:
+    """One member of a block struct.
+
+    Parameters
+    ----------
+    name : str
+        Member name as in ggml-common.h (``d``, ``qs``, ``scales_h`` ...).
+    dtype : str
+        Little-endian NumPy dtype string of one element: ``"<f2"`` (ggml_half),
+        ``"<f4"``, ``"u1"``, ``"i1"``, ``"<u2"``, ``"<i2"``.
+    count : int
+        Number of elements (an array member when > 1).
+    """
+
+    name: str
+    dtype: str
+    count: int = 1
+
+    def as_dtype_entry(self) -> tuple:
+        if self.count == 1:
+            return (self.name, np.dtype(self.dtype))
+        return (self.name, np.dtype(self.dtype), (self.count,))
+
+
+class BlockFormat:
+    """A ggml block type: declared byte fields, ``quantize_blocks``, ``dequantize_blocks``.
+
+    Subclass with keyword arguments ``name`` (lowercase GGUF spelling), ``type_id``
+    (``enum ggml_type``) and ``block_size`` (elements per block) and a ``fields`` tuple.
+    Class attributes derived at registration:
+
+    dtype : numpy.dtype
+        Packed structured dtype of one block.
+    type_size : int
+        Bytes per block (``dtype.itemsize``), ggml's ``type_size``.
+
+    Behaviour flags a subclass may override:
+
+    uses_imatrix : bool
+        False when ggml ignores the importance matrix for the type (the generic codec then
+        passes ``weights=None``).
+    allows_nonfinite : bool
+        True when NaN/inf inputs have a defined encoding (F16, BF16). Block quantizers
+        reject non-finite input instead of reproducing undefined C behaviour.
+    """
+
+    name: ClassVar[str]
+    type_id: ClassVar[int]
+    block_size: ClassVar[int]
+    fields: ClassVar[tuple[Field, ...]]
+    dtype: ClassVar[np.dtype]
+    type_size: ClassVar[int]
+    uses_imatrix: ClassVar[bool] = True
+    allows_nonfinite: ClassVar[bool] = False
+
+    def __init_subclass__(cls, *, name: str | None = None, type_id: int | None = None,
+                          block_size: int | None = None, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if name is None:  # an abstract intermediate (a family base class)
+            return
+        if name != name.lower():
+            raise ValueError(f"BlockFormat name {name!r} must be lowercase (GGUF spelling)")
+        if name in FORMATS:
+            raise ValueError(f"BlockFormat {name!r} is registered twice ({FORMATS[name].__module__} and {cls.__module__})")
+        if type_id is None or block_size is None:
+            raise TypeError(f"BlockFormat {name!r} needs type_id= and block_size=")
+        if type_id in FORMATS_BY_ID:
+            raise ValueError(f"ggml type id {type_id} of {name!r} is already used by {FORMATS_BY_ID[type_id].name!r}")
+        if "fields" not in cls.__dict__:
+            raise TypeError(f"BlockFormat {name!r} must declare its byte fields")
+        cls.name = name
+        cls.type_id = int(type_id)
+        cls.block_size = int(block_size)
+        cls.dtype = np.dtype([f.as_dtype_entry() for f in cls.fields])  # packed: no align
+        cls.type_size = cls.dtype.itemsize
+        FORMATS[name] = cls
+        FORMATS_BY_ID[cls.type_id] = cls
+
+    # -- the two per-type rules -------------------------------------------------------
+
+    @classmethod
+    def quantize_blocks(cls, x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+        """Encode blocks.
+
+        Parameters
+        ----------
+        x : ndarray of float32, shape (n_blocks, block_size)
+        weights : ndarray of float32, shape (n_blocks, block_size), or None
+            Per-element importance from :meth:`importance_weights` (by default the
+            imatrix entry of each element's column); None quantizes without an imatrix.
+
+        Returns
+        -------
+        ndarray of ``cls.dtype``, shape (n_blocks,)
+        """
+        raise NotImplementedError(f"{cls.__name__}.quantize_blocks")  # pragma: no cover
+
+    @classmethod
+    def dequantize_blocks(cls, blocks: np.ndarray) -> np.ndarray:
+        """Decode blocks: ndarray of ``cls.dtype`` (n_blocks,) -> float32 (n_blocks, block_size)."""
+        raise NotImplementedError(f"{cls.__name__}.dequantize_blocks")  # pragma: no cover
+
+    # -- hooks with defaults ----------------------------------------------------------
+
+    @classmethod
+    def importance_weights(cls, x: np.ndarray, imatrix: np.ndarray) -> np.ndarray:
+        """Per-element weights handed to :meth:`quantize_blocks`, computed on whole rows.
+
+        Default: the imatrix value of each element's column (the ``quant_weights`` pointer
+        ggml passes to the block quantizer). Formats whose weights need row statistics
+        (the legacy types' sigma2 over the whole row) override this.
+
+        Parameters
+        ----------
+        x : ndarray of float32, shape (rows, n_per_row)
+        imatrix : ndarray of float32, shape (n_per_row,)
+
+        Returns
+        -------
+        ndarray of float32, shape (rows, n_per_row)
+        """
+        return np.broadcast_to(imatrix, x.shape)
+
+    @classmethod
+    def empty_blocks(cls, n: int) -> np.ndarray:
+        """``n`` zero-filled blocks (ggml's unwritten members read as zero)."""
+        return np.zeros(n, dtype=cls.dtype)
+
+    @classmethod
+    def bits_per_weight(cls) -> float:
+        """Stored bits per element: 8 * type_size / block_size."""
+        return 8.0 * cls.type_size / cls.block_size
+
+    def __init__(self) -> None:  # formats are used as classes, never instantiated
+        raise TypeError(f"{type(self).__name__} is a format description; use its classmethods")

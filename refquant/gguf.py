@@ -1,0 +1,210 @@
+"""GGUF / ggml block quantization: the exact bytes llama.cpp writes.
+
+``quantize(x, qtype, imatrix=None)`` returns the bytes that ggml's ``ggml_quantize_chunk``
+(the function llama.cpp's quantize tool calls) writes for the same float32 rows and
+importance matrix; ``dequantize(data, qtype, shape)`` returns what ggml's ``to_float``
+returns for them. Both are generic: they validate and reshape once, then hand
+``(n_blocks, block_size)`` arrays to the format's ``quantize_blocks`` /
+``dequantize_blocks`` (``refquant/formats/``), whose byte layout is declared as a
+structured dtype.
+
+Supported ``qtype`` names (case-insensitive; also the ggml type id as an int) are the
+keys of :data:`refquant.formats.FORMATS`: f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q8_1,
+q2_k, q3_k, q4_k, q5_k, q6_k, q8_k, tq1_0, tq2_0, iq4_nl, iq4_xs, mxfp4.
+
+Conventions
+-----------
+- Input is float32. float16 input is widened exactly; float64 input is rounded to float32
+  first (ggml only ever quantizes float32 rows, and llama.cpp's converter casts to float32
+  before quantizing), so float64 results equal those of ``x.astype(np.float32)``.
+- A row is the last axis. ``x`` of shape (..., n_per_row) gives bytes of shape
+  (..., row_bytes); a 1-D ``x`` is one row and gives (row_bytes,).
+- The row length must be a multiple of the type's block size (32 or 256); otherwise a
+  ValueError says which block size is needed. Nothing is padded.
+- Quantized types reject NaN and ±inf input (ggml's result for them is not meaningful);
+  f16 and bf16 encode them as ggml does.
+- The importance matrix is one float32 weight per column (n_per_row,), finite and >= 0.
+  Types that ignore it in ggml (f16, bf16, q8_0, q8_1, q8_k, tq1_0, tq2_0, mxfp4) accept
+  and ignore it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from refquant._validate import as_float_array
+from refquant.formats import FORMATS, FORMATS_BY_ID, BlockFormat
+
+__all__ = ["quantize", "dequantize", "block_bits", "row_bytes", "get_format", "qtypes"]
+
+
+def qtypes() -> tuple[str, ...]:
+    """The supported qtype names, in ggml type-id order."""
+    return tuple(sorted(FORMATS, key=lambda n: FORMATS[n].type_id))
+
+
+def get_format(qtype: Any) -> type[BlockFormat]:
+    """The :class:`~refquant.formats.base.BlockFormat` for a qtype name or ggml type id.
+
+    Raises
+    ------
+    ValueError
+        Unknown name or id; the message lists the supported names.
+    TypeError
+        ``qtype`` is neither a string nor an integer.
+    """
+    if isinstance(qtype, type) and issubclass(qtype, BlockFormat):
+        return qtype
+    if isinstance(qtype, (int, np.integer)) and not isinstance(qtype, (bool, np.bool_)):
+        fmt = FORMATS_BY_ID.get(int(qtype))
+        if fmt is None:
+            raise ValueError(f"qtype={int(qtype)} is not a supported ggml type id; allowed: "
+                             + ", ".join(f"{FORMATS[n].type_id} ({n})" for n in qtypes()))
+        return fmt
+    if not isinstance(qtype, str):
+        raise TypeError(f"qtype must be a string such as 'q4_k' (or a ggml type id), got {qtype!r} ({type(qtype).__name__})")
+    fmt = FORMATS.get(qtype.strip().lower())
+    if fmt is None:
+        raise ValueError(f"qtype={qtype!r} is not supported; allowed (case-insensitive): {', '.join(qtypes())}")
+    return fmt
+
+
+def block_bits(qtype: Any) -> tuple[int, int]:
+    """``(block_bytes, block_elems)`` of a qtype: bits per weight = 8 * bytes / elems.
+
+    >>> block_bits("q4_0")
+    (18, 32)
+    """
+    fmt = get_format(qtype)
+    return fmt.type_size, fmt.block_size
+
+
+def row_bytes(qtype: Any, n_per_row: int) -> int:
+    """Bytes of one quantized row of ``n_per_row`` elements (ggml's ``ggml_row_size``)."""
+    fmt = get_format(qtype)
+    _check_row_length(fmt, int(n_per_row), "n_per_row")
+    return int(n_per_row) // fmt.block_size * fmt.type_size
+
+
+def _check_row_length(fmt: type[BlockFormat], n: int, what: str) -> None:
+    if n % fmt.block_size:
+        lo = n // fmt.block_size * fmt.block_size
+        hint = f"{lo} or {lo + fmt.block_size}" if lo else f"{fmt.block_size}"
+        raise ValueError(f"{what}={n} is not a multiple of the {fmt.name} block size {fmt.block_size}; "
+                         f"{fmt.name} needs rows whose length is a multiple of {fmt.block_size} (e.g. {hint})")
+
+
+def _as_rows(x: Any) -> np.ndarray:
+    arr = as_float_array("x", x, dtypes=(np.float32, np.float64, np.float16), min_ndim=1)
+    return arr.astype(np.float32, copy=False) if arr.dtype != np.float32 else arr
+
+
+def _check_imatrix(imatrix: Any, n_per_row: int) -> np.ndarray:
+    im = as_float_array("imatrix", imatrix, dtypes=(np.float32, np.float64), min_ndim=1)
+    if im.shape != (n_per_row,):
+        raise ValueError(f"imatrix must have shape ({n_per_row},) (one weight per column of x), got {im.shape}")
+    im = im.astype(np.float32, copy=False)
+    if not np.isfinite(im).all():
+        raise ValueError("imatrix contains NaN or inf; importance weights must be finite and >= 0")
+    if (im < 0).any():
+        raise ValueError(f"imatrix contains negative weights (min {float(im.min())!r}); importance weights must be >= 0")
+    return im
+
+
+def quantize(x: Any, qtype: Any, imatrix: Any = None) -> np.ndarray:
+    """Quantize rows to ggml's block format ``qtype``.
+
+    Parameters
+    ----------
+    x : array_like of float32 (float16/float64 accepted, see module notes), shape (..., n_per_row)
+    qtype : str or int
+        GGUF type name, case-insensitive (``"q4_k"``), or ggml type id.
+    imatrix : array_like of float32, shape (n_per_row,), optional
+        Importance of each column (llama.cpp's imatrix for this tensor).
+
+    Returns
+    -------
+    ndarray of uint8, shape (..., row_bytes)
+        The bytes ggml writes, row by row.
+
+    Raises
+    ------
+    ValueError
+        Unknown qtype; row length not a multiple of the block size; non-finite x for a
+        quantized type; imatrix of the wrong shape, non-finite or negative.
+    TypeError
+        Non-float x or imatrix.
+    """
+    fmt = get_format(qtype)
+    x = _as_rows(x)
+    n_per_row = x.shape[-1]
+    _check_row_length(fmt, n_per_row, "x.shape[-1]")
+    if not fmt.allows_nonfinite and x.size and not np.isfinite(x).all():
+        raise ValueError(f"x contains NaN or inf, which {fmt.name} cannot encode "
+                         f"(only f16 and bf16 define them); clean or clamp the input first")
+    im = None if imatrix is None else _check_imatrix(imatrix, n_per_row)
+    lead = x.shape[:-1]
+    rows = x.reshape(-1, n_per_row)
+    n_blocks = rows.size // fmt.block_size
+    if n_blocks == 0:
+        return np.zeros(lead + (0 if n_per_row == 0 else n_per_row // fmt.block_size * fmt.type_size,), np.uint8)
+    weights = None
+    if im is not None and fmt.uses_imatrix:
+        weights = np.ascontiguousarray(fmt.importance_weights(rows, im), dtype=np.float32)
+        weights = weights.reshape(n_blocks, fmt.block_size)
+    blocks = fmt.quantize_blocks(rows.reshape(n_blocks, fmt.block_size), weights)
+    if blocks.dtype != fmt.dtype or blocks.shape != (n_blocks,):  # postcondition of the block rule
+        raise AssertionError(f"{fmt.__name__}.quantize_blocks returned {blocks.dtype} {blocks.shape}, "
+                             f"expected {fmt.dtype} ({n_blocks},)")
+    return np.ascontiguousarray(blocks).view(np.uint8).reshape(lead + (n_per_row // fmt.block_size * fmt.type_size,))
+
+
+def dequantize(data: Any, qtype: Any, shape: Any) -> np.ndarray:
+    """Decode ggml block bytes to float32, as ggml's ``to_float`` does.
+
+    Parameters
+    ----------
+    data : array_like of uint8 (or bytes), any shape with the right total size
+        The quantized bytes, rows in order.
+    qtype : str or int
+        GGUF type name (case-insensitive) or ggml type id.
+    shape : int or tuple of int
+        Shape of the float tensor; its last axis is the row and must be a multiple of
+        the block size.
+
+    Returns
+    -------
+    ndarray of float32, shape ``shape``
+
+    Raises
+    ------
+    ValueError
+        Unknown qtype, bad shape, or ``data`` size not matching ``shape``.
+    TypeError
+        ``data`` is not uint8.
+    """
+    fmt = get_format(qtype)
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        data = np.frombuffer(data, dtype=np.uint8)
+    data = np.asarray(data)
+    if data.dtype != np.uint8:
+        raise TypeError(f"data must be a uint8 array of ggml block bytes, got dtype {data.dtype}")
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    if not shape or any(not isinstance(s, (int, np.integer)) or isinstance(s, bool) or s < 0 for s in shape):
+        raise ValueError(f"shape={shape!r} must be a non-empty tuple of non-negative integers")
+    shape = tuple(int(s) for s in shape)
+    _check_row_length(fmt, shape[-1], "shape[-1]")
+    n_elems = int(np.prod(shape, dtype=np.int64))
+    expected = n_elems // fmt.block_size * fmt.type_size
+    if data.size != expected:
+        raise ValueError(f"data has {data.size} bytes but {fmt.name} of shape {shape} needs {expected} "
+                         f"({n_elems // max(fmt.block_size, 1)} blocks of {fmt.type_size} bytes)")
+    if n_elems == 0:
+        return np.zeros(shape, np.float32)
+    blocks = np.ascontiguousarray(data).reshape(-1).view(fmt.dtype)
+    y = fmt.dequantize_blocks(blocks)
+    if y.dtype != np.float32 or y.shape != (blocks.size, fmt.block_size):  # postcondition
+        raise AssertionError(f"{fmt.__name__}.dequantize_blocks returned {y.dtype} {y.shape}")
+    return y.reshape(shape)
