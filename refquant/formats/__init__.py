@@ -11,7 +11,8 @@ Importing this package registers every format in :data:`FORMATS` (lowercase GGUF
 - ``gguf_mx``       MXFP4
 
 Shared machinery: ``base`` (Field, BlockFormat, registry), ``_ggml_math`` (ggml's float32
-arithmetic), ``_ggml_search`` (ggml's vectorized scale searches).
+arithmetic, conversions, rounding), ``gguf_kquants_search`` (ggml's vectorized scale
+searches, used by the K-quants and the legacy types' imatrix paths).
 """
 
 from __future__ import annotations

@@ -21,7 +21,8 @@ Quantizers (``ggml-quants.c``, ggml-org/ggml @ d99724f2; FACTS.md 3.2-3.5):
   by truncating (v + 8.5) / (v + 16.5) / (v + 0.5), Q8 uses C ``roundf``;
 - with an imatrix (``quantize_row_<type>_impl``): weights w = qw·sqrt(sigma2 + x²) with
   sigma2 = Σx²/n_per_row over the **whole row**; Q4_0/Q5_0 search a scale with
-  ``make_qx_quants``, Q4_1/Q5_1 a scale and min with ``make_qkx3_quants``;
+  ``make_qx_quants``, Q4_1/Q5_1 a scale and min with ``make_qkx3_quants`` (the searches
+  shared with the K-quants, :mod:`refquant.formats.gguf_kquants_search`);
 - Q8_0 and Q8_1 ignore the imatrix. Q8_1 is an intermediate type of the dot-product
   kernels; its bytes are ``quantize_row_q8_1_ref``'s, and its values decode as q·d (ggml
   has no dequantizer for it).
@@ -35,7 +36,7 @@ from refquant.formats._ggml_math import (
     F32, c_int, first_max, first_min, fp16_to_fp32, fp32_to_fp16, pack_nibbles_halves, roundf,
     safe_reciprocal, seq_sum, signed_absmax, unpack_nibbles_halves,
 )
-from refquant.formats._ggml_search import make_qkx3_quants, make_qx_quants
+from refquant.formats.gguf_kquants_search import make_qkx_quants, make_qx_quants
 from refquant.formats.base import BlockFormat, Field
 
 __all__ = ["Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q8_1"]
@@ -105,7 +106,7 @@ class Q4_0(_Legacy, name="q4_0", type_id=2, block_size=QK):
         if weights is None:
             d, q = _symmetric_ref(x, 8)
         else:
-            d, q = make_qx_quants(x, 8, 1, weights)  # codes straight from the search
+            d, q = make_qx_quants(x, 8, weights)  # rmse_type 1; codes straight from the search
         blocks = cls.empty_blocks(x.shape[0])
         blocks["d"] = fp32_to_fp16(d)
         blocks["qs"] = pack_nibbles_halves(q)
@@ -128,7 +129,7 @@ class Q4_1(_Legacy, name="q4_1", type_id=3, block_size=QK):
             d, m, q = _affine_ref(x, 15)
             q = np.minimum(q.astype(np.int8).astype(np.int32), 15)
         else:
-            d, q, the_min = make_qkx3_quants(x, 15, weights, -0.9, 0.05, 36)
+            d, the_min, q = make_qkx_quants(x, weights, 15, -0.9, 0.05, 36, use_mad=False)  # make_qkx3_quants
             m = -the_min
         blocks = cls.empty_blocks(x.shape[0])
         blocks["d"] = fp32_to_fp16(d)
@@ -152,7 +153,7 @@ class Q5_0(_Legacy, name="q5_0", type_id=6, block_size=QK):
         if weights is None:
             d, q = _symmetric_ref(x, 16)
         else:
-            d, q = make_qx_quants(x, 16, 1, weights)
+            d, q = make_qx_quants(x, 16, weights)
         q = q.astype(np.uint8)
         blocks = cls.empty_blocks(x.shape[0])
         blocks["d"] = fp32_to_fp16(d)
@@ -175,7 +176,7 @@ class Q5_1(_Legacy, name="q5_1", type_id=7, block_size=QK):
         if weights is None:
             d, m, q = _affine_ref(x, 31)  # (uint8_t)(v + 0.5f): no clamp to 31
         else:
-            d, q, the_min = make_qkx3_quants(x, 31, weights, -0.9, 0.05, 36)
+            d, the_min, q = make_qkx_quants(x, weights, 31, -0.9, 0.05, 36, use_mad=False)  # make_qkx3_quants
             m = -the_min
         q = q.astype(np.uint8)
         blocks = cls.empty_blocks(x.shape[0])
