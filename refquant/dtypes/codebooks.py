@@ -35,10 +35,12 @@ largest value's code (NaN sorts after every number, as in ``numpy.searchsorted``
 ``torch.bucketize``; bitsandbytes' CPU quantizer gives code 15 for NaN in nf4 and code 3,
 i.e. +1.0, in fp4).
 
-bitsandbytes FP4 has both +0 (code 0) and -0 (code 8). The stable sort puts code 0
-first, so inputs in ``(-0.0026, 0]`` (including -0.0) get code 0 and ``(0, 0.0026]``
-gets code 8, exactly as bitsandbytes' CPU backend (FACTS.md section 4.2; its CUDA
-kernel instead signs by ``x < 0``; both decode to zero).
+bitsandbytes FP4 has two zero codes: 0 and 8 (the sign bit set on a zero magnitude).
+Both hold +0.0 in ``get_4bit_type`` (its table spells code 8 as the Python integer
+``-0``, which is 0), so both decode to +0.0. The stable sort puts code 0 first, so
+inputs in ``(-0.0026, 0]`` (including -0.0) get code 0 and ``(0, 0.0026]`` get code 8,
+exactly as bitsandbytes' CPU backend (FACTS.md section 4.2; its CUDA kernel instead
+sets the sign bit for ``x < 0``).
 
 Codes are returned as uint8 (every codebook here has at most 256 entries); packing is
 :mod:`refquant.packing`'s job.
@@ -74,9 +76,9 @@ class Codebook:
     ----------
     name : str
     values : tuple of float
-        The value of each code, in code order; each must be a float32 number (it is
-        stored as float32) and finite. Duplicates are allowed (bitsandbytes FP4 has
-        +0 and -0); the earlier code wins among equal values.
+        The value of each code, in code order; stored (and compared) as float32, so
+        each must be finite in float32. Duplicates are allowed (bitsandbytes FP4 has
+        two zero codes); the earlier code wins among equal values.
     tie : {"lower", "upper", "toward_zero", "away_from_zero"}
         Which neighbour an input exactly on a midpoint gets (module docstring).
     source : str
@@ -94,8 +96,10 @@ class Codebook:
         vals = np.asarray(self.values, dtype=np.float64)
         if vals.ndim != 1 or not 2 <= vals.size <= 256:
             raise ValueError(f"values must be a flat sequence of 2 to 256 numbers, got {len(self.values)}")
-        if not np.isfinite(vals).all() or (vals.astype(np.float32).astype(np.float64) != vals).any():
-            raise ValueError(f"values of codebook {self.name!r} must be finite float32 numbers")
+        with np.errstate(over="ignore"):
+            finite = np.isfinite(vals.astype(np.float32)).all()
+        if not finite:
+            raise ValueError(f"values of codebook {self.name!r} must be finite float32 numbers, got {self.values!r}")
         if self.tie in ("toward_zero", "away_from_zero"):
             s = np.sort(vals)
             if ((s[:-1] + s[1:] == 0) & (s[:-1] != s[1:])).any():
@@ -213,8 +217,9 @@ _NF4 = (
 # bitsandbytes get_4bit_type("fp4"): create_fp8_map(signed, 2 exponent bits, 1
 # precision bit, 4 total bits) magnitudes in code order (bit 3 is the sign), divided by
 # the largest, 12, in float32 as bitsandbytes does (tensor.div_(max)).
+# Code 8 is +0.0: bitsandbytes writes it as the Python integer literal ``-0``, which is 0.
 _BNB_FP4_RAW = (0.0, 0.0625, 8.0, 12.0, 4.0, 6.0, 2.0, 3.0,
-                -0.0, -0.0625, -8.0, -12.0, -4.0, -6.0, -2.0, -3.0)
+                0.0, -0.0625, -8.0, -12.0, -4.0, -6.0, -2.0, -3.0)
 _BNB_FP4 = tuple(float(np.float32(v) / np.float32(12.0)) for v in _BNB_FP4_RAW)
 
 # ggml ggml-common.h kvalues_iq4nl (int8).
