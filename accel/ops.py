@@ -48,6 +48,18 @@ GRANULARITIES = ("per_tensor", "per_channel", "per_group", "per_token", "per_blo
 
 _ROWS: list[OpSpec] = [
     # --- floats (issue 3) ---
+    OpSpec("encode_float", "refquant.dtypes.floatspec:encode_float", FLOAT_FORMATS, "floats",
+           "encode_float(x: float32 (...), fmt, *, saturate=False) -> uint16 (16-bit fmt) / uint8 codes (...), "
+           "round-to-nearest-even; NaN/overflow codes as NumPy float16 / ml_dtypes"),
+    OpSpec("decode_float", "refquant.dtypes.floatspec:decode_float", FLOAT_FORMATS, "floats",
+           "decode_float(bits: uint16/uint8 (...), fmt) -> float32 (...), exact"),
+    OpSpec("codebook_encode", "refquant.dtypes.codebooks:codebook_encode",
+           ("nf4", "fp4", "iq4_nl", "ternary", "binary"), "codebooks",
+           "codebook_encode(x: float32 (...), name) -> uint8 codes (...) of the nearest table value; "
+           "ties by the codebook's rule"),
+    OpSpec("codebook_decode", "refquant.dtypes.codebooks:codebook_decode",
+           ("nf4", "fp4", "iq4_nl", "ternary", "binary"), "codebooks",
+           "codebook_decode(codes: uint8 (...), name) -> float32 (...) table values"),
     # --- affine mapping (issue 3) ---
     # --- packing (issue 3) ---
     # --- bitsandbytes family (issue 4) ---

@@ -186,6 +186,10 @@ class Nmse(Contract):
 # (op, format) -> contract; format "*" is the op's default. Ops absent here are Exact.
 CONTRACTS: dict[tuple[str, str], Contract] = {
     # --- floats (issue 3) ---
+    # encode_float stays Exact, NaN codes included: the reference writes one documented
+    # NaN code per format (NumPy float16 / ml_dtypes), which integer code reproduces.
+    # decode_float: any float32 NaN for a NaN code (payloads are not portable).
+    ("decode_float", "*"): Exact(nan_equal=True),
     # --- affine mapping (issue 3) ---
     # --- packing (issue 3) ---
     # --- bitsandbytes family (issue 4) ---
