@@ -1,0 +1,258 @@
+"""Error metrics and storage cost: mse, sqnr, cosine, max_abs_error, kl_divergence,
+bits_per_weight, model_memory.
+
+Error metrics compare a reference ``x`` with a reconstruction ``y`` of the same shape and
+are computed in float64 (never fp16). Degenerate inputs have defined answers, listed per
+function, so no metric returns NaN or warns for all-zero or empty inputs.
+
+Storage cost is derived, not typed in: a GGUF type's bits per weight is its block's byte
+count times 8 over its element count, where the byte count is the sum of the fields of
+the block struct in ggml's ``ggml-common.h`` (``tests/test_metrics.py`` checks the sums
+against gguf-py's ``GGML_QUANT_SIZES``); bitsandbytes and GPTQ/AWQ/SpQR costs are the
+formulas of their scale storage (FACTS §4.4, §5.4, §7, §11).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import numpy as np
+
+from refquant._validate import check_choice, check_float, check_int
+
+__all__ = ["mse", "sqnr", "cosine_similarity", "max_abs_error", "kl_divergence", "bits_per_weight",
+           "model_memory", "GGUF_BLOCKS", "gguf_block_bytes", "UNITS"]
+
+
+def _pair(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
+    a, b = np.asarray(x), np.asarray(y)
+    for name, arr in (("x", a), ("y", b)):
+        if arr.dtype.kind not in "fiu" and arr.dtype.name != "bfloat16":
+            raise TypeError(f"{name} must be a real numeric array, got dtype {arr.dtype}")
+    if a.shape != b.shape:
+        raise ValueError(f"x and y must have the same shape, got {a.shape} and {b.shape}")
+    return a.astype(np.float64), b.astype(np.float64)
+
+
+def mse(x: Any, y: Any) -> float:
+    """Mean squared error ``mean((x - y)**2)`` in float64 (0.0 for empty arrays)."""
+    a, b = _pair(x, y)
+    return float(np.mean((a - b) ** 2)) if a.size else 0.0
+
+
+def max_abs_error(x: Any, y: Any) -> float:
+    """``max(|x - y|)`` in float64 (0.0 for empty arrays)."""
+    a, b = _pair(x, y)
+    return float(np.max(np.abs(a - b))) if a.size else 0.0
+
+
+def sqnr(x: Any, y: Any) -> float:
+    """Signal-to-quantization-noise ratio ``10 log10(sum x**2 / sum (x - y)**2)`` in dB.
+
+    ``x`` is the reference signal, ``y`` its reconstruction. A perfect reconstruction
+    (zero noise, including empty or all-zero ``x == y``) gives ``inf``; noise with a
+    zero signal gives ``-inf``.
+    """
+    a, b = _pair(x, y)
+    signal, noise = float(np.sum(a * a)), float(np.sum((a - b) ** 2))
+    if noise == 0.0:
+        return float("inf")
+    if signal == 0.0:
+        return float("-inf")
+    return 10.0 * float(np.log10(signal / noise))
+
+
+def cosine_similarity(x: Any, y: Any, axis: int | None = None) -> float | np.ndarray:
+    """Cosine similarity ``<x, y> / (|x| |y|)`` of the flattened arrays (``axis=None``) or
+    along ``axis`` (one value per remaining index).
+
+    Two zero vectors are identical (1.0); a zero vector against a non-zero one gives 0.0.
+    """
+    a, b = _pair(x, y)
+    dot = np.sum(a * b, axis=axis)
+    na, nb = np.sqrt(np.sum(a * a, axis=axis)), np.sqrt(np.sum(b * b, axis=axis))
+    denom = na * nb
+    both_zero = (na == 0) & (nb == 0)
+    out = np.where(both_zero, 1.0, np.divide(dot, denom, out=np.zeros_like(dot), where=denom > 0))
+    out = np.clip(out, -1.0, 1.0)                      # rounding can exceed 1 by an ulp
+    return float(out) if axis is None else out
+
+
+def kl_divergence(p: Any, q: Any, axis: int | None = None) -> float | np.ndarray:
+    """Kullback-Leibler divergence ``KL(p || q) = sum p log(p / q)`` in nats.
+
+    ``p`` and ``q`` are non-negative weights (histograms or probabilities), each
+    normalized to sum 1 over ``axis`` (all elements when None), as ``scipy.stats.entropy``
+    does. Terms with ``p == 0`` contribute 0; ``p > 0`` where ``q == 0`` gives ``inf``.
+
+    Raises
+    ------
+    ValueError
+        Negative or non-finite entries, different shapes, or a distribution that sums to 0.
+    """
+    a, b = _pair(p, q)
+    for name, arr in (("p", a), ("q", b)):
+        if not np.isfinite(arr).all() or (arr < 0).any():
+            raise ValueError(f"{name} must contain finite, non-negative weights")
+        if (np.sum(arr, axis=axis) == 0).any():
+            raise ValueError(f"{name} sums to 0 (along axis={axis}); a distribution needs positive mass")
+    a = a / np.sum(a, axis=axis, keepdims=True)
+    b = b / np.sum(b, axis=axis, keepdims=True)
+    pos = a > 0
+    ratio = np.divide(a, b, out=np.full_like(a, np.inf), where=pos & (b > 0))
+    terms = np.where(pos, a * np.log(np.where(pos, ratio, 1.0)), 0.0)
+    out = np.sum(terms, axis=axis)
+    return float(out) if axis is None else out
+
+
+# --- storage cost ----------------------------------------------------------------------
+
+QK_K = 256  # super-block size of the K-quants (ggml-common.h)
+
+# Block structs of ggml-common.h (ggml-org/ggml @ d99724f2; FACTS §3.1): elements per block
+# and field sizes in bytes, in memory order. ggml_half = 2 bytes; float = 4; the block
+# sizes are the sums (static_assert'ed in ggml-common.h).
+GGUF_BLOCKS: dict[str, tuple[int, tuple[tuple[str, int], ...]]] = {
+    "f32": (1, (("value", 4),)),
+    "f16": (1, (("value", 2),)),
+    "bf16": (1, (("value", 2),)),
+    "q4_0": (32, (("d", 2), ("qs", 32 // 2))),
+    "q4_1": (32, (("d", 2), ("m", 2), ("qs", 32 // 2))),
+    "q5_0": (32, (("d", 2), ("qh", 4), ("qs", 32 // 2))),
+    "q5_1": (32, (("d", 2), ("m", 2), ("qh", 4), ("qs", 32 // 2))),
+    "q8_0": (32, (("d", 2), ("qs", 32))),
+    "q8_1": (32, (("d", 2), ("s", 2), ("qs", 32))),
+    "q2_k": (QK_K, (("scales", QK_K // 16), ("qs", QK_K // 4), ("d", 2), ("dmin", 2))),
+    "q3_k": (QK_K, (("hmask", QK_K // 8), ("qs", QK_K // 4), ("scales", 12), ("d", 2))),
+    "q4_k": (QK_K, (("d", 2), ("dmin", 2), ("scales", 12), ("qs", QK_K // 2))),
+    "q5_k": (QK_K, (("d", 2), ("dmin", 2), ("scales", 12), ("qh", QK_K // 8), ("qs", QK_K // 2))),
+    "q6_k": (QK_K, (("ql", QK_K // 2), ("qh", QK_K // 4), ("scales", QK_K // 16), ("d", 2))),
+    "q8_k": (QK_K, (("d", 4), ("qs", QK_K), ("bsums", 2 * QK_K // 16))),
+    "iq2_xxs": (QK_K, (("d", 2), ("qs", 2 * QK_K // 8))),
+    "iq2_xs": (QK_K, (("d", 2), ("qs", 2 * QK_K // 8), ("scales", QK_K // 32))),
+    "iq2_s": (QK_K, (("d", 2), ("qs", QK_K // 4), ("qh", QK_K // 32), ("scales", QK_K // 32))),
+    "iq3_xxs": (QK_K, (("d", 2), ("qs", 3 * QK_K // 8))),
+    "iq3_s": (QK_K, (("d", 2), ("qs", QK_K // 4), ("qh", QK_K // 32), ("signs", QK_K // 8), ("scales", QK_K // 64))),
+    "iq1_s": (QK_K, (("d", 2), ("qs", QK_K // 8), ("qh", 2 * QK_K // 32))),
+    "iq1_m": (QK_K, (("qs", QK_K // 8), ("qh", QK_K // 16), ("scales", QK_K // 32))),
+    "iq4_nl": (32, (("d", 2), ("qs", 32 // 2))),
+    "iq4_xs": (QK_K, (("d", 2), ("scales_h", 2), ("scales_l", QK_K // 64), ("qs", QK_K // 2))),
+    "tq1_0": (QK_K, (("qs", (QK_K - 4 * QK_K // 64) // 5), ("qh", QK_K // 64), ("d", 2))),
+    "tq2_0": (QK_K, (("qs", QK_K // 4), ("d", 2))),
+    "mxfp4": (32, (("e", 1), ("qs", 32 // 2))),
+    "nvfp4": (64, (("d", 64 // 16), ("qs", 64 // 2))),
+}
+
+
+def gguf_block_bytes(qtype: str) -> tuple[int, int]:
+    """``(elements per block, bytes per block)`` of a GGUF type, from its struct fields."""
+    key = check_choice("qtype", str(qtype).lower(), GGUF_BLOCKS)
+    qk, fields = GGUF_BLOCKS[key]
+    return qk, sum(size for _, size in fields)
+
+
+_PLAIN_BITS = {"fp64": 64, "float64": 64, "fp32": 32, "float32": 32, "fp16": 16, "float16": 16,
+               "bf16": 16, "bfloat16": 16, "fp8": 8, "float8_e4m3fn": 8, "float8_e5m2": 8,
+               "fp4_e2m1": 4, "float4_e2m1fn": 4}
+_INT_RE = re.compile(r"u?int(\d+)$")
+
+
+def bits_per_weight(fmt: str, **params: Any) -> float:
+    """Storage bits per weight of a format, including its per-block scales.
+
+    Parameters
+    ----------
+    fmt : str (case-insensitive)
+        * plain element types (no scales): ``fp32``/``float32``, ``fp16``, ``bf16``,
+          ``float8_e4m3fn``, ``float8_e5m2``, ``float4_e2m1fn``, ``int8``, ``int4``, any
+          ``int<b>``/``uint<b>``;
+        * GGUF types (:data:`GGUF_BLOCKS`): ``q4_0`` (4.5), ``q4_k`` (4.5), ``q6_k``
+          (6.5625), ``tq1_0`` (1.6875), ...;
+        * ``nf4`` / ``fp4`` (bitsandbytes): params ``blocksize=64``, ``double_quant=False``,
+          ``double_quant_blocksize=256``. Cost ``4 + 32 / blocksize`` (fp32 absmax), or
+          with double quantization ``4 + 8 / blocksize + 32 / (blocksize * 256)``
+          (8-bit absmax codes plus one fp32 absmax2 per 256 blocks; the one fp32 offset
+          per tensor is not counted). FACTS §4.4.
+        * ``gptq`` / ``awq``: params ``bits=4``, ``group_size=128``. Cost ``bits + (16 +
+          bits) / group_size`` (fp16 scale and a ``bits``-bit packed zero per group;
+          ``g_idx`` not counted). FACTS §5.4, §6.3.
+        * ``spqr``: params ``wbits=3``, ``groupsize=16``, ``qq_scale_bits=3``,
+          ``qq_zero_bits=3``, ``qq_groupsize=16``, ``outlier_fraction=0.0``,
+          ``round_zero=False``. SpQR's ``get_average_number_of_bits``: ``wbits +
+          (qq_scale_bits + qq_zero_bits) / groupsize + 2 * (16 + 16) / (groupsize *
+          qq_groupsize) + 32 * outlier_fraction``; with ``round_zero`` the zero costs
+          ``wbits`` bits instead of ``qq_zero_bits``. FACTS §7.
+    **params
+        Format parameters listed above; others raise TypeError.
+
+    Returns
+    -------
+    float
+
+    Examples
+    --------
+    >>> bits_per_weight("q4_0"), bits_per_weight("q6_k"), bits_per_weight("nf4", double_quant=True)
+    (4.5, 6.5625, 4.126953125)
+    """
+    name = str(fmt).lower()
+
+    def take(defaults: dict[str, Any]) -> dict[str, Any]:
+        unknown = set(params) - set(defaults)
+        if unknown:
+            raise TypeError(f"bits_per_weight({fmt!r}) got unexpected parameter(s) {sorted(unknown)}; "
+                            f"allowed: {sorted(defaults)}")
+        return {**defaults, **params}
+
+    if name in GGUF_BLOCKS:
+        take({})
+        qk, nbytes = gguf_block_bytes(name)
+        return nbytes * 8 / qk
+    if name in _PLAIN_BITS:
+        take({})
+        return float(_PLAIN_BITS[name])
+    if (m := _INT_RE.match(name)) is not None:
+        take({})
+        return float(check_int("bits of " + name, int(m.group(1)), min=1, max=64))
+    if name in ("nf4", "fp4"):
+        p = take({"blocksize": 64, "double_quant": False, "double_quant_blocksize": 256})
+        bs = check_int("blocksize", p["blocksize"], min=1)
+        if not p["double_quant"]:
+            return 4 + 32 / bs
+        bs2 = check_int("double_quant_blocksize", p["double_quant_blocksize"], min=1)
+        return 4 + 8 / bs + 32 / (bs * bs2)
+    if name in ("gptq", "awq"):
+        p = take({"bits": 4, "group_size": 128})
+        bits = check_int("bits", p["bits"], min=1, max=8)
+        return bits + (16 + bits) / check_int("group_size", p["group_size"], min=1)
+    if name == "spqr":
+        p = take({"wbits": 3, "groupsize": 16, "qq_scale_bits": 3, "qq_zero_bits": 3, "qq_groupsize": 16,
+                  "outlier_fraction": 0.0, "round_zero": False})
+        wbits = check_int("wbits", p["wbits"], min=1, max=16)
+        gs, qgs = check_int("groupsize", p["groupsize"], min=1), check_int("qq_groupsize", p["qq_groupsize"], min=1)
+        zero_bits = wbits if p["round_zero"] else check_int("qq_zero_bits", p["qq_zero_bits"], min=1)
+        frac = check_float("outlier_fraction", p["outlier_fraction"], min=0.0, max=1.0)
+        return (wbits + (check_int("qq_scale_bits", p["qq_scale_bits"], min=1) + zero_bits) / gs
+                + 2 * (16 + 16) / (gs * qgs) + 32 * frac)
+    known = sorted(set(GGUF_BLOCKS) | set(_PLAIN_BITS) | {"int<b>", "nf4", "fp4", "gptq", "awq", "spqr"})
+    raise ValueError(f"fmt={fmt!r} is not a known format; allowed: {', '.join(known)}")
+
+
+UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,
+         "KiB": 2**10, "MiB": 2**20, "GiB": 2**30, "TiB": 2**40}
+
+
+def model_memory(n_params: float, fmt: str, unit: str = "GB", **params: Any) -> float:
+    """Weight storage of ``n_params`` weights in ``fmt``: ``n_params * bpw / 8`` bytes in ``unit``.
+
+    ``unit`` is decimal (``"GB"`` = 1e9 bytes) or binary (``"GiB"`` = 2**30 bytes); see
+    :data:`UNITS`. Metadata and alignment padding of real files are not counted.
+
+    Examples
+    --------
+    >>> model_memory(70e9, "fp32"), model_memory(70e9, "q4_0")
+    (280.0, 39.375)
+    """
+    n = check_float("n_params", n_params, min=0.0)
+    divisor = UNITS[check_choice("unit", unit, UNITS)]
+    return n * bits_per_weight(fmt, **params) / 8 / divisor
