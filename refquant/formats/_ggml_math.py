@@ -70,10 +70,11 @@ def fp32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
     """``ggml_compute_fp32_to_bf16``: round to nearest even with the integer trick
     u + 0x7FFF + ((u >> 16) & 1), top 16 bits; a NaN keeps its sign and top payload bits
     and gets the quiet bit (``(u >> 16) | 0x40``). Returns uint16 bit patterns."""
-    u = np.asarray(x, dtype=F32).view(np.uint32).astype(np.uint64)
-    rounded = (u + np.uint64(0x7FFF) + ((u >> np.uint64(16)) & np.uint64(1))) >> np.uint64(16)
-    nan = (u & np.uint64(0x7FFFFFFF)) > np.uint64(0x7F800000)
-    quiet = (u >> np.uint64(16)) | np.uint64(0x40)
+    u = np.asarray(x, dtype=F32).view(np.uint32)
+    # uint32 wrap-around can only happen for NaN patterns, which take the other branch
+    rounded = (u + (np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1)))) >> np.uint32(16)
+    nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+    quiet = (u >> np.uint32(16)) | np.uint32(0x40)
     return np.where(nan, quiet, rounded).astype(np.uint16)
 
 
@@ -122,8 +123,10 @@ def c_int(x: np.ndarray) -> np.ndarray:
     (NumPy's integer narrowing keeps the low byte, like the C code generated).
     """
     x = np.asarray(x, dtype=F32)
-    ok = np.isfinite(x) & (x > F32(-2147483648.0)) & (x < F32(2147483648.0))
-    return np.where(ok, np.trunc(np.where(ok, x, F32(0))), F32(-2147483648.0)).astype(np.int64).astype(np.int32)
+    ok = np.abs(x) < F32(2147483648.0)  # False for NaN and +-inf too
+    if ok.all():
+        return x.astype(np.int32)  # float -> int casts truncate toward zero
+    return np.where(ok, np.where(ok, x, F32(0)).astype(np.int32), np.int32(-2147483648))
 
 
 # --- sums and scans ---------------------------------------------------------------------

@@ -44,6 +44,8 @@ __all__ = ["IQ4_NL", "IQ4_XS", "KVALUES_IQ4NL", "best_index_iq4nl"]
 KVALUES_IQ4NL = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], dtype=np.int8)
 _KV = KVALUES_IQ4NL.astype(F32)
 NTRY = 7  # quantize_iq4_nl / quantize_iq4_xs
+# mu for floor(x) = -128..113: the number of codebook entries <= floor(x), clamped to 1..15
+_MU_BY_FLOOR = np.clip((_KV[None, :] <= np.arange(-128, 114, dtype=F32)[:, None]).sum(axis=1), 1, 15)
 
 
 def best_index_iq4nl(x: np.ndarray) -> np.ndarray:
@@ -54,7 +56,12 @@ def best_index_iq4nl(x: np.ndarray) -> np.ndarray:
     a tie goes to the upper entry. Returns uint8 indices, same shape as ``x``.
     """
     x = np.asarray(x, dtype=F32)
-    mu = np.clip(np.searchsorted(_KV, x, side="right"), 1, 15)
+    # The codebook holds integers, so val[k] <= x exactly when val[k] <= floor(x): the
+    # upper neighbour mu (the count of entries <= x, clamped to 1..15) is a table lookup.
+    # A NaN reads as "above every entry" (index 15), as the C comparisons do.
+    fl = np.floor(x)
+    fl = np.where(np.isnan(fl), F32(113), np.clip(fl, F32(-128), F32(113)))
+    mu = _MU_BY_FLOOR[(fl + F32(128)).astype(np.intp)]
     lower_closer = (x - _KV[mu - 1]) < (_KV[mu] - x)
     return np.where(lower_closer, mu - 1, mu).astype(np.uint8)
 
