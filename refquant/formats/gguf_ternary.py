@@ -19,7 +19,9 @@ TQ1_0 trit packing (first listed element = most significant trit, Horner q = 3q 
 - ``qs[32+m]``, m = 0..15: elements 160+m, 176+m, 192+m, 208+m, 224+m;
 - ``qh[j]``, j = 0..3: elements 240+j, 244+j, 248+j, 252+j, then one more ·3 (an empty slot);
 - the 5-trit value q (0..242) is stored as ceil(q·256/243), so trit n (0 = most
-  significant) of a byte b reads back as ((b·3^n mod 256)·3) >> 8.
+  significant) of a byte b reads back as ((b·3^n mod 256)·3) >> 8 (the byte rule is
+  :func:`refquant.packing.pack_ternary`; this module only chooses which elements share
+  a byte).
 
 TQ2_0: byte ``qs[32k + m]`` holds elements 128k + m + 32n at bits 2n..2n+1 (n = 0..3).
 """
@@ -30,11 +32,11 @@ import numpy as np
 
 from refquant.formats._ggml_math import F32, c_int, fp16_to_fp32, fp32_to_fp16, roundf, safe_reciprocal
 from refquant.formats.base import BlockFormat, Field
+from refquant.packing import pack_ternary, unpack_ternary
 
 __all__ = ["TQ1_0", "TQ2_0"]
 
 QK_K = 256
-_POW3 = np.array([81, 27, 9, 3, 1], dtype=np.uint16)  # Horner weights, most significant first
 
 
 def _trits(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -44,23 +46,17 @@ def _trits(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return d, t
 
 
-def pack_trits5(t: np.ndarray) -> np.ndarray:
-    """Pack groups of 5 trits, most significant first: (..., 5, m) -> uint8 (..., m).
-
-    q = Σ t_n·3^(4-n) (0..242), stored as ceil(q·256/243) = (q·256 + 242) // 243.
-    """
-    q = np.einsum("...nm,n->...m", t.astype(np.uint16), _POW3)
-    return ((q.astype(np.uint16) * np.uint16(256) + np.uint16(242)) // np.uint16(243)).astype(np.uint8)
+def _pack_strided(t: np.ndarray, trits_per_byte: int, nbytes: int) -> np.ndarray:
+    """Bytes whose trits are ``nbytes`` elements apart: (n, trits_per_byte * nbytes) ->
+    uint8 (n, nbytes); byte m holds elements m, m + nbytes, ... (first most significant)."""
+    groups = t.reshape(t.shape[0], trits_per_byte, nbytes).transpose(0, 2, 1)  # (n, byte, trit)
+    return pack_ternary(groups.astype(np.uint8))[..., 0]
 
 
-def unpack_trits5(b: np.ndarray, count: int = 5) -> np.ndarray:
-    """Trits 0..count-1 (most significant first) of stored bytes: uint8 (..., m) -> (..., count, m).
-
-    Trit n is ((b·3^n mod 256)·3) >> 8, ggml's ``dequantize_row_tq1_0``.
-    """
-    pow3 = np.array([1, 3, 9, 27, 81][:count], dtype=np.uint8)
-    v = (b[..., None, :] * pow3[:, None]).astype(np.uint8)  # uint8 product wraps mod 256
-    return (v.astype(np.uint16) * np.uint16(3)) >> np.uint16(8)
+def _unpack_strided(b: np.ndarray, trits_per_byte: int) -> np.ndarray:
+    """Inverse of :func:`_pack_strided`: uint8 (n, nbytes) -> trits (n, trits_per_byte * nbytes)."""
+    t = unpack_ternary(b[..., None], trits_per_byte)  # (n, byte, trit)
+    return t.transpose(0, 2, 1).reshape(b.shape[0], -1)
 
 
 class TQ1_0(BlockFormat, name="tq1_0", type_id=34, block_size=QK_K):
@@ -74,10 +70,9 @@ class TQ1_0(BlockFormat, name="tq1_0", type_id=34, block_size=QK_K):
         n = x.shape[0]
         d, t = _trits(x)
         blocks = cls.empty_blocks(n)
-        blocks["qs"][:, :32] = pack_trits5(t[:, :160].reshape(n, 5, 32))
-        blocks["qs"][:, 32:] = pack_trits5(t[:, 160:240].reshape(n, 5, 16))
-        tail = np.concatenate([t[:, 240:].reshape(n, 4, 4), np.zeros((n, 1, 4), t.dtype)], axis=1)
-        blocks["qh"] = pack_trits5(tail)  # 4 trits then an empty (zero) last slot
+        blocks["qs"][:, :32] = _pack_strided(t[:, :160], 5, 32)
+        blocks["qs"][:, 32:] = _pack_strided(t[:, 160:240], 5, 16)
+        blocks["qh"] = _pack_strided(t[:, 240:], 4, 4)  # 4 trits, then a zero trit slot
         blocks["d"] = fp32_to_fp16(d)
         return blocks
 
@@ -85,9 +80,9 @@ class TQ1_0(BlockFormat, name="tq1_0", type_id=34, block_size=QK_K):
     def dequantize_blocks(cls, blocks: np.ndarray) -> np.ndarray:
         n = blocks.shape[0]
         t = np.concatenate([
-            unpack_trits5(blocks["qs"][:, :32]).reshape(n, 160),
-            unpack_trits5(blocks["qs"][:, 32:]).reshape(n, 80),
-            unpack_trits5(blocks["qh"], 4).reshape(n, 16),
+            _unpack_strided(blocks["qs"][:, :32], 5),
+            _unpack_strided(blocks["qs"][:, 32:], 5),
+            _unpack_strided(blocks["qh"], 4),
         ], axis=1)
         return (t.astype(F32) - F32(1)) * fp16_to_fp32(blocks["d"])[:, None]
 
