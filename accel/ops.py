@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["OpSpec", "OP_SPECS", "FLOAT_FORMATS", "GRANULARITIES"]
+__all__ = ["OpSpec", "OP_SPECS", "FLOAT_FORMATS", "GRANULARITIES", "GGUF_FORMATS"]
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,10 @@ class OpSpec:
 
 FLOAT_FORMATS = ("float16", "bfloat16", "float8_e4m3fn", "float8_e5m2", "float4_e2m1fn")
 GRANULARITIES = ("per_tensor", "per_channel", "per_group", "per_token", "per_block")
+# ggml block types with a reference implementation (lowercase GGUF names); a type joins
+# when refquant.formats registers it (the K-quants add theirs here).
+GGUF_FORMATS = ("f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1",
+                "tq1_0", "tq2_0", "iq4_nl", "iq4_xs", "mxfp4")
 
 _ROWS: list[OpSpec] = [
     # --- floats (issue 3) ---
@@ -61,10 +65,36 @@ _ROWS: list[OpSpec] = [
            ("nf4", "fp4", "iq4_nl", "ternary", "binary"), "codebooks",
            "codebook_decode(codes: uint8 (...), name) -> float32 (...) table values"),
     # --- affine mapping (issue 3) ---
+    OpSpec("choose_qparams", "refquant.mapping:choose_qparams", GRANULARITIES, "affine",
+           "choose_qparams(x: float32 (...), bits=8, symmetric=True, *, signed=True, restricted_range=None, "
+           "granularity, clip=None) -> QuantParams (scale float32 grid, zero_point int32 grid or None)"),
+    OpSpec("quantize_affine", "refquant.mapping:quantize_affine", GRANULARITIES, "affine",
+           "quantize_affine(x: float32 (...), params, *, rounding='half_even') -> int codes (...): "
+           "clamp(round(x / scale) + zero_point, qmin, qmax), a true float32 division"),
+    OpSpec("dequantize_affine", "refquant.mapping:dequantize_affine", GRANULARITIES, "affine",
+           "dequantize_affine(q: int (...), params) -> float32 (...): float32(q - zero_point) * scale"),
     # --- packing (issue 3) ---
+    OpSpec("pack", "refquant.packing:pack",
+           ("1bit", "2bit", "3bit", "4bit", "4bit_high_first", "2bit_gptq_int32", "3bit_gptq_int32",
+            "4bit_gptq_int32", "4bit_awq_int32"), "packing",
+           "pack(codes: uint (..., n), bits, order='low_first', container='uint8') -> uint8/int32 (..., ceil(n*bits/W)); "
+           "format = a key of refquant.packing.LAYOUTS (its bits/order/container)"),
+    OpSpec("unpack", "refquant.packing:unpack",
+           ("1bit", "2bit", "3bit", "4bit", "4bit_high_first", "2bit_gptq_int32", "3bit_gptq_int32",
+            "4bit_gptq_int32", "4bit_awq_int32"), "packing",
+           "unpack(packed: uint8/int32 (..., k), bits, count, order='low_first', container='uint8') -> uint8 (..., count)"),
+    OpSpec("pack_ternary", "refquant.packing:pack_ternary", None, "packing",
+           "pack_ternary(trits: {0,1,2} (..., n)) -> uint8 (..., ceil(n/5)): 5 trits per byte, ggml TQ1_0 rule"),
+    OpSpec("unpack_ternary", "refquant.packing:unpack_ternary", None, "packing",
+           "unpack_ternary(packed: uint8 (..., k), count) -> uint8 trits (..., count)"),
     # --- bitsandbytes family (issue 4) ---
     # --- integer matmul (issue 4) ---
     # --- gguf (issue 5) ---
+    OpSpec("gguf_quantize", "refquant.gguf:quantize", GGUF_FORMATS, "gguf",
+           "gguf_quantize(x: float32 (..., n_per_row), qtype, imatrix: float32 (n_per_row,) | None = None) "
+           "-> uint8 (..., row_bytes): ggml_quantize_chunk's bytes"),
+    OpSpec("gguf_dequantize", "refquant.gguf:dequantize", GGUF_FORMATS, "gguf",
+           "gguf_dequantize(data: uint8 (..., row_bytes), qtype, shape) -> float32 shape: ggml's to_float"),
     # --- layouts (issue 7) ---
 ]
 

@@ -191,7 +191,11 @@ CONTRACTS: dict[tuple[str, str], Contract] = {
     # decode_float: any float32 NaN for a NaN code (payloads are not portable).
     ("decode_float", "*"): Exact(nan_equal=True),
     # --- affine mapping (issue 3) ---
+    # choose_qparams, quantize_affine, dequantize_affine stay Exact: refquant.mapping fixes
+    # the float32 operation order (one division for the scale, a true division x / scale
+    # for codes, one multiplication float32(q - zp) * scale to dequantize).
     # --- packing (issue 3) ---
+    # pack, unpack, pack_ternary, unpack_ternary stay Exact (integer bit layout).
     # --- bitsandbytes family (issue 4) ---
     # --- integer matmul (issue 4) ---
     # --- gguf (issue 5) ---

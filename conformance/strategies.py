@@ -111,7 +111,69 @@ def blocked_rows(draw, block: int, *, max_rows: int = 4, max_blocks: int = 4, sc
 
 # --- floats (issue 3) ---
 # --- affine mapping (issue 3) ---
+
+
+def _granularity_for(draw, fmt: str, shape: tuple[int, int]):  # type: ignore[no-untyped-def]
+    from refquant.granularity import PerBlock, PerChannel, PerGroup, PerTensor, PerToken
+
+    rows, cols = shape
+    if fmt == "per_tensor":
+        return PerTensor()
+    if fmt == "per_channel":
+        return PerChannel(draw(st.sampled_from([0, 1, -1])))
+    if fmt == "per_group":
+        axis = draw(st.sampled_from([-1, -1, 0]))
+        length = cols if axis == -1 else rows
+        return PerGroup(draw(st.integers(1, length)), axis)     # any size, partial last groups included
+    if fmt == "per_token":
+        return PerToken()
+    if fmt == "per_block":
+        return PerBlock((draw(st.integers(1, rows)), draw(st.integers(1, cols))))
+    raise ValueError(f"unknown granularity format {fmt!r}")
+
+
+@st.composite
+def affine_cases(draw, fmt: str) -> tuple[np.ndarray, dict]:  # type: ignore[no-untyped-def]
+    """``(x, choose_qparams kwargs)`` for granularity ``fmt`` (a name in ``accel.ops.GRANULARITIES``).
+
+    Two kinds: float32 matrices with all-zero / constant / outlier rows and shapes not
+    divisible by the group or block (bits 2..8, symmetric or not, signed or not); and
+    exact rounding ties: ``x = (k + 0.5) * 2**e`` with ``clip`` fixing ``scale = 2**e``, so
+    ``x / scale`` is exactly halfway, and some ``k`` beyond the clip range.
+    """
+    if draw(st.integers(0, 3)) == 0:
+        rows, cols = draw(st.integers(1, 4)), draw(st.integers(1, 24))
+        step = 2.0 ** draw(st.integers(-20, 20))
+        k = draw(hnp.arrays(np.int64, (rows, cols), elements=st.integers(-140, 140)))
+        x = ((k + 0.5) * step).astype(np.float32)
+        kwargs = dict(bits=8, symmetric=True, clip=(-127 * step, 127 * step))
+    else:
+        x = draw(float32_matrices(max_rows=6, max_cols=40, scale=draw(st.sampled_from([1.0, 1e-3, 1e3]))))
+        signed = draw(st.booleans())
+        symmetric = draw(st.booleans())
+        kwargs = dict(bits=draw(st.sampled_from([2, 3, 4, 8])), symmetric=symmetric, signed=signed,
+                      restricted_range=draw(st.sampled_from([None, False] + ([True] if signed else []))))
+    kwargs["granularity"] = _granularity_for(draw, fmt, x.shape)
+    return x, kwargs
+
+
 # --- packing (issue 3) ---
+
+
+@st.composite
+def pack_codes(draw, bits: int, *, max_rows: int = 3, max_len: int = 80) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """uint8 code matrices of ``bits``-bit codes: random, all-zero and all-max rows,
+    and lengths that do not fill the last byte / word (including 0 and 1)."""
+    rows = draw(st.integers(1, max_rows))
+    n = draw(st.one_of(st.sampled_from([0, 1, 7, 8, 9, 31, 32, 33, 64]), st.integers(0, max_len)))
+    top = (1 << bits) - 1
+    codes = draw(hnp.arrays(np.uint8, (rows, n), elements=st.integers(0, top)))
+    fill = draw(st.sampled_from(["none", "none", "zero", "max"]))
+    if fill == "zero":
+        codes[0] = 0
+    elif fill == "max":
+        codes[0] = top
+    return codes
 # --- bitsandbytes family (issue 4) ---
 # --- integer matmul (issue 4) ---
 # --- gguf (issue 5) ---
