@@ -11,6 +11,8 @@ Area-specific strategies live here too, one section per spec area.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -110,6 +112,88 @@ def blocked_rows(draw, block: int, *, max_rows: int = 4, max_blocks: int = 4, sc
 
 
 # --- floats (issue 3) ---
+
+
+@functools.lru_cache(maxsize=None)
+def _float_format_pool(fmt: str) -> tuple[float, ...]:
+    """Every finite value of ``fmt``, the midpoints between neighbours (ties), the
+    overflow midpoint above max, and the float32 neighbours of all of those, both signs."""
+    from refquant.dtypes.floatspec import decode_float, get_float_spec
+
+    spec = get_float_spec(fmt)
+    v = decode_float(np.arange(spec.max_code + 1, dtype=spec.storage_dtype), spec).astype(np.float64)
+    edges = [spec.max + (spec.max - v[-2]) / 2, spec.smallest_subnormal / 2]
+    with np.errstate(over="ignore"):  # bfloat16's overflow midpoint is past FLT_MAX
+        base = np.concatenate([v, (v[:-1] + v[1:]) / 2, edges]).astype(F32)
+    base = base[np.isfinite(base)]
+    pool = np.concatenate([base, np.nextafter(base, F32(np.inf)), np.nextafter(base, F32(-np.inf))])
+    pool = np.unique(np.concatenate([pool, -pool]))
+    return tuple(float(p) for p in pool)
+
+
+def _f32_in_range(fmt: str) -> st.SearchStrategy[float]:
+    """float32 values whose exponent lies in, or just outside, the range of ``fmt``."""
+    from refquant.dtypes.floatspec import get_float_spec
+
+    spec = get_float_spec(fmt)
+    lo = max(spec.min_exp - spec.mant_bits - 3 + 127, 0)
+    hi = min(spec.max_exp + 2 + 127, 254)
+    return st.builds(lambda s, e, m: _f32_from_bits((s << 31) | (e << 23) | m),
+                     st.integers(0, 1), st.integers(lo, hi), st.integers(0, 2**23 - 1))
+
+
+def float_format_inputs(fmt: str, *, min_size: int = 0, max_size: int = 64) -> st.SearchStrategy[np.ndarray]:
+    """1-D float32 arrays aimed at float format ``fmt``: exact code values, ties between
+    neighbouring codes and their float32 neighbours, overflow/underflow edges, values in
+    the format's exponent range, plus the shared adversarial values (NaN, ±inf, ...)."""
+    elements = st.one_of(st.sampled_from(_float_format_pool(fmt)), _f32_in_range(fmt), adversarial_float32())
+    return hnp.arrays(np.float32, st.integers(min_size, max_size), elements=elements)
+
+
+def float_format_codes(fmt: str, *, min_size: int = 0, max_size: int = 64) -> st.SearchStrategy[np.ndarray]:
+    """1-D arrays of bit patterns of ``fmt`` in its storage dtype (every code possible,
+    NaN and inf codes included)."""
+    from refquant.dtypes.floatspec import get_float_spec
+
+    spec = get_float_spec(fmt)
+    special = st.sampled_from([0, spec.sign_mask, spec.max_code, spec.max_code | spec.sign_mask, spec.nan_code,
+                               spec.nan_code ^ spec.sign_mask, 1, 1 | spec.sign_mask])
+    elements = st.one_of(special, st.integers(0, (1 << spec.bits) - 1))
+    return hnp.arrays(spec.storage_dtype, st.integers(min_size, max_size), elements=elements)
+
+
+@functools.lru_cache(maxsize=None)
+def _codebook_pool(name: str) -> tuple[float, ...]:
+    from refquant.dtypes.codebooks import get_codebook
+
+    cb = get_codebook(name)
+    base = np.concatenate([cb.table, cb.midpoints, np.array([0.0, -0.0], F32)])
+    pool = np.concatenate([base, np.nextafter(base, F32(np.inf)), np.nextafter(base, F32(-np.inf))])
+    return tuple(float(p) for p in np.unique(pool))
+
+
+def codebook_inputs(name: str, *, min_size: int = 0, max_size: int = 64) -> st.SearchStrategy[np.ndarray]:
+    """1-D float32 arrays for codebook ``name``: its values, the midpoints between sorted
+    neighbours (ties) and their float32 neighbours, values across (and beyond) its
+    range, plus the shared adversarial values."""
+    from refquant.dtypes.codebooks import get_codebook
+
+    table = get_codebook(name).table
+    lo, hi = float(table.min()), float(table.max())
+    span = hi - lo
+    around = st.floats(lo - span, hi + span, width=32)
+    elements = st.one_of(st.sampled_from(_codebook_pool(name)), around, adversarial_float32())
+    return hnp.arrays(np.float32, st.integers(min_size, max_size), elements=elements)
+
+
+def codebook_codes(name: str, *, min_size: int = 0, max_size: int = 64) -> st.SearchStrategy[np.ndarray]:
+    """1-D uint8 arrays of valid codes of codebook ``name``."""
+    from refquant.dtypes.codebooks import get_codebook
+
+    size = get_codebook(name).size
+    return hnp.arrays(np.uint8, st.integers(min_size, max_size), elements=st.integers(0, size - 1))
+
+
 # --- affine mapping (issue 3) ---
 
 
@@ -177,4 +261,52 @@ def pack_codes(draw, bits: int, *, max_rows: int = 3, max_len: int = 80) -> np.n
 # --- bitsandbytes family (issue 4) ---
 # --- integer matmul (issue 4) ---
 # --- gguf (issue 5) ---
+@st.composite
+def gguf_cases(draw, block_size: int, *, max_rows: int = 3, max_blocks: int = 2,  # type: ignore[no-untyped-def]
+               allow_nonfinite: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+    """``(x, imatrix)`` for a ggml block type of ``block_size`` elements.
+
+    ``x`` is float32 (rows, k * block_size) of one of the row kinds ggml's golden vectors
+    use (normal, heavy-tailed, tiny ~1e-11, near the fp16 maximum, integer and half-integer
+    ties), with whole rows set to +0, -0, a constant or one outlier; NaN/inf only when
+    ``allow_nonfinite`` (f16, bf16). ``imatrix`` is None, random positive, or positive with
+    zero columns (a zeroed first block included: FAILURES.md #5, #6).
+    """
+    rows = draw(st.integers(1, max_rows))
+    cols = draw(st.integers(1, 64)) if block_size == 1 else draw(st.integers(1, max_blocks)) * block_size
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    kind = draw(st.sampled_from(["normal", "heavy", "tiny", "fp16max", "ties"]))
+    if kind == "normal":
+        x = rng.standard_normal((rows, cols))
+    elif kind == "heavy":
+        x = rng.standard_t(1.5, (rows, cols))
+    elif kind == "tiny":
+        x = rng.standard_normal((rows, cols)) * 1e-11
+    elif kind == "fp16max":
+        x = rng.uniform(60000.0, 65504.0, (rows, cols)) * rng.choice([-1.0, 1.0], (rows, cols))
+    else:
+        x = rng.integers(-16, 16, (rows, cols)) + rng.choice([0.0, 0.5], (rows, cols))
+    x = x.astype(np.float32)
+    for r in range(rows):
+        special = draw(st.sampled_from(["none", "none", "zero", "negzero", "const", "outlier"]))
+        if special == "zero":
+            x[r] = 0.0
+        elif special == "negzero":
+            x[r] = -0.0
+        elif special == "const":
+            x[r] = draw(st.sampled_from([1.0, -2.5, 0.1, 65504.0]))
+        elif special == "outlier":
+            x[r, draw(st.integers(0, cols - 1))] = draw(st.sampled_from([100.0, -1e4, 6.0e4]))
+    if allow_nonfinite and draw(st.booleans()):
+        x.flat[draw(st.integers(0, x.size - 1))] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
+    im_kind = draw(st.sampled_from(["none", "random", "zeros"]))
+    imatrix = None
+    if im_kind != "none":
+        imatrix = (rng.gamma(1.0, 1.0, cols) + 1e-3).astype(np.float32)
+        if im_kind == "zeros":
+            imatrix[rng.random(cols) < 0.3] = 0.0
+            imatrix[:min(block_size, cols)] = 0.0
+    return x, imatrix
+
+
 # --- layouts (issue 7) ---
