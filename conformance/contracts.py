@@ -199,6 +199,9 @@ CONTRACTS: dict[tuple[str, str], Contract] = {
     # --- bitsandbytes family (issue 4) ---
     # --- integer matmul (issue 4) ---
     # --- gguf (issue 5) ---
+    # bytes are Exact (the default); decoded values too, except that a NaN (decoded from
+    # a NaN scale in arbitrary bytes) may carry any payload
+    ("gguf_dequantize", "*"): Exact(nan_equal=True),
     # --- layouts (issue 7) ---
 }
 

@@ -149,12 +149,15 @@ def quantize(x: Any, qtype: Any, imatrix: Any = None) -> np.ndarray:
     rows = x.reshape(-1, n_per_row)
     n_blocks = rows.size // fmt.block_size
     if n_blocks == 0:
-        return np.zeros(lead + (0 if n_per_row == 0 else n_per_row // fmt.block_size * fmt.type_size,), np.uint8)
-    weights = None
-    if im is not None and fmt.uses_imatrix:
-        weights = np.ascontiguousarray(fmt.importance_weights(rows, im), dtype=np.float32)
-        weights = weights.reshape(n_blocks, fmt.block_size)
-    blocks = fmt.quantize_blocks(rows.reshape(n_blocks, fmt.block_size), weights)
+        return np.zeros(lead + (n_per_row // fmt.block_size * fmt.type_size,), np.uint8)
+    # IEEE float32 results (overflow to inf, inf - inf = NaN in a search that then
+    # rejects the candidate) are ggml's results too: they are computed, not warned about.
+    with np.errstate(all="ignore"):
+        weights = None
+        if im is not None and fmt.uses_imatrix:
+            weights = np.ascontiguousarray(fmt.importance_weights(rows, im), dtype=np.float32)
+            weights = weights.reshape(n_blocks, fmt.block_size)
+        blocks = fmt.quantize_blocks(rows.reshape(n_blocks, fmt.block_size), weights)
     if blocks.dtype != fmt.dtype or blocks.shape != (n_blocks,):  # postcondition of the block rule
         raise AssertionError(f"{fmt.__name__}.quantize_blocks returned {blocks.dtype} {blocks.shape}, "
                              f"expected {fmt.dtype} ({n_blocks},)")
@@ -204,7 +207,8 @@ def dequantize(data: Any, qtype: Any, shape: Any) -> np.ndarray:
     if n_elems == 0:
         return np.zeros(shape, np.float32)
     blocks = np.ascontiguousarray(data).reshape(-1).view(fmt.dtype)
-    y = fmt.dequantize_blocks(blocks)
+    with np.errstate(all="ignore"):  # arbitrary bytes may hold inf/NaN scales: IEEE results
+        y = fmt.dequantize_blocks(blocks)
     if y.dtype != np.float32 or y.shape != (blocks.size, fmt.block_size):  # postcondition
         raise AssertionError(f"{fmt.__name__}.dequantize_blocks returned {y.dtype} {y.shape}")
     return y.reshape(shape)
