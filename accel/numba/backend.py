@@ -11,9 +11,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from accel.numba import floats
+from accel.numba import affine, floats
 from accel.numba._threads import configure_threads
-from accel.ops import FLOAT_FORMATS, OP_SPECS
+from accel.ops import FLOAT_FORMATS, GRANULARITIES, OP_SPECS
 from accel.protocol import OpCapability
 from refquant.errors import UnsupportedError
 
@@ -21,6 +21,10 @@ from refquant.errors import UnsupportedError
 _OPS: dict[str, tuple[Callable[..., Any], OpCapability]] = {
     "encode_float": (floats.encode_float, OpCapability(frozenset(FLOAT_FORMATS), bit_exact=True)),
     "decode_float": (floats.decode_float, OpCapability(frozenset(FLOAT_FORMATS), bit_exact=True)),
+    "quantize_affine": (affine.quantize_affine,
+                        OpCapability(frozenset(GRANULARITIES), bit_exact=True, constraints={"max_ndim": affine.NDIM})),
+    "dequantize_affine": (affine.dequantize_affine,
+                          OpCapability(frozenset(GRANULARITIES), bit_exact=True, constraints={"max_ndim": affine.NDIM})),
 }
 
 
