@@ -26,6 +26,6 @@ from refquant.formats import gguf_ternary  # noqa: F401,E402
 from refquant.formats import gguf_iquants  # noqa: F401,E402
 from refquant.formats import gguf_mx  # noqa: F401,E402
 
-# gguf_kquants (issue 5, K-quant engineer): add its import line here.
+from refquant.formats import gguf_kquants  # noqa: F401,E402
 
 __all__ = ["BlockFormat", "Field", "FORMATS", "FORMATS_BY_ID"]

@@ -26,10 +26,9 @@ from typing import NamedTuple
 
 import numpy as np
 
+from refquant.formats._ggml_math import F32, GROUP_MAX_EPS, nearest_int
+
 __all__ = [
-    "GROUP_MAX_EPS",
-    "nearest_int",
-    "seq_sum",
     "scan_absmax",
     "scan_max",
     "make_qx_quants",
@@ -37,34 +36,6 @@ __all__ = [
     "make_qkx_quants",
     "make_qp_quants",
 ]
-
-F32 = np.float32
-
-#: ``GROUP_MAX_EPS`` of ggml-quants.c: a group whose largest magnitude is below this
-#: is treated as all zero.
-GROUP_MAX_EPS = F32(1e-15)
-
-_MAGIC = F32(12582912.0)  # 1.5 * 2**23
-
-
-def nearest_int(f: np.ndarray) -> np.ndarray:
-    """ggml's ``nearest_int``: round float32 to int32, ties to even.
-
-    ggml adds 1.5·2**23 in float32 and reads the low 23 bits of the sum. For
-    ``abs(f) <= 4194303`` this is round-half-to-even; outside that range (and for
-    inf or NaN) it gives the same wrapped integer the C code gives, which matters
-    only in degenerate blocks whose result is masked out.
-
-    Parameters
-    ----------
-    f : ndarray of float32
-
-    Returns
-    -------
-    ndarray of int32, same shape
-    """
-    bits = (np.asarray(f, dtype=F32) + _MAGIC).view(np.int32)
-    return (bits & 0x007FFFFF) - 0x00400000
 
 
 def _accumulate(terms: np.ndarray, *, from_first: bool = False) -> np.ndarray:
@@ -93,20 +64,6 @@ def _accumulate(terms: np.ndarray, *, from_first: bool = False) -> np.ndarray:
     for row in rest:
         acc += row
     return acc
-
-
-def seq_sum(a: np.ndarray) -> np.ndarray:
-    """Sequential float32 sum over the last axis, from 0, in index order.
-
-    Parameters
-    ----------
-    a : ndarray of float32, shape (m, n)
-
-    Returns
-    -------
-    ndarray of float32, shape (m,)
-    """
-    return _accumulate(_columns(a))
 
 
 def _columns(a: np.ndarray) -> np.ndarray:
@@ -146,7 +103,8 @@ def scan_max(x: np.ndarray) -> np.ndarray:
 
 def _clamp_code(values: np.ndarray, lo: int, hi: int) -> np.ndarray:
     """``MAX(lo, MIN(hi, nearest_int(values)))`` as int32."""
-    return np.clip(nearest_int(values), lo, hi)
+    codes = nearest_int(values)
+    return np.clip(codes, lo, hi, out=codes)
 
 
 def make_qx_quants(
@@ -320,9 +278,15 @@ def make_qkx_quants(
     flat = vmax == vmin
 
     def weighted_error(scale: np.ndarray, lf: np.ndarray, mn: np.ndarray) -> np.ndarray:
-        diff = scale * lf + mn - x
-        diff = np.abs(diff) if use_mad else diff * diff
-        return _accumulate(w * diff)
+        diff = scale * lf  # diff = scale*l + min - x, then |diff| or diff², times w
+        diff += mn
+        diff -= x
+        if use_mad:
+            np.abs(diff, out=diff)
+        else:
+            diff *= diff
+        diff *= w
+        return _accumulate(diff)
 
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         iscale = F32(nmax) / (vmax - vmin)
