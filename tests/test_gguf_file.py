@@ -567,6 +567,23 @@ def test_tensor_repr_and_views():
     assert np.shares_memory(t.array(), t.data)
 
 
+def test_tensor_data_is_memory_mapped_not_copied(tmp_path):
+    import tracemalloc
+
+    x = np.ones((1024, 1024), np.float32)  # 4 MB
+    write(tmp_path / "big.gguf", {"x": x}, {"tokens": [f"t{i}" for i in range(1000)]})
+    tracemalloc.start()
+    try:
+        f = read(tmp_path / "big.gguf")
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 1 << 20, f"reading copied data: peak {peak} bytes"
+    t = f.tensors["x"]
+    assert t.nbytes == x.nbytes and not t.data.flags.writeable
+    np.testing.assert_array_equal(t.array(), x)
+
+
 # --- ggml's own reader accepts what refquant writes (local check with a ggml build) --------
 
 @pytest.mark.oracle

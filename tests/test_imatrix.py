@@ -353,3 +353,32 @@ def test_write_imatrix_errors(tmp_path):
         write_imatrix(tmp_path / "x", Imatrix(good.entries, chunk_size=0), format="dat")
     with pytest.raises(ValueError, match="chunk_size"):
         read_imatrix(GOLDEN_IMATRIX, chunk_size=0)
+
+
+# --- handing the importance to the quantizers ---------------------------------------------------
+
+@pytest.mark.parametrize("qtype", ["q4_0", "q5_1", "q2_k", "q3_k", "q4_k", "q6_k", "iq4_nl", "iq4_xs"])
+def test_imatrix_from_file_with_dead_columns_quantizes_without_nan(tmp_path, rng, qtype):
+    # FAILURES.md #5/#6: zero-importance columns and never-observed tensors must not give NaN
+    try:
+        from refquant import gguf
+    except ImportError:
+        pytest.skip("refquant.gguf (the block codecs) is not available yet")
+    if qtype not in gguf.qtypes():
+        pytest.skip(f"refquant.gguf has no {qtype} codec yet")
+    n = 512
+    acts = rng.standard_normal((64, n)).astype(np.float32)
+    acts[:, 64:96] = 0.0  # a dead 32-column span
+    acts[:, 256:512] = 0.0  # a whole 256-element super-block with no activation
+    c = ImatrixCollector()
+    c.observe("blk.0.ffn_up.weight", acts)
+    c.observe("blk.0.ffn_gate_exps.weight", acts[:4], expert=1, n_experts=2)  # expert 0 never routed
+    write_imatrix(tmp_path / "im.gguf", c.to_imatrix())
+    im = read_imatrix(tmp_path / "im.gguf")
+    w = rng.standard_normal((4, n)).astype(np.float32)
+    for weights in (im.importance("blk.0.ffn_up.weight"), im.importance("blk.0.ffn_gate_exps.weight")[0]):
+        assert weights.dtype == np.float32 and weights.shape == (n,)
+        assert np.isfinite(weights).all()
+        q = gguf.quantize(w, qtype, imatrix=weights)
+        y = gguf.dequantize(q, qtype, w.shape)
+        assert np.isfinite(y).all()
