@@ -1,0 +1,73 @@
+"""Result types of the weight-quantization algorithms.
+
+Every result exposes ``dequantized`` (float32, the shape of ``W``: what the layer
+computes with) and ``bits_per_weight`` (storage cost including the quantization
+parameters), plus its codes and parameters, so that a checkpoint layout
+(:mod:`refquant.layouts`) can store it and ``dequantize()`` can rebuild it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from refquant.algorithms import _quantizer
+
+__all__ = ["QuantizedWeight"]
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class QuantizedWeight:
+    """A weight matrix quantized by a min-max group quantizer (RTN, GPTQ, AWQ, mixed).
+
+    Attributes
+    ----------
+    method : str
+        The algorithm that produced it (``"rtn"``, ``"gptq"``, ...).
+    dequantized : ndarray of float32, shape (out_features, in_features)
+        The quantized weight as the layer uses it.
+    codes : ndarray of uint8, shape (out_features, in_features)
+        Integer codes in ``[0, 2**bits - 1]``, in the original column order.
+    scales : ndarray of float32, shape (out_features, n_groups)
+        Scale of each row and group.
+    zeros : ndarray of float32, shape (out_features, n_groups)
+        Zero-point of each row and group (integer-valued except for SpQR).
+    g_idx : ndarray of int32, shape (in_features,)
+        Group of each input column (``c // group_size`` unless act-order permuted them).
+    bits : int
+        Code width.
+    group_size : int
+        Columns per group as requested (-1: one group per row).
+    sym : bool
+        Symmetric grid (fixed zero-point) or zero-point quantization.
+    bits_per_weight : float
+        Storage cost per weight: codes plus one fp16 scale and one ``bits``-wide zero
+        per group (``g_idx`` not counted), plus what the method adds.
+    """
+
+    method: str
+    dequantized: np.ndarray
+    codes: np.ndarray
+    scales: np.ndarray
+    zeros: np.ndarray
+    g_idx: np.ndarray
+    bits: int
+    group_size: int
+    sym: bool
+    bits_per_weight: float
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """``(out_features, in_features)``."""
+        return tuple(self.dequantized.shape)  # type: ignore[return-value]
+
+    def dequantize(self) -> np.ndarray:
+        """Rebuild ``scales[r, g_idx[c]] * (codes[r, c] - zeros[r, g_idx[c]])`` (float32).
+
+        Equals :attr:`dequantized` for RTN and GPTQ; methods that change the weight
+        further (AWQ's input scaling, fp16 channels, outliers) override it.
+        """
+        return _quantizer.dequantize_groups(
+            self.codes.astype(np.float64), self.scales.astype(np.float64),
+            self.zeros.astype(np.float64), self.g_idx).astype(np.float32)

@@ -1,0 +1,227 @@
+"""AWQ: activation-aware weight quantization of a linear layer.
+
+Lin, Tang, Tang, Yang, Chen, Wang, Xiao, Dang, Gan, Han, "AWQ: Activation-aware
+Weight Quantization for LLM Compression and Acceleration", MLSys 2024. The code it
+mirrors is mit-han-lab/llm-awq (FACTS.md section 6): ``auto_scale._search_module_scale``,
+``auto_clip.auto_clip_layer`` and ``quantizer.pseudo_quantize_tensor``.
+
+Symbols (paper -> here):
+
+=========  ==============================================================================
+``W``      weight (out_features, in_features); ``X`` calibration inputs (tokens, in)
+``s``      per-input-channel scale (eq. 4): ``Q(W diag(s)) diag(s)^{-1}`` replaces ``W``,
+           and the previous operator divides its output by ``s`` (free at inference)
+``s_X``    ``mean_tokens |X|`` per input channel (``get_act_scale``)
+``alpha``  the exponent ``s = s_X^alpha`` found by grid search (eq. 5, sec. 3.3)
+=========  ==============================================================================
+
+1. Scale search: for ``alpha = k / n_grid``, ``k = 0 .. n_grid - 1`` (0 .. 0.95 for 20),
+   ``s = max(s_X^alpha, 1e-4)``, normalized as ``s / sqrt(max(s) min(s))``; the loss is
+   the mean squared layer output error ``mean((X W^T - X (Q(W s) / s)^T)^2)``; the first
+   strictly smaller loss wins (``alpha = 0`` is plain RTN).
+2. Clip search on the scaled layer (``W s`` with inputs ``X / s``, as ``run_awq`` does
+   after ``apply_scale``): for every output row and group, the maximum ``|w|`` shrinks
+   by ``1 - i / n_grid``, ``i = 0 .. max_shrink * n_grid - 1`` (1.00, 0.95, ... 0.55),
+   minimizing the squared error of the group's partial dot products averaged over
+   (at most about) ``n_sample_tokens`` tokens (stride ``n_tokens // n_sample_tokens``).
+3. The clipped ``W s`` is quantized by ``pseudo_quantize_tensor`` (asymmetric min-max
+   per group, FACTS section 2.2; ``zero_point=False`` is its symmetric branch).
+
+All search arithmetic is float64, so the float16 overflow of real implementations
+(weights near 65504 after scaling, 0/0 on all-zero channels: FAILURES.md #14) cannot
+happen here. Deliberate differences from llm-awq: the clip search starts from an
+infinite best error (llm-awq's 1e9 ignores improvements on groups whose error exceeds
+1e9) and uses a stride of at least 1 when there are fewer tokens than
+``n_sample_tokens`` (llm-awq's stride would be 0). ``s`` is rounded to float32 before
+use, so it can be stored and applied exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from refquant._validate import as_float_array, check_int, check_float
+from refquant.algorithms import _quantizer
+from refquant.algorithms._quantizer import AWQ_RULE
+from refquant.algorithms._result import QuantizedWeight
+
+__all__ = ["awq", "AWQResult", "activation_scale"]
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class AWQResult(QuantizedWeight):
+    """:class:`QuantizedWeight` of :func:`awq`. ``codes``, ``scales`` and ``zeros``
+    quantize the *scaled* weight ``W diag(s)`` (what an AWQ checkpoint stores);
+    ``dequantized`` is the effective weight ``Q(W diag(s)) diag(s)^{-1}``.
+
+    Attributes
+    ----------
+    input_scale : ndarray of float32, shape (in_features,)
+        ``s``: divide the layer's input (the previous operator's output) by it.
+    ratio : float
+        The chosen exponent ``alpha``.
+    clip_max : ndarray of float32, shape (out_features, n_groups), or None
+        The clip threshold of each row-group of ``W s`` (None when ``clip=False``).
+    loss : float
+        The scale search's best mean squared output error (before clipping).
+    """
+
+    input_scale: np.ndarray
+    ratio: float
+    clip_max: np.ndarray | None
+    loss: float
+
+    def dequantize(self) -> np.ndarray:
+        """The effective weight rebuilt from the codes: ``Q(W s) / s`` (float32)."""
+        stored = _quantizer.dequantize_groups(self.codes.astype(np.float64), self.scales.astype(np.float64),
+                                              self.zeros.astype(np.float64), self.g_idx)
+        return (stored / self.input_scale.astype(np.float64)).astype(np.float32)
+
+
+def activation_scale(X: np.ndarray) -> np.ndarray:
+    """``s_X``: mean absolute activation of each input channel (float64, shape (in,))."""
+    return np.mean(np.abs(X), axis=0, dtype=np.float64)
+
+
+def awq(W: Any, X: Any, bits: int = 4, group_size: int = 128, *, zero_point: bool = True, n_grid: int = 20,
+        clip: bool = True, max_shrink: float = 0.5, n_sample_tokens: int = 512) -> AWQResult:
+    """Quantize ``W`` after the activation-aware scale search and the clip search (AWQ).
+
+    Parameters
+    ----------
+    W : ndarray of float32 or float64, shape (out_features, in_features)
+        Weight of a linear layer (finite). Not modified.
+    X : ndarray of float32 or float64, shape (tokens, in_features) or (..., in_features)
+        Calibration inputs of the layer (finite, at least one token).
+    bits : {2, 3, 4, 8}
+        Code width.
+    group_size : int
+        Input columns per group (128 in the paper); -1 for per-channel.
+    zero_point : bool
+        Asymmetric min-max groups (AWQ's default) or its symmetric branch.
+    n_grid : int
+        Grid size of both searches (20).
+    clip : bool
+        Run the clip search (llm-awq skips it for query/key projections).
+    max_shrink : float
+        Largest relative shrink of the clip search (0.5: ``int(0.5 * 20) = 10`` steps).
+    n_sample_tokens : int
+        Tokens the clip search subsamples to (512).
+
+    Returns
+    -------
+    AWQResult
+
+    Raises
+    ------
+    ValueError, TypeError
+        Bad shapes, non-finite inputs or unsupported parameters.
+    """
+    W_in = _quantizer.check_weight(W)
+    rows, columns = W_in.shape
+    X = _check_activations(X, columns)
+    bits = _quantizer.check_bits(bits)
+    groupsize = _quantizer.check_group_size(group_size, columns)
+    n_grid = check_int("n_grid", n_grid, min=1)
+    max_shrink = check_float("max_shrink", max_shrink, min=0.0, max=1.0)
+    n_sample_tokens = check_int("n_sample_tokens", n_sample_tokens, min=1)
+    sym = not zero_point
+
+    W64 = W_in.astype(np.float64)
+    X64 = X.astype(np.float64)
+
+    s, ratio, loss = _search_scale(W64, X64, bits, groupsize, sym, n_grid)
+    W_scaled = W64 * s  # the checkpoint's weight; the previous op divides by s
+    clip_max = None
+    if clip:
+        clip_max = _search_clip(W_scaled, X64 / s, bits, groupsize, sym, n_grid, max_shrink, n_sample_tokens)
+        W_scaled = _clip_groups(W_scaled, clip_max, groupsize)
+
+    codes, scales, zeros = _quantizer.quantize_groups(W_scaled, bits, groupsize, sym, AWQ_RULE)
+    g_idx = _quantizer.natural_g_idx(columns, groupsize)
+    effective = _quantizer.dequantize_groups(codes, scales, zeros, g_idx) / s
+    return AWQResult(
+        method="awq",
+        dequantized=effective.astype(np.float32),
+        codes=codes.astype(np.uint8),
+        scales=scales.astype(np.float32),
+        zeros=zeros.astype(np.float32),
+        g_idx=g_idx,
+        bits=bits,
+        group_size=int(group_size),
+        sym=sym,
+        bits_per_weight=_quantizer.group_bits_per_weight(bits, groupsize, columns),
+        input_scale=s.astype(np.float32),
+        ratio=ratio,
+        clip_max=None if clip_max is None else clip_max.astype(np.float32),
+        loss=loss,
+    )
+
+
+def _pseudo_quantize(W: np.ndarray, bits: int, groupsize: int, sym: bool) -> np.ndarray:
+    """``pseudo_quantize_tensor``: quantize-dequantize every row-group (float64)."""
+    codes, scales, zeros = _quantizer.quantize_groups(W, bits, groupsize, sym, AWQ_RULE)
+    return _quantizer.dequantize_groups(codes, scales, zeros, _quantizer.natural_g_idx(W.shape[1], groupsize))
+
+
+def _search_scale(W: np.ndarray, X: np.ndarray, bits: int, groupsize: int, sym: bool, n_grid: int
+                  ) -> tuple[np.ndarray, float, float]:
+    """``_search_module_scale`` for one linear layer: the best ``s`` (float32 values)."""
+    x_mean = activation_scale(X)
+    out_fp = X @ W.T
+    best = (np.ones(W.shape[1]), 0.0, np.inf)
+    for k in range(n_grid):
+        ratio = k / n_grid
+        s = np.maximum(x_mean**ratio, 1e-4)
+        s = s / np.sqrt(s.max() * s.min())
+        s = s.astype(np.float32).astype(np.float64)
+        Wq = _pseudo_quantize(W * s, bits, groupsize, sym) / s
+        loss = float(np.mean((out_fp - X @ Wq.T) ** 2))
+        if loss < best[2]:  # first strictly smaller loss; NaN never wins
+            best = (s, ratio, loss)
+    if not np.isfinite(best[2]):  # pragma: no cover - float64 on finite input stays finite
+        raise ValueError("AWQ scale search found no finite loss")
+    return best
+
+
+def _search_clip(W: np.ndarray, X: np.ndarray, bits: int, groupsize: int, sym: bool, n_grid: int,
+                 max_shrink: float, n_sample_tokens: int) -> np.ndarray:
+    """``auto_clip_layer``: the best clip threshold of every row-group, (rows, n_groups)."""
+    rows, columns = W.shape
+    X = X[:: max(1, X.shape[0] // n_sample_tokens)]  # token subsampling
+    n_groups = -(-columns // groupsize)
+    best_max = np.empty((rows, n_groups))
+    for g in range(n_groups):
+        cols = slice(g * groupsize, min((g + 1) * groupsize, columns))
+        w, x = W[:, cols], X[:, cols]  # (rows, gs), (tokens, gs)
+        org_max = np.max(np.abs(w), axis=1)
+        best_err = np.full(rows, np.inf)
+        best_max[:, g] = org_max
+        for i_s in range(int(max_shrink * n_grid)):
+            max_val = org_max * (1 - i_s / n_grid)
+            w_clipped = np.clip(w, -max_val[:, None], max_val[:, None])
+            q = _pseudo_quantize(w_clipped, bits, w.shape[1], sym)
+            err = np.mean((x @ (q - w).T) ** 2, axis=0)  # partial dot products, (rows,)
+            better = err < best_err
+            best_err[better] = err[better]
+            best_max[better, g] = max_val[better]
+    return best_max
+
+
+def _clip_groups(W: np.ndarray, clip_max: np.ndarray, groupsize: int) -> np.ndarray:
+    """Clamp each row-group to ``[-clip_max, clip_max]``."""
+    limit = np.repeat(clip_max, groupsize, axis=1)[:, :W.shape[1]]
+    return np.clip(W, -limit, limit)
+
+
+def _check_activations(X: Any, columns: int) -> np.ndarray:
+    X = as_float_array("X", X, allow_nan=False, min_ndim=2)
+    if X.shape[-1] != columns:
+        raise ValueError(f"X must have in_features = {columns} columns (the last axis) to match W, got shape {X.shape}")
+    X = X.reshape(-1, columns)
+    if X.shape[0] == 0:
+        raise ValueError("X must contain at least one token")
+    return X
