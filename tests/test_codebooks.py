@@ -253,3 +253,28 @@ def test_lookup_and_bad_inputs():
         codebook_decode(np.array([16], np.uint8), "nf4")
     with pytest.raises(ValueError, match="outside 0..2"):
         codebook_decode(np.array([-1]), "ternary")
+
+
+@pytest.mark.parametrize("size", [7, 33, 200])
+@pytest.mark.parametrize("tie", TIE_RULES)
+def test_small_and_large_tables_follow_the_same_rule(size, tie):
+    """Counting (<= 32 midpoints) and binary search (larger tables) give the same codes:
+    the nearest value by brute force, ties by the rule, NaN after everything."""
+    rng = np.random.default_rng(size)
+    # multiples of 1/32 (exact midpoints in float32), never symmetric about 0 (1/32 offset)
+    values = np.unique(rng.integers(-1000, 1000, size * 3))[:size] / 8 + 1 / 32
+    rng.shuffle(values)
+    cb = Codebook("custom", tuple(float(v) for v in values), tie)
+    m = cb.midpoints
+    x = np.concatenate([m, np.nextafter(m, F32(np.inf)), rng.uniform(-150, 150, 5000)]).astype(F32)
+    got = cb.encode(x)
+    d = np.abs(x.astype(np.float64)[:, None] - cb.table[None, :])
+    best = d.min(axis=1, keepdims=True)
+    cands = d == best                                             # one or two nearest values
+    t = np.where(cands, cb.table[None, :], np.nan)
+    pick = {"lower": np.nanmin(t, 1), "upper": np.nanmax(t, 1)}
+    small = np.where(np.abs(np.nanmin(t, 1)) <= np.abs(np.nanmax(t, 1)), np.nanmin(t, 1), np.nanmax(t, 1))
+    large = np.where(np.abs(np.nanmin(t, 1)) > np.abs(np.nanmax(t, 1)), np.nanmin(t, 1), np.nanmax(t, 1))
+    pick.update(toward_zero=small, away_from_zero=large)
+    np.testing.assert_array_equal(cb.table[got], pick[tie].astype(F32))
+    assert cb.encode(np.array([np.nan, np.inf, -np.inf], F32)).tolist() == [cb.order[-1], cb.order[-1], cb.order[0]]

@@ -162,11 +162,11 @@ class Codebook:
             with np.errstate(over="ignore", invalid="ignore"):  # |x| > FLT_MAX -> inf; sNaN -> NaN
                 arr = arr.astype(np.float32)
         mid = self.midpoints
-        lo = np.searchsorted(mid, arr, side="left")      # ties -> lower neighbour
+        lo = _bucketize(mid, arr, "left")       # ties -> lower neighbour
         if self.tie == "lower":
             pos = lo
         else:
-            hi = np.searchsorted(mid, arr, side="right")  # ties -> upper neighbour
+            hi = _bucketize(mid, arr, "right")  # ties -> upper neighbour
             if self.tie == "upper":
                 pos = hi
             else:
@@ -201,6 +201,20 @@ class Codebook:
             bad = int(c.min()) if int(c.min()) < 0 else int(c.max())
             raise ValueError(f"codes contains {bad}, outside 0..{self.size - 1} for codebook {self.name!r}")
         return self.table[c]
+
+
+def _bucketize(mid: np.ndarray, x: np.ndarray, side: str) -> np.ndarray:
+    """Position of ``x`` among the sorted midpoints: how many lie below it (``"left"``:
+    strictly below, so a tie counts as below the midpoint; ``"right"``: at or below).
+    NaN is placed after every midpoint. Equal to ``numpy.searchsorted(mid, x, side)``
+    and to ``torch.bucketize(x, mid, right=(side == "right"))``; counting is ~3x faster
+    than the binary search for the small tables here."""
+    if mid.size > 32:
+        return np.searchsorted(mid, x, side=side)
+    pos = np.zeros(x.shape, np.uint8)
+    for m in mid:
+        pos += (m < x) if side == "left" else (m <= x)
+    return np.where(np.isnan(x), np.uint8(mid.size), pos)
 
 
 # ---- registered codebooks ----------------------------------------------------------

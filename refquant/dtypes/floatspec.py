@@ -60,6 +60,7 @@ ml_dtypes ``float8.h`` ``ConvertImpl`` and ``mxfloat.h``; Eigen ``BFloat16.h``
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -265,59 +266,63 @@ def get_float_spec(fmt: str | FloatSpec) -> FloatSpec:
 # ---- encode ---------------------------------------------------------------------------
 
 def _shift_right_rne(v: np.ndarray, shift: np.ndarray | int) -> np.ndarray:
-    """``round_half_even(v / 2**shift)`` for non-negative int64 ``v`` and ``shift >= 1``."""
+    """``round_half_even(v / 2**shift)`` for uint32 ``v`` and ``1 <= shift <= 31``."""
+    shift = np.asarray(shift, dtype=np.uint32)
     q = v >> shift
     rem = v - (q << shift)
-    half = np.left_shift(np.int64(1), np.asarray(shift, dtype=np.int64) - 1)
-    return q + ((rem > half) | ((rem == half) & ((q & 1) == 1)))
+    half = np.left_shift(np.uint32(1), shift - np.uint32(1))
+    return q + ((rem > half) | ((rem == half) & ((q & np.uint32(1)) == 1))).astype(np.uint32)
 
 
 def _encode_f32_bits(u: np.ndarray, spec: FloatSpec, saturate: bool) -> np.ndarray:
-    """Codes (int64) for float32 bit patterns ``u`` (uint32); the heart of :func:`encode_float`."""
+    """Codes (uint32) for float32 bit patterns ``u`` (uint32); the heart of :func:`encode_float`."""
     m = spec.mant_bits
-    sign = (u >> 31).astype(np.int64)
-    a = (u & 0x7FFFFFFF).astype(np.int64)             # |x| as float32 bits
-    is_nan = a > 0x7F800000
-    is_inf = a == 0x7F800000
+    a = u & np.uint32(0x7FFFFFFF)                      # |x| as float32 bits
 
     # Normal results: move the exponent from float32's bias to the format's, then drop
     # the low 23 - m mantissa bits with round-half-even. A mantissa that rounds up past
     # all ones carries into the exponent, which is exactly the next binade.
     #   float32: s eeeeeeee mmmmmmmmmmmmmmmmmmmmmmm
     #   target:  s   eee..e mmm..m | dropped (rounded away) -> 23 - m bits
-    rebias = (127 - spec.bias) << 23
-    normal = _shift_right_rne(np.maximum(a - rebias, 0), 23 - m)
+    rebias = np.uint32((127 - spec.bias) << 23)
+    mag = _shift_right_rne(np.maximum(a, rebias) - rebias, 23 - m)
 
     # Subnormal results (|x| below the format's smallest normal): count units of the
-    # smallest subnormal 2**(min_exp - m), rounded half-even. A count that reaches
-    # 2**m is the smallest normal code, so the carry is again automatic.
-    e32 = a >> 23
-    sig = np.where(e32 > 0, (a & 0x7FFFFF) | 0x800000, a & 0x7FFFFF)    # 24-bit significand
-    e = np.where(e32 > 0, e32 - 127, -126)                               # its exponent: x = sig * 2**(e - 23)
-    shift = np.minimum(23 + spec.min_exp - m - e, 40)                    # >= 24 - m here; 40 already gives 0
-    subnormal = _shift_right_rne(sig, np.maximum(shift, 1))
+    # smallest subnormal 2**(min_exp - m), rounded half-even. With the significand
+    # sig (24 bits, implicit bit included) and exponent e, |x| = sig * 2**(e - 23), so
+    # the count is sig / 2**shift with shift = 23 + min_exp - m - e (>= 24 - m here;
+    # 31 or more gives 0). A count that reaches 2**m is the smallest normal code, so
+    # the carry is again automatic.
+    small = a < np.uint32((spec.min_exp + 127) << 23)
+    if small.any():
+        s = a[small]
+        e32 = s >> np.uint32(23)                                         # 0 for float32 subnormals
+        sig = np.where(e32 > 0, (s & np.uint32(0x7FFFFF)) | np.uint32(0x800000), s)
+        e_plus_127 = np.maximum(e32, np.uint32(1))                       # float32 subnormals: e = -126
+        shift = np.minimum(np.uint32(150 + spec.min_exp - m) - e_plus_127, np.uint32(31))
+        mag[small] = _shift_right_rne(sig, shift)
 
-    min_normal_bits = (spec.min_exp + 127) << 23
-    mag = np.where(a >= min_normal_bits, normal, subnormal)
-
-    # Overflow (after rounding) and infinities.
+    # Overflow after rounding; ±inf (and NaN, replaced below) land here too because
+    # float32's top binade is past every format's.
     if saturate or spec.nan == "none":
         over_code = spec.max_code
     elif spec.has_inf:
         over_code = spec.inf_code
     else:
         over_code = spec.nan_code
-    mag = np.where((mag > spec.max_code) | is_inf, over_code, mag)
-    code = mag | (sign << (spec.bits - 1))
+    mag = np.where(mag > spec.max_code, np.uint32(over_code), mag)
+    sign = (u >> np.uint32(31)) << np.uint32(spec.bits - 1)
+    code = mag | sign
 
     # NaN.
+    is_nan = a > np.uint32(0x7F800000)
     if is_nan.any():
         if spec.encode_nan == "payload":
-            payload = (a & 0x7FFFFF) >> (23 - m)
-            payload = np.where(payload == 0, 1, payload)                 # keep it a NaN, as NumPy does
-            nan = (((1 << spec.exp_bits) - 1) << m) | payload | (sign << (spec.bits - 1))
+            payload = (a & np.uint32(0x7FFFFF)) >> np.uint32(23 - m)
+            payload = np.where(payload == 0, np.uint32(1), payload)     # keep it a NaN, as NumPy does
+            nan = np.uint32(((1 << spec.exp_bits) - 1) << m) | payload | sign
         else:
-            nan = spec.nan_code ^ (sign << (spec.bits - 1))
+            nan = np.uint32(spec.nan_code) ^ sign
         code = np.where(is_nan, nan, code)
     return code
 
@@ -378,6 +383,9 @@ def encode_float(x: Any, fmt: str | FloatSpec, *, saturate: bool = False) -> np.
 def decode_float(bits: Any, fmt: str | FloatSpec) -> np.ndarray:
     """Decode bit patterns of format ``fmt`` to float32 (exact for every code).
 
+    A lookup in the table of all ``2**bits`` codes, which is built once per format from
+    the spec by integer manipulation (``_decode_table``).
+
     Parameters
     ----------
     bits : ndarray of uint16 (16-bit formats) or uint8 (8- and 4-bit formats), any shape
@@ -406,14 +414,22 @@ def decode_float(bits: Any, fmt: str | FloatSpec) -> np.ndarray:
     if spec.bits < 8 and bits.size and int(bits.max()) >> spec.bits:
         raise ValueError(f"bits contains {int(bits.max())}, but {spec.name} codes are {spec.bits}-bit "
                          f"(0..{(1 << spec.bits) - 1}); unpack packed bytes first")
+    return _decode_table(spec)[bits]
+
+
+@functools.lru_cache(maxsize=None)
+def _decode_table(spec: FloatSpec) -> np.ndarray:
+    """float32 value of every code of ``spec`` (2**bits entries), computed from the spec."""
     m = spec.mant_bits
-    c = bits.reshape(-1).astype(np.int64)  # (n,)
+    c = np.arange(1 << spec.bits, dtype=np.int64)
     sign = (c >> (spec.bits - 1)) << 31
-    expf = (c >> m) & ((1 << spec.exp_bits) - 1)
+    mag_code = c & (spec.sign_mask - 1)
+    expf = mag_code >> m
     mant = c & ((1 << m) - 1)
 
-    # Normal codes: move the exponent to float32's bias and the mantissa to its top bits.
-    normal = ((expf - spec.bias + 127) << 23) | (mant << (23 - m))
+    # Normal codes: the code's exponent|mantissa bits shifted to float32's positions,
+    # plus the difference of the biases in the exponent field.
+    normal = (mag_code << (23 - m)) + ((127 - spec.bias) << 23)
     # Subnormal codes: mant * 2**(min_exp - m), exact in float32 (also for bfloat16,
     # whose subnormals are float32 subnormals).
     unit = np.float32(2.0 ** (spec.min_exp - m))
@@ -432,9 +448,11 @@ def decode_float(bits: Any, fmt: str | FloatSpec) -> np.ndarray:
     if spec.decode_nan == "payload":
         nan = 0x7F800000 | (mant << (23 - m))
     else:
-        nan = 0x7FC00000
+        nan = np.full(c.shape, 0x7FC00000, np.int64)
     mag = np.where(is_nan, nan, mag)
-    return (mag | sign).astype(np.uint32).view(np.float32).reshape(bits.shape)
+    table = (mag | sign).astype(np.uint32).view(np.float32)
+    table.flags.writeable = False
+    return table
 
 
 # ---- ml_dtypes interop ----------------------------------------------------------------
