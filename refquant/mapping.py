@@ -36,11 +36,14 @@ Choosing the parameters (:func:`choose_qparams`), per group of the granularity
 * Asymmetric: ``scale = (hi - lo) / (qmax - qmin)``, ``zero_point = clamp(qmin -
   round_half_even(lo / scale), qmin, qmax)`` (torch.ao ``_calculate_qparams``; equal to
   the visual guide's ``round(-s * beta) - 128`` up to the rounding of ``lo / scale``).
-* A scale of 0 (all-zero or empty group, or a range so small that the division
-  underflows) becomes 1.0; every code of such a group is then the zero point and
-  dequantizes to 0 (up to +-1 step for underflowing ranges), without NaN or warnings.
-  torch.ao instead clamps every scale to at least float32 eps (1.19e-7), which also
-  flattens tensors whose values are all below ~1.5e-5; refquant does not.
+* Every scale is at least ``SCALE_MIN = 2**-126``, the smallest normal float32. This
+  one rule covers the degenerate groups: an all-zero or empty group (range 0) gets
+  ``scale = 2**-126``, and all its codes are the zero point, which dequantizes to 0; a
+  group of subnormal values gets a normal scale, so ``x / scale`` stays accurate and
+  the round-trip error stays within half a step (a subnormal scale has too few
+  significant bits for that). No NaN, no warnings. torch.ao clamps every scale to at
+  least float32 eps (2**-23) instead, which also flattens tensors whose values are all
+  below ~1.5e-5; refquant keeps their resolution.
 
 Arithmetic (what a bit-exact backend must do): the input is cast to float32 first;
 range statistics are exact float32 min/max; ``scale`` is one float32 division (the
@@ -72,10 +75,12 @@ from refquant.granularity import Granularity, PerChannel, PerGroup, PerTensor, g
 from refquant.rounding import round_half_away, round_half_even, round_stochastic
 
 __all__ = ["QuantParams", "choose_qparams", "qparams_from_range", "quantize", "dequantize", "fake_quantize",
-           "quantize_affine", "dequantize_affine", "ROUNDINGS"]
+           "quantize_affine", "dequantize_affine", "ROUNDINGS", "SCALE_MIN"]
 
 ROUNDINGS = ("half_even", "half_away", "stochastic")
 MAX_BITS = 16
+#: Smallest scale: the smallest normal float32, 2**-126 (module docstring).
+SCALE_MIN = np.float32(2.0**-126)
 _INPUT_DTYPES = (np.float16, np.float32, np.float64)
 
 
@@ -260,7 +265,7 @@ def qparams_from_range(lo: Any, hi: Any, bits: int = 8, symmetric: bool = True, 
         if wide.any():
             exact = (hi32[wide].astype(np.float64) - lo32[wide].astype(np.float64)) / (qmax - qmin)
             scale[wide] = exact.astype(np.float32)
-    scale = np.where(scale == 0, np.float32(1.0), scale).astype(np.float32)
+    scale = np.maximum(scale, SCALE_MIN)                         # zero range, subnormal ranges
 
     if symmetric:
         zero_point = None if signed else np.full(scale.shape, 1 << (bits - 1), dtype=np.int32)
@@ -280,7 +285,8 @@ def choose_qparams(x: Any, bits: int = 8, symmetric: bool = True, *, signed: boo
     Parameters
     ----------
     x : ndarray of float16, float32 or float64, any shape
-        Finite values (cast to float32 first). An empty array gives scale 1.0.
+        Finite values (cast to float32 first). An all-zero or empty group gets
+        ``scale = SCALE_MIN`` (2**-126).
     bits : int
         Code width: 2..16 for symmetric, 1..16 for asymmetric mappings.
     symmetric : bool

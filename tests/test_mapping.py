@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 
 from refquant.errors import ValidationError
 from refquant.granularity import PerBlock, PerChannel, PerGroup, PerTensor, PerToken
-from refquant.mapping import (QuantParams, choose_qparams, dequantize, dequantize_affine, fake_quantize,
+from refquant.mapping import (SCALE_MIN, QuantParams, choose_qparams, dequantize, dequantize_affine, fake_quantize,
                               qparams_from_range, quantize, quantize_affine)
 from refquant.scheme import QuantScheme
 
@@ -266,9 +266,20 @@ def test_degenerate_inputs_are_finite_without_warnings(x, symmetric):
     assert x_hat.shape == x.shape and np.isfinite(x_hat).all()
     if x.size and not np.any(x):
         assert (x_hat == 0).all()
-        assert p.scale.item() == 1.0                             # documented: zero range -> scale 1
+        assert p.scale.item() == SCALE_MIN                       # documented: zero range -> 2**-126
     if x.size and np.all(x == x.flat[0]) and x.flat[0] != 0:
         assert np.abs(x_hat - x).max() <= np.abs(x).max() / 127  # constants survive (one step at most)
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_subnormal_groups_keep_the_half_step_bound(symmetric, rng):
+    # a subnormal scale has too few significant bits: x / scale could pass qmax + 0.5
+    for exponent in (-45, -42, -40, -38, -37):
+        x = (rng.standard_normal((16, 8)) * 10.0**exponent).astype(F32)
+        p = choose_qparams(x, symmetric=symmetric, granularity=PerChannel(0))
+        assert (p.scale >= SCALE_MIN).all()
+        err = np.abs(dequantize(quantize(x, p), p).astype(np.float64) - x)
+        assert (err <= p.scale.astype(np.float64) * 0.5).all()
 
 
 def test_constant_block_is_exact_for_symmetric():
@@ -281,7 +292,7 @@ def test_zero_group_next_to_nonzero_group():
     x = np.array([[0.0, 0.0, 0.0, 0.0], [1.0, -2.0, 3.0, 4.0]], dtype=F32)
     p = choose_qparams(x, symmetric=False, granularity=PerToken())
     np.testing.assert_array_equal(dequantize(quantize(x, p), p)[0], 0.0)
-    assert p.scale[0, 0] == 1.0 and p.zero_point[0, 0] == -128
+    assert p.scale[0, 0] == SCALE_MIN and p.zero_point[0, 0] == -128
 
 
 def test_extreme_magnitudes():
