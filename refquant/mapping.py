@@ -93,7 +93,7 @@ def _code_dtype(qmin: int, qmax: int) -> np.dtype:
     return np.dtype(np.int32)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)   # array fields: compare with np.array_equal, not ==
 class QuantParams:
     """Parameters of an affine quantization, one scale (and zero point) per group.
 

@@ -109,6 +109,8 @@ def test_bad_group_size_rejected_on_construction(size):
 def test_group_size_larger_than_axis_names_both():
     with pytest.raises(ValueError, match=r"group_size=16 .*length 10"):
         PerGroup(16).grid_shape((3, 10))
+    with pytest.raises(ValueError, match=r"group_size=18446744073709551616 .*length 10"):   # bitsandbytes#1071
+        PerGroup(2**64).grid_shape((3, 10))
     with pytest.raises(ValueError, match=r"block_shape\[1\]=128 .*length 64"):
         PerBlock((32, 128)).grid_shape((64, 64))
 

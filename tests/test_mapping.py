@@ -345,7 +345,7 @@ def test_params_apply_to_other_token_counts(rng):
 
 def test_parameter_errors():
     x = np.ones(8, F32)
-    for bits in (0, -1, 17):
+    for bits in (0, -1, 17, 2**64):
         with pytest.raises(ValueError, match=f"bits={bits}"):
             choose_qparams(x, bits=bits)
     with pytest.raises(ValueError, match="bits=1"):
@@ -433,6 +433,7 @@ def test_quantize_affine_is_the_one_implementation(rng):
     np.testing.assert_array_equal(quantize(x, p), quantize_affine(x, p))
     np.testing.assert_array_equal(dequantize(quantize(x, p), p), dequantize_affine(quantize_affine(x, p), p))
     assert isinstance(p, QuantParams) and p.axis is None and p.group_size is None
+    assert p == p and hash(p) == hash(p)                         # identity semantics (array fields)
     pg = choose_qparams(x, group_size=8)
     assert (pg.axis, pg.group_size) == (-1, 8)
 
