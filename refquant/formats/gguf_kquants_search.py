@@ -74,15 +74,15 @@ def _columns(a: np.ndarray) -> np.ndarray:
 def _scan_absmax(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """ggml's ``if (fabsf(v) > amax) { amax = fabsf(v); max = v; }`` from
     ``amax = max = 0``, down axis 0 of (n, m): per column the signed element of
-    largest magnitude (the first on a tie) and its magnitude. Written as the same
-    scan so a NaN (from overflowing intermediate sums) is skipped as in C."""
+    largest magnitude (the first on a tie) and its magnitude. Written as the same scan,
+    so a NaN (from overflowing sums) is skipped as in C."""
     amax = np.zeros(x.shape[1:], dtype=F32)
     vmax = np.zeros(x.shape[1:], dtype=F32)
     for row in x:
         ax = np.abs(row)
         bigger = ax > amax
-        amax = np.where(bigger, ax, amax)
-        vmax = np.where(bigger, row, vmax)
+        np.copyto(amax, ax, where=bigger)
+        np.copyto(vmax, row, where=bigger)
     return vmax, amax
 
 
@@ -94,11 +94,33 @@ def scan_absmax(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def scan_max(x: np.ndarray) -> np.ndarray:
     """ggml's ``if (v > max) max = v`` from ``max = 0`` over the last axis of (m, n):
-    the largest element if it is positive, else +0.0. Shape (m,)."""
+    the largest element if it is positive, else +0.0 (a NaN never wins). Shape (m,)."""
     vmax = np.zeros(x.shape[:-1], dtype=F32)
     for col in _columns(x):
-        vmax = np.where(col > vmax, col, vmax)
+        np.copyto(vmax, col, where=col > vmax)
     return vmax
+
+
+def _descend(one_pass, inputs: list[np.ndarray], state: list[np.ndarray]) -> None:
+    """ggml's ``for (itry = 0; itry < 5; ++itry) { ...pass...; if (!n_changed) break; }``
+    for every column, updating the ``state`` arrays in place.
+
+    ``one_pass(*inputs, *state)`` runs one pass over the elements of the columns it is
+    given (last axis), updates ``state`` in place and returns which columns changed. A
+    pass that changes nothing in a column leaves it as it was, so every later pass would
+    change nothing either: after the first pass only the columns that the previous pass
+    changed are visited. That is ggml's per-block early exit; it skips most of the work.
+    """
+    changed = one_pass(*inputs, *state)
+    cols = np.flatnonzero(changed)
+    for _ in range(4):
+        if cols.size == 0:
+            break
+        sub = [a[..., cols] for a in state]
+        changed = one_pass(*[a[..., cols] for a in inputs], *sub)
+        for full, part in zip(state, sub):
+            full[..., cols] = part
+        cols = cols[changed]
 
 
 def _clamp_code(values: np.ndarray, lo: int, hi: int) -> np.ndarray:
@@ -169,9 +191,8 @@ def make_q3_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
 
     Start as :func:`make_qx_quants` (weights ``x²``), then up to 5 passes over the
     elements; element ``i`` moves to ``nearest_int(x·Σ'l² / Σ'w·x·l)`` (sums without
-    ``i``) when that raises ``(Σw·x·l)² / Σw·l²``. A pass that changes nothing leaves
-    the state as it was, so further passes would change nothing either; the loop
-    stops when no column changed.
+    ``i``) when that raises ``(Σw·x·l)² / Σw·l²``; a sub-block stops after a pass that
+    changes nothing (:func:`_descend`).
 
     Parameters
     ----------
@@ -191,32 +212,31 @@ def make_q3_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
     vmax, amax = _scan_absmax(x)
     zero = amax < GROUP_MAX_EPS
     vmax = np.where(zero, F32(1), vmax)
-    L = _clamp_code((F32(-nmax) / vmax) * x, -nmax, nmax - 1)
-    Lf = L.astype(F32)
-    sumlx = _accumulate(wx * Lf)
-    suml2 = _accumulate(w * Lf * Lf)
+    L = _clamp_code((F32(-nmax) / vmax) * x, -nmax, nmax - 1).astype(F32)
+    sumlx = _accumulate(wx * L)
+    suml2 = _accumulate(w * L * L)
+
+    def one_pass(x, w, wx, L, sumlx, suml2):
+        changed = np.zeros(x.shape[1], dtype=bool)
+        for i in range(x.shape[0]):
+            li = L[i]
+            slx = sumlx - wx[i] * li
+            sl2 = suml2 - w[i] * li * li
+            new_l = _clamp_code(x[i] * sl2 / slx, -nmax, nmax - 1).astype(F32)
+            accept = (slx > 0) & (new_l != li)
+            slx = slx + wx[i] * new_l
+            sl2 = sl2 + w[i] * new_l * new_l
+            accept &= (sl2 > 0) & (slx * slx * suml2 > sumlx * sumlx * sl2)
+            np.copyto(L[i], new_l, where=accept)
+            np.copyto(sumlx, slx, where=accept)
+            np.copyto(suml2, sl2, where=accept)
+            changed |= accept
+        return changed
+
     with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
-        for _ in range(5):
-            n_changed = 0
-            for i in range(x.shape[0]):
-                li = Lf[i]
-                slx = sumlx - wx[i] * li
-                sl2 = suml2 - w[i] * li * li
-                new_l = _clamp_code(x[i] * sl2 / slx, -nmax, nmax - 1)
-                new_lf = new_l.astype(F32)
-                accept = (slx > 0) & (new_l != L[i])
-                slx = slx + wx[i] * new_lf
-                sl2 = sl2 + w[i] * new_lf * new_lf
-                accept &= (sl2 > 0) & (slx * slx * suml2 > sumlx * sumlx * sl2)
-                L[i] = np.where(accept, new_l, L[i])
-                Lf[i] = np.where(accept, new_lf, li)
-                sumlx = np.where(accept, slx, sumlx)
-                suml2 = np.where(accept, sl2, suml2)
-                n_changed += int(np.count_nonzero(accept))
-            if not n_changed:
-                break
+        _descend(one_pass, [x, w, wx], [L, sumlx, suml2])
         scale = np.where(suml2 > 0, sumlx / suml2, F32(0)).astype(F32)
-    codes = np.where(zero, 0, L + nmax).astype(np.uint8)
+    codes = np.where(zero, 0, L.astype(np.int32) + nmax).astype(np.uint8)
     return np.where(zero, F32(0), scale), codes.T
 
 
@@ -377,8 +397,9 @@ def make_qp_quants(
         sumlx = _accumulate(wx * lf)
         suml2 = _accumulate(w * lf * lf)
         L = (l & 0xFF).astype(F32)  # what ggml's uint8_t L[] holds
-        for _ in range(5):
-            n_changed = 0
+
+        def one_pass(x, w, wx, L, sumlx, suml2):
+            changed = np.zeros(x.shape[1], dtype=bool)
             for i in range(x.shape[0]):
                 li = L[i]
                 slx = sumlx - wx[i] * li
@@ -389,12 +410,13 @@ def make_qp_quants(
                 slx = slx + wx[i] * new_lf
                 sl2 = sl2 + w[i] * new_lf * new_lf
                 accept &= slx * slx * suml2 > sumlx * sumlx * sl2
-                L[i] = np.where(accept, (new_l & 0xFF).astype(F32), li)
-                sumlx = np.where(accept, slx, sumlx)
-                suml2 = np.where(accept, sl2, suml2)
-                n_changed += int(np.count_nonzero(accept))
-            if not n_changed:
-                break
+                np.copyto(L[i], (new_l & 0xFF).astype(F32), where=accept)
+                np.copyto(sumlx, slx, where=accept)
+                np.copyto(suml2, sl2, where=accept)
+                changed |= accept
+            return changed
+
+        _descend(one_pass, [x, w, wx], [L, sumlx, suml2])
         scale = np.where(suml2 > 0, sumlx / suml2, F32(0)).astype(F32)
     codes = np.where(zero, 0, L).astype(np.uint8)
     return np.where(zero, F32(0), scale), codes.T
