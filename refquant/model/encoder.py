@@ -277,6 +277,11 @@ class Encoder:
                                           pad_token_id=config.pad_token_id)
         return cls(config, weights, tokenizer)
 
+    def other_parameter_bytes(self) -> int:
+        """Bytes of the float32 parameters that are not linear layers (embeddings, LayerNorms)."""
+        arrays = list(self._emb.values()) + [a for pair in self._norms.values() for a in pair]
+        return int(sum(a.nbytes for a in arrays))
+
     def linears(self) -> dict[str, Linear]:
         """The replaceable dense layers by name (``encoder.layer.{i}.attention.self.query`` ...), in order."""
         return dict(self._linears)

@@ -4,12 +4,27 @@ Each class computes ``y = x Wᵀ + b`` for ``x`` of shape (tokens, in_features) 
 (tokens, out_features); only how W and x are represented differs. :mod:`refquant.ptq` builds
 them from a float :class:`Linear`; :class:`refquant.model.Encoder` accepts any of them.
 
+=====================  ==========================================================================
+class                  what is quantized
+=====================  ==========================================================================
+``Linear``             nothing: float32 weight and activations
+``CastLinear``         weight and activations rounded to fp16 / bf16, float32 accumulation
+``IntLinear``          integer weight codes (symmetric, per output channel) and integer activation
+                       codes; activation scales per token / per batch at run time (*dynamic*) or
+                       fixed from calibration (*static*); exact integer accumulation (W8A8)
+``WeightOnlyLinear``   any weight-only format given as its dequantized weight and its storage
+                       size (group-wise RTN int4, NF4 ...), activations in fp16 / bf16 (W4A16)
+=====================  ==========================================================================
+
 Every layer exposes the same read-only facts, so a report can compare them:
 
 - ``weight``: the float32 weight the layer actually multiplies by (dequantized), (out, in);
 - ``weight_bytes``: bytes needed to store the weight with its scales / zero points;
 - ``bits_per_weight``: ``8 · weight_bytes / weight.size``;
-- ``scheme``: a short name (``"fp32"``, ``"int8-dynamic"``, ...).
+- ``scheme``: a short name (``"fp32"``, ``"w8a8-dynamic"``, ...).
+
+Inputs of any shape (..., in_features) are accepted; quantized layers see them as
+(tokens, in_features), so "per token" means per row of that view.
 """
 
 from __future__ import annotations
@@ -18,7 +33,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Linear"]
+__all__ = ["Linear", "CastLinear", "IntLinear", "WeightOnlyLinear", "ACT_DTYPES"]
+
+#: Activation float formats of weight-only layers (refquant.encode_float names).
+ACT_DTYPES = ("float32", "float16", "bfloat16")
 
 
 def _as_weight(weight: Any) -> np.ndarray:
@@ -89,3 +107,164 @@ class Linear:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(scheme={self.scheme!r}, out={self.out_features}, in={self.in_features})"
+
+
+def _round_to(x: np.ndarray, dtype: str) -> np.ndarray:
+    """float32 values of ``x`` rounded to nearest-even in ``dtype`` (refquant's float codecs)."""
+    if dtype == "float32":
+        return x
+    from refquant.dtypes.floatspec import decode_float, encode_float
+
+    return decode_float(encode_float(x, dtype), dtype)
+
+
+class CastLinear(Linear):
+    """Weight and input activations rounded to a 16-bit float, products summed in float32.
+
+    Parameters
+    ----------
+    weight, bias
+        As :class:`Linear` (the bias stays float32).
+    dtype : {"float16", "bfloat16"}
+        Round-to-nearest-even (``refquant.encode_float``); fp16 overflow becomes inf, as a
+        real fp16 cast does.
+    """
+
+    def __init__(self, weight: Any, bias: Any = None, *, dtype: str = "float16") -> None:
+        from refquant._validate import check_choice
+
+        self.dtype = check_choice("dtype", dtype, ("float16", "bfloat16"))
+        self.scheme = {"float16": "fp16", "bfloat16": "bf16"}[self.dtype]
+        super().__init__(_round_to(_as_weight(weight), self.dtype), bias)
+
+    @property
+    def weight_bytes(self) -> int:
+        return self.weight.size * 2
+
+    def __call__(self, x: Any) -> np.ndarray:
+        return self._affine(_round_to(_check_input(x, self.in_features), self.dtype), self.weight)
+
+
+class IntLinear(Linear):
+    """Integer weights and integer activations: W8A8 (or any WbAb up to 8 bits), dynamic or static.
+
+    The weight is quantized once, symmetric per output channel (``choose_qparams(W, bits,
+    symmetric=True, axis=0)``, codes in [−(2^(b−1)−1), 2^(b−1)−1]). At run time the input is
+    quantized with ``act_params`` when given (**static**: one scale and zero point fixed by
+    calibration, see :func:`refquant.ptq.quantize_static`) or with parameters computed from the
+    batch itself (**dynamic**: per token or per tensor). Then, with :mod:`refquant.matmul`::
+
+        acc = Σ_k (q_x[t, k] − z_x[t]) · q_w[o, k]      int32 (int8_matmul_zp, exact)
+        y   = float32(acc · s_x[t] · s_w[o]) + b         (dequantize_int32: float64, rounded once)
+
+    Parameters
+    ----------
+    weight, bias
+        As :class:`Linear`.
+    weight_bits, act_bits : int
+        Code widths, 2..8 (8 and 8 for W8A8).
+    act_params : QuantParams, optional
+        Fixed per-tensor activation parameters (static): scale grid (1, 1), codes of at most
+        8 bits (int8 symmetric, or uint8 with a zero point).
+    act_granularity : {"per_token", "per_tensor"}
+        Dynamic mode only: one activation scale per token (row), or one per call.
+    act_symmetric : bool
+        Dynamic mode only: symmetric signed codes (default) or asymmetric unsigned codes with a
+        zero point.
+    """
+
+    def __init__(self, weight: Any, bias: Any = None, *, weight_bits: int = 8, act_bits: int = 8,
+                 act_params: Any = None, act_granularity: str = "per_token", act_symmetric: bool = True) -> None:
+        from refquant._validate import check_choice, check_int
+        from refquant.mapping import QuantParams, choose_qparams, dequantize, quantize
+
+        w = _as_weight(weight)
+        self.weight_bits = check_int("weight_bits", weight_bits, min=2, max=8)
+        self.act_bits = check_int("act_bits", act_bits, min=2, max=8)
+        self.act_granularity = check_choice("act_granularity", act_granularity, ("per_token", "per_tensor"))
+        self.act_symmetric = bool(act_symmetric)
+        if act_params is not None:
+            if not isinstance(act_params, QuantParams):
+                raise TypeError(f"act_params must be a refquant.mapping.QuantParams, got {type(act_params).__name__}")
+            if np.shape(act_params.scale) != (1, 1) or act_params.bits > 8:
+                raise ValueError(f"act_params has scale shape {np.shape(act_params.scale)} and {act_params.bits} bits; "
+                                 "static activations of an integer GEMM need one per-tensor scale, shape (1, 1), "
+                                 "and at most 8 bits")
+            self.act_bits = act_params.bits
+        self.act_params = act_params
+        self.weight_params = choose_qparams(w, self.weight_bits, symmetric=True, axis=0)
+        self.weight_codes = quantize(w, self.weight_params)  # (out, in) int8
+        self.weight_codes.flags.writeable = False
+        super().__init__(dequantize(self.weight_codes, self.weight_params), bias)
+        mode = "dynamic" if act_params is None else "static"
+        self.scheme = f"w{self.weight_bits}a{self.act_bits}-{mode}"
+
+    @property
+    def weight_bytes(self) -> int:
+        # packed codes plus one float32 scale per output channel
+        return (self.weight.size * self.weight_bits + 7) // 8 + self.out_features * 4
+
+    def activation_params(self, x: np.ndarray):
+        """The QuantParams used for input ``x`` (tokens, in): the fixed ones, or the batch's own."""
+        from refquant.granularity import PerTensor, PerToken
+        from refquant.mapping import choose_qparams
+
+        if self.act_params is not None:
+            return self.act_params
+        gran = PerToken() if self.act_granularity == "per_token" else PerTensor()
+        return choose_qparams(x, self.act_bits, symmetric=self.act_symmetric, signed=self.act_symmetric,
+                              granularity=gran)
+
+    def __call__(self, x: Any) -> np.ndarray:
+        from refquant.mapping import quantize
+        from refquant.matmul import dequantize_int32, int8_matmul_zp
+
+        x = _check_input(x, self.in_features)
+        lead = x.shape[:-1]
+        x2 = x.reshape(-1, self.in_features)  # (tokens, in)
+        params = self.activation_params(x2)
+        codes = quantize(x2, params)
+        per_token = params.scale.size > 1
+        zero = 0 if params.zero_point is None else (
+            params.zero_point.reshape(-1) if per_token else int(params.zero_point.item()))
+        acc = int8_matmul_zp(codes, self.weight_codes.T, zero, 0)  # (tokens, out) int32
+        x_scale = params.scale.reshape(-1) if per_token else params.scale.item()
+        y = dequantize_int32(acc, x_scale, self.weight_params.scale.reshape(-1))
+        if self.bias is not None:
+            y = y + self.bias
+        return y.reshape(*lead, self.out_features)
+
+
+class WeightOnlyLinear(Linear):
+    """A weight stored in some compressed format, used dequantized; activations in a 16-bit float.
+
+    This is how W4A16 kernels (GPTQ/AWQ int4, bitsandbytes NF4) compute: the weight is
+    dequantized, the input stays in fp16/bf16, products are summed in float32.
+
+    Parameters
+    ----------
+    dequantized_weight : ndarray of float, shape (out, in)
+        The weight after the format's round trip.
+    bias : ndarray, optional
+    weight_bytes : int
+        Storage of the weight in its format, scales and zero points included.
+    scheme : str
+        A name for reports (``"int4-g128"``, ``"nf4"`` ...).
+    act_dtype : {"float32", "float16", "bfloat16"}
+    """
+
+    def __init__(self, dequantized_weight: Any, bias: Any = None, *, weight_bytes: int, scheme: str,
+                 act_dtype: str = "float16") -> None:
+        from refquant._validate import check_choice, check_int
+
+        super().__init__(dequantized_weight, bias)
+        self._weight_bytes = check_int("weight_bytes", weight_bytes, min=0)
+        self.scheme = str(scheme)
+        self.act_dtype = check_choice("act_dtype", act_dtype, ACT_DTYPES)
+
+    @property
+    def weight_bytes(self) -> int:
+        return self._weight_bytes
+
+    def __call__(self, x: Any) -> np.ndarray:
+        return self._affine(_round_to(_check_input(x, self.in_features), self.act_dtype), self.weight)

