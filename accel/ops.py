@@ -97,6 +97,25 @@ _ROWS: list[OpSpec] = [
     OpSpec("gguf_dequantize", "refquant.gguf:dequantize", GGUF_FORMATS, "gguf",
            "gguf_dequantize(data: uint8 (..., row_bytes), qtype, shape) -> float32 shape: ggml's to_float"),
     # --- layouts (issue 7) ---
+    OpSpec("gptq_pack", "refquant.layouts.gptq:gptq_pack",
+           ("v1_2bit", "v1_3bit", "v1_4bit", "v1_8bit", "v2_2bit", "v2_3bit", "v2_4bit", "v2_8bit"), "layouts",
+           "gptq_pack(codes: uint (out, in), zeros: int (out, G), scales: float32 (out, G), g_idx: int (in,), bits, "
+           "version=1) -> (qweight int32 (in*bits/32, out), qzeros int32 (G, out*bits/32), scales float16 (G, out), "
+           "g_idx int32 (in,)); format = v{version}_{bits}bit"),
+    OpSpec("gptq_unpack", "refquant.layouts.gptq:gptq_unpack",
+           ("v1_2bit", "v1_3bit", "v1_4bit", "v1_8bit", "v2_2bit", "v2_3bit", "v2_4bit", "v2_8bit"), "layouts",
+           "gptq_unpack(qweight, qzeros, scales, g_idx, bits, version=1) -> (codes uint8 (out, in), zeros uint8 (out, G))"),
+    OpSpec("gptq_dequantize", "refquant.layouts.gptq:gptq_dequantize",
+           ("v1_2bit", "v1_3bit", "v1_4bit", "v1_8bit", "v2_2bit", "v2_3bit", "v2_4bit", "v2_8bit"), "layouts",
+           "gptq_dequantize(qweight, qzeros, scales, g_idx, bits, version=1) -> float32 (out, in): "
+           "scales[g_idx[c], o] * (q - zero), exact in float32"),
+    OpSpec("awq_pack", "refquant.layouts.awq:awq_pack", None, "layouts",
+           "awq_pack(codes: uint (out, in), zeros: int (out, G), scales: float32 (out, G)) -> (qweight int32 (in, out/8), "
+           "qzeros int32 (G, out/8), scales float16 (G, out)); AutoAWQ GEMM, nibble order 0,2,4,6,1,3,5,7"),
+    OpSpec("awq_unpack", "refquant.layouts.awq:awq_unpack", None, "layouts",
+           "awq_unpack(qweight int32 (in, out/8), qzeros int32 (G, out/8)) -> (codes uint8 (out, in), zeros uint8 (out, G))"),
+    OpSpec("awq_dequantize", "refquant.layouts.awq:awq_dequantize", None, "layouts",
+           "awq_dequantize(qweight, qzeros, scales float16 (G, out), group_size) -> float32 (out, in), exact in float32"),
 ]
 
 OP_SPECS: dict[str, OpSpec] = {row.name: row for row in _ROWS}

@@ -310,3 +310,40 @@ def gguf_cases(draw, block_size: int, *, max_rows: int = 3, max_blocks: int = 2,
 
 
 # --- layouts (issue 7) ---
+
+
+@st.composite
+def gptq_layout_case(draw, bits: int, version: int):  # type: ignore[no-untyped-def]
+    """``(codes, zeros, scales, g_idx)`` for GPTQ packing: dimensions that fill whole
+    int32 runs, zero-points at both extremes (0 only for v2, FAILURES #12), fp16-exact
+    scales from tiny to large, natural or act-order (permuted) ``g_idx``."""
+    run = 32 if bits == 3 else 32 // bits
+    out = run * draw(st.integers(1, 3))
+    in_ = run * draw(st.integers(1, 4))
+    group = draw(st.sampled_from([g for g in (run, 2 * run, 64, in_) if in_ % g == 0]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    maxq = 2**bits - 1
+    lo = 1 if version == 1 else 0
+    codes = rng.integers(0, maxq + 1, (out, in_)).astype(np.uint8)
+    zeros = rng.integers(lo, maxq + 1, (out, in_ // group))
+    zeros.flat[0] = lo
+    zeros.flat[-1] = maxq
+    scales = rng.choice(np.array([6e-8, 1e-3, 0.0123, 1.0, 3.5, 65504.0]), zeros.shape).astype(np.float16)
+    g_idx = np.arange(in_) // group
+    if draw(st.booleans()):  # act-order: each group holds the columns at its permuted positions
+        g_idx = g_idx[np.argsort(rng.permutation(in_))]
+    return codes, zeros, scales.astype(np.float32), g_idx.astype(np.int32)
+
+
+@st.composite
+def awq_layout_case(draw):  # type: ignore[no-untyped-def]
+    """``(codes, zeros, scales, group_size)`` for AWQ GEMM packing (out % 8 == 0, in % group == 0)."""
+    out = 8 * draw(st.integers(1, 6))
+    group = draw(st.sampled_from([8, 32, 128]))
+    in_ = group * draw(st.integers(1, 3))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    codes = rng.integers(0, 16, (out, in_)).astype(np.uint8)
+    zeros = rng.integers(0, 16, (out, in_ // group))
+    zeros.flat[0], zeros.flat[-1] = 0, 15
+    scales = rng.uniform(1e-4, 10, zeros.shape).astype(np.float16).astype(np.float32)
+    return codes, zeros, scales, group

@@ -1,0 +1,147 @@
+"""AWQ GEMM checkpoint layout (AutoAWQ ``awq/modules/linear/gemm.py``, FACTS.md 6.3).
+
+=============  ======================  ============================================================
+tensor         dtype, shape            content
+=============  ======================  ============================================================
+``qweight``    int32 (in, out/8)       4-bit codes packed along the **output** dim: nibble i
+                                       (bits 4i..4i+3) of word c holds output 8c + ORDER[i],
+                                       ORDER = (0, 2, 4, 6, 1, 3, 5, 7)
+``qzeros``     int32 (in/g, out/8)     zero-points, same packing, stored **as-is** (no -1)
+``scales``     float16 (in/g, out)     one scale per group and output channel
+=============  ======================  ============================================================
+
+There is no ``g_idx``: groups are consecutive input columns (``in % group_size == 0``,
+AutoAWQ's requirement; FAILURES.md #13). The bit order is :func:`refquant.packing.pack`'s
+``"awq"`` order. A weight is ``W[o, c] = scales[c // g, o] * (q[c, o] - zero[c // g, o])``,
+exact in float32 (AutoAWQ's kernels compute it in float16, which rounds).
+
+An AWQ checkpoint stores the *scaled* weight ``Q(W diag(s))``; the input scale ``s`` is
+folded into the previous operator, so :func:`decode` returns ``Q(W s)``, and
+``decode(...) / s`` is :attr:`refquant.algorithms.AWQResult.dequantized` (up to the
+float16 rounding of the scales). llm-awq's own ``WQLinear`` uses a different,
+kernel-specific interleave; it is not this layout.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from refquant import packing
+from refquant._validate import as_int_array, check_int
+from refquant.layouts.gptq import _check_range, _check_result, _integer_valued, _to_float16, _words
+
+__all__ = ["awq_pack", "awq_unpack", "awq_dequantize", "encode", "decode", "TENSOR_NAMES"]
+
+TENSOR_NAMES = ("qweight", "qzeros", "scales")
+BITS = 4
+
+
+def awq_pack(codes: Any, zeros: Any, scales: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pack 4-bit codes and parameters into AWQ GEMM's ``(qweight, qzeros, scales)``.
+
+    Parameters
+    ----------
+    codes : ndarray of int, shape (out, in), values in 0..15
+    zeros : ndarray of int (or integer-valued float), shape (out, G), values in 0..15
+    scales : ndarray of float, shape (out, G), representable in float16
+        ``G = in / group_size`` groups of consecutive input columns.
+
+    Returns
+    -------
+    qweight : int32 (in, out/8)
+    qzeros : int32 (G, out/8)
+    scales : float16 (G, out)
+
+    Raises
+    ------
+    ValueError
+        ``out % 8 != 0``, ``in`` not a multiple of the group count, values out of range.
+    """
+    codes = as_int_array("codes", codes, min_ndim=2)
+    if codes.ndim != 2:
+        raise ValueError(f"codes must be 2-D (out_features, in_features), got shape {codes.shape}")
+    out_features, in_features = codes.shape
+    zeros = _integer_valued("zeros", zeros)
+    scales = np.asarray(scales)
+    if zeros.ndim != 2 or zeros.shape[0] != out_features or scales.shape != zeros.shape:
+        raise ValueError(f"zeros and scales must both have shape (out_features, n_groups) = ({out_features}, G), "
+                         f"got zeros {zeros.shape} and scales {scales.shape}")
+    n_groups = zeros.shape[1]
+    if out_features % 8:
+        raise ValueError(f"out_features={out_features} must be a multiple of 8 for AWQ GEMM packing")
+    if n_groups == 0 or in_features % n_groups:
+        raise ValueError(f"in_features={in_features} must be a multiple of the number of groups {n_groups} "
+                         f"(AWQ GEMM groups are consecutive input columns)")
+    _check_range("codes", codes, 0, 15)
+    _check_range("zeros", zeros, 0, 15)
+    scales16 = _to_float16("scales", scales)
+    qweight = packing.pack(codes.T, BITS, "awq", "int32")  # (in, out/8)
+    qzeros = packing.pack(zeros.T, BITS, "awq", "int32")  # (G, out/8)
+    return qweight, qzeros, np.ascontiguousarray(scales16.T)
+
+
+def awq_unpack(qweight: Any, qzeros: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Unpack AWQ GEMM words into ``(codes uint8 (out, in), zeros uint8 (out, G))``."""
+    qweight, qzeros = _words("qweight", qweight), _words("qzeros", qzeros)
+    if qweight.shape[1] != qzeros.shape[1]:
+        raise ValueError(f"qweight {qweight.shape} and qzeros {qzeros.shape} must have the same number of "
+                         f"words per row (out_features / 8)")
+    out_features = qweight.shape[1] * 8
+    codes = packing.unpack(qweight, BITS, out_features, "awq", "int32")  # (in, out)
+    zeros = packing.unpack(qzeros, BITS, out_features, "awq", "int32")  # (G, out)
+    return np.ascontiguousarray(codes.T), np.ascontiguousarray(zeros.T)
+
+
+def awq_dequantize(qweight: Any, qzeros: Any, scales: Any, group_size: int) -> np.ndarray:
+    """The float32 weight (out, in) stored in AWQ GEMM tensors, checking their shapes.
+
+    Raises
+    ------
+    ValueError
+        ``scales``/``qzeros`` shapes that do not match ``qweight`` and ``group_size``.
+    """
+    group_size = check_int("group_size", group_size, min=1)
+    qweight = _words("qweight", qweight)
+    in_features, words = qweight.shape
+    scales = np.asarray(scales)
+    if in_features % group_size:
+        raise ValueError(f"in_features={in_features} (qweight rows) must be a multiple of group_size={group_size}")
+    n_groups = in_features // group_size
+    if scales.shape != (n_groups, words * 8):
+        raise ValueError(f"scales has shape {scales.shape}; qweight {qweight.shape} with group_size={group_size} "
+                         f"needs ({n_groups}, {words * 8})")
+    if np.asarray(qzeros).shape != (n_groups, words):
+        raise ValueError(f"qzeros has shape {np.asarray(qzeros).shape}; it must be ({n_groups}, {words})")
+    codes, zeros = awq_unpack(qweight, qzeros)
+    g_idx = np.arange(in_features) // group_size
+    scale = scales.astype(np.float32).T[:, g_idx]  # (out, in)
+    return scale * (codes.astype(np.float32) - zeros[:, g_idx].astype(np.float32))
+
+
+def encode(result: Any) -> dict[str, np.ndarray]:
+    """The AWQ GEMM tensors of a 4-bit, natural-order, zero-point quantized weight.
+
+    ``result`` is usually :func:`~refquant.algorithms.awq`'s (its codes quantize ``W s``);
+    any 4-bit :class:`~refquant.algorithms.QuantizedWeight` without act-order works.
+    """
+    _check_result(result)
+    if result.bits != BITS:
+        raise ValueError(f"AWQ GEMM stores 4-bit codes; result has bits={result.bits}")
+    n_groups = result.scales.shape[1]
+    in_features = result.codes.shape[1]
+    group_size = in_features // n_groups if n_groups and in_features % n_groups == 0 else None
+    if group_size is None or not np.array_equal(result.g_idx, np.arange(in_features) // group_size):
+        raise ValueError("AWQ GEMM needs groups of consecutive input columns (no act-order g_idx) and "
+                         "in_features a multiple of group_size")
+    qweight, qzeros, scales = awq_pack(result.codes, result.zeros, result.scales)
+    return {"qweight": qweight, "qzeros": qzeros, "scales": scales}
+
+
+def decode(tensors: dict[str, Any], group_size: int) -> np.ndarray:
+    """Dequantize AWQ GEMM tensors (``qweight``, ``qzeros``, ``scales``) to float32 (out, in)."""
+    missing = [k for k in TENSOR_NAMES if k not in tensors]
+    if missing:
+        raise ValueError(f"AWQ tensors missing: {', '.join(missing)} (have {', '.join(sorted(tensors))})")
+    return awq_dequantize(tensors["qweight"], tensors["qzeros"], tensors["scales"], group_size)
