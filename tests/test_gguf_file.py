@@ -323,6 +323,33 @@ def test_round_trip_refquant(tmp_path, rng):
     assert f.metadata["merges_u8"].value.tolist() == [0, 1, 255]
 
 
+def test_rewrite_in_place_keeps_the_open_file_readable(tmp_path, rng):
+    # read, change metadata, write back to the same path: the old memory map stays valid
+    x = rng.standard_normal((64, 64)).astype(np.float32)
+    path = tmp_path / "m.gguf"
+    write(path, {"x": x}, {"general.name": "before"})
+    f = read(path)
+    write(path, f.tensors, {**f.metadata, "general.name": "after"})
+    np.testing.assert_array_equal(f.tensors["x"].array(), x)  # would crash (SIGBUS) after an in-place truncation
+    g = read(path)
+    assert g.get("general.name") == "after"
+    np.testing.assert_array_equal(g.tensors["x"].array(), x)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["m.gguf"]  # no temporary file left
+
+
+def test_failed_write_leaves_no_file(tmp_path):
+    with pytest.raises(TypeError):
+        write(tmp_path / "x.gguf", {"a": np.zeros(2, np.uint8)})
+    (tmp_path / "keep.gguf").write_bytes(b"old")
+    from refquant.io import gguf_file
+    with pytest.raises(RuntimeError, match="disk full"):
+        with gguf_file.replace_file(tmp_path / "keep.gguf") as fh:
+            fh.write(b"partial")
+            raise RuntimeError("disk full")
+    assert (tmp_path / "keep.gguf").read_bytes() == b"old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.gguf"]
+
+
 def test_write_does_not_mutate_inputs(tmp_path, rng):
     x = rng.standard_normal((2, 32)).astype(np.float32)
     x_copy = x.copy()
@@ -557,6 +584,16 @@ def test_to_float_with_codecs_matches_gguf_py(name):
         pytest.skip(f"refquant.gguf has no {t.qtype} codec yet")
     expected = gguf.quants.dequantize(t.array(), gguf.GGMLQuantizationType(int(t.qtype)))
     np.testing.assert_array_equal(t.to_float(), expected)
+
+
+def test_public_gguf_module_reexports_file_functions():
+    try:
+        import refquant.gguf as public
+    except ImportError:
+        pytest.skip("refquant.gguf is not available")
+    if not hasattr(public, "read"):
+        pytest.skip("refquant.gguf does not re-export read/write yet")
+    assert public.read is read and public.write is write
 
 
 def test_tensor_repr_and_views():

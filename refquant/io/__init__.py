@@ -1,7 +1,7 @@
 """File formats: ``.gguf`` files and llama.cpp importance-matrix files.
 
-``refquant.gguf`` re-exports :func:`read` and :func:`write` as ``refquant.gguf.read`` /
-``refquant.gguf.write``.
+The public names of the API contract, ``refquant.gguf.read`` / ``refquant.gguf.write``,
+are :func:`read` and :func:`write` here, re-exported by ``refquant.gguf``.
 
 Modules: :mod:`~refquant.io.gguf_file` (GGUF v3 reader for untrusted files and writer),
 :mod:`~refquant.io.gguf_metadata` (typed metadata values), :mod:`~refquant.io.ggml_types`

@@ -43,11 +43,13 @@ must be valid UTF-8. Bool values other than 0/1 read as True, as in ggml.
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
 import struct
-from collections.abc import Mapping
-from typing import Any
+import uuid
+from collections.abc import Iterator, Mapping
+from typing import Any, BinaryIO
 
 import ml_dtypes
 import numpy as np
@@ -415,11 +417,33 @@ def write(path: str | os.PathLike[str], tensors: Mapping[str, Any], metadata: Ma
         offset += pad_to(payload.nbytes, alignment)
     header += bytes(pad_to(len(header), alignment) - len(header))
 
-    with open(os.fspath(path), "wb") as f:
+    with replace_file(path) as f:
         f.write(header)
         for _, _, _, payload in entries:
             f.write(payload.data)
             f.write(bytes(pad_to(payload.nbytes, alignment) - payload.nbytes))
+
+
+@contextlib.contextmanager
+def replace_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
+    """Open a new file next to ``path`` for writing and move it over ``path`` when done.
+
+    Writing never truncates the existing file in place: a :class:`GGUFFile` read from
+    ``path`` keeps a memory map of it, and truncating a mapped file makes later reads of
+    the map crash the process (SIGBUS). On error the partial file is removed and
+    ``path`` is left as it was.
+    """
+    path = os.fspath(path)
+    tmp = f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def _write_alignment(meta: dict[str, GGUFValue]) -> int:

@@ -58,7 +58,7 @@ import numpy as np
 from refquant._validate import check_int
 from refquant.errors import GGUFError
 from refquant.io._reader import Cursor
-from refquant.io.gguf_file import GGUF_MAGIC, read, write
+from refquant.io.gguf_file import GGUF_MAGIC, read, replace_file, write
 from refquant.io.gguf_metadata import GGUFValue, GGUFValueType
 
 __all__ = ["ImatrixEntry", "Imatrix", "ImatrixCollector", "compute_imatrix", "read_imatrix", "write_imatrix"]
@@ -397,7 +397,7 @@ def _write_dat(path: Any, im: Imatrix) -> None:
     out[0] = struct.pack("<i", n_entries)
     dataset = (im.datasets[-1] if im.datasets else "").encode("utf-8")
     out += [struct.pack("<ii", _i32(im.chunk_count, "chunk_count"), len(dataset)), dataset]
-    with open(os.fspath(path), "wb") as f:
+    with replace_file(path) as f:
         f.write(b"".join(out))
 
 
