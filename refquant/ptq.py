@@ -74,7 +74,8 @@ def _select(model: Any, layers: Layers) -> dict[str, Linear]:
 
 def replace_linears(model: Any, make: Callable[[str, Linear], Any], layers: Layers = None) -> Any:
     """A new model whose chosen float layers are replaced by ``make(name, layer)``."""
-    return model.with_linears({name: make(name, lin) for name, lin in _select(model, layers).items()})
+    chosen = _select(model, layers)
+    return model.with_linears({name: make(name, lin) for name, lin in chosen.items()})
 
 
 def quantize_dynamic(model: Any, *, weight_bits: int = 8, act_bits: int = 8, act_granularity: str = "per_token",
