@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
 import refquant.io.gguf_file as gguf_file
@@ -168,7 +168,6 @@ def mutated(draw) -> bytes:
     return bytes(blob)
 
 
-@settings(suppress_health_check=[HealthCheck.too_slow])
 @given(mutated())
 def test_mutated_files_raise_only_gguf_error(blob):
     _check(blob)
