@@ -2,7 +2,10 @@
 
 Golden vectors (``tests/golden/gguf/<type>.npz``, made by ``tools/gguf_oracle.py`` from
 ggml @ d99724f2) fix the bytes of ``ggml_quantize_chunk`` with and without an importance
-matrix and the floats of ggml's dequantizers; gguf-py's NumPy dequantizer is a second,
+matrix and the floats of ggml's dequantizers; ``kquants_adversarial.npz``
+(``tools/kquants_golden.py``, a release build of the same ggml) adds rows mixed sub-block
+by sub-block from 14 kinds, magnitudes whose float32 sums overflow, and importance vectors
+with zero, all-zero and vanishing columns. gguf-py's NumPy dequantizer is a second,
 independent oracle for the values. The remaining tests check the rules the format
 documents promise: the nearest-level property of the requantize step, degenerate
 blocks, zero-importance columns (FAILURES #5, #6), block independence.
@@ -20,6 +23,7 @@ from refquant.formats import FORMATS
 from refquant.formats.gguf_kquants_search import make_qkx_quants, make_qp_quants, make_qx_quants
 
 GOLDEN = Path(__file__).parent / "golden" / "gguf"
+ADVERSARIAL = GOLDEN / "kquants_adversarial.npz"
 KQUANTS = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_k")
 WITH_IMATRIX = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k")
 
@@ -72,6 +76,44 @@ def test_dequantize_matches_ggml_golden(qtype: str, imatrix_name: str) -> None:
     g = _golden(qtype)
     y = gguf_api.dequantize(g[f"bytes_{imatrix_name}"], qtype, g["x"].shape)
     np.testing.assert_array_equal(_bits(y), _bits(g[f"y_{imatrix_name}"]))
+
+
+def _adversarial_cases():
+    g = np.load(ADVERSARIAL)
+    for qtype in KQUANTS:
+        for name in g["imatrix_names"]:
+            if f"bytes_{qtype}_{name}" in g:
+                yield pytest.param(qtype, str(name), id=f"{qtype}-{name}")
+
+
+@pytest.mark.parametrize("qtype,imatrix_name", list(_adversarial_cases()))
+def test_quantize_matches_ggml_adversarial(qtype: str, imatrix_name: str) -> None:
+    g = np.load(ADVERSARIAL)
+    names = [str(n) for n in g["imatrix_names"]]
+    imatrix = None if imatrix_name == "none" else g["imatrix"][names.index(imatrix_name)]
+    got = gguf_api.quantize(g["x"], qtype, imatrix)
+    want = g[f"bytes_{qtype}_{imatrix_name}"]
+    bad = np.argwhere((got != want).reshape(got.shape[0], -1, FORMATS[qtype].type_size).any(axis=2))
+    assert bad.size == 0, f"{qtype}/{imatrix_name}: (row, super-block) {bad.tolist()[:8]} differ"
+
+
+@pytest.mark.parametrize("qtype", WITH_IMATRIX)
+def test_adversarial_dequantize_matches_gguf_py(qtype: str) -> None:
+    """Values too, including the NaN that an overflowed fp16 scale times code 0 gives:
+    NaN only appears in super-blocks holding values far beyond the fp16 range."""
+    gq = pytest.importorskip("gguf.quants")
+    from gguf.constants import GGMLQuantizationType
+
+    g = np.load(ADVERSARIAL)
+    huge = (g["kinds"] == "huge").reshape(g["x"].shape[0], -1, 16).any(axis=2)  # per super-block
+    for name in g["imatrix_names"]:
+        data = g[f"bytes_{qtype}_{name}"]
+        y = gguf_api.dequantize(data, qtype, g["x"].shape)
+        with np.errstate(invalid="ignore"):  # gguf-py computes inf·0 in the overflowed blocks
+            want = gq.dequantize(data, GGMLQuantizationType[qtype.upper()])
+        np.testing.assert_array_equal(_bits(y), _bits(want))
+        nan_blocks = np.isnan(y).reshape(huge.shape + (256,)).any(axis=2)
+        assert not (nan_blocks & ~huge).any()
 
 
 @pytest.mark.parametrize("qtype", WITH_IMATRIX)
