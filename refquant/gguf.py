@@ -39,6 +39,8 @@ from refquant.formats import FORMATS, FORMATS_BY_ID, BlockFormat
 
 __all__ = ["quantize", "dequantize", "block_bits", "row_bytes", "get_format", "qtypes"]
 
+_CHUNK_ELEMS = 1 << 16  # elements per quantize_blocks call (256 KiB of float32)
+
 
 def qtypes() -> tuple[str, ...]:
     """The supported qtype names, in ggml type-id order."""
@@ -157,11 +159,18 @@ def quantize(x: Any, qtype: Any, imatrix: Any = None) -> np.ndarray:
         if im is not None and fmt.uses_imatrix:
             weights = np.ascontiguousarray(fmt.importance_weights(rows, im), dtype=np.float32)
             weights = weights.reshape(n_blocks, fmt.block_size)
-        blocks = fmt.quantize_blocks(rows.reshape(n_blocks, fmt.block_size), weights)
-    if blocks.dtype != fmt.dtype or blocks.shape != (n_blocks,):  # postcondition of the block rule
-        raise AssertionError(f"{fmt.__name__}.quantize_blocks returned {blocks.dtype} {blocks.shape}, "
-                             f"expected {fmt.dtype} ({n_blocks},)")
-    return np.ascontiguousarray(blocks).view(np.uint8).reshape(lead + (n_per_row // fmt.block_size * fmt.type_size,))
+        x_blocks = rows.reshape(n_blocks, fmt.block_size)
+        blocks = np.empty(n_blocks, dtype=fmt.dtype)
+        # Blocks are independent; chunks only keep the searches' temporaries in cache.
+        step = max(1, _CHUNK_ELEMS // fmt.block_size)
+        for start in range(0, n_blocks, step):
+            part = fmt.quantize_blocks(x_blocks[start:start + step],
+                                       None if weights is None else weights[start:start + step])
+            if part.dtype != fmt.dtype or part.shape != (min(step, n_blocks - start),):  # postcondition
+                raise AssertionError(f"{fmt.__name__}.quantize_blocks returned {part.dtype} {part.shape}, "
+                                     f"expected {fmt.dtype} ({min(step, n_blocks - start)},)")
+            blocks[start:start + step] = part
+    return blocks.view(np.uint8).reshape(lead + (n_per_row // fmt.block_size * fmt.type_size,))
 
 
 def dequantize(data: Any, qtype: Any, shape: Any) -> np.ndarray:

@@ -49,18 +49,27 @@ def shared_exponent(amax: np.ndarray) -> np.ndarray:
 
 
 def nearest_fp4(x: np.ndarray, d: np.ndarray) -> np.ndarray:
-    """Step 2 (``best_index_mxfp4``): argmin_i |kv[i]·d - x|, first index on a tie.
+    """Step 2 (``best_index_mxfp4``): argmin_i |kv[i]·d - x| over the 16 entries, the first
+    index winning a tie.
+
+    Only 8 entries can win: for x >= 0 (and -0.0) the non-negative entries 0..7, since
+    each negative entry is at least as far and comes later; for x < 0 the mirror image,
+    entries 0 and 9..15, whose float32 errors are those of |x| against entries 0..7
+    (negation is exact). So the search runs on |x| and moves a non-zero pick to the
+    negative half for negative x.
 
     x : float32 (n, 32); d : float32 (n,). Returns uint8 codes (n, 32).
     """
+    ax = np.abs(x)
+    dd = d[:, None]
     best = np.zeros(x.shape, np.uint8)
-    best_err = np.abs(_KV[0] * d[:, None] - x)
-    for i in range(1, 16):
-        err = np.abs(_KV[i] * d[:, None] - x)
+    best_err = np.abs(_KV[0] * dd - ax)
+    for i in range(1, 8):
+        err = np.abs(_KV[i] * dd - ax)
         better = err < best_err
-        best = np.where(better, np.uint8(i), best)
+        best[better] = i
         best_err = np.where(better, err, best_err)
-    return best
+    return best + ((x < 0) & (best > 0)).astype(np.uint8) * np.uint8(8)
 
 
 class MXFP4(BlockFormat, name="mxfp4", type_id=39, block_size=32):
