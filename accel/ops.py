@@ -89,7 +89,41 @@ _ROWS: list[OpSpec] = [
     OpSpec("unpack_ternary", "refquant.packing:unpack_ternary", None, "packing",
            "unpack_ternary(packed: uint8 (..., k), count) -> uint8 trits (..., count)"),
     # --- bitsandbytes family (issue 4) ---
+    OpSpec("bnb_quantize_4bit", "refquant.bnb:bnb_quantize_4bit", ("nf4", "fp4"), "bitsandbytes",
+           "bnb_quantize_4bit(x: float32/float16/bfloat16 (...), quant_type, blocksize) -> (packed uint8 (ceil(n/2),), "
+           "absmax float32 (ceil(n/blocksize),)): C-order blocks, partial last block, first code in the high nibble"),
+    OpSpec("bnb_dequantize_4bit", "refquant.bnb:bnb_dequantize_4bit", ("nf4", "fp4"), "bitsandbytes",
+           "bnb_dequantize_4bit(packed: uint8 (ceil(n/2),), absmax: float32 (n_blocks,), quant_type, blocksize, shape) "
+           "-> float32 shape: code[nibble] * absmax[block], one float32 multiply"),
+    OpSpec("bnb_quantize_blockwise", "refquant.bnb:bnb_quantize_blockwise", ("dynamic8",), "bitsandbytes",
+           "bnb_quantize_blockwise(x: float32/float16/bfloat16 (...), blocksize) -> (codes uint8 (n,), absmax float32 "
+           "(n_blocks,)): bitsandbytes CPU 65536-entry LUT over the dynamic map"),
+    OpSpec("bnb_dequantize_blockwise", "refquant.bnb:bnb_dequantize_blockwise", ("dynamic8",), "bitsandbytes",
+           "bnb_dequantize_blockwise(codes: uint8 (n,), absmax: float32 (n_blocks,), blocksize, shape) -> float32 shape"),
+    OpSpec("bnb_double_quantize", "refquant.bnb:bnb_double_quantize", None, "bitsandbytes",
+           "bnb_double_quantize(absmax: float32 (n_blocks,)) -> (codes uint8 (n_blocks,), nested_absmax float32 "
+           "(ceil(n_blocks/256),), offset float32 ()): offset = torch's float32 mean, 8-bit blocks of 256"),
+    OpSpec("int8_vectorwise_quant", "refquant.bnb:int8_vectorwise_quant", None, "bitsandbytes",
+           "int8_vectorwise_quant(x: float32/float16 (rows, k), threshold=0.0) -> (q int8 (rows, k), row_stats "
+           "float32 (rows,), outlier_cols int64 (n,)): round_half_even(x * float32(127 / row absmax))"),
+    OpSpec("int8_vectorwise_dequant", "refquant.bnb:int8_vectorwise_dequant", None, "bitsandbytes",
+           "int8_vectorwise_dequant(q: int8 (rows, k), row_stats: float32 (rows,)) -> float32 (rows, k): "
+           "(q * row_stat) * float32(1/127)"),
     # --- integer matmul (issue 4) ---
+    OpSpec("int8_matmul", "refquant.matmul:int8_matmul", None, "matmul",
+           "int8_matmul(a_q: int8/uint8 (m, k), b_q: int8/uint8 (k, n)) -> int32 (m, n): exact a_q @ b_q"),
+    OpSpec("int8_matmul_zp", "refquant.matmul:int8_matmul_zp", None, "matmul",
+           "int8_matmul_zp(a_q: int8/uint8 (m, k), b_q: int8/uint8 (k, n), a_zero: int | int (m,), b_zero: int | int (n,)) "
+           "-> int32 (m, n): exact (a_q - a_zero) @ (b_q - b_zero)"),
+    OpSpec("dequantize_int32", "refquant.matmul:dequantize_int32", None, "matmul",
+           "dequantize_int32(acc: int32 (m, n), a_scale: float | (m,), b_scale: float | (n,)) -> float32 (m, n): "
+           "acc * a_scale[:, None] * b_scale[None, :], float64 then one rounding"),
+    OpSpec("llm_int8_matmul", "refquant.matmul:llm_int8_matmul", None, "matmul",
+           "llm_int8_matmul(x: float32/float16 (..., in), w: (out, in), threshold=6.0) -> (out float32 (..., out), "
+           "outlier_cols int64 (n,)): outlier columns in float, the rest vector-wise int8"),
+    OpSpec("bnb_dequant_matmul_4bit", "refquant.matmul:bnb_dequant_matmul_4bit", ("nf4", "fp4"), "matmul",
+           "bnb_dequant_matmul_4bit(x: float32/float16 (..., in), packed, absmax, quant_type, blocksize, shape=(out, in)) "
+           "-> float32 (..., out): x @ dequantize_4bit(W).T (W4A16)"),
     # --- gguf (issue 5) ---
     OpSpec("gguf_quantize", "refquant.gguf:quantize", GGUF_FORMATS, "gguf",
            "gguf_quantize(x: float32 (..., n_per_row), qtype, imatrix: float32 (n_per_row,) | None = None) "

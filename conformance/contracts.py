@@ -197,7 +197,18 @@ CONTRACTS: dict[tuple[str, str], Contract] = {
     # --- packing (issue 3) ---
     # pack, unpack, pack_ternary, unpack_ternary stay Exact (integer bit layout).
     # --- bitsandbytes family (issue 4) ---
+    # bnb_quantize_4bit / bnb_quantize_blockwise / bnb_double_quantize bytes and absmax,
+    # and both dequantizes (one float32 multiply), stay Exact: bitsandbytes' CPU bytes.
+    # int8_vectorwise_quant stays Exact (bitsandbytes' float32 operation order).
+    # Dequantizing with q * (stat / 127) instead of (q * stat) / 127 moves the last bit.
+    ("int8_vectorwise_dequant", "*"): Ulp(1),
     # --- integer matmul (issue 4) ---
+    # int8_matmul and int8_matmul_zp stay Exact (integer results).
+    # float32 evaluation: acc, the scale product and the result each round once.
+    ("dequantize_int32", "*"): Ulp(3),
+    # float matmuls against the float64 reference (fp16 outputs fit within 1e-5).
+    ("llm_int8_matmul", "*"): Nmse(1e-5),
+    ("bnb_dequant_matmul_4bit", "*"): Nmse(1e-5),
     # --- gguf (issue 5) ---
     # bytes are Exact (the default); decoded values too, except that a NaN (decoded from
     # a NaN scale in arbitrary bytes) may carry any payload

@@ -259,7 +259,175 @@ def pack_codes(draw, bits: int, *, max_rows: int = 3, max_len: int = 80) -> np.n
         codes[0] = top
     return codes
 # --- bitsandbytes family (issue 4) ---
+
+
+_BNB_BLOCK_KINDS = ("random", "random", "zero", "negzero", "const", "outlier", "codes", "tiny")
+
+
+def _bnb_fill_block(draw, rng: np.random.Generator, block: np.ndarray) -> None:  # type: ignore[no-untyped-def]
+    """Overwrite ``block`` (a view) with one of the blocks that break blockwise quantizers."""
+    kind = draw(st.sampled_from(_BNB_BLOCK_KINDS), label="block kind")
+    if kind == "zero":
+        block[:] = 0.0
+    elif kind == "negzero":
+        block[:] = -0.0
+    elif kind == "const":
+        block[:] = draw(st.sampled_from([1.0, -2.5, 0.1, 65504.0]))
+    elif kind == "outlier":             # one huge value: every other value is tiny relative to absmax
+        block[rng.integers(0, block.size)] = draw(st.sampled_from([1e4, -3e4, 1e30, -3.4e38]))
+    elif kind == "codes":               # exact NF4/FP4 values and float32 midpoints, times a power of 2
+        from refquant.dtypes.codebooks import get_codebook
+
+        pool = np.concatenate([get_codebook(n).table for n in ("nf4", "fp4")]
+                              + [get_codebook(n).midpoints for n in ("nf4", "fp4")])
+        block[:] = pool[rng.integers(0, pool.size, block.size)] * F32(2.0 ** draw(st.integers(-3, 3)))
+        block[rng.integers(0, block.size)] = F32(2.0 ** draw(st.integers(-3, 3)))
+    elif kind == "tiny":
+        block[:] = rng.standard_normal(block.size) * 1e-11
+
+
+@st.composite
+def bnb_block_inputs(draw, blocksizes: tuple[int, ...], *, max_blocks: int = 3,  # type: ignore[no-untyped-def]
+                     ) -> tuple[np.ndarray, int]:
+    """``(x, blocksize)`` for bitsandbytes' blockwise quantizers (4-bit or 8-bit).
+
+    ``x`` is finite float32, 1-D or 2-D, blocked over its C-order flattening. Its length
+    is usually *not* a multiple of ``blocksize`` (a partial last block, odd lengths,
+    a single element), and each block may be all +0 / -0, constant, one huge outlier
+    (the rest tiny relative to the absmax: FP4's +-0 codes), exact code values and
+    midpoints, or ~1e-11 (FAILURES.md #1, #3).
+    """
+    blocksize = draw(st.sampled_from(blocksizes), label="blocksize")
+    full = draw(st.integers(0, max_blocks))
+    tail = draw(st.one_of(st.sampled_from([0, 1, 2, 3, blocksize // 2 + 1, blocksize - 1]),
+                          st.integers(0, blocksize - 1)))
+    n = max(1, full * blocksize + tail)
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    base = draw(st.sampled_from(["normal", "heavy", "uniform", "huge"]))
+    if base == "normal":
+        x = rng.standard_normal(n)
+    elif base == "heavy":
+        x = rng.standard_t(1.5, n)
+    elif base == "uniform":
+        x = rng.uniform(-1, 1, n)
+    else:
+        x = rng.standard_normal(n) * 3e4
+    x = x.astype(F32)
+    for start in range(0, n, blocksize):
+        _bnb_fill_block(draw, rng, x[start:start + blocksize])
+    cols = draw(st.sampled_from([c for c in (1, 2, 3, 7, 64) if n % c == 0]))
+    return (x.reshape(-1, cols) if cols > 1 else x), blocksize
+
+
+@st.composite
+def bnb_packed_inputs(draw, blocksizes: tuple[int, ...], bytes_per_element: float,  # type: ignore[no-untyped-def]
+                      *, max_blocks: int = 3) -> tuple[np.ndarray, np.ndarray, int, tuple[int, ...]]:
+    """``(payload, absmax, blocksize, shape)`` for the dequantize ops: any bytes (every
+    code, 4-bit pads included), absmax from 0 and subnormals to 3e38."""
+    blocksize = draw(st.sampled_from(blocksizes), label="blocksize")
+    n = draw(st.integers(1, max_blocks * blocksize))
+    shape = draw(st.sampled_from([(n,)] + [(n // c, c) for c in (2, 3, 16) if n % c == 0]))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    payload = rng.integers(0, 256, int(np.ceil(n * bytes_per_element))).astype(np.uint8)
+    n_blocks = -(-n // blocksize)
+    special = np.array([0.0, 1e-38, 1e-45, 1.0, 3e38, 65504.0], F32)
+    absmax = np.where(rng.random(n_blocks) < 0.3, special[rng.integers(0, special.size, n_blocks)],
+                      rng.exponential(2.0, n_blocks)).astype(F32)
+    return payload, absmax, blocksize, shape
+
+
+@st.composite
+def bnb_absmax_vectors(draw, *, max_size: int = 700) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """Non-negative float32 absmax vectors for double quantization: one block, more than
+    256 blocks (several nested blocks), zeros, equal values, one dominant block."""
+    n = draw(st.one_of(st.sampled_from([1, 2, 255, 256, 257, 513]), st.integers(1, max_size)))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    kind = draw(st.sampled_from(["normal", "zeros", "const", "dominant", "tiny"]))
+    a = np.abs(rng.standard_normal(n)) * 3
+    if kind == "zeros":
+        a[rng.random(n) < 0.5] = 0
+    elif kind == "const":
+        a[:] = 0.7
+    elif kind == "dominant":
+        a[rng.integers(0, n)] = 1e6
+    elif kind == "tiny":
+        a *= 1e-30
+    return a.astype(F32)
+
+
+@st.composite
+def int8_rowwise_inputs(draw, *, max_rows: int = 8, max_cols: int = 96) -> tuple[np.ndarray, float]:  # type: ignore[no-untyped-def]
+    """``(x, threshold)`` for ``int8_vectorwise_quant``: float32 or float16 matrices with
+    all-zero / constant / outlier rows, half-integer ties at code scale, and values at and
+    around the threshold (6.0 or 3.0; 0 disables outliers)."""
+    x = draw(float32_matrices(max_rows=max_rows, max_cols=max_cols, scale=draw(st.sampled_from([1.0, 2.0, 1e-3]))))
+    threshold = draw(st.sampled_from([0.0, 6.0, 3.0]))
+    if threshold and draw(st.booleans()):
+        rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+        edge = np.array([threshold, -threshold, np.nextafter(F32(threshold), F32(0)), 60.0], F32)
+        x.flat[rng.integers(0, x.size, 1 + x.size // 16)] = edge[rng.integers(0, edge.size, 1 + x.size // 16)]
+    if draw(st.booleans()):
+        x = np.clip(x, -6e4, 6e4).astype(np.float16)
+    return x, threshold
+
+
 # --- integer matmul (issue 4) ---
+
+
+@st.composite
+def int8_matmul_operands(draw, *, max_dim: int = 24, max_k: int = 300, dtypes=(np.int8,)):  # type: ignore[no-untyped-def]
+    """``(a_q, b_q)``: 8-bit code matrices (m, k) and (k, n) including 1 x k and k x 1
+    shapes, k = 1, and runs of the extreme codes (-128 / 127, 0 / 255)."""
+    m = draw(st.one_of(st.just(1), st.integers(1, max_dim)))
+    n = draw(st.one_of(st.just(1), st.integers(1, max_dim)))
+    k = draw(st.one_of(st.sampled_from([1, 2, 16, max_k]), st.integers(1, max_k)))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+
+    def operand(shape):  # type: ignore[no-untyped-def]
+        dtype = draw(st.sampled_from(dtypes))
+        info = np.iinfo(dtype)
+        q = rng.integers(info.min, info.max + 1, shape)
+        kind = draw(st.sampled_from(["random", "min", "max", "mixed"]))
+        if kind == "min":
+            q[:] = info.min
+        elif kind == "max":
+            q[:] = info.max
+        elif kind == "mixed":
+            q = np.where(rng.random(shape) < 0.5, info.min, info.max)
+        return q.astype(dtype)
+
+    return operand((m, k)), operand((k, n))
+
+
+@st.composite
+def zero_points(draw, codes: np.ndarray, length: int):  # type: ignore[no-untyped-def]
+    """A scalar or per-row/column zero point within the code range of ``codes``."""
+    info = np.iinfo(codes.dtype)
+    if draw(st.booleans()):
+        return draw(st.sampled_from([0, info.min, info.max]) | st.integers(info.min, info.max))
+    return draw(hnp.arrays(np.int64, (length,), elements=st.integers(info.min, info.max)))
+
+
+@st.composite
+def outlier_activations(draw, *, max_tokens: int = 16, max_in: int = 96, max_out: int = 24):  # type: ignore[no-untyped-def]
+    """``(x, w, threshold)`` for LLM.int8(): activations with a few systematic outlier
+    feature columns (magnitude 6 to 100, LLM.int8() section 4), sometimes none, sometimes
+    a single token; weights ~N(0, 0.05^2) with an all-zero output row."""
+    tokens = draw(st.one_of(st.just(1), st.integers(1, max_tokens)))
+    d_in = draw(st.integers(2, max_in))
+    d_out = draw(st.integers(1, max_out))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    x = rng.standard_normal((tokens, d_in))
+    n_out = draw(st.integers(0, min(4, d_in - 1)))
+    cols = rng.choice(d_in, n_out, replace=False)
+    x[:, cols] *= draw(st.sampled_from([6.0, 20.0, 100.0]))
+    w = rng.standard_normal((d_out, d_in)) * 0.05
+    if d_out > 1 and draw(st.booleans()):
+        w[0] = 0
+    dtype = draw(st.sampled_from([np.float32, np.float16]))
+    return x.astype(dtype), w.astype(dtype), draw(st.sampled_from([6.0, 6.0, 3.0, 0.0]))
+
+
 # --- gguf (issue 5) ---
 @st.composite
 def gguf_cases(draw, block_size: int, *, max_rows: int = 3, max_blocks: int = 2,  # type: ignore[no-untyped-def]

@@ -171,7 +171,8 @@ def dequantize_int32(acc: Any, a_scale: Any, b_scale: Any) -> np.ndarray:
         raise TypeError(f"acc must be a 2-D int32 array, got {acc_arr.dtype} of shape {acc_arr.shape}")
     sa = _scale("a_scale", a_scale, acc_arr.shape[0], "row")
     sb = _scale("b_scale", b_scale, acc_arr.shape[1], "column")
-    return (acc_arr.astype(np.float64) * sa[:, None] * sb[None, :]).astype(np.float32)
+    with np.errstate(over="ignore"):  # beyond float32's range the result is +-inf
+        return (acc_arr.astype(np.float64) * sa[:, None] * sb[None, :]).astype(np.float32)
 
 
 def llm_int8_matmul(x: Any, w: Any, threshold: float = 6.0) -> tuple[np.ndarray, np.ndarray]:
@@ -220,7 +221,8 @@ def llm_int8_matmul(x: Any, w: Any, threshold: float = 6.0) -> tuple[np.ndarray,
     out = acc.astype(np.float64) * (x_stats.astype(np.float64)[:, None] * w_stats.astype(np.float64)[None, :]) / 127.0**2
     if cols.size:
         out += x2[:, cols].astype(np.float64) @ wa[:, cols].astype(np.float64).T
-    return out.astype(np.float32).reshape(*xa.shape[:-1], wa.shape[0]), cols
+    with np.errstate(over="ignore"):  # beyond float32's range the result is +-inf
+        return out.astype(np.float32).reshape(*xa.shape[:-1], wa.shape[0]), cols
 
 
 def bnb_dequant_matmul_4bit(x: Any, packed: Any, absmax: Any, quant_type: str, blocksize: int,
@@ -250,4 +252,5 @@ def bnb_dequant_matmul_4bit(x: Any, packed: Any, absmax: Any, quant_type: str, b
     if xa.shape[-1] != w.shape[1]:
         raise ValueError(f"x has {xa.shape[-1]} input features (shape {xa.shape}) but the weight has {w.shape[1]}")
     out = xa.reshape(-1, xa.shape[-1]).astype(np.float64) @ w.astype(np.float64).T
-    return out.astype(np.float32).reshape(*xa.shape[:-1], w.shape[0])
+    with np.errstate(over="ignore"):  # beyond float32's range the result is +-inf
+        return out.astype(np.float32).reshape(*xa.shape[:-1], w.shape[0])
