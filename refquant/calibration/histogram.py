@@ -89,7 +89,7 @@ class StreamingHistogram:
         ch = np.broadcast_to(np.arange(self.channels)[:, None], values.shape)
         safe_w = np.where(spread, w_new, 1.0)[:, None]
         idx = np.where(spread[:, None], np.floor(values / safe_w) - k0_new[:, None], 0.0)
-        flat = (ch * self.num_bins + idx.astype(np.int64)).ravel()
+        flat = (ch * self.num_bins + idx.astype(np.int64))[spread].ravel()  # spikes keep only their total
         self.counts += np.bincount(flat, minlength=self.counts.size).reshape(self.counts.shape)
         self.total += values.shape[1]
         self.lo, self.hi, self.width, self.k0 = lo_new, hi_new, w_new, k0_new
