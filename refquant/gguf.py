@@ -8,6 +8,9 @@ returns for them. Both are generic: they validate and reshape once, then hand
 ``dequantize_blocks`` (``refquant/formats/``), whose byte layout is declared as a
 structured dtype.
 
+``read(path)`` / ``write(path, tensors, metadata)`` for ``.gguf`` files are re-exported from
+:mod:`refquant.io` (GGUF v3, bounds-checked reader).
+
 Supported ``qtype`` names (case-insensitive; also the ggml type id as an int) are the
 keys of :data:`refquant.formats.FORMATS`: f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q8_1,
 q2_k, q3_k, q4_k, q5_k, q6_k, q8_k, tq1_0, tq2_0, iq4_nl, iq4_xs, mxfp4.
@@ -37,7 +40,21 @@ import numpy as np
 from refquant._validate import as_float_array
 from refquant.formats import FORMATS, FORMATS_BY_ID, BlockFormat
 
-__all__ = ["quantize", "dequantize", "block_bits", "row_bytes", "get_format", "qtypes"]
+__all__ = ["quantize", "dequantize", "block_bits", "row_bytes", "get_format", "qtypes", "read", "write"]
+
+# .gguf files live in refquant.io (reader for untrusted files, writer); re-exported lazily
+# so that the codec does not load the file machinery.
+_FILE_API = {"read": "refquant.io.gguf_file", "write": "refquant.io.gguf_file"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _FILE_API:
+        import importlib
+
+        value = getattr(importlib.import_module(_FILE_API[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'refquant.gguf' has no attribute {name!r}")
 
 _CHUNK_ELEMS = 1 << 16  # elements per quantize_blocks call (256 KiB of float32)
 

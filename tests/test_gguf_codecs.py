@@ -345,3 +345,11 @@ def test_mxfp4_shared_exponent_follows_log2f():
     assert G.quantize(x, "mxfp4")[0] == 128
     x[0] = np.float32(4.0)
     assert G.quantize(x, "mxfp4")[0] == 127
+
+
+def test_file_api_is_reexported():
+    """``refquant.gguf.read`` / ``write`` (API contract) are the .gguf file functions of refquant.io."""
+    io = pytest.importorskip("refquant.io")
+    assert G.read is io.read and G.write is io.write
+    with pytest.raises(AttributeError, match="no attribute 'nope'"):
+        G.nope  # noqa: B018
