@@ -57,7 +57,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from scipy.linalg import get_lapack_funcs
+from scipy.linalg import get_blas_funcs, get_lapack_funcs
 
 from refquant._validate import as_float_array, check_choice, check_float, check_int
 from refquant.algorithms import _quantizer
@@ -244,15 +244,18 @@ def gptq(W: Any, H: Any, bits: int = 4, group_size: int = 128, act_order: bool =
 def inverse_hessian_cholesky(H: np.ndarray, damp: float) -> tuple[np.ndarray, float]:
     """Upper Cholesky factor ``U`` of ``(H + damp * mean(diag H) * I)^{-1}``.
 
-    As ``fasterquant``: ``L = cholesky(H)``, ``H^{-1} = cholesky_inverse(L)`` (LAPACK
-    ``potri``), ``U = cholesky(H^{-1}, upper=True)``. If a factorization fails, the
-    damping is multiplied by 10 (starting from 1e-4 when ``damp`` is 0) and the chain
-    is retried, at most :data:`MAX_DAMP_RETRIES` times.
+    ``fasterquant`` computes it as ``cholesky(cholesky_inverse(cholesky(H)), upper=True)``
+    (three O(n^3) LAPACK calls, ~4/3 n^3 flops). The factor is unique, so this takes a
+    shorter route to the same matrix (2/3 n^3 flops): with ``J`` the reversal
+    permutation and ``J H J = L L^T`` (lower Cholesky), ``H = (J L J)(J L J)^T`` and
+    ``H^{-1} = U^T U`` with ``U = J L^{-1} J``, which is upper triangular with a positive
+    diagonal. If a factorization fails, the damping is multiplied by 10 (starting from
+    1e-4 when ``damp`` is 0) and retried, at most :data:`MAX_DAMP_RETRIES` times.
 
     Parameters
     ----------
     H : ndarray of float32 or float64, shape (n, n)
-        Symmetric; only its lower triangle is read.
+        Symmetric; only one triangle is read.
     damp : float
         Relative damping (>= 0).
 
@@ -268,21 +271,18 @@ def inverse_hessian_cholesky(H: np.ndarray, damp: float) -> tuple[np.ndarray, fl
     ValueError
         When every retry fails (``H`` is not positive semi-definite).
     """
-    potrf, potri = get_lapack_funcs(("potrf", "potri"), (H,))
+    potrf, trtri = get_lapack_funcs(("potrf", "trtri"), (H,))
     mean_diag = float(np.mean(np.diag(H), dtype=np.float64))
     diagonal = np.diag_indices_from(H)
     rel = damp
     for _ in range(MAX_DAMP_RETRIES + 1):
-        Hd = H.copy()
+        Hd = H[::-1, ::-1].copy()  # J H J
         Hd[diagonal] += H.dtype.type(rel * mean_diag)
         L, info = potrf(Hd, lower=True, clean=True)
         if info == 0:
-            Hinv_lower, info = potri(L, lower=True)  # lower triangle of H^{-1}
-            if info == 0:
-                # potrf(upper) reads the upper triangle: the transpose of that lower one
-                U, info = potrf(Hinv_lower.T, lower=False, clean=True)
-                if info == 0 and np.isfinite(U).all():
-                    return U, rel
+            Linv, info = trtri(L, lower=True)
+            if info == 0 and np.isfinite(Linv).all():
+                return np.ascontiguousarray(Linv[::-1, ::-1]), rel  # U = J L^{-1} J
         rel = max(rel * 10, 1e-4)
     raise ValueError(
         f"H is not positive definite even with damping {rel / 10:g} x mean(diag(H)) after "
@@ -292,19 +292,28 @@ def inverse_hessian_cholesky(H: np.ndarray, damp: float) -> tuple[np.ndarray, fl
 def reconstruction_error(W: np.ndarray, Q: np.ndarray, H: np.ndarray) -> float:
     """``1/2 tr((W - Q) H (W - Q)^T)``: ``||X (W - Q)^T||_F^2`` when ``H = 2 X^T X``.
 
+    Evaluated as ``1/2 sum(H * G)`` with ``G = (W - Q)^T (W - Q)``, whose symmetry halves
+    the work (BLAS ``syrk`` gives one triangle).
+
     Parameters
     ----------
     W, Q : ndarray, shape (out_features, in_features)
         Original and quantized weight.
     H : ndarray, shape (in_features, in_features)
+        Symmetric.
 
     Returns
     -------
     float
-        Computed with the matrix product in ``H``'s dtype and the sum in float64.
+        Products in ``H``'s dtype, sums in float64.
     """
-    delta = W.astype(H.dtype) - Q.astype(H.dtype)
-    return 0.5 * float(np.sum((delta @ H) * delta, dtype=np.float64))
+    delta = np.asfortranarray(W.astype(H.dtype) - Q.astype(H.dtype))
+    (syrk,) = get_blas_funcs(("syrk",), (delta,))
+    G = syrk(1.0, delta, trans=1, lower=0)  # upper triangle of delta^T delta; zeros below
+    # sum over all (i, j) = 2 x sum over i <= j - the diagonal
+    triangle = float(np.sum(H * G, dtype=np.float64))
+    diagonal = float(np.sum(np.diag(H) * np.diag(G), dtype=np.float64))
+    return 0.5 * (2.0 * triangle - diagonal)
 
 
 def _check_hessian(H: Any, columns: int) -> np.ndarray:
@@ -312,7 +321,11 @@ def _check_hessian(H: Any, columns: int) -> np.ndarray:
     if H.shape != (columns, columns):
         raise ValueError(f"H must have shape (in_features, in_features) = ({columns}, {columns}) to match W, "
                          f"got {H.shape}")
-    scale = float(np.max(np.abs(H))) if H.size else 0.0
-    if scale and float(np.max(np.abs(H - H.T))) > 1e-4 * scale:
+    # symmetry, spot-checked on a sub-grid of at most 256 x 256 entries (a full H - H^T
+    # costs as much as a pass over a 4096^2 H in transposed order)
+    idx = np.unique(np.linspace(0, columns - 1, min(columns, 256)).astype(np.intp))
+    sub = H[np.ix_(idx, idx)]
+    scale = float(np.max(np.abs(sub))) if sub.size else 0.0
+    if scale and float(np.max(np.abs(sub - sub.T))) > 1e-4 * scale:
         raise ValueError("H must be symmetric (a Hessian 2 X^T X); H - H^T is larger than 1e-4 x max|H|")
     return H
