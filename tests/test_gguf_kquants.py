@@ -227,7 +227,7 @@ def test_q8_k_rounds_half_to_even() -> None:
 @pytest.mark.parametrize("qtype", KQUANTS)
 def test_rows_are_quantized_independently(qtype: str, rng: np.random.Generator) -> None:
     """Bytes of a row do not depend on the other rows, nor on how the blocks are chunked
-    (600 super-blocks span two quantizer chunks)."""
+    (600 super-blocks span three of the codec's chunks)."""
     x = _rows(rng, 2, 256 * 300)
     imatrix = None if qtype == "q8_k" else rng.random(x.shape[1]).astype(np.float32)
     together = gguf_api.quantize(x, qtype, imatrix)

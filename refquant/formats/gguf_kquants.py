@@ -33,8 +33,7 @@ recipe, and only the pieces differ:
 4. bit packing.
 
 All arithmetic is float32 without FMA and with sequential sums (FACTS.md section 3).
-Super-blocks are processed in chunks of ``_CHUNK`` only to keep the working set in
-cache; the result does not depend on the chunking.
+Super-blocks are independent: the result does not depend on how they are chunked.
 """
 
 from __future__ import annotations
@@ -55,8 +54,7 @@ from refquant.formats.gguf_kquants_search import (
 __all__ = ["Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K", "Q8_K"]
 
 QK_K = 256
-_CHUNK = 512  # super-blocks per quantize step: the search's temporaries stay in L2/L3
-_DEQUANT_CHUNK = 2048
+_DEQUANT_CHUNK = 2048  # super-blocks per decoding step (keeps temporaries in cache)
 _SHIFT2 = np.array([0, 2, 4, 6], dtype=np.uint8)  # the four 2-bit fields of a byte
 
 
@@ -72,9 +70,10 @@ def _sigma2(x: np.ndarray, factor: int) -> np.ndarray:
     return (sumx2 / F32(QK_K))[:, None]
 
 
-def _imatrix_weights(x: np.ndarray, qw: np.ndarray, factor: int) -> np.ndarray:
-    """``qw·sqrt(sigma2 + x²)``, the element weights of the ``_impl`` quantizers."""
-    return qw * np.sqrt(_sigma2(x, factor) + x * x)
+def _imatrix_weights(x: np.ndarray, importance: np.ndarray, factor: int) -> np.ndarray:
+    """``qw·sqrt(sigma2 + x²)`` (``qw`` the importance of each value), the element
+    weights of the ``_impl`` quantizers."""
+    return importance * np.sqrt(_sigma2(x, factor) + x * x)
 
 
 def _requantize(x: np.ndarray, codes: np.ndarray, d: np.ndarray, lo: int, hi: int,
@@ -188,17 +187,9 @@ def _unpack_scale_min_k4(b: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 class _KQuant(BlockFormat):
-    """The chunked driver shared by the K-quants; each type supplies ``_quantize`` and
-    ``_dequantize`` on (n, 256) super-blocks."""
-
-    @classmethod
-    def quantize_blocks(cls, x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
-        x = np.asarray(x, dtype=F32)
-        out = cls.empty_blocks(x.shape[0])
-        for start in range(0, x.shape[0], _CHUNK):
-            part = slice(start, start + _CHUNK)
-            out[part] = cls._quantize(x[part], None if weights is None else np.asarray(weights[part], F32))
-        return out
+    """The K-quant family: each type's ``quantize_blocks`` and ``_dequantize`` work on
+    (n, 256) super-blocks; decoding runs in cache-sized chunks (the codec in
+    :mod:`refquant.gguf` already hands the quantizers cache-sized chunks)."""
 
     @classmethod
     def dequantize_blocks(cls, blocks: np.ndarray) -> np.ndarray:
@@ -207,10 +198,6 @@ class _KQuant(BlockFormat):
             part = slice(start, start + _DEQUANT_CHUNK)
             out[part] = cls._dequantize(blocks[part])
         return out
-
-    @classmethod
-    def _quantize(cls, x: np.ndarray, qw: np.ndarray | None) -> np.ndarray:  # pragma: no cover
-        raise NotImplementedError(cls.__name__)
 
     @classmethod
     def _dequantize(cls, blocks: np.ndarray) -> np.ndarray:  # pragma: no cover
@@ -223,11 +210,11 @@ class Q2_K(_KQuant, name="q2_k", type_id=10, block_size=QK_K):
     fields = (Field("scales", "u1", 16), Field("qs", "u1", 64), Field("d", "<f2"), Field("dmin", "<f2"))
 
     @classmethod
-    def _quantize(cls, x: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
+    def quantize_blocks(cls, x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
         n = x.shape[0]
         xs = x.reshape(n * 16, 16)
         blocks = cls.empty_blocks(n)
-        if qw is None:  # quantize_row_q2_K_ref
+        if weights is None:  # quantize_row_q2_K_ref
             fit = make_qkx_quants(xs, np.abs(xs), 3, -0.5, 0.1, 15, use_mad=True)
             scales, mins = fit.scale.reshape(n, 16), fit.the_min.reshape(n, 16)
             max_scale, max_min = scan_max(scales), scan_max(mins)
@@ -240,7 +227,7 @@ class Q2_K(_KQuant, name="q2_k", type_id=10, block_size=QK_K):
             blocks["d"] = fp32_to_fp16(np.where(max_scale > 0, max_scale / F32(15), F32(0)))
             blocks["dmin"] = fp32_to_fp16(np.where(max_min > 0, max_min / F32(15), F32(0)))
         else:  # quantize_row_q2_K_impl
-            ws = _imatrix_weights(x, qw, 1).reshape(n * 16, 16)
+            ws = _imatrix_weights(x, weights, 1).reshape(n * 16, 16)
             fit = make_qkx_quants(xs, ws, 3, -0.9, 0.05, 36, use_mad=False)
             sw = seq_sum(ws).reshape(n, 16)
             d, ls = make_qp_quants(fit.scale.reshape(n, 16), 15, sw)
@@ -269,11 +256,11 @@ class Q3_K(_KQuant, name="q3_k", type_id=11, block_size=QK_K):
     fields = (Field("hmask", "u1", 32), Field("qs", "u1", 64), Field("scales", "u1", 12), Field("d", "<f2"))
 
     @classmethod
-    def _quantize(cls, x: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
+    def quantize_blocks(cls, x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
         n = x.shape[0]
         xs = x.reshape(n * 16, 16)
         blocks = cls.empty_blocks(n)
-        if qw is None:  # quantize_row_q3_K_ref
+        if weights is None:  # quantize_row_q3_K_ref
             scale, codes = make_q3_quants(xs, 4)
             scales = scale.reshape(n, 16)
             max_scale, _ = scan_absmax(scales)
@@ -284,7 +271,7 @@ class Q3_K(_KQuant, name="q3_k", type_id=11, block_size=QK_K):
             s = np.where(live[:, None], np.clip(ls, -32, 31) + 32, 0)
             blocks["d"] = fp32_to_fp16(np.where(live, F32(1) / iscale, F32(0)))
         else:  # quantize_row_q3_K_impl
-            ws = _imatrix_weights(x, qw, 2).reshape(n * 16, 16)
+            ws = _imatrix_weights(x, weights, 2).reshape(n * 16, 16)
             scale, codes = make_qx_quants(xs, 4, ws)
             d_block, s = make_qx_quants(scale.reshape(n, 16), 32, seq_sum(ws).reshape(n, 16))
             blocks["d"] = fp32_to_fp16(d_block)
@@ -305,14 +292,14 @@ class Q3_K(_KQuant, name="q3_k", type_id=11, block_size=QK_K):
         return (dl[..., None] * q.reshape(-1, 16, 16).astype(F32)).reshape(-1, QK_K)
 
 
-def _quantize_q45(fmt: type[_KQuant], x: np.ndarray, qw: np.ndarray | None,
+def _quantize_q45(fmt: type[_KQuant], x: np.ndarray, weights: np.ndarray | None,
                   nmax: int) -> tuple[np.ndarray, np.ndarray]:
     """``quantize_row_q4_K_ref``/``_impl`` (nmax 15) and ``quantize_row_q5_K_ref``/``_impl``
     (nmax 31): 8 sub-blocks of 32, 6-bit scale and min each. Returns the blocks with
     ``d``, ``dmin``, ``scales`` set and the codes 0..nmax (n, 256)."""
     n = x.shape[0]
     xs = x.reshape(n * 8, 32)
-    if qw is None:  # _ref: weights av_x + |x| with av_x = sqrt(Σx²/32) per sub-block
+    if weights is None:  # _ref: weights av_x + |x| with av_x = sqrt(Σx²/32) per sub-block
         ws = np.sqrt(seq_sum(xs * xs) / F32(32))[:, None] + np.abs(xs)
         rmin, nstep = (-1.0, 20) if nmax == 15 else (-0.5, 15)
         fit = make_qkx_quants(xs, ws, nmax, rmin, 0.1, nstep, use_mad=False)
@@ -326,7 +313,7 @@ def _quantize_q45(fmt: type[_KQuant], x: np.ndarray, qw: np.ndarray | None,
         lm = np.minimum(nearest_int(inv_min[:, None] * mins).astype(np.uint8), 63)
         d, dmin = max_scale / F32(63), max_min / F32(63)
     else:  # _impl: both levels weighted, scales and mins through make_qp_quants
-        ws = _imatrix_weights(x, qw, 2).reshape(n * 8, 32)
+        ws = _imatrix_weights(x, weights, 2).reshape(n * 8, 32)
         fit = make_qkx_quants(xs, ws, nmax, -0.9, 0.05, 36, use_mad=False)
         sw = seq_sum(ws).reshape(n, 8)
         d, ls = make_qp_quants(fit.scale.reshape(n, 8), 63, sw)
@@ -354,8 +341,8 @@ class Q4_K(_KQuant, name="q4_k", type_id=12, block_size=QK_K):
     fields = (Field("d", "<f2"), Field("dmin", "<f2"), Field("scales", "u1", 12), Field("qs", "u1", 128))
 
     @classmethod
-    def _quantize(cls, x: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
-        blocks, q = _quantize_q45(cls, x, qw, 15)
+    def quantize_blocks(cls, x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+        blocks, q = _quantize_q45(cls, x, weights, 15)
         blocks["qs"] = _pack_nibbles(q)
         return blocks
 
@@ -371,8 +358,8 @@ class Q5_K(_KQuant, name="q5_k", type_id=13, block_size=QK_K):
               Field("qh", "u1", 32), Field("qs", "u1", 128))
 
     @classmethod
-    def _quantize(cls, x: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
-        blocks, q = _quantize_q45(cls, x, qw, 31)
+    def quantize_blocks(cls, x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+        blocks, q = _quantize_q45(cls, x, weights, 31)
         blocks["qs"] = _pack_nibbles(q & 0xF)
         blocks["qh"] = _pack_bit_planes(q >> 4)
         return blocks
@@ -391,10 +378,10 @@ class Q6_K(_KQuant, name="q6_k", type_id=14, block_size=QK_K):
     fields = (Field("ql", "u1", 128), Field("qh", "u1", 64), Field("scales", "i1", 16), Field("d", "<f2"))
 
     @classmethod
-    def _quantize(cls, x: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
+    def quantize_blocks(cls, x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
         n = x.shape[0]
-        weights = None if qw is None else qw.reshape(n * 16, 16)
-        scale, codes = make_qx_quants(x.reshape(n * 16, 16), 32, weights)
+        ws = None if weights is None else weights.reshape(n * 16, 16)
+        scale, codes = make_qx_quants(x.reshape(n * 16, 16), 32, ws)
         scales = scale.reshape(n, 16)
         max_scale, max_abs_scale = scan_absmax(scales)
         live = ~(max_abs_scale < GROUP_MAX_EPS)  # else the whole block is zero bytes
@@ -436,7 +423,7 @@ class Q8_K(_KQuant, name="q8_k", type_id=15, block_size=QK_K):
     uses_imatrix = False
 
     @classmethod
-    def _quantize(cls, x: np.ndarray, qw: np.ndarray | None) -> np.ndarray:
+    def quantize_blocks(cls, x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
         n = x.shape[0]
         vmax, amax = scan_absmax(x)
         live = amax != 0
