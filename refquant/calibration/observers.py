@@ -351,7 +351,8 @@ class MSEObserver(_AbsHistogramObserver):
     axis : int or None
     num_bins, start_bin, stride : int
         NVIDIA's defaults 2048, 128, 1. ``start_bin`` must be at most ``num_bins // 2`` (the
-        histogram always has more than ``num_bins / 2`` occupied bins).
+        histogram always has more than ``num_bins / 2`` occupied bins). Per channel, each search
+        costs about 25 ms (NVIDIA's ``calibrate_weights(method="mse")`` does the same per channel).
     """
 
     name = "mse"
@@ -375,9 +376,11 @@ class EntropyObserver(_AbsHistogramObserver):
     Parameters
     ----------
     axis : int or None
-        Per channel runs one search per channel (the NVIDIA calibrator is per tensor only).
+        Per channel runs one search per channel (the NVIDIA calibrator is per tensor only); each
+        search tries ~2000 thresholds (about 0.1 s), so thousands of channels take minutes.
     num_bins, start_bin, stride : int
-        2048, 128, 1 by default; ``start_bin <= num_bins // 2``.
+        2048, 128, 1 by default; ``start_bin <= num_bins // 2``. A larger ``stride`` searches
+        fewer thresholds.
     """
 
     name = "entropy"
