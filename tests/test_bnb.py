@@ -207,6 +207,13 @@ def test_single_block_double_quant_restores_the_offset():
     assert q.absmax.tolist() == [39.0] and q.nested.offset == 39.0
 
 
+def test_double_quant_of_overflowing_absmax_sum_raises():
+    x = np.full(128, 3e38, F32)
+    with pytest.raises(ValueError, match="double quantization is undefined"):
+        bnb.quantize_4bit(x, "nf4", 64, double_quant=True)
+    assert bnb.quantize_4bit(x, "nf4", 64).absmax.tolist() == [F32(3e38)] * 2
+
+
 def test_torch_sum_order_properties(rng):
     ints = rng.integers(0, 1000, 20000).astype(F32)
     assert fmt.torch_sum_float32(ints) == ints.astype(np.int64).sum()
@@ -301,6 +308,15 @@ def test_int8_vectorwise_threshold():
     # The threshold is cast to the input dtype: float16(6.002) = 6.0039 > 6.0.
     _, _, c16 = bnb.int8_vectorwise_quant(x.astype(np.float16), threshold=6.002)
     assert c16.tolist() == [2]
+
+
+def test_int8_vectorwise_subnormal_rows():
+    # A row absmax below 127 / FLT_MAX overflows bitsandbytes' float32 scale (it writes 0
+    # codes there); refquant computes the row in float64: the absmax element is +-127.
+    x = np.array([[1e-45, -1e-45, 0.0, 5e-38], [1e-39, -3e-39, 0.0, 0.0]], F32)
+    q, stats, _ = bnb.int8_vectorwise_quant(x)
+    assert q.tolist() == [[0, 0, 0, 127], [42, -127, 0, 0]]
+    assert stats.tolist() == [F32(5e-38), F32(3e-39)]
 
 
 # ---- bad input ----------------------------------------------------------------------

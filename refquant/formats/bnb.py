@@ -26,6 +26,19 @@ double quantization (QLoRA, Dettmers et al. 2023, section 3 "Double Quantization
 An 8-bit dynamic blockwise tensor (``quantize_blockwise``) is one uint8 code per
 element plus one float32 absmax per block of ``B`` (default 4096).
 
+Where bitsandbytes disagrees with itself, refquant follows its CPU quantizers:
+
+* all-zero 4-bit block: CUDA computes 0 * (1/0) = NaN and writes code 0 (0x00 for NF4);
+  the CPU path clamps absmax to 1e-38 and writes the code of 0.0 (0x77). Same values.
+* FP4 +-0: CUDA signs by ``x < 0``; the CPU quantizer gives (-0.0026, 0] code 0 and
+  (0, 0.0026] code 8. Code 8 decodes to +0.0 here (``get_4bit_type``), to -0.0 in CUDA
+  and in parts of the CPU dequantizer.
+* 8-bit codes: CUDA and the torch fallback pick the nearest code of ``x / absmax``; the
+  CPU library the nearest code of a 65536-point grid (a 0 becomes code 131).
+* The AVX-512 CPU ``dequantize_4bit`` of 0.50.2 indexes blocks per row, so it mis-scales
+  2-D tensors whose row length is not a multiple of the block size; blocks here (and in
+  every quantizer of bitsandbytes) run over the flattened tensor.
+
 References
 ----------
 bitsandbytes 0.50.2: ``functional.py`` (``quantize_4bit``, ``quantize_blockwise``,
@@ -366,8 +379,17 @@ def double_quantize(absmax: np.ndarray, threads: int = 1) -> tuple[np.ndarray, n
     codes : ndarray of uint8, shape (n_blocks,)
     nested_absmax : ndarray of float32, shape (ceil(n_blocks / 256),)
     offset : numpy.float32
+
+    Raises
+    ------
+    ValueError
+        If the float32 sum of ``absmax`` overflows (bitsandbytes then stores an inf offset).
     """
-    offset = F32(torch_sum_float32(absmax, threads) / F32(absmax.size))
+    with np.errstate(over="ignore"):
+        offset = F32(torch_sum_float32(absmax, threads) / F32(absmax.size))
+    if not np.isfinite(offset):
+        raise ValueError("double quantization is undefined for this tensor: the float32 sum of its block "
+                         "absmax overflows (blocks near the float32 maximum); quantize without double_quant")
     codes, nested_absmax = quantize_blockwise_8bit(absmax - offset, NESTED_BLOCKSIZE)
     return codes, nested_absmax, offset
 
@@ -393,7 +415,9 @@ def vectorwise_quantize_rows(x: np.ndarray, threshold: float) -> tuple[np.ndarra
     to the input's dtype (through float32, as torch casts a Python scalar); outliers are
     0, and with more than one row every column holding an outlier is 0 in all rows.
     A row whose (non-outlier) values are all 0 gets ``row_stat = 0`` and codes 0
-    (bitsandbytes computes 0 * inf there, an undefined NaN-to-int8 cast).
+    (bitsandbytes computes 0 * inf there, an undefined NaN-to-int8 cast); a row whose
+    absmax is below 127 / FLT_MAX is computed in float64 (bitsandbytes' float32 scale
+    overflows there).
 
     Parameters
     ----------
@@ -420,8 +444,16 @@ def vectorwise_quantize_rows(x: np.ndarray, threshold: float) -> tuple[np.ndarra
         x32 = x.astype(F32)
     row_stats = np.abs(x32).max(axis=1, initial=F32(0)).astype(F32)
     zero_row = row_stats == 0
-    scale = F32(127) / np.where(zero_row, F32(1), row_stats)
-    q = np.rint(x32 * scale[:, None]).astype(np.int8)
+    with np.errstate(over="ignore"):
+        scale = F32(127) / np.where(zero_row, F32(1), row_stats)
+    tiny = np.isinf(scale)
+    q = np.rint(x32 * np.where(tiny, F32(1), scale)[:, None])
+    if tiny.any():
+        # row_stat < 127 / FLT_MAX (~3.7e-37): the float32 scale overflows and bitsandbytes
+        # then writes undefined inf-to-int8 casts (0 on x86-64). refquant computes such rows
+        # in float64, which gives the codes the rule means (the row's absmax -> +-127).
+        q[tiny] = np.rint(x32[tiny].astype(np.float64) * (127.0 / row_stats[tiny].astype(np.float64))[:, None])
+    q = q.astype(np.int8)
     if rows > 1 and outlier_cols.size:
         q[:, outlier_cols] = 0
     return q, row_stats, outlier_cols
@@ -430,4 +462,5 @@ def vectorwise_quantize_rows(x: np.ndarray, threshold: float) -> tuple[np.ndarra
 def vectorwise_dequantize_rows(q: np.ndarray, row_stats: np.ndarray) -> np.ndarray:
     """``(q * row_stat) * float32(1/127)``: two float32 roundings, as bitsandbytes'
     ``int8_vectorwise_dequant`` (it multiplies by 7.874015718698502e-3)."""
-    return (q.astype(F32) * row_stats[:, None]) * F32(1 / 127)
+    with np.errstate(over="ignore"):  # beyond float32's range the value is +-inf
+        return (q.astype(F32) * row_stats[:, None]) * F32(1 / 127)
