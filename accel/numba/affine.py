@@ -1,8 +1,12 @@
-"""Affine quantize / dequantize (every granularity) as Numba kernels.
+"""Affine choose_qparams / quantize / dequantize (every granularity) as Numba kernels.
 
-Same arithmetic as :mod:`refquant.mapping`: codes are ``clamp(round(x / scale) + zp,
-qmin, qmax)`` with a true float32 division and the clamp done in float32 before the
-integer add; dequantization is ``float32(q - zp) * scale``. The scale grid is never
+Mirrors :mod:`refquant.mapping`. ``choose_qparams`` reduces each group's min and max
+in one pass (``_minmax``, also counting NaN/inf) and hands the small grid of ranges to
+the reference's :func:`~refquant.mapping.qparams_from_range`, so the scale/zero-point
+arithmetic exists once. Quantize and dequantize repeat the reference's float32 steps:
+codes are ``clamp(round(x / scale) + zp, qmin, qmax)`` with a true float32 division and
+the clamp done in float32 before the integer add; dequantization is
+``float32(q - zp) * scale``. The scale grid is never
 expanded to the input's shape: each element finds its group from per-axis run lengths
 (a granularity's ``block_size``), with the array padded to :data:`NDIM` axes.
 """
@@ -12,26 +16,24 @@ from __future__ import annotations
 from typing import Any
 
 import numpy as np
-from numba import prange
+from numba import get_num_threads, prange
 
 from accel.numba._jit import helper, kernel
-from refquant._validate import as_int_array, check_choice
+from refquant._validate import as_float_array, as_int_array, check_choice, check_float
 from refquant.errors import UnsupportedError
-from refquant.mapping import QuantParams
+from refquant.granularity import Granularity
+from refquant.mapping import QuantParams, qparams_from_range
+from refquant.mapping import _resolve_granularity  # the reference's own argument rules and messages
 
 NDIM = 6  # arrays up to this many dimensions (axes beyond it: UnsupportedError)
 ROUNDINGS = ("half_even", "half_away", "stochastic")
 
 
-def _geometry(params: QuantParams, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _layout(gran: Granularity, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(shape, run, grid stride) per axis, left-padded to NDIM; run 0 = the whole axis."""
     if len(shape) > NDIM:
         raise UnsupportedError(f"the numba backend handles arrays of up to {NDIM} dimensions, got {len(shape)}")
-    gran = params.granularity
     grid = gran.grid_shape(shape)
-    if np.shape(params.scale) != grid:
-        raise ValueError(f"params do not fit an array of shape {shape}: scale has shape {np.shape(params.scale)}, "
-                         f"{gran!r} needs {grid}")
     runs = [0 if b is None else b for b in gran.block_size(shape)]
     strides = np.ones(len(grid), np.int64)
     for a in range(len(grid) - 2, -1, -1):
@@ -39,6 +41,18 @@ def _geometry(params: QuantParams, shape: tuple[int, ...]) -> tuple[np.ndarray, 
     pad = NDIM - len(shape)
     return (np.array((1,) * pad + tuple(shape), np.int64), np.array((0,) * pad + tuple(runs), np.int64),
             np.concatenate([np.zeros(pad, np.int64), strides]))
+
+
+def _geometry(params: QuantParams, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`_layout` of the params' granularity, after checking the scale grid fits ``shape``."""
+    if len(shape) > NDIM:
+        raise UnsupportedError(f"the numba backend handles arrays of up to {NDIM} dimensions, got {len(shape)}")
+    gran = params.granularity
+    grid = gran.grid_shape(shape)
+    if np.shape(params.scale) != grid:
+        raise ValueError(f"params do not fit an array of shape {shape}: scale has shape {np.shape(params.scale)}, "
+                         f"{gran!r} needs {grid}")
+    return _layout(gran, shape)
 
 
 @helper
@@ -126,6 +140,45 @@ def _dequantize(q, scale, zp, has_zp, shape, run, stride, out):  # type: ignore[
             out[k] = np.float32(c) * scale[g]
 
 
+@kernel
+def _minmax(x, shape, run, stride, chunks, exclusive, lo, hi):  # type: ignore[no-untyped-def]
+    """Per-group min and max (starting from 0) into ``lo``/``hi`` of shape (chunks, groups).
+
+    Rows are split into ``chunks``; each chunk reduces into its own buffer row unless
+    every group lies within one row (``exclusive``), when all write buffer row 0.
+    Returns the number of non-finite elements.
+    """
+    n_inner = shape[shape.size - 1]
+    r_last = run[run.size - 1]
+    n_rows = np.int64(0)
+    if n_inner > 0:
+        n_rows = x.size // n_inner
+    per = (n_rows + chunks - 1) // chunks
+    fmax = np.float32(3.4028234663852886e38)
+    bad = 0
+    for pc in prange(chunks):
+        c = np.int64(pc)
+        buf = 0 if exclusive else c
+        for row in range(c * per, min(n_rows, (c + 1) * per)):
+            base = _row_group_base(row, shape, run, stride)
+            width = n_inner if r_last == 0 else r_last
+            for j0 in range(0, n_inner, width):
+                g = base + (0 if r_last == 0 else j0 // r_last)
+                mn = lo[buf, g]
+                mx = hi[buf, g]
+                for k in range(row * n_inner + j0, row * n_inner + min(j0 + width, n_inner)):
+                    v = x[k]
+                    if not abs(v) <= fmax:
+                        bad += 1
+                    if v < mn:
+                        mn = v
+                    if v > mx:
+                        mx = v
+                lo[buf, g] = mn
+                hi[buf, g] = mx
+    return bad
+
+
 def _check_params(params: Any) -> QuantParams:
     if not isinstance(params, QuantParams):
         raise TypeError(f"params must be a QuantParams (from choose_qparams), got {type(params).__name__}")
@@ -141,8 +194,6 @@ def _zp(params: QuantParams) -> tuple[np.ndarray, bool]:
 def quantize_affine(x: Any, params: QuantParams, *, rounding: str = "half_even",
                     rng: np.random.Generator | None = None) -> np.ndarray:
     """Backend op: same contract as :func:`refquant.mapping.quantize_affine`."""
-    from refquant._validate import as_float_array
-
     params = _check_params(params)
     check_choice("rounding", rounding, ROUNDINGS)
     arr = as_float_array("x", x, dtypes=(np.float16, np.float32, np.float64)).astype(np.float32, copy=False)
@@ -176,3 +227,50 @@ def dequantize_affine(q: Any, params: QuantParams) -> np.ndarray:
     _dequantize(np.ascontiguousarray(codes).reshape(-1), np.ascontiguousarray(params.scale, np.float32).reshape(-1),
                 zp, has_zp, shape, run, stride, out)
     return out.reshape(codes.shape)
+
+
+def _raise_nonfinite(arr: np.ndarray) -> None:
+    """The reference's messages for NaN (checked first) and inf in ``x``."""
+    if np.isnan(arr).any():
+        raise ValueError("x contains NaN; no integer code represents NaN (remove or replace it first)")
+    if not np.isfinite(arr).all():
+        raise ValueError("x contains inf; choose_qparams needs finite values (pass clip=(lo, hi) "
+                         "and quantize() clamps infinities)")
+
+
+def choose_qparams(x: Any, bits: int = 8, symmetric: bool = True, *, signed: bool = True,
+                   restricted_range: bool | None = None, granularity: Granularity | str | None = None,
+                   axis: int | None = None, group_size: int | None = None,
+                   clip: tuple[float, float] | float | None = None) -> QuantParams:
+    """Backend op: same contract as :func:`refquant.mapping.choose_qparams`."""
+    gran = _resolve_granularity(granularity, axis, group_size)
+    arr = as_float_array("x", x, dtypes=(np.float16, np.float32, np.float64))
+    with np.errstate(over="ignore"):
+        arr = np.ascontiguousarray(arr, dtype=np.float32)
+    try:
+        shape, run, stride = _layout(gran, arr.shape)
+    except ValueError:
+        _raise_nonfinite(arr)  # the reference checks the values before the granularity fits
+        raise
+    grid = gran.grid_shape(arr.shape)
+    exclusive = bool(np.all((shape[:-1] == 1) | (run[:-1] == 1)))
+    n_rows = arr.size // arr.shape[-1] if arr.ndim and arr.shape[-1] else 0
+    chunks = max(1, min(get_num_threads(), n_rows))
+    n_groups = int(np.prod(grid))
+    lo = np.zeros((1 if exclusive else chunks, n_groups), np.float32)
+    hi = np.zeros_like(lo)
+    if _minmax(arr.reshape(-1), shape, run, stride, chunks, exclusive, lo, hi):
+        _raise_nonfinite(arr)
+    lo, hi = lo.min(axis=0).reshape(grid), hi.max(axis=0).reshape(grid)
+    if isinstance(clip, tuple):
+        if len(clip) != 2:
+            raise ValueError(f"clip={clip!r} must be a (lo, hi) pair or a ratio in (0, 1]")
+        c_lo, c_hi = check_float("clip[0]", clip[0]), check_float("clip[1]", clip[1])
+        if c_lo > c_hi:
+            raise ValueError(f"clip={clip!r} must satisfy lo <= hi")
+        lo, hi = np.full(grid, c_lo, np.float32), np.full(grid, c_hi, np.float32)
+    elif clip is not None:
+        ratio = np.float32(check_float("clip", clip, min=0.0, max=1.0, min_inclusive=False))
+        lo, hi = lo * ratio, hi * ratio
+    return qparams_from_range(lo, hi, bits, symmetric, signed=signed, restricted_range=restricted_range,
+                              granularity=gran)

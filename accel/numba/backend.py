@@ -11,9 +11,11 @@ from typing import Any, Callable
 
 import numpy as np
 
-from accel.numba import affine, floats
+from accel.numba import affine, bnb, codebooks, floats, packing
 from accel.numba._threads import configure_threads
 from accel.ops import FLOAT_FORMATS, GRANULARITIES, OP_SPECS
+from refquant.formats.bnb import BLOCKSIZES_4BIT, BLOCKSIZES_8BIT
+from refquant.packing import LAYOUTS
 from accel.protocol import OpCapability
 from refquant.errors import UnsupportedError
 
@@ -21,10 +23,34 @@ from refquant.errors import UnsupportedError
 _OPS: dict[str, tuple[Callable[..., Any], OpCapability]] = {
     "encode_float": (floats.encode_float, OpCapability(frozenset(FLOAT_FORMATS), bit_exact=True)),
     "decode_float": (floats.decode_float, OpCapability(frozenset(FLOAT_FORMATS), bit_exact=True)),
+    "choose_qparams": (affine.choose_qparams,
+                       OpCapability(frozenset(GRANULARITIES), bit_exact=True, constraints={"max_ndim": affine.NDIM})),
     "quantize_affine": (affine.quantize_affine,
                         OpCapability(frozenset(GRANULARITIES), bit_exact=True, constraints={"max_ndim": affine.NDIM})),
     "dequantize_affine": (affine.dequantize_affine,
                           OpCapability(frozenset(GRANULARITIES), bit_exact=True, constraints={"max_ndim": affine.NDIM})),
+    "codebook_encode": (codebooks.codebook_encode,
+                        OpCapability(frozenset(OP_SPECS["codebook_encode"].formats), bit_exact=True)),
+    "codebook_decode": (codebooks.codebook_decode,
+                        OpCapability(frozenset(OP_SPECS["codebook_decode"].formats), bit_exact=True)),
+    "pack": (packing.pack, OpCapability(frozenset(LAYOUTS), bit_exact=True)),
+    "unpack": (packing.unpack, OpCapability(frozenset(LAYOUTS), bit_exact=True)),
+    "pack_ternary": (packing.pack_ternary, OpCapability(None, bit_exact=True)),
+    "unpack_ternary": (packing.unpack_ternary, OpCapability(None, bit_exact=True)),
+    "bnb_quantize_4bit": (bnb.bnb_quantize_4bit, OpCapability(frozenset(("nf4", "fp4")), bit_exact=True,
+                                                              constraints={"blocksizes": BLOCKSIZES_4BIT})),
+    "bnb_dequantize_4bit": (bnb.bnb_dequantize_4bit, OpCapability(frozenset(("nf4", "fp4")), bit_exact=True,
+                                                                  constraints={"blocksizes": BLOCKSIZES_4BIT})),
+    "bnb_quantize_blockwise": (bnb.bnb_quantize_blockwise,
+                               OpCapability(frozenset(("dynamic8",)), bit_exact=True,
+                                            constraints={"blocksizes": BLOCKSIZES_8BIT})),
+    "bnb_dequantize_blockwise": (bnb.bnb_dequantize_blockwise,
+                                 OpCapability(frozenset(("dynamic8",)), bit_exact=True,
+                                              constraints={"blocksizes": BLOCKSIZES_8BIT})),
+    "bnb_double_quantize": (bnb.bnb_double_quantize, OpCapability(None, bit_exact=True,
+                                                                  notes="offset in torch's one-thread sum order")),
+    "int8_vectorwise_quant": (bnb.int8_vectorwise_quant, OpCapability(None, bit_exact=True)),
+    "int8_vectorwise_dequant": (bnb.int8_vectorwise_dequant, OpCapability(None, bit_exact=True)),
 }
 
 

@@ -1,0 +1,441 @@
+"""bitsandbytes family as Numba kernels: NF4/FP4 4-bit blockwise, 8-bit dynamic
+blockwise (the CPU library's LUT), double quantization, int8 vector-wise rows.
+
+Each kernel mirrors one function of :mod:`refquant.formats.bnb` (bitsandbytes 0.50.2
+CPU, bit for bit) and is parallel over blocks (or rows):
+
+* ``_quantize_4bit`` - ``quantize_4bit_blocks``: full blocks scale by the float32
+  reciprocal ``1 / max(absmax, 1e-38)``, the partial last block divides by that clamped
+  value and stores it; codes are the count of float32 midpoints strictly below the
+  scaled value (:func:`accel.numba.codebooks.count_below`), two per byte, first in the
+  high nibble; an odd length pads with the code of 0.0.
+* ``_dequantize_4bit`` / ``_dequantize_8bit`` - ``code[q] * absmax[block]``, one float32
+  multiply.
+* ``_quantize_8bit`` - ``quantize_blockwise_8bit``: ``v = clamp(x * (1 / absmax), -1, 1)``,
+  grid index ``trunc(((v + 1) * 0.5) * 65535 + 0.5)``, code ``LUT[index]``; an all-zero
+  block is code 0 everywhere.
+* ``_torch_sum`` - ``torch_sum_float32`` (one thread): torch's cascade order of float32
+  sums, for the double-quantization offset.
+* ``_vectorwise_stats`` / ``_vectorwise_codes`` - ``vectorwise_quantize_rows``.
+
+Every float32 constant is an explicit ``np.float32``: a Python float would promote the
+arithmetic to float64 and change the rounding.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+from numba import get_num_threads, prange
+
+from accel.numba._jit import helper, kernel
+from accel.numba.codebooks import count_below, search_table
+from refquant._validate import as_float_array, as_int_array, check_choice, check_float, check_power_of_two
+from refquant.bnb import _shape  # the reference's own shape check and message
+from refquant.dtypes.codebooks import get_codebook
+from refquant.formats.bnb import BLOCKSIZES_4BIT, BLOCKSIZES_8BIT, NESTED_BLOCKSIZE, QUANT_TYPES_4BIT, _lut_8bit, dynamic_map
+
+__all__ = ["bnb_quantize_4bit", "bnb_dequantize_4bit", "bnb_quantize_blockwise", "bnb_dequantize_blockwise",
+           "bnb_double_quantize", "int8_vectorwise_quant", "int8_vectorwise_dequant", "widen"]
+
+F32 = np.float32
+_INPUT_DTYPES = (np.float32, np.float16, ml_dtypes.bfloat16)
+_FLT_MAX = F32(np.finfo(np.float32).max)
+_ABSMAX_FLOOR = F32(1e-38)
+
+
+# ------------------------------------------------------------------------ 4-bit
+
+
+@helper
+def _code4(v, padded, steps, order):  # type: ignore[no-untyped-def]
+    if v > F32(1.0):
+        v = F32(1.0)
+    elif v < F32(-1.0):
+        v = F32(-1.0)
+    return order[count_below(v, padded, steps)]
+
+
+@kernel
+def _quantize_4bit(x, blocksize, padded, steps, order, pad_code, packed, absmax, bad):  # type: ignore[no-untyped-def]
+    n = x.size
+    n_blocks = absmax.size
+    for pb in prange(n_blocks):
+        b = np.int64(pb)
+        start = b * blocksize
+        end = min(start + blocksize, n)
+        am = F32(0.0)
+        for i in range(start, end):
+            a = abs(x[i])
+            if not a <= _FLT_MAX:          # NaN or inf
+                bad[b] = 1
+            if a > am:
+                am = a
+        full = end - start == blocksize
+        den = max(am, _ABSMAX_FLOOR)
+        absmax[b] = am if full else den
+        inv = F32(1.0) / den
+        for i in range(start, end, 2):
+            v0 = x[i] * inv if full else x[i] / den
+            hi = _code4(v0, padded, steps, order)
+            lo = pad_code
+            if i + 1 < end:
+                v1 = x[i + 1] * inv if full else x[i + 1] / den
+                lo = _code4(v1, padded, steps, order)
+            packed[i >> 1] = np.uint8((hi << 4) | lo)
+
+
+@kernel
+def _dequantize_4bit(packed, absmax, table, blocksize, n, out):  # type: ignore[no-untyped-def]
+    for pb in prange(absmax.size):
+        b = np.int64(pb)
+        start = b * blocksize
+        end = min(start + blocksize, n)
+        s = absmax[b]
+        for j in range(start >> 1, end >> 1):          # blocksize is even: whole bytes
+            byte = packed[j]
+            out[2 * j] = table[byte >> 4] * s
+            out[2 * j + 1] = table[byte & 15] * s
+        if end & 1:                                     # odd n: the last high nibble
+            out[end - 1] = table[packed[end >> 1] >> 4] * s
+
+
+# ------------------------------------------------------------------------ 8-bit
+
+
+@kernel
+def _quantize_8bit(x, blocksize, lut, codes, absmax, bad):  # type: ignore[no-untyped-def]
+    n = x.size
+    for pb in prange(absmax.size):
+        b = np.int64(pb)
+        start = b * blocksize
+        end = min(start + blocksize, n)
+        am = F32(0.0)
+        for i in range(start, end):
+            a = abs(x[i])
+            if not a <= _FLT_MAX:
+                bad[b] = 1
+            if a > am:
+                am = a
+        absmax[b] = am
+        if am == F32(0.0):
+            for i in range(start, end):
+                codes[i] = 0
+            continue
+        inv = F32(1.0) / am                 # inf for a subnormal absmax below 1/FLT_MAX
+        for i in range(start, end):
+            v = x[i] * inv
+            if v > F32(1.0):
+                v = F32(1.0)
+            elif v < F32(-1.0):
+                v = F32(-1.0)
+            elif v != v:                    # 0 * inf: the library writes code 0
+                v = F32(-1.0)
+            t = (v + F32(1.0)) * F32(0.5)
+            codes[i] = lut[np.int64(t * F32(65535.0) + F32(0.5))]
+
+
+@kernel
+def _dequantize_8bit(codes, absmax, table, blocksize, out):  # type: ignore[no-untyped-def]
+    n = codes.size
+    for pb in prange(absmax.size):
+        b = np.int64(pb)
+        start = b * blocksize
+        end = min(start + blocksize, n)
+        s = absmax[b]
+        for i in range(start, end):
+            out[i] = table[codes[i]] * s
+
+
+# ------------------------------------------------------- double quantization (QLoRA)
+
+
+@helper
+def _multi_row_sum(a, size, lanes, out):  # type: ignore[no-untyped-def]
+    """torch's ``multi_row_sum``: ``a`` holds ``size`` rows of 4 x ``lanes`` values (C
+    order); the four accumulator levels cascade every ``2**power`` rows."""
+    width = 4 * lanes
+    power = 0
+    while (np.int64(1) << power) < size:              # CeilLog2(size)
+        power += 1
+    power = max(4, power // 4)
+    step = np.int64(1) << power
+    mask = step - 1
+    acc = np.zeros((4, width), np.float32)
+    i = np.int64(0)
+    while i + step <= size:
+        for r in range(i, i + step):
+            for e in range(width):
+                acc[0, e] += a[r * width + e]
+        i += step
+        for j in range(1, 4):
+            for e in range(width):
+                acc[j, e] += acc[j - 1, e]
+                acc[j - 1, e] = F32(0.0)
+            if i & (mask << (j * power)):
+                break
+    for r in range(i, size):
+        for e in range(width):
+            acc[0, e] += a[r * width + e]
+    for j in range(1, 4):
+        for e in range(width):
+            acc[0, e] += acc[j, e]
+    for e in range(width):
+        out[e] = acc[0, e]
+
+
+@helper
+def _row_sum(a, n_rows, lanes):  # type: ignore[no-untyped-def]
+    """torch's ``row_sum`` of ``n_rows`` vectors of ``lanes`` values -> (lanes,)."""
+    m = n_rows // 4
+    partials = np.zeros(4 * lanes, np.float32)
+    if m:
+        _multi_row_sum(a, m, lanes, partials)
+    for r in range(4 * m, n_rows):
+        for e in range(lanes):
+            partials[e] += a[r * lanes + e]
+    for k in range(1, 4):
+        for e in range(lanes):
+            partials[e] += partials[k * lanes + e]
+    return partials[:lanes]
+
+
+@helper
+def _torch_sum(a):  # type: ignore[no-untyped-def]
+    """``torch.sum`` of a float32 vector on one thread (serial by definition)."""
+    n = a.size
+    n_vec = n // 8
+    total = F32(0.0)
+    if n_vec == 0:
+        return total + _row_sum(a, n, 1)[0]
+    lanes = _row_sum(a, n_vec, 8)
+    for i in range(8 * n_vec, n):                  # the scalar tail, then the 8 lanes
+        total += a[i]
+    for e in range(8):
+        total += lanes[e]
+    return total
+
+
+# ----------------------------------------------------------- int8 vector-wise rows
+
+
+@kernel
+def _vectorwise_stats(x, limit, chunks, stats, col_flags, bad):  # type: ignore[no-untyped-def]
+    """Row absmax without outliers (``abs(x) >= limit``); outlier columns per row chunk."""
+    rows, k = x.shape
+    per = (rows + chunks - 1) // chunks
+    for pc in prange(chunks):
+        c = np.int64(pc)
+        for r in range(c * per, min(rows, (c + 1) * per)):
+            am = F32(0.0)
+            for j in range(k):
+                a = abs(x[r, j])
+                if not a <= _FLT_MAX:
+                    bad[r] = 1
+                if a >= limit:
+                    col_flags[c, j] = 1
+                elif a > am:
+                    am = a
+            stats[r] = am
+
+
+@kernel
+def _vectorwise_codes(x, limit, stats, zero_cols, use_cols, q):  # type: ignore[no-untyped-def]
+    rows, k = x.shape
+    for pr in prange(rows):
+        r = np.int64(pr)
+        s = stats[r]
+        scale = F32(127.0) / (s if s != F32(0.0) else F32(1.0))
+        for j in range(k):
+            v = x[r, j]
+            if (use_cols and zero_cols[j]) or abs(v) >= limit:
+                q[r, j] = 0
+            else:
+                q[r, j] = np.int8(np.rint(v * scale))
+
+
+@kernel
+def _vectorwise_dequant(q, stats, out):  # type: ignore[no-untyped-def]
+    rows, k = q.shape
+    inv127 = F32(1 / 127)
+    for pr in prange(rows):
+        r = np.int64(pr)
+        s = stats[r]
+        for j in range(k):
+            out[r, j] = (F32(q[r, j]) * s) * inv127
+
+
+# ------------------------------------------------------------------ public ops
+
+
+def widen(name: str, x: Any) -> np.ndarray:
+    """``x`` (float32/float16/bfloat16) as a contiguous float32 array (exact)."""
+    arr = as_float_array(name, x, dtypes=_INPUT_DTYPES)
+    return np.ascontiguousarray(arr, dtype=F32)
+
+
+def _nonfinite(name: str) -> ValueError:
+    # the message of refquant._validate.as_float_array(allow_nan=False)
+    return ValueError(f"{name} contains NaN or inf, which this operation does not define")
+
+
+def _check_quant_type(quant_type: Any) -> str:
+    return check_choice("quant_type", quant_type, QUANT_TYPES_4BIT)
+
+
+def _check_blocksize(blocksize: Any, allowed: tuple[int, ...]) -> int:
+    return check_power_of_two("blocksize", blocksize, min=allowed[0], max=allowed[-1])
+
+
+def _payload(name: str, a: Any, size: int) -> np.ndarray:
+    arr = as_int_array(name, a)
+    if arr.dtype != np.uint8:
+        raise TypeError(f"{name} must be a uint8 array, got dtype {arr.dtype}")
+    if arr.size != size:
+        raise ValueError(f"{name} has {arr.size} bytes; {size} are needed for this shape")
+    return np.ascontiguousarray(arr).reshape(-1)
+
+
+def _scales(name: str, a: Any, size: int) -> np.ndarray:
+    arr = as_float_array(name, a, dtypes=(np.float32,))
+    if arr.size != size:
+        raise ValueError(f"{name} has {arr.size} values; {size} blocks are needed for this shape and blocksize")
+    return np.ascontiguousarray(arr).reshape(-1)
+
+
+def _tables_4bit(quant_type: str) -> tuple[np.ndarray, int, np.ndarray, int]:
+    cb = get_codebook(quant_type)
+    padded, steps = search_table(cb)
+    order = np.ascontiguousarray(cb.order, np.uint8)
+    zero = int(order[int(np.searchsorted(cb.midpoints, F32(0.0), side="left"))])
+    return padded, steps, order, zero
+
+
+def quantize_4bit_flat(flat: np.ndarray, quant_type: str, blocksize: int) -> tuple[np.ndarray, np.ndarray]:
+    """NF4/FP4 codes and absmax of a flat float32 array (validated by the caller)."""
+    n = flat.size
+    n_blocks = -(-n // blocksize)
+    packed = np.empty(-(-n // 2), np.uint8)
+    absmax = np.empty(n_blocks, F32)
+    bad = np.zeros(n_blocks, np.uint8)
+    padded, steps, order, zero = _tables_4bit(quant_type)
+    _quantize_4bit(flat, blocksize, padded, steps, order, zero, packed, absmax, bad)
+    if bad.any():
+        raise _nonfinite("x")
+    return packed, absmax
+
+
+def bnb_quantize_4bit(x: Any, quant_type: str, blocksize: int) -> tuple[np.ndarray, np.ndarray]:
+    """Backend op: same contract as :func:`refquant.bnb.bnb_quantize_4bit`."""
+    quant_type = _check_quant_type(quant_type)
+    blocksize = _check_blocksize(blocksize, BLOCKSIZES_4BIT)
+    return quantize_4bit_flat(widen("x", x).reshape(-1), quant_type, blocksize)
+
+
+def dequantize_4bit_flat(packed: np.ndarray, absmax: np.ndarray, quant_type: str, blocksize: int,
+                         n: int) -> np.ndarray:
+    """float32 (n,) from validated flat packed bytes and absmax."""
+    out = np.empty(n, F32)
+    _dequantize_4bit(packed, absmax, np.ascontiguousarray(get_codebook(quant_type).table), blocksize, n, out)
+    return out
+
+
+def bnb_dequantize_4bit(packed: Any, absmax: Any, quant_type: str, blocksize: int, shape: Any) -> np.ndarray:
+    """Backend op: same contract as :func:`refquant.bnb.bnb_dequantize_4bit`."""
+    quant_type = _check_quant_type(quant_type)
+    blocksize = _check_blocksize(blocksize, BLOCKSIZES_4BIT)
+    shape = _shape(shape)
+    n = math.prod(shape)
+    data = _payload("packed", packed, -(-n // 2))
+    scales = _scales("absmax", absmax, -(-n // blocksize))
+    return dequantize_4bit_flat(data, scales, quant_type, blocksize, n).reshape(shape)
+
+
+def _quantize_8bit_flat(flat: np.ndarray, blocksize: int) -> tuple[np.ndarray, np.ndarray]:
+    n_blocks = -(-flat.size // blocksize)
+    codes = np.empty(flat.size, np.uint8)
+    absmax = np.empty(n_blocks, F32)
+    bad = np.zeros(n_blocks, np.uint8)
+    _quantize_8bit(flat, blocksize, _lut_8bit(), codes, absmax, bad)
+    return codes, absmax, bool(bad.any())
+
+
+def bnb_quantize_blockwise(x: Any, blocksize: int) -> tuple[np.ndarray, np.ndarray]:
+    """Backend op: same contract as :func:`refquant.bnb.bnb_quantize_blockwise`."""
+    blocksize = _check_blocksize(blocksize, BLOCKSIZES_8BIT)
+    codes, absmax, bad = _quantize_8bit_flat(widen("x", x).reshape(-1), blocksize)
+    if bad:
+        raise _nonfinite("x")
+    return codes, absmax
+
+
+def bnb_dequantize_blockwise(codes: Any, absmax: Any, blocksize: int, shape: Any) -> np.ndarray:
+    """Backend op: same contract as :func:`refquant.bnb.bnb_dequantize_blockwise`."""
+    blocksize = _check_blocksize(blocksize, BLOCKSIZES_8BIT)
+    shape = _shape(shape)
+    n = math.prod(shape)
+    data = _payload("codes", codes, n)
+    scales = _scales("absmax", absmax, -(-n // blocksize))
+    out = np.empty(n, F32)
+    _dequantize_8bit(data, scales, dynamic_map(), blocksize, out)
+    return out.reshape(shape)
+
+
+def bnb_double_quantize(absmax: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Backend op: same contract as :func:`refquant.bnb.bnb_double_quantize` (the offset
+    in torch's one-thread summation order, then 8-bit blocks of 256)."""
+    arr = as_float_array("absmax", absmax, dtypes=(np.float32,), allow_nan=False)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"absmax must be a non-empty 1-D array, got shape {arr.shape}")
+    arr = np.ascontiguousarray(arr)
+    offset = F32(_torch_sum(arr) / F32(arr.size))
+    codes, nested_absmax, _ = _quantize_8bit_flat(arr - offset, NESTED_BLOCKSIZE)
+    return codes, nested_absmax, np.asarray(offset, dtype=F32)
+
+
+def int8_vectorwise_quant(x: Any, threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Backend op: same contract as :func:`refquant.bnb.int8_vectorwise_quant`."""
+    arr = as_float_array("x", x, dtypes=_INPUT_DTYPES)        # non-finite values: checked in the kernel
+    if arr.ndim != 2:
+        if arr.size and not np.isfinite(arr.astype(F32)).all():
+            raise _nonfinite("x")
+        raise ValueError(f"x must be 2-D (rows, columns), got shape {arr.shape}")
+    x32 = np.ascontiguousarray(arr, dtype=F32)
+    try:
+        threshold = check_float("threshold", threshold, min=0.0)
+    except (TypeError, ValueError):
+        if not np.isfinite(x32).all():   # the reference reports the input first
+            raise _nonfinite("x") from None
+        raise
+    rows, k = x32.shape
+    bad = np.zeros(rows, np.uint8)
+    # outliers compare in the input dtype; widening is exact and monotone, so comparing
+    # the float32 values with the float32 value of the input-dtype threshold is the same
+    limit = F32(np.asarray(F32(threshold)).astype(arr.dtype)) if threshold > 0 else F32(np.inf)
+    chunks = max(1, min(get_num_threads(), rows))
+    stats = np.empty(rows, F32)
+    flags = np.zeros((chunks, k), np.uint8)
+    _vectorwise_stats(x32, limit, chunks, stats, flags, bad)
+    if bad.any():
+        raise _nonfinite("x")
+    cols = flags.any(axis=0)
+    outlier_cols = np.flatnonzero(cols).astype(np.int64)
+    q = np.empty((rows, k), np.int8)
+    _vectorwise_codes(x32, limit, stats, cols, rows > 1 and outlier_cols.size > 0, q)
+    return q, stats, outlier_cols
+
+
+def int8_vectorwise_dequant(q: Any, row_stats: Any) -> np.ndarray:
+    """Backend op: same contract as :func:`refquant.bnb.int8_vectorwise_dequant`."""
+    codes = as_int_array("q", q)
+    if codes.dtype != np.int8 or codes.ndim != 2:
+        raise TypeError(f"q must be a 2-D int8 array, got {codes.dtype} of shape {codes.shape}")
+    stats = as_float_array("row_stats", row_stats, dtypes=(np.float32,), allow_nan=False)
+    if stats.shape != (codes.shape[0],):
+        raise ValueError(f"row_stats must have shape ({codes.shape[0]},) for q of shape {codes.shape}, got {stats.shape}")
+    out = np.empty(codes.shape, F32)
+    _vectorwise_dequant(np.ascontiguousarray(codes), np.ascontiguousarray(stats), out)
+    return out
