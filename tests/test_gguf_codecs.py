@@ -353,3 +353,19 @@ def test_file_api_is_reexported():
     assert G.read is io.read and G.write is io.write
     with pytest.raises(AttributeError, match="no attribute 'nope'"):
         G.nope  # noqa: B018
+
+
+def test_overflowing_imatrix_search_skips_nan_scales_like_ggml():
+    """With weights ~1e20 and values ~3e11 the IQ4 sums overflow: some sub-block scales are
+    inf, others NaN. ggml's max-scale scan (strict >) skips NaN, so the super-block scale
+    becomes -(-inf)/32 = +inf and every code decodes from a NaN reciprocal (index 15).
+    Expected bytes from ggml @ d99724f2 built with -DNDEBUG (tools/gguf_oracle.py)."""
+    x = np.linspace(-1, 1, 256, dtype=np.float32) * np.float32(3e11)
+    x[::7] *= np.float32(-0.5)
+    im = np.full(256, 1e20, np.float32)
+    im[:32] = 1.0
+    b = G.quantize(x, "iq4_xs", im)
+    assert b[:2].view(np.uint16)[0] == 0x7C00 and b[2:4].view(np.uint16)[0] == 0xAAAA
+    assert (b[4:8] == 0).all() and (b[8:] == 0xFF).all()
+    mx, amax = signed_absmax(np.array([[np.nan, -np.inf, 3.0], [np.nan, np.nan, np.nan]], np.float32))
+    assert mx[0] == -np.inf and mx[1] == 0.0 and amax[1] == 0.0

@@ -158,9 +158,13 @@ def signed_absmax(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
     Returns ``(max, amax)`` over the last axis: the signed element of largest magnitude
     (the first one on a tie, so +a before -a when +a comes first) and its magnitude; an
-    all-zero block (of either sign) gives max = +0.0.
+    all-zero block (of either sign) gives max = +0.0. NaN elements are skipped, as the C
+    comparison skips them (they arise from overflowing sums in the scale searches).
     """
     ax = np.abs(x)
+    nan = np.isnan(ax)
+    if nan.any():  # C's `amax < fabsf(v)` is false for NaN: skip them (np.argmax would pick them)
+        ax = np.where(nan, F32(-1), ax)
     idx = np.argmax(ax, axis=-1)[..., None]
     amax = np.take_along_axis(ax, idx, axis=-1)[..., 0]
     mx = np.take_along_axis(x, idx, axis=-1)[..., 0]
