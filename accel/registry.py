@@ -1,7 +1,7 @@
 """Backend registry: the one place where backends are selected.
 
-Backends are found through the entry-point group ``refquant.backends`` (``reference``,
-``numba``, ``cupy`` ship with this repo) or given directly as ``"module:factory"``, so
+Backends are found through the entry-point group ``refquant.backends`` (``reference``
+and ``numba`` ship with this repo) or given directly as ``"module:factory"``, so
 a third party can test a backend without installing anything into this repo. A
 backend that cannot load (no numba, no CUDA device) raises :class:`BackendLoadError`
 naming it and the reason; :func:`available_backends` reports every known backend with
@@ -24,7 +24,6 @@ GROUP = "refquant.backends"
 _BUILTIN = {
     "reference": "accel.reference:backend",
     "numba": "accel.numba:backend",
-    "cupy": "accel.cupy:backend",
 }
 
 _CACHE: dict[str, Any] = {}
@@ -89,7 +88,7 @@ def get_backend(name: str) -> Any:
     Parameters
     ----------
     name : str
-        ``"reference"``, ``"numba"``, ``"cupy"``, any entry point of the group
+        ``"reference"``, ``"numba"``, any entry point of the group
         ``refquant.backends``, or ``"package.module:factory"`` where ``factory`` is a
         zero-argument callable returning the backend (or the backend object itself).
 
