@@ -168,7 +168,7 @@ def signed_absmax(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     idx = np.argmax(ax, axis=-1)[..., None]
     amax = np.take_along_axis(ax, idx, axis=-1)[..., 0]
     mx = np.take_along_axis(x, idx, axis=-1)[..., 0]
-    return np.where(amax > 0, mx, F32(0)).astype(F32), amax.astype(F32)
+    return np.where(amax > 0, mx, F32(0)).astype(F32), np.maximum(amax, F32(0)).astype(F32)
 
 
 def first_min(x: np.ndarray) -> np.ndarray:
