@@ -24,6 +24,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--xfails-file", default=None)
     parser.add_argument("--markdown", default=None, help="write the matrix as Markdown to this path")
     parser.add_argument("--json", default=None, help="write the matrix as JSON to this path")
+    parser.add_argument("--ops", default=None, help="only these ops (comma-separated names from accel.ops)")
     parser.add_argument("--verbose", action="store_true", help="show pytest's own output")
     args = parser.parse_args(argv)
 
@@ -38,7 +39,8 @@ def main(argv: list[str] | None = None) -> int:
     ok = True
     markdown, records = [], []
     for name in names:
-        matrix = run_matrix(name, profile=args.profile, xfails_file=args.xfails_file, quiet=not args.verbose)
+        matrix = run_matrix(name, profile=args.profile, xfails_file=args.xfails_file, quiet=not args.verbose,
+                            extra_args=["--ops", args.ops] if args.ops else None)
         text = matrix.to_markdown()
         print(text)
         print()
