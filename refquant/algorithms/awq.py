@@ -18,7 +18,8 @@ Symbols (paper -> here):
 1. Scale search: for ``alpha = k / n_grid``, ``k = 0 .. n_grid - 1`` (0 .. 0.95 for 20),
    ``s = max(s_X^alpha, 1e-4)``, normalized as ``s / sqrt(max(s) min(s))``; the loss is
    the mean squared layer output error ``mean((X W^T - X (Q(W s) / s)^T)^2)``; the first
-   strictly smaller loss wins (``alpha = 0`` is plain RTN).
+   strictly smaller loss wins (``alpha = 0`` is plain RTN). It is evaluated through the
+   Gram matrix ``X^T X`` (an identity, cheaper when there are more tokens than inputs).
 2. Clip search on the scaled layer (``W s`` with inputs ``X / s``, as ``run_awq`` does
    after ``apply_scale``): for every output row and group, the maximum ``|w|`` shrinks
    by ``1 - i / n_grid``, ``i = 0 .. max_shrink * n_grid - 1`` (1.00, 0.95, ... 0.55),
@@ -171,15 +172,18 @@ def _search_scale(W: np.ndarray, X: np.ndarray, bits: int, groupsize: int, sym: 
                   ) -> tuple[np.ndarray, float, float]:
     """``_search_module_scale`` for one linear layer: the best ``s`` (float32 values)."""
     x_mean = activation_scale(X)
-    out_fp = X @ W.T
+    # mean((X W^T - X Wq^T)^2) = sum((D G) * D) / (tokens * out) with D = W - Wq, G = X^T X:
+    # the same loss in out*in^2 instead of tokens*in*out flops per ratio
+    G = X.T @ X
+    denominator = X.shape[0] * W.shape[0]
     best = (np.ones(W.shape[1]), 0.0, np.inf)
     for k in range(n_grid):
         ratio = k / n_grid
         s = np.maximum(x_mean**ratio, 1e-4)
         s = s / np.sqrt(s.max() * s.min())
         s = s.astype(np.float32).astype(np.float64)
-        Wq = _pseudo_quantize(W * s, bits, groupsize, sym) / s
-        loss = float(np.mean((out_fp - X @ Wq.T) ** 2))
+        D = W - _pseudo_quantize(W * s, bits, groupsize, sym) / s
+        loss = float(np.sum((D @ G) * D) / denominator)
         if loss < best[2]:  # first strictly smaller loss; NaN never wins
             best = (s, ratio, loss)
     if not np.isfinite(best[2]):  # pragma: no cover - float64 on finite input stays finite
