@@ -431,19 +431,22 @@ def outlier_activations(draw, *, max_tokens: int = 16, max_in: int = 96, max_out
 # --- gguf (issue 5) ---
 @st.composite
 def gguf_cases(draw, block_size: int, *, max_rows: int = 3, max_blocks: int = 2,  # type: ignore[no-untyped-def]
-               allow_nonfinite: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+               allow_nonfinite: bool = False, grid_levels: tuple[int, ...] = (8, 16, 127)
+               ) -> tuple[np.ndarray, np.ndarray | None]:
     """``(x, imatrix)`` for a ggml block type of ``block_size`` elements.
 
     ``x`` is float32 (rows, k * block_size) of one of the row kinds ggml's golden vectors
     use (normal, heavy-tailed, tiny ~1e-11, near the fp16 maximum, integer and half-integer
-    ties), with whole rows set to +0, -0, a constant or one outlier; NaN/inf only when
+    ties, and the code midpoints of a symmetric grid of ``grid_levels`` levels per side scaled
+    by each 32-block's max: pass the format's own, e.g. (8,) for Q4_0), with whole rows set
+    to +0, -0, a constant or one outlier; NaN/inf only when
     ``allow_nonfinite`` (f16, bf16). ``imatrix`` is None, random positive, or positive with
     zero columns (a zeroed first block included: FAILURES.md #5, #6).
     """
     rows = draw(st.integers(1, max_rows))
     cols = draw(st.integers(1, 64)) if block_size == 1 else draw(st.integers(1, max_blocks)) * block_size
     rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
-    kind = draw(st.sampled_from(["normal", "heavy", "tiny", "fp16max", "ties"]))
+    kind = draw(st.sampled_from(["normal", "heavy", "tiny", "fp16max", "ties", "grid_ties", "grid_ties"]))
     if kind == "normal":
         x = rng.standard_normal((rows, cols))
     elif kind == "heavy":
@@ -452,8 +455,18 @@ def gguf_cases(draw, block_size: int, *, max_rows: int = 3, max_blocks: int = 2,
         x = rng.standard_normal((rows, cols)) * 1e-11
     elif kind == "fp16max":
         x = rng.uniform(60000.0, 65504.0, (rows, cols)) * rng.choice([-1.0, 1.0], (rows, cols))
-    else:
+    elif kind == "ties":
         x = rng.integers(-16, 16, (rows, cols)) + rng.choice([0.0, 0.5], (rows, cols))
+    else:  # code midpoints of Q4_0/Q5_0/Q8_0-like grids (L = 8, 16, 127 levels per side) scaled
+        # by each 32-block's max: exposes codes computed from a rounded scale or another rounding
+        seg = min(32, cols)
+        nseg = -(-cols // seg)
+        levels = rng.choice(np.asarray(grid_levels), (rows, nseg, 1))
+        top = rng.standard_normal((rows, nseg, 1)) * 10.0 ** rng.uniform(-3, 3, (rows, nseg, 1))
+        k = np.floor(rng.random((rows, nseg, seg)) * 2 * levels) - levels
+        x = (k + 0.5) * (top / -levels)
+        x[:, :, 0] = top[:, :, 0]
+        x = x.reshape(rows, nseg * seg)[:, :cols]
     x = x.astype(np.float32)
     for r in range(rows):
         special = draw(st.sampled_from(["none", "none", "zero", "negzero", "const", "outlier"]))
@@ -465,9 +478,17 @@ def gguf_cases(draw, block_size: int, *, max_rows: int = 3, max_blocks: int = 2,
             x[r] = draw(st.sampled_from([1.0, -2.5, 0.1, 65504.0]))
         elif special == "outlier":
             x[r, draw(st.integers(0, cols - 1))] = draw(st.sampled_from([100.0, -1e4, 6.0e4]))
+    if cols >= 2 and draw(st.booleans()):  # one more grid-midpoint block in any row kind
+        seg = min(32, cols)
+        top = rng.standard_normal() * 10.0 ** rng.uniform(-3, 3)
+        level = int(rng.choice(np.asarray(grid_levels)))
+        k = np.floor(rng.random(seg) * 2 * level) - level
+        block = (k + 0.5) * (top / -level)
+        block[0] = top
+        x[draw(st.integers(0, rows - 1)), :seg] = block.astype(np.float32)
     if allow_nonfinite and draw(st.booleans()):
         x.flat[draw(st.integers(0, x.size - 1))] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
-    im_kind = draw(st.sampled_from(["none", "random", "zeros"]))
+    im_kind = draw(st.sampled_from(["none", "none", "random", "zeros"]))
     imatrix = None
     if im_kind != "none":
         imatrix = (rng.gamma(1.0, 1.0, cols) + 1e-3).astype(np.float32)

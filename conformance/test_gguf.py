@@ -24,6 +24,14 @@ from conformance.harness import call, check, ref, require
 from refquant.gguf import get_format
 
 QTYPES = OP_SPECS["gguf_quantize"].formats
+# code grids whose midpoints are the rounding boundaries of the simple types (levels per side)
+GRID_LEVELS = {"q4_0": (8,), "q5_0": (16,), "q8_0": (127,), "q8_1": (127,)}
+
+
+def _cases(fmt):
+    block = get_format(fmt)
+    return strategies.gguf_cases(block.block_size, allow_nonfinite=block.allows_nonfinite,
+                                 grid_levels=GRID_LEVELS.get(fmt, (8, 16, 127)))
 
 
 @pytest.mark.op("gguf_quantize")
@@ -31,8 +39,7 @@ QTYPES = OP_SPECS["gguf_quantize"].formats
 @given(data=st.data())
 def test_gguf_quantize(backend, fmt, data):
     require(backend, "gguf_quantize", fmt)
-    block = get_format(fmt)
-    x, imatrix = data.draw(strategies.gguf_cases(block.block_size, allow_nonfinite=block.allows_nonfinite))
+    x, imatrix = data.draw(_cases(fmt))
     check("gguf_quantize", fmt, call(backend, "gguf_quantize", x, fmt, imatrix),
           ref("gguf_quantize", x, fmt, imatrix), backend=backend, inputs={"x": x, "qtype": fmt, "imatrix": imatrix})
 
@@ -43,7 +50,7 @@ def test_gguf_quantize(backend, fmt, data):
 def test_gguf_dequantize(backend, fmt, data):
     require(backend, "gguf_dequantize", fmt)
     block = get_format(fmt)
-    x, imatrix = data.draw(strategies.gguf_cases(block.block_size, allow_nonfinite=block.allows_nonfinite))
+    x, imatrix = data.draw(_cases(fmt))
     if data.draw(st.booleans()):
         q = ref("gguf_quantize", x, fmt, imatrix)
     else:  # arbitrary block bytes
