@@ -1,0 +1,559 @@
+"""GGUF K-quants (Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K) as Numba kernels.
+
+One ``_q*k_block`` helper per type is the body of ggml's per-super-block loop
+(``ggml-quants.c`` @ d99724f2: ``quantize_row_qX_K_ref`` without an importance matrix,
+``quantize_row_qX_K_impl`` with one; ``quantize_row_q8_K_ref``), in the same order:
+sub-block scale searches (:mod:`accel.numba.gguf_search`), the sub-block scales
+quantized against one fp16 super-block scale, the "requantize" step from the *decoded*
+scales (a true division; a sub-block whose decoded scale is 0 keeps the search's codes)
+and the bit packing. Byte layouts and the reasons behind each rule are in
+:mod:`refquant.formats.gguf_kquants` (FACTS.md 3.6-3.11).
+
+Super-block byte offsets (``block_qX_K`` of ``ggml-common.h``):
+
+====  =====  =====================================================================
+type  bytes  fields
+====  =====  =====================================================================
+Q2_K   84    scales[16] @0, qs[64] @16, d @80, dmin @82
+Q3_K  110    hmask[32] @0, qs[64] @32, scales[12] @96, d @108
+Q4_K  144    d @0, dmin @2, scales[12] @4, qs[128] @16
+Q5_K  176    d @0, dmin @2, scales[12] @4, qh[32] @16, qs[128] @48
+Q6_K  210    ql[128] @0, qh[64] @128, scales[16]:i8 @192, d @208
+Q8_K  292    d:f32 @0, qs[256]:i8 @4, bsums[16]:i16 @260
+====  =====  =====================================================================
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from accel.numba.gguf_math import (
+    GROUP_MAX_EPS, bits_f32, f32, f32_bits, gkernel, ghelper, load_fp16, nearest_int, store_fp16,
+)
+from accel.numba.gguf_search import make_q3_quants, make_qkx_quants, make_qp_quants, make_qx_quants
+
+__all__ = ["QUANTIZE", "DEQUANTIZE"]
+
+_ZERO = np.float32(0.0)
+_ONE = np.float32(1.0)
+CHUNK = 8  # super-blocks per prange iteration
+
+
+@ghelper
+def _seq_sumsq(xb, n):  # type: ignore[no-untyped-def]
+    s = _ZERO
+    for j in range(n):
+        s += xb[j] * xb[j]
+    return s
+
+
+@ghelper
+def _clamp(v, lo, hi):  # type: ignore[no-untyped-def]
+    if v > hi:
+        v = hi
+    if v < lo:
+        v = lo
+    return v
+
+
+@ghelper
+def _pack_2bit(ob, pos, L):  # type: ignore[no-untyped-def]
+    """qs[32h + l] = L[128h + l] | L[+32] << 2 | L[+64] << 4 | L[+96] << 6."""
+    for h in range(2):
+        for l in range(32):
+            e = 128 * h + l
+            ob[pos + 32 * h + l] = np.uint8((L[e] | (L[e + 32] << 2) | (L[e + 64] << 4) | (L[e + 96] << 6)) & 0xFF)
+
+
+@ghelper
+def _pack_scale_min_k4(ob, pos, Ls, Lm):  # type: ignore[no-untyped-def]
+    """Six-bit scales and mins into 12 bytes (ggml's j < 4 / j >= 4 stores; uint8 values)."""
+    for j in range(8):
+        ls = Ls[j] & 0xFF
+        lm = Lm[j] & 0xFF
+        if j < 4:
+            ob[pos + j] = np.uint8(ls)
+            ob[pos + j + 4] = np.uint8(lm)
+        else:
+            ob[pos + j + 4] = np.uint8(((ls & 0xF) | ((lm & 0xF) << 4)) & 0xFF)
+            ob[pos + j - 4] = np.uint8((np.int64(ob[pos + j - 4]) | ((ls >> 4) << 6)) & 0xFF)
+            ob[pos + j] = np.uint8((np.int64(ob[pos + j]) | ((lm >> 4) << 6)) & 0xFF)
+
+
+@ghelper
+def _scale_min_k4(j, q, pos):  # type: ignore[no-untyped-def]
+    """ggml ``get_scale_min_k4``: (sc, m) of sub-block j from ``q[pos:pos+12]``."""
+    if j < 4:
+        return np.int32(q[pos + j] & 63), np.int32(q[pos + j + 4] & 63)
+    sc = np.int32((q[pos + j + 4] & 0xF) | ((q[pos + j - 4] >> 6) << 4))
+    m = np.int32((q[pos + j + 4] >> 4) | ((q[pos + j] >> 6) << 4))
+    return sc, m
+
+
+@ghelper
+def _requantize_affine(xb, ob, pos_d, pos_dmin, pos_scales, L, nsub, size, nmax, q2k):  # type: ignore[no-untyped-def]
+    """``L = clamp(nearest_int((x + dm)/d), 0, nmax)`` per sub-block from the stored
+    d, dmin and sub-block scale/min (Q2_K nibbles or the Q4_K/Q5_K 6-bit pairs)."""
+    dd = load_fp16(ob, pos_d)
+    dmin = load_fp16(ob, pos_dmin)
+    for j in range(nsub):
+        if q2k:
+            s = np.int32(ob[pos_scales + j])
+            sc = s & 0xF
+            m = s >> 4
+        else:
+            sc, m = _scale_min_k4(j, ob, pos_scales)
+        d = dd * f32(sc)
+        if d == _ZERO:
+            continue
+        dm = dmin * f32(m)
+        for ii in range(size):
+            L[size * j + ii] = _clamp(nearest_int((xb[size * j + ii] + dm) / d), 0, nmax)
+
+
+# --- Q2_K -------------------------------------------------------------------------------
+
+
+@ghelper
+def _q2k_block(xb, ob, qw, has_im, L, Laux, w, scales, mins, sw, Ls, Lm):  # type: ignore[no-untyped-def]
+    if not has_im:  # quantize_row_q2_K_ref
+        max_scale = _ZERO
+        max_min = _ZERO
+        for j in range(16):
+            for l in range(16):
+                w[l] = np.abs(xb[16 * j + l])
+            s, m = make_qkx_quants(16, 3, xb[16 * j:16 * j + 16], w, L[16 * j:16 * j + 16], Laux,
+                                   np.float32(-0.5), np.float32(0.1), 15, True)
+            scales[j] = s
+            mins[j] = m
+            if s > max_scale:
+                max_scale = s
+            if m > max_min:
+                max_min = m
+        if max_scale > _ZERO:
+            iscale = np.float32(15.0) / max_scale
+            for j in range(16):
+                ob[j] = np.uint8(nearest_int(iscale * scales[j]) & 0xFF)
+            store_fp16(ob, 80, max_scale / np.float32(15.0))
+        else:
+            for j in range(16):
+                ob[j] = 0
+            store_fp16(ob, 80, _ZERO)
+        if max_min > _ZERO:
+            iscale = np.float32(15.0) / max_min
+            for j in range(16):
+                ob[j] = np.uint8((np.int64(ob[j]) | (np.int64(nearest_int(iscale * mins[j])) << 4)) & 0xFF)
+            store_fp16(ob, 82, max_min / np.float32(15.0))
+        else:
+            store_fp16(ob, 82, _ZERO)
+    else:  # quantize_row_q2_K_impl
+        sigma2 = _seq_sumsq(xb, 256) / np.float32(256.0)
+        for j in range(16):
+            for l in range(16):
+                v = xb[16 * j + l]
+                w[l] = qw[16 * j + l] * np.sqrt(sigma2 + v * v)
+            t = _ZERO
+            for l in range(16):
+                t += w[l]
+            sw[j] = t
+            s, m = make_qkx_quants(16, 3, xb[16 * j:16 * j + 16], w, L[16 * j:16 * j + 16], Laux,
+                                   np.float32(-0.9), np.float32(0.05), 36, False)
+            scales[j] = s
+            mins[j] = m
+        dm = make_qp_quants(16, 15, scales, Ls, sw)
+        mm = make_qp_quants(16, 15, mins, Lm, sw)
+        store_fp16(ob, 80, dm)
+        store_fp16(ob, 82, mm)
+        for j in range(16):
+            ob[j] = np.uint8((Ls[j] | (Lm[j] << 4)) & 0xFF)
+    _requantize_affine(xb, ob, 80, 82, 0, L, 16, 16, 3, True)
+    _pack_2bit(ob, 16, L)
+
+
+# --- Q3_K -------------------------------------------------------------------------------
+
+
+@ghelper
+def _q3k_block(xb, ob, qw, has_im, L, w, scales, sw, Ls):  # type: ignore[no-untyped-def]
+    for k in range(12):
+        ob[96 + k] = 0
+    if not has_im:  # quantize_row_q3_K_ref
+        max_scale = _ZERO
+        amax = _ZERO
+        for j in range(16):
+            s = make_q3_quants(16, 4, xb[16 * j:16 * j + 16], L[16 * j:16 * j + 16])
+            scales[j] = s
+            a = np.abs(s)
+            if a > amax:
+                amax = a
+                max_scale = s
+        if max_scale != _ZERO:
+            iscale = np.float32(-32.0) / max_scale
+            for j in range(16):
+                l = nearest_int(iscale * scales[j]) & 0xFF  # int8_t l = nearest_int(...)
+                l = l - 256 if l > 127 else l
+                Ls[j] = _clamp(l, -32, 31) + 32
+            store_fp16(ob, 108, _ONE / iscale)
+        else:
+            for j in range(16):
+                Ls[j] = 0
+            store_fp16(ob, 108, _ZERO)
+        live = max_scale != _ZERO
+    else:  # quantize_row_q3_K_impl
+        sigma2 = np.float32(2.0) * _seq_sumsq(xb, 256) / np.float32(256.0)
+        for j in range(16):
+            for l in range(16):
+                v = xb[16 * j + l]
+                w[l] = qw[16 * j + l] * np.sqrt(sigma2 + v * v)
+            t = _ZERO
+            for l in range(16):
+                t += w[l]
+            sw[j] = t
+            scales[j] = make_qx_quants(16, 4, xb[16 * j:16 * j + 16], w, L[16 * j:16 * j + 16])
+        d_block = make_qx_quants(16, 32, scales, sw, Ls)
+        store_fp16(ob, 108, d_block)
+        live = True
+    if live:  # scales[j] = l & 0xF (j < 8) or |= (l & 0xF) << 4; top 2 bits to scales[8 + j%4]
+        for j in range(16):
+            l = np.int64(Ls[j])
+            if j < 8:
+                ob[96 + j] = np.uint8(l & 0xF)
+            else:
+                ob[96 + j - 8] = np.uint8((np.int64(ob[96 + j - 8]) | ((l & 0xF) << 4)) & 0xFF)
+            l >>= 4
+            ob[104 + j % 4] = np.uint8((np.int64(ob[104 + j % 4]) | (l << (2 * (j // 4)))) & 0xFF)
+    dd = load_fp16(ob, 108)
+    for j in range(16):
+        if j < 8:
+            sc = np.int64(ob[96 + j]) & 0xF
+        else:
+            sc = np.int64(ob[96 + j - 8]) >> 4
+        sc = (sc | (((np.int64(ob[104 + j % 4]) >> (2 * (j // 4))) & 3) << 4)) - 32
+        d = dd * f32(sc)
+        if d == _ZERO:
+            continue
+        for ii in range(16):
+            L[16 * j + ii] = _clamp(nearest_int(xb[16 * j + ii] / d), -4, 3) + 4
+    for k in range(32):
+        ob[k] = 0
+    for j in range(256):  # hmask: element j -> byte j % 32, bit j // 32
+        if L[j] > 3:
+            ob[j % 32] = np.uint8(np.int64(ob[j % 32]) | (1 << (j // 32)))
+            L[j] -= 4
+    _pack_2bit(ob, 32, L)
+
+
+# --- Q4_K / Q5_K ------------------------------------------------------------------------
+
+
+@ghelper
+def _q45k_block(xb, ob, qw, has_im, nmax, L, Laux, w, scales, mins, sw, Ls, Lm):  # type: ignore[no-untyped-def]
+    if not has_im:  # quantize_row_q4_K_ref / quantize_row_q5_K_ref
+        rmin = np.float32(-1.0) if nmax == 15 else np.float32(-0.5)
+        nstep = 20 if nmax == 15 else 15
+        max_scale = _ZERO
+        max_min = _ZERO
+        for j in range(8):
+            xs = xb[32 * j:32 * j + 32]
+            av_x = np.sqrt(_seq_sumsq(xs, 32) / np.float32(32.0))
+            for l in range(32):
+                w[l] = av_x + np.abs(xs[l])
+            s, m = make_qkx_quants(32, nmax, xs, w, L[32 * j:32 * j + 32], Laux, rmin, np.float32(0.1), nstep, False)
+            scales[j] = s
+            mins[j] = m
+            if s > max_scale:
+                max_scale = s
+            if m > max_min:
+                max_min = m
+        inv_scale = np.float32(63.0) / max_scale if max_scale > _ZERO else _ZERO
+        inv_min = np.float32(63.0) / max_min if max_min > _ZERO else _ZERO
+        for j in range(8):
+            Ls[j] = min(63, nearest_int(inv_scale * scales[j]) & 0xFF)  # uint8_t ls = ...; MIN(63, ls)
+            Lm[j] = min(63, nearest_int(inv_min * mins[j]) & 0xFF)
+        d = max_scale / np.float32(63.0)
+        dmin = max_min / np.float32(63.0)
+    else:  # quantize_row_q4_K_impl / quantize_row_q5_K_impl
+        sigma2 = np.float32(2.0) * _seq_sumsq(xb, 256) / np.float32(256.0)
+        for j in range(8):
+            for l in range(32):
+                v = xb[32 * j + l]
+                w[l] = qw[32 * j + l] * np.sqrt(sigma2 + v * v)
+            t = _ZERO
+            for l in range(32):
+                t += w[l]
+            sw[j] = t
+            s, m = make_qkx_quants(32, nmax, xb[32 * j:32 * j + 32], w, L[32 * j:32 * j + 32], Laux,
+                                   np.float32(-0.9), np.float32(0.05), 36, False)
+            scales[j] = s
+            mins[j] = m
+        d = make_qp_quants(8, 63, scales, Ls, sw)
+        dmin = make_qp_quants(8, 63, mins, Lm, sw)
+        if nmax == 31:  # only quantize_row_q5_K_impl applies MIN(63, .) again
+            for j in range(8):
+                Ls[j] = min(63, Ls[j])
+                Lm[j] = min(63, Lm[j])
+    _pack_scale_min_k4(ob, 4, Ls, Lm)
+    store_fp16(ob, 0, d)
+    store_fp16(ob, 2, dmin)
+    _requantize_affine(xb, ob, 0, 2, 4, L, 8, 32, nmax, False)
+    if nmax == 15:
+        for c in range(4):
+            for l in range(32):
+                ob[16 + 32 * c + l] = np.uint8(L[64 * c + l] | (L[64 * c + 32 + l] << 4))
+    else:
+        for l in range(32):
+            ob[16 + l] = 0
+        for c in range(4):
+            for l in range(32):
+                l1 = L[64 * c + l]
+                l2 = L[64 * c + 32 + l]
+                h = np.int64(ob[16 + l])
+                if l1 > 15:
+                    l1 -= 16
+                    h |= 1 << (2 * c)
+                if l2 > 15:
+                    l2 -= 16
+                    h |= 2 << (2 * c)
+                ob[16 + l] = np.uint8(h)
+                ob[48 + 32 * c + l] = np.uint8(l1 | (l2 << 4))
+
+
+# --- Q6_K -------------------------------------------------------------------------------
+
+
+@ghelper
+def _q6k_block(xb, ob, qw, has_im, L, w, scales):  # type: ignore[no-untyped-def]
+    max_scale = _ZERO
+    max_abs_scale = _ZERO
+    for ib in range(16):
+        xs = xb[16 * ib:16 * ib + 16]
+        if has_im:
+            s = make_qx_quants(16, 32, xs, qw[16 * ib:16 * ib + 16], L[16 * ib:16 * ib + 16])
+        else:
+            for l in range(16):
+                w[l] = xs[l] * xs[l]
+            s = make_qx_quants(16, 32, xs, w, L[16 * ib:16 * ib + 16])
+        scales[ib] = s
+        a = np.abs(s)
+        if a > max_abs_scale:
+            max_abs_scale = a
+            max_scale = s
+    if max_abs_scale < GROUP_MAX_EPS:
+        for k in range(210):
+            ob[k] = 0
+        return
+    iscale = np.float32(-128.0) / max_scale
+    store_fp16(ob, 208, _ONE / iscale)
+    for ib in range(16):
+        ob[192 + ib] = np.uint8(min(127, nearest_int(iscale * scales[ib])) & 0xFF)
+    dd = load_fp16(ob, 208)
+    for j in range(16):
+        s = np.int32(ob[192 + j])
+        d = dd * f32(s - 256 if s > 127 else s)
+        if d == _ZERO:
+            continue
+        for ii in range(16):
+            L[16 * j + ii] = _clamp(nearest_int(xb[16 * j + ii] / d), -32, 31) + 32
+    for c in range(2):
+        for l in range(32):
+            e = 128 * c + l
+            q1 = L[e] & 0xF
+            q2 = L[e + 32] & 0xF
+            q3 = L[e + 64] & 0xF
+            q4 = L[e + 96] & 0xF
+            ob[64 * c + l] = np.uint8(q1 | (q3 << 4))
+            ob[64 * c + l + 32] = np.uint8(q2 | (q4 << 4))
+            ob[128 + 32 * c + l] = np.uint8(((L[e] >> 4) | ((L[e + 32] >> 4) << 2) | ((L[e + 64] >> 4) << 4)
+                                              | ((L[e + 96] >> 4) << 6)) & 0xFF)
+
+
+# --- Q8_K -------------------------------------------------------------------------------
+
+
+@ghelper
+def _q8k_block(xb, ob):  # type: ignore[no-untyped-def]
+    """``quantize_row_q8_K_ref``; an all-zero block writes d = 0, qs = 0 and (unlike ggml,
+    which leaves them unwritten) bsums = 0."""
+    mx = _ZERO
+    amax = _ZERO
+    for j in range(256):
+        a = np.abs(xb[j])
+        if a > amax:
+            amax = a
+            mx = xb[j]
+    if amax == _ZERO:
+        for k in range(292):
+            ob[k] = 0
+        return
+    iscale = np.float32(-127.0) / mx
+    for j in range(256):
+        ob[4 + j] = np.uint8(min(127, nearest_int(iscale * xb[j])) & 0xFF)
+    for j in range(16):
+        s = 0
+        for ii in range(16):
+            v = np.int64(ob[4 + 16 * j + ii])
+            s += v - 256 if v > 127 else v
+        ob[260 + 2 * j] = np.uint8(s & 0xFF)
+        ob[261 + 2 * j] = np.uint8((s >> 8) & 0xFF)
+    u = f32_bits(_ONE / iscale)
+    for k in range(4):
+        ob[k] = np.uint8((u >> (8 * k)) & 0xFF)
+
+
+Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K = range(6)
+_SIZE = (84, 110, 144, 176, 210, 292)
+
+
+@gkernel
+def _quantize(kind, x, imatrix, has_im, out):  # type: ignore[no-untyped-def]
+    """Quantize float32 rows ``x`` (rows, n) into ``out`` (rows, row_bytes), one
+    super-block of 256 at a time."""
+    rows, n = x.shape
+    size = 84
+    if kind == Q3_K:
+        size = 110
+    elif kind == Q4_K:
+        size = 144
+    elif kind == Q5_K:
+        size = 176
+    elif kind == Q6_K:
+        size = 210
+    elif kind == Q8_K:
+        size = 292
+    nbr = n // 256
+    total = rows * nbr
+    for c in prange((total + CHUNK - 1) // CHUNK):
+        L = np.empty(256, np.int32)
+        Laux = np.empty(32, np.int32)
+        w = np.empty(32, np.float32)
+        scales = np.empty(16, np.float32)
+        mins = np.empty(16, np.float32)
+        sw = np.empty(16, np.float32)
+        Ls = np.empty(16, np.int32)
+        Lm = np.empty(16, np.int32)
+        for b in range(c * CHUNK, min(total, (c + 1) * CHUNK)):
+            r = b // nbr
+            j = b - r * nbr
+            xb = x[r, j * 256:(j + 1) * 256]
+            ob = out[r, j * size:(j + 1) * size]
+            qw = imatrix[j * 256:(j + 1) * 256] if has_im else imatrix
+            if kind == Q2_K:
+                _q2k_block(xb, ob, qw, has_im, L, Laux, w, scales, mins, sw, Ls, Lm)
+            elif kind == Q3_K:
+                _q3k_block(xb, ob, qw, has_im, L, w, scales, sw, Ls)
+            elif kind == Q4_K:
+                _q45k_block(xb, ob, qw, has_im, 15, L, Laux, w, scales, mins, sw, Ls, Lm)
+            elif kind == Q5_K:
+                _q45k_block(xb, ob, qw, has_im, 31, L, Laux, w, scales, mins, sw, Ls, Lm)
+            elif kind == Q6_K:
+                _q6k_block(xb, ob, qw, has_im, L, w, scales)
+            else:
+                _q8k_block(xb, ob)
+
+
+# --- dequantizers ---------------------------------------------------------------------
+
+
+@ghelper
+def _dequant_q4k(q, y):  # type: ignore[no-untyped-def]
+    """``dequantize_row_q4_K``: y = (d·sc)·q − dmin·m."""
+    d = load_fp16(q, 0)
+    dmin = load_fp16(q, 2)
+    for c in range(4):
+        sc, m = _scale_min_k4(2 * c, q, 4)
+        d1 = d * f32(sc)
+        m1 = dmin * f32(m)
+        sc, m = _scale_min_k4(2 * c + 1, q, 4)
+        d2 = d * f32(sc)
+        m2 = dmin * f32(m)
+        for l in range(32):
+            v = q[16 + 32 * c + l]
+            y[64 * c + l] = d1 * f32(v & 0xF) - m1
+            y[64 * c + 32 + l] = d2 * f32(v >> 4) - m2
+
+
+@gkernel
+def _dequantize(kind, data, out):  # type: ignore[no-untyped-def]
+    """Decode ``data`` (n_blocks, type_size) into ``out`` (n_blocks, 256) as ggml's
+    ``dequantize_row_qX_K``."""
+    nb = data.shape[0]
+    for c in prange((nb + CHUNK - 1) // CHUNK):
+        for b in range(c * CHUNK, min(nb, (c + 1) * CHUNK)):
+            q = data[b]
+            y = out[b]
+            if kind == Q2_K:
+                d = load_fp16(q, 80)
+                dmin = load_fp16(q, 82)
+                for j in range(16):
+                    s = np.int32(q[j])
+                    dl = d * f32(s & 0xF)
+                    ml = dmin * f32(s >> 4)
+                    h = j // 8  # 128-element half
+                    shift = 2 * ((j % 8) // 2)
+                    base = 16 + 32 * h + 16 * (j % 2)
+                    for l in range(16):
+                        y[16 * j + l] = dl * f32((np.int32(q[base + l]) >> shift) & 3) - ml
+            elif kind == Q3_K:
+                dall = load_fp16(q, 108)
+                for j in range(16):
+                    if j < 8:
+                        sc = np.int32(q[96 + j]) & 0xF
+                    else:
+                        sc = np.int32(q[96 + j - 8]) >> 4
+                    sc = (sc | (((np.int32(q[104 + j % 4]) >> (2 * (j // 4))) & 3) << 4)) - 32
+                    dl = dall * f32(sc)
+                    for l in range(16):
+                        e = 16 * j + l
+                        low = (np.int32(q[32 + 32 * (e // 128) + (e % 32)]) >> (2 * ((e % 128) // 32))) & 3
+                        hb = (np.int32(q[e % 32]) >> (e // 32)) & 1
+                        y[e] = dl * f32(low - (0 if hb else 4))
+            elif kind == Q4_K:
+                _dequant_q4k(q, y)
+            elif kind == Q5_K:
+                d = load_fp16(q, 0)
+                dmin = load_fp16(q, 2)
+                for c2 in range(4):
+                    sc, m = _scale_min_k4(2 * c2, q, 4)
+                    d1 = d * f32(sc)
+                    m1 = dmin * f32(m)
+                    sc, m = _scale_min_k4(2 * c2 + 1, q, 4)
+                    d2 = d * f32(sc)
+                    m2 = dmin * f32(m)
+                    for l in range(32):
+                        v = np.int32(q[48 + 32 * c2 + l])
+                        h = np.int32(q[16 + l])
+                        y[64 * c2 + l] = d1 * f32((v & 0xF) + (16 if (h >> (2 * c2)) & 1 else 0)) - m1
+                        y[64 * c2 + 32 + l] = d2 * f32((v >> 4) + (16 if (h >> (2 * c2 + 1)) & 1 else 0)) - m2
+            elif kind == Q6_K:
+                d = load_fp16(q, 208)
+                for c2 in range(2):
+                    for l in range(32):
+                        is_ = 192 + 8 * c2 + l // 16
+                        a = np.int32(q[64 * c2 + l])
+                        b2 = np.int32(q[64 * c2 + l + 32])
+                        h = np.int32(q[128 + 32 * c2 + l])
+                        q1 = ((a & 0xF) | ((h & 3) << 4)) - 32
+                        q2 = ((b2 & 0xF) | (((h >> 2) & 3) << 4)) - 32
+                        q3 = ((a >> 4) | (((h >> 4) & 3) << 4)) - 32
+                        q4 = ((b2 >> 4) | (((h >> 6) & 3) << 4)) - 32
+                        base = 128 * c2 + l
+                        y[base] = d * f32(_i8(q[is_])) * f32(q1)
+                        y[base + 32] = d * f32(_i8(q[is_ + 2])) * f32(q2)
+                        y[base + 64] = d * f32(_i8(q[is_ + 4])) * f32(q3)
+                        y[base + 96] = d * f32(_i8(q[is_ + 6])) * f32(q4)
+            else:  # Q8_K
+                d = bits_f32(np.int64(q[0]) | (np.int64(q[1]) << 8) | (np.int64(q[2]) << 16) | (np.int64(q[3]) << 24))
+                for j in range(256):
+                    y[j] = d * f32(_i8(q[4 + j]))
+
+
+@ghelper
+def _i8(v):  # type: ignore[no-untyped-def]
+    v = np.int32(v)
+    return v - 256 if v > 127 else v
+
+
+_NAMES = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_k")
+QUANTIZE = {name: (lambda x, im, s2, has, out, k=k: _quantize(k, x, im, has, out)) for k, name in enumerate(_NAMES)}
+DEQUANTIZE = {name: (lambda data, out, k=k: _dequantize(k, data, out)) for k, name in enumerate(_NAMES)}

@@ -1,0 +1,357 @@
+"""GGUF F16/BF16, the legacy 32-element types (Q4_0 ... Q8_1) and the ternary types
+(TQ1_0, TQ2_0) as Numba kernels.
+
+Each ``_q*_block`` helper is the loop body of one ggml function for one block
+(``ggml-quants.c`` @ d99724f2: ``quantize_row_q4_0_ref`` / ``quantize_row_q4_0_impl`` and
+so on; byte layouts in :mod:`refquant.formats.gguf_legacy` and
+:mod:`refquant.formats.gguf_ternary`). The kernels run them over chunks of blocks with
+``prange``. A block reads its float32 row slice and writes its bytes straight into the
+output row (``xb`` / ``ob`` below are views, nothing is allocated per block).
+
+Rounding per type, as ggml writes it: Q4_0/Q5_0/Q4_1/Q5_1 truncate (v + 8.5) etc. after
+a multiply by the **unrounded** float32 reciprocal of d; Q8_0/Q8_1/TQ use ``roundf``;
+the imatrix paths use ggml's ``nearest_int`` inside ``make_qx_quants`` /
+``make_qkx3_quants`` with weights qw·sqrt(sigma2 + x²), sigma2 = Σx²/n_per_row over the
+whole row (:func:`row_sigma2`).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from numba import prange
+
+from accel.numba.gguf_math import (
+    bits_f32, f32, f32_bits, fp16_to_fp32, fp32_to_bf16, fp32_to_fp16, gkernel, ghelper, load_fp16, roundf,
+    store_fp16,
+)
+from accel.numba.gguf_search import make_qkx_quants, make_qx_quants
+
+__all__ = ["QUANTIZE", "DEQUANTIZE", "row_sigma2"]
+
+_ZERO = np.float32(0.0)
+_ONE = np.float32(1.0)
+_HALF = np.float32(0.5)
+_RMIN3 = np.float32(-0.9)   # make_qkx3_quants(..., -0.9f, 0.05f, 36, false)
+_RDELTA3 = np.float32(0.05)
+CHUNK = 256  # blocks per prange iteration
+
+
+@gkernel
+def row_sigma2(x, out):  # type: ignore[no-untyped-def]
+    """sigma2 = (Σ x²) / n_per_row per row, the sum in index order (``quantize_row_q4_0_impl``)."""
+    rows, n = x.shape
+    fn = f32(n)
+    for r in prange(rows):
+        s = _ZERO
+        for j in range(n):
+            s += x[r, j] * x[r, j]
+        out[r] = s / fn
+
+
+@ghelper
+def _signed_absmax(xb, n):  # type: ignore[no-untyped-def]
+    """``if (amax < fabsf(v)) { amax = fabsf(v); max = v; }`` from 0: the signed element of
+    largest magnitude, the first on a tie."""
+    amax = _ZERO
+    mx = _ZERO
+    for j in range(n):
+        a = np.abs(xb[j])
+        if amax < a:
+            amax = a
+            mx = xb[j]
+    return mx
+
+
+@ghelper
+def _trunc_i8(v):  # type: ignore[no-untyped-def]
+    """``(int8_t)v`` as x86-64 compiles it: truncate to int32, keep the low byte (signed)."""
+    i = np.int64(np.int32(v)) & 0xFF
+    return i - 256 if i > 127 else i
+
+
+@ghelper
+def _imatrix_weights(xb, qw, sigma2, w, n):  # type: ignore[no-untyped-def]
+    for j in range(n):
+        w[j] = qw[j] * np.sqrt(sigma2 + xb[j] * xb[j])
+
+
+@ghelper
+def _pack_halves(ob, pos, L):  # type: ignore[no-untyped-def]
+    for j in range(16):
+        ob[pos + j] = np.uint8((L[j] & 0xF) | ((L[j + 16] & 0xF) << 4))
+
+
+@ghelper
+def _pack_qh(ob, pos, L):  # type: ignore[no-untyped-def]
+    """qh: bit j of the little-endian word is bit 4 of code j."""
+    qh = np.int64(0)
+    for j in range(32):
+        qh |= ((np.int64(L[j]) & 0x10) >> 4) << j
+    for k in range(4):
+        ob[pos + k] = np.uint8((qh >> (8 * k)) & 0xFF)
+
+
+# --- block quantizers ------------------------------------------------------------------
+
+
+@ghelper
+def _q40_block(xb, ob, qw, sigma2, has_im, w, L, levels):  # type: ignore[no-untyped-def]
+    """Q4_0 (levels 8) and Q5_0 (levels 16): ``quantize_row_q{4,5}_0_ref`` / ``_impl``."""
+    if has_im:
+        _imatrix_weights(xb, qw, sigma2, w, 32)
+        d = make_qx_quants(32, levels, xb, w, L)
+    else:
+        mx = _signed_absmax(xb, 32)
+        d = mx / f32(-levels)
+        idd = _ONE / d if d != _ZERO else _ZERO
+        shift = f32(levels) + _HALF
+        top = 2 * levels - 1
+        for j in range(32):
+            L[j] = min(top, _trunc_i8(xb[j] * idd + shift)) & 0xFF
+    store_fp16(ob, 0, d)
+    if levels == 8:
+        _pack_halves(ob, 2, L)
+    else:
+        _pack_qh(ob, 2, L)
+        _pack_halves(ob, 6, L)
+
+
+@ghelper
+def _q41_block(xb, ob, qw, sigma2, has_im, w, L, Laux, levels):  # type: ignore[no-untyped-def]
+    """Q4_1 (levels 15) and Q5_1 (levels 31): ``quantize_row_q{4,5}_1_ref`` / ``_impl``."""
+    if has_im:
+        _imatrix_weights(xb, qw, sigma2, w, 32)
+        d, the_min = make_qkx_quants(32, levels, xb, w, L, Laux, _RMIN3, _RDELTA3, 36, False)
+        m = -the_min
+    else:
+        mn = np.float32(np.finfo(np.float32).max)
+        mx = -mn
+        for j in range(32):
+            v = xb[j]
+            if v < mn:
+                mn = v
+            if v > mx:
+                mx = v
+        d = (mx - mn) / f32(levels)
+        idd = _ONE / d if d != _ZERO else _ZERO
+        for j in range(32):
+            q = np.int64(np.int32((xb[j] - mn) * idd + _HALF))
+            if levels == 15:  # MIN(15, (int8_t)v)
+                q = min(15, _trunc_i8(q))
+            L[j] = q & 0xFF  # (uint8_t)v: no clamp for Q5_1
+        m = mn
+    store_fp16(ob, 0, d)
+    store_fp16(ob, 2, m)
+    if levels == 15:
+        _pack_halves(ob, 4, L)
+    else:
+        _pack_qh(ob, 4, L)
+        _pack_halves(ob, 8, L)
+
+
+@ghelper
+def _q80_block(xb, ob, with_sum):  # type: ignore[no-untyped-def]
+    """Q8_0 and Q8_1: ``quantize_row_q8_{0,1}_ref`` (amax = MAX(amax, fabsf(v)))."""
+    amax = _ZERO
+    for j in range(32):
+        a = np.abs(xb[j])
+        amax = amax if amax > a else a
+    d = amax / np.float32(127.0)
+    idd = _ONE / d if d != _ZERO else _ZERO
+    off = 4 if with_sum else 2
+    total = 0
+    for j in range(32):
+        q = _trunc_i8(roundf(xb[j] * idd))
+        total += q
+        ob[off + j] = np.uint8(q & 0xFF)
+    store_fp16(ob, 0, d)
+    if with_sum:
+        store_fp16(ob, 2, f32(total) * d)
+
+
+@ghelper
+def _ternary_block(xb, ob, kind):  # type: ignore[no-untyped-def]
+    """TQ1_0 (kind 0) and TQ2_0 (kind 1): ``quantize_row_tq{1,2}_0_ref``."""
+    amax = _ZERO
+    for j in range(256):
+        a = np.abs(xb[j])
+        amax = amax if amax > a else a
+    d = amax
+    idd = _ONE / d if d != _ZERO else _ZERO
+    if kind == 0:
+        for m in range(32):  # qs[0..31]: elements m + 32n, n = 0..4
+            q = 0
+            for n in range(5):
+                q = q * 3 + np.int64(np.int32(roundf(xb[m + 32 * n] * idd))) + 1
+            ob[m] = np.uint8(((q & 0xFF) * 256 + 242) // 243)
+        for m in range(16):  # qs[32..47]: elements 160 + m + 16n
+            q = 0
+            for n in range(5):
+                q = q * 3 + np.int64(np.int32(roundf(xb[160 + m + 16 * n] * idd))) + 1
+            ob[32 + m] = np.uint8(((q & 0xFF) * 256 + 242) // 243)
+        for j in range(4):  # qh[0..3]: elements 240 + j + 4m, then one empty trit
+            q = 0
+            for m in range(4):
+                q = q * 3 + np.int64(np.int32(roundf(xb[240 + j + 4 * m] * idd))) + 1
+            q *= 3
+            ob[48 + j] = np.uint8(((q & 0xFF) * 256 + 242) // 243)
+        store_fp16(ob, 52, d)
+    else:
+        for k in range(2):
+            for m in range(32):
+                q = 0
+                for n in range(4):
+                    t = np.int64(np.int32(roundf(xb[128 * k + m + 32 * n] * idd))) + 1
+                    q += (t & 3) << (2 * n)
+                ob[32 * k + m] = np.uint8(q & 0xFF)
+        store_fp16(ob, 64, d)
+
+
+# kind codes of the kernels below
+F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1, TQ1_0, TQ2_0 = range(10)
+_QK = (1, 1, 32, 32, 32, 32, 32, 32, 256, 256)
+_BYTES = (2, 2, 18, 20, 22, 24, 34, 36, 54, 66)
+
+
+@gkernel
+def _quantize(kind, x, imatrix, sigma2, has_im, out):  # type: ignore[no-untyped-def]
+    """Quantize float32 rows ``x`` (rows, n) into ``out`` (rows, row_bytes) as type ``kind``."""
+    rows, n = x.shape
+    qk = 32
+    size = 18
+    if kind == F16 or kind == BF16:
+        qk, size = 1, 2
+    elif kind == TQ1_0:
+        qk, size = 256, 54
+    elif kind == TQ2_0:
+        qk, size = 256, 66
+    elif kind == Q4_1:
+        size = 20
+    elif kind == Q5_0:
+        size = 22
+    elif kind == Q5_1:
+        size = 24
+    elif kind == Q8_0:
+        size = 34
+    elif kind == Q8_1:
+        size = 36
+    nbr = n // qk
+    total = rows * nbr
+    if kind == F16 or kind == BF16:  # elementwise
+        for r in prange(rows):
+            for j in range(n):
+                h = fp32_to_fp16(x[r, j]) if kind == F16 else fp32_to_bf16(x[r, j])
+                out[r, 2 * j] = np.uint8(h & 0xFF)
+                out[r, 2 * j + 1] = np.uint8((h >> 8) & 0xFF)
+        return
+    for c in prange((total + CHUNK - 1) // CHUNK):
+        w = np.empty(32, np.float32)
+        L = np.empty(32, np.int32)
+        Laux = np.empty(32, np.int32)
+        for b in range(c * CHUNK, min(total, (c + 1) * CHUNK)):
+            r = b // nbr
+            j = b - r * nbr
+            xb = x[r, j * qk:(j + 1) * qk]
+            ob = out[r, j * size:(j + 1) * size]
+            qw = imatrix[j * qk:(j + 1) * qk] if has_im else imatrix
+            s2 = sigma2[r] if has_im else _ZERO
+            if kind == Q4_0:
+                _q40_block(xb, ob, qw, s2, has_im, w, L, 8)
+            elif kind == Q5_0:
+                _q40_block(xb, ob, qw, s2, has_im, w, L, 16)
+            elif kind == Q4_1:
+                _q41_block(xb, ob, qw, s2, has_im, w, L, Laux, 15)
+            elif kind == Q5_1:
+                _q41_block(xb, ob, qw, s2, has_im, w, L, Laux, 31)
+            elif kind == Q8_0:
+                _q80_block(xb, ob, False)
+            elif kind == Q8_1:
+                _q80_block(xb, ob, True)
+            elif kind == TQ1_0:
+                _ternary_block(xb, ob, 0)
+            else:
+                _ternary_block(xb, ob, 1)
+
+
+# --- dequantizers ---------------------------------------------------------------------
+
+
+@gkernel
+def _dequantize(kind, data, out):  # type: ignore[no-untyped-def]
+    """Decode ``data`` (n_blocks, type_size) uint8 into ``out`` (n_blocks, block_size)
+    float32, as ggml's ``dequantize_row_*`` (ternary: ``dequantize_row_tq{1,2}_0``)."""
+    nb = data.shape[0]
+    if kind == F16 or kind == BF16:
+        for b in prange(nb):
+            h = np.int64(data[b, 0]) | (np.int64(data[b, 1]) << 8)
+            out[b, 0] = fp16_to_fp32(h) if kind == F16 else bits_f32(h << 16)
+        return
+    for c in prange((nb + CHUNK - 1) // CHUNK):
+        for b in range(c * CHUNK, min(nb, (c + 1) * CHUNK)):
+            q = data[b]
+            y = out[b]
+            if kind == Q4_0:
+                d = load_fp16(q, 0)
+                for j in range(16):
+                    y[j] = f32(np.int32(q[2 + j] & 0xF) - 8) * d
+                    y[j + 16] = f32(np.int32(q[2 + j] >> 4) - 8) * d
+            elif kind == Q4_1:
+                d = load_fp16(q, 0)
+                m = load_fp16(q, 2)
+                for j in range(16):
+                    y[j] = f32(q[4 + j] & 0xF) * d + m
+                    y[j + 16] = f32(q[4 + j] >> 4) * d + m
+            elif kind == Q5_0 or kind == Q5_1:
+                d = load_fp16(q, 0)
+                pos = 2 if kind == Q5_0 else 4
+                m = _ZERO if kind == Q5_0 else load_fp16(q, 2)
+                qh = (np.int64(q[pos]) | (np.int64(q[pos + 1]) << 8) | (np.int64(q[pos + 2]) << 16)
+                      | (np.int64(q[pos + 3]) << 24))
+                for j in range(16):
+                    x0 = np.int32((q[pos + 4 + j] & 0xF) | (((qh >> j) << 4) & 0x10))
+                    x1 = np.int32((q[pos + 4 + j] >> 4) | ((qh >> (j + 12)) & 0x10))
+                    if kind == Q5_0:
+                        y[j] = f32(x0 - 16) * d
+                        y[j + 16] = f32(x1 - 16) * d
+                    else:
+                        y[j] = f32(x0) * d + m
+                        y[j + 16] = f32(x1) * d + m
+            elif kind == Q8_0 or kind == Q8_1:
+                d = load_fp16(q, 0)
+                pos = 2 if kind == Q8_0 else 4
+                for j in range(32):
+                    v = np.int32(q[pos + j])
+                    y[j] = f32(v - 256 if v > 127 else v) * d
+            elif kind == TQ1_0:
+                d = load_fp16(q, 52)
+                k = 0
+                for n in range(5):  # qs[0..31]
+                    p3 = 3 ** n
+                    for m in range(32):
+                        t = (((np.int32(q[m]) * p3) & 0xFF) * 3) >> 8
+                        y[k] = f32(t - 1) * d
+                        k += 1
+                for n in range(5):  # qs[32..47]
+                    p3 = 3 ** n
+                    for m in range(16):
+                        t = (((np.int32(q[32 + m]) * p3) & 0xFF) * 3) >> 8
+                        y[k] = f32(t - 1) * d
+                        k += 1
+                for n in range(4):  # qh[0..3]
+                    p3 = 3 ** n
+                    for m in range(4):
+                        t = (((np.int32(q[48 + m]) * p3) & 0xFF) * 3) >> 8
+                        y[k] = f32(t - 1) * d
+                        k += 1
+            else:  # TQ2_0
+                d = load_fp16(q, 64)
+                for half in range(2):
+                    for s in range(4):
+                        for m in range(32):
+                            t = (np.int32(q[32 * half + m]) >> (2 * s)) & 3
+                            y[128 * half + 32 * s + m] = f32(t - 1) * d
+
+
+_NAMES = ("f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1", "tq1_0", "tq2_0")
+QUANTIZE = {name: (lambda x, im, s2, has, out, k=k: _quantize(k, x, im, s2, has, out)) for k, name in enumerate(_NAMES)}
+DEQUANTIZE = {name: (lambda data, out, k=k: _dequantize(k, data, out)) for k, name in enumerate(_NAMES)}

@@ -1,0 +1,180 @@
+"""ggml's scalar float32 arithmetic for the GGUF Numba kernels.
+
+Every helper reproduces one piece of ``ggml-quants.c`` / ``ggml-impl.h``
+(ggml-org/ggml @ d99724f2) bit for bit, as :mod:`refquant.formats._ggml_math` does for
+NumPy (FACTS.md section 3):
+
+- :func:`nearest_int` is ggml's bit trick (add 1.5·2^23, read the low mantissa bits),
+  on the float32's actual bits, so it gives ggml's answer even outside the range ggml
+  asserts (NaN and huge values from overflowing searches);
+- :func:`fp32_to_fp16` / :func:`fp16_to_fp32` are ``GGML_FP32_TO_FP16`` (round to nearest
+  even, NaN -> 0x7E00 with the sign) and its exact inverse, on integer bits, since Numba
+  has no float16 arithmetic on the CPU;
+- :func:`roundf` is C ``roundf`` (half away from zero);
+- constants are float32  so that no expression silently widens to float64: Numba,
+  like NumPy, promotes ``float32 * int`` and ``float32 * 0.5`` to float64, where C keeps
+  float. Integers meet floats only through an explicit ``f32(...)``.
+
+Kernels here are compiled with ``error_model="numpy"`` on top of the project's JIT options
+(:mod:`accel.numba._jit`): a float division by zero must give IEEE inf/NaN as in C (the
+searches rely on it and mask the result), not raise ZeroDivisionError, and the
+per-division zero checks of the default error model would also block vectorization.
+``fastmath`` stays off: no contraction to FMA, no reassociation of the in-order sums.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from llvmlite import ir
+from numba import types
+from numba.extending import intrinsic
+
+from accel.numba._jit import KERNEL
+
+__all__ = ["gkernel", "ghelper", "f32", "nearest_int", "fp32_to_fp16", "fp16_to_fp32", "roundf",
+           "f32_bits", "bits_f32", "fp32_to_bf16", "e8m0_to_fp32_half", "store_fp16", "load_fp16", "GROUP_MAX_EPS"]
+
+_OPTIONS = dict(KERNEL, error_model="numpy")
+
+
+def gkernel(fn):  # type: ignore[no-untyped-def]
+    """A parallel GGUF kernel (``prange`` over chunks of blocks)."""
+    return numba.njit(parallel=True, **_OPTIONS)(fn)
+
+
+def ghelper(fn):  # type: ignore[no-untyped-def]
+    """A serial GGUF helper, inlined into the kernels by LLVM."""
+    return numba.njit(**_OPTIONS)(fn)
+
+
+f32 = np.float32
+GROUP_MAX_EPS = np.float32(1e-15)  # ggml-quants.c: blocks with abs max below this are "all zero"
+
+
+@intrinsic
+def f32_bits(typingctx, x):  # type: ignore[no-untyped-def]
+    """The bits of a float32 as int32 (``memcpy(&i, &f, 4)``)."""
+    if x != types.float32:
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.int32(types.float32), codegen
+
+
+@intrinsic
+def bits_f32(typingctx, u):  # type: ignore[no-untyped-def]
+    """The float32 whose bits are the low 32 bits of an integer."""
+    if not isinstance(u, types.Integer):
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        v = args[0]
+        width = v.type.width
+        if width > 32:
+            v = builder.trunc(v, ir.IntType(32))
+        elif width < 32:
+            v = builder.zext(v, ir.IntType(32))
+        return builder.bitcast(v, ir.FloatType())
+
+    return types.float32(u), codegen
+
+
+_MAGIC = np.float32(12582912.0)  # 1.5 * 2**23
+
+
+@ghelper
+def nearest_int(fval):  # type: ignore[no-untyped-def]
+    """ggml ``nearest_int``: round half to even for abs(fval) <= 4194303 (int32)."""
+    i = f32_bits(fval + _MAGIC)
+    return (i & np.int32(0x007FFFFF)) - np.int32(0x00400000)
+
+
+@ghelper
+def roundf(v):  # type: ignore[no-untyped-def]
+    """C ``roundf`` (half away from zero) of a float32, as float32."""
+    a = np.abs(v)
+    fl = np.floor(a)
+    r = fl + np.float32(1.0) if a - fl >= np.float32(0.5) else fl
+    return np.float32(np.copysign(r, v))
+
+
+@ghelper
+def fp32_to_fp16(f):  # type: ignore[no-untyped-def]
+    """``GGML_FP32_TO_FP16``: float32 -> fp16 bits (uint16 value as int32), round to
+    nearest even, overflow to inf, subnormals kept, NaN -> 0x7E00 with the sign."""
+    u = np.int64(f32_bits(f)) & np.int64(0xFFFFFFFF)
+    sign = (u >> 16) & 0x8000
+    a = u & 0x7FFFFFFF
+    if a > 0x7F800000:
+        return np.int32(sign | 0x7E00)
+    if a >= 0x477FF000:  # >= 65520 rounds to inf (and inf stays inf)
+        return np.int32(sign | 0x7C00)
+    if a >= 0x38800000:  # normal fp16: rebias the exponent, keep 10 mantissa bits
+        v = a - 0x38000000
+        q = v >> 13
+        rem = v & 0x1FFF
+        if rem > 0x1000 or (rem == 0x1000 and (q & 1) == 1):
+            q += 1
+        return np.int32(sign | q)
+    e = a >> 23
+    if e < 102:  # below 2**-25: rounds to zero
+        return np.int32(sign)
+    sig = (a & 0x7FFFFF) | 0x800000
+    shift = 126 - e  # 14..24: units of the fp16 subnormal 2**-24
+    q = sig >> shift
+    rem = sig - (q << shift)
+    half = np.int64(1) << (shift - 1)
+    if rem > half or (rem == half and (q & 1) == 1):
+        q += 1
+    return np.int32(sign | q)
+
+
+@ghelper
+def fp16_to_fp32(h):  # type: ignore[no-untyped-def]
+    """``GGML_FP16_TO_FP32``: fp16 bits (any integer type) -> float32, exact."""
+    h = np.int64(h) & 0xFFFF
+    sign = (h & 0x8000) << 16
+    e = (h >> 10) & 0x1F
+    m = h & 0x3FF
+    if e == 0x1F:
+        return bits_f32(sign | 0x7F800000 | (m << 13))
+    if e == 0:
+        v = np.float32(m) * np.float32(2.0 ** -24)  # exact: m < 2**10
+        return -v if sign else v
+    return bits_f32(sign | ((e + 112) << 23) | (m << 13))
+
+
+@ghelper
+def store_fp16(out, pos, f):  # type: ignore[no-untyped-def]
+    """Write fp16(f) little-endian at ``out[pos:pos+2]``."""
+    h = fp32_to_fp16(f)
+    out[pos] = np.uint8(h & 0xFF)
+    out[pos + 1] = np.uint8((h >> 8) & 0xFF)
+
+
+@ghelper
+def load_fp16(b, pos):  # type: ignore[no-untyped-def]
+    """Read the little-endian fp16 at ``b[pos:pos+2]`` as float32."""
+    return fp16_to_fp32(np.int32(b[pos]) | (np.int32(b[pos + 1]) << 8))
+
+
+@ghelper
+def fp32_to_bf16(f):  # type: ignore[no-untyped-def]
+    """``ggml_compute_fp32_to_bf16``: round to nearest even by u + 0x7FFF + lsb; NaN keeps
+    its sign and top payload bits and gets the quiet bit. Returns the 16 bits as int32."""
+    u = np.int64(f32_bits(f)) & np.int64(0xFFFFFFFF)
+    if (u & 0x7FFFFFFF) > 0x7F800000:
+        return np.int32((u >> 16) | 64)
+    return np.int32(((u + (0x7FFF + ((u >> 16) & 1))) >> 16) & 0xFFFF)
+
+
+@ghelper
+def e8m0_to_fp32_half(e):  # type: ignore[no-untyped-def]
+    """``ggml_e8m0_to_fp32_half``: 2^(e - 128) as float32 (e = 0, 1: subnormals)."""
+    e = np.int64(e)
+    if e < 2:
+        return bits_f32(np.int64(0x00200000) << e)
+    return bits_f32((e - 1) << 23)
