@@ -12,6 +12,7 @@ from typing import Any, Callable
 import numpy as np
 
 from accel.numba import affine, bnb, codebooks, floats, packing
+from accel.numba import gguf as gguf_ops
 from accel.numba._threads import configure_threads
 from accel.ops import FLOAT_FORMATS, GRANULARITIES, OP_SPECS
 from refquant.formats.bnb import BLOCKSIZES_4BIT, BLOCKSIZES_8BIT
@@ -51,6 +52,9 @@ _OPS: dict[str, tuple[Callable[..., Any], OpCapability]] = {
                                                                   notes="offset in torch's one-thread sum order")),
     "int8_vectorwise_quant": (bnb.int8_vectorwise_quant, OpCapability(None, bit_exact=True)),
     "int8_vectorwise_dequant": (bnb.int8_vectorwise_dequant, OpCapability(None, bit_exact=True)),
+    # --- gguf (issue 8: accel/numba/gguf*.py) ---
+    "gguf_quantize": (gguf_ops.gguf_quantize, OpCapability(gguf_ops.QTYPES, bit_exact=True)),
+    "gguf_dequantize": (gguf_ops.gguf_dequantize, OpCapability(gguf_ops.QTYPES, bit_exact=True)),
 }
 
 
