@@ -108,48 +108,28 @@ def kl_divergence(p: Any, q: Any, axis: int | None = None) -> float | np.ndarray
 
 # --- storage cost ----------------------------------------------------------------------
 
-QK_K = 256  # super-block size of the K-quants (ggml-common.h)
+def _gguf_blocks() -> dict[str, tuple[int, int]]:
+    """ggml block-quantized and float types -> (elements per block, bytes per block).
 
-# Block structs of ggml-common.h (ggml-org/ggml @ d99724f2; FACTS §3.1): elements per block
-# and field sizes in bytes, in memory order. ggml_half = 2 bytes; float = 4; the block
-# sizes are the sums (static_assert'ed in ggml-common.h).
-GGUF_BLOCKS: dict[str, tuple[int, tuple[tuple[str, int], ...]]] = {
-    "f32": (1, (("value", 4),)),
-    "f16": (1, (("value", 2),)),
-    "bf16": (1, (("value", 2),)),
-    "q4_0": (32, (("d", 2), ("qs", 32 // 2))),
-    "q4_1": (32, (("d", 2), ("m", 2), ("qs", 32 // 2))),
-    "q5_0": (32, (("d", 2), ("qh", 4), ("qs", 32 // 2))),
-    "q5_1": (32, (("d", 2), ("m", 2), ("qh", 4), ("qs", 32 // 2))),
-    "q8_0": (32, (("d", 2), ("qs", 32))),
-    "q8_1": (32, (("d", 2), ("s", 2), ("qs", 32))),
-    "q2_k": (QK_K, (("scales", QK_K // 16), ("qs", QK_K // 4), ("d", 2), ("dmin", 2))),
-    "q3_k": (QK_K, (("hmask", QK_K // 8), ("qs", QK_K // 4), ("scales", 12), ("d", 2))),
-    "q4_k": (QK_K, (("d", 2), ("dmin", 2), ("scales", 12), ("qs", QK_K // 2))),
-    "q5_k": (QK_K, (("d", 2), ("dmin", 2), ("scales", 12), ("qh", QK_K // 8), ("qs", QK_K // 2))),
-    "q6_k": (QK_K, (("ql", QK_K // 2), ("qh", QK_K // 4), ("scales", QK_K // 16), ("d", 2))),
-    "q8_k": (QK_K, (("d", 4), ("qs", QK_K), ("bsums", 2 * QK_K // 16))),
-    "iq2_xxs": (QK_K, (("d", 2), ("qs", 2 * QK_K // 8))),
-    "iq2_xs": (QK_K, (("d", 2), ("qs", 2 * QK_K // 8), ("scales", QK_K // 32))),
-    "iq2_s": (QK_K, (("d", 2), ("qs", QK_K // 4), ("qh", QK_K // 32), ("scales", QK_K // 32))),
-    "iq3_xxs": (QK_K, (("d", 2), ("qs", 3 * QK_K // 8))),
-    "iq3_s": (QK_K, (("d", 2), ("qs", QK_K // 4), ("qh", QK_K // 32), ("signs", QK_K // 8), ("scales", QK_K // 64))),
-    "iq1_s": (QK_K, (("d", 2), ("qs", QK_K // 8), ("qh", 2 * QK_K // 32))),
-    "iq1_m": (QK_K, (("qs", QK_K // 8), ("qh", QK_K // 16), ("scales", QK_K // 32))),
-    "iq4_nl": (32, (("d", 2), ("qs", 32 // 2))),
-    "iq4_xs": (QK_K, (("d", 2), ("scales_h", 2), ("scales_l", QK_K // 64), ("qs", QK_K // 2))),
-    "tq1_0": (QK_K, (("qs", (QK_K - 4 * QK_K // 64) // 5), ("qh", QK_K // 64), ("d", 2))),
-    "tq2_0": (QK_K, (("qs", QK_K // 4), ("d", 2))),
-    "mxfp4": (32, (("e", 1), ("qs", 32 // 2))),
-    "nvfp4": (64, (("d", 64 // 16), ("qs", 64 // 2))),
-}
+    Derived from the one ggml type table, :mod:`refquant.io.ggml_types` (whose sizes spell
+    out the ggml-common.h block structs, and which a test checks against gguf-py and
+    against the byte layouts declared in :mod:`refquant.formats`); integer element types
+    (i8 ... i64) are not weight formats and are left out.
+    """
+    from refquant.io.ggml_types import GGMLType, block_size, type_size
+
+    return {str(t): (block_size(t), type_size(t)) for t in GGMLType
+            if not str(t).startswith("i") or str(t).startswith("iq")}
+
+
+#: GGUF type name -> (elements per block, bytes per block), e.g. ``"q4_0": (32, 18)``.
+GGUF_BLOCKS: dict[str, tuple[int, int]] = _gguf_blocks()
 
 
 def gguf_block_bytes(qtype: str) -> tuple[int, int]:
-    """``(elements per block, bytes per block)`` of a GGUF type, from its struct fields."""
+    """``(elements per block, bytes per block)`` of a GGUF type (:data:`GGUF_BLOCKS`)."""
     key = check_choice("qtype", str(qtype).lower(), GGUF_BLOCKS)
-    qk, fields = GGUF_BLOCKS[key]
-    return qk, sum(size for _, size in fields)
+    return GGUF_BLOCKS[key]
 
 
 _PLAIN_BITS = {"fp64": 64, "float64": 64, "fp32": 32, "float32": 32, "fp16": 16, "float16": 16,
