@@ -107,7 +107,30 @@ def swapped_nibbles() -> MutantBackend:
     return MutantBackend("swapped_nibbles", {"pack": pack_})
 
 
+def q8_0_half_even() -> MutantBackend:
+    """GGUF Q8_0 codes rounded half-to-even (``np.rint``) where ggml uses C ``roundf``
+    (half away from zero): the classic NumPy-port bug (FAILURES.md #9)."""
+    quantize = _ref("gguf_quantize")
+
+    def gguf_quantize(x: Any, qtype: str, imatrix: Any = None) -> np.ndarray:
+        out = quantize(x, qtype, imatrix)
+        if str(qtype).lower() != "q8_0":
+            return out
+        xf = np.asarray(x, np.float32).reshape(-1, 32)                    # (n_blocks, 32)
+        amax = np.max(np.abs(xf), axis=1)
+        d = amax / np.float32(127)
+        with np.errstate(divide="ignore"):
+            inv = np.where(d != 0, np.float32(1) / d, np.float32(0)).astype(np.float32)
+        qs = np.rint(xf * inv[:, None]).astype(np.int8)                    # the bug: ties to even
+        blocks = out.reshape(-1, 34).copy()
+        blocks[:, 2:] = qs.view(np.uint8)
+        return blocks.reshape(out.shape)
+
+    return MutantBackend("q8_0_half_even", {"gguf_quantize": gguf_quantize})
+
+
 MUTANTS: dict[str, Callable[[], MutantBackend]] = {
+    "q8_0_half_even": q8_0_half_even,
     "bf16_truncation": bf16_truncation,
     "fp16_flush_subnormals": fp16_flush_subnormals,
     "zero_point_off_by_one": zero_point_off_by_one,
