@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from accel.numba import affine, bnb, codebooks, floats, packing
+from accel.numba import affine, bnb, codebooks, floats, matmul, packing
 from accel.numba import gguf as gguf_ops
 from accel.numba._threads import configure_threads
 from accel.ops import FLOAT_FORMATS, GRANULARITIES, OP_SPECS
@@ -52,6 +52,16 @@ _OPS: dict[str, tuple[Callable[..., Any], OpCapability]] = {
                                                                   notes="offset in torch's one-thread sum order")),
     "int8_vectorwise_quant": (bnb.int8_vectorwise_quant, OpCapability(None, bit_exact=True)),
     "int8_vectorwise_dequant": (bnb.int8_vectorwise_dequant, OpCapability(None, bit_exact=True)),
+    "int8_matmul": (matmul.int8_matmul, OpCapability(None, bit_exact=True, notes="int32 accumulation (int64 "
+                                                     "when k * max|a| * max|b| could overflow)")),
+    "int8_matmul_zp": (matmul.int8_matmul_zp, OpCapability(None, bit_exact=True)),
+    "dequantize_int32": (matmul.dequantize_int32, OpCapability(None, bit_exact=True)),
+    "llm_int8_matmul": (matmul.llm_int8_matmul, OpCapability(None, bit_exact=False,
+                                                             notes="float64 dequantization and outlier columns")),
+    "bnb_dequant_matmul_4bit": (matmul.bnb_dequant_matmul_4bit,
+                                OpCapability(frozenset(("nf4", "fp4")), bit_exact=False,
+                                             constraints={"blocksizes": BLOCKSIZES_4BIT},
+                                             notes="fused; float32 partial sums in 64 lanes")),
     # --- gguf (issue 8: accel/numba/gguf*.py) ---
     "gguf_quantize": (gguf_ops.gguf_quantize, OpCapability(gguf_ops.QTYPES, bit_exact=True)),
     "gguf_dequantize": (gguf_ops.gguf_dequantize, OpCapability(gguf_ops.QTYPES, bit_exact=True)),

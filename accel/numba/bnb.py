@@ -6,9 +6,10 @@ CPU, bit for bit) and is parallel over blocks (or rows):
 
 * ``_quantize_4bit`` - ``quantize_4bit_blocks``: full blocks scale by the float32
   reciprocal ``1 / max(absmax, 1e-38)``, the partial last block divides by that clamped
-  value and stores it; codes are the count of float32 midpoints strictly below the
-  scaled value (:func:`accel.numba.codebooks.count_below`), two per byte, first in the
-  high nibble; an odd length pads with the code of 0.0.
+  value and stores it; the code of a scaled value is its count of float32 midpoints
+  strictly below (ties to the lower code), mapped to the code without a lookup as
+  ``order[0] + sum of (order[j+1] - order[j]) over midpoints j below``; two codes per
+  byte, first in the high nibble; an odd length pads with the code of 0.0.
 * ``_dequantize_4bit`` / ``_dequantize_8bit`` - ``code[q] * absmax[block]``, one float32
   multiply.
 * ``_quantize_8bit`` - ``quantize_blockwise_8bit``: ``v = clamp(x * (1 / absmax), -1, 1)``,
@@ -17,6 +18,13 @@ CPU, bit for bit) and is parallel over blocks (or rows):
 * ``_torch_sum`` - ``torch_sum_float32`` (one thread): torch's cascade order of float32
   sums, for the double-quantization offset.
 * ``_vectorwise_stats`` / ``_vectorwise_codes`` - ``vectorwise_quantize_rows``.
+
+Speed without changing a bit: the block absmax is an integer max of the float bits
+with the sign cleared (it vectorizes; a float max does not without fast-math, and the
+same max flags NaN/inf), the per-element arithmetic runs in vectorizable passes over a
+per-task scratch buffer, and table lookups stay scalar (LLVM would otherwise emit
+vector gathers, several times slower on this CPU): they read packed words and shift,
+or sit in a loop with a never-taken early exit.
 
 Every float32 constant is an explicit ``np.float32``: a Python float would promote the
 arithmetic to float64 and change the rounding.
@@ -32,7 +40,6 @@ import numpy as np
 from numba import get_num_threads, prange
 
 from accel.numba._jit import helper, kernel
-from accel.numba.codebooks import count_below, search_table
 from refquant._validate import as_float_array, as_int_array, check_choice, check_float, check_power_of_two
 from refquant.bnb import _shape  # the reference's own shape check and message
 from refquant.dtypes.codebooks import get_codebook
@@ -48,44 +55,64 @@ _ABSMAX_FLOOR = F32(1e-38)
 
 
 # ------------------------------------------------------------------------ 4-bit
+#
+# Kernels split the blocks into tasks of ``per`` blocks, each with its own scratch
+# buffers, and keep table lookups out of vectorized loops (see the module docstring).
 
 
 @helper
-def _code4(v, padded, steps, order):  # type: ignore[no-untyped-def]
-    if v > F32(1.0):
-        v = F32(1.0)
-    elif v < F32(-1.0):
-        v = F32(-1.0)
-    return order[count_below(v, padded, steps)]
+def _absmax_bits(xb, start, end):  # type: ignore[no-untyped-def]
+    """Largest ``bits & 0x7FFFFFFF`` of a block: the float32 absmax as an integer (the
+    order of non-negative float bit patterns is the order of the values; an integer
+    max vectorizes, a float max does not without fast-math). Above 0x7F7FFFFF: NaN/inf."""
+    mb = np.uint32(0)
+    for i in range(start, end):
+        mb = max(mb, xb[i] & np.uint32(0x7FFFFFFF))
+    return mb
 
 
 @kernel
-def _quantize_4bit(x, blocksize, padded, steps, order, pad_code, packed, absmax, bad):  # type: ignore[no-untyped-def]
+def _quantize_4bit(x, xb, blocksize, mid, delta, code0, pad_code, per, packed, absmax, bad):  # type: ignore[no-untyped-def]
     n = x.size
     n_blocks = absmax.size
-    for pb in prange(n_blocks):
-        b = np.int64(pb)
-        start = b * blocksize
-        end = min(start + blocksize, n)
-        am = F32(0.0)
-        for i in range(start, end):
-            a = abs(x[i])
-            if not a <= _FLT_MAX:          # NaN or inf
+    for pt in prange((n_blocks + per - 1) // per):
+        task = np.int64(pt)
+        scaled = np.empty(blocksize, np.float32)
+        codes = np.empty(blocksize, np.uint8)
+        bits = np.empty(1, np.uint32)
+        as_float = bits.view(np.float32)
+        for b in range(task * per, min(n_blocks, (task + 1) * per)):
+            start = b * blocksize
+            end = min(start + blocksize, n)
+            length = end - start
+            bits[0] = _absmax_bits(xb, start, end)
+            if bits[0] > np.uint32(0x7F7FFFFF):
                 bad[b] = 1
-            if a > am:
-                am = a
-        full = end - start == blocksize
-        den = max(am, _ABSMAX_FLOOR)
-        absmax[b] = am if full else den
-        inv = F32(1.0) / den
-        for i in range(start, end, 2):
-            v0 = x[i] * inv if full else x[i] / den
-            hi = _code4(v0, padded, steps, order)
-            lo = pad_code
-            if i + 1 < end:
-                v1 = x[i + 1] * inv if full else x[i + 1] / den
-                lo = _code4(v1, padded, steps, order)
-            packed[i >> 1] = np.uint8((hi << 4) | lo)
+            am = as_float[0]
+            den = max(am, _ABSMAX_FLOOR)
+            if length == blocksize:            # full block: the float32 reciprocal
+                absmax[b] = am
+                inv = F32(1.0) / den
+                for i in range(length):
+                    scaled[i] = min(max(x[start + i] * inv, F32(-1.0)), F32(1.0))
+            else:                              # partial last block: a true division
+                absmax[b] = den
+                for i in range(length):
+                    scaled[i] = min(max(x[start + i] / den, F32(-1.0)), F32(1.0))
+            # code of the sorted position = code0 + sum of the code steps delta[j] over
+            # the midpoints mid[j] strictly below the value (uint8 arithmetic wraps)
+            for i in range(length):
+                codes[i] = code0
+            for j in range(mid.size):
+                m = mid[j]
+                d = delta[j]
+                for i in range(length):
+                    codes[i] += d if scaled[i] > m else np.uint8(0)
+            half = start >> 1
+            for p in range(length >> 1):
+                packed[half + p] = (codes[2 * p] << 4) | codes[2 * p + 1]
+            if length & 1:                     # odd n: the pad element is the code of 0.0
+                packed[half + (length >> 1)] = (codes[length - 1] << 4) | pad_code
 
 
 @kernel
@@ -107,46 +134,60 @@ def _dequantize_4bit(packed, absmax, table, blocksize, n, out):  # type: ignore[
 
 
 @kernel
-def _quantize_8bit(x, blocksize, lut, codes, absmax, bad):  # type: ignore[no-untyped-def]
+def _quantize_8bit(x, xb, blocksize, lut, per, codes, absmax, bad):  # type: ignore[no-untyped-def]
     n = x.size
-    for pb in prange(absmax.size):
-        b = np.int64(pb)
-        start = b * blocksize
-        end = min(start + blocksize, n)
-        am = F32(0.0)
-        for i in range(start, end):
-            a = abs(x[i])
-            if not a <= _FLT_MAX:
+    n_blocks = absmax.size
+    for pt in prange((n_blocks + per - 1) // per):
+        task = np.int64(pt)
+        index = np.empty(blocksize, np.int32)
+        bits = np.empty(1, np.uint32)
+        as_float = bits.view(np.float32)
+        for b in range(task * per, min(n_blocks, (task + 1) * per)):
+            start = b * blocksize
+            end = min(start + blocksize, n)
+            bits[0] = _absmax_bits(xb, start, end)
+            if bits[0] > np.uint32(0x7F7FFFFF):
                 bad[b] = 1
-            if a > am:
-                am = a
-        absmax[b] = am
-        if am == F32(0.0):
-            for i in range(start, end):
-                codes[i] = 0
-            continue
-        inv = F32(1.0) / am                 # inf for a subnormal absmax below 1/FLT_MAX
-        for i in range(start, end):
-            v = x[i] * inv
-            if v > F32(1.0):
-                v = F32(1.0)
-            elif v < F32(-1.0):
-                v = F32(-1.0)
-            elif v != v:                    # 0 * inf: the library writes code 0
-                v = F32(-1.0)
-            t = (v + F32(1.0)) * F32(0.5)
-            codes[i] = lut[np.int64(t * F32(65535.0) + F32(0.5))]
+            am = as_float[0]
+            absmax[b] = am
+            if am == F32(0.0):
+                for i in range(start, end):
+                    codes[i] = 0
+                continue
+            inv = F32(1.0) / am                 # inf for a subnormal absmax below 1/FLT_MAX
+            for i in range(end - start):
+                v = x[start + i] * inv
+                v = min(max(v, F32(-1.0)), F32(1.0))
+                if v != v:                      # 0 * inf: the library writes code 0
+                    v = F32(-1.0)
+                t = (v + F32(1.0)) * F32(0.5)
+                index[i] = np.int32(t * F32(65535.0) + F32(0.5))
+            i = 0
+            while i < end - start:
+                j = index[i]
+                if j < 0:                       # never taken: keeps LLVM from turning the
+                    break                       # lookups into (slow) vector gathers
+                codes[start + i] = lut[j]
+                i += 1
 
 
 @kernel
-def _dequantize_8bit(codes, absmax, table, blocksize, out):  # type: ignore[no-untyped-def]
+def _dequantize_8bit(codes, words, absmax, table, blocksize, out):  # type: ignore[no-untyped-def]
+    """``words`` is ``codes`` viewed as uint64 (8 codes each, little-endian): the lookups
+    are unpacked from one load with shifts, which LLVM keeps scalar (no gathers)."""
     n = codes.size
     for pb in prange(absmax.size):
         b = np.int64(pb)
         start = b * blocksize
         end = min(start + blocksize, n)
         s = absmax[b]
-        for i in range(start, end):
+        w_end = end >> 3                                # blocksize is a multiple of 8
+        for w in range(start >> 3, w_end):
+            v = words[w]
+            i = w << 3
+            for k in range(8):
+                out[i + k] = table[(v >> np.uint64(8 * k)) & np.uint64(0xFF)] * s
+        for i in range(w_end << 3, end):
             out[i] = table[codes[i]] * s
 
 
@@ -306,12 +347,20 @@ def _scales(name: str, a: Any, size: int) -> np.ndarray:
     return np.ascontiguousarray(arr).reshape(-1)
 
 
-def _tables_4bit(quant_type: str) -> tuple[np.ndarray, int, np.ndarray, int]:
+def _tables_4bit(quant_type: str) -> tuple[np.ndarray, np.ndarray, int, int]:
+    """Midpoints, code steps ``order[j+1] - order[j]`` (mod 256), the code of the smallest
+    value, and the code of 0.0 (the pad nibble) of the codebook."""
     cb = get_codebook(quant_type)
-    padded, steps = search_table(cb)
-    order = np.ascontiguousarray(cb.order, np.uint8)
+    order = cb.order.astype(np.int64)
+    delta = (np.diff(order) % 256).astype(np.uint8)
     zero = int(order[int(np.searchsorted(cb.midpoints, F32(0.0), side="left"))])
-    return padded, steps, order, zero
+    return np.ascontiguousarray(cb.midpoints), delta, int(order[0]), zero
+
+
+def _tasks(n_blocks: int, blocksize: int) -> int:
+    """Blocks per parallel task: enough work per task (>= 16K elements) and >= 4 tasks per thread."""
+    threads = get_num_threads()
+    return max(1, min(max(1, 16384 // blocksize), -(-n_blocks // (4 * threads))))
 
 
 def quantize_4bit_flat(flat: np.ndarray, quant_type: str, blocksize: int) -> tuple[np.ndarray, np.ndarray]:
@@ -321,8 +370,9 @@ def quantize_4bit_flat(flat: np.ndarray, quant_type: str, blocksize: int) -> tup
     packed = np.empty(-(-n // 2), np.uint8)
     absmax = np.empty(n_blocks, F32)
     bad = np.zeros(n_blocks, np.uint8)
-    padded, steps, order, zero = _tables_4bit(quant_type)
-    _quantize_4bit(flat, blocksize, padded, steps, order, zero, packed, absmax, bad)
+    mid, delta, code0, zero = _tables_4bit(quant_type)
+    _quantize_4bit(flat, flat.view(np.uint32), blocksize, mid, delta, code0, zero, _tasks(n_blocks, blocksize),
+                   packed, absmax, bad)
     if bad.any():
         raise _nonfinite("x")
     return packed, absmax
@@ -359,7 +409,7 @@ def _quantize_8bit_flat(flat: np.ndarray, blocksize: int) -> tuple[np.ndarray, n
     codes = np.empty(flat.size, np.uint8)
     absmax = np.empty(n_blocks, F32)
     bad = np.zeros(n_blocks, np.uint8)
-    _quantize_8bit(flat, blocksize, _lut_8bit(), codes, absmax, bad)
+    _quantize_8bit(flat, flat.view(np.uint32), blocksize, _lut_8bit(), _tasks(n_blocks, blocksize), codes, absmax, bad)
     return codes, absmax, bool(bad.any())
 
 
@@ -380,7 +430,7 @@ def bnb_dequantize_blockwise(codes: Any, absmax: Any, blocksize: int, shape: Any
     data = _payload("codes", codes, n)
     scales = _scales("absmax", absmax, -(-n // blocksize))
     out = np.empty(n, F32)
-    _dequantize_8bit(data, scales, dynamic_map(), blocksize, out)
+    _dequantize_8bit(data, data[: n - n % 8].view(np.uint64), scales, dynamic_map(), blocksize, out)
     return out.reshape(shape)
 
 

@@ -1,0 +1,309 @@
+"""Integer and dequant matmuls as Numba kernels: exact int8 GEMM (int32 results), the
+zero-point expansion, int32 dequantization, LLM.int8() and the fused NF4/FP4 W4A16
+dequant-matmul.
+
+Mirrors :mod:`refquant.matmul`:
+
+* ``_gemm`` - ``int8_matmul``: ``a (m, k) @ b (k, n)`` in tiles of ``TILE_M`` rows by
+  ``TILE_N`` columns (parallel over tiles), each row of ``b``'s tile added into an
+  integer accumulator tile that stays in L1 (a vectorizable ``axpy``). The accumulator
+  is int32 when ``k * max|a| * max|b|`` cannot leave int32 (integer addition is exact
+  and associative, so the result is the exact integer), else int64 and the result is
+  range-checked like the reference.
+* ``int8_matmul_zp`` - the same GEMM plus the rank-1 corrections
+  ``- zb * rowsum(a) - za * colsum(b) + k * za * zb`` (``_zp_correct``), in int64.
+* ``_dequantize_int32`` - ``dequantize_int32``: ``(acc * sa) * sb`` in float64, one
+  rounding to float32: the reference's operations in its order (Exact).
+* ``_gemm_nt_dequant`` - ``llm_int8_matmul``: int8 dot products of activation rows
+  with weight rows (both contiguous in ``k``), dequantized in float64 with
+  ``row_stat * col_stat / 127**2``, plus the outlier feature columns in float64.
+* ``_dequant_matmul_4bit`` - ``bnb_dequant_matmul_4bit`` fused: each output row of the
+  NF4/FP4 weight is dequantized into an L1 buffer (``code[nibble] * absmax``, the
+  reference's values) and multiplied with every token; the full weight is never
+  materialized. Dot products run in ``LANES`` float32 partial sums (a vectorizable
+  loop without reassociation), summed in float64: an Nmse contract, not Exact.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import ml_dtypes
+import numpy as np
+from numba import prange
+
+from accel.numba import bnb
+from accel.numba._jit import helper, kernel
+from refquant._validate import as_float_array, as_int_array, check_float
+
+__all__ = ["int8_matmul", "int8_matmul_zp", "dequantize_int32", "llm_int8_matmul", "bnb_dequant_matmul_4bit"]
+
+TILE_M = 32      # rows of a per task
+TILE_N = 256     # columns of b per task (int32 accumulator tile: 32 KiB)
+LANES = 64       # float32 partial sums per dot product
+_INT32 = np.iinfo(np.int32)
+_CODE_DTYPES = (np.dtype(np.int8), np.dtype(np.uint8))
+_FLOAT_INPUTS = (np.float32, np.float16, ml_dtypes.bfloat16)
+
+
+# ----------------------------------------------------------------- integer GEMM
+
+
+@kernel
+def _gemm(a, b, out):  # type: ignore[no-untyped-def]
+    """out (m, n) = a (m, k) @ b (k, n), accumulating in out's integer dtype."""
+    m, k = a.shape
+    n = b.shape[1]
+    tiles_n = (n + TILE_N - 1) // TILE_N
+    tiles_m = (m + TILE_M - 1) // TILE_M
+    for pt in prange(tiles_m * tiles_n):
+        t = np.int64(pt)
+        i0 = (t // tiles_n) * TILE_M
+        j0 = (t % tiles_n) * TILE_N
+        i1 = min(i0 + TILE_M, m)
+        width = min(j0 + TILE_N, n) - j0
+        acc = np.zeros((TILE_M, TILE_N), out.dtype)
+        for kk in range(k):
+            brow = b[kk, j0:j0 + width]
+            for i in range(i0, i1):
+                aik = np.int32(a[i, kk])
+                row = acc[i - i0]
+                for j in range(width):
+                    row[j] += aik * np.int32(brow[j])
+        for i in range(i0, i1):
+            for j in range(width):
+                out[i, j0 + j] = acc[i - i0, j]
+
+
+@kernel
+def _zp_correct(acc, row_sums, col_sums, za, zb, k, out):  # type: ignore[no-untyped-def]
+    """out = acc - zb * rowsum(a) - za * colsum(b) + k * za * zb (int64, then int32);
+    returns the number of results outside int32."""
+    m, n = acc.shape
+    bad = 0
+    for pi in prange(m):
+        i = np.int64(pi)
+        for j in range(n):
+            v = np.int64(acc[i, j]) - row_sums[i] * zb[j] - za[i] * col_sums[j] + k * za[i] * zb[j]
+            if v < -2147483648 or v > 2147483647:
+                bad += 1
+            out[i, j] = np.int32(v)
+    return bad
+
+
+@kernel
+def _dequantize_int32(acc, sa, sb, out):  # type: ignore[no-untyped-def]
+    m, n = acc.shape
+    for pi in prange(m):
+        i = np.int64(pi)
+        s = sa[i]
+        for j in range(n):
+            out[i, j] = np.float32((np.float64(acc[i, j]) * s) * sb[j])
+
+
+# --------------------------------------------------------------- float matmuls
+
+
+@helper
+def _dot_lanes(x, w, n, part):  # type: ignore[no-untyped-def]
+    """sum(x[:n] * w[:n]) with LANES float32 partial sums (vectorizable), then float64."""
+    for l in range(LANES):
+        part[l] = np.float32(0.0)
+    full = n - n % LANES
+    for c in range(0, full, LANES):
+        for l in range(LANES):
+            part[l] += x[c + l] * w[c + l]
+    total = np.float64(0.0)
+    for l in range(LANES):
+        total += part[l]
+    for c in range(full, n):
+        total += np.float64(x[c]) * w[c]
+    return total
+
+
+@kernel
+def _gemm_nt_dequant(xq, wq, xs, ws, xo, wo, out):  # type: ignore[no-untyped-def]
+    """out (t, o) = (xq[t] . wq[o]) * xs[t] * ws[o] / 127**2 + xo[t] . wo[o] (float64)."""
+    tokens, k = xq.shape
+    n_out = wq.shape[0]
+    n_cols = xo.shape[1]
+    inv = 1.0 / (127.0 * 127.0)
+    for po in prange(n_out):
+        o = np.int64(po)
+        wrow = wq[o]
+        for t in range(tokens):
+            xrow = xq[t]
+            acc = np.int64(0)
+            for c in range(k):
+                acc += np.int32(xrow[c]) * np.int32(wrow[c])
+            v = np.float64(acc) * (np.float64(xs[t]) * np.float64(ws[o])) * inv
+            for c in range(n_cols):
+                v += np.float64(xo[t, c]) * np.float64(wo[o, c])
+            out[t, o] = np.float32(v)
+
+
+@kernel
+def _dequant_matmul_4bit(x, packed, absmax, table, blocksize, out):  # type: ignore[no-untyped-def]
+    """out (t, o) = x (t, in) @ W.T with W (o, in) the packed 4-bit weight (C order blocks)."""
+    tokens, n_in = x.shape
+    n_out = out.shape[1]
+    for po in prange(n_out):
+        o = np.int64(po)
+        wrow = np.empty(n_in, np.float32)
+        part = np.empty(LANES, np.float32)
+        e0 = o * n_in
+        c = np.int64(0)
+        while c < n_in:                                 # one absmax block segment at a time
+            e = e0 + c
+            blk = e // blocksize
+            seg = min(n_in - c, (blk + 1) * blocksize - e)
+            s = absmax[blk]
+            q = 0
+            while q < seg:
+                ee = e + q
+                if ee < 0:              # never taken: keeps LLVM from vectorizing the
+                    break               # table lookups into (slow) gathers
+                byte = np.int64(packed[ee >> 1])
+                nib = (byte >> 4) if (ee & 1) == 0 else (byte & 15)
+                wrow[c + q] = table[nib] * s
+                q += 1
+            c += seg
+        for t in range(tokens):
+            out[t, o] = np.float32(_dot_lanes(x[t], wrow, n_in, part))
+
+
+# ------------------------------------------------------------------ public ops
+
+
+def _codes(name: str, a: Any) -> np.ndarray:
+    arr = as_int_array(name, a)
+    if arr.dtype not in _CODE_DTYPES:
+        raise TypeError(f"{name} must be int8 or uint8 codes, got dtype {arr.dtype}")
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D, got shape {arr.shape}")
+    return np.ascontiguousarray(arr)
+
+
+def _max_abs(dtype: np.dtype) -> int:
+    return 255 if dtype == np.uint8 else 128
+
+
+def _product(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, bool]:
+    """``a @ b`` in int32 if no partial sum can leave int32, else int64 (second value True)."""
+    k = a.shape[1]
+    wide = k * _max_abs(a.dtype) * _max_abs(b.dtype) > _INT32.max
+    out = np.empty((a.shape[0], b.shape[1]), np.int64 if wide else np.int32)
+    _gemm(a, b, out)
+    return out, wide
+
+
+def _check_int32(acc: np.ndarray, what: str) -> np.ndarray:
+    if acc.size and (acc.min() < _INT32.min or acc.max() > _INT32.max):
+        raise ValueError(f"{what} does not fit int32 (range {int(acc.min())}..{int(acc.max())}); "
+                         "split the reduction dimension k")
+    return acc.astype(np.int32)
+
+
+def int8_matmul(a_q: Any, b_q: Any) -> np.ndarray:
+    """Backend op: same contract as :func:`refquant.matmul.int8_matmul`."""
+    a = _codes("a_q", a_q)
+    b = _codes("b_q", b_q)
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(f"inner dimensions differ: a_q has shape {a.shape}, b_q has shape {b.shape}")
+    acc, wide = _product(a, b)
+    return _check_int32(acc, "int8_matmul result") if wide else acc
+
+
+def _zero_point(name: str, z: Any, length: int, codes: np.ndarray, axis_name: str) -> np.ndarray:
+    arr = as_int_array(name, z)
+    if arr.ndim == 0:
+        arr = np.full(length, int(arr), dtype=np.int64)
+    elif arr.shape != (length,):
+        raise ValueError(f"{name} must be a scalar or have shape ({length},) (one per {axis_name}), got {arr.shape}")
+    info = np.iinfo(codes.dtype)
+    if arr.size and (arr.min() < info.min or arr.max() > info.max):
+        raise ValueError(f"{name} must lie in the code range [{info.min}, {info.max}] of {codes.dtype}, "
+                         f"got values in [{int(arr.min())}, {int(arr.max())}]")
+    return arr.astype(np.int64)
+
+
+def int8_matmul_zp(a_q: Any, b_q: Any, a_zero: Any, b_zero: Any) -> np.ndarray:
+    """Backend op: same contract as :func:`refquant.matmul.int8_matmul_zp`."""
+    a = _codes("a_q", a_q)
+    b = _codes("b_q", b_q)
+    if a.shape[1] != b.shape[0]:
+        raise ValueError(f"inner dimensions differ: a_q has shape {a.shape}, b_q has shape {b.shape}")
+    za = _zero_point("a_zero", a_zero, a.shape[0], a, "row of a_q")
+    zb = _zero_point("b_zero", b_zero, b.shape[1], b, "column of b_q")
+    acc, _ = _product(a, b)
+    out = np.empty(acc.shape, np.int32)
+    if _zp_correct(acc, a.sum(axis=1, dtype=np.int64), b.sum(axis=0, dtype=np.int64), za, zb, a.shape[1], out):
+        exact = acc.astype(np.int64) - a.sum(axis=1, dtype=np.int64)[:, None] * zb[None, :]
+        exact -= za[:, None] * b.sum(axis=0, dtype=np.int64)[None, :]
+        exact += a.shape[1] * za[:, None] * zb[None, :]
+        _check_int32(exact, "int8_matmul_zp result")
+    return out
+
+
+def _scale(name: str, s: Any, length: int, axis_name: str) -> np.ndarray:
+    arr = as_float_array(name, s, dtypes=(np.float32, np.float64), allow_nan=False)
+    if arr.ndim == 0:
+        return np.full(length, arr, dtype=np.float64)
+    if arr.shape != (length,):
+        raise ValueError(f"{name} must be a scalar or have shape ({length},) (one per {axis_name}), got {arr.shape}")
+    return arr.astype(np.float64)
+
+
+def dequantize_int32(acc: Any, a_scale: Any, b_scale: Any) -> np.ndarray:
+    """Backend op: same contract as :func:`refquant.matmul.dequantize_int32` (bit-exact:
+    the same two float64 products and one rounding)."""
+    acc_arr = as_int_array("acc", acc)
+    if acc_arr.dtype != np.int32 or acc_arr.ndim != 2:
+        raise TypeError(f"acc must be a 2-D int32 array, got {acc_arr.dtype} of shape {acc_arr.shape}")
+    sa = _scale("a_scale", a_scale, acc_arr.shape[0], "row")
+    sb = _scale("b_scale", b_scale, acc_arr.shape[1], "column")
+    out = np.empty(acc_arr.shape, np.float32)
+    _dequantize_int32(np.ascontiguousarray(acc_arr), sa, sb, out)
+    return out
+
+
+def llm_int8_matmul(x: Any, w: Any, threshold: float = 6.0) -> tuple[np.ndarray, np.ndarray]:
+    """Backend op: same contract as :func:`refquant.matmul.llm_int8_matmul` (Nmse)."""
+    xa = as_float_array("x", x, dtypes=_FLOAT_INPUTS, allow_nan=False, min_ndim=1)
+    wa = as_float_array("w", w, dtypes=_FLOAT_INPUTS, allow_nan=False)
+    if wa.ndim != 2:
+        raise ValueError(f"w must be 2-D (out_features, in_features), got shape {wa.shape}")
+    if xa.shape[-1] != wa.shape[1]:
+        raise ValueError(f"x has {xa.shape[-1]} input features (shape {xa.shape}) but w has {wa.shape[1]} (shape {wa.shape})")
+    threshold = check_float("threshold", threshold, min=0.0)
+    x2 = xa.reshape(-1, xa.shape[-1])                               # (rows, in)
+    xq, x_stats, cols = bnb.int8_vectorwise_quant(x2, threshold)
+    wq, w_stats, _ = bnb.int8_vectorwise_quant(wa, 0.0)
+    xo = np.ascontiguousarray(x2[:, cols], dtype=np.float32)         # outlier features, exact widening
+    wo = np.ascontiguousarray(wa[:, cols], dtype=np.float32)
+    out = np.empty((x2.shape[0], wa.shape[0]), np.float32)
+    _gemm_nt_dequant(xq, wq, x_stats, w_stats, xo, wo, out)
+    return out.reshape(*xa.shape[:-1], wa.shape[0]), cols
+
+
+def bnb_dequant_matmul_4bit(x: Any, packed: Any, absmax: Any, quant_type: str, blocksize: int,
+                            shape: Any) -> np.ndarray:
+    """Backend op: same contract as :func:`refquant.matmul.bnb_dequant_matmul_4bit`,
+    fused (the weight is never materialized; Nmse)."""
+    quant_type = bnb._check_quant_type(quant_type)
+    blocksize = bnb._check_blocksize(blocksize, bnb.BLOCKSIZES_4BIT)
+    shape = bnb._shape(shape)
+    n = math.prod(shape)
+    data = bnb._payload("packed", packed, -(-n // 2))
+    scales = bnb._scales("absmax", absmax, -(-n // blocksize))
+    if len(shape) != 2:
+        raise ValueError(f"shape must be (out_features, in_features), got {tuple(shape)}")
+    xa = as_float_array("x", x, dtypes=_FLOAT_INPUTS, allow_nan=False, min_ndim=1)
+    if xa.shape[-1] != shape[1]:
+        raise ValueError(f"x has {xa.shape[-1]} input features (shape {xa.shape}) but the weight has {shape[1]}")
+    x2 = np.ascontiguousarray(xa.reshape(-1, xa.shape[-1]), dtype=np.float32)
+    out = np.empty((x2.shape[0], shape[0]), np.float32)
+    table = np.ascontiguousarray(bnb.get_codebook(quant_type).table)
+    _dequant_matmul_4bit(x2, data, scales, table, blocksize, out)
+    return out.reshape(*xa.shape[:-1], shape[0])
