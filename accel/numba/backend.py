@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from accel.numba import affine, bnb, codebooks, floats, matmul, packing
+from accel.numba import affine, bnb, codebooks, floats, layouts, matmul, packing
 from accel.numba import gguf as gguf_ops
 from accel.numba._threads import configure_threads
 from accel.ops import FLOAT_FORMATS, GRANULARITIES, OP_SPECS
@@ -62,6 +62,13 @@ _OPS: dict[str, tuple[Callable[..., Any], OpCapability]] = {
                                 OpCapability(frozenset(("nf4", "fp4")), bit_exact=False,
                                              constraints={"blocksizes": BLOCKSIZES_4BIT},
                                              notes="fused; float32 partial sums in 64 lanes")),
+    "gptq_pack": (layouts.gptq_pack, OpCapability(frozenset(OP_SPECS["gptq_pack"].formats), bit_exact=True)),
+    "gptq_unpack": (layouts.gptq_unpack, OpCapability(frozenset(OP_SPECS["gptq_unpack"].formats), bit_exact=True)),
+    "gptq_dequantize": (layouts.gptq_dequantize,
+                        OpCapability(frozenset(OP_SPECS["gptq_dequantize"].formats), bit_exact=True)),
+    "awq_pack": (layouts.awq_pack, OpCapability(None, bit_exact=True)),
+    "awq_unpack": (layouts.awq_unpack, OpCapability(None, bit_exact=True)),
+    "awq_dequantize": (layouts.awq_dequantize, OpCapability(None, bit_exact=True)),
     # --- gguf (issue 8: accel/numba/gguf*.py) ---
     "gguf_quantize": (gguf_ops.gguf_quantize, OpCapability(gguf_ops.QTYPES, bit_exact=True)),
     "gguf_dequantize": (gguf_ops.gguf_dequantize, OpCapability(gguf_ops.QTYPES, bit_exact=True)),

@@ -1,0 +1,234 @@
+"""Checkpoint layouts (GPTQ v1/v2, AWQ GEMM) as Numba kernels.
+
+Mirrors :mod:`refquant.layouts.gptq` and :mod:`refquant.layouts.awq`. Packing and
+unpacking are the reference's compositions with this backend's
+:func:`accel.numba.packing.pack` / ``unpack`` kernels, after the reference's own
+parameter checks (same messages). Dequantization is fused: codes are read straight
+from the int32 words and ``W[o, c] = float32(scale) * (float32(q) - float32(zero))``
+is written in one pass, the reference's float32 operations (exact, so Exact).
+
+* ``_gptq_dequantize``: ``qweight`` (in*b/32, out) holds input rows along its first
+  axis; a run of ``per_word`` codes (32/b, or 32 for 3 bits) spans ``words`` int32
+  words (3 for 3 bits), code ``k`` at stream bits ``[b*k, b*k+b)`` (low first, possibly
+  straddling two words). Tasks are tiles of ``TILE_O`` output columns, so each word
+  load reads one cache line of ``qweight`` and each output row is written in order.
+* ``_awq_dequantize``: ``qweight`` (in, out/8); nibble ``i`` of word ``j`` is output
+  ``8j + AWQ_ORDER[i]``; tasks are tiles of ``TILE_C`` input columns.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from numba import prange
+
+from accel.numba import packing as nb_packing
+from accel.numba._jit import kernel
+from refquant._validate import as_int_array, check_int
+from refquant.layouts.gptq import (_check_bits_version, _check_g_idx, _check_multiple, _check_range,
+                                   _integer_valued, _per_word, _to_float16, _words)
+from refquant.packing import AWQ_ORDER
+
+__all__ = ["gptq_pack", "gptq_unpack", "gptq_dequantize", "awq_pack", "awq_unpack", "awq_dequantize"]
+
+TILE_O = 16
+TILE_C = 16
+_AWQ = np.array(AWQ_ORDER, np.int64)
+
+
+@kernel
+def _gptq_dequantize(qweight, zeros, scales, g_idx, bits, out):  # type: ignore[no-untyped-def]
+    """qweight uint32 (in*b/32, out); zeros, scales float32 (G, out); out float32 (out, in)."""
+    n_out, n_in = out.shape
+    per_word = 32 if bits == 3 else 32 // bits
+    words = 3 if bits == 3 else 1
+    mask = np.uint64((1 << bits) - 1)
+    tiles = (n_out + TILE_O - 1) // TILE_O
+    for pt in prange(tiles):
+        o0 = np.int64(pt) * TILE_O
+        o1 = min(o0 + TILE_O, n_out)
+        for run in range(n_in // per_word):
+            for o in range(o0, o1):
+                for k in range(per_word):
+                    p = bits * k                              # stream bit of code k in the run
+                    w = p >> 5
+                    v = np.uint64(qweight[run * words + w, o]) >> np.uint64(p & 31)
+                    if (p & 31) + bits > 32:                  # 3-bit code straddling two words
+                        v |= np.uint64(qweight[run * words + w + 1, o]) << np.uint64(32 - (p & 31))
+                    c = run * per_word + k
+                    g = g_idx[c]
+                    out[o, c] = scales[g, o] * (np.float32(v & mask) - zeros[g, o])
+
+
+@kernel
+def _awq_dequantize(qweight, zeros, scales, group_size, order, out):  # type: ignore[no-untyped-def]
+    """qweight uint32 (in, out/8); zeros, scales float32 (G, out); out float32 (out, in)."""
+    n_in, n_words = qweight.shape
+    tiles = (n_in + TILE_C - 1) // TILE_C
+    for pt in prange(tiles):
+        c0 = np.int64(pt) * TILE_C
+        c1 = min(c0 + TILE_C, n_in)
+        for j in range(n_words):
+            for i in range(8):
+                o = 8 * j + order[i]
+                shift = np.uint32(4 * i)
+                for c in range(c0, c1):
+                    g = c // group_size
+                    q = (qweight[c, j] >> shift) & np.uint32(15)
+                    out[o, c] = scales[g, o] * (np.float32(q) - zeros[g, o])
+
+
+def _as_u32(words: np.ndarray) -> np.ndarray:
+    return np.ascontiguousarray(words).view(np.uint32)
+
+
+# --------------------------------------------------------------------------- GPTQ
+
+
+def gptq_pack(codes: Any, zeros: Any, scales: Any, g_idx: Any, bits: int, version: int = 1
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Backend op: same contract as :func:`refquant.layouts.gptq.gptq_pack`."""
+    bits, version = _check_bits_version(bits, version)
+    codes = as_int_array("codes", codes, min_ndim=2)
+    if codes.ndim != 2:
+        raise ValueError(f"codes must be 2-D (out_features, in_features), got shape {codes.shape}")
+    out_features, in_features = codes.shape
+    zeros = _integer_valued("zeros", zeros)
+    scales = np.asarray(scales)
+    if zeros.ndim != 2 or zeros.shape[0] != out_features or scales.shape != zeros.shape:
+        raise ValueError(f"zeros and scales must both have shape (out_features, n_groups) = ({out_features}, G), "
+                         f"got zeros {zeros.shape} and scales {scales.shape}")
+    n_groups = zeros.shape[1]
+    g_idx = _check_g_idx(g_idx, in_features, n_groups)
+    _check_multiple("in_features", in_features, bits)
+    _check_multiple("out_features", out_features, bits)
+    maxq = 2**bits - 1
+    _check_range("codes", codes, 0, maxq)
+    _check_range("zeros", zeros, 1 if version == 1 else 0, maxq,
+                 hint=" (GPTQ v1 stores zero - 1, so a zero-point of 0 cannot be written; use version=2)"
+                 if version == 1 else "")
+    scales16 = _to_float16("scales", scales)
+    stored_zeros = zeros - 1 if version == 1 else zeros
+    qweight = nb_packing.pack(codes, bits, "low_first", "int32").T       # (in*bits/32, out)
+    qzeros = nb_packing.pack(stored_zeros.T, bits, "low_first", "int32")  # (G, out*bits/32)
+    return (np.ascontiguousarray(qweight), np.ascontiguousarray(qzeros),
+            np.ascontiguousarray(scales16.T), g_idx.astype(np.int32))
+
+
+def _gptq_checked(qweight: Any, qzeros: Any, scales: Any, g_idx: Any, bits: int, version: int
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int, int]:
+    """The reference's shape checks of GPTQ tensors; returns them with (bits, version, in_features)."""
+    bits, version = _check_bits_version(bits, version)
+    qweight, qzeros = _words("qweight", qweight), _words("qzeros", qzeros)
+    scales = np.asarray(scales)
+    if scales.ndim != 2:
+        raise ValueError(f"scales must be 2-D (n_groups, out_features), got shape {scales.shape}")
+    n_groups, out_features = scales.shape
+    per_word = _per_word(bits)
+    words = bits if bits == 3 else 1
+    in_features = qweight.shape[0] // words * per_word
+    if qweight.shape != (in_features * bits // 32, out_features) or qweight.shape[0] % words:
+        raise ValueError(f"qweight has shape {qweight.shape}; with scales {scales.shape} it must be "
+                         f"(in_features*{bits}/32, {out_features})")
+    if qzeros.shape != (n_groups, out_features * bits // 32) or out_features % per_word:
+        raise ValueError(f"qzeros has shape {qzeros.shape}; with scales {scales.shape} and {bits} bits it must be "
+                         f"({n_groups}, {out_features * bits // 32}) (out_features a multiple of {per_word})")
+    g_idx = _check_g_idx(g_idx, in_features, n_groups)
+    return qweight, qzeros, scales, g_idx, bits, version, in_features
+
+
+def _gptq_zeros(qzeros: np.ndarray, bits: int, version: int, out_features: int) -> np.ndarray:
+    """Zero-points (G, out) uint8 from qzeros, with the reference's v1 check."""
+    stored = nb_packing.unpack(qzeros, bits, out_features, "low_first", "int32")  # (G, out)
+    if version == 1:
+        if np.any(stored == 2**bits - 1):
+            g, o = (int(i) for i in np.argwhere(stored == 2**bits - 1)[0])
+            raise ValueError(
+                f"qzeros[{g}] field {o} is {2**bits - 1}: read as GPTQ v1 (zero - 1) that is a zero-point of "
+                f"{2**bits}, which no {bits}-bit quantizer produces. This is a gptq_v2 checkpoint (pass version=2), "
+                f"or a v1 file written with a zero-point of 0, whose packed words are corrupt")
+        return stored + 1
+    return stored
+
+
+def gptq_unpack(qweight: Any, qzeros: Any, scales: Any, g_idx: Any, bits: int, version: int = 1
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Backend op: same contract as :func:`refquant.layouts.gptq.gptq_unpack`."""
+    qweight, qzeros, scales, g_idx, bits, version, in_features = _gptq_checked(qweight, qzeros, scales, g_idx,
+                                                                              bits, version)
+    codes = nb_packing.unpack(qweight.T, bits, in_features, "low_first", "int32")  # (out, in)
+    zeros = _gptq_zeros(qzeros, bits, version, scales.shape[1])
+    return codes, np.ascontiguousarray(zeros.T.astype(np.uint8))
+
+
+def gptq_dequantize(qweight: Any, qzeros: Any, scales: Any, g_idx: Any, bits: int, version: int = 1) -> np.ndarray:
+    """Backend op: same contract as :func:`refquant.layouts.gptq.gptq_dequantize` (fused)."""
+    qweight, qzeros, scales, g_idx, bits, version, in_features = _gptq_checked(qweight, qzeros, scales, g_idx,
+                                                                              bits, version)
+    zeros = _gptq_zeros(qzeros, bits, version, scales.shape[1]).astype(np.float32)   # (G, out)
+    out = np.empty((scales.shape[1], in_features), np.float32)
+    _gptq_dequantize(_as_u32(qweight), zeros, np.ascontiguousarray(scales, dtype=np.float32),
+                     np.ascontiguousarray(g_idx, dtype=np.int64), bits, out)
+    return out
+
+
+# ---------------------------------------------------------------------------- AWQ
+
+
+def awq_pack(codes: Any, zeros: Any, scales: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Backend op: same contract as :func:`refquant.layouts.awq.awq_pack`."""
+    codes = as_int_array("codes", codes, min_ndim=2)
+    if codes.ndim != 2:
+        raise ValueError(f"codes must be 2-D (out_features, in_features), got shape {codes.shape}")
+    out_features, in_features = codes.shape
+    zeros = _integer_valued("zeros", zeros)
+    scales = np.asarray(scales)
+    if zeros.ndim != 2 or zeros.shape[0] != out_features or scales.shape != zeros.shape:
+        raise ValueError(f"zeros and scales must both have shape (out_features, n_groups) = ({out_features}, G), "
+                         f"got zeros {zeros.shape} and scales {scales.shape}")
+    n_groups = zeros.shape[1]
+    if out_features % 8:
+        raise ValueError(f"out_features={out_features} must be a multiple of 8 for AWQ GEMM packing")
+    if n_groups == 0 or in_features % n_groups:
+        raise ValueError(f"in_features={in_features} must be a multiple of the number of groups {n_groups} "
+                         f"(AWQ GEMM groups are consecutive input columns)")
+    _check_range("codes", codes, 0, 15)
+    _check_range("zeros", zeros, 0, 15)
+    scales16 = _to_float16("scales", scales)
+    qweight = nb_packing.pack(codes.T, 4, "awq", "int32")   # (in, out/8)
+    qzeros = nb_packing.pack(zeros.T, 4, "awq", "int32")    # (G, out/8)
+    return qweight, qzeros, np.ascontiguousarray(scales16.T)
+
+
+def awq_unpack(qweight: Any, qzeros: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Backend op: same contract as :func:`refquant.layouts.awq.awq_unpack`."""
+    qweight, qzeros = _words("qweight", qweight), _words("qzeros", qzeros)
+    if qweight.shape[1] != qzeros.shape[1]:
+        raise ValueError(f"qweight {qweight.shape} and qzeros {qzeros.shape} must have the same number of "
+                         f"words per row (out_features / 8)")
+    out_features = qweight.shape[1] * 8
+    codes = nb_packing.unpack(qweight, 4, out_features, "awq", "int32")  # (in, out)
+    zeros = nb_packing.unpack(qzeros, 4, out_features, "awq", "int32")   # (G, out)
+    return np.ascontiguousarray(codes.T), np.ascontiguousarray(zeros.T)
+
+
+def awq_dequantize(qweight: Any, qzeros: Any, scales: Any, group_size: int) -> np.ndarray:
+    """Backend op: same contract as :func:`refquant.layouts.awq.awq_dequantize` (fused)."""
+    group_size = check_int("group_size", group_size, min=1)
+    qweight = _words("qweight", qweight)
+    in_features, words = qweight.shape
+    scales = np.asarray(scales)
+    if in_features % group_size:
+        raise ValueError(f"in_features={in_features} (qweight rows) must be a multiple of group_size={group_size}")
+    n_groups = in_features // group_size
+    if scales.shape != (n_groups, words * 8):
+        raise ValueError(f"scales has shape {scales.shape}; qweight {qweight.shape} with group_size={group_size} "
+                         f"needs ({n_groups}, {words * 8})")
+    if np.asarray(qzeros).shape != (n_groups, words):
+        raise ValueError(f"qzeros has shape {np.asarray(qzeros).shape}; it must be ({n_groups}, {words})")
+    qzeros = _words("qzeros", qzeros)
+    zeros = nb_packing.unpack(qzeros, 4, words * 8, "awq", "int32").astype(np.float32)   # (G, out)
+    out = np.empty((words * 8, in_features), np.float32)
+    _awq_dequantize(_as_u32(qweight), zeros, np.ascontiguousarray(scales, dtype=np.float32), group_size, _AWQ, out)
+    return out
