@@ -151,9 +151,10 @@ def gptq(W: Any, H: Any, bits: int = 4, group_size: int = 128, act_order: bool =
     W = W_in.astype(dtype, copy=True)
     H = H_in.astype(dtype, copy=True)
 
+    group_params: list[tuple[np.ndarray, np.ndarray]] = []  # (scale, zero) per group
     if per_channel:  # fasterquant step 2: fitted before the dead columns are zeroed
         scale, zero = _quantizer.find_params(W, bits, sym, GPTQ_RULE)
-        group_params = [(scale, zero)]
+        group_params.append((scale, zero))
 
     dead = np.diag(H) == 0
     H[dead, dead] = 1
@@ -174,8 +175,6 @@ def gptq(W: Any, H: Any, bits: int = 4, group_size: int = 128, act_order: bool =
     Q = np.zeros_like(W)
     codes = np.zeros_like(W)
     obs_loss = 0.0
-    if not per_channel and not static_groups:
-        group_params = []
     for i1 in range(0, columns, block_size):
         i2 = min(i1 + block_size, columns)
         count = i2 - i1
