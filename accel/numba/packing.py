@@ -125,21 +125,21 @@ def _rows(a: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(a).reshape(int(np.prod(a.shape[:-1])), a.shape[-1])
 
 
-def _as_uint8_codes(codes: Any, top: int, what: str) -> tuple[np.ndarray, np.ndarray | None]:
-    """``codes`` as uint8 rows; the original array is kept for the error path."""
-    arr = as_int_array("codes", codes, min_ndim=1)
+def _as_uint8_codes(codes: Any, top: int, what: str, name: str = "codes") -> np.ndarray:
+    """``codes`` as a uint8 array (range-checked here unless it is uint8 already)."""
+    arr = as_int_array(name, codes, min_ndim=1)
     if arr.dtype == np.uint8:
-        return arr, None
+        return arr
     # other integer dtypes: the range check cannot be done after narrowing to uint8
     if arr.size and (arr.min() < 0 or arr.max() > top):
-        _raise_bad_code(arr, top, what)
-    return arr.astype(np.uint8), arr
+        _raise_bad_code(arr, top, what, name)
+    return arr.astype(np.uint8)
 
 
-def _raise_bad_code(arr: np.ndarray, top: int, what: str) -> None:
+def _raise_bad_code(arr: np.ndarray, top: int, what: str, name: str = "codes") -> None:
     bad = (arr < 0) | (arr > top)
     where = tuple(int(i) for i in np.argwhere(bad)[0])
-    raise ValueError(f"codes contains {int(arr[where])} at index {where}; {what} must be in 0..{top}")
+    raise ValueError(f"{name} contains {int(arr[where])} at index {where}; {what} must be in 0..{top}")
 
 
 def pack(codes: Any, bits: int, order: str = "low_first", container: str = "uint8") -> np.ndarray:
@@ -147,7 +147,7 @@ def pack(codes: Any, bits: int, order: str = "low_first", container: str = "uint
     bits = _check_layout(bits, order, container)
     top = (1 << bits) - 1
     what = f"{bits}-bit codes"
-    arr, _ = _as_uint8_codes(codes, top, what)
+    arr = _as_uint8_codes(codes, top, what)
     n = arr.shape[-1]
     n_units = packed_size(n, bits, container)
     width = _WIDTH[container]
@@ -186,12 +186,12 @@ def unpack(packed: Any, bits: int, count: int, order: str = "low_first", contain
 
 def pack_ternary(trits: Any) -> np.ndarray:
     """Backend op: same contract as :func:`refquant.packing.pack_ternary`."""
-    arr, _ = _as_uint8_codes(trits, 2, "trits")
+    arr = _as_uint8_codes(trits, 2, "trits", name="trits")
     n = arr.shape[-1]
     rows = _rows(arr)
     out = np.empty((rows.shape[0], -(-n // 5)), np.uint8)
     if _pack_ternary(rows, n, out):
-        _raise_bad_code(arr, 2, "trits")
+        _raise_bad_code(arr, 2, "trits", name="trits")
     return out.reshape(arr.shape[:-1] + (out.shape[1],))
 
 
