@@ -12,7 +12,7 @@ Public functions::
     int8_matmul, llm_int8_matmul                # refquant.matmul
 
 Public submodules: ``gguf``, ``bnb``, ``algorithms``, ``calibration``, ``model``,
-``metrics``, ``packing``, ``rounding``, ``dtypes``, ``layouts``, ``ptq``, ``testing``.
+``metrics``, ``packing``, ``rounding``, ``dtypes``, ``layouts``, ``ptq``.
 """
 
 from __future__ import annotations
@@ -58,7 +58,7 @@ _EXPORTS: dict[str, str] = {
 
 _SUBMODULES = (
     "gguf", "bnb", "algorithms", "calibration", "model", "metrics", "packing",
-    "rounding", "dtypes", "layouts", "ptq", "testing", "mapping", "granularity",
+    "rounding", "dtypes", "layouts", "ptq", "mapping", "granularity",
     "scheme", "matmul", "formats", "io", "errors",
 )
 

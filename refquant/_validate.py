@@ -90,3 +90,12 @@ def as_int_array(name: str, x: Any, *, min_ndim: int = 0) -> np.ndarray:
     if arr.ndim < min_ndim:
         raise ValueError(f"{name} must have at least {min_ndim} dimension(s), got shape {arr.shape}")
     return arr
+
+
+def flatten_leading(arr: np.ndarray) -> np.ndarray:
+    """View an (..., n) array as (rows, n), rows = prod(leading axes).
+
+    Unlike ``arr.reshape(-1, n)`` this is defined when ``n == 0`` (NumPy cannot infer the
+    ``-1`` of an empty array), so zero-width inputs get their defined empty results.
+    """
+    return arr.reshape(int(np.prod(arr.shape[:-1], dtype=np.int64)), arr.shape[-1])

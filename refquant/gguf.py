@@ -165,10 +165,10 @@ def quantize(x: Any, qtype: Any, imatrix: Any = None) -> np.ndarray:
                          f"(only f16 and bf16 define them); clean or clamp the input first")
     im = None if imatrix is None else _check_imatrix(imatrix, n_per_row)
     lead = x.shape[:-1]
-    rows = x.reshape(-1, n_per_row)
-    n_blocks = rows.size // fmt.block_size
-    if n_blocks == 0:
+    n_blocks = x.size // fmt.block_size
+    if n_blocks == 0:  # no rows, or rows of length 0 (reshape(-1, 0) would be ambiguous)
         return np.zeros(lead + (n_per_row // fmt.block_size * fmt.type_size,), np.uint8)
+    rows = x.reshape(-1, n_per_row)
     # IEEE float32 results (overflow to inf, inf - inf = NaN in a search that then
     # rejects the candidate) are ggml's results too: they are computed, not warned about.
     with np.errstate(all="ignore"):

@@ -32,7 +32,7 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from refquant._validate import as_float_array, as_int_array, check_float
+from refquant._validate import as_float_array, as_int_array, check_float, flatten_leading
 from refquant.bnb import bnb_dequantize_4bit, int8_vectorwise_quant
 
 __all__ = ["int8_matmul", "int8_matmul_zp", "dequantize_int32", "llm_int8_matmul", "bnb_dequant_matmul_4bit"]
@@ -214,7 +214,7 @@ def llm_int8_matmul(x: Any, w: Any, threshold: float = 6.0) -> tuple[np.ndarray,
     if xa.shape[-1] != wa.shape[1]:
         raise ValueError(f"x has {xa.shape[-1]} input features (shape {xa.shape}) but w has {wa.shape[1]} (shape {wa.shape})")
     threshold = check_float("threshold", threshold, min=0.0)
-    x2 = xa.reshape(-1, xa.shape[-1])                               # (rows, in)
+    x2 = flatten_leading(xa)                                        # (rows, in)
     xq, x_stats, cols = int8_vectorwise_quant(x2, threshold)
     wq, w_stats, _ = int8_vectorwise_quant(wa, 0.0)
     acc = int8_matmul(xq, wq.T)                                     # (rows, out)
@@ -251,6 +251,6 @@ def bnb_dequant_matmul_4bit(x: Any, packed: Any, absmax: Any, quant_type: str, b
     xa = as_float_array("x", x, dtypes=_FLOAT_INPUTS, allow_nan=False, min_ndim=1)
     if xa.shape[-1] != w.shape[1]:
         raise ValueError(f"x has {xa.shape[-1]} input features (shape {xa.shape}) but the weight has {w.shape[1]}")
-    out = xa.reshape(-1, xa.shape[-1]).astype(np.float64) @ w.astype(np.float64).T
+    out = flatten_leading(xa).astype(np.float64) @ w.astype(np.float64).T
     with np.errstate(over="ignore"):  # beyond float32's range the result is +-inf
         return out.astype(np.float32).reshape(*xa.shape[:-1], w.shape[0])

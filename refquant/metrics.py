@@ -22,7 +22,7 @@ import numpy as np
 from refquant._validate import check_choice, check_float, check_int
 
 __all__ = ["mse", "sqnr", "cosine_similarity", "max_abs_error", "kl_divergence", "bits_per_weight",
-           "model_memory", "GGUF_BLOCKS", "gguf_block_bytes", "UNITS"]
+           "model_memory", "known_formats", "GGUF_BLOCKS", "gguf_block_bytes", "UNITS"]
 
 
 def _pair(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -216,6 +216,19 @@ def bits_per_weight(fmt: str, **params: Any) -> float:
                 + 2 * (16 + 16) / (gs * qgs) + 32 * frac)
     known = sorted(set(GGUF_BLOCKS) | set(_PLAIN_BITS) | {"int<b>", "nf4", "fp4", "gptq", "awq", "spqr"})
     raise ValueError(f"fmt={fmt!r} is not a known format; allowed: {', '.join(known)}")
+
+
+def known_formats() -> tuple[str, ...]:
+    """The format names :func:`bits_per_weight` accepts, one per format (``refquant formats``).
+
+    Plain element types (ml_dtypes spellings; aliases such as ``fp16`` left out) and the
+    common integer widths, then the GGUF types of :data:`GGUF_BLOCKS` in ggml type-id order
+    (``f32``, ``f16``, ``q4_0``, ...), then ``nf4``, ``fp4``, ``gptq``, ``awq``, ``spqr``
+    (whose costs here use their default parameters).
+    """
+    plain = ("float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2", "float4_e2m1fn",
+             "int8", "int4", "int3", "int2")
+    return plain + tuple(GGUF_BLOCKS) + ("nf4", "fp4", "gptq", "awq", "spqr")
 
 
 UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,

@@ -86,13 +86,13 @@ def packed_size(count: int, bits: int, container: str = "uint8") -> int:
     return -(-count * bits // width)
 
 
-def _check_codes(codes: Any, top: int, what: str) -> np.ndarray:
-    arr = as_int_array("codes", codes, min_ndim=1)
+def _check_codes(codes: Any, top: int, what: str, name: str = "codes") -> np.ndarray:
+    arr = as_int_array(name, codes, min_ndim=1)
     if arr.size:
         bad = (arr < 0) | (arr > top)
         if bad.any():
             where = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise ValueError(f"codes contains {int(arr[where])} at index {where}; {what} must be in 0..{top}")
+            raise ValueError(f"{name} contains {int(arr[where])} at index {where}; {what} must be in 0..{top}")
     return arr
 
 
@@ -248,7 +248,7 @@ def pack_ternary(trits: Any) -> np.ndarray:
     >>> pack_ternary(np.array([2, 2, 2, 2, 2, 1, 0, 0, 0, 0]))   # q = 242 and q = 81
     array([255,  86], dtype=uint8)
     """
-    arr = _check_codes(trits, 2, "trits")
+    arr = _check_codes(trits, 2, "trits", name="trits")
     n5 = -(-arr.shape[-1] // 5) * 5
     groups = _pad_last(arr, n5).astype(np.uint16).reshape(arr.shape[:-1] + (n5 // 5, 5))
     q = (groups * _POW3).sum(axis=-1, dtype=np.uint16)                   # 0..242

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from refquant._validate import as_float_array, check_int
+from refquant._validate import as_float_array, check_int, flatten_leading
 
 __all__ = ["ActStats"]
 
@@ -64,7 +64,7 @@ class ActStats:
         if not -arr.ndim <= self.axis < arr.ndim:
             raise ValueError(f"axis={self.axis} is out of range for x with shape {arr.shape}")
         rows = np.moveaxis(arr, self.axis, -1)
-        rows = rows.reshape(-1, rows.shape[-1]).astype(np.float64)  # (tokens, channels)
+        rows = flatten_leading(rows).astype(np.float64)  # (tokens, channels)
         if self.channels is None:
             self.channels = rows.shape[1]
             z = np.zeros(self.channels)

@@ -55,7 +55,7 @@ from typing import Any
 
 import numpy as np
 
-from refquant._validate import check_int
+from refquant._validate import check_int, flatten_leading
 from refquant.errors import GGUFError
 from refquant.io._reader import Cursor
 from refquant.io.gguf_file import GGUF_MAGIC, read, replace_file, write
@@ -135,7 +135,7 @@ def _as_tokens(name: str, x: Any) -> np.ndarray:
         raise TypeError(f"{name} must be a floating-point array of activations, got dtype {arr.dtype}")
     if arr.ndim < 1:
         raise ValueError(f"{name} must have shape (tokens, in_features), got a scalar")
-    arr = arr.astype(np.float32, copy=False).reshape(-1, arr.shape[-1])  # (tokens, in_features)
+    arr = flatten_leading(arr.astype(np.float32, copy=False))  # (tokens, in_features)
     if not np.isfinite(arr).all():
         raise ValueError(f"{name} contains NaN or inf; llama-imatrix stops on non-finite activations")
     return arr
