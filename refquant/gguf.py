@@ -132,6 +132,30 @@ def _check_imatrix(imatrix: Any, n_per_row: int) -> np.ndarray:
     return im
 
 
+def _check_data(data: Any, fmt: type[BlockFormat], shape: Any) -> tuple[np.ndarray, tuple[int, ...]]:
+    """The checks of :func:`dequantize`'s arguments (backends reuse them for the same messages).
+
+    Returns ``data`` as a contiguous 1-D uint8 array of exactly the bytes ``shape`` needs,
+    and ``shape`` as a tuple of ints.
+    """
+    if isinstance(data, (bytes, bytearray, memoryview)):
+        data = np.frombuffer(data, dtype=np.uint8)
+    data = np.asarray(data)
+    if data.dtype != np.uint8:
+        raise TypeError(f"data must be a uint8 array of ggml block bytes, got dtype {data.dtype}")
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    if not shape or any(not isinstance(s, (int, np.integer)) or isinstance(s, bool) or s < 0 for s in shape):
+        raise ValueError(f"shape={shape!r} must be a non-empty tuple of non-negative integers")
+    shape = tuple(int(s) for s in shape)
+    _check_row_length(fmt, shape[-1], "shape[-1]")
+    n_elems = int(np.prod(shape, dtype=np.int64))
+    expected = n_elems // fmt.block_size * fmt.type_size
+    if data.size != expected:
+        raise ValueError(f"data has {data.size} bytes but {fmt.name} of shape {shape} needs {expected} "
+                         f"({n_elems // max(fmt.block_size, 1)} blocks of {fmt.type_size} bytes)")
+    return np.ascontiguousarray(data).reshape(-1), shape
+
+
 def quantize(x: Any, qtype: Any, imatrix: Any = None) -> np.ndarray:
     """Quantize rows to ggml's block format ``qtype``.
 
@@ -215,24 +239,10 @@ def dequantize(data: Any, qtype: Any, shape: Any) -> np.ndarray:
         ``data`` is not uint8.
     """
     fmt = get_format(qtype)
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        data = np.frombuffer(data, dtype=np.uint8)
-    data = np.asarray(data)
-    if data.dtype != np.uint8:
-        raise TypeError(f"data must be a uint8 array of ggml block bytes, got dtype {data.dtype}")
-    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
-    if not shape or any(not isinstance(s, (int, np.integer)) or isinstance(s, bool) or s < 0 for s in shape):
-        raise ValueError(f"shape={shape!r} must be a non-empty tuple of non-negative integers")
-    shape = tuple(int(s) for s in shape)
-    _check_row_length(fmt, shape[-1], "shape[-1]")
-    n_elems = int(np.prod(shape, dtype=np.int64))
-    expected = n_elems // fmt.block_size * fmt.type_size
-    if data.size != expected:
-        raise ValueError(f"data has {data.size} bytes but {fmt.name} of shape {shape} needs {expected} "
-                         f"({n_elems // max(fmt.block_size, 1)} blocks of {fmt.type_size} bytes)")
-    if n_elems == 0:
+    data, shape = _check_data(data, fmt, shape)
+    if data.size == 0:
         return np.zeros(shape, np.float32)
-    blocks = np.ascontiguousarray(data).reshape(-1).view(fmt.dtype)
+    blocks = data.view(fmt.dtype)
     with np.errstate(all="ignore"):  # arbitrary bytes may hold inf/NaN scales: IEEE results
         y = fmt.dequantize_blocks(blocks)
     if y.dtype != np.float32 or y.shape != (blocks.size, fmt.block_size):  # postcondition
