@@ -180,6 +180,23 @@ def pack(codes: Any, bits: int, order: str = "low_first", container: str = "uint
     return np.ascontiguousarray(data).view(">i4" if msb_first else "<i4").astype(np.int32)
 
 
+def _check_packed(packed: Any, bits: Any, count: Any, order: str, container: str) -> tuple[int, int, np.ndarray]:
+    """The checks of :func:`unpack`'s arguments (backends reuse them for the same messages):
+    ``(bits, count, packed as an integer array)``."""
+    bits = _check_layout(bits, order, container)
+    count = check_int("count", count, min=0)
+    arr = as_int_array("packed", packed, min_ndim=1)
+    allowed = (np.uint8,) if container == "uint8" else (np.int32, np.uint32)
+    if arr.dtype not in tuple(np.dtype(d) for d in allowed):
+        raise TypeError(f"packed must be {' or '.join(np.dtype(d).name for d in allowed)} for "
+                        f"container={container!r}, got {arr.dtype}")
+    need = packed_size(count, bits, container)
+    if arr.shape[-1] != need:
+        raise ValueError(f"packed has {arr.shape[-1]} {container} values per row; count={count} codes of "
+                         f"{bits} bits need exactly {need}")
+    return bits, count, arr
+
+
 def unpack(packed: Any, bits: int, count: int, order: str = "low_first", container: str = "uint8") -> np.ndarray:
     """Inverse of :func:`pack`: the first ``count`` codes of each row.
 
@@ -203,17 +220,7 @@ def unpack(packed: Any, bits: int, count: int, order: str = "low_first", contain
     ValueError
         A last-axis length other than ``packed_size(count, bits, container)``.
     """
-    bits = _check_layout(bits, order, container)
-    count = check_int("count", count, min=0)
-    arr = as_int_array("packed", packed, min_ndim=1)
-    allowed = (np.uint8,) if container == "uint8" else (np.int32, np.uint32)
-    if arr.dtype not in tuple(np.dtype(d) for d in allowed):
-        raise TypeError(f"packed must be {' or '.join(np.dtype(d).name for d in allowed)} for "
-                        f"container={container!r}, got {arr.dtype}")
-    need = packed_size(count, bits, container)
-    if arr.shape[-1] != need:
-        raise ValueError(f"packed has {arr.shape[-1]} {container} values per row; count={count} codes of "
-                         f"{bits} bits need exactly {need}")
+    bits, count, arr = _check_packed(packed, bits, count, order, container)
     msb_first = order == "high_first"
     if container == "int32":
         arr = np.ascontiguousarray(arr.astype(">u4" if msb_first else "<u4")).view(np.uint8)
