@@ -49,7 +49,7 @@ Layers = Iterable[str] | Callable[[str], bool] | None
 
 
 def _select(model: Any, layers: Layers) -> dict[str, Linear]:
-    """The float linear layers of ``model`` chosen by ``layers`` (None: all; names; or a predicate)."""
+    """The float linear layers of ``model`` chosen by ``layers`` (None: all; a name or names; or a predicate)."""
     if not (hasattr(model, "linears") and hasattr(model, "with_linears")):
         raise TypeError(f"model must have linears() and with_linears(...) (like refquant.model.Encoder), "
                         f"got {type(model).__name__}")
@@ -59,7 +59,7 @@ def _select(model: Any, layers: Layers) -> dict[str, Linear]:
     elif callable(layers):
         chosen = {k: v for k, v in all_layers.items() if layers(k)}
     else:
-        names = list(layers)
+        names = [layers] if isinstance(layers, str) else list(layers)  # one name, not its characters
         unknown = [n for n in names if n not in all_layers]
         if unknown:
             raise ValueError(f"layers {unknown[:3]!r} are not linear layers of the model; allowed: names from "

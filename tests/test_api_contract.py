@@ -681,3 +681,29 @@ def test_zero_width_matmul_and_statistics():
     from refquant.io import compute_imatrix
 
     assert compute_imatrix([z]).shape == (0,)
+
+
+class _TwoLayers:
+    """The smallest model of the refquant.ptq protocol (linears / with_linears)."""
+
+    def __init__(self, layers: dict) -> None:
+        self._layers = dict(layers)
+
+    def linears(self) -> dict:
+        return dict(self._layers)
+
+    def with_linears(self, replacements: dict) -> "_TwoLayers":
+        return _TwoLayers({**self._layers, **replacements})
+
+
+def test_ptq_layers_takes_one_name():
+    """``layers="fc1"`` selects that layer (it used to be read as the names 'f', 'c', '1')."""
+    from refquant import ptq
+    from refquant.model import Linear
+
+    model = _TwoLayers({"fc1": Linear(_x((8, 16))), "fc2": Linear(_x((4, 8), seed=1))})
+    q = ptq.quantize_dynamic(model, layers="fc1")
+    assert type(q.linears()["fc1"]) is not Linear and type(q.linears()["fc2"]) is Linear
+    assert type(model.linears()["fc1"]) is Linear  # the input model is not modified
+    with pytest.raises(ValueError, match=r"layers \['fc3'\]"):
+        ptq.cast(model, layers="fc3")
