@@ -401,6 +401,9 @@ BAD_INPUTS: list[tuple[str, Callable[[], Any], type, str]] = [
     ("quantize_4bit-double_quant", lambda: bnb.quantize_4bit(_X, double_quant="yes"), TypeError, "double_quant"),
     ("dequantize_4bit-not-state", lambda: bnb.dequantize_4bit(_X), TypeError, "q"),
     ("quantize_blockwise-blocksize", lambda: bnb.quantize_blockwise(_X, blocksize=0), ValueError, "blocksize"),
+    ("quantize_blockwise-blocksize-2**64", lambda: bnb.quantize_blockwise(_X, blocksize=2**64), ValueError,
+     "blocksize"),  # bitsandbytes#1071: SIGFPE
+    ("choose_qparams-bits-2**64", lambda: refquant.choose_qparams(_X, bits=2**64), ValueError, "bits"),
     ("quantize_blockwise-int-x", lambda: bnb.quantize_blockwise(np.arange(64)), TypeError, "x"),
     ("int8_vectorwise_quant-int-x", lambda: bnb.int8_vectorwise_quant(np.arange(8).reshape(2, 4)), TypeError, "x"),
     ("int8_vectorwise_quant-threshold", lambda: bnb.int8_vectorwise_quant(_X, threshold=-1), ValueError, "threshold"),
