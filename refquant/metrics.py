@@ -3,7 +3,9 @@ bits_per_weight, model_memory.
 
 Error metrics compare a reference ``x`` with a reconstruction ``y`` of the same shape and
 are computed in float64 (never fp16). Degenerate inputs have defined answers, listed per
-function, so no metric returns NaN or warns for all-zero or empty inputs.
+function, so no metric returns NaN or warns for all-zero or empty inputs. NaN or ±inf in
+``x`` or ``y`` propagate as IEEE arithmetic gives them (``inf - inf`` is NaN), without
+warnings; no metric turns a NaN input into a finite number.
 
 Storage cost is derived, not typed in: a GGUF type's bits per weight is its block's byte
 count times 8 over its element count, where the byte count is the sum of the fields of
@@ -38,13 +40,15 @@ def _pair(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
 def mse(x: Any, y: Any) -> float:
     """Mean squared error ``mean((x - y)**2)`` in float64 (0.0 for empty arrays)."""
     a, b = _pair(x, y)
-    return float(np.mean((a - b) ** 2)) if a.size else 0.0
+    with np.errstate(invalid="ignore"):
+        return float(np.mean((a - b) ** 2)) if a.size else 0.0
 
 
 def max_abs_error(x: Any, y: Any) -> float:
     """``max(|x - y|)`` in float64 (0.0 for empty arrays)."""
     a, b = _pair(x, y)
-    return float(np.max(np.abs(a - b))) if a.size else 0.0
+    with np.errstate(invalid="ignore"):
+        return float(np.max(np.abs(a - b))) if a.size else 0.0
 
 
 def sqnr(x: Any, y: Any) -> float:
@@ -55,7 +59,8 @@ def sqnr(x: Any, y: Any) -> float:
     zero signal gives ``-inf``.
     """
     a, b = _pair(x, y)
-    signal, noise = float(np.sum(a * a)), float(np.sum((a - b) ** 2))
+    with np.errstate(invalid="ignore"):
+        signal, noise = float(np.sum(a * a)), float(np.sum((a - b) ** 2))
     if noise == 0.0:
         return float("inf")
     if signal == 0.0:
@@ -68,14 +73,17 @@ def cosine_similarity(x: Any, y: Any, axis: int | None = None) -> float | np.nda
     along ``axis`` (one value per remaining index).
 
     Two zero vectors are identical (1.0); a zero vector against a non-zero one gives 0.0.
+    NaN or inf in a vector gives NaN for it.
     """
     a, b = _pair(x, y)
-    dot = np.sum(a * b, axis=axis)
-    na, nb = np.sqrt(np.sum(a * a, axis=axis)), np.sqrt(np.sum(b * b, axis=axis))
-    denom = na * nb
-    both_zero = (na == 0) & (nb == 0)
-    out = np.where(both_zero, 1.0, np.divide(dot, denom, out=np.zeros_like(dot), where=denom > 0))
-    out = np.clip(out, -1.0, 1.0)                      # rounding can exceed 1 by an ulp
+    with np.errstate(invalid="ignore"):
+        dot = np.sum(a * b, axis=axis)
+        na, nb = np.sqrt(np.sum(a * a, axis=axis)), np.sqrt(np.sum(b * b, axis=axis))
+        denom = na * nb
+        both_zero = (na == 0) & (nb == 0)
+        # denom != 0 (not > 0) so that a NaN norm gives NaN, never the 0.0 of a zero vector
+        out = np.where(both_zero, 1.0, np.divide(dot, denom, out=np.zeros_like(dot), where=denom != 0))
+    out = np.clip(out, -1.0, 1.0)                      # rounding can exceed 1 by an ulp (NaN stays NaN)
     return float(out) if axis is None else out
 
 

@@ -710,3 +710,21 @@ def test_ptq_layers_takes_one_name():
     assert type(model.linears()["fc1"]) is Linear  # the input model is not modified
     with pytest.raises(ValueError, match=r"layers \['fc3'\]"):
         ptq.cast(model, layers="fc3")
+
+
+def test_metrics_propagate_nan_and_inf_quietly():
+    """A NaN input never becomes a finite metric (cosine_similarity used to return 0.0 for it),
+    and inf - inf gives NaN without a RuntimeWarning."""
+    x = np.array([1.0, np.nan, 2.0], F32)
+    y = np.array([1.0, 1.0, 2.5], F32)
+    inf = np.array([1.0, np.inf, 2.0], F32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert np.isnan(metrics.cosine_similarity(x, y)) and np.isnan(metrics.cosine_similarity(y, x))
+        assert np.isnan(metrics.cosine_similarity(inf, inf))
+        assert np.isnan(metrics.cosine_similarity(inf, np.zeros(3, F32)))
+        rows = metrics.cosine_similarity(np.stack([x, y]), np.stack([y, y]), axis=1)
+        assert np.isnan(rows[0]) and rows[1] == 1.0
+        for f in (metrics.mse, metrics.sqnr, metrics.max_abs_error):
+            assert np.isnan(f(x, y)) and np.isnan(f(inf, inf)), f.__name__
+        assert metrics.mse(inf, y) == np.inf
