@@ -80,6 +80,10 @@ def test_all_and_exports_resolve():
         refquant.nope  # noqa: B018
 
 
+def test_version_matches_the_installed_distribution():
+    assert refquant.__version__ == importlib.metadata.version("refquant")
+
+
 def test_star_import():
     namespace: dict[str, Any] = {}
     exec("from refquant import *", namespace)  # noqa: S102 - the statement users write
