@@ -184,6 +184,9 @@ class PerChannel(Granularity):
     axis: int = 0
     name = "per_channel"
 
+    def __post_init__(self) -> None:
+        check_int("PerChannel axis", self.axis)
+
     def block_size(self, shape: tuple[int, ...]) -> BlockSize:
         axis = _normalize_axis(self.axis, len(shape), "PerChannel")
         return tuple(1 if a == axis else None for a in range(len(shape)))
@@ -210,6 +213,7 @@ class PerGroup(Granularity):
     def __post_init__(self) -> None:
         if check_int("group_size", self.group_size) <= 0:
             raise ValueError(f"group_size={self.group_size} must be >= 1")
+        check_int("PerGroup axis", self.axis)
 
     def block_size(self, shape: tuple[int, ...]) -> BlockSize:
         axis = _normalize_axis(self.axis, len(shape), "PerGroup")

@@ -56,6 +56,8 @@ class QuantScheme:
         if not isinstance(self.granularity, Granularity):
             raise TypeError(f"granularity must be a refquant.granularity object, got {self.granularity!r}")
         check_choice("rounding", self.rounding, ROUNDINGS)
+        if not isinstance(self.symmetric, (bool, np.bool_)):
+            raise TypeError(f"symmetric must be True or False, got {self.symmetric!r}")
 
     def choose_qparams(self, x: Any, clip: tuple[float, float] | float | None = None) -> QuantParams:
         """Parameters for ``x`` under this scheme (``refquant.mapping.choose_qparams``)."""
