@@ -58,7 +58,7 @@ _EXPORTS: dict[str, str] = {
 
 _SUBMODULES = (
     "gguf", "bnb", "algorithms", "calibration", "model", "metrics", "packing",
-    "rounding", "dtypes", "layouts", "ptq", "mapping", "granularity",
+    "rounding", "dtypes", "layouts", "ptq", "testing", "mapping", "granularity",
     "scheme", "matmul", "formats", "io", "errors",
 )
 
