@@ -190,10 +190,19 @@ def quantize_static(model: Any, observers: dict[str, Any], *, weight_bits: int =
     Returns
     -------
     A new model whose layers in ``observers`` are static :class:`IntLinear`.
+
+    Raises
+    ------
+    ValueError
+        ``observers`` is empty (nothing calibrated: returning the float model silently
+        would hide a calibration step that never ran).
     """
     from refquant.mapping import QuantParams
 
     act_bits = check_int("act_bits", act_bits, min=2, max=16)
+    if not isinstance(observers, dict) or not observers:
+        raise ValueError(f"observers must be a non-empty dict of layer name -> observer or QuantParams "
+                         f"(from calibrate()), got {observers!r}: static quantization needs calibrated layers")
     params = {}
     for name, obs in observers.items():
         if isinstance(obs, QuantParams):

@@ -335,3 +335,10 @@ class TestMiniLMReport:
         records = run_report(_minilm_dir(), schemes=["fp16"], progress=False)
         save_plot(records, tmp_path / "p.png")
         assert (tmp_path / "p.png").stat().st_size > 1000
+
+
+def test_quantize_static_without_observers_is_an_error():
+    from refquant.ptq import quantize_static
+
+    with pytest.raises(ValueError, match="observers must be a non-empty dict"):
+        quantize_static(object(), {})
