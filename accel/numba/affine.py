@@ -81,6 +81,37 @@ def _round(t, mode, u):  # type: ignore[no-untyped-def]
     return f + np.float32(1.0) if u < np.float64(t - f) else f
 
 
+@helper
+def _quantize_run(x, k0, k1, s, z, lo, hi, mode, out):  # type: ignore[no-untyped-def]
+    """Codes of x[k0:k1] (one group): branch-free, so LLVM vectorizes it. NaN gives an
+    arbitrary code here; the caller counts NaN and raises."""
+    bad = 0
+    # unsigned bounds: LLVM then knows no index is negative (numba wraps negative
+    # indices), which is what lets it vectorize the loop
+    if mode == 0:
+        for k in range(np.uint64(k0), np.uint64(k1)):
+            v = x[k]
+            bad += v != v
+            t = min(max(np.rint(v / s), lo), hi)       # clamp in float32, then the exact integer add
+            out[k] = np.int32(t) + z
+    else:  # C roundf: trunc(|t|) + (fraction >= 0.5), both exact in float32
+        for k in range(np.uint64(k0), np.uint64(k1)):
+            v = x[k]
+            bad += v != v
+            t = v / s
+            a = np.abs(t)
+            f = np.trunc(a)
+            r = np.copysign(f + np.float32(1.0) if a - f >= np.float32(0.5) else f, t)
+            out[k] = np.int32(min(max(r, lo), hi)) + z
+    return bad
+
+
+@helper
+def _stochastic(t, u):  # type: ignore[no-untyped-def]
+    f = np.floor(t)
+    return f + np.float32(1.0) if u < np.float64(t - f) else f
+
+
 @kernel
 def _quantize(x, scale, zp, has_zp, shape, run, stride, qmin, qmax, mode, u, out):  # type: ignore[no-untyped-def]
     n_inner = shape[shape.size - 1]
@@ -88,56 +119,53 @@ def _quantize(x, scale, zp, has_zp, shape, run, stride, qmin, qmax, mode, u, out
     n_rows = np.int64(0)
     if n_inner > 0:
         n_rows = x.size // n_inner
+    width = n_inner if r_last == 0 else r_last           # elements of a row sharing one scale
     bad = 0
     for prow in prange(n_rows):
         row = np.int64(prow)  # prange indices may be unsigned; uint64 // int64 is float64 in numba
         base = _row_group_base(row, shape, run, stride)
-        for j in range(n_inner):
-            k = row * n_inner + j
-            g = base
-            if r_last != 0:
-                g += j // r_last
-            v = x[k]
-            if np.isnan(v):
-                bad += 1
-                out[k] = 0
-                continue
-            uk = 0.0
-            if mode == 2:
-                uk = u[k]
-            t = _round(v / scale[g], mode, uk)
-            z = np.int32(0)
-            if has_zp:
-                z = zp[g]
+        for j0 in range(0, n_inner, width):
+            g = base + (0 if r_last == 0 else j0 // r_last)
+            s = scale[g]
+            z = zp[g] if has_zp else np.int32(0)
             lo = np.float32(qmin - z)
             hi = np.float32(qmax - z)
-            if t < lo:
-                t = lo
-            elif t > hi:
-                t = hi
-            out[k] = np.int32(t) + z
+            k0 = row * n_inner + j0
+            k1 = k0 + min(width, n_inner - j0)
+            if mode != 2:
+                bad += _quantize_run(x, k0, k1, s, z, lo, hi, mode, out)
+                continue
+            for k in range(k0, k1):
+                v = x[k]
+                bad += v != v
+                t = min(max(_stochastic(v / s, u[k]), lo), hi)
+                out[k] = np.int32(t) + z
     return bad
 
 
 @kernel
-def _dequantize(q, scale, zp, has_zp, shape, run, stride, out):  # type: ignore[no-untyped-def]
+def _dequantize(q, scale, zp, has_zp, shape, run, stride, qmin, qmax, out):  # type: ignore[no-untyped-def]
+    """float32(q - zp) * scale; returns the number of codes outside [qmin, qmax]."""
     n_inner = shape[shape.size - 1]
     r_last = run[run.size - 1]
     n_rows = np.int64(0)
     if n_inner > 0:
         n_rows = q.size // n_inner
+    width = n_inner if r_last == 0 else r_last
+    bad = 0
     for prow in prange(n_rows):
         row = np.int64(prow)  # prange indices may be unsigned; uint64 // int64 is float64 in numba
         base = _row_group_base(row, shape, run, stride)
-        for j in range(n_inner):
-            k = row * n_inner + j
-            g = base
-            if r_last != 0:
-                g += j // r_last
-            c = np.int32(q[k])
-            if has_zp:
-                c -= zp[g]
-            out[k] = np.float32(c) * scale[g]
+        for j0 in range(0, n_inner, width):
+            g = base + (0 if r_last == 0 else j0 // r_last)
+            s = scale[g]
+            z = zp[g] if has_zp else np.int32(0)
+            k0 = row * n_inner + j0
+            for k in range(np.uint64(k0), np.uint64(k0 + min(width, n_inner - j0))):
+                c = np.int64(q[k])
+                bad += (c < qmin) | (c > qmax)
+                out[k] = np.float32(np.int32(c) - z) * s
+    return bad
 
 
 @kernel
@@ -166,7 +194,7 @@ def _minmax(x, shape, run, stride, chunks, exclusive, lo, hi):  # type: ignore[n
                 g = base + (0 if r_last == 0 else j0 // r_last)
                 mn = lo[buf, g]
                 mx = hi[buf, g]
-                for k in range(row * n_inner + j0, row * n_inner + min(j0 + width, n_inner)):
+                for k in range(np.uint64(row * n_inner + j0), np.uint64(row * n_inner + min(j0 + width, n_inner))):
                     v = x[k]
                     if not abs(v) <= fmax:
                         bad += 1
@@ -195,23 +223,28 @@ def quantize_affine(x: Any, params: QuantParams, *, rounding: str = "half_even",
                     rng: np.random.Generator | None = None) -> np.ndarray:
     """Backend op: same contract as :func:`refquant.mapping.quantize_affine`."""
     params = _check_params(params)
-    check_choice("rounding", rounding, ROUNDINGS)
-    arr = as_float_array("x", x, dtypes=(np.float16, np.float32, np.float64)).astype(np.float32, copy=False)
-    shape, run, stride = _geometry(params, arr.shape)
-    mode = ROUNDINGS.index(rounding)
-    if mode == 2:
-        if not isinstance(rng, np.random.Generator):
+    arr = as_float_array("x", x, dtypes=(np.float16, np.float32, np.float64))
+    with np.errstate(over="ignore"):
+        arr = arr.astype(np.float32, copy=False)
+    try:
+        shape, run, stride = _geometry(params, arr.shape)
+        check_choice("rounding", rounding, ROUNDINGS)
+        if rounding == "stochastic" and not isinstance(rng, np.random.Generator):
             raise ValueError("rounding='stochastic' needs rng (a numpy.random.Generator)")
-        u = rng.random(arr.shape).reshape(-1)  # the reference's draw: float64, C order
-    else:
-        u = np.zeros(1, np.float64)
+    except (ValueError, UnsupportedError):
+        if np.isnan(arr).any():  # the reference checks the values first
+            raise ValueError("x contains NaN; no integer code represents NaN (remove or replace it first)") from None
+        raise
+    mode = ROUNDINGS.index(rounding)
+    # the reference's draw: float64, C order
+    u = rng.random(arr.shape).reshape(-1) if mode == 2 else np.zeros(1, np.float64)
     zp, has_zp = _zp(params)
-    out = np.empty(arr.size, np.int32)
+    out = np.empty(arr.size, params.code_dtype)          # codes fit: stored without a cast pass
     bad = _quantize(np.ascontiguousarray(arr).reshape(-1), np.ascontiguousarray(params.scale, np.float32).reshape(-1),
                     zp, has_zp, shape, run, stride, params.qmin, params.qmax, mode, u, out)
     if bad:
-        raise ValueError("x contains NaN, which affine quantization does not define")
-    return out.astype(params.code_dtype).reshape(arr.shape)
+        raise ValueError("x contains NaN; no integer code represents NaN (remove or replace it first)")
+    return out.reshape(arr.shape)
 
 
 def dequantize_affine(q: Any, params: QuantParams) -> np.ndarray:
@@ -219,13 +252,12 @@ def dequantize_affine(q: Any, params: QuantParams) -> np.ndarray:
     params = _check_params(params)
     codes = as_int_array("q", q)
     shape, run, stride = _geometry(params, codes.shape)
-    if codes.size and (codes.min() < params.qmin or codes.max() > params.qmax):
-        bad = codes[(codes < params.qmin) | (codes > params.qmax)].flat[0]
-        raise ValueError(f"q contains code {int(bad)}, outside the code range [{params.qmin}, {params.qmax}]")
     zp, has_zp = _zp(params)
     out = np.empty(codes.size, np.float32)
-    _dequantize(np.ascontiguousarray(codes).reshape(-1), np.ascontiguousarray(params.scale, np.float32).reshape(-1),
-                zp, has_zp, shape, run, stride, out)
+    if _dequantize(np.ascontiguousarray(codes).reshape(-1), np.ascontiguousarray(params.scale, np.float32).reshape(-1),
+                   zp, has_zp, shape, run, stride, params.qmin, params.qmax, out):
+        bad = codes[(codes < params.qmin) | (codes > params.qmax)].flat[0]
+        raise ValueError(f"q contains code {int(bad)}, outside the code range [{params.qmin}, {params.qmax}]")
     return out.reshape(codes.shape)
 
 

@@ -61,12 +61,12 @@ _ABSMAX_FLOOR = F32(1e-38)
 
 
 @helper
-def _absmax_bits(xb, start, end):  # type: ignore[no-untyped-def]
+def _absmax_bits(xb):  # type: ignore[no-untyped-def]
     """Largest ``bits & 0x7FFFFFFF`` of a block: the float32 absmax as an integer (the
     order of non-negative float bit patterns is the order of the values; an integer
     max vectorizes, a float max does not without fast-math). Above 0x7F7FFFFF: NaN/inf."""
     mb = np.uint32(0)
-    for i in range(start, end):
+    for i in range(xb.size):
         mb = max(mb, xb[i] & np.uint32(0x7FFFFFFF))
     return mb
 
@@ -85,7 +85,8 @@ def _quantize_4bit(x, xb, blocksize, mid, delta, code0, pad_code, per, packed, a
             start = b * blocksize
             end = min(start + blocksize, n)
             length = end - start
-            bits[0] = _absmax_bits(xb, start, end)
+            xs = x[start:end]                  # 0-based views: LLVM vectorizes their loops
+            bits[0] = _absmax_bits(xb[start:end])
             if bits[0] > np.uint32(0x7F7FFFFF):
                 bad[b] = 1
             am = as_float[0]
@@ -94,11 +95,11 @@ def _quantize_4bit(x, xb, blocksize, mid, delta, code0, pad_code, per, packed, a
                 absmax[b] = am
                 inv = F32(1.0) / den
                 for i in range(length):
-                    scaled[i] = min(max(x[start + i] * inv, F32(-1.0)), F32(1.0))
+                    scaled[i] = min(max(xs[i] * inv, F32(-1.0)), F32(1.0))
             else:                              # partial last block: a true division
                 absmax[b] = den
                 for i in range(length):
-                    scaled[i] = min(max(x[start + i] / den, F32(-1.0)), F32(1.0))
+                    scaled[i] = min(max(xs[i] / den, F32(-1.0)), F32(1.0))
             # code of the sorted position = code0 + sum of the code steps delta[j] over
             # the midpoints mid[j] strictly below the value (uint8 arithmetic wraps)
             for i in range(length):
@@ -108,11 +109,11 @@ def _quantize_4bit(x, xb, blocksize, mid, delta, code0, pad_code, per, packed, a
                 d = delta[j]
                 for i in range(length):
                     codes[i] += d if scaled[i] > m else np.uint8(0)
-            half = start >> 1
+            pk = packed[start >> 1:(end + 1) >> 1]
             for p in range(length >> 1):
-                packed[half + p] = (codes[2 * p] << 4) | codes[2 * p + 1]
+                pk[p] = (codes[2 * p] << 4) | codes[2 * p + 1]
             if length & 1:                     # odd n: the pad element is the code of 0.0
-                packed[half + (length >> 1)] = (codes[length - 1] << 4) | pad_code
+                pk[length >> 1] = (codes[length - 1] << 4) | pad_code
 
 
 @kernel
@@ -145,7 +146,8 @@ def _quantize_8bit(x, xb, blocksize, lut, per, codes, absmax, bad):  # type: ign
         for b in range(task * per, min(n_blocks, (task + 1) * per)):
             start = b * blocksize
             end = min(start + blocksize, n)
-            bits[0] = _absmax_bits(xb, start, end)
+            xs = x[start:end]
+            bits[0] = _absmax_bits(xb[start:end])
             if bits[0] > np.uint32(0x7F7FFFFF):
                 bad[b] = 1
             am = as_float[0]
@@ -156,7 +158,7 @@ def _quantize_8bit(x, xb, blocksize, lut, per, codes, absmax, bad):  # type: ign
                 continue
             inv = F32(1.0) / am                 # inf for a subnormal absmax below 1/FLT_MAX
             for i in range(end - start):
-                v = x[start + i] * inv
+                v = xs[i] * inv
                 v = min(max(v, F32(-1.0)), F32(1.0))
                 if v != v:                      # 0 * inf: the library writes code 0
                     v = F32(-1.0)

@@ -7,9 +7,10 @@ input exactly on a midpoint goes to the neighbour the codebook's tie rule names,
 NaN sorts after every midpoint. The tables (values, order, midpoints) come from the
 :class:`~refquant.dtypes.codebooks.Codebook`, never typed in here.
 
-The search is branch-free: the midpoints are padded with +inf to ``2**k - 1`` entries
-and ``k`` halving steps count the ones below ``x`` (:func:`count_below`), which
-:mod:`accel.numba.bnb` reuses for NF4/FP4.
+Small tables (all registered ones) count the midpoints below each value with one
+vectorized pass per midpoint; larger ones search (:func:`count_below`: the midpoints
+padded with +inf to ``2**k - 1`` entries, ``k`` halving steps). Ties, NaN and the table
+lookup run in a scalar pass (LLVM would turn vectorized lookups into slow gathers).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from refquant.dtypes.codebooks import Codebook, get_codebook
 __all__ = ["codebook_encode", "codebook_decode", "search_table", "count_below"]
 
 _TIES = {"lower": 0, "upper": 1, "toward_zero": 2, "away_from_zero": 3}
+_CHUNK = 8192  # elements per parallel task
 
 
 def search_table(cb: Codebook) -> tuple[np.ndarray, int]:
@@ -49,32 +51,53 @@ def count_below(v, padded, steps):  # type: ignore[no-untyped-def]
     return pos
 
 
+@helper
+def _resolve(v, lo, padded, nmid, tie):  # type: ignore[no-untyped-def]
+    """Final sorted position of ``v`` given ``lo`` midpoints strictly below it: NaN goes
+    after every midpoint; a value on a midpoint goes where the tie rule says."""
+    if v != v:
+        return nmid
+    if tie == 0 or lo >= nmid or padded[lo] != v:
+        return lo
+    hi = lo
+    while hi < nmid and padded[hi] == v:          # midpoints equal to v (several if values repeat)
+        hi += 1
+    if tie == 1:
+        return hi
+    # the midpoint v sits on is negative: the upper neighbour is nearer zero
+    upper_is_smaller = padded[lo] < 0
+    return hi if (tie == 2) == upper_is_smaller else lo
+
+
 @kernel
-def _encode(x, padded, steps, nmid, order, tie, out):  # type: ignore[no-untyped-def]
-    for i in prange(x.size):
-        v = x[i]
-        if np.isnan(v):
-            out[i] = order[nmid]
-            continue
-        lo = count_below(v, padded, steps)
-        pos = lo
-        if tie != 0:
-            hi = lo
-            while hi < nmid and padded[hi] == v:      # midpoints equal to v: a tie
-                hi += 1
-            if hi != lo:
-                if tie == 1:
-                    pos = hi
-                else:
-                    # the midpoint v sits on is negative: the upper neighbour is nearer zero
-                    upper_is_smaller = padded[lo] < 0
-                    if (tie == 2) == upper_is_smaller:
-                        pos = hi
-        out[i] = order[pos]
+def _encode(x, padded, steps, nmid, order, tie, chunk, out):  # type: ignore[no-untyped-def]
+    n = x.size
+    for pt in prange((n + chunk - 1) // chunk):
+        a = np.int64(pt) * chunk
+        xs = x[a:min(a + chunk, n)]
+        os = out[a:min(a + chunk, n)]
+        pos = np.zeros(xs.size, np.uint8)
+        if nmid <= 32:
+            # small tables: count the midpoints below, one vectorized pass per midpoint
+            for j in range(nmid):
+                m = padded[j]
+                for i in range(xs.size):
+                    pos[i] += xs[i] > m
+        else:
+            for i in range(xs.size):
+                pos[i] = count_below(xs[i], padded, steps)
+        i = 0
+        while i < xs.size:                        # scalar on purpose: table lookups, no gathers
+            p = _resolve(xs[i], np.int64(pos[i]), padded, nmid, tie)
+            if p < 0:
+                break                             # never taken (keeps the loop unvectorized)
+            os[i] = order[p]
+            i += 1
 
 
 @kernel
 def _decode(codes, table, out):  # type: ignore[no-untyped-def]
+    """Any integer codes; returns how many are outside the table (those decode to 0)."""
     n_codes = table.size
     bad = 0
     for i in prange(codes.size):
@@ -84,6 +107,22 @@ def _decode(codes, table, out):  # type: ignore[no-untyped-def]
             out[i] = np.float32(0.0)
         else:
             out[i] = table[c]
+    return bad
+
+
+@kernel
+def _decode_bytes(words, table, out):  # type: ignore[no-untyped-def]
+    """uint8 codes read as uint64 words (8 codes each) and unpacked with shifts: scalar
+    lookups (no vector gathers). ``table`` has 256 entries (codes past the codebook
+    decode to NaN there); returns how many codes were past ``n_codes``."""
+    bad = 0
+    for pw in prange(words.size):
+        w = np.int64(pw)
+        v = words[w]
+        for k in range(8):
+            c = (v >> np.uint64(8 * k)) & np.uint64(0xFF)
+            out[8 * w + k] = table[c]
+            bad += np.isnan(table[c])
     return bad
 
 
@@ -97,7 +136,7 @@ def codebook_encode(x: Any, name: str | Codebook) -> np.ndarray:
     padded, steps = search_table(cb)
     out = np.empty(arr.size, np.uint8)
     _encode(np.ascontiguousarray(arr).reshape(-1), padded, steps, cb.midpoints.size,
-            np.ascontiguousarray(cb.order, np.uint8), _TIES[cb.tie], out)
+            np.ascontiguousarray(cb.order, np.uint8), _TIES[cb.tie], _CHUNK, out)
     return out.reshape(arr.shape)
 
 
@@ -105,9 +144,20 @@ def codebook_decode(codes: Any, name: str | Codebook) -> np.ndarray:
     """Backend op: same contract as :func:`refquant.dtypes.codebooks.codebook_decode`."""
     cb = get_codebook(name)
     c = as_int_array("codes", codes)
+    flat = np.ascontiguousarray(c).reshape(-1)
     out = np.empty(c.size, np.float32)
-    # np.int64(code) in the kernel wraps uint64 codes >= 2**63 to negatives: also refused
-    if _decode(np.ascontiguousarray(c).reshape(-1), np.ascontiguousarray(cb.table), out):
+    if c.dtype == np.uint8:
+        # 256-entry table, NaN past the codebook (its own values are finite), so one
+        # count of NaN outputs finds out-of-range codes
+        wide = np.full(256, np.nan, np.float32)
+        wide[: cb.size] = cb.table
+        head = flat.size - flat.size % 8
+        bad = _decode_bytes(flat[:head].view(np.uint64), wide, out[:head])
+        bad += _decode(flat[head:], np.ascontiguousarray(cb.table), out[head:])
+    else:
+        # np.int64(code) in the kernel wraps uint64 codes >= 2**63 to negatives: also refused
+        bad = _decode(flat, np.ascontiguousarray(cb.table), out)
+    if bad:
         bad = int(c.min()) if int(c.min()) < 0 else int(c.max())
         raise ValueError(f"codes contains {bad}, outside 0..{cb.size - 1} for codebook {cb.name!r}")
     return out.reshape(c.shape)
