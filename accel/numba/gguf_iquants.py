@@ -23,11 +23,12 @@ from __future__ import annotations
 
 import math
 
+import numba
 import numpy as np
 from numba import prange
 
 from accel.numba.gguf_math import (
-    GROUP_MAX_EPS, e8m0_to_fp32_half, f32, gkernel, ghelper, load_fp16, nearest_int, store_fp16,
+    GROUP_MAX_EPS, LANES, e8m0_to_fp32_half, f32, gkernel, ghelper, load_fp16, nearest_int, stack_f32, store_fp16,
 )
 
 __all__ = ["QUANTIZE", "DEQUANTIZE"]
@@ -43,65 +44,89 @@ CHUNK = 64  # 32-element blocks per prange iteration (IQ4_XS: 8 super-blocks)
 
 
 @ghelper
+def _upper_neighbour(x):  # type: ignore[no-untyped-def]
+    """For kv[0] < x < kv[15]: mu with kv[mu-1] <= x < kv[mu] (the binary search's
+    result), counted without branches: 1 + #{k in 1..14 : kv[k] <= x}."""
+    mu = 1
+    for k in range(1, 15):
+        mu += 1 if x >= _KVF[k] else 0
+    return mu
+
+
+@ghelper
 def best_index_iq4nl(x):  # type: ignore[no-untyped-def]
-    """``best_index_int8(16, kvalues_iq4nl, x)``: binary search, ties to the upper entry."""
-    if x <= _KVF[0]:
-        return 0
-    if x >= _KVF[15]:
-        return 15
-    ml = 0
-    mu = 15
-    while mu - ml > 1:
-        mav = (ml + mu) // 2
-        if x < _KVF[mav]:
-            mu = mav
-        else:
-            ml = mav
-    return mu - 1 if x - _KVF[mu - 1] < _KVF[mu] - x else mu
+    """``best_index_int8(16, kvalues_iq4nl, x)``: x <= kv[0] gives 0, x >= kv[15] gives 15
+    (a NaN also 15, as the C binary search ends there); otherwise the nearer neighbour,
+    the lower one only when strictly nearer (ties go up)."""
+    mu = _upper_neighbour(x)
+    idx = mu - 1 if x - _KVF[mu - 1] < _KVF[mu] - x else mu
+    idx = 0 if x <= _KVF[0] else idx
+    return 15 if (x >= _KVF[15] or x != x) else idx
 
 
 @ghelper
-def _sub_block_scale(xb, w):  # type: ignore[no-untyped-def]
-    """The per-sub-block part of ``quantize_row_iq4_nl_impl`` (ntry = 7): the scale d
-    (0 for a sub-block with amax < GROUP_MAX_EPS)."""
-    amax = _ZERO
-    mx = _ZERO
-    for j in range(32):
-        ax = np.abs(xb[j])
-        if ax > amax:
-            amax = ax
-            mx = xb[j]
-    if amax < GROUP_MAX_EPS:
-        return _ZERO
-    d = -mx / _KVF[0]
-    idd = _ONE / d
-    sumqx = _ZERO
-    sumq2 = _ZERO
-    for j in range(32):
-        q = _KVF[best_index_iq4nl(idd * xb[j])]
-        sumqx += w[j] * q * xb[j]
-        sumq2 += w[j] * q * q
-    d = sumqx / sumq2 if sumq2 > _ZERO else _ZERO
-    best = d * sumqx
+def _iq4_value(x):  # type: ignore[no-untyped-def]
+    """``values[best_index_int8(16, values, x)]`` as float32."""
+    mu = _upper_neighbour(x)
+    lo = _KVF[mu - 1]
+    hi = _KVF[mu]
+    v = lo if x - lo < hi - x else hi
+    v = _KVF[0] if x <= _KVF[0] else v
+    return _KVF[15] if (x >= _KVF[15] or x != x) else v
+
+
+@ghelper
+def _sub_block_scales(X, W, scales):  # type: ignore[no-untyped-def]
+    """The per-sub-block part of ``quantize_row_iq4_nl_impl`` (ntry = 7) on ``LANES``
+    lanes (X, W: float32 (32, LANES), element-major; see :mod:`accel.numba.gguf_search`
+    for the lane layout): the scale d per lane, 0 for a lane with amax < GROUP_MAX_EPS."""
+    vmax = numba.carray(stack_f32(), LANES)
+    amax = numba.carray(stack_f32(), LANES)
+    idd = numba.carray(stack_f32(), LANES)
+    sumqx = numba.carray(stack_f32(), LANES)
+    sumq2 = numba.carray(stack_f32(), LANES)
+    best = numba.carray(stack_f32(), LANES)
+    d = numba.carray(stack_f32(), LANES)
+    for j in range(LANES):
+        vmax[j] = _ZERO
+        amax[j] = _ZERO
+    for i in range(32):
+        for j in range(LANES):
+            v = X[i, j]
+            a = np.abs(v)
+            bigger = a > amax[j]
+            amax[j] = a if bigger else amax[j]
+            vmax[j] = v if bigger else vmax[j]
+    for j in range(LANES):
+        idd[j] = _ONE / (-vmax[j] / _KVF[0])  # d = -max/values[0]; id = 1/d
+        sumqx[j] = _ZERO
+        sumq2[j] = _ZERO
+    for i in range(32):
+        for j in range(LANES):
+            v = X[i, j]
+            q = _iq4_value(idd[j] * v)
+            sumqx[j] += W[i, j] * q * v
+            sumq2[j] += W[i, j] * q * q
+    for j in range(LANES):
+        d[j] = sumqx[j] / sumq2[j] if sumq2[j] > _ZERO else _ZERO
+        best[j] = d[j] * sumqx[j]
     for itry in range(-NTRY, NTRY + 1):
-        idd = f32(itry - 127) / mx
-        sumqx = _ZERO
-        sumq2 = _ZERO
-        for j in range(32):
-            q = _KVF[best_index_iq4nl(idd * xb[j])]
-            sumqx += w[j] * q * xb[j]
-            sumq2 += w[j] * q * q
-        if sumq2 > _ZERO and sumqx * sumqx > best * sumq2:
-            d = sumqx / sumq2
-            best = d * sumqx
-    return d
-
-
-@ghelper
-def _weights(xb, qw, has_im, sigma2, w):  # type: ignore[no-untyped-def]
-    for j in range(32):
-        v = xb[j]
-        w[j] = qw[j] * np.sqrt(sigma2 + v * v) if has_im else v * v
+        for j in range(LANES):
+            idd[j] = f32(itry - 127) / vmax[j]
+            sumqx[j] = _ZERO
+            sumq2[j] = _ZERO
+        for i in range(32):
+            for j in range(LANES):
+                v = X[i, j]
+                q = _iq4_value(idd[j] * v)
+                sumqx[j] += W[i, j] * q * v
+                sumq2[j] += W[i, j] * q * q
+        for j in range(LANES):
+            ok = (sumq2[j] > _ZERO) & (sumqx[j] * sumqx[j] > best[j] * sumq2[j])
+            d[j] = sumqx[j] / sumq2[j] if ok else d[j]
+            best[j] = d[j] * sumqx[j] if ok else best[j]
+    for j in range(LANES):
+        scales[j] = _ZERO if amax[j] < GROUP_MAX_EPS else d[j]
 
 
 @ghelper
@@ -114,9 +139,18 @@ def _sigma2(xb, n):  # type: ignore[no-untyped-def]
 
 
 @ghelper
-def _iq4nl_block(xb, ob, qw, has_im, w):  # type: ignore[no-untyped-def]
-    _weights(xb, qw, has_im, _sigma2(xb, 32), w)
-    d = _sub_block_scale(xb, w)
+def _load_lane(xb, qw, has_im, sigma2, X, W, lane):  # type: ignore[no-untyped-def]
+    """32 values of one (sub-)block into lane ``lane``, with its weights: x², or
+    qw·sqrt(sigma2 + x²) with an imatrix."""
+    for i in range(32):
+        v = xb[i]
+        X[i, lane] = v
+        W[i, lane] = qw[i] * np.sqrt(sigma2 + v * v) if has_im else v * v
+
+
+@ghelper
+def _store_iq4nl(xb, ob, d):  # type: ignore[no-untyped-def]
+    """IQ4_NL bytes: fp16(d), codes re-picked with id = 1/d (the float32 d)."""
     store_fp16(ob, 0, d)
     idd = _ONE / d if d != _ZERO else _ZERO
     for j in range(16):
@@ -124,19 +158,38 @@ def _iq4nl_block(xb, ob, qw, has_im, w):  # type: ignore[no-untyped-def]
 
 
 @ghelper
-def _iq4xs_block(xb, ob, qw, has_im, w, scales):  # type: ignore[no-untyped-def]
-    sigma2 = _sigma2(xb, 256)
+def _iq4xs_group(x, imatrix, has_im, out, b0, nsb, nbr, X, W, scales):  # type: ignore[no-untyped-def]
+    """``nsb`` (1 or 2) consecutive IQ4_XS super-blocks from block ``b0``; their 8
+    sub-blocks each are searched in lanes 8s..8s+7."""
+    for s in range(nsb):
+        r = (b0 + s) // nbr
+        j = b0 + s - r * nbr
+        xb = x[r, j * 256:(j + 1) * 256]
+        sigma2 = _sigma2(xb, 256)
+        for ib in range(8):
+            qw = imatrix[j * 256 + 32 * ib:j * 256 + 32 * ib + 32] if has_im else imatrix
+            _load_lane(xb[32 * ib:32 * ib + 32], qw, has_im, sigma2, X, W, 8 * s + ib)
+    for i in range(32):  # an odd super-block out: empty lanes 8..15
+        for lane in range(8 * nsb, LANES):
+            X[i, lane] = _ZERO
+            W[i, lane] = _ZERO
+    _sub_block_scales(X, W, scales)
+    for s in range(nsb):
+        r = (b0 + s) // nbr
+        j = b0 + s - r * nbr
+        _iq4xs_finish(x[r, j * 256:(j + 1) * 256], out[r, j * 136:(j + 1) * 136], scales[8 * s:8 * s + 8])
+
+
+@ghelper
+def _iq4xs_finish(xb, ob, scales):  # type: ignore[no-untyped-def]
+    """d = -max_scale/32 (fp16), 6-bit sub-block scales l, codes with 1/(d·l)."""
     max_scale = _ZERO
     amax_scale = _ZERO
     for ib in range(8):
-        xs = xb[32 * ib:32 * ib + 32]
-        _weights(xs, qw[32 * ib:32 * ib + 32] if has_im else qw, has_im, sigma2, w)
-        s = _sub_block_scale(xs, w)
-        scales[ib] = s
-        a = np.abs(s)
+        a = np.abs(scales[ib])
         if a > amax_scale:
             amax_scale = a
-            max_scale = s
+            max_scale = scales[ib]
     d = -max_scale / np.float32(32.0)
     store_fp16(ob, 0, d)
     idd = _ONE / d if d != _ZERO else _ZERO
@@ -209,20 +262,40 @@ def _quantize(kind, x, imatrix, has_im, out):  # type: ignore[no-untyped-def]
     total = rows * nbr
     chunk = CHUNK // 8 if kind == IQ4_XS else CHUNK
     for c in prange((total + chunk - 1) // chunk):
-        w = np.empty(32, np.float32)
-        scales = np.empty(8, np.float32)
-        for b in range(c * chunk, min(total, (c + 1) * chunk)):
+        X = np.zeros((32, LANES), np.float32)
+        W = np.zeros((32, LANES), np.float32)
+        scales = np.zeros(LANES, np.float32)
+        start = c * chunk
+        stop = min(total, start + chunk)
+        if kind == IQ4_NL:  # LANES blocks side by side
+            for g in range(start, stop, LANES):
+                m = min(LANES, stop - g)
+                for lane in range(m):
+                    b = g + lane
+                    r = b // nbr
+                    j = b - r * nbr
+                    xb = x[r, j * 32:(j + 1) * 32]
+                    _load_lane(xb, imatrix[j * 32:(j + 1) * 32] if has_im else imatrix, has_im,
+                               _sigma2(xb, 32), X, W, lane)
+                for i in range(32):  # unused lanes: all-zero blocks, results ignored
+                    for lane in range(m, LANES):
+                        X[i, lane] = _ZERO
+                        W[i, lane] = _ZERO
+                _sub_block_scales(X, W, scales)
+                for lane in range(m):
+                    b = g + lane
+                    r = b // nbr
+                    j = b - r * nbr
+                    _store_iq4nl(x[r, j * 32:(j + 1) * 32], out[r, j * 18:(j + 1) * 18], scales[lane])
+            continue
+        if kind == IQ4_XS:  # two super-blocks per 16-lane search
+            for b in range(start, stop, 2):
+                _iq4xs_group(x, imatrix, has_im, out, b, min(2, stop - b), nbr, X, W, scales)
+            continue
+        for b in range(start, stop):
             r = b // nbr
             j = b - r * nbr
-            xb = x[r, j * qk:(j + 1) * qk]
-            ob = out[r, j * size:(j + 1) * size]
-            qw = imatrix[j * qk:(j + 1) * qk] if has_im else imatrix
-            if kind == IQ4_NL:
-                _iq4nl_block(xb, ob, qw, has_im, w)
-            elif kind == IQ4_XS:
-                _iq4xs_block(xb, ob, qw, has_im, w, scales)
-            else:
-                _mxfp4_block(xb, ob)
+            _mxfp4_block(x[r, j * 32:(j + 1) * 32], out[r, j * 17:(j + 1) * 17])
 
 
 @gkernel

@@ -28,10 +28,12 @@ from __future__ import annotations
 import numpy as np
 from numba import prange
 
+import numba
+
 from accel.numba.gguf_math import (
-    GROUP_MAX_EPS, bits_f32, f32, f32_bits, gkernel, ghelper, load_fp16, nearest_int, store_fp16,
+    GROUP_MAX_EPS, LANES, bits_f32, f32, f32_bits, gkernel, ghelper, load_fp16, nearest_int, stack_f32, store_fp16,
 )
-from accel.numba.gguf_search import make_q3_quants, make_qkx_quants, make_qp_quants, make_qx_quants
+from accel.numba.gguf_search import make_q3_lanes, make_qkx_lanes, make_qp_quants, make_qx_lanes
 
 __all__ = ["QUANTIZE", "DEQUANTIZE"]
 
@@ -112,25 +114,55 @@ def _requantize_affine(xb, ob, pos_d, pos_dmin, pos_scales, L, nsub, size, nmax,
             L[size * j + ii] = _clamp(nearest_int((xb[size * j + ii] + dm) / d), 0, nmax)
 
 
+# --- lane layout -----------------------------------------------------------------------
+
+
+@ghelper
+def _to_lanes(xb, size, nsub, X):  # type: ignore[no-untyped-def]
+    """X[i, j] = xb[size*j + i]: sub-block j of the super-block in lane j."""
+    for j in range(nsub):
+        for i in range(size):
+            X[i, j] = xb[size * j + i]
+
+
+@ghelper
+def _from_lanes(Lt, size, nsub, L):  # type: ignore[no-untyped-def]
+    for j in range(nsub):
+        for i in range(size):
+            L[size * j + i] = Lt[i, j]
+
+
+@ghelper
+def _imatrix_lanes(X, qw, sigma2, size, nsub, W, sw):  # type: ignore[no-untyped-def]
+    """W = qw·sqrt(sigma2 + x²) in lane layout, and sw[j] = Σ_l W[l, j] in order."""
+    for j in range(nsub):
+        sw[j] = _ZERO
+    for i in range(size):
+        for j in range(nsub):
+            v = X[i, j]
+            W[i, j] = qw[size * j + i] * np.sqrt(sigma2 + v * v)
+            sw[j] += W[i, j]
+
+
 # --- Q2_K -------------------------------------------------------------------------------
 
 
 @ghelper
-def _q2k_block(xb, ob, qw, has_im, L, Laux, w, scales, mins, sw, Ls, Lm):  # type: ignore[no-untyped-def]
-    if not has_im:  # quantize_row_q2_K_ref
+def _q2k_block(xb, ob, qw, has_im, L, sc):  # type: ignore[no-untyped-def]
+    X, W, Lt, Laux, scales, mins, sw, Ls, Lm = sc
+    _to_lanes(xb, 16, 16, X)
+    if not has_im:  # quantize_row_q2_K_ref: weights |x|, mean absolute error
+        for i in range(16):
+            for j in range(16):
+                W[i, j] = np.abs(X[i, j])
+        make_qkx_lanes(16, 3, X, W, Lt, np.float32(-0.5), np.float32(0.1), 15, True, scales, mins)
         max_scale = _ZERO
         max_min = _ZERO
         for j in range(16):
-            for l in range(16):
-                w[l] = np.abs(xb[16 * j + l])
-            s, m = make_qkx_quants(16, 3, xb[16 * j:16 * j + 16], w, L[16 * j:16 * j + 16], Laux,
-                                   np.float32(-0.5), np.float32(0.1), 15, True)
-            scales[j] = s
-            mins[j] = m
-            if s > max_scale:
-                max_scale = s
-            if m > max_min:
-                max_min = m
+            if scales[j] > max_scale:
+                max_scale = scales[j]
+            if mins[j] > max_min:
+                max_min = mins[j]
         if max_scale > _ZERO:
             iscale = np.float32(15.0) / max_scale
             for j in range(16):
@@ -149,24 +181,15 @@ def _q2k_block(xb, ob, qw, has_im, L, Laux, w, scales, mins, sw, Ls, Lm):  # typ
             store_fp16(ob, 82, _ZERO)
     else:  # quantize_row_q2_K_impl
         sigma2 = _seq_sumsq(xb, 256) / np.float32(256.0)
-        for j in range(16):
-            for l in range(16):
-                v = xb[16 * j + l]
-                w[l] = qw[16 * j + l] * np.sqrt(sigma2 + v * v)
-            t = _ZERO
-            for l in range(16):
-                t += w[l]
-            sw[j] = t
-            s, m = make_qkx_quants(16, 3, xb[16 * j:16 * j + 16], w, L[16 * j:16 * j + 16], Laux,
-                                   np.float32(-0.9), np.float32(0.05), 36, False)
-            scales[j] = s
-            mins[j] = m
+        _imatrix_lanes(X, qw, sigma2, 16, 16, W, sw)
+        make_qkx_lanes(16, 3, X, W, Lt, np.float32(-0.9), np.float32(0.05), 36, False, scales, mins)
         dm = make_qp_quants(16, 15, scales, Ls, sw)
         mm = make_qp_quants(16, 15, mins, Lm, sw)
         store_fp16(ob, 80, dm)
         store_fp16(ob, 82, mm)
         for j in range(16):
             ob[j] = np.uint8((Ls[j] | (Lm[j] << 4)) & 0xFF)
+    _from_lanes(Lt, 16, 16, L)
     _requantize_affine(xb, ob, 80, 82, 0, L, 16, 16, 3, True)
     _pack_2bit(ob, 16, L)
 
@@ -175,19 +198,20 @@ def _q2k_block(xb, ob, qw, has_im, L, Laux, w, scales, mins, sw, Ls, Lm):  # typ
 
 
 @ghelper
-def _q3k_block(xb, ob, qw, has_im, L, w, scales, sw, Ls):  # type: ignore[no-untyped-def]
+def _q3k_block(xb, ob, qw, has_im, L, sc):  # type: ignore[no-untyped-def]
+    X, W, Lt, Laux, scales, mins, sw, Ls, Lm = sc
+    _to_lanes(xb, 16, 16, X)
     for k in range(12):
         ob[96 + k] = 0
     if not has_im:  # quantize_row_q3_K_ref
+        make_q3_lanes(16, 4, X, Lt, scales)
         max_scale = _ZERO
         amax = _ZERO
         for j in range(16):
-            s = make_q3_quants(16, 4, xb[16 * j:16 * j + 16], L[16 * j:16 * j + 16])
-            scales[j] = s
-            a = np.abs(s)
+            a = np.abs(scales[j])
             if a > amax:
                 amax = a
-                max_scale = s
+                max_scale = scales[j]
         if max_scale != _ZERO:
             iscale = np.float32(-32.0) / max_scale
             for j in range(16):
@@ -202,17 +226,16 @@ def _q3k_block(xb, ob, qw, has_im, L, w, scales, sw, Ls):  # type: ignore[no-unt
         live = max_scale != _ZERO
     else:  # quantize_row_q3_K_impl
         sigma2 = np.float32(2.0) * _seq_sumsq(xb, 256) / np.float32(256.0)
+        _imatrix_lanes(X, qw, sigma2, 16, 16, W, sw)
+        make_qx_lanes(16, 4, X, W, Lt, scales)
+        # the 16 signed scales, weighted by sw, with make_qx_quants(16, 32, ...): one lane
+        for i in range(16):
+            X[i, 0] = scales[i]
+            W[i, 0] = sw[i]
+        make_qx_lanes(16, 32, X, W, Laux, mins)
         for j in range(16):
-            for l in range(16):
-                v = xb[16 * j + l]
-                w[l] = qw[16 * j + l] * np.sqrt(sigma2 + v * v)
-            t = _ZERO
-            for l in range(16):
-                t += w[l]
-            sw[j] = t
-            scales[j] = make_qx_quants(16, 4, xb[16 * j:16 * j + 16], w, L[16 * j:16 * j + 16])
-        d_block = make_qx_quants(16, 32, scales, sw, Ls)
-        store_fp16(ob, 108, d_block)
+            Ls[j] = Laux[j, 0]
+        store_fp16(ob, 108, mins[0])
         live = True
     if live:  # scales[j] = l & 0xF (j < 8) or |= (l & 0xF) << 4; top 2 bits to scales[8 + j%4]
         for j in range(16):
@@ -223,14 +246,15 @@ def _q3k_block(xb, ob, qw, has_im, L, w, scales, sw, Ls):  # type: ignore[no-unt
                 ob[96 + j - 8] = np.uint8((np.int64(ob[96 + j - 8]) | ((l & 0xF) << 4)) & 0xFF)
             l >>= 4
             ob[104 + j % 4] = np.uint8((np.int64(ob[104 + j % 4]) | (l << (2 * (j // 4)))) & 0xFF)
+    _from_lanes(Lt, 16, 16, L)
     dd = load_fp16(ob, 108)
     for j in range(16):
         if j < 8:
-            sc = np.int64(ob[96 + j]) & 0xF
+            s = np.int64(ob[96 + j]) & 0xF
         else:
-            sc = np.int64(ob[96 + j - 8]) >> 4
-        sc = (sc | (((np.int64(ob[104 + j % 4]) >> (2 * (j // 4))) & 3) << 4)) - 32
-        d = dd * f32(sc)
+            s = np.int64(ob[96 + j - 8]) >> 4
+        s = (s | (((np.int64(ob[104 + j % 4]) >> (2 * (j // 4))) & 3) << 4)) - 32
+        d = dd * f32(s)
         if d == _ZERO:
             continue
         for ii in range(16):
@@ -248,51 +272,88 @@ def _q3k_block(xb, ob, qw, has_im, L, w, scales, sw, Ls):  # type: ignore[no-unt
 
 
 @ghelper
-def _q45k_block(xb, ob, qw, has_im, nmax, L, Laux, w, scales, mins, sw, Ls, Lm):  # type: ignore[no-untyped-def]
-    if not has_im:  # quantize_row_q4_K_ref / quantize_row_q5_K_ref
+def _q45k_group(x, imatrix, has_im, out, b0, nsb, nbr, size, nmax, L, sc):  # type: ignore[no-untyped-def]
+    """``nsb`` (1 or 2) consecutive Q4_K/Q5_K super-blocks from block ``b0``: their 8
+    sub-blocks each go to lanes 8s..8s+7, so that two super-blocks fill 16 lanes."""
+    X, W, Lt, Laux, scales, mins, sw, Ls, Lm = sc
+    m = 8 * nsb
+    for s in range(nsb):
+        r = (b0 + s) // nbr
+        j = b0 + s - r * nbr
+        xb = x[r, j * 256:(j + 1) * 256]
+        for jj in range(8):
+            for i in range(32):
+                X[i, 8 * s + jj] = xb[32 * jj + i]
+        if has_im:  # _impl: weights qw·sqrt(sigma2 + x²), sigma2 = 2·Σx²/256 per super-block
+            qw = imatrix[j * 256:(j + 1) * 256]
+            sigma2 = np.float32(2.0) * _seq_sumsq(xb, 256) / np.float32(256.0)
+            for jj in range(8):
+                t = _ZERO
+                for i in range(32):
+                    v = X[i, 8 * s + jj]
+                    W[i, 8 * s + jj] = qw[32 * jj + i] * np.sqrt(sigma2 + v * v)
+                    t += W[i, 8 * s + jj]
+                sw[8 * s + jj] = t
+    for i in range(32):  # an odd super-block out: empty lanes 8..15
+        for j in range(m, LANES):
+            X[i, j] = _ZERO
+            W[i, j] = _ZERO
+    if not has_im:  # _ref: weights av_x + |x| with av_x = sqrt(Σx²/32) per sub-block
+        av = numba.carray(stack_f32(), LANES)
+        for j in range(LANES):
+            av[j] = _ZERO
+        for i in range(32):
+            for j in range(LANES):
+                av[j] += X[i, j] * X[i, j]
+        for j in range(LANES):
+            av[j] = np.sqrt(av[j] / np.float32(32.0))
+        for i in range(32):
+            for j in range(LANES):
+                W[i, j] = av[j] + np.abs(X[i, j])
         rmin = np.float32(-1.0) if nmax == 15 else np.float32(-0.5)
         nstep = 20 if nmax == 15 else 15
+        make_qkx_lanes(32, nmax, X, W, Lt, rmin, np.float32(0.1), nstep, False, scales, mins)
+    else:
+        make_qkx_lanes(32, nmax, X, W, Lt, np.float32(-0.9), np.float32(0.05), 36, False, scales, mins)
+    for s in range(nsb):
+        r = (b0 + s) // nbr
+        j = b0 + s - r * nbr
+        _q45k_finish(x[r, j * 256:(j + 1) * 256], out[r, j * size:(j + 1) * size], has_im, nmax, 8 * s, L, sc)
+
+
+@ghelper
+def _q45k_finish(xb, ob, has_im, nmax, lane0, L, sc):  # type: ignore[no-untyped-def]
+    """One Q4_K/Q5_K super-block after the sub-block search (lanes lane0..lane0+7):
+    sub-block scales to 6 bits (``_ref``: nearest_int(63/max·s); ``_impl``:
+    make_qp_quants), requantize, pack."""
+    X, W, Lt, Laux, scales, mins, sw, Ls, Lm = sc
+    sc8 = scales[lane0:lane0 + 8]
+    mn8 = mins[lane0:lane0 + 8]
+    if not has_im:
         max_scale = _ZERO
         max_min = _ZERO
         for j in range(8):
-            xs = xb[32 * j:32 * j + 32]
-            av_x = np.sqrt(_seq_sumsq(xs, 32) / np.float32(32.0))
-            for l in range(32):
-                w[l] = av_x + np.abs(xs[l])
-            s, m = make_qkx_quants(32, nmax, xs, w, L[32 * j:32 * j + 32], Laux, rmin, np.float32(0.1), nstep, False)
-            scales[j] = s
-            mins[j] = m
-            if s > max_scale:
-                max_scale = s
-            if m > max_min:
-                max_min = m
+            if sc8[j] > max_scale:
+                max_scale = sc8[j]
+            if mn8[j] > max_min:
+                max_min = mn8[j]
         inv_scale = np.float32(63.0) / max_scale if max_scale > _ZERO else _ZERO
         inv_min = np.float32(63.0) / max_min if max_min > _ZERO else _ZERO
         for j in range(8):
-            Ls[j] = min(63, nearest_int(inv_scale * scales[j]) & 0xFF)  # uint8_t ls = ...; MIN(63, ls)
-            Lm[j] = min(63, nearest_int(inv_min * mins[j]) & 0xFF)
+            Ls[j] = min(63, nearest_int(inv_scale * sc8[j]) & 0xFF)  # uint8_t ls = ...; MIN(63, ls)
+            Lm[j] = min(63, nearest_int(inv_min * mn8[j]) & 0xFF)
         d = max_scale / np.float32(63.0)
         dmin = max_min / np.float32(63.0)
-    else:  # quantize_row_q4_K_impl / quantize_row_q5_K_impl
-        sigma2 = np.float32(2.0) * _seq_sumsq(xb, 256) / np.float32(256.0)
-        for j in range(8):
-            for l in range(32):
-                v = xb[32 * j + l]
-                w[l] = qw[32 * j + l] * np.sqrt(sigma2 + v * v)
-            t = _ZERO
-            for l in range(32):
-                t += w[l]
-            sw[j] = t
-            s, m = make_qkx_quants(32, nmax, xb[32 * j:32 * j + 32], w, L[32 * j:32 * j + 32], Laux,
-                                   np.float32(-0.9), np.float32(0.05), 36, False)
-            scales[j] = s
-            mins[j] = m
-        d = make_qp_quants(8, 63, scales, Ls, sw)
-        dmin = make_qp_quants(8, 63, mins, Lm, sw)
+    else:
+        d = make_qp_quants(8, 63, sc8, Ls, sw[lane0:lane0 + 8])
+        dmin = make_qp_quants(8, 63, mn8, Lm, sw[lane0:lane0 + 8])
         if nmax == 31:  # only quantize_row_q5_K_impl applies MIN(63, .) again
             for j in range(8):
                 Ls[j] = min(63, Ls[j])
                 Lm[j] = min(63, Lm[j])
+    for j in range(8):
+        for i in range(32):
+            L[32 * j + i] = Lt[i, lane0 + j]
     _pack_scale_min_k4(ob, 4, Ls, Lm)
     store_fp16(ob, 0, d)
     store_fp16(ob, 2, dmin)
@@ -323,26 +384,25 @@ def _q45k_block(xb, ob, qw, has_im, nmax, L, Laux, w, scales, mins, sw, Ls, Lm):
 
 
 @ghelper
-def _q6k_block(xb, ob, qw, has_im, L, w, scales):  # type: ignore[no-untyped-def]
+def _q6k_block(xb, ob, qw, has_im, L, sc):  # type: ignore[no-untyped-def]
+    X, W, Lt, Laux, scales, mins, sw, Ls, Lm = sc
+    _to_lanes(xb, 16, 16, X)
+    for i in range(16):
+        for j in range(16):
+            W[i, j] = qw[16 * j + i] if has_im else X[i, j] * X[i, j]  # the raw imatrix, no sigma
+    make_qx_lanes(16, 32, X, W, Lt, scales)
     max_scale = _ZERO
     max_abs_scale = _ZERO
     for ib in range(16):
-        xs = xb[16 * ib:16 * ib + 16]
-        if has_im:
-            s = make_qx_quants(16, 32, xs, qw[16 * ib:16 * ib + 16], L[16 * ib:16 * ib + 16])
-        else:
-            for l in range(16):
-                w[l] = xs[l] * xs[l]
-            s = make_qx_quants(16, 32, xs, w, L[16 * ib:16 * ib + 16])
-        scales[ib] = s
-        a = np.abs(s)
+        a = np.abs(scales[ib])
         if a > max_abs_scale:
             max_abs_scale = a
-            max_scale = s
+            max_scale = scales[ib]
     if max_abs_scale < GROUP_MAX_EPS:
         for k in range(210):
             ob[k] = 0
         return
+    _from_lanes(Lt, 16, 16, L)
     iscale = np.float32(-128.0) / max_scale
     store_fp16(ob, 208, _ONE / iscale)
     for ib in range(16):
@@ -425,29 +485,28 @@ def _quantize(kind, x, imatrix, has_im, out):  # type: ignore[no-untyped-def]
     total = rows * nbr
     for c in prange((total + CHUNK - 1) // CHUNK):
         L = np.empty(256, np.int32)
-        Laux = np.empty(32, np.int32)
-        w = np.empty(32, np.float32)
-        scales = np.empty(16, np.float32)
-        mins = np.empty(16, np.float32)
-        sw = np.empty(16, np.float32)
-        Ls = np.empty(16, np.int32)
-        Lm = np.empty(16, np.int32)
-        for b in range(c * CHUNK, min(total, (c + 1) * CHUNK)):
+        sc = (np.zeros((32, LANES), np.float32), np.zeros((32, LANES), np.float32),  # X, W
+              np.zeros((32, LANES), np.int32), np.zeros((32, LANES), np.int32),      # Lt, Laux
+              np.zeros(LANES, np.float32), np.zeros(LANES, np.float32), np.zeros(LANES, np.float32),  # scales, mins, sw
+              np.zeros(LANES, np.int32), np.zeros(LANES, np.int32))                   # Ls, Lm
+        start = c * CHUNK
+        stop = min(total, start + CHUNK)
+        if kind == Q4_K or kind == Q5_K:  # two super-blocks per 16-lane search
+            for b in range(start, stop, 2):
+                _q45k_group(x, imatrix, has_im, out, b, min(2, stop - b), nbr, size, 15 if kind == Q4_K else 31, L, sc)
+            continue
+        for b in range(start, stop):
             r = b // nbr
             j = b - r * nbr
             xb = x[r, j * 256:(j + 1) * 256]
             ob = out[r, j * size:(j + 1) * size]
             qw = imatrix[j * 256:(j + 1) * 256] if has_im else imatrix
             if kind == Q2_K:
-                _q2k_block(xb, ob, qw, has_im, L, Laux, w, scales, mins, sw, Ls, Lm)
+                _q2k_block(xb, ob, qw, has_im, L, sc)
             elif kind == Q3_K:
-                _q3k_block(xb, ob, qw, has_im, L, w, scales, sw, Ls)
-            elif kind == Q4_K:
-                _q45k_block(xb, ob, qw, has_im, 15, L, Laux, w, scales, mins, sw, Ls, Lm)
-            elif kind == Q5_K:
-                _q45k_block(xb, ob, qw, has_im, 31, L, Laux, w, scales, mins, sw, Ls, Lm)
+                _q3k_block(xb, ob, qw, has_im, L, sc)
             elif kind == Q6_K:
-                _q6k_block(xb, ob, qw, has_im, L, w, scales)
+                _q6k_block(xb, ob, qw, has_im, L, sc)
             else:
                 _q8k_block(xb, ob)
 

@@ -24,7 +24,7 @@ from accel.numba.gguf_math import (
     bits_f32, f32, f32_bits, fp16_to_fp32, fp32_to_bf16, fp32_to_fp16, gkernel, ghelper, load_fp16, roundf,
     store_fp16,
 )
-from accel.numba.gguf_search import make_qkx_quants, make_qx_quants
+from accel.numba.gguf_search import LANES, make_qkx_lanes, make_qx_lanes
 
 __all__ = ["QUANTIZE", "DEQUANTIZE", "row_sigma2"]
 
@@ -70,12 +70,6 @@ def _trunc_i8(v):  # type: ignore[no-untyped-def]
 
 
 @ghelper
-def _imatrix_weights(xb, qw, sigma2, w, n):  # type: ignore[no-untyped-def]
-    for j in range(n):
-        w[j] = qw[j] * np.sqrt(sigma2 + xb[j] * xb[j])
-
-
-@ghelper
 def _pack_halves(ob, pos, L):  # type: ignore[no-untyped-def]
     for j in range(16):
         ob[pos + j] = np.uint8((L[j] & 0xF) | ((L[j + 16] & 0xF) << 4))
@@ -95,19 +89,20 @@ def _pack_qh(ob, pos, L):  # type: ignore[no-untyped-def]
 
 
 @ghelper
-def _q40_block(xb, ob, qw, sigma2, has_im, w, L, levels):  # type: ignore[no-untyped-def]
-    """Q4_0 (levels 8) and Q5_0 (levels 16): ``quantize_row_q{4,5}_0_ref`` / ``_impl``."""
-    if has_im:
-        _imatrix_weights(xb, qw, sigma2, w, 32)
-        d = make_qx_quants(32, levels, xb, w, L)
-    else:
-        mx = _signed_absmax(xb, 32)
-        d = mx / f32(-levels)
-        idd = _ONE / d if d != _ZERO else _ZERO
-        shift = f32(levels) + _HALF
-        top = 2 * levels - 1
-        for j in range(32):
-            L[j] = min(top, _trunc_i8(xb[j] * idd + shift)) & 0xFF
+def _q40_block(xb, ob, L, levels):  # type: ignore[no-untyped-def]
+    """Q4_0 (levels 8) and Q5_0 (levels 16) without an imatrix: ``quantize_row_q{4,5}_0_ref``."""
+    mx = _signed_absmax(xb, 32)
+    d = mx / f32(-levels)
+    idd = _ONE / d if d != _ZERO else _ZERO
+    shift = f32(levels) + _HALF
+    top = 2 * levels - 1
+    for j in range(32):
+        L[j] = min(top, _trunc_i8(xb[j] * idd + shift)) & 0xFF
+    _store_q40(ob, d, L, levels)
+
+
+@ghelper
+def _store_q40(ob, d, L, levels):  # type: ignore[no-untyped-def]
     store_fp16(ob, 0, d)
     if levels == 8:
         _pack_halves(ob, 2, L)
@@ -117,29 +112,28 @@ def _q40_block(xb, ob, qw, sigma2, has_im, w, L, levels):  # type: ignore[no-unt
 
 
 @ghelper
-def _q41_block(xb, ob, qw, sigma2, has_im, w, L, Laux, levels):  # type: ignore[no-untyped-def]
-    """Q4_1 (levels 15) and Q5_1 (levels 31): ``quantize_row_q{4,5}_1_ref`` / ``_impl``."""
-    if has_im:
-        _imatrix_weights(xb, qw, sigma2, w, 32)
-        d, the_min = make_qkx_quants(32, levels, xb, w, L, Laux, _RMIN3, _RDELTA3, 36, False)
-        m = -the_min
-    else:
-        mn = np.float32(np.finfo(np.float32).max)
-        mx = -mn
-        for j in range(32):
-            v = xb[j]
-            if v < mn:
-                mn = v
-            if v > mx:
-                mx = v
-        d = (mx - mn) / f32(levels)
-        idd = _ONE / d if d != _ZERO else _ZERO
-        for j in range(32):
-            q = np.int64(np.int32((xb[j] - mn) * idd + _HALF))
-            if levels == 15:  # MIN(15, (int8_t)v)
-                q = min(15, _trunc_i8(q))
-            L[j] = q & 0xFF  # (uint8_t)v: no clamp for Q5_1
-        m = mn
+def _q41_block(xb, ob, L, levels):  # type: ignore[no-untyped-def]
+    """Q4_1 (levels 15) and Q5_1 (levels 31) without an imatrix: ``quantize_row_q{4,5}_1_ref``."""
+    mn = np.float32(np.finfo(np.float32).max)
+    mx = -mn
+    for j in range(32):
+        v = xb[j]
+        if v < mn:
+            mn = v
+        if v > mx:
+            mx = v
+    d = (mx - mn) / f32(levels)
+    idd = _ONE / d if d != _ZERO else _ZERO
+    for j in range(32):
+        q = np.int64(np.int32((xb[j] - mn) * idd + _HALF))
+        if levels == 15:  # MIN(15, (int8_t)v)
+            q = min(15, _trunc_i8(q))
+        L[j] = q & 0xFF  # (uint8_t)v: no clamp for Q5_1
+    _store_q41(ob, d, mn, L, levels)
+
+
+@ghelper
+def _store_q41(ob, d, m, L, levels):  # type: ignore[no-untyped-def]
     store_fp16(ob, 0, d)
     store_fp16(ob, 2, m)
     if levels == 15:
@@ -147,6 +141,43 @@ def _q41_block(xb, ob, qw, sigma2, has_im, w, L, Laux, levels):  # type: ignore[
     else:
         _pack_qh(ob, 4, L)
         _pack_halves(ob, 8, L)
+
+
+@ghelper
+def _impl_group(kind, x, imatrix, sigma2, out, g, m, nbr, size, X, W, Lt, Laux, scales, mins, L):  # type: ignore[no-untyped-def]
+    """``quantize_row_q{4,5}_{0,1}_impl`` for ``m`` consecutive blocks from block ``g``, in
+    lanes: weights qw·sqrt(sigma2_row + x²), then ``make_qx_quants(32, 8|16, ...)``
+    (Q4_0/Q5_0, codes straight from the search) or ``make_qkx3_quants(32, 15|31, ...,
+    -0.9f, 0.05f, 36)`` (Q4_1/Q5_1, m = -the_min)."""
+    for lane in range(m):
+        b = g + lane
+        r = b // nbr
+        j = b - r * nbr
+        s2 = sigma2[r]
+        for i in range(32):
+            v = x[r, 32 * j + i]
+            X[i, lane] = v
+            W[i, lane] = imatrix[32 * j + i] * np.sqrt(s2 + v * v)
+    for i in range(32):  # unused lanes: all-zero blocks, results ignored
+        for lane in range(m, LANES):
+            X[i, lane] = _ZERO
+            W[i, lane] = _ZERO
+    levels = 8 if kind == Q4_0 else 16 if kind == Q5_0 else 15 if kind == Q4_1 else 31
+    if kind == Q4_0 or kind == Q5_0:
+        make_qx_lanes(32, levels, X, W, Lt, scales)
+    else:
+        make_qkx_lanes(32, levels, X, W, Lt, _RMIN3, _RDELTA3, 36, False, scales, mins)
+    for lane in range(m):
+        b = g + lane
+        r = b // nbr
+        j = b - r * nbr
+        for i in range(32):
+            L[i] = Lt[i, lane]
+        ob = out[r, j * size:(j + 1) * size]
+        if kind == Q4_0 or kind == Q5_0:
+            _store_q40(ob, scales[lane], L, levels)
+        else:
+            _store_q41(ob, scales[lane], -mins[lane], L, levels)
 
 
 @ghelper
@@ -244,25 +275,35 @@ def _quantize(kind, x, imatrix, sigma2, has_im, out):  # type: ignore[no-untyped
                 out[r, 2 * j] = np.uint8(h & 0xFF)
                 out[r, 2 * j + 1] = np.uint8((h >> 8) & 0xFF)
         return
+    searched = has_im and (kind == Q4_0 or kind == Q4_1 or kind == Q5_0 or kind == Q5_1)
     for c in prange((total + CHUNK - 1) // CHUNK):
-        w = np.empty(32, np.float32)
         L = np.empty(32, np.int32)
-        Laux = np.empty(32, np.int32)
-        for b in range(c * CHUNK, min(total, (c + 1) * CHUNK)):
+        start = c * CHUNK
+        stop = min(total, start + CHUNK)
+        if searched:
+            X = np.zeros((32, LANES), np.float32)
+            W = np.zeros((32, LANES), np.float32)
+            Lt = np.zeros((32, LANES), np.int32)
+            Laux = np.zeros((32, LANES), np.int32)
+            scales = np.zeros(LANES, np.float32)
+            mins = np.zeros(LANES, np.float32)
+            for g in range(start, stop, LANES):
+                _impl_group(kind, x, imatrix, sigma2, out, g, min(LANES, stop - g), nbr, size,
+                            X, W, Lt, Laux, scales, mins, L)
+            continue
+        for b in range(start, stop):
             r = b // nbr
             j = b - r * nbr
             xb = x[r, j * qk:(j + 1) * qk]
             ob = out[r, j * size:(j + 1) * size]
-            qw = imatrix[j * qk:(j + 1) * qk] if has_im else imatrix
-            s2 = sigma2[r] if has_im else _ZERO
             if kind == Q4_0:
-                _q40_block(xb, ob, qw, s2, has_im, w, L, 8)
+                _q40_block(xb, ob, L, 8)
             elif kind == Q5_0:
-                _q40_block(xb, ob, qw, s2, has_im, w, L, 16)
+                _q40_block(xb, ob, L, 16)
             elif kind == Q4_1:
-                _q41_block(xb, ob, qw, s2, has_im, w, L, Laux, 15)
+                _q41_block(xb, ob, L, 15)
             elif kind == Q5_1:
-                _q41_block(xb, ob, qw, s2, has_im, w, L, Laux, 31)
+                _q41_block(xb, ob, L, 31)
             elif kind == Q8_0:
                 _q80_block(xb, ob, False)
             elif kind == Q8_1:

@@ -28,11 +28,12 @@ import numba
 import numpy as np
 from llvmlite import ir
 from numba import types
+from numba.core import cgutils
 from numba.extending import intrinsic
 
 from accel.numba._jit import KERNEL
 
-__all__ = ["gkernel", "ghelper", "f32", "nearest_int", "fp32_to_fp16", "fp16_to_fp32", "roundf",
+__all__ = ["gkernel", "ghelper", "f32", "LANES", "stack_f32", "stack_i32", "nearest_int", "fp32_to_fp16", "fp16_to_fp32", "roundf",
            "f32_bits", "bits_f32", "fp32_to_bf16", "e8m0_to_fp32_half", "store_fp16", "load_fp16", "GROUP_MAX_EPS"]
 
 _OPTIONS = dict(KERNEL, error_model="numpy")
@@ -49,6 +50,7 @@ def ghelper(fn):  # type: ignore[no-untyped-def]
 
 
 f32 = np.float32
+LANES = 16  # sub-blocks searched side by side (one AVX-512 vector of float32)
 GROUP_MAX_EPS = np.float32(1e-15)  # ggml-quants.c: blocks with abs max below this are "all zero"
 
 
@@ -89,7 +91,7 @@ _MAGIC = np.float32(12582912.0)  # 1.5 * 2**23
 def nearest_int(fval):  # type: ignore[no-untyped-def]
     """ggml ``nearest_int``: round half to even for abs(fval) <= 4194303 (int32)."""
     i = f32_bits(fval + _MAGIC)
-    return (i & np.int32(0x007FFFFF)) - np.int32(0x00400000)
+    return np.int32((i & np.int32(0x007FFFFF)) - np.int32(0x00400000))
 
 
 @ghelper
@@ -178,3 +180,26 @@ def e8m0_to_fp32_half(e):  # type: ignore[no-untyped-def]
     if e < 2:
         return bits_f32(np.int64(0x00200000) << e)
     return bits_f32((e - 1) << 23)
+
+
+
+def _lanes_alloca(dtype):  # type: ignore[no-untyped-def]
+    """An intrinsic returning a pointer to ``LANES`` elements of stack memory (an
+    ``alloca`` in the function being compiled)."""
+
+    @intrinsic
+    def alloc(typingctx):  # type: ignore[no-untyped-def]
+        def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+            return cgutils.alloca_once(builder, context.get_value_type(dtype), size=LANES)
+
+        return types.CPointer(dtype)(), codegen
+
+    return alloc
+
+
+#: ``numba.carray(stack_f32(), LANES)`` is a float32 array on the calling function's
+#: stack. Per-lane state of the searches lives there: LLVM then knows it aliases none of
+#: the argument arrays and keeps it in SIMD registers across the element loop (heap
+#: arrays would be reloaded and stored on every element). Never return such an array.
+stack_f32 = _lanes_alloca(types.float32)
+stack_i32 = _lanes_alloca(types.int32)
