@@ -1,0 +1,256 @@
+"""Numba GGUF kernels (accel/numba/gguf*.py) against ggml's golden bytes and the reference.
+
+The backend claims bit-exactness for gguf_quantize / gguf_dequantize on every type, so
+every comparison here is byte for byte (float32 outputs bit for bit): golden vectors
+written by ggml (tests/golden/gguf/), and randomized rows of every adversarial kind
+(normal, heavy-tailed, all-zero of both signs, constant, single outlier, ~1e-11, near
+the fp16 maximum, integer/half-integer ties, mixed magnitudes) with no imatrix, a random
+one, one with zero columns and an all-zero one (FAILURES.md #5, #6), compared with
+:mod:`refquant.gguf`. Shapes exercise the kernels' grouping: partial 16-lane groups,
+a lone K-quant super-block in a two-super-block group, rows spanning a group.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("numba")
+
+import refquant.gguf as G  # noqa: E402
+from accel.numba import gguf as N  # noqa: E402
+
+GOLDEN = Path(__file__).parent / "golden" / "gguf"
+QTYPES = G.qtypes()
+SEARCHED = ("q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_nl", "iq4_xs")
+KINDS = ("normal", "heavy", "zero", "negzero", "const", "outlier", "tiny", "fp16max", "ties", "mixed")
+
+
+def _rows(rng: np.random.Generator, kind: str, rows: int, n: int) -> np.ndarray:
+    if kind == "normal":
+        x = rng.standard_normal((rows, n))
+    elif kind == "heavy":
+        x = rng.standard_t(1.5, (rows, n))
+    elif kind == "zero":
+        x = np.zeros((rows, n))
+    elif kind == "negzero":
+        x = -np.zeros((rows, n))
+    elif kind == "const":
+        x = np.full((rows, n), rng.choice([1.0, -2.5, 0.1, 65504.0]))
+    elif kind == "outlier":
+        x = rng.standard_normal((rows, n))
+        x[:, rng.integers(0, n)] = rng.choice([100.0, -1e4, 6e4])
+    elif kind == "tiny":
+        x = rng.standard_normal((rows, n)) * 1e-11
+    elif kind == "fp16max":
+        x = rng.uniform(60000.0, 65504.0, (rows, n)) * rng.choice([-1.0, 1.0], (rows, n))
+    elif kind == "ties":
+        x = rng.integers(-16, 16, (rows, n)) + rng.choice([0.0, 0.5], (rows, n))
+    else:  # mixed: 32-blocks of very different scale, a zero and a constant block
+        scale = rng.choice([1e-6, 1e-3, 1.0, 1e3, 1e4], (rows, n // 32, 1))
+        x = (rng.standard_normal((rows, n // 32, 32)) * scale).reshape(rows, n)
+        x[:, :32] = 0.0
+        x[:, 32:64] = 3.0
+    return x.astype(np.float32)
+
+
+def _imatrices(rng: np.random.Generator, n: int) -> dict[str, np.ndarray | None]:
+    random = (rng.gamma(1.0, 1.0, n) + 1e-3).astype(np.float32)
+    zeros = random.copy()
+    zeros[rng.random(n) < 0.3] = 0.0
+    zeros[:min(n, 256)] = 0.0
+    return {"none": None, "random": random, "zeros": zeros, "all_zero": np.zeros(n, np.float32)}
+
+
+def _assert_same_bits(got: np.ndarray, want: np.ndarray, what: str) -> None:
+    assert got.dtype == want.dtype and got.shape == want.shape, f"{what}: {got.dtype}{got.shape} vs {want.dtype}{want.shape}"
+    if got.dtype == np.float32:
+        got, want = got.view(np.uint32), want.view(np.uint32)
+    bad = np.argwhere(got != want)
+    assert bad.size == 0, f"{what}: {len(bad)} elements differ, first at {tuple(bad[0])}"
+
+
+# --- golden vectors written by ggml ---------------------------------------------------
+
+
+def _golden_cases():
+    for path in sorted(GOLDEN.glob("*.npz")):
+        if path.name == "kquants_adversarial.npz":
+            continue
+        with np.load(path) as z:
+            for i, name in enumerate(z["imatrix_names"]):
+                if f"bytes_{name}" in z:
+                    yield pytest.param(path.name, i, str(name), id=f"{path.stem}-{name}")
+
+
+@pytest.mark.parametrize("fname,index,name", list(_golden_cases()))
+def test_golden_bytes_and_values(fname, index, name):
+    with np.load(GOLDEN / fname) as z:
+        qtype, x = str(z["qtype"]), z["x"]
+        imatrix = None if name == "none" else z["imatrix"][index]
+        expected = z[f"bytes_{name}"]
+        _assert_same_bits(N.gguf_quantize(x, qtype, imatrix), expected, f"{qtype} quantize ({name})")
+        if f"y_{name}" in z:
+            _assert_same_bits(N.gguf_dequantize(expected, qtype, x.shape), z[f"y_{name}"], f"{qtype} dequantize")
+
+
+def test_golden_kquant_adversarial():
+    with np.load(GOLDEN / "kquants_adversarial.npz") as z:
+        x = z["x"]
+        names = [str(v) for v in z["imatrix_names"]]
+        checked = 0
+        for key in z.files:
+            if not key.startswith("bytes_"):
+                continue
+            stem = key[len("bytes_"):]
+            name = next(nm for nm in names if stem.endswith("_" + nm))
+            qtype = stem[:-len(name) - 1]
+            imatrix = None if name == "none" else z["imatrix"][names.index(name)]
+            _assert_same_bits(N.gguf_quantize(x, qtype, imatrix), z[key], f"{qtype} ({name})")
+            checked += 1
+    assert checked >= 26
+
+
+# --- randomized against the reference ----------------------------------------------------
+
+
+@pytest.mark.parametrize("qtype", QTYPES)
+def test_matches_reference_every_kind(qtype):
+    rng = np.random.default_rng(sum(map(ord, qtype)))
+    n = 512
+    for kind in KINDS:
+        x = _rows(rng, kind, 3, n)
+        for im_name, imatrix in _imatrices(rng, n).items():
+            want = G.quantize(x, qtype, imatrix)
+            _assert_same_bits(N.gguf_quantize(x, qtype, imatrix), want, f"{qtype} {kind} imatrix={im_name}")
+            _assert_same_bits(N.gguf_dequantize(want, qtype, x.shape), G.dequantize(want, qtype, x.shape),
+                              f"{qtype} {kind} dequantize")
+
+
+@pytest.mark.parametrize("qtype", QTYPES)
+def test_dequantize_arbitrary_bytes(qtype):
+    """Every bit pattern is a block: NaN/inf scales and unused code points decode as ggml does."""
+    rng = np.random.default_rng(7)
+    shape = (5, 1024)
+    data = rng.integers(0, 256, (shape[0], G.row_bytes(qtype, shape[1])), dtype=np.uint8)
+    got, want = N.gguf_dequantize(data, qtype, shape), G.dequantize(data, qtype, shape)
+    same = (got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))
+    assert same.all(), f"{qtype}: {int((~same).sum())} values differ"
+
+
+@pytest.mark.parametrize("qtype", SEARCHED)
+@pytest.mark.parametrize("blocks", [(16,), (5, 9), (3, 1), (1, 3), (2, 2, 1)], ids=str)
+def test_grouping_shapes(qtype, blocks):
+    """Shapes in blocks: partial 16-lane groups (9, 45 blocks), odd super-block counts (a
+    lone super-block in a two-super-block group), groups spanning rows, 1-D and 3-D."""
+    shape = blocks[:-1] + (blocks[-1] * G.get_format(qtype).block_size,)
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(shape).astype(np.float32) * rng.choice([1e-3, 1.0, 100.0], shape).astype(np.float32)
+    for imatrix in (None, rng.gamma(1.0, 1.0, shape[-1]).astype(np.float32)):
+        _assert_same_bits(N.gguf_quantize(x, qtype, imatrix), G.quantize(x, qtype, imatrix), f"{qtype} {shape}")
+
+
+def test_thread_count_does_not_change_bytes():
+    import numba
+
+    rng = np.random.default_rng(11)
+    x = rng.standard_t(2.0, (8, 1024)).astype(np.float32)
+    imatrix = rng.gamma(1.0, 1.0, 1024).astype(np.float32)
+    before = numba.get_num_threads()
+    try:
+        numba.set_num_threads(1)
+        single = [N.gguf_quantize(x, t, imatrix) for t in ("q4_k", "iq4_xs", "q5_1")]
+    finally:
+        numba.set_num_threads(before)
+    for t, want in zip(("q4_k", "iq4_xs", "q5_1"), single):
+        np.testing.assert_array_equal(N.gguf_quantize(x, t, imatrix), want)
+
+
+def test_float_inputs_and_no_mutation():
+    rng = np.random.default_rng(5)
+    x64 = rng.standard_normal((2, 256))
+    x16 = x64.astype(np.float16)
+    imatrix = rng.gamma(1.0, 1.0, 256)
+    x_before, im_before = x64.copy(), imatrix.copy()
+    for x in (x64, x16):
+        _assert_same_bits(N.gguf_quantize(x, "q4_k", imatrix), G.quantize(x, "q4_k", imatrix), f"{x.dtype} input")
+    np.testing.assert_array_equal(x64, x_before)
+    np.testing.assert_array_equal(imatrix, im_before)
+    data = G.quantize(x64, "q6_k")
+    data_before = data.copy()
+    N.gguf_dequantize(data, "q6_k", x64.shape)
+    np.testing.assert_array_equal(data, data_before)
+    assert N.gguf_dequantize(data.tobytes(), "Q6_K", x64.shape).shape == x64.shape  # bytes, any case
+
+
+def test_empty_inputs():
+    x = np.zeros((0, 256), np.float32)
+    for qtype in ("q4_0", "q4_k", "f16"):
+        assert N.gguf_quantize(x, qtype).shape == G.quantize(x, qtype).shape
+        assert N.gguf_dequantize(np.zeros(0, np.uint8), qtype, (0, 256)).shape == (0, 256)
+
+
+@pytest.mark.parametrize("qtype", ["f16", "bf16"])
+def test_float_types_encode_nonfinite(qtype):
+    x = np.array([[np.nan, -np.nan, np.inf, -np.inf, 65519.0, 65520.0, 1e-8, -0.0]], np.float32)
+    _assert_same_bits(N.gguf_quantize(x, qtype), G.quantize(x, qtype), qtype)
+
+
+# --- errors: the reference's checks and messages -------------------------------------------
+
+
+def _same_error(fn_numba, fn_ref, exc):  # type: ignore[no-untyped-def]
+    with pytest.raises(exc) as got:
+        fn_numba()
+    with pytest.raises(exc) as want:
+        fn_ref()
+    assert str(got.value) == str(want.value)
+    return str(got.value)
+
+
+def test_errors_match_reference():
+    x = np.ones((2, 100), np.float32)
+    msg = _same_error(lambda: N.gguf_quantize(x, "q4_k"), lambda: G.quantize(x, "q4_k"), ValueError)
+    assert "256" in msg
+    _same_error(lambda: N.gguf_quantize(np.ones(32), "q9_9"), lambda: G.quantize(np.ones(32), "q9_9"), ValueError)
+    bad = np.ones((1, 32), np.float32)
+    bad[0, 3] = np.nan
+    _same_error(lambda: N.gguf_quantize(bad, "q8_0"), lambda: G.quantize(bad, "q8_0"), ValueError)
+    im = -np.ones(32, np.float32)
+    _same_error(lambda: N.gguf_quantize(np.ones(32), "q4_0", im), lambda: G.quantize(np.ones(32), "q4_0", im),
+                ValueError)
+    _same_error(lambda: N.gguf_quantize(np.ones(32), "q4_0", np.ones(31)),
+                lambda: G.quantize(np.ones(32), "q4_0", np.ones(31)), ValueError)
+    data = np.zeros(17, np.uint8)
+    _same_error(lambda: N.gguf_dequantize(data, "q4_0", (32,)), lambda: G.dequantize(data, "q4_0", (32,)), ValueError)
+    _same_error(lambda: N.gguf_dequantize(data.astype(np.int8), "q4_0", (32,)),
+                lambda: G.dequantize(data.astype(np.int8), "q4_0", (32,)), TypeError)
+    _same_error(lambda: N.gguf_dequantize(np.zeros(18, np.uint8), "q4_0", (33,)),
+                lambda: G.dequantize(np.zeros(18, np.uint8), "q4_0", (33,)), ValueError)
+
+
+def test_backend_declares_every_type_bit_exact():
+    import accel
+
+    backend = accel.get_backend("numba")
+    caps = backend.capabilities()
+    for op in ("gguf_quantize", "gguf_dequantize"):
+        assert caps[op].bit_exact
+        assert caps[op].formats == frozenset(QTYPES)
+    np.testing.assert_array_equal(backend.gguf_quantize(np.ones((1, 32), np.float32), "q4_0"),
+                                  G.quantize(np.ones((1, 32), np.float32), "q4_0"))
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("qtype", QTYPES)
+def test_large_randomized(qtype):
+    """A bigger sweep: 10 kinds x 8 rows x 2048 columns x 4 importance vectors."""
+    rng = np.random.default_rng(1000 + sum(map(ord, qtype)))
+    n = 2048
+    x = np.concatenate([_rows(rng, kind, 8, n) for kind in KINDS])
+    for im_name, imatrix in _imatrices(rng, n).items():
+        want = G.quantize(x, qtype, imatrix)
+        _assert_same_bits(N.gguf_quantize(x, qtype, imatrix), want, f"{qtype} imatrix={im_name}")
+        _assert_same_bits(N.gguf_dequantize(want, qtype, x.shape), G.dequantize(want, qtype, x.shape), qtype)
