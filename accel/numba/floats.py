@@ -4,13 +4,18 @@ Numba cannot take float16 / bfloat16 arrays, so everything works on bit patterns
 the float32 input is viewed as uint32 and each code is built with explicit
 round-to-nearest-even integer arithmetic, the same rule as
 :func:`refquant.dtypes.floatspec.encode_float` (read that module for the derivation;
-the format's constants come from its :class:`FloatSpec`, never typed in here).
+the format's constants come from its :class:`FloatSpec`, never typed in here). The
+generic kernels are branch-free (every case computed, one selected) so they vectorize.
+Fast paths, chosen from the spec's fields: a format with float32's exponent (bfloat16)
+is float32's top bits (round-to-nearest-even by one add, decode by one shift), and an
+8-bit (or narrower) format decodes through a 256-entry table built by the generic decoder.
 """
 
 from __future__ import annotations
 
 import numpy as np
 from numba import prange
+from numba.cpython.unsafe.numbers import leading_zeros
 
 from accel.numba._jit import helper, kernel
 from refquant.dtypes.floatspec import FloatSpec, get_float_spec
@@ -18,93 +23,114 @@ from refquant.dtypes.floatspec import FloatSpec, get_float_spec
 
 @helper
 def _rne_shift(v, shift):  # type: ignore[no-untyped-def]
+    """``v >> shift`` rounded to nearest, ties to even (int32, 1 <= shift <= 25)."""
     q = v >> shift
     rem = v - (q << shift)
-    half = np.int64(1) << (shift - 1)
-    if rem > half or (rem == half and (q & 1) == 1):
-        q += 1
-    return q
+    half = np.int32(1) << (shift - 1)
+    return q + np.int32((rem > half) | ((rem == half) & ((q & 1) == 1)))
 
 
 @kernel
 def _encode(u, out, m, bias, bits, exp_bits, min_exp, max_code, over_code, payload_nan, nan_code):  # type: ignore[no-untyped-def]
-    rebias = np.int64(127 - bias) << 23
-    min_normal_bits = np.int64(min_exp + 127) << 23
+    # Every case is computed and the right one selected (no branches), so the loop
+    # vectorizes; all values fit int32 (subnormal shifts beyond 25 give 0 as 25 does).
+    rebias = np.int32(127 - bias) << 23
+    min_normal_bits = np.int32(min_exp + 127) << 23
+    sign_bit = np.int32(bits - 1)
+    nan_exp = ((np.int32(1) << exp_bits) - 1) << m
     for i in prange(u.size):
-        x = np.int64(u[i])
-        sign = x >> 31
-        a = x & 0x7FFFFFFF
-        if a > 0x7F800000:  # NaN
-            if payload_nan:
-                p = (a & 0x7FFFFF) >> (23 - m)
-                if p == 0:
-                    p = 1
-                code = (((np.int64(1) << exp_bits) - 1) << m) | p | (sign << (bits - 1))
-            else:
-                code = nan_code ^ (sign << (bits - 1))
+        x = np.int32(u[i])
+        sign = (x >> 31) & 1
+        a = x & np.int32(0x7FFFFFFF)
+        normal = _rne_shift(a - rebias, np.int32(23 - m))
+        e32 = a >> 23
+        sig = (a & np.int32(0x7FFFFF)) | (np.int32(0x800000) if e32 > 0 else np.int32(0))
+        e = e32 - 127 if e32 > 0 else np.int32(-126)
+        sub = _rne_shift(sig, min(np.int32(23 + min_exp - m) - e, np.int32(25)))
+        mag = normal if a >= min_normal_bits else sub
+        mag = over_code if (mag > max_code) | (a == np.int32(0x7F800000)) else mag
+        code = mag | (sign << sign_bit)
+        if payload_nan:
+            p = (a & np.int32(0x7FFFFF)) >> (23 - m)
+            nan = nan_exp | (p if p != 0 else np.int32(1)) | (sign << sign_bit)
         else:
-            if a == 0x7F800000:
-                mag = over_code
-            else:
-                if a >= min_normal_bits:
-                    mag = _rne_shift(a - rebias, 23 - m)
-                else:
-                    e32 = a >> 23
-                    if e32 > 0:
-                        sig = (a & 0x7FFFFF) | 0x800000
-                        e = e32 - 127
-                    else:
-                        sig = a & 0x7FFFFF
-                        e = np.int64(-126)
-                    shift = 23 + min_exp - m - e
-                    if shift > 40:
-                        shift = 40
-                    mag = _rne_shift(sig, shift)
-                if mag > max_code:
-                    mag = over_code
-            code = mag | (sign << (bits - 1))
-        out[i] = code
-
-
-@helper
-def _subnormal_bits(mant, m, min_exp):  # type: ignore[no-untyped-def]
-    """float32 bits of ``mant * 2**(min_exp - m)`` (exact: a format subnormal)."""
-    if mant == 0:
-        return np.int64(0)
-    p = np.int64(0)                      # position of the leading one
-    while (mant >> (p + 1)) != 0:
-        p += 1
-    e = p + min_exp - m + 127            # float32 exponent field of the result
-    if e >= 1:
-        return (e << 23) | ((mant - (np.int64(1) << p)) << (23 - p))
-    return mant << (149 + min_exp - m)   # a float32 subnormal itself (bfloat16)
+            nan = np.int32(nan_code) ^ (sign << sign_bit)
+        out[i] = nan if a > np.int32(0x7F800000) else code
 
 
 @kernel
 def _decode(c, out, m, bias, bits, exp_bits, min_exp, nan_kind, payload_nan):  # type: ignore[no-untyped-def]
-    # nan_kind: 0 = ieee (inf + NaN), 1 = fn (all-ones is NaN), 2 = none
-    ones = (np.int64(1) << exp_bits) - 1
-    mant_mask = (np.int64(1) << m) - 1
+    # nan_kind: 0 = ieee (inf + NaN), 1 = fn (all-ones is NaN), 2 = none. Branch-free
+    # (selects), so the loop vectorizes. A subnormal code's value mant * 2**(min_exp - m)
+    # is built from the position p of its leading one: exponent field p + min_exp - m + 127
+    # (or, below float32's normal range (bfloat16), the bits themselves).
+    ones = (np.int32(1) << exp_bits) - 1
+    mant_mask = (np.int32(1) << m) - 1
+    sub_exp = np.int32(min_exp - m + 127)
     for i in prange(c.size):
-        v = np.int64(c[i])
+        v = np.int32(c[i])
         sign = (v >> (bits - 1)) << 31
         expf = (v >> m) & ones
         mant = v & mant_mask
-        if expf == 0:
-            mag = _subnormal_bits(mant, m, min_exp)
-        else:
-            mag = ((expf - bias + 127) << 23) | (mant << (23 - m))
-        is_nan = False
-        if nan_kind == 0 and expf == ones:
-            if mant == 0:
-                mag = 0x7F800000
-            else:
-                is_nan = True
-        elif nan_kind == 1 and expf == ones and mant == mant_mask:
-            is_nan = True
-        if is_nan:
-            mag = (0x7F800000 | (mant << (23 - m))) if payload_nan else 0x7FC00000
+        normal = ((expf - bias + 127) << 23) | (mant << (23 - m))
+        p = np.int32(31) - np.int32(leading_zeros(np.uint32(mant | 1)))   # (mant == 0 is masked below)
+        e = p + sub_exp
+        sub = (e << 23) | ((mant - (np.int32(1) << p)) << (23 - p)) if e >= 1 else mant << ((sub_exp + 22) & 31)
+        sub = sub if mant != 0 else np.int32(0)
+        mag = sub if expf == 0 else normal
+        all_ones = expf == ones
+        is_inf = (nan_kind == 0) & all_ones & (mant == 0)
+        is_nan = ((nan_kind == 0) & all_ones & (mant != 0)) | ((nan_kind == 1) & all_ones & (mant == mant_mask))
+        nan = (np.int32(0x7F800000) | (mant << (23 - m))) if payload_nan else np.int32(0x7FC00000)
+        mag = np.int32(0x7F800000) if is_inf else mag
+        mag = nan if is_nan else mag
         out[i] = np.uint32(mag | sign)
+
+
+@kernel
+def _encode_truncated(u, out, shift, max_code, over_code, nan_code, sign_bit):  # type: ignore[no-untyped-def]
+    """Formats with float32's exponent (8 bits, bias 127: bfloat16): the code is float32's
+    top bits rounded to nearest even, ``(a + 2**(shift-1) - 1 + lsb) >> shift``; that also
+    rounds float32 subnormals and carries into the exponent (up to inf) correctly."""
+    half = (np.uint32(1) << np.uint32(shift - 1)) - np.uint32(1)
+    sh = np.uint32(shift)
+    for i in prange(u.size):
+        x = u[i]
+        sign = x >> np.uint32(31)
+        a = x & np.uint32(0x7FFFFFFF)
+        mag = (a + half + ((a >> sh) & np.uint32(1))) >> sh
+        mag = over_code if (mag > max_code) | (a == np.uint32(0x7F800000)) else mag
+        code = mag | (sign << sign_bit)
+        out[i] = (np.uint32(nan_code) ^ (sign << sign_bit)) if a > np.uint32(0x7F800000) else code
+
+
+@kernel
+def _decode_truncated(c, out, shift):  # type: ignore[no-untyped-def]
+    """Formats with float32's exponent whose NaN payloads decode as they are: the code is
+    float32's top bits, ``code << shift``."""
+    for i in prange(c.size):
+        out[i] = np.uint32(c[i]) << np.uint32(shift)
+
+
+@kernel
+def _decode_table(words, table, out):  # type: ignore[no-untyped-def]
+    """8-bit codes read as uint64 words and unpacked with shifts: scalar lookups in the
+    256-entry table of float32 bit patterns (no vector gathers)."""
+    for pw in prange(words.size):
+        w = np.int64(pw)
+        v = words[w]
+        for k in range(8):
+            out[8 * w + k] = table[(v >> np.uint64(8 * k)) & np.uint64(0xFF)]
+
+
+def _truncated(spec: FloatSpec) -> bool:
+    """Whether ``spec`` is float32 with fewer mantissa bits (bfloat16)."""
+    return spec.exp_bits == 8 and spec.bias == 127 and spec.nan == "ieee"
+
+
+def _decode_args(spec: FloatSpec) -> tuple:
+    nan_kind = {"ieee": 0, "fn": 1, "none": 2}[spec.nan]
+    return (spec.mant_bits, spec.bias, spec.bits, spec.exp_bits, spec.min_exp, nan_kind, spec.decode_nan == "payload")
 
 
 def _spec_args(spec: FloatSpec, saturate: bool) -> tuple:
@@ -131,7 +157,12 @@ def encode_float(x, fmt, *, saturate=False):  # type: ignore[no-untyped-def]
             arr = arr.astype(np.float32)
     u = np.ascontiguousarray(arr).reshape(-1).view(np.uint32)
     out = np.empty(u.size, dtype=spec.storage_dtype)
-    _encode(u, out, *_spec_args(spec, bool(saturate)))
+    args = _spec_args(spec, bool(saturate))
+    if _truncated(spec) and spec.encode_nan == "quiet":
+        _encode_truncated(u, out, 23 - spec.mant_bits, np.uint32(spec.max_code), np.uint32(args[6]),
+                          np.uint32(spec.nan_code), np.uint32(spec.bits - 1))
+    else:
+        _encode(u, out, *args)
     return out.reshape(arr.shape)
 
 
@@ -145,7 +176,15 @@ def decode_float(bits, fmt):  # type: ignore[no-untyped-def]
         raise ValueError(f"bits contains {int(bits.max())}, but {spec.name} codes are {spec.bits}-bit")
     c = np.ascontiguousarray(bits).reshape(-1)
     out = np.empty(c.size, dtype=np.uint32)
-    nan_kind = {"ieee": 0, "fn": 1, "none": 2}[spec.nan]
-    _decode(c, out, spec.mant_bits, spec.bias, spec.bits, spec.exp_bits, spec.min_exp, nan_kind,
-            spec.decode_nan == "payload")
+    if _truncated(spec) and spec.decode_nan == "payload":
+        _decode_truncated(c, out, 23 - spec.mant_bits)
+    elif spec.bits <= 8:
+        # every code decoded once into a 256-entry table (codes past 2**bits were refused)
+        table = np.empty(256, np.uint32)
+        _decode(np.arange(256, dtype=np.uint8) & np.uint8((1 << spec.bits) - 1), table, *_decode_args(spec))
+        head = c.size - c.size % 8
+        _decode_table(c[:head].view(np.uint64), table, out[:head])
+        _decode(c[head:], out[head:], *_decode_args(spec))
+    else:
+        _decode(c, out, *_decode_args(spec))
     return out.view(np.float32).reshape(bits.shape)

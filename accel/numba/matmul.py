@@ -42,6 +42,7 @@ __all__ = ["int8_matmul", "int8_matmul_zp", "dequantize_int32", "llm_int8_matmul
 TILE_M = 32      # rows of a per task
 TILE_N = 256     # columns of b per task (int32 accumulator tile: 32 KiB)
 LANES = 64       # float32 partial sums per dot product
+_NT_CHUNK = 65536  # int8 products summed in int32 (65536 * 127 * 127 < 2**31)
 _INT32 = np.iinfo(np.int32)
 _CODE_DTYPES = (np.dtype(np.int8), np.dtype(np.uint8))
 _FLOAT_INPUTS = (np.float32, np.float16, ml_dtypes.bfloat16)
@@ -74,6 +75,22 @@ def _gemm(a, b, out):  # type: ignore[no-untyped-def]
         for i in range(i0, i1):
             for j in range(width):
                 out[i, j0 + j] = acc[i - i0, j]
+
+
+@kernel
+def _col_sums(b, out):  # type: ignore[no-untyped-def]
+    """out (n,) int64 = column sums of b (k, n), in tiles of TILE_N columns."""
+    k, n = b.shape
+    for pt in prange((n + TILE_N - 1) // TILE_N):
+        j0 = np.int64(pt) * TILE_N
+        width = min(TILE_N, n - j0)
+        acc = np.zeros(TILE_N, np.int64)
+        for kk in range(k):
+            brow = b[kk, j0:j0 + width]
+            for j in range(width):
+                acc[j] += brow[j]
+        for j in range(width):
+            out[j0 + j] = acc[j]
 
 
 @kernel
@@ -135,8 +152,15 @@ def _gemm_nt_dequant(xq, wq, xs, ws, xo, wo, out):  # type: ignore[no-untyped-de
         for t in range(tokens):
             xrow = xq[t]
             acc = np.int64(0)
-            for c in range(k):
-                acc += np.int32(xrow[c]) * np.int32(wrow[c])
+            for c0 in range(0, k, _NT_CHUNK):
+                # int32 partial sums (|q| <= 127: a chunk cannot overflow), which LLVM turns
+                # into packed multiply-adds; int64 across chunks
+                xc = xrow[c0:c0 + _NT_CHUNK]            # 0-based views: the loop vectorizes
+                wc = wrow[c0:c0 + _NT_CHUNK]
+                part = np.int32(0)
+                for c in range(xc.size):
+                    part = np.int32(part + np.int32(xc[c]) * np.int32(wc[c]))
+                acc += part
             v = np.float64(acc) * (np.float64(xs[t]) * np.float64(ws[o])) * inv
             for c in range(n_cols):
                 v += np.float64(xo[t, c]) * np.float64(wo[o, c])
@@ -160,13 +184,19 @@ def _dequant_matmul_4bit(x, packed, absmax, table, blocksize, out):  # type: ign
             seg = min(n_in - c, (blk + 1) * blocksize - e)
             s = absmax[blk]
             q = 0
-            while q < seg:
+            if (e & 1) == 0:                            # byte-aligned: two codes per byte
+                j0 = e >> 1
+                while q + 1 < seg:                      # scalar on purpose: lookups, no gathers
+                    byte = np.int64(packed[j0 + (q >> 1)])
+                    if byte < 0:
+                        break                           # never taken (keeps LLVM from vectorizing)
+                    wrow[c + q] = table[byte >> 4] * s
+                    wrow[c + q + 1] = table[byte & 15] * s
+                    q += 2
+            while q < seg:                              # odd start or the last odd element
                 ee = e + q
-                if ee < 0:              # never taken: keeps LLVM from vectorizing the
-                    break               # table lookups into (slow) gathers
                 byte = np.int64(packed[ee >> 1])
-                nib = (byte >> 4) if (ee & 1) == 0 else (byte & 15)
-                wrow[c + q] = table[nib] * s
+                wrow[c + q] = table[(byte >> 4) if (ee & 1) == 0 else (byte & 15)] * s
                 q += 1
             c += seg
         for t in range(tokens):
@@ -238,7 +268,9 @@ def int8_matmul_zp(a_q: Any, b_q: Any, a_zero: Any, b_zero: Any) -> np.ndarray:
     zb = _zero_point("b_zero", b_zero, b.shape[1], b, "column of b_q")
     acc, _ = _product(a, b)
     out = np.empty(acc.shape, np.int32)
-    if _zp_correct(acc, a.sum(axis=1, dtype=np.int64), b.sum(axis=0, dtype=np.int64), za, zb, a.shape[1], out):
+    col_sums = np.empty(b.shape[1], np.int64)
+    _col_sums(b, col_sums)
+    if _zp_correct(acc, a.sum(axis=1, dtype=np.int64), col_sums, za, zb, a.shape[1], out):
         exact = acc.astype(np.int64) - a.sum(axis=1, dtype=np.int64)[:, None] * zb[None, :]
         exact -= za[:, None] * b.sum(axis=0, dtype=np.int64)[None, :]
         exact += a.shape[1] * za[:, None] * zb[None, :]
