@@ -145,20 +145,25 @@ class Codes(Contract):
 class NoWorseThanRef(Contract):
     """The backend's reconstruction error is at most ``r`` times the reference's.
 
-    Needs ``got_error`` and ``ref_error`` (non-negative floats) in the context.
+    Needs ``got_error`` and ``ref_error`` (non-negative floats) in the context. An
+    optional ``error_floor`` (>= 0) is added to the bound: the error a result may carry
+    without being worse in any meaningful sense (e.g. its values rounded to float16),
+    so that where the reference is exact (error 0) an equally good result that lands a
+    rounding away is not failed.
     """
 
     r: float = 1.0
     name: str = "NoWorseThanRef"
 
     def check(self, got: Any, expected: Any, *, got_error: float | None = None,
-              ref_error: float | None = None, **context: Any) -> str | None:
+              ref_error: float | None = None, error_floor: float = 0.0, **context: Any) -> str | None:
         if got_error is None or ref_error is None:
             return "NoWorseThanRef needs got_error and ref_error"
         if not np.isfinite(got_error):
             return f"backend error is {got_error}"
-        if got_error > self.r * ref_error + 1e-30:
-            return f"reconstruction error {got_error:.6g} > {self.r} x reference {ref_error:.6g}"
+        if got_error > self.r * ref_error + error_floor + 1e-30:
+            floor = f" + floor {error_floor:.3g}" if error_floor else ""
+            return f"reconstruction error {got_error:.6g} > {self.r} x reference {ref_error:.6g}{floor}"
         return None
 
 
@@ -213,6 +218,19 @@ CONTRACTS: dict[tuple[str, str], Contract] = {
     # bytes are Exact (the default); decoded values too, except that a NaN (decoded from
     # a NaN scale in arbitrary bytes) may carry any payload
     ("gguf_dequantize", "*"): Exact(nan_equal=True),
+    # A quantizer that does not claim bit-exactness is held to its reconstruction error
+    # (conformance/test_gguf.py: imatrix-weighted squared error of the reference decoder's
+    # values of its bytes, plus a float16-resolution floor). r = 1.25: ggml's scale
+    # searches are heuristics on surrogate objectives (weights x^2, |x| + rms, ...), so an
+    # equally good search lands on either side of them on the suite's small inputs (1-6
+    # blocks): make_qkx2_quants on a twice-finer grid stays within 1.02x on Q2_K/Q4_K/
+    # Q4_1/Q5_1 but reaches 1.17x on single Q5_K blocks (Hypothesis-targeted worst case).
+    # Gross errors stay far outside: min-max codes without the search 3.5-29x, the imatrix
+    # ignored 1.7-2500x, IQ4_NL without its scale search 1.4x (conformance/mutants_gguf.py).
+    ("gguf_quantize", "*"): NoWorseThanRef(1.25),
+    # F16/BF16 are casts with one right answer (and NaN/inf inputs), not searches.
+    ("gguf_quantize", "f16"): Exact(),
+    ("gguf_quantize", "bf16"): Exact(),
     # --- layouts (issue 7) ---
 }
 
