@@ -216,6 +216,32 @@ def test_thread_count_from_environment(monkeypatch):
         numba.set_num_threads(before)
 
 
+def test_results_do_not_depend_on_threads_or_chunks(nb, rng):
+    """Dynamic chunks (accel.numba._jit.Kernel) and the thread count change the schedule only."""
+    from accel.numba import _jit
+
+    x = rng.standard_t(3, (37, 300)).astype(np.float32)
+    calls = [lambda: nb.bnb_quantize_4bit(x, "fp4", 64), lambda: nb.choose_qparams(x, 4, False, granularity="per_tensor"),
+             lambda: nb.pack(np.abs(x * 3).astype(np.uint8) % 8, 3), lambda: nb.codebook_encode(x, "iq4_nl"),
+             lambda: nb.bnb_dequant_matmul_4bit(x[:3], *nb.bnb_quantize_4bit(x, "nf4", 32), "nf4", 32, x.shape)]
+    before = numba.get_num_threads()
+    try:
+        expected = [c() for c in calls]
+        numba.set_num_threads(1)
+        for tasks in (1, 1000):
+            _jit.TASKS_PER_THREAD, saved = tasks, _jit.TASKS_PER_THREAD
+            try:
+                for call, want in zip(calls, expected):
+                    got = call()
+                    for g, w in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+                        g, w = (g.scale, w.scale) if hasattr(g, "scale") else (g, w)
+                        np.testing.assert_array_equal(g, w)
+            finally:
+                _jit.TASKS_PER_THREAD = saved
+    finally:
+        numba.set_num_threads(before)
+
+
 def test_thread_count_reaches_the_backend_through_the_registry():
     code = """
         import accel, json
@@ -251,6 +277,7 @@ _FIRST_CALL = """
     misses = hits = 0
     for mod in (accel.numba.bnb, accel.numba.packing):
         for obj in vars(mod).values():
+            obj = getattr(obj, "dispatcher", obj)      # accel.numba._jit.Kernel wraps one
             if isinstance(obj, Dispatcher):
                 misses += sum(obj.stats.cache_misses.values())
                 hits += sum(obj.stats.cache_hits.values())

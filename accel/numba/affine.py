@@ -55,6 +55,11 @@ def _geometry(params: QuantParams, shape: tuple[int, ...]) -> tuple[np.ndarray, 
     return _layout(gran, shape)
 
 
+def _rows_of(x: np.ndarray, scale: np.ndarray, zp: np.ndarray, has_zp: bool, shape: np.ndarray, *rest: Any) -> int:
+    """Trip count of the row loops: rows of the padded shape (0 for an empty last axis)."""
+    return x.size // int(shape[-1]) if shape[-1] else 0
+
+
 @helper
 def _row_group_base(row, shape, run, stride):  # type: ignore[no-untyped-def]
     """Grid offset of the first NDIM-1 coordinates of flat row ``row``."""
@@ -112,7 +117,7 @@ def _stochastic(t, u):  # type: ignore[no-untyped-def]
     return f + np.float32(1.0) if u < np.float64(t - f) else f
 
 
-@kernel
+@kernel(iterations=_rows_of)
 def _quantize(x, scale, zp, has_zp, shape, run, stride, qmin, qmax, mode, u, out):  # type: ignore[no-untyped-def]
     n_inner = shape[shape.size - 1]
     r_last = run[run.size - 1]
@@ -143,7 +148,7 @@ def _quantize(x, scale, zp, has_zp, shape, run, stride, qmin, qmax, mode, u, out
     return bad
 
 
-@kernel
+@kernel(iterations=_rows_of)
 def _dequantize(q, scale, zp, has_zp, shape, run, stride, qmin, qmax, out):  # type: ignore[no-untyped-def]
     """float32(q - zp) * scale; returns the number of codes outside [qmin, qmax]."""
     n_inner = shape[shape.size - 1]
@@ -168,7 +173,7 @@ def _dequantize(q, scale, zp, has_zp, shape, run, stride, qmin, qmax, out):  # t
     return bad
 
 
-@kernel
+@kernel(iterations=lambda x, shape, run, stride, chunks, *a: chunks)
 def _minmax(x, shape, run, stride, chunks, exclusive, lo, hi):  # type: ignore[no-untyped-def]
     """Per-group min and max (starting from 0) into ``lo``/``hi`` of shape (chunks, groups).
 

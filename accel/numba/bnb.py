@@ -71,7 +71,7 @@ def _absmax_bits(xb):  # type: ignore[no-untyped-def]
     return mb
 
 
-@kernel
+@kernel(iterations=lambda *a: -(-a[9].size // a[7]))
 def _quantize_4bit(x, xb, blocksize, mid, delta, code0, pad_code, per, packed, absmax, bad):  # type: ignore[no-untyped-def]
     n = x.size
     n_blocks = absmax.size
@@ -116,7 +116,7 @@ def _quantize_4bit(x, xb, blocksize, mid, delta, code0, pad_code, per, packed, a
                 pk[length >> 1] = (codes[length - 1] << 4) | pad_code
 
 
-@kernel
+@kernel(iterations=lambda packed, absmax, *a: absmax.size)
 def _dequantize_4bit(packed, absmax, table, blocksize, n, out):  # type: ignore[no-untyped-def]
     for pb in prange(absmax.size):
         b = np.int64(pb)
@@ -134,7 +134,7 @@ def _dequantize_4bit(packed, absmax, table, blocksize, n, out):  # type: ignore[
 # ------------------------------------------------------------------------ 8-bit
 
 
-@kernel
+@kernel(iterations=lambda *a: -(-a[6].size // a[4]))
 def _quantize_8bit(x, xb, blocksize, lut, per, codes, absmax, bad):  # type: ignore[no-untyped-def]
     n = x.size
     n_blocks = absmax.size
@@ -173,7 +173,7 @@ def _quantize_8bit(x, xb, blocksize, lut, per, codes, absmax, bad):  # type: ign
                 i += 1
 
 
-@kernel
+@kernel(iterations=lambda codes, words, absmax, *a: absmax.size)
 def _dequantize_8bit(codes, words, absmax, table, blocksize, out):  # type: ignore[no-untyped-def]
     """``words`` is ``codes`` viewed as uint64 (8 codes each, little-endian): the lookups
     are unpacked from one load with shifts, which LLVM keeps scalar (no gathers)."""
@@ -265,7 +265,7 @@ def _torch_sum(a):  # type: ignore[no-untyped-def]
 # ----------------------------------------------------------- int8 vector-wise rows
 
 
-@kernel
+@kernel(iterations=lambda x, limit, chunks, *a: chunks)
 def _vectorwise_stats(x, limit, chunks, stats, col_flags, bad):  # type: ignore[no-untyped-def]
     """Row absmax without outliers (``abs(x) >= limit``); outlier columns per row chunk."""
     rows, k = x.shape
@@ -285,7 +285,7 @@ def _vectorwise_stats(x, limit, chunks, stats, col_flags, bad):  # type: ignore[
             stats[r] = am
 
 
-@kernel
+@kernel(iterations=lambda x, *a: x.shape[0])
 def _vectorwise_codes(x, limit, stats, zero_cols, use_cols, q):  # type: ignore[no-untyped-def]
     rows, k = x.shape
     for pr in prange(rows):
@@ -300,7 +300,7 @@ def _vectorwise_codes(x, limit, stats, zero_cols, use_cols, q):  # type: ignore[
                 q[r, j] = np.int8(np.rint(v * scale))
 
 
-@kernel
+@kernel(iterations=lambda q, *a: q.shape[0])
 def _vectorwise_dequant(q, stats, out):  # type: ignore[no-untyped-def]
     rows, k = q.shape
     inv127 = F32(1 / 127)

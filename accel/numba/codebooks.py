@@ -69,7 +69,7 @@ def _resolve(v, lo, padded, nmid, tie):  # type: ignore[no-untyped-def]
     return hi if (tie == 2) == upper_is_smaller else lo
 
 
-@kernel
+@kernel(iterations=lambda x, padded, steps, nmid, order, tie, chunk, out: -(-x.size // chunk))
 def _encode(x, padded, steps, nmid, order, tie, chunk, out):  # type: ignore[no-untyped-def]
     n = x.size
     for pt in prange((n + chunk - 1) // chunk):
@@ -95,7 +95,7 @@ def _encode(x, padded, steps, nmid, order, tie, chunk, out):  # type: ignore[no-
             i += 1
 
 
-@kernel
+@kernel(iterations=lambda codes, *a: codes.size)
 def _decode(codes, table, out):  # type: ignore[no-untyped-def]
     """Any integer codes; returns how many are outside the table (those decode to 0)."""
     n_codes = table.size
@@ -110,7 +110,7 @@ def _decode(codes, table, out):  # type: ignore[no-untyped-def]
     return bad
 
 
-@kernel
+@kernel(iterations=lambda words, *a: words.size)
 def _decode_bytes(words, table, out):  # type: ignore[no-untyped-def]
     """uint8 codes read as uint64 words (8 codes each) and unpacked with shifts: scalar
     lookups (no vector gathers). ``table`` has 256 entries (codes past the codebook

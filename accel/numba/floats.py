@@ -30,7 +30,7 @@ def _rne_shift(v, shift):  # type: ignore[no-untyped-def]
     return q + np.int32((rem > half) | ((rem == half) & ((q & 1) == 1)))
 
 
-@kernel
+@kernel(iterations=lambda u, *a: u.size)
 def _encode(u, out, m, bias, bits, exp_bits, min_exp, max_code, over_code, payload_nan, nan_code):  # type: ignore[no-untyped-def]
     # Every case is computed and the right one selected (no branches), so the loop
     # vectorizes; all values fit int32 (subnormal shifts beyond 25 give 0 as 25 does).
@@ -58,7 +58,7 @@ def _encode(u, out, m, bias, bits, exp_bits, min_exp, max_code, over_code, paylo
         out[i] = nan if a > np.int32(0x7F800000) else code
 
 
-@kernel
+@kernel(iterations=lambda c, *a: c.size)
 def _decode(c, out, m, bias, bits, exp_bits, min_exp, nan_kind, payload_nan):  # type: ignore[no-untyped-def]
     # nan_kind: 0 = ieee (inf + NaN), 1 = fn (all-ones is NaN), 2 = none. Branch-free
     # (selects), so the loop vectorizes. A subnormal code's value mant * 2**(min_exp - m)
@@ -87,7 +87,7 @@ def _decode(c, out, m, bias, bits, exp_bits, min_exp, nan_kind, payload_nan):  #
         out[i] = np.uint32(mag | sign)
 
 
-@kernel
+@kernel(iterations=lambda u, *a: u.size)
 def _encode_truncated(u, out, shift, max_code, over_code, nan_code, sign_bit):  # type: ignore[no-untyped-def]
     """Formats with float32's exponent (8 bits, bias 127: bfloat16): the code is float32's
     top bits rounded to nearest even, ``(a + 2**(shift-1) - 1 + lsb) >> shift``; that also
@@ -104,7 +104,7 @@ def _encode_truncated(u, out, shift, max_code, over_code, nan_code, sign_bit):  
         out[i] = (np.uint32(nan_code) ^ (sign << sign_bit)) if a > np.uint32(0x7F800000) else code
 
 
-@kernel
+@kernel(iterations=lambda c, *a: c.size)
 def _decode_truncated(c, out, shift):  # type: ignore[no-untyped-def]
     """Formats with float32's exponent whose NaN payloads decode as they are: the code is
     float32's top bits, ``code << shift``."""
@@ -112,7 +112,7 @@ def _decode_truncated(c, out, shift):  # type: ignore[no-untyped-def]
         out[i] = np.uint32(c[i]) << np.uint32(shift)
 
 
-@kernel
+@kernel(iterations=lambda words, *a: words.size)
 def _decode_table(words, table, out):  # type: ignore[no-untyped-def]
     """8-bit codes read as uint64 words and unpacked with shifts: scalar lookups in the
     256-entry table of float32 bit patterns (no vector gathers)."""

@@ -39,7 +39,7 @@ _AWQ = np.array(AWQ_ORDER, np.int64)
 _AWQ_SHIFTS = (4 * np.argsort(AWQ_ORDER)).astype(np.uint32)   # output 8j + k sits at bit 4 * position of k
 
 
-@kernel
+@kernel(iterations=lambda qweight_t, *a: qweight_t.shape[0])
 def _gptq_dequantize(qweight_t, zeros_t, scales_t, g_idx, run_group, bits, out):  # type: ignore[no-untyped-def]
     """qweight_t uint32 (out, in*b/32) (qweight transposed, so one output row's words are
     contiguous); zeros_t, scales_t float32 (out, G); run_group[r]: the group shared by
@@ -83,7 +83,7 @@ def _gptq_dequantize(qweight_t, zeros_t, scales_t, g_idx, run_group, bits, out):
                     cols[k] = st[g] * (np.float32(q) - zt[g])
 
 
-@kernel
+@kernel(iterations=lambda qweight, zeros, scales, group_size, tile, *a: qweight.shape[0] // tile)
 def _awq_dequantize(qweight, zeros, scales, group_size, tile, order, out):  # type: ignore[no-untyped-def]
     """qweight uint32 (in, out/8); zeros, scales float32 (G, out); out float32 (out, in).
 
@@ -108,7 +108,7 @@ def _awq_dequantize(qweight, zeros, scales, group_size, tile, order, out):  # ty
                     orow[t] = s * (np.float32((wbuf[t] >> shift) & np.uint32(15)) - z)
 
 
-@kernel
+@kernel(iterations=lambda codes, sh, out: -(-codes.shape[1] // TILE_C))
 def _awq_pack_words(codes, sh, out):  # type: ignore[no-untyped-def]
     """AWQ qweight (in, out/8) straight from codes (out, in): word j of input column c holds
     outputs 8j..8j+7, output 8j+k at bit sh[k]. Tiles of TILE_C input columns."""
@@ -125,7 +125,7 @@ def _awq_pack_words(codes, sh, out):  # type: ignore[no-untyped-def]
                 out[c, j] = v
 
 
-@kernel
+@kernel(iterations=lambda a, out: -(-a.shape[0] // 32) * -(-a.shape[1] // 32))
 def _transpose_u32(a, out):  # type: ignore[no-untyped-def]
     """out (n, m) = a (m, n).T in 32 x 32 tiles."""
     m, n = a.shape

@@ -51,7 +51,7 @@ _FLOAT_INPUTS = (np.float32, np.float16, ml_dtypes.bfloat16)
 # ----------------------------------------------------------------- integer GEMM
 
 
-@kernel
+@kernel(iterations=lambda a, b, out: -(-a.shape[0] // TILE_M) * -(-b.shape[1] // TILE_N))
 def _gemm(a, b, out):  # type: ignore[no-untyped-def]
     """out (m, n) = a (m, k) @ b (k, n), accumulating in out's integer dtype."""
     m, k = a.shape
@@ -77,7 +77,7 @@ def _gemm(a, b, out):  # type: ignore[no-untyped-def]
                 out[i, j0 + j] = acc[i - i0, j]
 
 
-@kernel
+@kernel(iterations=lambda b, out: -(-b.shape[1] // TILE_N))
 def _col_sums(b, out):  # type: ignore[no-untyped-def]
     """out (n,) int64 = column sums of b (k, n), in tiles of TILE_N columns."""
     k, n = b.shape
@@ -93,7 +93,7 @@ def _col_sums(b, out):  # type: ignore[no-untyped-def]
             out[j0 + j] = acc[j]
 
 
-@kernel
+@kernel(iterations=lambda acc, *a: acc.shape[0])
 def _zp_correct(acc, row_sums, col_sums, za, zb, k, out):  # type: ignore[no-untyped-def]
     """out = acc - zb * rowsum(a) - za * colsum(b) + k * za * zb (int64, then int32);
     returns the number of results outside int32."""
@@ -109,7 +109,7 @@ def _zp_correct(acc, row_sums, col_sums, za, zb, k, out):  # type: ignore[no-unt
     return bad
 
 
-@kernel
+@kernel(iterations=lambda acc, *a: acc.shape[0])
 def _dequantize_int32(acc, sa, sb, out):  # type: ignore[no-untyped-def]
     m, n = acc.shape
     for pi in prange(m):
@@ -139,7 +139,7 @@ def _dot_lanes(x, w, n, part):  # type: ignore[no-untyped-def]
     return total
 
 
-@kernel
+@kernel(iterations=lambda xq, wq, *a: wq.shape[0])
 def _gemm_nt_dequant(xq, wq, xs, ws, xo, wo, out):  # type: ignore[no-untyped-def]
     """out (t, o) = (xq[t] . wq[o]) * xs[t] * ws[o] / 127**2 + xo[t] . wo[o] (float64)."""
     tokens, k = xq.shape
@@ -167,7 +167,7 @@ def _gemm_nt_dequant(xq, wq, xs, ws, xo, wo, out):  # type: ignore[no-untyped-de
             out[t, o] = np.float32(v)
 
 
-@kernel
+@kernel(iterations=lambda *a: a[-1].shape[1])
 def _dequant_matmul_4bit(x, packed, absmax, table, blocksize, out):  # type: ignore[no-untyped-def]
     """out (t, o) = x (t, in) @ W.T with W (o, in) the packed 4-bit weight (C order blocks)."""
     tokens, n_in = x.shape

@@ -40,7 +40,7 @@ def _code_shifts(bits, msb_first, perm):  # type: ignore[no-untyped-def]
     return sh
 
 
-@kernel
+@kernel(iterations=lambda codes, *a: codes.shape[0])
 def _pack(codes, n, bits, msb_first, perm, top, out):  # type: ignore[no-untyped-def]
     """codes (rows, n) uint8 -> out (rows, row_bytes) uint8 in 8-code chunks of ``bits``
     bytes; returns the number of codes > top. Full chunks use loop-invariant shifts."""
@@ -77,7 +77,7 @@ def _pack(codes, n, bits, msb_first, perm, top, out):  # type: ignore[no-untyped
     return bad
 
 
-@kernel
+@kernel(iterations=lambda data, *a: data.shape[0])
 def _unpack(data, count, bits, msb_first, perm, out):  # type: ignore[no-untyped-def]
     """data (rows, row_bytes) uint8 -> out (rows, count) uint8."""
     rows = data.shape[0]
@@ -122,7 +122,7 @@ def _shifts(bits, msb_first):  # type: ignore[no-untyped-def]
     return sh
 
 
-@kernel
+@kernel(iterations=lambda codes, *a: codes.shape[0])
 def _pack_bytes(codes, n, bits, msb_first, top, out):  # type: ignore[no-untyped-def]
     """Fast path for bits in (1, 2, 4, 8) (whole codes per byte): each byte is built from
     its 8/bits codes with loop-invariant shifts, so LLVM vectorizes the byte loop. Same
@@ -162,7 +162,7 @@ def _pack_bytes(codes, n, bits, msb_first, top, out):  # type: ignore[no-untyped
     return bad
 
 
-@kernel
+@kernel(iterations=lambda data, *a: data.shape[0])
 def _unpack_bytes(data, count, bits, msb_first, out):  # type: ignore[no-untyped-def]
     rows = data.shape[0]
     per = 8 // bits
@@ -204,7 +204,7 @@ def _unpack_bytes(data, count, bits, msb_first, out):  # type: ignore[no-untyped
             o[full * per + i] = (d[full] >> sh[i]) & mask
 
 
-@kernel
+@kernel(iterations=lambda trits, *a: trits.shape[0])
 def _pack_ternary(trits, n, out):  # type: ignore[no-untyped-def]
     rows = trits.shape[0]
     n_bytes = out.shape[1]
@@ -225,7 +225,7 @@ def _pack_ternary(trits, n, out):  # type: ignore[no-untyped-def]
     return bad
 
 
-@kernel
+@kernel(iterations=lambda data, *a: data.shape[0])
 def _unpack_ternary(data, count, out):  # type: ignore[no-untyped-def]
     rows = data.shape[0]
     n_bytes = data.shape[1]
