@@ -150,6 +150,19 @@ _ROWS: list[OpSpec] = [
            "awq_unpack(qweight int32 (in, out/8), qzeros int32 (G, out/8)) -> (codes uint8 (out, in), zeros uint8 (out, G))"),
     OpSpec("awq_dequantize", "refquant.layouts.awq:awq_dequantize", None, "layouts",
            "awq_dequantize(qweight, qzeros, scales float16 (G, out), group_size) -> float32 (out, in), exact in float32"),
+    # --- algorithms (issue 7) ---
+    OpSpec("rtn_quantize", "refquant.algorithms.ops:rtn_quantize", ("3bit_g128", "4bit_g128", "4bit_perchannel"),
+           "algorithms",
+           "rtn_quantize(W: float32 (out, in), bits, group_size, sym=True) -> float32 (out, in): GPTQ's min-max "
+           "grid per row-group, round to nearest; format = {bits}bit_g{group_size} | {bits}bit_perchannel"),
+    OpSpec("gptq_quantize", "refquant.algorithms.ops:gptq_quantize", ("3bit_g128", "4bit_g128", "4bit_perchannel"),
+           "algorithms",
+           "gptq_quantize(W: float32 (out, in), H: float32 (in, in), bits, group_size, act_order=False, sym=True) "
+           "-> float32 (out, in): GPTQ fasterquant (damp 0.01, dead columns zeroed), dequantized"),
+    OpSpec("awq_quantize", "refquant.algorithms.ops:awq_quantize", ("3bit_g128", "4bit_g128", "4bit_perchannel"),
+           "algorithms",
+           "awq_quantize(W: float32 (out, in), X: float32 (tokens, in), bits, group_size) -> float32 (out, in): "
+           "AWQ scale search (20 ratios, zero-point groups, no clip search), effective weight Q(W s) / s"),
 ]
 
 OP_SPECS: dict[str, OpSpec] = {row.name: row for row in _ROWS}

@@ -536,3 +536,55 @@ def awq_layout_case(draw):  # type: ignore[no-untyped-def]
     zeros.flat[0], zeros.flat[-1] = 0, 15
     scales = rng.uniform(1e-4, 10, zeros.shape).astype(np.float16).astype(np.float32)
     return codes, zeros, scales, group
+
+
+# --- algorithms (issue 7) ---
+
+
+@st.composite
+def linear_layer_cases(draw, *, in_features: tuple[int, ...] = (128, 192), max_out: int = 16,  # type: ignore[no-untyped-def]
+                       max_tokens: int = 96) -> tuple[np.ndarray, np.ndarray]:
+    """``(W, X)``: a linear layer's float32 weight (out, in) and calibration inputs
+    (tokens, in) for the weight-quantization algorithms. ``in_features`` 192 with groups
+    of 128 has a partial last group (the reference defines it; FAILURES.md #13).
+
+    Activations are synthetic but correlated as real ones are: a low-rank mix of a few
+    latent factors plus noise, lognormal per-channel magnitudes, a few systematic
+    outlier channels (x20 or x100) and dead input columns (all zero: GPTQ's zero
+    Hessian diagonal, AWQ's zero mean |x|; FAILURES.md #10, #14); sometimes fewer tokens
+    than inputs (a singular Hessian). Weights are normal or heavy-tailed with an
+    all-zero row or an outlier weight, tiny (~1e-6) or near the float16 maximum (AWQ's
+    scaled weights overflow float16 there, FAILURES.md #14).
+    """
+    in_ = draw(st.sampled_from(in_features), label="in_features")
+    out = draw(st.integers(2, max_out), label="out_features")
+    tokens = draw(st.one_of(st.integers(16, max_tokens), st.just(in_ + 16)), label="tokens")
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    rank = draw(st.sampled_from([2, 8, in_]), label="activation rank")
+    X = rng.standard_normal((tokens, rank)) @ rng.standard_normal((rank, in_)) / np.sqrt(rank)
+    X += 0.1 * rng.standard_normal((tokens, in_))
+    X *= np.exp(rng.normal(0.0, 1.0, in_))
+    n_outlier = draw(st.integers(0, 4), label="outlier channels")
+    X[:, rng.choice(in_, n_outlier, replace=False)] *= draw(st.sampled_from([20.0, 100.0]))
+    n_dead = draw(st.sampled_from([0, 0, 1, in_ // 16]), label="dead columns")
+    X[:, rng.choice(in_, n_dead, replace=False)] = 0.0
+    kind = draw(st.sampled_from(["normal", "normal", "heavy", "tiny", "fp16max"]), label="weights")
+    W = rng.standard_t(3, (out, in_)) if kind == "heavy" else rng.standard_normal((out, in_))
+    W *= {"normal": 0.05, "heavy": 0.05, "tiny": 1e-6, "fp16max": 2e4}[kind]
+    if kind == "fp16max":
+        W = np.clip(W, -65504.0, 65504.0)
+        W[0, 0] = 65504.0
+    special = draw(st.sampled_from(["none", "zero_row", "outlier"]), label="special row")
+    if special == "zero_row":
+        W[0] = 0.0
+    elif special == "outlier":
+        W[-1, rng.integers(0, in_)] = min(40.0 * np.max(np.abs(W)), 65504.0)
+    return W.astype(np.float32), X.astype(np.float32)
+
+
+def hessian(X: np.ndarray) -> np.ndarray:
+    """GPTQ's ``H = 2 X^T X`` of inputs ``X`` (tokens, in), accumulated in float64 by
+    :func:`refquant.calibration.hessian.hessian_from_activations`, as float32 (in, in)."""
+    from refquant.calibration.hessian import hessian_from_activations
+
+    return hessian_from_activations(X).astype(np.float32)
