@@ -68,12 +68,18 @@ def test_declared_ops_exist_in_op_specs(nb):
             assert allowed, (op, key)
 
 
-def test_covers_every_non_gguf_op(nb):
-    """Every op of the reference except GGUF's (another module of this backend) is claimed,
-    with every format of its axis."""
+#: Spec areas this file does not hold the backend to: GGUF (accel/numba/gguf*.py, tested
+#: with its own module) and the search algorithms (GPTQ/AWQ/RTN as whole layers: not in
+#: the Numba backend yet, reported "not implemented" by the matrix).
+NOT_COVERED_AREAS = ("gguf", "algorithms")
+
+
+def test_covers_every_op_of_its_areas(nb):
+    """Every op of the reference outside NOT_COVERED_AREAS is claimed, with every format
+    of its axis."""
     caps = nb.capabilities()
     for op, spec in OP_SPECS.items():
-        if op.startswith("gguf_"):
+        if spec.area in NOT_COVERED_AREAS:
             continue
         assert op in caps, f"numba does not implement {op}"
         if spec.formats is not None:

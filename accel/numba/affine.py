@@ -173,21 +173,22 @@ def _dequantize(q, scale, zp, has_zp, shape, run, stride, qmin, qmax, out):  # t
     return bad
 
 
-@kernel(iterations=lambda x, shape, run, stride, chunks, *a: chunks)
-def _minmax(x, shape, run, stride, chunks, exclusive, lo, hi):  # type: ignore[no-untyped-def]
-    """Per-group min and max (starting from 0) into ``lo``/``hi`` of shape (chunks, groups).
+@kernel(iterations=lambda xb, shape, run, stride, chunks, *a: chunks)
+def _minmax(xb, shape, run, stride, chunks, exclusive, lo, hi):  # type: ignore[no-untyped-def]
+    """Per-group min and max (starting from 0) into ``lo``/``hi`` of shape (chunks, groups),
+    as order-preserving int32 keys of the float bits (:func:`_float_keys`): integer
+    min/max vectorize, float ones do not without fast-math.
 
     Rows are split into ``chunks``; each chunk reduces into its own buffer row unless
     every group lies within one row (``exclusive``), when all write buffer row 0.
-    Returns the number of non-finite elements.
+    Returns the number of rows holding NaN or inf.
     """
     n_inner = shape[shape.size - 1]
     r_last = run[run.size - 1]
     n_rows = np.int64(0)
     if n_inner > 0:
-        n_rows = x.size // n_inner
+        n_rows = xb.size // n_inner
     per = (n_rows + chunks - 1) // chunks
-    fmax = np.float32(3.4028234663852886e38)
     bad = 0
     for pc in prange(chunks):
         c = np.int64(pc)
@@ -195,21 +196,27 @@ def _minmax(x, shape, run, stride, chunks, exclusive, lo, hi):  # type: ignore[n
         for row in range(c * per, min(n_rows, (c + 1) * per)):
             base = _row_group_base(row, shape, run, stride)
             width = n_inner if r_last == 0 else r_last
+            top = np.int32(0)
             for j0 in range(0, n_inner, width):
                 g = base + (0 if r_last == 0 else j0 // r_last)
                 mn = lo[buf, g]
                 mx = hi[buf, g]
-                for k in range(np.uint64(row * n_inner + j0), np.uint64(row * n_inner + min(j0 + width, n_inner))):
-                    v = x[k]
-                    if not abs(v) <= fmax:
-                        bad += 1
-                    if v < mn:
-                        mn = v
-                    if v > mx:
-                        mx = v
+                seg = xb[row * n_inner + j0:row * n_inner + min(j0 + width, n_inner)]
+                for k in range(seg.size):
+                    b = np.int32(seg[k])
+                    top = max(top, b & np.int32(0x7FFFFFFF))
+                    key = b ^ ((b >> 31) & np.int32(0x7FFFFFFF))
+                    mn = min(mn, key)
+                    mx = max(mx, key)
                 lo[buf, g] = mn
                 hi[buf, g] = mx
+            bad += top > np.int32(0x7F7FFFFF)
     return bad
+
+
+def _float_keys(keys: np.ndarray) -> np.ndarray:
+    """float32 values of int32 keys ``b ^ ((b >> 31) & 0x7FFFFFFF)`` (the map is its own inverse)."""
+    return (keys ^ ((keys >> 31) & np.int32(0x7FFFFFFF))).view(np.float32)
 
 
 def _check_params(params: Any) -> QuantParams:
@@ -292,13 +299,13 @@ def choose_qparams(x: Any, bits: int = 8, symmetric: bool = True, *, signed: boo
     grid = gran.grid_shape(arr.shape)
     exclusive = bool(np.all((shape[:-1] == 1) | (run[:-1] == 1)))
     n_rows = arr.size // arr.shape[-1] if arr.ndim and arr.shape[-1] else 0
-    chunks = max(1, min(get_num_threads(), n_rows))
+    chunks = max(1, min(get_num_threads() * 4, n_rows))
     n_groups = int(np.prod(grid))
-    lo = np.zeros((1 if exclusive else chunks, n_groups), np.float32)
+    lo = np.zeros((1 if exclusive else chunks, n_groups), np.int32)    # key 0 is +0.0, the initial value
     hi = np.zeros_like(lo)
-    if _minmax(arr.reshape(-1), shape, run, stride, chunks, exclusive, lo, hi):
+    if _minmax(arr.reshape(-1).view(np.uint32), shape, run, stride, chunks, exclusive, lo, hi):
         _raise_nonfinite(arr)
-    lo, hi = lo.min(axis=0).reshape(grid), hi.max(axis=0).reshape(grid)
+    lo, hi = _float_keys(lo.min(axis=0)).reshape(grid), _float_keys(hi.max(axis=0)).reshape(grid)
     if isinstance(clip, tuple):
         if len(clip) != 2:
             raise ValueError(f"clip={clip!r} must be a (lo, hi) pair or a ratio in (0, 1]")

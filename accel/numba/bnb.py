@@ -265,24 +265,28 @@ def _torch_sum(a):  # type: ignore[no-untyped-def]
 # ----------------------------------------------------------- int8 vector-wise rows
 
 
-@kernel(iterations=lambda x, limit, chunks, *a: chunks)
-def _vectorwise_stats(x, limit, chunks, stats, col_flags, bad):  # type: ignore[no-untyped-def]
-    """Row absmax without outliers (``abs(x) >= limit``); outlier columns per row chunk."""
-    rows, k = x.shape
+@kernel(iterations=lambda xb, limit_bits, chunks, *a: chunks)
+def _vectorwise_stats(xb, limit_bits, chunks, stats_bits, col_flags, bad):  # type: ignore[no-untyped-def]
+    """Row absmax without outliers (``abs(x) >= limit``) and the outlier columns (one row
+    of flags per row chunk), on the float bits with the sign cleared: integer compares
+    and maxima, which vectorize (the order of the bits is the order of the values)."""
+    rows, k = xb.shape
     per = (rows + chunks - 1) // chunks
     for pc in prange(chunks):
         c = np.int64(pc)
+        flags = col_flags[c]
         for r in range(c * per, min(rows, (c + 1) * per)):
-            am = F32(0.0)
+            row = xb[r]
+            am = np.uint32(0)
+            top = np.uint32(0)
             for j in range(k):
-                a = abs(x[r, j])
-                if not a <= _FLT_MAX:
-                    bad[r] = 1
-                if a >= limit:
-                    col_flags[c, j] = 1
-                elif a > am:
-                    am = a
-            stats[r] = am
+                a = row[j] & np.uint32(0x7FFFFFFF)
+                top = max(top, a)
+                outlier = a >= limit_bits
+                flags[j] |= outlier
+                am = max(am, np.uint32(0) if outlier else a)
+            stats_bits[r] = am
+            bad[r] = top > np.uint32(0x7F7FFFFF)          # NaN or inf
 
 
 @kernel(iterations=lambda x, *a: x.shape[0])
@@ -292,12 +296,13 @@ def _vectorwise_codes(x, limit, stats, zero_cols, use_cols, q):  # type: ignore[
         r = np.int64(pr)
         s = stats[r]
         scale = F32(127.0) / (s if s != F32(0.0) else F32(1.0))
+        row = x[r]
+        out = q[r]
         for j in range(k):
-            v = x[r, j]
-            if (use_cols and zero_cols[j]) or abs(v) >= limit:
-                q[r, j] = 0
-            else:
-                q[r, j] = np.int8(np.rint(v * scale))
+            v = row[j]
+            code = np.int8(np.rint(v * scale))
+            zero = (use_cols & zero_cols[j]) | (abs(v) >= limit)
+            out[j] = np.int8(0) if zero else code
 
 
 @kernel(iterations=lambda q, *a: q.shape[0])
@@ -467,10 +472,11 @@ def int8_vectorwise_quant(x: Any, threshold: float = 0.0) -> tuple[np.ndarray, n
     # outliers compare in the input dtype; widening is exact and monotone, so comparing
     # the float32 values with the float32 value of the input-dtype threshold is the same
     limit = F32(np.asarray(F32(threshold)).astype(arr.dtype)) if threshold > 0 else F32(np.inf)
-    chunks = max(1, min(get_num_threads(), rows))
+    chunks = max(1, min(get_num_threads() * 4, rows))
     stats = np.empty(rows, F32)
     flags = np.zeros((chunks, k), np.uint8)
-    _vectorwise_stats(x32, limit, chunks, stats, flags, bad)
+    _vectorwise_stats(x32.view(np.uint32), np.array(limit, F32).view(np.uint32)[()], chunks, stats.view(np.uint32),
+                      flags, bad)
     if bad.any():
         raise _nonfinite("x")
     cols = flags.any(axis=0)
