@@ -218,6 +218,8 @@ CONTRACTS: dict[tuple[str, str], Contract] = {
     # bytes are Exact (the default); decoded values too, except that a NaN (decoded from
     # a NaN scale in arbitrary bytes) may carry any payload
     ("gguf_dequantize", "*"): Exact(nan_equal=True),
+    # fused dequant-matmul: float32 accumulation against the float64 emulated reference
+    ("gguf_dequant_matmul", "*"): Nmse(1e-5),
     # A quantizer that does not claim bit-exactness is held to its reconstruction error
     # (conformance/test_gguf.py: imatrix-weighted squared error of the reference decoder's
     # values of its bytes, plus a float16-resolution floor). r = 1.25: ggml's scale

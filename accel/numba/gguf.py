@@ -32,7 +32,7 @@ from accel.numba.gguf_math import gkernel
 from refquant.errors import UnsupportedError
 from refquant.gguf import _as_rows, _check_imatrix, _check_row_length, get_format
 
-__all__ = ["QTYPES", "gguf_quantize", "gguf_dequantize", "gguf_dequant_matmul"]
+__all__ = ["QTYPES", "MATMUL_QTYPES", "gguf_quantize", "gguf_dequantize", "gguf_dequant_matmul"]
 
 _QUANTIZE = {**gguf_legacy.QUANTIZE, **gguf_kquants.QUANTIZE, **gguf_iquants.QUANTIZE}
 _DEQUANTIZE = {**gguf_legacy.DEQUANTIZE, **gguf_kquants.DEQUANTIZE, **gguf_iquants.DEQUANTIZE}
@@ -112,9 +112,12 @@ def gguf_dequantize(data: Any, qtype: Any, shape: Any) -> np.ndarray:
     return out.reshape(shape)
 
 
-def gguf_dequant_matmul(x: Any, data: Any, qtype: Any, shape: Any) -> np.ndarray:  # noqa: D401
-    """Backend op: ``x @ W.T`` for a GGUF weight ``W`` of ``shape`` (out, in); see
-    :func:`refquant.formats.gguf_matmul.dequant_matmul`."""
+def gguf_dequant_matmul(x: Any, data: Any, qtype: Any, shape: Any) -> np.ndarray:
+    """Backend op: ``x @ W.T`` for a Q4_0/Q4_K weight ``W`` of ``shape`` (out, in), fused
+    (:mod:`accel.numba.gguf_matmul`); see :func:`refquant.formats.gguf_matmul.dequant_matmul`."""
     from accel.numba.gguf_matmul import dequant_matmul
 
     return dequant_matmul(x, data, qtype, shape)
+
+
+MATMUL_QTYPES = frozenset({"q4_0", "q4_k"})  # accel.numba.gguf_matmul.MATMUL_QTYPES

@@ -31,11 +31,11 @@ from numba import prange
 import numba
 
 from accel.numba.gguf_math import (
-    GROUP_MAX_EPS, LANES, bits_f32, f32, f32_bits, gkernel, ghelper, load_fp16, nearest_int, stack_f32, store_fp16,
+    GROUP_MAX_EPS, LANES, bits_f32, f32, f32_bits, gkernel, ghelper, ginline, load_fp16, nearest_int, stack_f32, store_fp16,
 )
 from accel.numba.gguf_search import make_q3_lanes, make_qkx_lanes, make_qp_quants, make_qx_lanes
 
-__all__ = ["QUANTIZE", "DEQUANTIZE"]
+__all__ = ["QUANTIZE", "DEQUANTIZE", "dequant_q4k_block"]
 
 _ZERO = np.float32(0.0)
 _ONE = np.float32(1.0)
@@ -514,8 +514,8 @@ def _quantize(kind, x, imatrix, has_im, out):  # type: ignore[no-untyped-def]
 # --- dequantizers ---------------------------------------------------------------------
 
 
-@ghelper
-def _dequant_q4k(q, y):  # type: ignore[no-untyped-def]
+@ginline
+def dequant_q4k_block(q, y):  # type: ignore[no-untyped-def]
     """``dequantize_row_q4_K``: y = (d·sc)·q − dmin·m."""
     d = load_fp16(q, 0)
     dmin = load_fp16(q, 2)
@@ -568,7 +568,7 @@ def _dequantize(kind, data, out):  # type: ignore[no-untyped-def]
                         hb = (np.int32(q[e % 32]) >> (e // 32)) & 1
                         y[e] = dl * f32(low - (0 if hb else 4))
             elif kind == Q4_K:
-                _dequant_q4k(q, y)
+                dequant_q4k_block(q, y)
             elif kind == Q5_K:
                 d = load_fp16(q, 0)
                 dmin = load_fp16(q, 2)

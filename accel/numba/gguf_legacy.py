@@ -21,16 +21,17 @@ import numpy as np
 from numba import prange
 
 from accel.numba.gguf_math import (
-    bits_f32, f32, f32_bits, fp16_to_fp32, fp32_to_bf16, fp32_to_fp16, gkernel, ghelper, load_fp16, roundf,
+    bits_f32, f32, f32_bits, fp16_to_fp32, fp32_to_bf16, fp32_to_fp16, gkernel, ghelper, ginline, load_fp16, roundf,
     store_fp16,
 )
 from accel.numba.gguf_search import LANES, make_qkx_lanes, make_qx_lanes
 
-__all__ = ["QUANTIZE", "DEQUANTIZE", "row_sigma2"]
+__all__ = ["QUANTIZE", "DEQUANTIZE", "row_sigma2", "dequant_q40_block"]
 
 _ZERO = np.float32(0.0)
 _ONE = np.float32(1.0)
 _HALF = np.float32(0.5)
+_EIGHT = np.float32(8.0)
 _RMIN3 = np.float32(-0.9)   # make_qkx3_quants(..., -0.9f, 0.05f, 36, false)
 _RDELTA3 = np.float32(0.05)
 CHUNK = 256  # blocks per prange iteration
@@ -317,82 +318,122 @@ def _quantize(kind, x, imatrix, sigma2, has_im, out):  # type: ignore[no-untyped
 # --- dequantizers ---------------------------------------------------------------------
 
 
+@ginline
+def dequant_q40_block(q, y):  # type: ignore[no-untyped-def]
+    """``dequantize_row_q4_0`` for one block: y[j] = (nibble - 8)·d (int first, then float)."""
+    d = load_fp16(q, 0)
+    qs, lo, hi = q[2:18], y[:16], y[16:]
+    for j in range(16):  # (nibble - 8) is exact as a float: the same value as C's int
+        lo[j] = (f32(qs[j] & np.uint8(0xF)) - _EIGHT) * d
+        hi[j] = (f32(qs[j] >> np.uint8(4)) - _EIGHT) * d
+
+
 @gkernel
 def _dequantize(kind, data, out):  # type: ignore[no-untyped-def]
     """Decode ``data`` (n_blocks, type_size) uint8 into ``out`` (n_blocks, block_size)
-    float32, as ggml's ``dequantize_row_*`` (ternary: ``dequantize_row_tq{1,2}_0``)."""
+    float32, as ggml's ``dequantize_row_*`` (ternary: ``dequantize_row_tq{1,2}_0``).
+
+    Byte and value ranges are taken as views (``qs``, ``lo``, ``hi``) so that every index
+    in the inner loops is a plain loop variable: a computed index (``j + 16``) would get
+    Numba's negative-index wraparound and stop the loops from vectorizing."""
     nb = data.shape[0]
-    if kind == F16 or kind == BF16:
-        for b in prange(nb):
-            h = np.int64(data[b, 0]) | (np.int64(data[b, 1]) << 8)
-            out[b, 0] = fp16_to_fp32(h) if kind == F16 else bits_f32(h << 16)
-        return
     for c in prange((nb + CHUNK - 1) // CHUNK):
-        for b in range(c * CHUNK, min(nb, (c + 1) * CHUNK)):
-            q = data[b]
-            y = out[b]
-            if kind == Q4_0:
-                d = load_fp16(q, 0)
-                for j in range(16):
-                    y[j] = f32(np.int32(q[2 + j] & 0xF) - 8) * d
-                    y[j + 16] = f32(np.int32(q[2 + j] >> 4) - 8) * d
-            elif kind == Q4_1:
+        start = c * CHUNK
+        stop = min(nb, start + CHUNK)
+        if kind == Q4_0:
+            for b in range(start, stop):
+                dequant_q40_block(data[b], out[b])
+        elif kind == Q4_1:
+            for b in range(start, stop):
+                q = data[b]
                 d = load_fp16(q, 0)
                 m = load_fp16(q, 2)
+                qs, lo, hi = q[4:20], out[b, :16], out[b, 16:]
                 for j in range(16):
-                    y[j] = f32(q[4 + j] & 0xF) * d + m
-                    y[j + 16] = f32(q[4 + j] >> 4) * d + m
-            elif kind == Q5_0 or kind == Q5_1:
+                    lo[j] = f32(qs[j] & 0xF) * d + m
+                    hi[j] = f32(qs[j] >> 4) * d + m
+        elif kind == Q5_0 or kind == Q5_1:
+            pos = 2 if kind == Q5_0 else 4
+            for b in range(start, stop):
+                q = data[b]
                 d = load_fp16(q, 0)
-                pos = 2 if kind == Q5_0 else 4
                 m = _ZERO if kind == Q5_0 else load_fp16(q, 2)
-                qh = (np.int64(q[pos]) | (np.int64(q[pos + 1]) << 8) | (np.int64(q[pos + 2]) << 16)
-                      | (np.int64(q[pos + 3]) << 24))
+                qh = (np.int32(q[pos]) | (np.int32(q[pos + 1]) << 8) | (np.int32(q[pos + 2]) << 16)
+                      | (np.int32(q[pos + 3]) << 24))
+                qs, lo, hi = q[pos + 4:pos + 20], out[b, :16], out[b, 16:]
                 for j in range(16):
-                    x0 = np.int32((q[pos + 4 + j] & 0xF) | (((qh >> j) << 4) & 0x10))
-                    x1 = np.int32((q[pos + 4 + j] >> 4) | ((qh >> (j + 12)) & 0x10))
+                    x0 = np.int32(qs[j] & 0xF) | (((qh >> j) << 4) & 0x10)
+                    x1 = np.int32(qs[j] >> 4) | ((qh >> (j + 12)) & 0x10)
                     if kind == Q5_0:
-                        y[j] = f32(x0 - 16) * d
-                        y[j + 16] = f32(x1 - 16) * d
+                        lo[j] = f32(x0 - 16) * d
+                        hi[j] = f32(x1 - 16) * d
                     else:
-                        y[j] = f32(x0) * d + m
-                        y[j + 16] = f32(x1) * d + m
-            elif kind == Q8_0 or kind == Q8_1:
+                        lo[j] = f32(x0) * d + m
+                        hi[j] = f32(x1) * d + m
+        elif kind == Q8_0 or kind == Q8_1:
+            pos = 2 if kind == Q8_0 else 4
+            for b in range(start, stop):
+                q = data[b]
                 d = load_fp16(q, 0)
-                pos = 2 if kind == Q8_0 else 4
+                qs, y = q[pos:pos + 32], out[b]
                 for j in range(32):
-                    v = np.int32(q[pos + j])
-                    y[j] = f32(v - 256 if v > 127 else v) * d
-            elif kind == TQ1_0:
+                    v = np.int32(qs[j])
+                    y[j] = f32(v - ((v >> np.int32(7)) << np.int32(8))) * d  # as int8
+        elif kind == TQ1_0:
+            for b in range(start, stop):
+                q = data[b]
                 d = load_fp16(q, 52)
-                k = 0
-                for n in range(5):  # qs[0..31]
-                    p3 = 3 ** n
+                y = out[b]
+                for n in range(5):  # qs[0..31], trit n of each byte
+                    p3 = np.int32(3 ** n)
+                    qs, yy = q[0:32], y[32 * n:32 * n + 32]
                     for m in range(32):
-                        t = (((np.int32(q[m]) * p3) & 0xFF) * 3) >> 8
-                        y[k] = f32(t - 1) * d
-                        k += 1
+                        yy[m] = f32(((((np.int32(qs[m]) * p3) & 0xFF) * 3) >> 8) - 1) * d
                 for n in range(5):  # qs[32..47]
-                    p3 = 3 ** n
+                    p3 = np.int32(3 ** n)
+                    qs, yy = q[32:48], y[160 + 16 * n:176 + 16 * n]
                     for m in range(16):
-                        t = (((np.int32(q[32 + m]) * p3) & 0xFF) * 3) >> 8
-                        y[k] = f32(t - 1) * d
-                        k += 1
+                        yy[m] = f32(((((np.int32(qs[m]) * p3) & 0xFF) * 3) >> 8) - 1) * d
                 for n in range(4):  # qh[0..3]
-                    p3 = 3 ** n
+                    p3 = np.int32(3 ** n)
+                    qs, yy = q[48:52], y[240 + 4 * n:244 + 4 * n]
                     for m in range(4):
-                        t = (((np.int32(q[48 + m]) * p3) & 0xFF) * 3) >> 8
-                        y[k] = f32(t - 1) * d
-                        k += 1
-            else:  # TQ2_0
+                        yy[m] = f32(((((np.int32(qs[m]) * p3) & 0xFF) * 3) >> 8) - 1) * d
+        else:  # TQ2_0
+            for b in range(start, stop):
+                q = data[b]
                 d = load_fp16(q, 64)
                 for half in range(2):
+                    qs = q[32 * half:32 * half + 32]
                     for s in range(4):
+                        yy = out[b, 128 * half + 32 * s:128 * half + 32 * s + 32]
                         for m in range(32):
-                            t = (np.int32(q[32 * half + m]) >> (2 * s)) & 3
-                            y[128 * half + 32 * s + m] = f32(t - 1) * d
+                            yy[m] = f32(((np.int32(qs[m]) >> (2 * s)) & 3) - 1) * d
+
+
+@gkernel
+def _dequantize_float(kind, h, out):  # type: ignore[no-untyped-def]
+    """F16 / BF16: uint16 bit patterns ``h`` (n,) -> float32 ``out`` (n,), exact widening."""
+    n = h.shape[0]
+    step = CHUNK * 32
+    for c in prange((n + step - 1) // step):
+        hh = h[c * step:min(n, (c + 1) * step)]
+        y = out[c * step:min(n, (c + 1) * step)]
+        if kind == F16:
+            for j in range(hh.shape[0]):
+                y[j] = fp16_to_fp32(hh[j])
+        else:
+            for j in range(hh.shape[0]):
+                y[j] = bits_f32(np.int32(hh[j]) << np.int32(16))
+
+
+def _dequantize_blocks(kind, data, out):  # type: ignore[no-untyped-def]
+    if kind == F16 or kind == BF16:
+        _dequantize_float(kind, np.ascontiguousarray(data).view(np.uint16).reshape(-1), out.reshape(-1))
+    else:
+        _dequantize(kind, data, out)
 
 
 _NAMES = ("f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1", "tq1_0", "tq2_0")
 QUANTIZE = {name: (lambda x, im, s2, has, out, k=k: _quantize(k, x, im, s2, has, out)) for k, name in enumerate(_NAMES)}
-DEQUANTIZE = {name: (lambda data, out, k=k: _dequantize(k, data, out)) for k, name in enumerate(_NAMES)}
+DEQUANTIZE = {name: (lambda data, out, k=k: _dequantize_blocks(k, data, out)) for k, name in enumerate(_NAMES)}

@@ -33,7 +33,7 @@ from numba.extending import intrinsic
 
 from accel.numba._jit import KERNEL
 
-__all__ = ["gkernel", "ghelper", "f32", "LANES", "stack_f32", "stack_i32", "nearest_int", "fp32_to_fp16", "fp16_to_fp32", "roundf",
+__all__ = ["gkernel", "ghelper", "ginline", "f32", "LANES", "stack_f32", "stack_i32", "nearest_int", "fp32_to_fp16", "fp16_to_fp32", "roundf",
            "f32_bits", "bits_f32", "fp32_to_bf16", "e8m0_to_fp32_half", "store_fp16", "load_fp16", "GROUP_MAX_EPS"]
 
 _OPTIONS = dict(KERNEL, error_model="numpy")
@@ -45,8 +45,14 @@ def gkernel(fn):  # type: ignore[no-untyped-def]
 
 
 def ghelper(fn):  # type: ignore[no-untyped-def]
-    """A serial GGUF helper, inlined into the kernels by LLVM."""
+    """A serial GGUF helper (LLVM inlines the small ones into the kernels)."""
     return numba.njit(**_OPTIONS)(fn)
+
+
+def ginline(fn):  # type: ignore[no-untyped-def]
+    """A block decoder inlined into its callers by Numba itself (per-block calls that
+    LLVM leaves out of line cost more than the block's work)."""
+    return numba.njit(inline="always", **_OPTIONS)(fn)
 
 
 f32 = np.float32
@@ -136,17 +142,19 @@ def fp32_to_fp16(f):  # type: ignore[no-untyped-def]
 
 @ghelper
 def fp16_to_fp32(h):  # type: ignore[no-untyped-def]
-    """``GGML_FP16_TO_FP32``: fp16 bits (any integer type) -> float32, exact."""
-    h = np.int64(h) & 0xFFFF
-    sign = (h & 0x8000) << 16
-    e = (h >> 10) & 0x1F
-    m = h & 0x3FF
-    if e == 0x1F:
-        return bits_f32(sign | 0x7F800000 | (m << 13))
-    if e == 0:
-        v = np.float32(m) * np.float32(2.0 ** -24)  # exact: m < 2**10
-        return -v if sign else v
-    return bits_f32(sign | ((e + 112) << 23) | (m << 13))
+    """``GGML_FP16_TO_FP32``: fp16 bits (any integer type) -> float32, exact.
+
+    Written without branches (selects only) so that loops over it vectorize: a normal
+    number rebiases its exponent, a subnormal is m·2^-24 (exact in float32), inf/NaN keep
+    their mantissa bits."""
+    h = np.int32(h) & np.int32(0xFFFF)
+    sign = (h & np.int32(0x8000)) << np.int32(16)
+    e = (h >> np.int32(10)) & np.int32(0x1F)
+    m = h & np.int32(0x3FF)
+    normal = sign | ((e + np.int32(112)) << np.int32(23)) | (m << np.int32(13))
+    special = sign | np.int32(0x7F800000) | (m << np.int32(13))
+    sub = f32_bits(np.float32(m) * np.float32(2.0 ** -24)) | sign
+    return bits_f32(np.int32(special if e == np.int32(0x1F) else (sub if e == np.int32(0) else normal)))
 
 
 @ghelper

@@ -1,0 +1,63 @@
+"""W4A16-style product with a GGUF weight: ``y = x @ W.T`` where ``W`` is stored as ggml
+blocks, one tensor row per output feature (how llama.cpp stores a linear layer's
+weight, ``ne0`` = input features).
+
+This is the *emulated* reference for fused dequant-matmul kernels (STYLE.md rule 6,
+torchao's ``KernelPreference.EMULATED``): dequantize ``W`` exactly as ggml's
+``to_float`` does (:func:`refquant.gguf.dequantize`), then multiply in float64 and round
+once to float32. ggml's own kernels (``ggml_vec_dot_q4_0_q8_0`` ...) first quantize the
+activations to Q8_0/Q8_K and differ from this product; a backend is therefore held to a
+normalized-error contract here (``conformance/contracts.py``), not to bytes.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from refquant._validate import as_float_array
+
+__all__ = ["dequant_matmul"]
+
+
+def dequant_matmul(x: Any, data: Any, qtype: Any, shape: Any) -> np.ndarray:
+    """``x @ dequantize(data, qtype, shape).T`` in float64, rounded once to float32.
+
+    Parameters
+    ----------
+    x : ndarray of float32, float16 or float64, shape (..., in_features)
+        Activations; NaN and inf are rejected.
+    data : ndarray of uint8, shape (out_features, row_bytes) (any shape with that size)
+        The weight's GGUF bytes, rows in order.
+    qtype : str or int
+        GGUF type name (case-insensitive) or ggml type id.
+    shape : tuple (out_features, in_features)
+        The weight's shape; ``in_features`` must be a multiple of the type's block size.
+
+    Returns
+    -------
+    ndarray of float32, shape (..., out_features)
+        Values beyond float32's range become ±inf.
+
+    Raises
+    ------
+    ValueError
+        ``shape`` is not 2-D, ``data`` does not fit it, ``x``'s last axis is not
+        ``in_features``, or ``x`` is not finite (plus :func:`refquant.gguf.dequantize`'s
+        checks).
+    TypeError
+        ``x`` is not a float array or ``data`` not uint8.
+    """
+    from refquant.gguf import dequantize  # imported here: refquant.gguf may re-export this function
+
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    if len(shape) != 2:
+        raise ValueError(f"shape must be (out_features, in_features), got {shape!r}")
+    w = dequantize(data, qtype, shape)
+    xa = as_float_array("x", x, dtypes=(np.float32, np.float16, np.float64), allow_nan=False, min_ndim=1)
+    if xa.shape[-1] != w.shape[1]:
+        raise ValueError(f"x has {xa.shape[-1]} input features (shape {xa.shape}) but the weight has {w.shape[1]}")
+    out = xa.reshape(-1, xa.shape[-1]).astype(np.float64) @ w.astype(np.float64).T
+    with np.errstate(over="ignore"):  # beyond float32's range the result is +-inf
+        return out.astype(np.float32).reshape(*xa.shape[:-1], w.shape[0])
