@@ -254,3 +254,42 @@ def test_large_randomized(qtype):
         want = G.quantize(x, qtype, imatrix)
         _assert_same_bits(N.gguf_quantize(x, qtype, imatrix), want, f"{qtype} imatrix={im_name}")
         _assert_same_bits(N.gguf_dequantize(want, qtype, x.shape), G.dequantize(want, qtype, x.shape), qtype)
+
+
+# --- fused dequant-matmul (Q4_0, Q4_K) -------------------------------------------------------
+
+
+@pytest.mark.parametrize("qtype", ["q4_0", "q4_k"])
+@pytest.mark.parametrize("out_features,tokens", [(1, (1,)), (7, (3,)), (33, (2, 5)), (64, (16,))], ids=str)
+def test_dequant_matmul_matches_emulated_reference(qtype, out_features, tokens):
+    from refquant.formats.gguf_matmul import dequant_matmul
+
+    rng = np.random.default_rng(out_features)
+    k = 768
+    w = _rows(rng, "mixed", out_features, k) + rng.standard_normal((out_features, k)).astype(np.float32)
+    w[0] = 0.0  # an all-zero output row gives exactly 0
+    data = G.quantize(w, qtype)
+    for dtype in (np.float32, np.float16):
+        x = rng.standard_normal(tokens + (k,)).astype(dtype)
+        got = N.gguf_dequant_matmul(x, data, qtype, w.shape)
+        want = dequant_matmul(x, data, qtype, w.shape)
+        assert got.shape == want.shape == tokens + (out_features,) and got.dtype == np.float32
+        assert np.all(got[..., 0] == 0.0)
+        if out_features > 1:
+            nmse = float(np.sum((got.astype(np.float64) - want) ** 2) / np.sum(want.astype(np.float64) ** 2))
+            assert nmse < 1e-10, nmse
+
+
+def test_dequant_matmul_errors():
+    from refquant.errors import UnsupportedError
+    from refquant.formats.gguf_matmul import dequant_matmul
+
+    data = G.quantize(np.ones((2, 256), np.float32), "q4_k")
+    with pytest.raises(UnsupportedError, match="q4_0"):
+        N.gguf_dequant_matmul(np.ones((1, 256), np.float32), G.quantize(np.ones((2, 256)), "q8_0"), "q8_0", (2, 256))
+    for x, shape, exc in [(np.ones((1, 255), np.float32), (2, 256), ValueError),     # in_features mismatch
+                          (np.ones((1, 256), np.float32), (2, 2, 64), ValueError),   # not 2-D
+                          (np.full((1, 256), np.nan, np.float32), (2, 256), ValueError),
+                          (np.ones((1, 256), np.int32), (2, 256), TypeError)]:
+        _same_error(lambda: N.gguf_dequant_matmul(x, data, "q4_k", shape), lambda: dequant_matmul(x, data, "q4_k", shape),
+                    exc)
