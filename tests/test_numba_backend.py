@@ -344,3 +344,39 @@ def test_without_numba_other_tests_run_and_these_skip():
     """), timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     assert " passed" in done.stdout and "skipped" in done.stdout
+
+
+# ------------------------------------------------------------------ benchmark report
+
+
+def test_benchmark_report_pairs_backends_and_checks_targets(tmp_path):
+    """tests/bench/report.py on a small pytest-benchmark JSON: speed-up from the paired
+    reference row, the targets per kind, the reasons for misses, the JIT table."""
+    from tests.bench import report
+
+    def bench(case, op, kind, impl, seconds, fraction):
+        return {"stats": {"min": seconds}, "extra_info": {
+            "case": case, "op": op, "kind": kind, "impl": impl, "bytes": 100, "GB/s": fraction * 20,
+            "copy_GB/s": 20.0, "fraction_of_copy": fraction, "threads": 2 if impl == "numba" else 1}}
+
+    data = {"machine_info": {"cpu": {"brand_raw": "Test CPU", "count": 2}, "python_version": "3.x"},
+            "datetime": "now", "commit_info": {"id": "abc", "dirty": False}, "benchmarks": [
+                bench("deq[a]", "bnb_dequantize_4bit", "dequantize", "numba", 0.001, 0.6),
+                bench("deq[a]", "bnb_dequantize_4bit", "dequantize", "reference", 0.020, 0.03),
+                bench("q[b]", "bnb_quantize_4bit", "quantize", "numba", 0.010, 0.2),
+                bench("q[b]", "bnb_quantize_4bit", "quantize", "reference", 0.050, 0.01),
+                {"stats": {"min": 1.0}, "extra_info": {"op": "first_call_jit", "impl": "numba", "kind": "jit",
+                                                       "cold_first_calls_s": 40.0, "cached_first_calls_s": 1.5,
+                                                       "cold_import_s": 0.4, "cached_import_s": 0.5,
+                                                       "cold_per_op_s": {"q[b]": 3.0}}},
+            ]}
+    path = tmp_path / "bench.json"
+    path.write_text(json.dumps(data))
+    out = tmp_path / "benchmarks.md"
+    assert report.main([str(path), "--out", str(out), "--plot", str(tmp_path / "b.png")]) == 0
+    text = out.read_text()
+    assert "| `deq[a]` | dequantize | 1.00 | 12.00 | 60% | 20.00 | 20.0x | yes |" in text
+    assert "| `q[b]` | quantize | 10.00 | 4.00 | 20% | 50.00 | 5.0x | no: bandwidth < 25%, speed-up < 10x |" in text
+    assert "1 of 2 calls meet every target" in text
+    assert f"`bnb_quantize_4bit` (bandwidth < 25%, speed-up < 10x): {report.WHY['bnb_quantize_4bit']}" in text
+    assert "| empty cache (compile) | 0.40 s | 40.0 s |" in text and "`q[b]` 3.0 s" in text

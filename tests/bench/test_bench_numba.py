@@ -171,6 +171,14 @@ def test_op(benchmark, data, impl, case_id, op, kind, make):
                                  "threads": getattr(backend, "threads", 1)})
 
 
+def test_copy_into_fresh_array(benchmark, data):
+    """``x.copy()``: the copy bandwidth when the destination is a new array, as every op's
+    output is (the page faults of a fresh 64 MiB allocation are part of every op's time)."""
+    benchmark.pedantic(data.w.copy, rounds=7, iterations=1)
+    info = record(benchmark, 2 * data.w.nbytes)
+    benchmark.extra_info.update({"op": "fresh_copy", "impl": "numpy", "kind": "baseline", "fresh_copy_GB/s": info["GB/s"]})
+
+
 _FIRST_CALLS = """
     import json, time
     t0 = time.perf_counter()
