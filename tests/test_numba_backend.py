@@ -25,7 +25,6 @@ numba = pytest.importorskip("numba")
 
 import accel  # noqa: E402
 from accel.ops import OP_SPECS  # noqa: E402
-from accel.registry import BackendLoadError  # noqa: E402
 from refquant.errors import UnsupportedError  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -251,7 +250,6 @@ def test_results_do_not_depend_on_threads_or_chunks(nb, rng):
 def test_thread_count_reaches_the_backend_through_the_registry():
     code = """
         import accel, json
-        from accel.registry import BackendLoadError
         b = accel.get_backend("numba")
         print(json.dumps({"threads": b.threads}))
     """
