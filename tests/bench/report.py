@@ -27,9 +27,10 @@ TARGET_SPEEDUP = 10.0
 #: profiles; an op that meets its targets needs no entry).
 WHY: dict[str, str] = {
     "fresh_output": (
-        "every op returns a new array: a fresh 64 MiB float32 output costs ~5 ms of page faults "
-        "(kernel zeroing) before a byte is written, about as long as the whole copy the bandwidth "
-        "is measured with (into a preallocated buffer); see the note below the table"),
+        "every op returns a new array, and writing a fresh 64 MiB float32 output costs the kernels "
+        "page faults (the kernel zeroes each new page): bnb_dequantize_4bit's kernel takes 6.7 ms of CPU "
+        "into a preallocated array and 12.2 ms into a new one (1 thread, this machine), while the copy "
+        "baseline writes into a preallocated array"),
     "codebook_decode": "16-entry table lookups stay scalar (vector gathers are ~3x slower on this CPU); "
                        "NumPy's own fancy indexing is already a tight C loop",
     "bnb_dequantize_4bit": "scalar table lookups (no gathers) plus the fresh-output cost",
@@ -64,6 +65,9 @@ WHY: dict[str, str] = {
                        "products are vectorized but the reference's BLAS does the rest",
     "bnb_dequant_matmul_4bit": "each weight row is dequantized with scalar table lookups (no gathers) before "
                                "its dot products; the reference's float64 GEMM is BLAS",
+    "quantize_affine": "per-channel: the reference is a single vectorized NumPy division too; the "
+                       "2-thread run also loses time when another process holds a core",
+    "dequantize_affine": "one float32 multiply per element: the time is mostly the fresh float32 output",
     "pack_ternary": "base-3 packing of 5 trits per byte: a multiply-add chain per byte",
     "unpack_ternary": "five multiply/shift extractions per byte, writing 1-byte outputs",
 }
@@ -169,6 +173,8 @@ def render(runs: list[dict[str, Any]], plot: str | None = None) -> str:
         "GB/s counts the bytes of every input and output array; times are the best of 7 (Numba) / 3 (reference) runs",
         "- targets: dequantize >= 50% of copy bandwidth, quantize >= 25%, every op >= 10x the reference "
         "(matmuls: speed-up only)",
+        "- on a machine shared with other jobs, timings vary from run to run, and a parallel call waits for "
+        "its slowest thread: compare the runs with different thread counts",
         "",
     ]
     misses: dict[str, set[str]] = {}
