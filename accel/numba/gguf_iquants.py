@@ -28,7 +28,7 @@ import numpy as np
 from numba import prange
 
 from accel.numba.gguf_math import (
-    GROUP_MAX_EPS, LANES, e8m0_to_fp32_half, f32, gkernel, ghelper, load_fp16, nearest_int, stack_f32, store_fp16,
+    max_abs, GROUP_MAX_EPS, LANES, e8m0_to_fp32_half, f32, gkernel, ghelper, load_fp16, nearest_int, stack_f32, store_fp16,
 )
 
 __all__ = ["QUANTIZE", "DEQUANTIZE"]
@@ -230,11 +230,7 @@ def _best_index_mxfp4(x, e):  # type: ignore[no-untyped-def]
 
 @ghelper
 def _mxfp4_block(xb, ob):  # type: ignore[no-untyped-def]
-    amax = _ZERO
-    for j in range(32):
-        a = np.abs(xb[j])
-        if amax < a:
-            amax = a
+    amax = max_abs(xb, 32)
     e = 0
     if amax > _ZERO:
         # log2f: the float64 log2 rounded to float32 (see refquant.formats.gguf_mx)

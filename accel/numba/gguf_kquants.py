@@ -31,9 +31,9 @@ from numba import prange
 import numba
 
 from accel.numba.gguf_math import (
-    GROUP_MAX_EPS, LANES, bits_f32, f32, f32_bits, gkernel, ghelper, ginline, load_fp16, nearest_int, stack_f32, store_fp16,
+    first_absmax, GROUP_MAX_EPS, LANES, bits_f32, f32, f32_bits, gkernel, ghelper, ginline, load_fp16, nearest_int, stack_f32, store_fp16,
 )
-from accel.numba.gguf_search import make_q3_lanes, make_qkx_lanes, make_qp_quants, make_qx_lanes
+from accel.numba.gguf_search import make_q3_lanes, make_qkx_lanes, make_qp_quants, make_qx_lanes, make_qx_quants
 
 __all__ = ["QUANTIZE", "DEQUANTIZE", "dequant_q4k_block"]
 
@@ -228,14 +228,8 @@ def _q3k_block(xb, ob, qw, has_im, L, sc):  # type: ignore[no-untyped-def]
         sigma2 = np.float32(2.0) * _seq_sumsq(xb, 256) / np.float32(256.0)
         _imatrix_lanes(X, qw, sigma2, 16, 16, W, sw)
         make_qx_lanes(16, 4, X, W, Lt, scales)
-        # the 16 signed scales, weighted by sw, with make_qx_quants(16, 32, ...): one lane
-        for i in range(16):
-            X[i, 0] = scales[i]
-            W[i, 0] = sw[i]
-        make_qx_lanes(16, 32, X, W, Laux, mins)
-        for j in range(16):
-            Ls[j] = Laux[j, 0]
-        store_fp16(ob, 108, mins[0])
+        # the 16 signed scales, weighted by sw: make_qx_quants(16, 32, scales, Ls, 1, sw)
+        store_fp16(ob, 108, make_qx_quants(16, 32, scales, sw, Ls))
         live = True
     if live:  # scales[j] = l & 0xF (j < 8) or |= (l & 0xF) << 4; top 2 bits to scales[8 + j%4]
         for j in range(16):
@@ -259,12 +253,15 @@ def _q3k_block(xb, ob, qw, has_im, L, sc):  # type: ignore[no-untyped-def]
             continue
         for ii in range(16):
             L[16 * j + ii] = _clamp(nearest_int(xb[16 * j + ii] / d), -4, 3) + 4
-    for k in range(32):
-        ob[k] = 0
-    for j in range(256):  # hmask: element j -> byte j % 32, bit j // 32
-        if L[j] > 3:
-            ob[j % 32] = np.uint8(np.int64(ob[j % 32]) | (1 << (j // 32)))
-            L[j] -= 4
+    # hmask: element j -> byte j % 32, bit j // 32, set when the code (0..7) is > 3, and
+    # then the code drops by 4; codes 0..7 make both branch-free: bit = L >> 2, rest = L & 3
+    for l in range(32):
+        h = np.int32(0)
+        for k in range(8):
+            h |= (L[32 * k + l] >> np.int32(2)) << np.int32(k)
+        ob[l] = np.uint8(h)
+    for j in range(256):
+        L[j] &= np.int32(3)
     _pack_2bit(ob, 32, L)
 
 
@@ -435,13 +432,7 @@ def _q6k_block(xb, ob, qw, has_im, L, sc):  # type: ignore[no-untyped-def]
 def _q8k_block(xb, ob):  # type: ignore[no-untyped-def]
     """``quantize_row_q8_K_ref``; an all-zero block writes d = 0, qs = 0 and (unlike ggml,
     which leaves them unwritten) bsums = 0."""
-    mx = _ZERO
-    amax = _ZERO
-    for j in range(256):
-        a = np.abs(xb[j])
-        if a > amax:
-            amax = a
-            mx = xb[j]
+    mx, amax = first_absmax(xb, 256)
     if amax == _ZERO:
         for k in range(292):
             ob[k] = 0

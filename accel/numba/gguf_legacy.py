@@ -17,12 +17,13 @@ whole row (:func:`row_sigma2`).
 
 from __future__ import annotations
 
+import numba
 import numpy as np
 from numba import prange
 
 from accel.numba.gguf_math import (
-    bits_f32, f32, f32_bits, fp16_to_fp32, fp32_to_bf16, fp32_to_fp16, gkernel, ghelper, ginline, load_fp16, roundf,
-    store_fp16,
+    first_absmax, first_min_max, max_abs, bits_f32, f32, f32_bits, fp16_to_fp32, fp32_to_bf16, fp32_to_fp16, gkernel, ghelper, ginline, load_fp16, roundf,
+    stack_block_i32, store_fp16,
 )
 from accel.numba.gguf_search import LANES, make_qkx_lanes, make_qx_lanes
 
@@ -50,20 +51,6 @@ def row_sigma2(x, out):  # type: ignore[no-untyped-def]
 
 
 @ghelper
-def _signed_absmax(xb, n):  # type: ignore[no-untyped-def]
-    """``if (amax < fabsf(v)) { amax = fabsf(v); max = v; }`` from 0: the signed element of
-    largest magnitude, the first on a tie."""
-    amax = _ZERO
-    mx = _ZERO
-    for j in range(n):
-        a = np.abs(xb[j])
-        if amax < a:
-            amax = a
-            mx = xb[j]
-    return mx
-
-
-@ghelper
 def _trunc_i8(v):  # type: ignore[no-untyped-def]
     """``(int8_t)v`` as x86-64 compiles it: truncate to int32, keep the low byte (signed)."""
     i = np.int64(np.int32(v)) & 0xFF
@@ -72,8 +59,9 @@ def _trunc_i8(v):  # type: ignore[no-untyped-def]
 
 @ghelper
 def _pack_halves(ob, pos, L):  # type: ignore[no-untyped-def]
+    qs, lo, hi = ob[pos:pos + 16], L[:16], L[16:32]  # views: plain loop-variable indices
     for j in range(16):
-        ob[pos + j] = np.uint8((L[j] & 0xF) | ((L[j + 16] & 0xF) << 4))
+        qs[j] = np.uint8((lo[j] & np.int32(0xF)) | ((hi[j] & np.int32(0xF)) << np.int32(4)))
 
 
 @ghelper
@@ -91,8 +79,11 @@ def _pack_qh(ob, pos, L):  # type: ignore[no-untyped-def]
 
 @ghelper
 def _q40_block(xb, ob, L, levels):  # type: ignore[no-untyped-def]
-    """Q4_0 (levels 8) and Q5_0 (levels 16) without an imatrix: ``quantize_row_q{4,5}_0_ref``."""
-    mx = _signed_absmax(xb, 32)
+    """Q4_0 (levels 8) and Q5_0 (levels 16) without an imatrix: ``quantize_row_q{4,5}_0_ref``.
+    (``L``, the caller's buffer, is unused: the codes go to a stack array, which the
+    compiler knows aliases nothing, so the code loop vectorizes.)"""
+    L = numba.carray(stack_block_i32(), 32)
+    mx, _ = first_absmax(xb, 32)  # the first element of largest magnitude
     d = mx / f32(-levels)
     idd = _ONE / d if d != _ZERO else _ZERO
     shift = f32(levels) + _HALF
@@ -114,15 +105,10 @@ def _store_q40(ob, d, L, levels):  # type: ignore[no-untyped-def]
 
 @ghelper
 def _q41_block(xb, ob, L, levels):  # type: ignore[no-untyped-def]
-    """Q4_1 (levels 15) and Q5_1 (levels 31) without an imatrix: ``quantize_row_q{4,5}_1_ref``."""
-    mn = np.float32(np.finfo(np.float32).max)
-    mx = -mn
-    for j in range(32):
-        v = xb[j]
-        if v < mn:
-            mn = v
-        if v > mx:
-            mx = v
+    """Q4_1 (levels 15) and Q5_1 (levels 31) without an imatrix: ``quantize_row_q{4,5}_1_ref``
+    (codes on the stack, as in :func:`_q40_block`)."""
+    L = numba.carray(stack_block_i32(), 32)
+    mn, mx = first_min_max(xb, 32)  # from FLT_MAX / -FLT_MAX, first extreme wins
     d = (mx - mn) / f32(levels)
     idd = _ONE / d if d != _ZERO else _ZERO
     for j in range(32):
@@ -184,11 +170,7 @@ def _impl_group(kind, x, imatrix, sigma2, out, g, m, nbr, size, X, W, Lt, Laux, 
 @ghelper
 def _q80_block(xb, ob, with_sum):  # type: ignore[no-untyped-def]
     """Q8_0 and Q8_1: ``quantize_row_q8_{0,1}_ref`` (amax = MAX(amax, fabsf(v)))."""
-    amax = _ZERO
-    for j in range(32):
-        a = np.abs(xb[j])
-        amax = amax if amax > a else a
-    d = amax / np.float32(127.0)
+    d = max_abs(xb, 32) / np.float32(127.0)  # amax = MAX(amax, fabsf(v))
     idd = _ONE / d if d != _ZERO else _ZERO
     off = 4 if with_sum else 2
     total = 0
@@ -204,11 +186,7 @@ def _q80_block(xb, ob, with_sum):  # type: ignore[no-untyped-def]
 @ghelper
 def _ternary_block(xb, ob, kind):  # type: ignore[no-untyped-def]
     """TQ1_0 (kind 0) and TQ2_0 (kind 1): ``quantize_row_tq{1,2}_0_ref``."""
-    amax = _ZERO
-    for j in range(256):
-        a = np.abs(xb[j])
-        amax = amax if amax > a else a
-    d = amax
+    d = max_abs(xb, 256)  # amax = MAX(amax, fabsf(v))
     idd = _ONE / d if d != _ZERO else _ZERO
     if kind == 0:
         for m in range(32):  # qs[0..31]: elements m + 32n, n = 0..4
@@ -292,11 +270,15 @@ def _quantize(kind, x, imatrix, sigma2, has_im, out):  # type: ignore[no-untyped
                 _impl_group(kind, x, imatrix, sigma2, out, g, min(LANES, stop - g), nbr, size,
                             X, W, Lt, Laux, scales, mins, L)
             continue
-        for b in range(start, stop):
-            r = b // nbr
-            j = b - r * nbr
+        r = start // nbr  # walk (row, block) without a division per block
+        j = start - r * nbr
+        for _ in range(stop - start):
             xb = x[r, j * qk:(j + 1) * qk]
             ob = out[r, j * size:(j + 1) * size]
+            j += 1
+            if j == nbr:
+                j = 0
+                r += 1
             if kind == Q4_0:
                 _q40_block(xb, ob, L, 8)
             elif kind == Q5_0:

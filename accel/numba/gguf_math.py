@@ -33,7 +33,7 @@ from numba.extending import intrinsic
 
 from accel.numba._jit import KERNEL
 
-__all__ = ["gkernel", "ghelper", "ginline", "f32", "LANES", "stack_f32", "stack_i32", "nearest_int", "fp32_to_fp16", "fp16_to_fp32", "roundf",
+__all__ = ["first_absmax", "max_abs", "first_min_max", "gkernel", "ghelper", "ginline", "f32", "LANES", "stack_f32", "stack_i32", "stack_block_i32", "nearest_int", "fp32_to_fp16", "fp16_to_fp32", "roundf",
            "f32_bits", "bits_f32", "fp32_to_bf16", "e8m0_to_fp32_half", "store_fp16", "load_fp16", "GROUP_MAX_EPS"]
 
 _OPTIONS = dict(KERNEL, error_model="numpy")
@@ -191,14 +191,14 @@ def e8m0_to_fp32_half(e):  # type: ignore[no-untyped-def]
 
 
 
-def _lanes_alloca(dtype):  # type: ignore[no-untyped-def]
-    """An intrinsic returning a pointer to ``LANES`` elements of stack memory (an
+def _lanes_alloca(dtype, size=LANES):  # type: ignore[no-untyped-def]
+    """An intrinsic returning a pointer to ``size`` elements of stack memory (an
     ``alloca`` in the function being compiled)."""
 
     @intrinsic
     def alloc(typingctx):  # type: ignore[no-untyped-def]
         def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-            return cgutils.alloca_once(builder, context.get_value_type(dtype), size=LANES)
+            return cgutils.alloca_once(builder, context.get_value_type(dtype), size=size)
 
         return types.CPointer(dtype)(), codegen
 
@@ -211,3 +211,71 @@ def _lanes_alloca(dtype):  # type: ignore[no-untyped-def]
 #: arrays would be reloaded and stored on every element). Never return such an array.
 stack_f32 = _lanes_alloca(types.float32)
 stack_i32 = _lanes_alloca(types.int32)
+stack_block_i32 = _lanes_alloca(types.int32, 32)  #: codes of one 32-element block
+
+
+# --- scans with ggml's tie rules, vectorizable -------------------------------------------
+#
+# ggml's scans carry a dependency from one element to the next (``if (amax < fabsf(v))``),
+# which a compiler may not reorder: 32 elements cost 32 compare-select latencies. For
+# finite inputs (the quantizers reject the others) the same results come from an
+# order-free integer reduction over the float bits, then a search for the first element
+# that attains it: the first element wins ties, as in ggml.
+
+_ABS = np.int32(0x7FFFFFFF)
+
+
+@ghelper
+def _order_key(v):  # type: ignore[no-untyped-def]
+    """int32 key ordered as the float32 values (finite; -0 just below +0)."""
+    b = f32_bits(v)
+    return b ^ ((b >> np.int32(31)) & _ABS)
+
+
+@ghelper
+def first_absmax(xb, n):  # type: ignore[no-untyped-def]
+    """``if (amax < fabsf(v)) { amax = fabsf(v); max = v; }`` from amax = max = 0:
+    returns (max, amax); an all-zero block (either sign) gives (+0, +0)."""
+    m = np.int32(0)
+    for j in range(n):
+        m = max(m, f32_bits(xb[j]) & _ABS)
+    if m == 0:
+        return np.float32(0.0), np.float32(0.0)
+    for j in range(n):
+        if (f32_bits(xb[j]) & _ABS) == m:
+            return xb[j], np.abs(xb[j])
+    return np.float32(0.0), np.float32(0.0)  # not reached for finite input
+
+
+@ghelper
+def max_abs(xb, n):  # type: ignore[no-untyped-def]
+    """``amax = MAX(amax, fabsf(v))`` from 0 (a value, so the order is free)."""
+    m = np.int32(0)
+    for j in range(n):
+        m = max(m, f32_bits(xb[j]) & _ABS)
+    return bits_f32(m)
+
+
+@ghelper
+def first_min_max(xb, n):  # type: ignore[no-untyped-def]
+    """``if (v < min) min = v; if (v > max) max = v;`` from min = FLT_MAX, max = -FLT_MAX:
+    the first minimal and the first maximal element (which keeps the sign of a zero)."""
+    kmin = _order_key(np.float32(np.finfo(np.float32).max))
+    kmax = _order_key(np.float32(-np.finfo(np.float32).max))
+    for j in range(n):
+        k = _order_key(xb[j])
+        kmin = min(kmin, k)
+        kmax = max(kmax, k)
+    vmin = bits_f32(kmin ^ ((kmin >> np.int32(31)) & _ABS))
+    vmax = bits_f32(kmax ^ ((kmax >> np.int32(31)) & _ABS))
+    mn = vmin
+    mx = vmax
+    for j in range(n):  # the first element equal to the extreme (+0 == -0 here)
+        if xb[j] == vmin:
+            mn = xb[j]
+            break
+    for j in range(n):
+        if xb[j] == vmax:
+            mx = xb[j]
+            break
+    return mn, mx

@@ -33,7 +33,7 @@ import numpy as np
 
 from accel.numba.gguf_math import GROUP_MAX_EPS, LANES, f32, ghelper, nearest_int, stack_f32
 
-__all__ = ["make_qx_lanes", "make_q3_lanes", "make_qkx_lanes", "make_qp_quants", "LANES"]
+__all__ = ["make_qx_quants", "make_qx_lanes", "make_q3_lanes", "make_qkx_lanes", "make_qp_quants", "LANES"]
 
 _ZERO = np.float32(0.0)
 _ONE = np.float32(1.0)
@@ -313,6 +313,52 @@ def make_qkx_lanes(n, nmax, x, w, L, rmin, rdelta, nstep, use_mad, scale, the_mi
         is_flat = flat[j] != _ZERO
         scale[j] = _ZERO if is_flat else sc[j]
         the_min[j] = the_min[j] if is_flat else -mn[j]
+
+
+@ghelper
+def make_qx_quants(n, nmax, x, w, L):  # type: ignore[no-untyped-def]
+    """``make_qx_quants(n, nmax, x, L, rmse_type=1, qw=w)`` on one group, as ggml's C loop
+    (for the one group of sub-block scales per super-block, where lanes would idle).
+    Writes ``L[i] = l + nmax`` (0 for an all-zero group) and returns the scale."""
+    mx = _ZERO
+    amax = _ZERO
+    for i in range(n):
+        ax = np.abs(x[i])
+        if ax > amax:
+            amax = ax
+            mx = x[i]
+    if amax < GROUP_MAX_EPS:
+        for i in range(n):
+            L[i] = 0
+        return _ZERO
+    fnmax = f32(nmax)
+    iscale = -fnmax / mx
+    sumlx = _ZERO
+    suml2 = _ZERO
+    for i in range(n):
+        l = _symmetric_code(x[i], iscale, nmax)
+        L[i] = l + np.int32(nmax)
+        fl = f32(l)
+        sumlx += w[i] * x[i] * fl
+        suml2 += w[i] * fl * fl
+    scale = sumlx / suml2 if suml2 != _ZERO else _ZERO
+    best = scale * sumlx
+    for step in range(-9, 10):
+        if step == 0:
+            continue
+        iscale = -(fnmax + _TENTH * f32(step)) / mx
+        sumlx = _ZERO
+        suml2 = _ZERO
+        for i in range(n):
+            fl = f32(_symmetric_code(x[i], iscale, nmax))
+            sumlx += w[i] * x[i] * fl
+            suml2 += w[i] * fl * fl
+        if suml2 > _ZERO and sumlx * sumlx > best * suml2:
+            for i in range(n):
+                L[i] = _symmetric_code(x[i], iscale, nmax) + np.int32(nmax)
+            scale = sumlx / suml2
+            best = scale * sumlx
+    return scale
 
 
 @ghelper
