@@ -22,7 +22,7 @@ from numba import prange
 from accel.numba._jit import helper, kernel
 from refquant._validate import as_int_array, check_int
 from refquant.packing import AWQ_ORDER, packed_size
-from refquant.packing import _check_layout  # the reference's own parameter check and messages
+from refquant.packing import _check_layout, _check_packed  # the reference's own checks and messages
 
 __all__ = ["pack", "unpack", "pack_ternary", "unpack_ternary"]
 
@@ -289,17 +289,7 @@ def pack(codes: Any, bits: int, order: str = "low_first", container: str = "uint
 
 def unpack(packed: Any, bits: int, count: int, order: str = "low_first", container: str = "uint8") -> np.ndarray:
     """Backend op: same contract as :func:`refquant.packing.unpack`."""
-    bits = _check_layout(bits, order, container)
-    count = check_int("count", count, min=0)
-    arr = as_int_array("packed", packed, min_ndim=1)
-    allowed = (np.uint8,) if container == "uint8" else (np.int32, np.uint32)
-    if arr.dtype not in tuple(np.dtype(d) for d in allowed):
-        raise TypeError(f"packed must be {' or '.join(np.dtype(d).name for d in allowed)} for "
-                        f"container={container!r}, got {arr.dtype}")
-    need = packed_size(count, bits, container)
-    if arr.shape[-1] != need:
-        raise ValueError(f"packed has {arr.shape[-1]} {container} values per row; count={count} codes of "
-                         f"{bits} bits need exactly {need}")
+    bits, count, arr = _check_packed(packed, bits, count, order, container)
     msb_first = order == "high_first"
     if container == "int32":
         arr = np.ascontiguousarray(arr).astype(">u4" if msb_first else "<u4", copy=False).view(np.uint8)
