@@ -293,3 +293,41 @@ def test_dequant_matmul_errors():
                           (np.ones((1, 256), np.int32), (2, 256), TypeError)]:
         _same_error(lambda: N.gguf_dequant_matmul(x, data, "q4_k", shape), lambda: dequant_matmul(x, data, "q4_k", shape),
                     exc)
+
+
+_NO_FMA_SCRIPT = """
+import re, numpy as np
+from numba.core import caching
+FMA = r"\\bv?f(n)?m(add|sub)[0-9]"
+import refquant.gguf as G
+from accel.numba import gguf as N, gguf_iquants as I, gguf_kquants as K, gguf_legacy as L, gguf_matmul as M
+kernels = [L._quantize, L._dequantize, L._dequantize_float, L.row_sigma2, K._quantize, K._dequantize,
+           I._quantize, I._dequantize, M._matmul]
+for k in kernels:
+    k._cache = caching.NullCache()  # compile here, so that the machine code can be inspected
+x = np.random.default_rng(0).standard_normal((2, 512)).astype(np.float32)
+for t in G.qtypes():
+    for im in (None, np.ones(512, np.float32)):
+        N.gguf_dequantize(N.gguf_quantize(x, t, im), t, x.shape)
+for t in sorted(N.MATMUL_QTYPES):
+    N.gguf_dequant_matmul(x, N.gguf_quantize(x, t), t, x.shape)
+assert re.findall(FMA, "vfmadd231ps %zmm1, %zmm2, %zmm3") and not re.findall(FMA, "vmulps %zmm1")
+print(sum(len(re.findall(FMA, k.inspect_asm(s))) for k in kernels for s in k.signatures))
+"""
+
+
+@pytest.mark.slow
+def test_kernels_contain_no_fma():
+    """fastmath=False must keep every multiply and add separately rounded (ggml's x86-64
+    build has no FMA): no fused multiply-add instruction in any GGUF kernel's machine code."""
+    import os
+    import subprocess
+    import sys
+    import tempfile
+
+    repo = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory() as cache:
+        env = dict(os.environ, NUMBA_CACHE_DIR=cache, PYTHONPATH=str(repo))
+        out = subprocess.run([sys.executable, "-c", _NO_FMA_SCRIPT], env=env, cwd=repo, check=True,
+                             capture_output=True, text=True)
+    assert out.stdout.strip().splitlines()[-1] == "0", out.stdout
