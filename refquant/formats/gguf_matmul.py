@@ -38,7 +38,8 @@ def dequant_matmul(x: Any, data: Any, qtype: Any, shape: Any) -> np.ndarray:
     Returns
     -------
     ndarray of float32, shape (..., out_features)
-        Values beyond float32's range become ±inf.
+        Values beyond float32's range become ±inf; a weight decoded to ±inf gives ±inf or
+        NaN (inf · 0) in the rows it touches.
 
     Raises
     ------
@@ -58,6 +59,9 @@ def dequant_matmul(x: Any, data: Any, qtype: Any, shape: Any) -> np.ndarray:
     xa = as_float_array("x", x, dtypes=(np.float32, np.float16, np.float64), allow_nan=False, min_ndim=1)
     if xa.shape[-1] != w.shape[1]:
         raise ValueError(f"x has {xa.shape[-1]} input features (shape {xa.shape}) but the weight has {w.shape[1]}")
-    out = xa.reshape(-1, xa.shape[-1]).astype(np.float64) @ w.astype(np.float64).T
-    with np.errstate(over="ignore"):  # beyond float32's range the result is +-inf
+    # A weight can itself decode to +-inf (ggml's Q5_1/Q4_1 store the block minimum as
+    # fp16, which overflows for rows near +-65504): then the product is +-inf or NaN
+    # (inf * 0), exactly as IEEE arithmetic gives it, without a warning.
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond float32's range: +-inf
+        out = xa.reshape(-1, xa.shape[-1]).astype(np.float64) @ w.astype(np.float64).T
         return out.astype(np.float32).reshape(*xa.shape[:-1], w.shape[0])

@@ -88,3 +88,14 @@ def test_claimed_bit_exactness_upgrades_the_contract(monkeypatch):
     assert isinstance(contract_for("some_op", "x", _Fake(False)), Nmse)
     assert isinstance(contract_for("some_op", "x", _Fake(True)), Exact)
     assert isinstance(contract_for("unlisted_op", None), Exact)
+
+
+def test_nmse_where_the_reference_is_not_finite():
+    e = np.array([1.0, np.inf, np.nan, 2.0], np.float32)
+    assert Nmse(1e-6).check(e.copy(), e) is None
+    g = e.copy()
+    g[1] = 5.0                                   # finite where the reference is inf
+    assert "non-finite" in Nmse(1e-6).check(g, e)
+    g = e.copy()
+    g[0] = np.inf                                # inf where the reference is finite
+    assert "non-finite" in Nmse(1e-6).check(g, e)
