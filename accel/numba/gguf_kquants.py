@@ -52,11 +52,8 @@ def _seq_sumsq(xb, n):  # type: ignore[no-untyped-def]
 
 @ghelper
 def _clamp(v, lo, hi):  # type: ignore[no-untyped-def]
-    if v > hi:
-        v = hi
-    if v < lo:
-        v = lo
-    return v
+    """``MAX(lo, MIN(hi, v))`` in int32."""
+    return max(min(v, np.int32(hi)), np.int32(lo))
 
 
 @ghelper
@@ -110,8 +107,9 @@ def _requantize_affine(xb, ob, pos_d, pos_dmin, pos_scales, L, nsub, size, nmax,
         if d == _ZERO:
             continue
         dm = dmin * f32(m)
+        xs, ls = xb[size * j:size * j + size], L[size * j:size * j + size]  # views: loop-variable indices
         for ii in range(size):
-            L[size * j + ii] = _clamp(nearest_int((xb[size * j + ii] + dm) / d), 0, nmax)
+            ls[ii] = _clamp(nearest_int((xs[ii] + dm) / d), 0, nmax)
 
 
 # --- lane layout -----------------------------------------------------------------------
@@ -251,8 +249,9 @@ def _q3k_block(xb, ob, qw, has_im, L, sc):  # type: ignore[no-untyped-def]
         d = dd * f32(s)
         if d == _ZERO:
             continue
+        xs, ls = xb[16 * j:16 * j + 16], L[16 * j:16 * j + 16]
         for ii in range(16):
-            L[16 * j + ii] = _clamp(nearest_int(xb[16 * j + ii] / d), -4, 3) + 4
+            ls[ii] = _clamp(nearest_int(xs[ii] / d), -4, 3) + np.int32(4)
     # hmask: element j -> byte j % 32, bit j // 32, set when the code (0..7) is > 3, and
     # then the code drops by 4; codes 0..7 make both branch-free: bit = L >> 2, rest = L & 3
     for l in range(32):
@@ -410,8 +409,9 @@ def _q6k_block(xb, ob, qw, has_im, L, sc):  # type: ignore[no-untyped-def]
         d = dd * f32(s - 256 if s > 127 else s)
         if d == _ZERO:
             continue
+        xs, ls = xb[16 * j:16 * j + 16], L[16 * j:16 * j + 16]
         for ii in range(16):
-            L[16 * j + ii] = _clamp(nearest_int(xb[16 * j + ii] / d), -32, 31) + 32
+            ls[ii] = _clamp(nearest_int(xs[ii] / d), -32, 31) + np.int32(32)
     for c in range(2):
         for l in range(32):
             e = 128 * c + l

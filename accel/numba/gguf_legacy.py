@@ -172,12 +172,12 @@ def _q80_block(xb, ob, with_sum):  # type: ignore[no-untyped-def]
     """Q8_0 and Q8_1: ``quantize_row_q8_{0,1}_ref`` (amax = MAX(amax, fabsf(v)))."""
     d = max_abs(xb, 32) / np.float32(127.0)  # amax = MAX(amax, fabsf(v))
     idd = _ONE / d if d != _ZERO else _ZERO
-    off = 4 if with_sum else 2
+    qs = ob[4:36] if with_sum else ob[2:34]  # a view: loop-variable indices
     total = 0
     for j in range(32):
         q = _trunc_i8(roundf(xb[j] * idd))
         total += q
-        ob[off + j] = np.uint8(q & 0xFF)
+        qs[j] = np.uint8(q & 0xFF)
     store_fp16(ob, 0, d)
     if with_sum:
         store_fp16(ob, 2, f32(total) * d)
@@ -247,13 +247,6 @@ def _quantize(kind, x, imatrix, sigma2, has_im, out):  # type: ignore[no-untyped
         size = 36
     nbr = n // qk
     total = rows * nbr
-    if kind == F16 or kind == BF16:  # elementwise
-        for r in prange(rows):
-            for j in range(n):
-                h = fp32_to_fp16(x[r, j]) if kind == F16 else fp32_to_bf16(x[r, j])
-                out[r, 2 * j] = np.uint8(h & 0xFF)
-                out[r, 2 * j + 1] = np.uint8((h >> 8) & 0xFF)
-        return
     searched = has_im and (kind == Q4_0 or kind == Q4_1 or kind == Q5_0 or kind == Q5_1)
     for c in prange((total + CHUNK - 1) // CHUNK):
         L = np.empty(32, np.int32)
@@ -295,6 +288,27 @@ def _quantize(kind, x, imatrix, sigma2, has_im, out):  # type: ignore[no-untyped
                 _ternary_block(xb, ob, 0)
             else:
                 _ternary_block(xb, ob, 1)
+
+
+@gkernel
+def _quantize_float(kind, x, out):  # type: ignore[no-untyped-def]
+    """F16 / BF16: float32 ``x`` (rows, n) -> uint16 bit patterns ``out`` (rows, n)."""
+    rows, n = x.shape
+    for r in prange(rows):
+        xr, o = x[r], out[r]
+        if kind == F16:
+            for j in range(n):
+                o[j] = np.uint16(fp32_to_fp16(xr[j]))
+        else:
+            for j in range(n):
+                o[j] = np.uint16(fp32_to_bf16(xr[j]))
+
+
+def _quantize_rows(kind, x, imatrix, sigma2, has_im, out):  # type: ignore[no-untyped-def]
+    if kind == F16 or kind == BF16:
+        _quantize_float(kind, x, out.view(np.uint16))
+    else:
+        _quantize(kind, x, imatrix, sigma2, has_im, out)
 
 
 # --- dequantizers ---------------------------------------------------------------------
@@ -417,5 +431,5 @@ def _dequantize_blocks(kind, data, out):  # type: ignore[no-untyped-def]
 
 
 _NAMES = ("f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1", "tq1_0", "tq2_0")
-QUANTIZE = {name: (lambda x, im, s2, has, out, k=k: _quantize(k, x, im, s2, has, out)) for k, name in enumerate(_NAMES)}
+QUANTIZE = {name: (lambda x, im, s2, has, out, k=k: _quantize_rows(k, x, im, s2, has, out)) for k, name in enumerate(_NAMES)}
 DEQUANTIZE = {name: (lambda data, out, k=k: _dequantize_blocks(k, data, out)) for k, name in enumerate(_NAMES)}

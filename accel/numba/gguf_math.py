@@ -112,32 +112,30 @@ def roundf(v):  # type: ignore[no-untyped-def]
 @ghelper
 def fp32_to_fp16(f):  # type: ignore[no-untyped-def]
     """``GGML_FP32_TO_FP16``: float32 -> fp16 bits (uint16 value as int32), round to
-    nearest even, overflow to inf, subnormals kept, NaN -> 0x7E00 with the sign."""
+    nearest even, overflow to inf, subnormals kept, NaN -> 0x7E00 with the sign.
+
+    Every case is computed and one is selected (no branches), so loops over it vectorize:
+    normal results rebias the exponent and round the 13 dropped mantissa bits; subnormal
+    ones shift the significand (implicit bit included) right by 126 - e, which is more
+    than 24 (a zero result) below 2**-25."""
     u = np.int64(f32_bits(f)) & np.int64(0xFFFFFFFF)
     sign = (u >> 16) & 0x8000
     a = u & 0x7FFFFFFF
-    if a > 0x7F800000:
-        return np.int32(sign | 0x7E00)
-    if a >= 0x477FF000:  # >= 65520 rounds to inf (and inf stays inf)
-        return np.int32(sign | 0x7C00)
-    if a >= 0x38800000:  # normal fp16: rebias the exponent, keep 10 mantissa bits
-        v = a - 0x38000000
-        q = v >> 13
-        rem = v & 0x1FFF
-        if rem > 0x1000 or (rem == 0x1000 and (q & 1) == 1):
-            q += 1
-        return np.int32(sign | q)
+    v = a - 0x38000000  # normal: exponent rebias, then drop 13 bits to nearest even
+    q = v >> 13
+    rem = v & 0x1FFF
+    normal = q + ((rem > 0x1000) | ((rem == 0x1000) & ((q & 1) == 1)))
     e = a >> 23
-    if e < 102:  # below 2**-25: rounds to zero
-        return np.int32(sign)
+    shift = min(max(126 - e, np.int64(14)), np.int64(31))
     sig = (a & 0x7FFFFF) | 0x800000
-    shift = 126 - e  # 14..24: units of the fp16 subnormal 2**-24
-    q = sig >> shift
-    rem = sig - (q << shift)
+    qs = sig >> shift
+    rs = sig - (qs << shift)
     half = np.int64(1) << (shift - 1)
-    if rem > half or (rem == half and (q & 1) == 1):
-        q += 1
-    return np.int32(sign | q)
+    sub = qs + ((rs > half) | ((rs == half) & ((qs & 1) == 1)))
+    mag = normal if a >= 0x38800000 else sub
+    mag = 0x7C00 if a >= 0x477FF000 else mag  # >= 65520 rounds to inf (inf stays inf)
+    mag = 0x7E00 if a > 0x7F800000 else mag
+    return np.int32(sign | mag)
 
 
 @ghelper
