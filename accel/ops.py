@@ -130,7 +130,7 @@ _ROWS: list[OpSpec] = [
            "-> uint8 (..., row_bytes): ggml_quantize_chunk's bytes"),
     OpSpec("gguf_dequantize", "refquant.gguf:dequantize", GGUF_FORMATS, "gguf",
            "gguf_dequantize(data: uint8 (..., row_bytes), qtype, shape) -> float32 shape: ggml's to_float"),
-    OpSpec("gguf_dequant_matmul", "refquant.formats.gguf_matmul:dequant_matmul", GGUF_FORMATS, "gguf",
+    OpSpec("gguf_dequant_matmul", "refquant.gguf:dequant_matmul", GGUF_FORMATS, "gguf",
            "gguf_dequant_matmul(x: float32/float16 (..., in), data: uint8 (out, row_bytes), qtype, shape=(out, in)) "
            "-> float32 (..., out): x @ dequantize(W).T (W4A16 GEMV/GEMM; emulated reference in float64)"),
     # --- layouts (issue 7) ---

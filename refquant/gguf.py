@@ -40,11 +40,14 @@ import numpy as np
 from refquant._validate import as_float_array
 from refquant.formats import FORMATS, FORMATS_BY_ID, BlockFormat
 
-__all__ = ["quantize", "dequantize", "block_bits", "row_bytes", "get_format", "qtypes", "read", "write"]
+__all__ = ["quantize", "dequantize", "block_bits", "row_bytes", "get_format", "qtypes", "read", "write",
+           "dequant_matmul"]
 
 # .gguf files live in refquant.io (reader for untrusted files, writer); re-exported lazily
 # so that the codec does not load the file machinery.
-_FILE_API = {"read": "refquant.io.gguf_file", "write": "refquant.io.gguf_file"}
+_FILE_API = {"read": "refquant.io.gguf_file", "write": "refquant.io.gguf_file",
+             # the emulated W4A16 product y = x @ W.T with W as GGUF rows
+             "dequant_matmul": "refquant.formats.gguf_matmul"}
 
 
 def __getattr__(name: str) -> Any:
