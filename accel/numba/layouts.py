@@ -27,9 +27,10 @@ from numba import prange
 
 from accel.numba import packing as nb_packing
 from accel.numba._jit import kernel
-from refquant._validate import as_int_array, check_int
-from refquant.layouts.gptq import (_check_bits_version, _check_g_idx, _check_multiple, _check_range,
-                                   _integer_valued, _per_word, _to_float16, _words)
+from refquant._validate import check_int
+from refquant.layouts.gptq import _check_bits_version, _check_g_idx, _per_word, _words
+from refquant.layouts.awq import _pack_args as _awq_pack_args
+from refquant.layouts.gptq import _pack_args as _gptq_pack_args
 from refquant.packing import AWQ_ORDER
 
 __all__ = ["gptq_pack", "gptq_unpack", "gptq_dequantize", "awq_pack", "awq_unpack", "awq_dequantize"]
@@ -150,27 +151,7 @@ def _as_u32(words: np.ndarray) -> np.ndarray:
 def gptq_pack(codes: Any, zeros: Any, scales: Any, g_idx: Any, bits: int, version: int = 1
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Backend op: same contract as :func:`refquant.layouts.gptq.gptq_pack`."""
-    bits, version = _check_bits_version(bits, version)
-    codes = as_int_array("codes", codes, min_ndim=2)
-    if codes.ndim != 2:
-        raise ValueError(f"codes must be 2-D (out_features, in_features), got shape {codes.shape}")
-    out_features, in_features = codes.shape
-    zeros = _integer_valued("zeros", zeros)
-    scales = np.asarray(scales)
-    if zeros.ndim != 2 or zeros.shape[0] != out_features or scales.shape != zeros.shape:
-        raise ValueError(f"zeros and scales must both have shape (out_features, n_groups) = ({out_features}, G), "
-                         f"got zeros {zeros.shape} and scales {scales.shape}")
-    n_groups = zeros.shape[1]
-    g_idx = _check_g_idx(g_idx, in_features, n_groups)
-    _check_multiple("in_features", in_features, bits)
-    _check_multiple("out_features", out_features, bits)
-    maxq = 2**bits - 1
-    _check_range("codes", codes, 0, maxq)
-    _check_range("zeros", zeros, 1 if version == 1 else 0, maxq,
-                 hint=" (GPTQ v1 stores zero - 1, so a zero-point of 0 cannot be written; use version=2)"
-                 if version == 1 else "")
-    scales16 = _to_float16("scales", scales)
-    stored_zeros = zeros - 1 if version == 1 else zeros
+    bits, codes, stored_zeros, scales16, g_idx = _gptq_pack_args(codes, zeros, scales, g_idx, bits, version)
     packed = nb_packing.pack(codes, bits, "low_first", "int32")           # (out, in*bits/32)
     qweight = np.empty(packed.shape[::-1], np.int32)
     _transpose_u32(packed.view(np.uint32), qweight.view(np.uint32))     # (in*bits/32, out)
@@ -246,24 +227,8 @@ def gptq_dequantize(qweight: Any, qzeros: Any, scales: Any, g_idx: Any, bits: in
 
 def awq_pack(codes: Any, zeros: Any, scales: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Backend op: same contract as :func:`refquant.layouts.awq.awq_pack`."""
-    codes = as_int_array("codes", codes, min_ndim=2)
-    if codes.ndim != 2:
-        raise ValueError(f"codes must be 2-D (out_features, in_features), got shape {codes.shape}")
+    codes, zeros, scales16 = _awq_pack_args(codes, zeros, scales)
     out_features, in_features = codes.shape
-    zeros = _integer_valued("zeros", zeros)
-    scales = np.asarray(scales)
-    if zeros.ndim != 2 or zeros.shape[0] != out_features or scales.shape != zeros.shape:
-        raise ValueError(f"zeros and scales must both have shape (out_features, n_groups) = ({out_features}, G), "
-                         f"got zeros {zeros.shape} and scales {scales.shape}")
-    n_groups = zeros.shape[1]
-    if out_features % 8:
-        raise ValueError(f"out_features={out_features} must be a multiple of 8 for AWQ GEMM packing")
-    if n_groups == 0 or in_features % n_groups:
-        raise ValueError(f"in_features={in_features} must be a multiple of the number of groups {n_groups} "
-                         f"(AWQ GEMM groups are consecutive input columns)")
-    _check_range("codes", codes, 0, 15)
-    _check_range("zeros", zeros, 0, 15)
-    scales16 = _to_float16("scales", scales)
     qweight = np.empty((in_features, out_features // 8), np.int32)
     _awq_pack_words(np.ascontiguousarray(codes, dtype=np.uint8), _AWQ_SHIFTS, qweight.view(np.uint32))  # (in, out/8)
     qzeros = nb_packing.pack(zeros.T, 4, "awq", "int32")    # (G, out/8)

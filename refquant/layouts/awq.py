@@ -59,6 +59,15 @@ def awq_pack(codes: Any, zeros: Any, scales: Any) -> tuple[np.ndarray, np.ndarra
     ValueError
         ``out % 8 != 0``, ``in`` not a multiple of the group count, values out of range.
     """
+    codes, zeros, scales16 = _pack_args(codes, zeros, scales)
+    qweight = packing.pack(codes.T, BITS, "awq", "int32")  # (in, out/8)
+    qzeros = packing.pack(zeros.T, BITS, "awq", "int32")  # (G, out/8)
+    return qweight, qzeros, np.ascontiguousarray(scales16.T)
+
+
+def _pack_args(codes: Any, zeros: Any, scales: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Validate :func:`awq_pack`'s arguments (shared with backends, so errors read the same);
+    returns ``(codes, zeros, scales16)`` with ``scales16`` the float16 scales (out, G)."""
     codes = as_int_array("codes", codes, min_ndim=2)
     if codes.ndim != 2:
         raise ValueError(f"codes must be 2-D (out_features, in_features), got shape {codes.shape}")
@@ -77,9 +86,7 @@ def awq_pack(codes: Any, zeros: Any, scales: Any) -> tuple[np.ndarray, np.ndarra
     _check_range("codes", codes, 0, 15)
     _check_range("zeros", zeros, 0, 15)
     scales16 = _to_float16("scales", scales)
-    qweight = packing.pack(codes.T, BITS, "awq", "int32")  # (in, out/8)
-    qzeros = packing.pack(zeros.T, BITS, "awq", "int32")  # (G, out/8)
-    return qweight, qzeros, np.ascontiguousarray(scales16.T)
+    return codes, zeros, scales16
 
 
 def awq_unpack(qweight: Any, qzeros: Any) -> tuple[np.ndarray, np.ndarray]:

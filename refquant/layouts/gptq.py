@@ -106,27 +106,7 @@ def gptq_pack(codes: Any, zeros: Any, scales: Any, g_idx: Any, bits: int, versio
         Shapes that do not fit, codes or zeros out of range, a zero of 0 in v1, scales
         that overflow (or underflow to 0 in) float16.
     """
-    bits, version = _check_bits_version(bits, version)
-    codes = as_int_array("codes", codes, min_ndim=2)
-    if codes.ndim != 2:
-        raise ValueError(f"codes must be 2-D (out_features, in_features), got shape {codes.shape}")
-    out_features, in_features = codes.shape
-    zeros = _integer_valued("zeros", zeros)
-    scales = np.asarray(scales)
-    if zeros.ndim != 2 or zeros.shape[0] != out_features or scales.shape != zeros.shape:
-        raise ValueError(f"zeros and scales must both have shape (out_features, n_groups) = ({out_features}, G), "
-                         f"got zeros {zeros.shape} and scales {scales.shape}")
-    n_groups = zeros.shape[1]
-    g_idx = _check_g_idx(g_idx, in_features, n_groups)
-    _check_multiple("in_features", in_features, bits)
-    _check_multiple("out_features", out_features, bits)
-    maxq = 2**bits - 1
-    _check_range("codes", codes, 0, maxq)
-    _check_range("zeros", zeros, 1 if version == 1 else 0, maxq,
-                 hint=" (GPTQ v1 stores zero - 1, so a zero-point of 0 cannot be written; use version=2)"
-                 if version == 1 else "")
-    scales16 = _to_float16("scales", scales)
-    stored_zeros = zeros - 1 if version == 1 else zeros
+    bits, codes, stored_zeros, scales16, g_idx = _pack_args(codes, zeros, scales, g_idx, bits, version)
     qweight = packing.pack(codes, bits, "low_first", "int32").T  # (in*bits/32, out)
     qzeros = packing.pack(stored_zeros.T, bits, "low_first", "int32")  # (G, out*bits/32)
     return (np.ascontiguousarray(qweight), np.ascontiguousarray(qzeros),
@@ -255,6 +235,37 @@ def decode(tensors: dict[str, Any], bits: int, group_size: int, version: int = 1
             raise ValueError(f"g_idx assigns {int(counts.max())} columns to group {int(counts.argmax())}, more than "
                              f"group_size={group_size}")
     return gptq_dequantize(qweight, tensors["qzeros"], tensors["scales"], g_idx, bits, version)
+
+
+def _pack_args(codes: Any, zeros: Any, scales: Any, g_idx: Any, bits: Any, version: Any
+               ) -> tuple[int, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Validate :func:`gptq_pack`'s arguments (shared with backends, so errors read the same).
+
+    Returns ``(bits, codes, stored_zeros, scales16, g_idx)``: ``stored_zeros`` is what the
+    checkpoint holds (zero - 1 in v1), ``scales16`` the float16 scales (out, G).
+    """
+    bits, version = _check_bits_version(bits, version)
+    codes = as_int_array("codes", codes, min_ndim=2)
+    if codes.ndim != 2:
+        raise ValueError(f"codes must be 2-D (out_features, in_features), got shape {codes.shape}")
+    out_features, in_features = codes.shape
+    zeros = _integer_valued("zeros", zeros)
+    scales = np.asarray(scales)
+    if zeros.ndim != 2 or zeros.shape[0] != out_features or scales.shape != zeros.shape:
+        raise ValueError(f"zeros and scales must both have shape (out_features, n_groups) = ({out_features}, G), "
+                         f"got zeros {zeros.shape} and scales {scales.shape}")
+    n_groups = zeros.shape[1]
+    g_idx = _check_g_idx(g_idx, in_features, n_groups)
+    _check_multiple("in_features", in_features, bits)
+    _check_multiple("out_features", out_features, bits)
+    maxq = 2**bits - 1
+    _check_range("codes", codes, 0, maxq)
+    _check_range("zeros", zeros, 1 if version == 1 else 0, maxq,
+                 hint=" (GPTQ v1 stores zero - 1, so a zero-point of 0 cannot be written; use version=2)"
+                 if version == 1 else "")
+    scales16 = _to_float16("scales", scales)
+    stored_zeros = zeros - 1 if version == 1 else zeros
+    return bits, codes, stored_zeros, scales16, g_idx
 
 
 def _check_result(result: Any) -> None:
