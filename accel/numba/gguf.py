@@ -30,7 +30,7 @@ from numba import prange
 from accel.numba import gguf_iquants, gguf_kquants, gguf_legacy
 from accel.numba.gguf_math import gkernel
 from refquant.errors import UnsupportedError
-from refquant.gguf import _as_rows, _check_imatrix, _check_row_length, get_format
+from refquant.gguf import _as_rows, _check_data as _ref_check_data, _check_imatrix, _check_row_length, get_format
 
 __all__ = ["QTYPES", "MATMUL_QTYPES", "gguf_quantize", "gguf_dequantize", "gguf_dequant_matmul"]
 
@@ -83,23 +83,9 @@ def gguf_quantize(x: Any, qtype: Any, imatrix: Any = None) -> np.ndarray:
 
 
 def _check_data(data: Any, fmt: Any, shape: Any) -> tuple[np.ndarray, tuple[int, ...]]:
-    """The reference's checks of :func:`refquant.gguf.dequantize` arguments."""
-    if isinstance(data, (bytes, bytearray, memoryview)):
-        data = np.frombuffer(data, dtype=np.uint8)
-    data = np.asarray(data)
-    if data.dtype != np.uint8:
-        raise TypeError(f"data must be a uint8 array of ggml block bytes, got dtype {data.dtype}")
-    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
-    if not shape or any(not isinstance(s, (int, np.integer)) or isinstance(s, bool) or s < 0 for s in shape):
-        raise ValueError(f"shape={shape!r} must be a non-empty tuple of non-negative integers")
-    shape = tuple(int(s) for s in shape)
-    _check_row_length(fmt, shape[-1], "shape[-1]")
-    n_elems = int(np.prod(shape, dtype=np.int64))
-    expected = n_elems // fmt.block_size * fmt.type_size
-    if data.size != expected:
-        raise ValueError(f"data has {data.size} bytes but {fmt.name} of shape {shape} needs {expected} "
-                         f"({n_elems // max(fmt.block_size, 1)} blocks of {fmt.type_size} bytes)")
-    return np.ascontiguousarray(data).reshape(-1, fmt.type_size), shape
+    """The reference's checks of :func:`refquant.gguf.dequantize` arguments; data as (blocks, type_size)."""
+    flat, shape = _ref_check_data(data, fmt, shape)
+    return flat.reshape(-1, fmt.type_size), shape
 
 
 def gguf_dequantize(data: Any, qtype: Any, shape: Any) -> np.ndarray:
