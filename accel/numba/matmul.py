@@ -36,6 +36,7 @@ from numba import prange
 from accel.numba import bnb
 from accel.numba._jit import helper, kernel
 from refquant._validate import as_float_array, as_int_array, check_float
+from refquant.matmul import _zero_point
 
 __all__ = ["int8_matmul", "int8_matmul_zp", "dequantize_int32", "llm_int8_matmul", "bnb_dequant_matmul_4bit"]
 
@@ -243,19 +244,6 @@ def int8_matmul(a_q: Any, b_q: Any) -> np.ndarray:
         raise ValueError(f"inner dimensions differ: a_q has shape {a.shape}, b_q has shape {b.shape}")
     acc, wide = _product(a, b)
     return _check_int32(acc, "int8_matmul result") if wide else acc
-
-
-def _zero_point(name: str, z: Any, length: int, codes: np.ndarray, axis_name: str) -> np.ndarray:
-    arr = as_int_array(name, z)
-    if arr.ndim == 0:
-        arr = np.full(length, int(arr), dtype=np.int64)
-    elif arr.shape != (length,):
-        raise ValueError(f"{name} must be a scalar or have shape ({length},) (one per {axis_name}), got {arr.shape}")
-    info = np.iinfo(codes.dtype)
-    if arr.size and (arr.min() < info.min or arr.max() > info.max):
-        raise ValueError(f"{name} must lie in the code range [{info.min}, {info.max}] of {codes.dtype}, "
-                         f"got values in [{int(arr.min())}, {int(arr.max())}]")
-    return arr.astype(np.int64)
 
 
 def int8_matmul_zp(a_q: Any, b_q: Any, a_zero: Any, b_zero: Any) -> np.ndarray:
