@@ -27,10 +27,11 @@ from numba import prange
 
 from accel.numba import packing as nb_packing
 from accel.numba._jit import kernel
-from refquant._validate import check_int
-from refquant.layouts.gptq import _check_bits_version, _check_g_idx, _per_word, _words
+from refquant.layouts.awq import _dequantize_args as _awq_dequantize_args
 from refquant.layouts.awq import _pack_args as _awq_pack_args
 from refquant.layouts.gptq import _pack_args as _gptq_pack_args
+from refquant.layouts.gptq import _per_word, _words
+from refquant.layouts.gptq import _unpack_args as _gptq_unpack_args
 from refquant.packing import AWQ_ORDER
 
 __all__ = ["gptq_pack", "gptq_unpack", "gptq_dequantize", "awq_pack", "awq_unpack", "awq_dequantize"]
@@ -159,28 +160,6 @@ def gptq_pack(codes: Any, zeros: Any, scales: Any, g_idx: Any, bits: int, versio
     return qweight, np.ascontiguousarray(qzeros), np.ascontiguousarray(scales16.T), g_idx.astype(np.int32)
 
 
-def _gptq_checked(qweight: Any, qzeros: Any, scales: Any, g_idx: Any, bits: int, version: int
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int, int]:
-    """The reference's shape checks of GPTQ tensors; returns them with (bits, version, in_features)."""
-    bits, version = _check_bits_version(bits, version)
-    qweight, qzeros = _words("qweight", qweight), _words("qzeros", qzeros)
-    scales = np.asarray(scales)
-    if scales.ndim != 2:
-        raise ValueError(f"scales must be 2-D (n_groups, out_features), got shape {scales.shape}")
-    n_groups, out_features = scales.shape
-    per_word = _per_word(bits)
-    words = bits if bits == 3 else 1
-    in_features = qweight.shape[0] // words * per_word
-    if qweight.shape != (in_features * bits // 32, out_features) or qweight.shape[0] % words:
-        raise ValueError(f"qweight has shape {qweight.shape}; with scales {scales.shape} it must be "
-                         f"(in_features*{bits}/32, {out_features})")
-    if qzeros.shape != (n_groups, out_features * bits // 32) or out_features % per_word:
-        raise ValueError(f"qzeros has shape {qzeros.shape}; with scales {scales.shape} and {bits} bits it must be "
-                         f"({n_groups}, {out_features * bits // 32}) (out_features a multiple of {per_word})")
-    g_idx = _check_g_idx(g_idx, in_features, n_groups)
-    return qweight, qzeros, scales, g_idx, bits, version, in_features
-
-
 def _gptq_zeros(qzeros: np.ndarray, bits: int, version: int, out_features: int) -> np.ndarray:
     """Zero-points (G, out) uint8 from qzeros, with the reference's v1 check."""
     stored = nb_packing.unpack(qzeros, bits, out_features, "low_first", "int32")  # (G, out)
@@ -198,7 +177,7 @@ def _gptq_zeros(qzeros: np.ndarray, bits: int, version: int, out_features: int) 
 def gptq_unpack(qweight: Any, qzeros: Any, scales: Any, g_idx: Any, bits: int, version: int = 1
                 ) -> tuple[np.ndarray, np.ndarray]:
     """Backend op: same contract as :func:`refquant.layouts.gptq.gptq_unpack`."""
-    qweight, qzeros, scales, g_idx, bits, version, in_features = _gptq_checked(qweight, qzeros, scales, g_idx,
+    qweight, qzeros, scales, g_idx, bits, version, in_features = _gptq_unpack_args(qweight, qzeros, scales, g_idx,
                                                                               bits, version)
     codes = nb_packing.unpack(qweight.T, bits, in_features, "low_first", "int32")  # (out, in)
     zeros = _gptq_zeros(qzeros, bits, version, scales.shape[1])
@@ -207,7 +186,7 @@ def gptq_unpack(qweight: Any, qzeros: Any, scales: Any, g_idx: Any, bits: int, v
 
 def gptq_dequantize(qweight: Any, qzeros: Any, scales: Any, g_idx: Any, bits: int, version: int = 1) -> np.ndarray:
     """Backend op: same contract as :func:`refquant.layouts.gptq.gptq_dequantize` (fused)."""
-    qweight, qzeros, scales, g_idx, bits, version, in_features = _gptq_checked(qweight, qzeros, scales, g_idx,
+    qweight, qzeros, scales, g_idx, bits, version, in_features = _gptq_unpack_args(qweight, qzeros, scales, g_idx,
                                                                               bits, version)
     zeros = _gptq_zeros(qzeros, bits, version, scales.shape[1]).astype(np.float32)   # (G, out)
     words = _as_u32(qweight)
@@ -249,18 +228,9 @@ def awq_unpack(qweight: Any, qzeros: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def awq_dequantize(qweight: Any, qzeros: Any, scales: Any, group_size: int) -> np.ndarray:
     """Backend op: same contract as :func:`refquant.layouts.awq.awq_dequantize` (fused)."""
-    group_size = check_int("group_size", group_size, min=1)
-    qweight = _words("qweight", qweight)
+    qweight, group_size, n_groups = _awq_dequantize_args(qweight, qzeros, scales, group_size)
     in_features, words = qweight.shape
     scales = np.asarray(scales)
-    if in_features % group_size:
-        raise ValueError(f"in_features={in_features} (qweight rows) must be a multiple of group_size={group_size}")
-    n_groups = in_features // group_size
-    if scales.shape != (n_groups, words * 8):
-        raise ValueError(f"scales has shape {scales.shape}; qweight {qweight.shape} with group_size={group_size} "
-                         f"needs ({n_groups}, {words * 8})")
-    if np.asarray(qzeros).shape != (n_groups, words):
-        raise ValueError(f"qzeros has shape {np.asarray(qzeros).shape}; it must be ({n_groups}, {words})")
     qzeros = _words("qzeros", qzeros)
     zeros = nb_packing.unpack(qzeros, 4, words * 8, "awq", "int32").astype(np.float32)   # (G, out)
     out = np.empty((words * 8, in_features), np.float32)

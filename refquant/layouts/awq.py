@@ -109,6 +109,17 @@ def awq_dequantize(qweight: Any, qzeros: Any, scales: Any, group_size: int) -> n
     ValueError
         ``scales``/``qzeros`` shapes that do not match ``qweight`` and ``group_size``.
     """
+    qweight, group_size, n_groups = _dequantize_args(qweight, qzeros, scales, group_size)
+    in_features = qweight.shape[0]
+    codes, zeros = awq_unpack(qweight, qzeros)
+    g_idx = np.arange(in_features) // group_size
+    scale = np.asarray(scales).astype(np.float32).T[:, g_idx]  # (out, in)
+    return scale * (codes.astype(np.float32) - zeros[:, g_idx].astype(np.float32))
+
+
+def _dequantize_args(qweight: Any, qzeros: Any, scales: Any, group_size: Any) -> tuple[np.ndarray, int, int]:
+    """Validate :func:`awq_dequantize`'s shapes (shared with backends, so errors read the same);
+    returns ``(qweight as words, group_size, n_groups)``."""
     group_size = check_int("group_size", group_size, min=1)
     qweight = _words("qweight", qweight)
     in_features, words = qweight.shape
@@ -121,10 +132,7 @@ def awq_dequantize(qweight: Any, qzeros: Any, scales: Any, group_size: int) -> n
                          f"needs ({n_groups}, {words * 8})")
     if np.asarray(qzeros).shape != (n_groups, words):
         raise ValueError(f"qzeros has shape {np.asarray(qzeros).shape}; it must be ({n_groups}, {words})")
-    codes, zeros = awq_unpack(qweight, qzeros)
-    g_idx = np.arange(in_features) // group_size
-    scale = scales.astype(np.float32).T[:, g_idx]  # (out, in)
-    return scale * (codes.astype(np.float32) - zeros[:, g_idx].astype(np.float32))
+    return qweight, group_size, n_groups
 
 
 def encode(result: Any) -> dict[str, np.ndarray]:

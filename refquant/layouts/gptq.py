@@ -136,22 +136,9 @@ def gptq_unpack(qweight: Any, qzeros: Any, scales: Any, g_idx: Any, bits: int, v
     ValueError
         Inconsistent shapes, or (version 1) a zero field of ``2^bits - 1``.
     """
-    bits, version = _check_bits_version(bits, version)
-    qweight, qzeros = _words("qweight", qweight), _words("qzeros", qzeros)
-    scales = np.asarray(scales)
-    if scales.ndim != 2:
-        raise ValueError(f"scales must be 2-D (n_groups, out_features), got shape {scales.shape}")
-    n_groups, out_features = scales.shape
-    per_word = _per_word(bits)
-    words = bits if bits == 3 else 1  # int32 words per run of per_word codes
-    in_features = qweight.shape[0] // words * per_word
-    if qweight.shape != (in_features * bits // 32, out_features) or qweight.shape[0] % words:
-        raise ValueError(f"qweight has shape {qweight.shape}; with scales {scales.shape} it must be "
-                         f"(in_features*{bits}/32, {out_features})")
-    if qzeros.shape != (n_groups, out_features * bits // 32) or out_features % per_word:
-        raise ValueError(f"qzeros has shape {qzeros.shape}; with scales {scales.shape} and {bits} bits it must be "
-                         f"({n_groups}, {out_features * bits // 32}) (out_features a multiple of {per_word})")
-    g_idx = _check_g_idx(g_idx, in_features, n_groups)
+    qweight, qzeros, scales, g_idx, bits, version, in_features = _unpack_args(qweight, qzeros, scales, g_idx,
+                                                                                bits, version)
+    out_features = scales.shape[1]
     codes = packing.unpack(qweight.T, bits, in_features, "low_first", "int32")  # (out, in)
     stored = packing.unpack(qzeros, bits, out_features, "low_first", "int32")  # (G, out)
     if version == 1:
@@ -266,6 +253,31 @@ def _pack_args(codes: Any, zeros: Any, scales: Any, g_idx: Any, bits: Any, versi
     scales16 = _to_float16("scales", scales)
     stored_zeros = zeros - 1 if version == 1 else zeros
     return bits, codes, stored_zeros, scales16, g_idx
+
+
+def _unpack_args(qweight: Any, qzeros: Any, scales: Any, g_idx: Any, bits: Any, version: Any
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, int, int, int]:
+    """Validate GPTQ tensors' shapes (shared with backends, so errors read the same).
+
+    Returns ``(qweight, qzeros, scales, g_idx, bits, version, in_features)``.
+    """
+    bits, version = _check_bits_version(bits, version)
+    qweight, qzeros = _words("qweight", qweight), _words("qzeros", qzeros)
+    scales = np.asarray(scales)
+    if scales.ndim != 2:
+        raise ValueError(f"scales must be 2-D (n_groups, out_features), got shape {scales.shape}")
+    n_groups, out_features = scales.shape
+    per_word = _per_word(bits)
+    words = bits if bits == 3 else 1  # int32 words per run of per_word codes
+    in_features = qweight.shape[0] // words * per_word
+    if qweight.shape != (in_features * bits // 32, out_features) or qweight.shape[0] % words:
+        raise ValueError(f"qweight has shape {qweight.shape}; with scales {scales.shape} it must be "
+                         f"(in_features*{bits}/32, {out_features})")
+    if qzeros.shape != (n_groups, out_features * bits // 32) or out_features % per_word:
+        raise ValueError(f"qzeros has shape {qzeros.shape}; with scales {scales.shape} and {bits} bits it must be "
+                         f"({n_groups}, {out_features * bits // 32}) (out_features a multiple of {per_word})")
+    g_idx = _check_g_idx(g_idx, in_features, n_groups)
+    return qweight, qzeros, scales, g_idx, bits, version, in_features
 
 
 def _check_result(result: Any) -> None:
