@@ -36,7 +36,7 @@ from numba import prange
 from accel.numba import bnb
 from accel.numba._jit import helper, kernel
 from refquant._validate import as_float_array, as_int_array, check_float
-from refquant.matmul import _zero_point
+from refquant.matmul import _scale, _zero_point
 
 __all__ = ["int8_matmul", "int8_matmul_zp", "dequantize_int32", "llm_int8_matmul", "bnb_dequant_matmul_4bit"]
 
@@ -264,15 +264,6 @@ def int8_matmul_zp(a_q: Any, b_q: Any, a_zero: Any, b_zero: Any) -> np.ndarray:
         exact += a.shape[1] * za[:, None] * zb[None, :]
         _check_int32(exact, "int8_matmul_zp result")
     return out
-
-
-def _scale(name: str, s: Any, length: int, axis_name: str) -> np.ndarray:
-    arr = as_float_array(name, s, dtypes=(np.float32, np.float64), allow_nan=False)
-    if arr.ndim == 0:
-        return np.full(length, arr, dtype=np.float64)
-    if arr.shape != (length,):
-        raise ValueError(f"{name} must be a scalar or have shape ({length},) (one per {axis_name}), got {arr.shape}")
-    return arr.astype(np.float64)
 
 
 def dequantize_int32(acc: Any, a_scale: Any, b_scale: Any) -> np.ndarray:
