@@ -67,14 +67,14 @@ def _read_xfails(path: str | None) -> dict[str, str]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "backend" not in metafunc.fixturenames:
+    if "refquant_backend" not in metafunc.fixturenames:
         return
     from accel.registry import get_backend
 
     names = _backend_names(metafunc.config)
     # Loading errors surface here, naming the backend (BackendLoadError).
     backends = [get_backend(n) for n in names]
-    metafunc.parametrize("backend", backends, ids=[b.name if ":" not in n else n for b, n in zip(backends, names)])
+    metafunc.parametrize("refquant_backend", backends, ids=[b.name if ":" not in n else n for b, n in zip(backends, names)])
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

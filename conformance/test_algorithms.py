@@ -80,55 +80,55 @@ def layer_errors(op: str, got: np.ndarray, expected: np.ndarray, W: np.ndarray, 
             "error_floor": FP16_FLOOR * error(W64)}
 
 
-def _layers(backend, op: str):  # type: ignore[no-untyped-def]
-    allowed = backend.capabilities()[op].constraints.get("in_features")
+def _layers(refquant_backend, op: str):  # type: ignore[no-untyped-def]
+    allowed = refquant_backend.capabilities()[op].constraints.get("in_features")
     return strategies.linear_layer_cases() if allowed is None else strategies.linear_layer_cases(
         in_features=tuple(allowed))
 
 
-def _check_search(backend, op: str, fmt: str, got, expected, W, error, inputs) -> None:  # type: ignore[no-untyped-def]
+def _check_search(refquant_backend, op: str, fmt: str, got, expected, W, error, inputs) -> None:  # type: ignore[no-untyped-def]
     context = {}
-    if not isinstance(contract_for(op, fmt, backend), Exact):
+    if not isinstance(contract_for(op, fmt, refquant_backend), Exact):
         try:
             context = layer_errors(op, got, expected, W, error)
         except AssertionError as problem:
             args = ", ".join(f"{k}={_describe(v)}" for k, v in inputs.items())
-            raise AssertionError(f"[{backend.name}] {problem}\nrepro: accel.get_backend({backend.name!r}).{op}({args})"
+            raise AssertionError(f"[{refquant_backend.name}] {problem}\nrepro: accel.get_backend({refquant_backend.name!r}).{op}({args})"
                                  ) from None
-    check(op, fmt, got, expected, backend=backend, inputs=inputs, **context)
+    check(op, fmt, got, expected, backend=refquant_backend, inputs=inputs, **context)
 
 
 @pytest.mark.op("rtn_quantize")
 @pytest.mark.parametrize("fmt", ALGORITHM_FORMATS)
 @given(data=st.data(), sym=st.booleans())
-def test_rtn_quantize(backend, fmt, data, sym):
-    require(backend, "rtn_quantize", fmt)
-    W, _ = data.draw(_layers(backend, "rtn_quantize"))
+def test_rtn_quantize(refquant_backend, fmt, data, sym):
+    require(refquant_backend, "rtn_quantize", fmt)
+    W, _ = data.draw(_layers(refquant_backend, "rtn_quantize"))
     kw = dict(format_args(fmt), sym=sym)
-    check("rtn_quantize", fmt, call(backend, "rtn_quantize", W, **kw), ref("rtn_quantize", W, **kw),
-          backend=backend, inputs={"W": W, **kw})
+    check("rtn_quantize", fmt, call(refquant_backend, "rtn_quantize", W, **kw), ref("rtn_quantize", W, **kw),
+          backend=refquant_backend, inputs={"W": W, **kw})
 
 
 @pytest.mark.op("gptq_quantize")
 @pytest.mark.parametrize("fmt", ALGORITHM_FORMATS)
 @given(data=st.data(), act_order=st.booleans(), sym=st.booleans())
-def test_gptq_quantize(backend, fmt, data, act_order, sym):
-    require(backend, "gptq_quantize", fmt)
-    W, X = data.draw(_layers(backend, "gptq_quantize"))
+def test_gptq_quantize(refquant_backend, fmt, data, act_order, sym):
+    require(refquant_backend, "gptq_quantize", fmt)
+    W, X = data.draw(_layers(refquant_backend, "gptq_quantize"))
     H = strategies.hessian(X)
     kw = dict(format_args(fmt), act_order=act_order, sym=sym)
-    _check_search(backend, "gptq_quantize", fmt, call(backend, "gptq_quantize", W, H, **kw),
+    _check_search(refquant_backend, "gptq_quantize", fmt, call(refquant_backend, "gptq_quantize", W, H, **kw),
                   ref("gptq_quantize", W, H, **kw), W, _gptq_error(H), {"W": W, "H": H, **kw})
 
 
 @pytest.mark.op("awq_quantize")
 @pytest.mark.parametrize("fmt", ALGORITHM_FORMATS)
 @given(data=st.data())
-def test_awq_quantize(backend, fmt, data):
-    require(backend, "awq_quantize", fmt)
-    W, X = data.draw(_layers(backend, "awq_quantize"))
+def test_awq_quantize(refquant_backend, fmt, data):
+    require(refquant_backend, "awq_quantize", fmt)
+    W, X = data.draw(_layers(refquant_backend, "awq_quantize"))
     kw = format_args(fmt)
-    _check_search(backend, "awq_quantize", fmt, call(backend, "awq_quantize", W, X, **kw),
+    _check_search(refquant_backend, "awq_quantize", fmt, call(refquant_backend, "awq_quantize", W, X, **kw),
                   ref("awq_quantize", W, X, **kw), W, _output_error(X), {"W": W, "X": X, **kw})
 
 

@@ -23,18 +23,18 @@ CODEBOOKS = OP_SPECS["codebook_encode"].formats
 @pytest.mark.op("codebook_encode")
 @pytest.mark.parametrize("fmt", CODEBOOKS)
 @given(data=st.data())
-def test_codebook_encode(backend, fmt, data):
-    require(backend, "codebook_encode", fmt)
+def test_codebook_encode(refquant_backend, fmt, data):
+    require(refquant_backend, "codebook_encode", fmt)
     x = data.draw(strategies.codebook_inputs(fmt), label="x")
-    check("codebook_encode", fmt, call(backend, "codebook_encode", x, fmt), ref("codebook_encode", x, fmt),
-          backend=backend, inputs={"x": x, "name": fmt})
+    check("codebook_encode", fmt, call(refquant_backend, "codebook_encode", x, fmt), ref("codebook_encode", x, fmt),
+          backend=refquant_backend, inputs={"x": x, "name": fmt})
 
 
 @pytest.mark.op("codebook_encode")
 @pytest.mark.parametrize("fmt", CODEBOOKS)
-def test_codebook_encode_bulk(backend, fmt):
+def test_codebook_encode_bulk(refquant_backend, fmt):
     """Every float32 midpoint and its neighbours, and 2^16 values spread over the range, 2-D."""
-    require(backend, "codebook_encode", fmt)
+    require(refquant_backend, "codebook_encode", fmt)
     from refquant.dtypes.codebooks import get_codebook
 
     cb = get_codebook(fmt)
@@ -45,15 +45,15 @@ def test_codebook_encode_bulk(backend, fmt):
                         rng.uniform(2 * lo - hi, 2 * hi - lo, 1 << 16).astype(F32),
                         np.array(strategies.ADVERSARIAL_FLOAT32, F32)])
     x = x[: x.size // 2 * 2].reshape(-1, 2)
-    check("codebook_encode", fmt, call(backend, "codebook_encode", x, fmt), ref("codebook_encode", x, fmt),
-          backend=backend, inputs={"x": x, "name": fmt})
+    check("codebook_encode", fmt, call(refquant_backend, "codebook_encode", x, fmt), ref("codebook_encode", x, fmt),
+          backend=refquant_backend, inputs={"x": x, "name": fmt})
 
 
 @pytest.mark.op("codebook_decode")
 @pytest.mark.parametrize("fmt", CODEBOOKS)
 @given(data=st.data())
-def test_codebook_decode(backend, fmt, data):
-    require(backend, "codebook_decode", fmt)
+def test_codebook_decode(refquant_backend, fmt, data):
+    require(refquant_backend, "codebook_decode", fmt)
     codes = data.draw(strategies.codebook_codes(fmt), label="codes")
-    check("codebook_decode", fmt, call(backend, "codebook_decode", codes, fmt), ref("codebook_decode", codes, fmt),
-          backend=backend, inputs={"codes": codes, "name": fmt})
+    check("codebook_decode", fmt, call(refquant_backend, "codebook_decode", codes, fmt), ref("codebook_decode", codes, fmt),
+          backend=refquant_backend, inputs={"codes": codes, "name": fmt})

@@ -24,53 +24,53 @@ F32 = np.float32
 @pytest.mark.op("encode_float")
 @pytest.mark.parametrize("fmt", FLOAT_FORMATS)
 @given(data=st.data())
-def test_encode_float(backend, fmt, data):
-    require(backend, "encode_float", fmt)
+def test_encode_float(refquant_backend, fmt, data):
+    require(refquant_backend, "encode_float", fmt)
     x = data.draw(strategies.float_format_inputs(fmt), label="x")
-    check("encode_float", fmt, call(backend, "encode_float", x, fmt), ref("encode_float", x, fmt),
-          backend=backend, inputs={"x": x, "fmt": fmt})
+    check("encode_float", fmt, call(refquant_backend, "encode_float", x, fmt), ref("encode_float", x, fmt),
+          backend=refquant_backend, inputs={"x": x, "fmt": fmt})
 
 
 @pytest.mark.op("encode_float")
 @pytest.mark.parametrize("fmt", FLOAT_FORMATS)
 @given(data=st.data())
-def test_encode_float_saturate(backend, fmt, data):
-    require(backend, "encode_float", fmt)
+def test_encode_float_saturate(refquant_backend, fmt, data):
+    require(refquant_backend, "encode_float", fmt)
     x = data.draw(strategies.float_format_inputs(fmt), label="x")
-    check("encode_float", fmt, call(backend, "encode_float", x, fmt, saturate=True),
-          ref("encode_float", x, fmt, saturate=True), backend=backend, inputs={"x": x, "fmt": fmt, "saturate": True})
+    check("encode_float", fmt, call(refquant_backend, "encode_float", x, fmt, saturate=True),
+          ref("encode_float", x, fmt, saturate=True), backend=refquant_backend, inputs={"x": x, "fmt": fmt, "saturate": True})
 
 
 @pytest.mark.op("encode_float")
 @pytest.mark.parametrize("fmt", FLOAT_FORMATS)
-def test_encode_float_random_bit_patterns(backend, fmt):
+def test_encode_float_random_bit_patterns(refquant_backend, fmt):
     """2^18 uniformly random float32 bit patterns plus every adversarial value, 2-D."""
-    require(backend, "encode_float", fmt)
+    require(refquant_backend, "encode_float", fmt)
     x = strategies.random_bit_patterns_f32(np.random.default_rng(1234), 1 << 18)
     x = np.concatenate([x, np.array(strategies.ADVERSARIAL_FLOAT32, F32)])
     x = np.concatenate([x, -x]).reshape(-1, 2)
-    check("encode_float", fmt, call(backend, "encode_float", x, fmt), ref("encode_float", x, fmt),
-          backend=backend, inputs={"x": x, "fmt": fmt})
+    check("encode_float", fmt, call(refquant_backend, "encode_float", x, fmt), ref("encode_float", x, fmt),
+          backend=refquant_backend, inputs={"x": x, "fmt": fmt})
 
 
 @pytest.mark.op("decode_float")
 @pytest.mark.parametrize("fmt", FLOAT_FORMATS)
 @given(data=st.data())
-def test_decode_float(backend, fmt, data):
-    require(backend, "decode_float", fmt)
+def test_decode_float(refquant_backend, fmt, data):
+    require(refquant_backend, "decode_float", fmt)
     bits = data.draw(strategies.float_format_codes(fmt), label="bits")
-    check("decode_float", fmt, call(backend, "decode_float", bits, fmt), ref("decode_float", bits, fmt),
-          backend=backend, inputs={"bits": bits, "fmt": fmt})
+    check("decode_float", fmt, call(refquant_backend, "decode_float", bits, fmt), ref("decode_float", bits, fmt),
+          backend=refquant_backend, inputs={"bits": bits, "fmt": fmt})
 
 
 @pytest.mark.op("decode_float")
 @pytest.mark.parametrize("fmt", FLOAT_FORMATS)
-def test_decode_float_every_code(backend, fmt):
+def test_decode_float_every_code(refquant_backend, fmt):
     """Every code of the format (all 65536 for the 16-bit ones), as a 2-D array."""
-    require(backend, "decode_float", fmt)
+    require(refquant_backend, "decode_float", fmt)
     from refquant.dtypes.floatspec import get_float_spec
 
     spec = get_float_spec(fmt)
     bits = np.arange(1 << spec.bits, dtype=spec.storage_dtype).reshape(-1, 4)
-    check("decode_float", fmt, call(backend, "decode_float", bits, fmt), ref("decode_float", bits, fmt),
-          backend=backend, inputs={"bits": bits, "fmt": fmt})
+    check("decode_float", fmt, call(refquant_backend, "decode_float", bits, fmt), ref("decode_float", bits, fmt),
+          backend=refquant_backend, inputs={"bits": bits, "fmt": fmt})

@@ -95,28 +95,28 @@ def reconstruction_errors(got: np.ndarray, expected: np.ndarray, x: np.ndarray, 
 @pytest.mark.op("gguf_quantize")
 @pytest.mark.parametrize("fmt", QTYPES)
 @given(data=st.data())
-def test_gguf_quantize(backend, fmt, data):
-    require(backend, "gguf_quantize", fmt)
+def test_gguf_quantize(refquant_backend, fmt, data):
+    require(refquant_backend, "gguf_quantize", fmt)
     x, imatrix = data.draw(_cases(fmt))
-    got = call(backend, "gguf_quantize", x, fmt, imatrix)
+    got = call(refquant_backend, "gguf_quantize", x, fmt, imatrix)
     expected = ref("gguf_quantize", x, fmt, imatrix)
     inputs = {"x": x, "qtype": fmt, "imatrix": imatrix}
     errors = {}
-    if not isinstance(contract_for("gguf_quantize", fmt, backend), Exact):
+    if not isinstance(contract_for("gguf_quantize", fmt, refquant_backend), Exact):
         try:
             errors = reconstruction_errors(got, expected, x, fmt, imatrix)
         except AssertionError as problem:
             args = ", ".join(f"{k}={_describe(v)}" for k, v in inputs.items())
-            raise AssertionError(f"[{backend.name}] {problem}\nrepro: accel.get_backend({backend.name!r})"
+            raise AssertionError(f"[{refquant_backend.name}] {problem}\nrepro: accel.get_backend({refquant_backend.name!r})"
                                  f".gguf_quantize({args})") from None
-    check("gguf_quantize", fmt, got, expected, backend=backend, inputs=inputs, **errors)
+    check("gguf_quantize", fmt, got, expected, backend=refquant_backend, inputs=inputs, **errors)
 
 
 @pytest.mark.op("gguf_dequantize")
 @pytest.mark.parametrize("fmt", QTYPES)
 @given(data=st.data())
-def test_gguf_dequantize(backend, fmt, data):
-    require(backend, "gguf_dequantize", fmt)
+def test_gguf_dequantize(refquant_backend, fmt, data):
+    require(refquant_backend, "gguf_dequantize", fmt)
     block = get_format(fmt)
     x, imatrix = data.draw(_cases(fmt))
     if data.draw(st.booleans()):
@@ -125,5 +125,5 @@ def test_gguf_dequantize(backend, fmt, data):
         rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
         q = rng.integers(0, 256, size=x.shape[:-1] + (x.shape[-1] // block.block_size * block.type_size,),
                          dtype=np.uint8)
-    check("gguf_dequantize", fmt, call(backend, "gguf_dequantize", q, fmt, x.shape),
-          ref("gguf_dequantize", q, fmt, x.shape), backend=backend, inputs={"data": q, "qtype": fmt, "shape": x.shape})
+    check("gguf_dequantize", fmt, call(refquant_backend, "gguf_dequantize", q, fmt, x.shape),
+          ref("gguf_dequantize", q, fmt, x.shape), backend=refquant_backend, inputs={"data": q, "qtype": fmt, "shape": x.shape})

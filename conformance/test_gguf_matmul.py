@@ -26,8 +26,8 @@ QTYPES = OP_SPECS["gguf_dequant_matmul"].formats
 @pytest.mark.op("gguf_dequant_matmul")
 @pytest.mark.parametrize("fmt", QTYPES)
 @given(data=st.data())
-def test_gguf_dequant_matmul(backend, fmt, data):
-    require(backend, "gguf_dequant_matmul", fmt)
+def test_gguf_dequant_matmul(refquant_backend, fmt, data):
+    require(refquant_backend, "gguf_dequant_matmul", fmt)
     block = get_format(fmt)
     w, imatrix = data.draw(strategies.gguf_cases(block.block_size, max_rows=5, max_blocks=2,
                                                  allow_nonfinite=False), label="weight")
@@ -36,6 +36,6 @@ def test_gguf_dequant_matmul(backend, fmt, data):
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))
     dtype = data.draw(st.sampled_from([np.float32, np.float16]), label="dtype")
     x = rng.standard_normal(tokens + (w.shape[1],)).astype(dtype)
-    check("gguf_dequant_matmul", fmt, call(backend, "gguf_dequant_matmul", x, q, fmt, w.shape),
-          ref("gguf_dequant_matmul", x, q, fmt, w.shape), backend=backend,
+    check("gguf_dequant_matmul", fmt, call(refquant_backend, "gguf_dequant_matmul", x, q, fmt, w.shape),
+          ref("gguf_dequant_matmul", x, q, fmt, w.shape), backend=refquant_backend,
           inputs={"x": x, "data": q, "qtype": fmt, "shape": w.shape})
