@@ -96,6 +96,12 @@ class NumbaBackend:
     def asarray(self, x: Any) -> Any:
         return np.asarray(x)
 
+    def cache_state(self) -> dict[str, str]:
+        """Whether Numba's cache holds the compiled kernels (see ``accel.numba._cache``)."""
+        from accel.numba._cache import cache_state
+
+        return cache_state()
+
     def to_numpy(self, x: Any) -> Any:
         if isinstance(x, (tuple, list)):
             return type(x)(self.to_numpy(v) for v in x)
