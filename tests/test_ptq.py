@@ -120,6 +120,18 @@ def test_cast_linear_matches_numpy_float16(rng):
         CastLinear(w, dtype="float8")
 
 
+def test_cast_layers_round_float64_once():
+    """1 + 2**-11 + 2**-40 lies above the fp16 midpoint 1 + 2**-11: one rounding gives
+    1 + 2**-10; via float32 it would land on the midpoint and tie down to 1."""
+    v = 1 + 2**-11 + 2**-40
+    lin = CastLinear(np.full((1, 1), v))
+    assert lin.weight.dtype == np.float32 and lin.weight[0, 0] == 1 + 2**-10
+    assert lin(np.full((1, 1), v))[0, 0] == np.float32((1 + 2**-10) ** 2)
+    assert CastLinear(np.ones((1, 1)))(np.full((1, 1), v, np.float32))[0, 0] == 1.0  # float32 input: already 1.0
+    wo = WeightOnlyLinear(np.ones((1, 1), np.float32), weight_bytes=1, scheme="demo", act_dtype="float16")
+    assert wo(np.full((1, 1), v))[0, 0] == np.float32(1 + 2**-10)
+
+
 def test_weight_only_linear_rounds_activations(rng):
     w = rng.normal(size=(8, 16)).astype(np.float32)
     x = rng.normal(size=(5, 16)).astype(np.float32)
