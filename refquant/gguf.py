@@ -19,7 +19,8 @@ Conventions
 -----------
 - Input is float32. float16 input is widened exactly; float64 input is rounded to float32
   first (ggml only ever quantizes float32 rows, and llama.cpp's converter casts to float32
-  before quantizing), so float64 results equal those of ``x.astype(np.float32)``.
+  before quantizing), so float64 results equal those of ``x.astype(np.float32)``. (Element
+  casts, :func:`refquant.encode_float`, round float64 once instead: they are IEEE conversions.)
 - A row is the last axis. ``x`` of shape (..., n_per_row) gives bytes of shape
   (..., row_bytes); a 1-D ``x`` is one row and gives (row_bytes,).
 - The row length must be a multiple of the type's block size (32 or 256); otherwise a
