@@ -254,20 +254,30 @@ def test_format_table_and_json_safety():
 
 def test_progress_bar_writes_to_given_stream():
     import io
+    import time
 
-    from refquant.report import _ProgressBar
+    from refquant._progress import ProgressBar
 
     out = io.StringIO()
-    bar = _ProgressBar(2, True, stream=out, width=4)
-    bar.step("a")
+    bar = ProgressBar(2, True, stream=out, width=4, total_cost=4.0, interval=0.05)
+    bar.step("a", cost=1.0)
+    assert "[----] 0/2" in out.getvalue() and "ETA ?" in out.getvalue()
+    time.sleep(0.3)                       # one long step: the line is redrawn meanwhile
+    assert out.getvalue().count("0/2") >= 3
     bar.advance()
+    line = bar.line()                     # a quarter of the cost done: ETA = 3 x elapsed
+    assert "[#---] 1/2" in line and "ETA" in line and "ETA ?" not in line
+    bar.step("b", cost=3.0)
     bar.advance()
     bar.close()
     text = out.getvalue()
-    assert "[----] 0/2" in text and "[####] 2/2" in text and text.endswith("\n")
+    assert "[####] 2/2" in text.splitlines()[-1] and text.splitlines()[-1].rstrip().endswith("done")
+    assert text.endswith("\n") and bar._thread is None
     silent = io.StringIO()
-    _ProgressBar(2, False, stream=silent).step("x")
-    assert silent.getvalue() == ""
+    quiet = ProgressBar(2, False, stream=silent)
+    quiet.step("x")
+    quiet.close()
+    assert silent.getvalue() == "" and quiet._thread is None
 
 
 def test_report_rejects_unknown_scheme(tmp_path):
