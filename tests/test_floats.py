@@ -430,8 +430,17 @@ def test_shapes_scalars_views_and_no_mutation():
     assert float(decode_float(np.array(0x3C00, np.uint16), "fp16")) == 1.0
 
 
+def test_encode_widens_float16_and_bfloat16_exactly(random_patterns):
+    x = random_patterns[:4096]
+    with np.errstate(over="ignore", invalid="ignore"):  # overflow to inf; NaN payloads
+        for narrow in (np.float16, ml_dtypes.bfloat16):
+            n = x.astype(narrow)
+            for fmt in FORMATS:
+                np.testing.assert_array_equal(encode_float(n, fmt), encode_float(n.astype(F32), fmt))
+
+
 @pytest.mark.parametrize("x", [np.array([1, 2], np.int32), np.array([True]), np.array([1 + 1j]),
-                               np.array([1.0], np.float16), [1, 2]])
+                               np.array([1.0], np.longdouble), [1, 2]])
 def test_encode_rejects_non_float_input(x):
     with pytest.raises(TypeError, match="x must be"):
         encode_float(x, "fp16")

@@ -19,7 +19,7 @@ from numba import prange
 from numba.cpython.unsafe.numbers import leading_zeros
 
 from accel.numba._jit import helper, kernel
-from refquant.dtypes.floatspec import FloatSpec, get_float_spec
+from refquant.dtypes.floatspec import FloatSpec, float_input, get_float_spec
 
 
 @helper
@@ -182,12 +182,10 @@ def _spec_args(spec: FloatSpec, saturate: bool) -> tuple:
 
 def encode_float(x, fmt, *, saturate=False):  # type: ignore[no-untyped-def]
     """Backend op: same contract as :func:`refquant.dtypes.floatspec.encode_float`."""
-    from refquant._validate import as_float_array
-
     spec = get_float_spec(fmt)
     if not isinstance(saturate, (bool, np.bool_)):
         raise TypeError(f"saturate must be a bool, got {saturate!r} ({type(saturate).__name__})")
-    arr = as_float_array("x", x, dtypes=(np.float32, np.float64))
+    arr = float_input(x)
     if arr.dtype == np.float64:
         # one rounding from the float64 value (the reference's rule), via round-to-odd
         u = np.empty(arr.size, np.uint32)

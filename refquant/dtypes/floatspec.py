@@ -75,7 +75,7 @@ from refquant._validate import as_float_array
 
 __all__ = [
     "FloatSpec", "FLOAT_SPECS", "FLOAT_ALIASES", "get_float_spec", "encode_float", "decode_float",
-    "to_ml_dtypes", "from_ml_dtypes", "NAN_POLICIES",
+    "to_ml_dtypes", "from_ml_dtypes", "NAN_POLICIES", "float_input",
 ]
 
 #: What the all-ones exponent field means.
@@ -260,8 +260,11 @@ def get_float_spec(fmt: str | FloatSpec) -> FloatSpec:
         return fmt
     if not isinstance(fmt, str):
         raise TypeError(f"fmt must be a format name (str) or FloatSpec, got {fmt!r} ({type(fmt).__name__})")
+    if fmt.strip().lower() in ("fp8", "float8", "f8"):
+        raise ValueError(f"fmt={fmt!r} is ambiguous: 8-bit floats are 'float8_e4m3fn' ('e4m3': weights and "
+                         "activations) or 'float8_e5m2' ('e5m2': gradients); name one")
     try:
-        return FLOAT_SPECS[FLOAT_ALIASES[fmt.lower()]]
+        return FLOAT_SPECS[FLOAT_ALIASES[fmt.strip().lower()]]
     except KeyError:
         raise ValueError(f"fmt={fmt!r} is not a known float format; allowed: "
                          f"{', '.join(FLOAT_SPECS)} (aliases: {', '.join(sorted(set(FLOAT_ALIASES) - set(FLOAT_SPECS)))})"
@@ -357,12 +360,29 @@ def _encode_bits(u: np.ndarray, src: _Binary, spec: FloatSpec, saturate: bool) -
     return code
 
 
+def float_input(x: Any) -> np.ndarray:
+    """``x`` as the float32 or float64 array :func:`encode_float` rounds (no copy when it is one).
+
+    float16 and ml_dtypes bfloat16 arrays are widened to float32, which is exact; Python
+    floats and lists are float64; a CPU torch tensor is its own dtype.
+
+    Raises
+    ------
+    TypeError
+        Integer, boolean, complex or object input, or another float dtype.
+    """
+    import ml_dtypes
+
+    arr = as_float_array("x", x, dtypes=(np.float32, np.float64, np.float16, ml_dtypes.bfloat16))
+    return arr if arr.dtype in (np.float32, np.float64) else arr.astype(np.float32)
+
+
 def encode_float(x: Any, fmt: str | FloatSpec, *, saturate: bool = False) -> np.ndarray:
     """Round float32 or float64 values to the format ``fmt`` and return the bit patterns.
 
     Parameters
     ----------
-    x : array_like of float32 or float64 (float16 is widened exactly), any shape
+    x : array_like of float32 or float64 (float16 and bfloat16 are widened exactly), any shape
         Each value is rounded once, from its exact value, to the nearest code (ties to
         even): float64 input is *not* narrowed to float32 first (module docstring).
         Python floats and lists are float64 values.
@@ -403,7 +423,7 @@ def encode_float(x: Any, fmt: str | FloatSpec, *, saturate: bool = False) -> np.
     spec = get_float_spec(fmt)
     if not isinstance(saturate, (bool, np.bool_)):
         raise TypeError(f"saturate must be a bool, got {saturate!r} ({type(saturate).__name__})")
-    arr = as_float_array("x", x, dtypes=(np.float32, np.float64))
+    arr = float_input(x)
     src = _BINARY64 if arr.dtype == np.float64 else _BINARY32
     u = np.ascontiguousarray(arr).reshape(-1).view(src.uint)  # (n,)
     return _encode_bits(u, src, spec, bool(saturate)).astype(spec.storage_dtype).reshape(arr.shape)

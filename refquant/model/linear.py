@@ -138,9 +138,9 @@ class CastLinear(Linear):
     """
 
     def __init__(self, weight: Any, bias: Any = None, *, dtype: str = "float16") -> None:
-        from refquant._validate import check_choice
+        from refquant._validate import check_name
 
-        self.dtype = check_choice("dtype", dtype, ("float16", "bfloat16"))
+        self.dtype = check_name("dtype", dtype, ("float16", "bfloat16"))
         self.scheme = {"float16": "fp16", "bfloat16": "bf16"}[self.dtype]
         super().__init__(_round_to(_as_weight(weight, keep_float64=True), self.dtype), bias)
 
@@ -262,12 +262,12 @@ class WeightOnlyLinear(Linear):
 
     def __init__(self, dequantized_weight: Any, bias: Any = None, *, weight_bytes: int, scheme: str,
                  act_dtype: str = "float16") -> None:
-        from refquant._validate import check_choice, check_int
+        from refquant._validate import check_int, check_name
 
         super().__init__(dequantized_weight, bias)
         self._weight_bytes = check_int("weight_bytes", weight_bytes, min=0)
         self.scheme = str(scheme)
-        self.act_dtype = check_choice("act_dtype", act_dtype, ACT_DTYPES)
+        self.act_dtype = check_name("act_dtype", act_dtype, ACT_DTYPES)
 
     @property
     def weight_bytes(self) -> int:
