@@ -124,7 +124,7 @@ class ProgressBar:
             self._stop.set()
             self._thread.join()
             self._thread = None
-            self.label = "done"
+            self.label = "done" if self.done >= self.total else f"stopped: {self.label}"
             self._draw(force=True)
             if self.tty:
                 self.stream.write("\n")

@@ -228,39 +228,41 @@ def run_report(model_dir: str | Path | None, sentences: Sequence[str] | None = N
            "act_bits": act_bits}
 
     bar = ProgressBar(len(chosen) + 1, progress)
-    bar.step("loading model")
-    model = Encoder.from_pretrained(default_model_dir() if model_dir is None else model_dir)
-    bar.advance()
-    float_layers = model.linears()
-    n_weights = sum(lin.weight.size for lin in float_layers.values())
-    fixed_bytes = model.other_parameter_bytes() + sum(
-        0 if lin.bias is None else lin.bias.nbytes for lin in float_layers.values())
-    reference = None
-    records = []
-    for name in chosen:
-        scheme = table[name]
-        bar.step(name)
-        reason = _available(scheme)
-        if reason is not None:
-            if notes is not None:
-                notes.append(f"{name}: skipped, {reason}")
-            bar.advance()
-            continue
-        t0 = time.perf_counter()
-        qmodel = scheme.build(model, ctx)
-        layers = qmodel.linears()
-        probes = {n: _Probe(layers[n], float_layers[n]) for n in layers}
-        emb = qmodel.with_linears(probes).encode(sentences, batch_size=batch_size)
-        if reference is None:
-            reference = emb if name == "fp32" else model.encode(sentences, batch_size=batch_size)
-        record = _record(scheme, layers, float_layers, probes, emb, reference, n_weights, fixed_bytes,
-                         time.perf_counter() - t0)
-        if act_bits != 8 and name.startswith("int8-"):
-            record["scheme"] = f"w8a{act_bits}-" + name[len("int8-"):]
-        record["act_bits"] = act_bits if name.startswith("int8-") else None
-        records.append(record)
+    try:
+        bar.step("loading model")
+        model = Encoder.from_pretrained(default_model_dir() if model_dir is None else model_dir)
         bar.advance()
-    bar.close()
+        float_layers = model.linears()
+        n_weights = sum(lin.weight.size for lin in float_layers.values())
+        fixed_bytes = model.other_parameter_bytes() + sum(
+            0 if lin.bias is None else lin.bias.nbytes for lin in float_layers.values())
+        reference = None
+        records = []
+        for name in chosen:
+            scheme = table[name]
+            bar.step(name)
+            reason = _available(scheme)
+            if reason is not None:
+                if notes is not None:
+                    notes.append(f"{name}: skipped, {reason}")
+                bar.advance()
+                continue
+            t0 = time.perf_counter()
+            qmodel = scheme.build(model, ctx)
+            layers = qmodel.linears()
+            probes = {n: _Probe(layers[n], float_layers[n]) for n in layers}
+            emb = qmodel.with_linears(probes).encode(sentences, batch_size=batch_size)
+            if reference is None:
+                reference = emb if name == "fp32" else model.encode(sentences, batch_size=batch_size)
+            record = _record(scheme, layers, float_layers, probes, emb, reference, n_weights, fixed_bytes,
+                             time.perf_counter() - t0)
+            if act_bits != 8 and name.startswith("int8-"):
+                record["scheme"] = f"w8a{act_bits}-" + name[len("int8-"):]
+            record["act_bits"] = act_bits if name.startswith("int8-") else None
+            records.append(record)
+            bar.advance()
+    finally:  # also on an error: the redrawing thread stops
+        bar.close()
     return records
 
 

@@ -273,6 +273,11 @@ def test_progress_bar_writes_to_given_stream():
     text = out.getvalue()
     assert "[####] 2/2" in text.splitlines()[-1] and text.splitlines()[-1].rstrip().endswith("done")
     assert text.endswith("\n") and bar._thread is None
+    broken = io.StringIO()
+    with pytest.raises(RuntimeError), ProgressBar(3, stream=broken) as bar:
+        bar.step("first")
+        raise RuntimeError("the work failed")
+    assert broken.getvalue().splitlines()[-1].rstrip().endswith("stopped: first") and bar._thread is None
     silent = io.StringIO()
     quiet = ProgressBar(2, False, stream=silent)
     quiet.step("x")
