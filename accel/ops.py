@@ -54,8 +54,9 @@ GGUF_FORMATS = ("f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1",
 _ROWS: list[OpSpec] = [
     # --- floats (issue 3) ---
     OpSpec("encode_float", "refquant.dtypes.floatspec:encode_float", FLOAT_FORMATS, "floats",
-           "encode_float(x: float32 (...), fmt, *, saturate=False) -> uint16 (16-bit fmt) / uint8 codes (...), "
-           "round-to-nearest-even; NaN/overflow codes as NumPy float16 / ml_dtypes"),
+           "encode_float(x: float32 or float64 (...), fmt, *, saturate=False) -> uint16 (16-bit fmt) / uint8 codes "
+           "(...), round-to-nearest-even once from x's exact value (float64 never through float32); NaN/overflow "
+           "codes as NumPy float16 / ml_dtypes"),
     OpSpec("decode_float", "refquant.dtypes.floatspec:decode_float", FLOAT_FORMATS, "floats",
            "decode_float(bits: uint16/uint8 (...), fmt) -> float32 (...), exact"),
     OpSpec("codebook_encode", "refquant.dtypes.codebooks:codebook_encode",

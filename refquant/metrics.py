@@ -222,6 +222,11 @@ def bits_per_weight(fmt: str, **params: Any) -> float:
         frac = check_float("outlier_fraction", p["outlier_fraction"], min=0.0, max=1.0)
         return (wbits + (check_int("qq_scale_bits", p["qq_scale_bits"], min=1) + zero_bits) / gs
                 + 2 * (16 + 16) / (gs * qgs) + 32 * frac)
+    from refquant.formats.gguf_mixtures import mixture_hint
+
+    hint = mixture_hint(fmt) if isinstance(fmt, str) else None
+    if hint is not None:  # its bits per weight depend on the model's tensors
+        raise ValueError(f"fmt={hint}")
     known = sorted(set(GGUF_BLOCKS) | set(_PLAIN_BITS) | {"int<b>", "nf4", "fp4", "gptq", "awq", "spqr"})
     raise ValueError(f"fmt={fmt!r} is not a known format; allowed: {', '.join(known)}")
 

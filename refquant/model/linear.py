@@ -39,12 +39,18 @@ __all__ = ["Linear", "CastLinear", "IntLinear", "WeightOnlyLinear", "ACT_DTYPES"
 ACT_DTYPES = ("float32", "float16", "bfloat16")
 
 
-def _as_weight(weight: Any) -> np.ndarray:
+def _working_dtype(a: np.ndarray, keep_float64: bool) -> type:
+    # A layer that rounds its operands to a narrower float rounds float64 once, from the
+    # exact value (refquant.encode_float), instead of through float32 first.
+    return np.float64 if keep_float64 and a.dtype == np.float64 else np.float32
+
+
+def _as_weight(weight: Any, *, keep_float64: bool = False) -> np.ndarray:
     w = np.asarray(weight)
     if w.ndim != 2 or w.dtype.kind != "f":
         raise ValueError(f"weight must be a 2-D float array (out_features, in_features), got shape {w.shape} "
                          f"dtype {w.dtype}")
-    return np.array(w, dtype=np.float32, order="C")  # a private copy: it is made read-only below
+    return np.array(w, dtype=_working_dtype(w, keep_float64), order="C")  # a private copy: made read-only below
 
 
 def _as_bias(bias: Any, out_features: int) -> np.ndarray | None:
@@ -56,11 +62,11 @@ def _as_bias(bias: Any, out_features: int) -> np.ndarray | None:
     return b
 
 
-def _check_input(x: Any, in_features: int) -> np.ndarray:
+def _check_input(x: Any, in_features: int, *, keep_float64: bool = False) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim < 1 or x.shape[-1] != in_features or x.dtype.kind != "f":
         raise ValueError(f"x must be a float array (..., {in_features}), got shape {x.shape} dtype {x.dtype}")
-    return x.astype(np.float32, copy=False)
+    return x.astype(_working_dtype(x, keep_float64), copy=False)
 
 
 class Linear:
@@ -110,9 +116,9 @@ class Linear:
 
 
 def _round_to(x: np.ndarray, dtype: str) -> np.ndarray:
-    """float32 values of ``x`` rounded to nearest-even in ``dtype`` (refquant's float codecs)."""
+    """float32 or float64 ``x`` rounded once to nearest-even in ``dtype`` (refquant's float codecs), as float32."""
     if dtype == "float32":
-        return x
+        return x.astype(np.float32, copy=False)
     from refquant.dtypes.floatspec import decode_float, encode_float
 
     return decode_float(encode_float(x, dtype), dtype)
@@ -127,22 +133,23 @@ class CastLinear(Linear):
         As :class:`Linear` (the bias stays float32).
     dtype : {"float16", "bfloat16"}
         Round-to-nearest-even (``refquant.encode_float``); fp16 overflow becomes inf, as a
-        real fp16 cast does.
+        real fp16 cast does. float64 weights and inputs are rounded once, from their exact
+        values, not through float32.
     """
 
     def __init__(self, weight: Any, bias: Any = None, *, dtype: str = "float16") -> None:
-        from refquant._validate import check_choice
+        from refquant._validate import check_name
 
-        self.dtype = check_choice("dtype", dtype, ("float16", "bfloat16"))
+        self.dtype = check_name("dtype", dtype, ("float16", "bfloat16"))
         self.scheme = {"float16": "fp16", "bfloat16": "bf16"}[self.dtype]
-        super().__init__(_round_to(_as_weight(weight), self.dtype), bias)
+        super().__init__(_round_to(_as_weight(weight, keep_float64=True), self.dtype), bias)
 
     @property
     def weight_bytes(self) -> int:
         return self.weight.size * 2
 
     def __call__(self, x: Any) -> np.ndarray:
-        return self._affine(_round_to(_check_input(x, self.in_features), self.dtype), self.weight)
+        return self._affine(_round_to(_check_input(x, self.in_features, keep_float64=True), self.dtype), self.weight)
 
 
 class IntLinear(Linear):
@@ -255,16 +262,17 @@ class WeightOnlyLinear(Linear):
 
     def __init__(self, dequantized_weight: Any, bias: Any = None, *, weight_bytes: int, scheme: str,
                  act_dtype: str = "float16") -> None:
-        from refquant._validate import check_choice, check_int
+        from refquant._validate import check_int, check_name
 
         super().__init__(dequantized_weight, bias)
         self._weight_bytes = check_int("weight_bytes", weight_bytes, min=0)
         self.scheme = str(scheme)
-        self.act_dtype = check_choice("act_dtype", act_dtype, ACT_DTYPES)
+        self.act_dtype = check_name("act_dtype", act_dtype, ACT_DTYPES)
 
     @property
     def weight_bytes(self) -> int:
         return self._weight_bytes
 
     def __call__(self, x: Any) -> np.ndarray:
-        return self._affine(_round_to(_check_input(x, self.in_features), self.act_dtype), self.weight)
+        return self._affine(_round_to(_check_input(x, self.in_features, keep_float64=True), self.act_dtype),
+                            self.weight)
