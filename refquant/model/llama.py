@@ -328,7 +328,8 @@ class CausalLM:
         x = rms_norm(h, self._norms[p + "input_layernorm"], cfg.rms_norm_eps).reshape(-1, hidden)
 
         def split(y: np.ndarray, n: int) -> np.ndarray:  # (tokens, n·d) -> (batch, n, seq, d)
-            return y.reshape(batch, seq, n, d).transpose(0, 2, 1, 3)
+            # contiguous, so that the batched matmuls below go to BLAS rather than NumPy's generic loop
+            return np.ascontiguousarray(y.reshape(batch, seq, n, d).transpose(0, 2, 1, 3))
 
         cos, sin = rotary_cos_sin(np.arange(seq), d, cfg.rope_theta)
         q = apply_rotary(split(_call(lin[p + "self_attn.q_proj"], x), heads), cos, sin)
@@ -336,7 +337,7 @@ class CausalLM:
         v = split(_call(lin[p + "self_attn.v_proj"], x), kv_heads)
         k = np.repeat(k, heads // kv_heads, axis=1)  # repeat_kv: query head j reads kv head j // group
         v = np.repeat(v, heads // kv_heads, axis=1)
-        scores = np.matmul(q, k.transpose(0, 1, 3, 2)) * np.float32(d ** -0.5)  # (batch, heads, seq, seq)
+        scores = np.matmul(q, np.ascontiguousarray(k.transpose(0, 1, 3, 2))) * np.float32(d ** -0.5)
         causal = np.triu(np.ones((seq, seq), bool), k=1)
         scores = np.where(causal, np.float32(-np.inf), scores)
         scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
