@@ -30,7 +30,7 @@ Methods (:data:`METHODS`; another module adds rows with :func:`register_method`)
   fixed from the calibration text (min-max; the 99.99th percentile of |x|).
 * ``llm.int8``: vector-wise int8 with fp16 outlier features (threshold 6).
 * ``rtn-*``: round-to-nearest, per output channel or in groups of 128 (3 and 4 bits, and 2 bits
-  in groups of 64), fp16 scale and integer zero point.
+  in groups of 64), fp16 scale and integer zero point; ``rtn-int8-channel`` is weight-only int8.
 * ``gptq-*``, ``awq-*``, ``spqr``, ``mixed-*``: calibrated algorithms, run block by block on the
   outputs of the already quantized blocks (:func:`refquant.sequential.quantize_sequential`).
   AWQ's scale is searched per projection (the paper shares one between projections that read
@@ -165,12 +165,15 @@ def _builtin_methods() -> list[Method]:
                lambda m, ctx: ptq.quantize_weight_only(m, bits=4, group_size=None)),
         Method("rtn-int4-g128", "RTN int4, groups of 128",
                lambda m, ctx: ptq.quantize_weight_only(m, bits=4, group_size=128)),
+        Method("rtn-int3-channel", "RTN int3, per output channel",
+               lambda m, ctx: ptq.quantize_weight_only(m, bits=3, group_size=None)),
         Method("rtn-int3-g128", "RTN int3, groups of 128",
                lambda m, ctx: ptq.quantize_weight_only(m, bits=3, group_size=128)),
         Method("rtn-int2-g64", "RTN int2, groups of 64",
                lambda m, ctx: ptq.quantize_weight_only(m, bits=2, group_size=64)),
         Method("gptq-int4-channel", "GPTQ int4, per channel, layer by layer", _gptq(4, -1)),
         Method("gptq-int4-g128", "GPTQ int4, groups of 128, layer by layer", _gptq(4, 128)),
+        Method("gptq-int3-channel", "GPTQ int3, per channel, layer by layer", _gptq(3, -1)),
         Method("gptq-int3-g128", "GPTQ int3, groups of 128, layer by layer", _gptq(3, 128)),
         Method("gptq-int2-g64", "GPTQ int2, groups of 64, layer by layer", _gptq(2, 64)),
         Method("awq-int4-g128", "AWQ int4, groups of 128, layer by layer", _awq(4, 128)),
