@@ -155,3 +155,35 @@ def test_bad_inputs_and_configs(tiny_folder, tmp_path_factory):
         CausalLM.from_pretrained(tmp_path_factory.mktemp("empty"))
     with pytest.raises(ValueError, match="tokenizer"):
         model.encode("x")
+
+
+@pytest.mark.oracle
+@pytest.mark.skipif(not TINY_LLAMA.is_dir(), reason="models/refquant-tiny-llama is not in this checkout")
+def test_perplexity_of_the_numpy_model_equals_the_hf_guide_with_transformers():
+    """The whole chain (tokenizer, NumPy forward, sliding window) against the Hugging Face guide's
+    loop run on transformers' LlamaForCausalLM with its own loss."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    from refquant.metrics import perplexity
+
+    model = CausalLM.from_pretrained(TINY_LLAMA)
+    ids = model.encode((TINY_LLAMA / "heldout.txt").read_text(encoding="utf-8")[:3000])[:150]
+    ours = perplexity(model, ids, context=64, stride=32)
+    hf = transformers.LlamaForCausalLM.from_pretrained(str(TINY_LLAMA), torch_dtype=torch.float32).eval()
+    nll_sum, n_tokens, prev_end = 0.0, 0, 0
+    for begin in range(0, len(ids), 32):
+        end = min(begin + 64, len(ids))
+        trg_len = end - prev_end
+        input_ids = torch.from_numpy(ids[begin:end][None])
+        target_ids = input_ids.clone()
+        target_ids[:, :-trg_len] = -100
+        with torch.no_grad():
+            loss = hf(input_ids, labels=target_ids).loss  # mean over the scored (shifted) labels
+        scored = int((target_ids[:, 1:] != -100).sum())
+        nll_sum += float(loss) * scored
+        n_tokens += scored
+        prev_end = end
+        if end == len(ids):
+            break
+    assert ours.tokens == n_tokens == len(ids) - 1
+    assert ours.perplexity == pytest.approx(np.exp(nll_sum / n_tokens), rel=1e-5)

@@ -137,3 +137,9 @@ def test_bad_arguments(rng):
         perplexity(uniform, ids[:1], context=8)
     with pytest.raises(TypeError, match="callable"):
         perplexity(object(), ids, context=8)
+
+
+def test_progress_bar_on_stderr(rng, capsys):
+    perplexity(uniform, rng.integers(0, VOCAB, size=30), context=8, progress=True)
+    err = capsys.readouterr().err
+    assert "perplexity windows" in err and err.endswith("\n")
