@@ -52,6 +52,15 @@ def _codes(name: str, a: Any) -> np.ndarray:
     return arr
 
 
+def _gemm_operands(a_name: str, a: Any, b_name: str, b: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Two 2-D code matrices whose inner dimensions agree (for ``a @ b``)."""
+    a_arr, b_arr = _codes(a_name, a), _codes(b_name, b)
+    if a_arr.shape[1] != b_arr.shape[0]:
+        raise ValueError(f"inner dimensions differ: {a_name} has shape {a_arr.shape}, {b_name} has shape "
+                         f"{b_arr.shape}")
+    return a_arr, b_arr
+
+
 def _exact_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a @ b`` as exact int64 for integer matrices with ``|a| * |b| * k < 2**53``."""
     return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.int64)
@@ -84,10 +93,7 @@ def int8_matmul(a_q: Any, b_q: Any) -> np.ndarray:
     ValueError
         Not 2-D, inner dimensions that differ, or a result outside int32.
     """
-    a = _codes("a_q", a_q)
-    b = _codes("b_q", b_q)
-    if a.shape[1] != b.shape[0]:
-        raise ValueError(f"inner dimensions differ: a_q has shape {a.shape}, b_q has shape {b.shape}")
+    a, b = _gemm_operands("a_q", a_q, "b_q", b_q)
     return _to_int32(_exact_product(a, b), "int8_matmul result")
 
 
@@ -124,10 +130,7 @@ def int8_matmul_zp(a_q: Any, b_q: Any, a_zero: Any, b_zero: Any) -> np.ndarray:
     -------
     ndarray of int32, shape (m, n)
     """
-    a = _codes("a_q", a_q)
-    b = _codes("b_q", b_q)
-    if a.shape[1] != b.shape[0]:
-        raise ValueError(f"inner dimensions differ: a_q has shape {a.shape}, b_q has shape {b.shape}")
+    a, b = _gemm_operands("a_q", a_q, "b_q", b_q)
     za = _zero_point("a_zero", a_zero, a.shape[0], a, "row of a_q")
     zb = _zero_point("b_zero", b_zero, b.shape[1], b, "column of b_q")
     k = a.shape[1]
@@ -294,12 +297,9 @@ def ternary_matmul(a_q: Any, t: Any) -> np.ndarray:
 
 def _ternary_operands(a_q: Any, t: Any) -> tuple[np.ndarray, np.ndarray]:
     """``(a_q, t)`` checked for :func:`ternary_matmul` (shared with backends)."""
-    a = _codes("a_q", a_q)
-    w = _codes("t", t)
+    a, w = _gemm_operands("a_q", a_q, "t", t)
     if a.dtype != np.int8 or w.dtype != np.int8:
         raise TypeError(f"a_q and t must be int8 codes, got {a.dtype} and {w.dtype}")
-    if a.shape[1] != w.shape[0]:
-        raise ValueError(f"inner dimensions differ: a_q has shape {a.shape}, t has shape {w.shape}")
     if w.size and (w.min() < -1 or w.max() > 1):
         raise ValueError(f"t must hold ternary codes in {{-1, 0, 1}}, got values in [{w.min()}, {w.max()}]")
     return a, w

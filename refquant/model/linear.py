@@ -60,6 +60,14 @@ def _as_bias(bias: Any, out_features: int) -> np.ndarray | None:
     return b
 
 
+def _check_replacements(replacements: Any, linears: dict, owner: str) -> None:
+    """ValueError unless every name in ``replacements`` is one of the model's ``linears``."""
+    unknown = sorted(set(replacements) - set(linears))
+    if unknown:
+        raise ValueError(f"replacements names {unknown[:3]!r} are not linear layers of this model; "
+                         f"allowed: names from {owner}.linears(), e.g. {next(iter(linears))!r}")
+
+
 def _check_input(x: Any, in_features: int) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim < 1 or x.shape[-1] != in_features or x.dtype.kind != "f":

@@ -40,7 +40,7 @@ from typing import Any
 
 import numpy as np
 
-from refquant.model.linear import Linear
+from refquant.model.linear import Linear, _check_replacements
 
 __all__ = ["LlamaConfig", "CausalLM", "rms_norm", "silu", "rotary_cos_sin", "apply_rotary", "BLOCK_LINEARS"]
 
@@ -292,10 +292,7 @@ class CausalLM:
         replacements : mapping of str to Linear-like
             Layer name -> a callable ``(tokens, in) -> (tokens, out)``; names from :meth:`linears`.
         """
-        unknown = sorted(set(replacements) - set(self._linears))
-        if unknown:
-            raise ValueError(f"replacements names {unknown[:3]!r} are not linear layers of this model; "
-                             f"allowed: names from CausalLM.linears(), e.g. {next(iter(self._linears))!r}")
+        _check_replacements(replacements, self._linears, "CausalLM")
         new = object.__new__(CausalLM)
         new.config, new.tokenizer = self.config, self.tokenizer
         new._embed, new._head, new._norms = self._embed, self._head, self._norms
