@@ -122,6 +122,9 @@ _ROWS: list[OpSpec] = [
     OpSpec("llm_int8_matmul", "refquant.matmul:llm_int8_matmul", None, "matmul",
            "llm_int8_matmul(x: float32/float16 (..., in), w: (out, in), threshold=6.0) -> (out float32 (..., out), "
            "outlier_cols int64 (n,)): outlier columns in float, the rest vector-wise int8"),
+    OpSpec("ternary_matmul", "refquant.matmul:ternary_matmul", None, "matmul",
+           "ternary_matmul(a_q: int8 (m, k), t: int8 in {-1, 0, 1} (k, n)) -> int32 (m, n): exact a_q @ t, "
+           "adds and subtracts only (BitNet b1.58)"),
     OpSpec("bnb_dequant_matmul_4bit", "refquant.matmul:bnb_dequant_matmul_4bit", ("nf4", "fp4"), "matmul",
            "bnb_dequant_matmul_4bit(x: float32/float16 (..., in), packed, absmax, quant_type, blocksize, shape=(out, in)) "
            "-> float32 (..., out): x @ dequantize_4bit(W).T (W4A16)"),

@@ -1,5 +1,5 @@
 """Error metrics and storage cost: mse, sqnr, cosine, max_abs_error, kl_divergence,
-bits_per_weight, model_memory.
+bits_per_weight, model_memory; and a causal LM's perplexity (:mod:`refquant.perplexity`).
 
 Error metrics compare a reference ``x`` with a reconstruction ``y`` of the same shape and
 are computed in float64 (never fp16). Degenerate inputs have defined answers, listed per
@@ -22,9 +22,11 @@ from typing import Any
 import numpy as np
 
 from refquant._validate import check_choice, check_float, check_int
+from refquant.perplexity import PerplexityResult, perplexity
 
 __all__ = ["mse", "sqnr", "cosine_similarity", "max_abs_error", "kl_divergence", "bits_per_weight",
-           "model_memory", "known_formats", "GGUF_BLOCKS", "gguf_block_bytes", "UNITS"]
+           "model_memory", "known_formats", "GGUF_BLOCKS", "gguf_block_bytes", "UNITS", "perplexity",
+           "PerplexityResult"]
 
 
 def _pair(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:

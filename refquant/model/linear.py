@@ -14,6 +14,10 @@ class                  what is quantized
                        fixed from calibration (*static*); exact integer accumulation (W8A8)
 ``WeightOnlyLinear``   any weight-only format given as its dequantized weight and its storage
                        size (group-wise RTN int4, NF4 ...), activations in fp16 / bf16 (W4A16)
+``LLMInt8Linear``      LLM.int8(): vector-wise int8 weight and activations, outlier input
+                       features (|x| ≥ threshold) multiplied in fp16 (mixed-precision decomposition)
+``BitLinear``          BitNet b1.58: ternary absmean weight, per-token absmax int8 activations,
+                       add/subtract-only accumulation (``ternary_matmul``), output rescale
 =====================  ==========================================================================
 
 Every layer exposes the same read-only facts, so a report can compare them:
@@ -33,7 +37,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Linear", "CastLinear", "IntLinear", "WeightOnlyLinear", "ACT_DTYPES"]
+__all__ = ["Linear", "CastLinear", "IntLinear", "WeightOnlyLinear", "LLMInt8Linear", "BitLinear", "ACT_DTYPES"]
 
 #: Activation float formats of weight-only layers (refquant.encode_float names).
 ACT_DTYPES = ("float32", "float16", "bfloat16")
@@ -60,6 +64,14 @@ def _as_bias(bias: Any, out_features: int) -> np.ndarray | None:
     if b.shape != (out_features,):
         raise ValueError(f"bias must have shape ({out_features},) to match the weight, got {b.shape}")
     return b
+
+
+def _check_replacements(replacements: Any, linears: dict, owner: str) -> None:
+    """ValueError unless every name in ``replacements`` is one of the model's ``linears``."""
+    unknown = sorted(set(replacements) - set(linears))
+    if unknown:
+        raise ValueError(f"replacements names {unknown[:3]!r} are not linear layers of this model; "
+                         f"allowed: names from {owner}.linears(), e.g. {next(iter(linears))!r}")
 
 
 def _check_input(x: Any, in_features: int, *, keep_float64: bool = False) -> np.ndarray:
@@ -276,3 +288,99 @@ class WeightOnlyLinear(Linear):
     def __call__(self, x: Any) -> np.ndarray:
         return self._affine(_round_to(_check_input(x, self.in_features, keep_float64=True), self.act_dtype),
                             self.weight)
+
+
+class LLMInt8Linear(Linear):
+    """LLM.int8() (Dettmers et al. 2022, sec. 3.2): :func:`refquant.matmul.llm_int8_matmul` per call.
+
+    The weight is stored as int8 codes with one absmax per output row (bitsandbytes' ``CB`` and
+    ``SCB``); input features holding any ``|x| ≥ threshold`` in the call's tokens are multiplied
+    in floating point with the fp16-rounded weight, the rest in exact int8 arithmetic.
+
+    Parameters
+    ----------
+    weight, bias
+        As :class:`Linear`.
+    threshold : float
+        Outlier threshold (6.0, the paper's and ``transformers``' default; 0 disables the
+        decomposition).
+    """
+
+    scheme = "llm.int8"
+
+    def __init__(self, weight: Any, bias: Any = None, *, threshold: float = 6.0) -> None:
+        from refquant._validate import check_float
+        from refquant.bnb import int8_vectorwise_dequant, int8_vectorwise_quant
+
+        self.threshold = check_float("threshold", threshold, min=0.0)
+        w16 = _round_to(_as_weight(weight), "float16")
+        codes, row_stats, _ = int8_vectorwise_quant(w16, 0.0)
+        self._w16 = w16
+        super().__init__(int8_vectorwise_dequant(codes, row_stats), bias)
+
+    @property
+    def weight_bytes(self) -> int:
+        # int8 codes plus one float32 absmax per output row (bitsandbytes' SCB)
+        return self.weight.size + self.out_features * 4
+
+    def __call__(self, x: Any) -> np.ndarray:
+        from refquant.matmul import llm_int8_matmul
+
+        x = _round_to(_check_input(x, self.in_features), "float16")
+        y, _ = llm_int8_matmul(x, self._w16, self.threshold)
+        return y if self.bias is None else (y + self.bias).astype(np.float32)
+
+
+class BitLinear(Linear):
+    """BitNet b1.58's BitLinear at inference, applied to a float weight (post-training).
+
+    Ma et al. 2024 and Microsoft's "Training Tips, Code and FAQ" for b1.58
+    (:mod:`refquant.algorithms.bitnet`): the weight becomes ternary codes ``W_q`` with one
+    per-tensor scale ``s_w = 1 / mean|W|`` (absmean); each input token ``x`` becomes int8 codes
+    ``x_q`` with ``s_x = 127 / max|x|`` (absmax); then::
+
+        acc = ternary_matmul(x_q, W_qᵀ)      int32, additions and subtractions only
+        y   = acc / (s_x · s_w) + b          float64, rounded once to float32 (the output rescale)
+
+    which equals the reference code's ``F.linear(x_deq, W_deq)`` up to float rounding. The
+    RMSNorm that BitNet places inside BitLinear belongs to models trained with it; applied
+    post-training to a float model it is left out.
+
+    Parameters
+    ----------
+    weight, bias
+        As :class:`Linear`.
+
+    Notes
+    -----
+    ``weight_bytes`` counts the ternary codes packed five per byte (base 3, 1.6 bits; ggml's
+    TQ1_0 spends 1.6875) plus the float32 scale.
+    """
+
+    scheme = "bitnet-b1.58"
+
+    def __init__(self, weight: Any, bias: Any = None) -> None:
+        from refquant.algorithms.bitnet import bitnet_b158
+
+        q = bitnet_b158(_as_weight(weight))
+        self.weight_codes = q.codes
+        self.weight_codes.flags.writeable = False
+        self.weight_scale = np.float32(q.scale)
+        super().__init__(q.dequantized, bias)
+
+    @property
+    def weight_bytes(self) -> int:
+        return (self.weight.size + 4) // 5 + 4
+
+    def __call__(self, x: Any) -> np.ndarray:
+        from refquant.algorithms.bitnet import activation_quant_b158
+        from refquant.matmul import ternary_matmul
+
+        x = _check_input(x, self.in_features)
+        lead = x.shape[:-1]
+        a = activation_quant_b158(x.reshape(-1, self.in_features))
+        acc = ternary_matmul(a.codes, self.weight_codes.T)
+        y = acc / (a.scale.astype(np.float64) * np.float64(self.weight_scale))
+        if self.bias is not None:
+            y = y + self.bias
+        return y.astype(np.float32).reshape(*lead, self.out_features)
