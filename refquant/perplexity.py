@@ -173,13 +173,16 @@ def _progress_callback(progress: bool | Callable[[int, int], None], total: int) 
         return lambda done: progress(done, total)
     if not progress:
         return lambda done: None
-    from refquant.report import _ProgressBar
+    from refquant._progress import ProgressBar
 
-    bar = _ProgressBar(total, True)
+    bar = ProgressBar(total, True)
+    finished = [0]
 
     def step(done: int) -> None:
-        bar.done = done
-        bar.step("perplexity windows")
+        while finished[0] < done:
+            bar.step("perplexity windows")
+            bar.advance()
+            finished[0] += 1
         if done == total:
             bar.close()
     return step
