@@ -1,0 +1,74 @@
+"""CudaKernelsBackend: refquant's ops as the CUDA C++ kernels of ``accel/cupy/src``.
+
+One class, two devices: ``cupy`` runs the kernels on a CUDA GPU (CuPy RawModule),
+``cuda-sim`` runs the same kernels, with the same launch code, on the CPU through the
+cuda-sim SIMT runtime. Both declare the same capabilities (:data:`_OPS`): exactly the
+ops and formats whose kernels exist and pass the conformance suite on cuda-sim; an op
+not declared raises UnsupportedError and never falls back to the reference.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Any, Callable
+
+from accel.cupy import floats
+from accel.cupy.device import CupyDevice, SimDevice
+from accel.ops import FLOAT_FORMATS, OP_SPECS
+from accel.protocol import OpCapability
+from refquant.errors import UnsupportedError
+
+__all__ = ["CudaKernelsBackend", "cupy_backend", "sim_backend"]
+
+# op -> (launch function taking the device first, capability)
+_OPS: dict[str, tuple[Callable[..., Any], OpCapability]] = {
+    "encode_float": (floats.encode_float, OpCapability(frozenset(FLOAT_FORMATS), bit_exact=True)),
+    "decode_float": (floats.decode_float, OpCapability(frozenset(FLOAT_FORMATS), bit_exact=True)),
+}
+
+
+class CudaKernelsBackend:
+    """The kernels of ``accel/cupy/src`` on one device (:class:`CupyDevice` or :class:`SimDevice`)."""
+
+    def __init__(self, name: str, dev: Any) -> None:
+        unknown = set(_OPS) - set(OP_SPECS)
+        if unknown:  # an op the contract does not define cannot be checked
+            raise RuntimeError(f"{name} backend implements ops missing from OP_SPECS: {sorted(unknown)}")
+        self.name = name
+        self.device = "cuda" if dev.kind == "cupy" else "cpu"
+        self.dev = dev
+
+    def capabilities(self) -> dict[str, OpCapability]:
+        return {op: cap for op, (_, cap) in _OPS.items()}
+
+    def asarray(self, x: Any) -> Any:
+        return self.dev.asarray(x)
+
+    def to_numpy(self, x: Any) -> Any:
+        if isinstance(x, (tuple, list)):
+            return type(x)(self.to_numpy(v) for v in x)
+        return self.dev.to_numpy(x)
+
+    def __getattr__(self, op: str) -> Callable[..., Any]:
+        if op.startswith("__") or op in ("dev", "name", "device"):
+            raise AttributeError(op)
+        if op not in _OPS:
+            if op in OP_SPECS:
+                def unsupported(*args: Any, **kwargs: Any) -> Any:
+                    raise UnsupportedError(f"the {self.name} backend does not implement {op!r}")
+                return unsupported
+            raise AttributeError(f"{self.name} backend has no op {op!r}")
+        return partial(_OPS[op][0], self.dev)
+
+    def __repr__(self) -> str:
+        return f"<refquant {self.name} backend>"
+
+
+def cupy_backend() -> CudaKernelsBackend:
+    """The kernels on a CUDA GPU (raises, saying why, without CuPy or a device)."""
+    return CudaKernelsBackend("cupy", CupyDevice())
+
+
+def sim_backend() -> CudaKernelsBackend:
+    """The kernels on the CPU through the cuda-sim runtime (needs g++)."""
+    return CudaKernelsBackend("cuda-sim", SimDevice())
