@@ -12,11 +12,12 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Callable
 
-from accel.cupy import floats
+from accel.cupy import codebooks, floats, packing
 from accel.cupy.device import CupyDevice, SimDevice
 from accel.ops import FLOAT_FORMATS, OP_SPECS
 from accel.protocol import OpCapability
 from refquant.errors import UnsupportedError
+from refquant.packing import LAYOUTS
 
 __all__ = ["CudaKernelsBackend", "cupy_backend", "sim_backend"]
 
@@ -24,6 +25,14 @@ __all__ = ["CudaKernelsBackend", "cupy_backend", "sim_backend"]
 _OPS: dict[str, tuple[Callable[..., Any], OpCapability]] = {
     "encode_float": (floats.encode_float, OpCapability(frozenset(FLOAT_FORMATS), bit_exact=True)),
     "decode_float": (floats.decode_float, OpCapability(frozenset(FLOAT_FORMATS), bit_exact=True)),
+    "codebook_encode": (codebooks.codebook_encode,
+                        OpCapability(frozenset(OP_SPECS["codebook_encode"].formats), bit_exact=True)),
+    "codebook_decode": (codebooks.codebook_decode,
+                        OpCapability(frozenset(OP_SPECS["codebook_decode"].formats), bit_exact=True)),
+    "pack": (packing.pack, OpCapability(frozenset(LAYOUTS), bit_exact=True)),
+    "unpack": (packing.unpack, OpCapability(frozenset(LAYOUTS), bit_exact=True)),
+    "pack_ternary": (packing.pack_ternary, OpCapability(None, bit_exact=True)),
+    "unpack_ternary": (packing.unpack_ternary, OpCapability(None, bit_exact=True)),
 }
 
 
