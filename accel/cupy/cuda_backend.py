@@ -12,9 +12,9 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Callable
 
-from accel.cupy import codebooks, floats, packing
+from accel.cupy import affine, codebooks, floats, packing
 from accel.cupy.device import CupyDevice, SimDevice
-from accel.ops import FLOAT_FORMATS, OP_SPECS
+from accel.ops import FLOAT_FORMATS, GRANULARITIES, OP_SPECS
 from accel.protocol import OpCapability
 from refquant.errors import UnsupportedError
 from refquant.packing import LAYOUTS
@@ -25,6 +25,12 @@ __all__ = ["CudaKernelsBackend", "cupy_backend", "sim_backend"]
 _OPS: dict[str, tuple[Callable[..., Any], OpCapability]] = {
     "encode_float": (floats.encode_float, OpCapability(frozenset(FLOAT_FORMATS), bit_exact=True)),
     "decode_float": (floats.decode_float, OpCapability(frozenset(FLOAT_FORMATS), bit_exact=True)),
+    "choose_qparams": (affine.choose_qparams,
+                       OpCapability(frozenset(GRANULARITIES), bit_exact=True, constraints={"max_ndim": affine.NDIM})),
+    "quantize_affine": (affine.quantize_affine,
+                        OpCapability(frozenset(GRANULARITIES), bit_exact=True, constraints={"max_ndim": affine.NDIM})),
+    "dequantize_affine": (affine.dequantize_affine,
+                          OpCapability(frozenset(GRANULARITIES), bit_exact=True, constraints={"max_ndim": affine.NDIM})),
     "codebook_encode": (codebooks.codebook_encode,
                         OpCapability(frozenset(OP_SPECS["codebook_encode"].formats), bit_exact=True)),
     "codebook_decode": (codebooks.codebook_decode,
