@@ -41,3 +41,10 @@ def raise_reference_error(dev: Any, op: str, *args: Any, **kwargs: Any) -> None:
     host = [dev.to_numpy(a) if hasattr(a, "shape") else a for a in args]
     reference_function(op)(*host, **kwargs)
     raise RuntimeError(f"{op}: the kernel flagged an invalid input that the reference accepts")  # pragma: no cover
+
+
+def require(dev: Any, ok: bool, op: str, *args: Any, **kwargs: Any) -> None:
+    """Guard a launch: unless ``ok`` (the sizes the kernel will index hold), the reference
+    raises its own error for these arguments, so no kernel ever reads out of bounds."""
+    if not ok:
+        raise_reference_error(dev, op, *args, **kwargs)

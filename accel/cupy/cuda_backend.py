@@ -12,11 +12,12 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Callable
 
-from accel.cupy import affine, codebooks, floats, packing
+from accel.cupy import affine, bnb, codebooks, floats, packing
 from accel.cupy.device import CupyDevice, SimDevice
 from accel.ops import FLOAT_FORMATS, GRANULARITIES, OP_SPECS
 from accel.protocol import OpCapability
 from refquant.errors import UnsupportedError
+from refquant.formats.bnb import BLOCKSIZES_4BIT, BLOCKSIZES_8BIT
 from refquant.packing import LAYOUTS
 
 __all__ = ["CudaKernelsBackend", "cupy_backend", "sim_backend"]
@@ -39,6 +40,21 @@ _OPS: dict[str, tuple[Callable[..., Any], OpCapability]] = {
     "unpack": (packing.unpack, OpCapability(frozenset(LAYOUTS), bit_exact=True)),
     "pack_ternary": (packing.pack_ternary, OpCapability(None, bit_exact=True)),
     "unpack_ternary": (packing.unpack_ternary, OpCapability(None, bit_exact=True)),
+    "bnb_quantize_4bit": (bnb.bnb_quantize_4bit, OpCapability(frozenset(("nf4", "fp4")), bit_exact=True,
+                                                              constraints={"blocksizes": BLOCKSIZES_4BIT})),
+    "bnb_dequantize_4bit": (bnb.bnb_dequantize_4bit, OpCapability(frozenset(("nf4", "fp4")), bit_exact=True,
+                                                                  constraints={"blocksizes": BLOCKSIZES_4BIT})),
+    "bnb_quantize_blockwise": (bnb.bnb_quantize_blockwise,
+                               OpCapability(frozenset(("dynamic8",)), bit_exact=True,
+                                            constraints={"blocksizes": BLOCKSIZES_8BIT})),
+    "bnb_dequantize_blockwise": (bnb.bnb_dequantize_blockwise,
+                                 OpCapability(frozenset(("dynamic8",)), bit_exact=True,
+                                              constraints={"blocksizes": BLOCKSIZES_8BIT})),
+    "bnb_double_quantize": (bnb.bnb_double_quantize,
+                            OpCapability(None, bit_exact=True, notes="offset in torch's one-thread sum order "
+                                         "(a one-thread kernel)")),
+    "int8_vectorwise_quant": (bnb.int8_vectorwise_quant, OpCapability(None, bit_exact=True)),
+    "int8_vectorwise_dequant": (bnb.int8_vectorwise_dequant, OpCapability(None, bit_exact=True)),
 }
 
 
