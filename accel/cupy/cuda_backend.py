@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Callable
 
-from accel.cupy import affine, bnb, codebooks, floats, packing
+from accel.cupy import affine, bnb, codebooks, floats, matmul, packing
 from accel.cupy.device import CupyDevice, SimDevice
 from accel.ops import FLOAT_FORMATS, GRANULARITIES, OP_SPECS
 from accel.protocol import OpCapability
@@ -55,6 +55,15 @@ _OPS: dict[str, tuple[Callable[..., Any], OpCapability]] = {
                                          "(a one-thread kernel)")),
     "int8_vectorwise_quant": (bnb.int8_vectorwise_quant, OpCapability(None, bit_exact=True)),
     "int8_vectorwise_dequant": (bnb.int8_vectorwise_dequant, OpCapability(None, bit_exact=True)),
+    "int8_matmul": (matmul.int8_matmul, OpCapability(None, bit_exact=True, notes="dp4a, int32 partial sums")),
+    "int8_matmul_zp": (matmul.int8_matmul_zp, OpCapability(None, bit_exact=True)),
+    "dequantize_int32": (matmul.dequantize_int32, OpCapability(None, bit_exact=True)),
+    "llm_int8_matmul": (matmul.llm_int8_matmul, OpCapability(None, bit_exact=False,
+                                                             notes="float64 dequantization and outlier columns")),
+    "bnb_dequant_matmul_4bit": (matmul.bnb_dequant_matmul_4bit,
+                                OpCapability(frozenset(("nf4", "fp4")), bit_exact=False,
+                                             constraints={"blocksizes": BLOCKSIZES_4BIT},
+                                             notes="fused; float32 block-reduced sums")),
 }
 
 

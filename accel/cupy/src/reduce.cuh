@@ -28,3 +28,21 @@ __device__ __forceinline__ u32 block_max_u32(u32 v) {
     __syncthreads();   // partial is reused by the next call
     return r;
 }
+
+// Block-wide float32 sum (tree order over lanes, then over warps): for Nmse kernels.
+__device__ __forceinline__ float block_sum_f32(float v) {
+    __shared__ float partial_f[32];
+    const unsigned lane = threadIdx.x & 31u, warp = threadIdx.x >> 5;
+    for (int off = 16; off > 0; off >>= 1) v += __shfl_xor_sync(0xffffffffu, v, off);
+    if (lane == 0) partial_f[warp] = v;
+    __syncthreads();
+    if (warp == 0) {
+        float w = lane < (blockDim.x + 31u) / 32u ? partial_f[lane] : 0.0f;
+        for (int off = 16; off > 0; off >>= 1) w += __shfl_xor_sync(0xffffffffu, w, off);
+        if (lane == 0) partial_f[0] = w;
+    }
+    __syncthreads();
+    float r = partial_f[0];
+    __syncthreads();
+    return r;
+}
