@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Callable
 
-from accel.cupy import affine, bnb, codebooks, floats, matmul, packing
+from accel.cupy import affine, bnb, codebooks, floats, gguf, matmul, packing
 from accel.cupy.device import CupyDevice, SimDevice
 from accel.ops import FLOAT_FORMATS, GRANULARITIES, OP_SPECS
 from accel.protocol import OpCapability
@@ -64,6 +64,7 @@ _OPS: dict[str, tuple[Callable[..., Any], OpCapability]] = {
                                 OpCapability(frozenset(("nf4", "fp4")), bit_exact=False,
                                              constraints={"blocksizes": BLOCKSIZES_4BIT},
                                              notes="fused; float32 block-reduced sums")),
+    "gguf_dequantize": (gguf.gguf_dequantize, OpCapability(gguf.DEQUANT_QTYPES, bit_exact=True)),
 }
 
 

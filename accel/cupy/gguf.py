@@ -1,0 +1,45 @@
+"""GGUF ops: launch code for ``src/gguf.cu`` (dequantize, every type) and
+``src/gguf_matmul.cu`` (fused W4A16)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import numpy as np
+
+from accel.cupy._launch import i64, require, stride_grid
+from refquant.gguf import get_format
+
+__all__ = ["DEQUANT_QTYPES", "gguf_dequantize"]
+
+DEQUANT_QTYPES = frozenset({"f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1", "q2_k", "q3_k", "q4_k",
+                            "q5_k", "q6_k", "q8_k", "tq1_0", "tq2_0", "iq4_nl", "iq4_xs", "mxfp4"})
+
+
+def _elements(shape: Any, block_size: int) -> int | None:
+    """Elements of ``shape`` when it is a valid GGUF tensor shape for the block size."""
+    dims = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape) if isinstance(shape, (tuple, list)) else ()
+    if not dims or any(not isinstance(d, (int, np.integer)) or isinstance(d, bool) or d < 0 for d in dims):
+        return None
+    return math.prod(int(d) for d in dims) if int(dims[-1]) % block_size == 0 else None
+
+
+def gguf_dequantize(dev: Any, data: Any, qtype: Any, shape: Any) -> Any:
+    """Backend op: the float32 values of :func:`refquant.gguf.dequantize` (ggml's to_float)."""
+    fmt = get_format(qtype)
+    n = _elements(shape, fmt.block_size)
+    require(dev, fmt.name in DEQUANT_QTYPES and n is not None and hasattr(data, "dtype")
+            and np.dtype(data.dtype) == np.uint8 and data.size == n // fmt.block_size * fmt.type_size,
+            "gguf_dequantize", data, qtype, shape)
+    dims = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(d) for d in shape)
+    flat = dev.contiguous(data, np.uint8).reshape(-1)
+    out = dev.empty(n, np.float32)
+    if fmt.name in ("f16", "bf16"):
+        grid, block = stride_grid(dev, n)
+        dev.launch("gguf", f"gguf_dequantize_{fmt.name}", grid, block, [flat.view(np.uint16), i64(n), out])
+    else:
+        nb = n // fmt.block_size
+        grid, block = stride_grid(dev, nb, 64)
+        dev.launch("gguf", f"gguf_dequantize_{fmt.name}", grid, block, [flat, i64(nb), out])
+    return out.reshape(dims)
