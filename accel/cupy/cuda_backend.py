@@ -65,6 +65,9 @@ _OPS: dict[str, tuple[Callable[..., Any], OpCapability]] = {
                                              constraints={"blocksizes": BLOCKSIZES_4BIT},
                                              notes="fused; float32 block-reduced sums")),
     "gguf_dequantize": (gguf.gguf_dequantize, OpCapability(gguf.DEQUANT_QTYPES, bit_exact=True)),
+    "gguf_dequant_matmul": (gguf.gguf_dequant_matmul,
+                            OpCapability(gguf.MATMUL_QTYPES, bit_exact=False,
+                                         notes="fused block decode + float32 GEMV/GEMM (Nmse)")),
 }
 
 

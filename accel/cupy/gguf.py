@@ -8,13 +8,19 @@ from typing import Any
 
 import numpy as np
 
-from accel.cupy._launch import i64, require, stride_grid
+from accel.cupy._launch import i32, i64, require, stride_grid
 from refquant.gguf import get_format
 
-__all__ = ["DEQUANT_QTYPES", "gguf_dequantize"]
+__all__ = ["DEQUANT_QTYPES", "MATMUL_QTYPES", "gguf_dequantize", "gguf_dequant_matmul"]
 
 DEQUANT_QTYPES = frozenset({"f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1", "q2_k", "q3_k", "q4_k",
                             "q5_k", "q6_k", "q8_k", "tq1_0", "tq2_0", "iq4_nl", "iq4_xs", "mxfp4"})
+
+# ids of src/gguf_blocks.cuh's GgufKind
+BLOCK_KINDS = {name: k for k, name in enumerate(("q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1", "q2_k", "q3_k",
+                                                 "q4_k", "q5_k", "q6_k", "q8_k", "tq1_0", "tq2_0", "iq4_nl",
+                                                 "iq4_xs", "mxfp4"))}
+MATMUL_QTYPES = frozenset(BLOCK_KINDS)
 
 
 def _elements(shape: Any, block_size: int) -> int | None:
@@ -43,3 +49,20 @@ def gguf_dequantize(dev: Any, data: Any, qtype: Any, shape: Any) -> Any:
         grid, block = stride_grid(dev, nb, 64)
         dev.launch("gguf", f"gguf_dequantize_{fmt.name}", grid, block, [flat, i64(nb), out])
     return out.reshape(dims)
+
+
+def gguf_dequant_matmul(dev: Any, x: Any, data: Any, qtype: Any, shape: Any) -> Any:
+    """Backend op: ``x @ W.T`` for a GGUF weight ``W`` of ``shape`` (out, in), fused (Nmse);
+    see :func:`refquant.formats.gguf_matmul.dequant_matmul`."""
+    fmt = get_format(qtype)
+    n = _elements(shape, fmt.block_size) if isinstance(shape, tuple) and len(shape) == 2 else None
+    require(dev, fmt.name in MATMUL_QTYPES and n is not None and hasattr(data, "dtype") and hasattr(x, "dtype")
+            and np.dtype(data.dtype) == np.uint8 and data.size == n // fmt.block_size * fmt.type_size
+            and x.ndim >= 1 and x.shape[-1] == shape[1], "gguf_dequant_matmul", x, data, qtype, shape)
+    out_f, in_f = int(shape[0]), int(shape[1])
+    x2 = dev.contiguous(x, np.float32).reshape(-1, in_f)
+    out = dev.empty((x2.shape[0], out_f), np.float32)
+    dev.launch("gguf_matmul", "gguf_matmul", (max(1, min(out_f, dev.max_blocks)),), (64,),
+               [x2, i64(x2.shape[0]), dev.contiguous(data, np.uint8).reshape(-1), i64(out_f), i64(in_f),
+                i32(BLOCK_KINDS[fmt.name]), i32(fmt.block_size), i32(fmt.type_size), out])
+    return out.reshape(*x.shape[:-1], out_f)
