@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Callable
 
-from accel.cupy import affine, bnb, codebooks, floats, gguf, matmul, packing
+from accel.cupy import affine, bnb, codebooks, floats, gguf, layouts, matmul, packing
 from accel.cupy.device import CupyDevice, SimDevice
 from accel.ops import FLOAT_FORMATS, GRANULARITIES, OP_SPECS
 from accel.protocol import OpCapability
@@ -68,6 +68,13 @@ _OPS: dict[str, tuple[Callable[..., Any], OpCapability]] = {
     "gguf_dequant_matmul": (gguf.gguf_dequant_matmul,
                             OpCapability(gguf.MATMUL_QTYPES, bit_exact=False,
                                          notes="fused block decode + float32 GEMV/GEMM (Nmse)")),
+    "gptq_pack": (layouts.gptq_pack, OpCapability(frozenset(OP_SPECS["gptq_pack"].formats), bit_exact=True)),
+    "gptq_unpack": (layouts.gptq_unpack, OpCapability(frozenset(OP_SPECS["gptq_unpack"].formats), bit_exact=True)),
+    "gptq_dequantize": (layouts.gptq_dequantize,
+                        OpCapability(frozenset(OP_SPECS["gptq_dequantize"].formats), bit_exact=True)),
+    "awq_pack": (layouts.awq_pack, OpCapability(None, bit_exact=True)),
+    "awq_unpack": (layouts.awq_unpack, OpCapability(None, bit_exact=True)),
+    "awq_dequantize": (layouts.awq_dequantize, OpCapability(None, bit_exact=True)),
 }
 
 
