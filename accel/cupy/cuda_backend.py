@@ -64,6 +64,8 @@ _OPS: dict[str, tuple[Callable[..., Any], OpCapability]] = {
                                 OpCapability(frozenset(("nf4", "fp4")), bit_exact=False,
                                              constraints={"blocksizes": BLOCKSIZES_4BIT},
                                              notes="fused; float32 block-reduced sums")),
+    "gguf_quantize": (gguf.gguf_quantize, OpCapability(gguf.QUANTIZE_QTYPES, bit_exact=True,
+                                                       notes="types without an imatrix rule or search only")),
     "gguf_dequantize": (gguf.gguf_dequantize, OpCapability(gguf.DEQUANT_QTYPES, bit_exact=True)),
     "gguf_dequant_matmul": (gguf.gguf_dequant_matmul,
                             OpCapability(gguf.MATMUL_QTYPES, bit_exact=False,

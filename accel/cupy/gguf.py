@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from accel.cupy._launch import i32, i64, require, stride_grid
+from accel.cupy._launch import i32, i64, raise_reference_error, require, stride_grid
 from refquant.gguf import get_format
 
 __all__ = ["DEQUANT_QTYPES", "MATMUL_QTYPES", "gguf_dequantize", "gguf_dequant_matmul"]
@@ -66,3 +66,34 @@ def gguf_dequant_matmul(dev: Any, x: Any, data: Any, qtype: Any, shape: Any) -> 
                [x2, i64(x2.shape[0]), dev.contiguous(data, np.uint8).reshape(-1), i64(out_f), i64(in_f),
                 i32(BLOCK_KINDS[fmt.name]), i32(fmt.block_size), i32(fmt.type_size), out])
     return out.reshape(*x.shape[:-1], out_f)
+
+
+QUANTIZE_QTYPES = frozenset({"f16", "bf16", "q8_0", "q8_1", "q8_k", "tq1_0", "tq2_0"})
+
+
+def gguf_quantize(dev: Any, x: Any, qtype: Any, imatrix: Any = None) -> Any:
+    """Backend op: the bytes of :func:`refquant.gguf.quantize` (ggml_quantize_chunk's) for
+    :data:`QUANTIZE_QTYPES` (types without an importance-matrix rule: imatrix is unused)."""
+    fmt = get_format(qtype)
+    require(dev, fmt.name in QUANTIZE_QTYPES and hasattr(x, "dtype") and np.dtype(x.dtype).kind == "f"
+            and x.ndim >= 1 and x.shape[-1] % fmt.block_size == 0
+            and (imatrix is None or (hasattr(imatrix, "shape") and tuple(imatrix.shape) == (x.shape[-1],))),
+            "gguf_quantize", x, qtype, imatrix)
+    n_per_row = x.shape[-1]
+    row_bytes = n_per_row // fmt.block_size * fmt.type_size
+    with np.errstate(over="ignore"):
+        flat = dev.contiguous(x, np.float32).reshape(-1)
+    n = flat.size
+    bad = dev.zeros(1, np.int32)
+    if fmt.name in ("f16", "bf16"):
+        out = dev.empty(n, np.uint16)
+        grid, block = stride_grid(dev, n)
+        dev.launch("gguf_quantize", f"gguf_quantize_{fmt.name}", grid, block, [flat, i64(n), out])
+    else:
+        nb = n // fmt.block_size
+        out = dev.empty(nb * fmt.type_size, np.uint8)
+        grid, block = stride_grid(dev, nb, 64)
+        dev.launch("gguf_quantize", f"gguf_quantize_{fmt.name}", grid, block, [flat, i64(nb), out, bad])
+    if int(bad[0]):
+        raise_reference_error(dev, "gguf_quantize", x, qtype, imatrix)
+    return out.view(np.uint8).reshape(tuple(x.shape[:-1]) + (row_bytes,))

@@ -41,3 +41,44 @@ __device__ __forceinline__ float kvalue_mxfp4(int i) {
     const signed char kv[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
     return static_cast<float>(kv[i]);
 }
+
+// GGML_FP32_TO_FP16 (ggml-impl.h's portable path): round to nearest even, overflow to
+// inf, subnormals kept, NaN -> 0x7e00 with the sign. Integer arithmetic only.
+__device__ __forceinline__ u32 f32_to_fp16_bits(float f) {
+    const u32 u = __float_as_uint(f), sign = (u >> 16) & 0x8000u, a = u & 0x7fffffffu;
+    if (a > 0x7f800000u) return sign | 0x7e00u;
+    if (a >= 0x477ff000u) return sign | 0x7c00u;           // >= 65520 rounds to inf (inf stays)
+    u32 q, rem, half;
+    if (a >= 0x38800000u) {                                 // normal: rebias, drop 13 bits
+        const u32 v = a - 0x38000000u;
+        q = v >> 13;
+        rem = v & 0x1fffu;
+        half = 0x1000u;
+    } else {                                                // subnormal: shift the significand
+        const int e = static_cast<int>(a >> 23);
+        const int shift = min(max(126 - e, 14), 31);
+        const u32 sig = (a & 0x7fffffu) | 0x800000u;
+        q = sig >> shift;
+        rem = sig - (q << shift);
+        half = 1u << (shift - 1);
+    }
+    return sign | (q + ((rem > half) || (rem == half && (q & 1u))));
+}
+
+__device__ __forceinline__ void store_fp16(u8* p, float f) {
+    const u32 h = f32_to_fp16_bits(f);
+    p[0] = static_cast<u8>(h & 0xffu);
+    p[1] = static_cast<u8>(h >> 8);
+}
+
+// C roundf (half away from zero), exact.
+__device__ __forceinline__ float round_away(float v) { return roundf(v); }
+
+// ggml nearest_int: round half to even through the float32 add of 1.5 * 2**23.
+__device__ __forceinline__ int nearest_int(float f) {
+    const float val = f + 12582912.0f;
+    return static_cast<int>(__float_as_uint(val) & 0x007fffffu) - 0x00400000;
+}
+
+// (int8_t)v as x86-64 compiles it: truncate to int32, keep the low byte.
+__device__ __forceinline__ int trunc_i8(float v) { return static_cast<int>(static_cast<i8>(static_cast<int>(v) & 0xff)); }

@@ -1,0 +1,131 @@
+// gguf_quantize.cu: ggml's quantize_row_*_ref for the GGUF types whose rule has no
+// importance matrix and no search (ggml-quants.c @ d99724f2): F16, BF16, Q8_0, Q8_1,
+// Q8_K, TQ1_0, TQ2_0. One thread per ggml block (grid-stride), the C function's float32
+// operations in its order (compiled without FMA contraction): bit-exact. bad flags
+// NaN / inf in a type that cannot encode them (the reference then raises).
+#include "gguf_common.cuh"
+
+__device__ __forceinline__ float block_amax(const float* x, int n, int* bad) {
+    float amax = 0.0f;
+    for (int j = 0; j < n; ++j) {
+        const float a = fabsf(x[j]);
+        if (!(a <= 3.402823466e38f)) flag_bad(bad);        // NaN or inf
+        amax = a > amax ? a : amax;                          // MAX(amax, fabsf(v))
+    }
+    return amax;
+}
+
+extern "C" __global__ void gguf_quantize_f16(const float* x, i64 n, u16* out) {
+    GRID_STRIDE(i, n) { out[i] = static_cast<u16>(f32_to_fp16_bits(x[i])); }
+}
+
+// ggml_compute_fp32_to_bf16: u + 0x7fff + lsb, NaN quieted (sign and top payload kept).
+extern "C" __global__ void gguf_quantize_bf16(const float* x, i64 n, u16* out) {
+    GRID_STRIDE(i, n) {
+        const u32 u = __float_as_uint(x[i]);
+        out[i] = static_cast<u16>((u & 0x7fffffffu) > 0x7f800000u ? (u >> 16) | 64u
+                                                                   : (u + (0x7fffu + ((u >> 16) & 1u))) >> 16);
+    }
+}
+
+// Q8_0 (with_sum 0) / Q8_1 (with_sum 1: s = fp16(sum(q) * d)): d = amax / 127, q =
+// roundf(x * (1 / d)) with the unrounded d, then d stored as fp16.
+__device__ __forceinline__ void q8_block(const float* x, u8* o, int with_sum, int* bad) {
+    const float d = block_amax(x, 32, bad) / 127.0f;
+    const float id = d != 0.0f ? 1.0f / d : 0.0f;
+    u8* qs = o + (with_sum ? 4 : 2);
+    int total = 0;
+    for (int j = 0; j < 32; ++j) {
+        const int q = trunc_i8(round_away(x[j] * id));
+        total += q;
+        qs[j] = static_cast<u8>(q & 0xff);
+    }
+    store_fp16(o, d);
+    if (with_sum) store_fp16(o + 2, static_cast<float>(total) * d);
+}
+
+extern "C" __global__ void gguf_quantize_q8_0(const float* x, i64 nb, u8* out, int* bad) {
+    GRID_STRIDE(b, nb) { q8_block(x + b * 32, out + b * 34, 0, bad); }
+}
+extern "C" __global__ void gguf_quantize_q8_1(const float* x, i64 nb, u8* out, int* bad) {
+    GRID_STRIDE(b, nb) { q8_block(x + b * 32, out + b * 36, 1, bad); }
+}
+
+// Q8_K: iscale = -127 / max (the signed element of largest magnitude, first one), q =
+// min(127, nearest_int(iscale * x)), 16 sums of 16 codes, d = 1 / iscale as float32.
+extern "C" __global__ void gguf_quantize_q8_k(const float* x, i64 nb, u8* out, int* bad) {
+    GRID_STRIDE(b, nb) {
+        const float* xb = x + b * 256;
+        u8* o = out + b * 292;
+        float amax = 0.0f, mx = 0.0f;
+        for (int j = 0; j < 256; ++j) {
+            const float a = fabsf(xb[j]);
+            if (!(a <= 3.402823466e38f)) flag_bad(bad);
+            if (amax < a) {
+                amax = a;
+                mx = xb[j];
+            }
+        }
+        if (amax == 0.0f) {
+            for (int k = 0; k < 292; ++k) o[k] = 0;
+            continue;
+        }
+        const float iscale = -127.0f / mx;
+        for (int j = 0; j < 256; ++j) o[4 + j] = static_cast<u8>(min(127, nearest_int(iscale * xb[j])) & 0xff);
+        for (int j = 0; j < 16; ++j) {
+            int s = 0;
+            for (int ii = 0; ii < 16; ++ii) s += static_cast<i8>(o[4 + 16 * j + ii]);
+            o[260 + 2 * j] = static_cast<u8>(s & 0xff);
+            o[261 + 2 * j] = static_cast<u8>((s >> 8) & 0xff);
+        }
+        const u32 u = __float_as_uint(1.0f / iscale);
+        for (int k = 0; k < 4; ++k) o[k] = static_cast<u8>((u >> (8 * k)) & 0xffu);
+    }
+}
+
+__device__ __forceinline__ int tern(float v, float id) { return static_cast<int>(round_away(v * id)) + 1; }
+
+__device__ __forceinline__ u8 trits_byte(int q) { return static_cast<u8>(((q & 0xff) * 256 + 242) / 243); }
+
+// TQ1_0: five trits per byte in ggml's element order, then four in the qh bytes.
+extern "C" __global__ void gguf_quantize_tq1_0(const float* x, i64 nb, u8* out, int* bad) {
+    GRID_STRIDE(b, nb) {
+        const float* xb = x + b * 256;
+        u8* o = out + b * 54;
+        const float d = block_amax(xb, 256, bad);
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        for (int m = 0; m < 32; ++m) {
+            int q = 0;
+            for (int n = 0; n < 5; ++n) q = q * 3 + tern(xb[m + 32 * n], id);
+            o[m] = trits_byte(q);
+        }
+        for (int m = 0; m < 16; ++m) {
+            int q = 0;
+            for (int n = 0; n < 5; ++n) q = q * 3 + tern(xb[160 + m + 16 * n], id);
+            o[32 + m] = trits_byte(q);
+        }
+        for (int j = 0; j < 4; ++j) {
+            int q = 0;
+            for (int m = 0; m < 4; ++m) q = q * 3 + tern(xb[240 + j + 4 * m], id);
+            o[48 + j] = trits_byte(q * 3);
+        }
+        store_fp16(o + 52, d);
+    }
+}
+
+// TQ2_0: four 2-bit trits per byte.
+extern "C" __global__ void gguf_quantize_tq2_0(const float* x, i64 nb, u8* out, int* bad) {
+    GRID_STRIDE(b, nb) {
+        const float* xb = x + b * 256;
+        u8* o = out + b * 66;
+        const float d = block_amax(xb, 256, bad);
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        for (int k = 0; k < 2; ++k)
+            for (int m = 0; m < 32; ++m) {
+                int q = 0;
+                for (int n = 0; n < 4; ++n) q += (tern(xb[128 * k + m + 32 * n], id) & 3) << (2 * n);
+                o[32 * k + m] = static_cast<u8>(q & 0xff);
+            }
+        store_fp16(o + 64, d);
+    }
+}
