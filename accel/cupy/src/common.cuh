@@ -3,12 +3,10 @@
 // Kernels are plain CUDA C++ compiled by NVRTC / nvcc for the GPU and, under
 // REFQUANT_CUDA_SIM, by g++ against accel/cupy/sim/cuda_sim.h for the CPU. Bit-exact
 // kernels are compiled with --fmad=false (no a*b+c contraction) and use only IEEE
-// operations (+ - * / and conversions, round-to-nearest-even).
+// operations (+ - * / and conversions, round-to-nearest-even). No CUDA header is
+// needed (16-bit floats are handled as bit patterns), so NVRTC compiles the files as
+// they are.
 #pragma once
-#ifndef REFQUANT_CUDA_SIM
-#include <cuda_fp16.h>
-#include <cuda_bf16.h>
-#endif
 
 typedef unsigned char u8;
 typedef signed char i8;
