@@ -14,69 +14,67 @@ from typing import Any, Callable
 
 from accel.cupy import affine, bnb, codebooks, floats, gguf, layouts, matmul, packing
 from accel.cupy.device import CupyDevice, SimDevice
-from accel.ops import FLOAT_FORMATS, GRANULARITIES, OP_SPECS
+from accel.ops import OP_SPECS
 from accel.protocol import OpCapability
 from refquant.errors import UnsupportedError
 from refquant.formats.bnb import BLOCKSIZES_4BIT, BLOCKSIZES_8BIT
-from refquant.packing import LAYOUTS
 
 __all__ = ["CudaKernelsBackend", "cupy_backend", "sim_backend"]
 
+
+
+def _cap(op: str, formats: Any = "all", bit_exact: bool = True, **kwargs: Any) -> OpCapability:
+    """A capability; ``formats="all"``: every format of the op's axis in OP_SPECS."""
+    if formats == "all":
+        formats = None if OP_SPECS[op].formats is None else frozenset(OP_SPECS[op].formats)
+    return OpCapability(formats, bit_exact=bit_exact, **kwargs)
+
+
+_NDIM = {"max_ndim": affine.NDIM}
+_BS4, _BS8 = {"blocksizes": BLOCKSIZES_4BIT}, {"blocksizes": BLOCKSIZES_8BIT}
+
 # op -> (launch function taking the device first, capability)
 _OPS: dict[str, tuple[Callable[..., Any], OpCapability]] = {
-    "encode_float": (floats.encode_float, OpCapability(frozenset(FLOAT_FORMATS), bit_exact=True)),
-    "decode_float": (floats.decode_float, OpCapability(frozenset(FLOAT_FORMATS), bit_exact=True)),
-    "choose_qparams": (affine.choose_qparams,
-                       OpCapability(frozenset(GRANULARITIES), bit_exact=True, constraints={"max_ndim": affine.NDIM})),
-    "quantize_affine": (affine.quantize_affine,
-                        OpCapability(frozenset(GRANULARITIES), bit_exact=True, constraints={"max_ndim": affine.NDIM})),
-    "dequantize_affine": (affine.dequantize_affine,
-                          OpCapability(frozenset(GRANULARITIES), bit_exact=True, constraints={"max_ndim": affine.NDIM})),
-    "codebook_encode": (codebooks.codebook_encode,
-                        OpCapability(frozenset(OP_SPECS["codebook_encode"].formats), bit_exact=True)),
-    "codebook_decode": (codebooks.codebook_decode,
-                        OpCapability(frozenset(OP_SPECS["codebook_decode"].formats), bit_exact=True)),
-    "pack": (packing.pack, OpCapability(frozenset(LAYOUTS), bit_exact=True)),
-    "unpack": (packing.unpack, OpCapability(frozenset(LAYOUTS), bit_exact=True)),
-    "pack_ternary": (packing.pack_ternary, OpCapability(None, bit_exact=True)),
-    "unpack_ternary": (packing.unpack_ternary, OpCapability(None, bit_exact=True)),
-    "bnb_quantize_4bit": (bnb.bnb_quantize_4bit, OpCapability(frozenset(("nf4", "fp4")), bit_exact=True,
-                                                              constraints={"blocksizes": BLOCKSIZES_4BIT})),
-    "bnb_dequantize_4bit": (bnb.bnb_dequantize_4bit, OpCapability(frozenset(("nf4", "fp4")), bit_exact=True,
-                                                                  constraints={"blocksizes": BLOCKSIZES_4BIT})),
-    "bnb_quantize_blockwise": (bnb.bnb_quantize_blockwise,
-                               OpCapability(frozenset(("dynamic8",)), bit_exact=True,
-                                            constraints={"blocksizes": BLOCKSIZES_8BIT})),
-    "bnb_dequantize_blockwise": (bnb.bnb_dequantize_blockwise,
-                                 OpCapability(frozenset(("dynamic8",)), bit_exact=True,
-                                              constraints={"blocksizes": BLOCKSIZES_8BIT})),
+    "encode_float": (floats.encode_float, _cap("encode_float")),
+    "decode_float": (floats.decode_float, _cap("decode_float")),
+    "choose_qparams": (affine.choose_qparams, _cap("choose_qparams", constraints=_NDIM)),
+    "quantize_affine": (affine.quantize_affine, _cap("quantize_affine", constraints=_NDIM)),
+    "dequantize_affine": (affine.dequantize_affine, _cap("dequantize_affine", constraints=_NDIM)),
+    "codebook_encode": (codebooks.codebook_encode, _cap("codebook_encode")),
+    "codebook_decode": (codebooks.codebook_decode, _cap("codebook_decode")),
+    "pack": (packing.pack, _cap("pack")),
+    "unpack": (packing.unpack, _cap("unpack")),
+    "pack_ternary": (packing.pack_ternary, _cap("pack_ternary")),
+    "unpack_ternary": (packing.unpack_ternary, _cap("unpack_ternary")),
+    "bnb_quantize_4bit": (bnb.bnb_quantize_4bit, _cap("bnb_quantize_4bit", constraints=_BS4)),
+    "bnb_dequantize_4bit": (bnb.bnb_dequantize_4bit, _cap("bnb_dequantize_4bit", constraints=_BS4)),
+    "bnb_quantize_blockwise": (bnb.bnb_quantize_blockwise, _cap("bnb_quantize_blockwise", constraints=_BS8)),
+    "bnb_dequantize_blockwise": (bnb.bnb_dequantize_blockwise, _cap("bnb_dequantize_blockwise", constraints=_BS8)),
     "bnb_double_quantize": (bnb.bnb_double_quantize,
-                            OpCapability(None, bit_exact=True, notes="offset in torch's one-thread sum order "
-                                         "(a one-thread kernel)")),
-    "int8_vectorwise_quant": (bnb.int8_vectorwise_quant, OpCapability(None, bit_exact=True)),
-    "int8_vectorwise_dequant": (bnb.int8_vectorwise_dequant, OpCapability(None, bit_exact=True)),
-    "int8_matmul": (matmul.int8_matmul, OpCapability(None, bit_exact=True, notes="dp4a, int32 partial sums")),
-    "int8_matmul_zp": (matmul.int8_matmul_zp, OpCapability(None, bit_exact=True)),
-    "dequantize_int32": (matmul.dequantize_int32, OpCapability(None, bit_exact=True)),
-    "llm_int8_matmul": (matmul.llm_int8_matmul, OpCapability(None, bit_exact=False,
-                                                             notes="float64 dequantization and outlier columns")),
+                            _cap("bnb_double_quantize", notes="offset in torch's one-thread sum order "
+                                 "(a one-thread kernel)")),
+    "int8_vectorwise_quant": (bnb.int8_vectorwise_quant, _cap("int8_vectorwise_quant")),
+    "int8_vectorwise_dequant": (bnb.int8_vectorwise_dequant, _cap("int8_vectorwise_dequant")),
+    "int8_matmul": (matmul.int8_matmul, _cap("int8_matmul", notes="dp4a, int32 partial sums")),
+    "int8_matmul_zp": (matmul.int8_matmul_zp, _cap("int8_matmul_zp")),
+    "dequantize_int32": (matmul.dequantize_int32, _cap("dequantize_int32")),
+    "llm_int8_matmul": (matmul.llm_int8_matmul,
+                        _cap("llm_int8_matmul", bit_exact=False, notes="float64 dequantization and outlier columns")),
     "bnb_dequant_matmul_4bit": (matmul.bnb_dequant_matmul_4bit,
-                                OpCapability(frozenset(("nf4", "fp4")), bit_exact=False,
-                                             constraints={"blocksizes": BLOCKSIZES_4BIT},
-                                             notes="fused; float32 block-reduced sums")),
-    "gguf_quantize": (gguf.gguf_quantize, OpCapability(gguf.QUANTIZE_QTYPES, bit_exact=True,
-                                                       notes="types without an imatrix rule or search only")),
-    "gguf_dequantize": (gguf.gguf_dequantize, OpCapability(gguf.DEQUANT_QTYPES, bit_exact=True)),
+                                _cap("bnb_dequant_matmul_4bit", bit_exact=False, constraints=_BS4,
+                                     notes="fused; float32 block-reduced sums")),
+    "gguf_quantize": (gguf.gguf_quantize, _cap("gguf_quantize", gguf.QUANTIZE_QTYPES,
+                                               notes="types without an imatrix rule or search only")),
+    "gguf_dequantize": (gguf.gguf_dequantize, _cap("gguf_dequantize", gguf.DEQUANT_QTYPES)),
     "gguf_dequant_matmul": (gguf.gguf_dequant_matmul,
-                            OpCapability(gguf.MATMUL_QTYPES, bit_exact=False,
-                                         notes="fused block decode + float32 GEMV/GEMM (Nmse)")),
-    "gptq_pack": (layouts.gptq_pack, OpCapability(frozenset(OP_SPECS["gptq_pack"].formats), bit_exact=True)),
-    "gptq_unpack": (layouts.gptq_unpack, OpCapability(frozenset(OP_SPECS["gptq_unpack"].formats), bit_exact=True)),
-    "gptq_dequantize": (layouts.gptq_dequantize,
-                        OpCapability(frozenset(OP_SPECS["gptq_dequantize"].formats), bit_exact=True)),
-    "awq_pack": (layouts.awq_pack, OpCapability(None, bit_exact=True)),
-    "awq_unpack": (layouts.awq_unpack, OpCapability(None, bit_exact=True)),
-    "awq_dequantize": (layouts.awq_dequantize, OpCapability(None, bit_exact=True)),
+                            _cap("gguf_dequant_matmul", gguf.MATMUL_QTYPES, bit_exact=False,
+                                 notes="fused block decode + float32 GEMV/GEMM (Nmse)")),
+    "gptq_pack": (layouts.gptq_pack, _cap("gptq_pack")),
+    "gptq_unpack": (layouts.gptq_unpack, _cap("gptq_unpack")),
+    "gptq_dequantize": (layouts.gptq_dequantize, _cap("gptq_dequantize")),
+    "awq_pack": (layouts.awq_pack, _cap("awq_pack")),
+    "awq_unpack": (layouts.awq_unpack, _cap("awq_unpack")),
+    "awq_dequantize": (layouts.awq_dequantize, _cap("awq_dequantize")),
 }
 
 

@@ -368,60 +368,24 @@ inline int __any_sync(unsigned mask, int predicate) { return __ballot_sync(mask,
 inline int __all_sync(unsigned mask, int predicate) { return __ballot_sync(mask, predicate) == mask; }
 
 // ---- atomics (fibers never interleave inside one call, so plain read-modify-write) ---
-template <typename T>
-inline T atomicAdd(T* address, T val) {
+namespace cuda_sim {
+template <typename T, typename F>
+inline T atomic_rmw(T* address, F update) {
     T old = *address;
-    *address = old + val;
+    *address = update(old);
     return old;
 }
+}  // namespace cuda_sim
+template <typename T> inline T atomicAdd(T* a, T v) { return cuda_sim::atomic_rmw(a, [v](T o) { return o + v; }); }
+template <typename T> inline T atomicSub(T* a, T v) { return cuda_sim::atomic_rmw(a, [v](T o) { return o - v; }); }
+template <typename T> inline T atomicMax(T* a, T v) { return cuda_sim::atomic_rmw(a, [v](T o) { return o < v ? v : o; }); }
+template <typename T> inline T atomicMin(T* a, T v) { return cuda_sim::atomic_rmw(a, [v](T o) { return v < o ? v : o; }); }
+template <typename T> inline T atomicOr(T* a, T v) { return cuda_sim::atomic_rmw(a, [v](T o) { return o | v; }); }
+template <typename T> inline T atomicAnd(T* a, T v) { return cuda_sim::atomic_rmw(a, [v](T o) { return o & v; }); }
+template <typename T> inline T atomicXor(T* a, T v) { return cuda_sim::atomic_rmw(a, [v](T o) { return o ^ v; }); }
+template <typename T> inline T atomicExch(T* a, T v) { return cuda_sim::atomic_rmw(a, [v](T) { return v; }); }
 template <typename T>
-inline T atomicSub(T* address, T val) {
-    T old = *address;
-    *address = old - val;
-    return old;
-}
-template <typename T>
-inline T atomicMax(T* address, T val) {
-    T old = *address;
-    *address = old < val ? val : old;
-    return old;
-}
-template <typename T>
-inline T atomicMin(T* address, T val) {
-    T old = *address;
-    *address = val < old ? val : old;
-    return old;
-}
-template <typename T>
-inline T atomicOr(T* address, T val) {
-    T old = *address;
-    *address = old | val;
-    return old;
-}
-template <typename T>
-inline T atomicAnd(T* address, T val) {
-    T old = *address;
-    *address = old & val;
-    return old;
-}
-template <typename T>
-inline T atomicXor(T* address, T val) {
-    T old = *address;
-    *address = old ^ val;
-    return old;
-}
-template <typename T>
-inline T atomicExch(T* address, T val) {
-    T old = *address;
-    *address = val;
-    return old;
-}
-template <typename T>
-inline T atomicCAS(T* address, T compare, T val) {
-    T old = *address;
-    if (old == compare) *address = val;
-    return old;
-}
+inline T atomicCAS(T* a, T compare, T v) { return cuda_sim::atomic_rmw(a, [=](T o) { return o == compare ? v : o; }); }
 inline unsigned atomicInc(unsigned* address, unsigned val) {
     unsigned old = *address;
     *address = old >= val ? 0u : old + 1u;
