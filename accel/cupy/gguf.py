@@ -68,12 +68,14 @@ def gguf_dequant_matmul(dev: Any, x: Any, data: Any, qtype: Any, shape: Any) -> 
     return out.reshape(*x.shape[:-1], out_f)
 
 
-QUANTIZE_QTYPES = frozenset({"f16", "bf16", "q8_0", "q8_1", "q8_k", "tq1_0", "tq2_0"})
+QUANTIZE_QTYPES = frozenset({"f16", "bf16", "q8_0", "q8_1", "q8_k", "tq1_0", "tq2_0", "q4_0", "q4_1", "q5_0", "q5_1"})
+# types whose kernels take (rows, n, imatrix, has_im, sigma2): the importance-matrix rules
+_ROW_KERNELS = {"q4_0": "gguf_quantize", "q4_1": "gguf_quantize", "q5_0": "gguf_quantize", "q5_1": "gguf_quantize"}
 
 
 def gguf_quantize(dev: Any, x: Any, qtype: Any, imatrix: Any = None) -> Any:
     """Backend op: the bytes of :func:`refquant.gguf.quantize` (ggml_quantize_chunk's) for
-    :data:`QUANTIZE_QTYPES` (types without an importance-matrix rule: imatrix is unused)."""
+    :data:`QUANTIZE_QTYPES`."""
     fmt = get_format(qtype)
     require(dev, fmt.name in QUANTIZE_QTYPES and hasattr(x, "dtype") and np.dtype(x.dtype).kind == "f"
             and x.ndim >= 1 and x.shape[-1] % fmt.block_size == 0
@@ -85,7 +87,19 @@ def gguf_quantize(dev: Any, x: Any, qtype: Any, imatrix: Any = None) -> Any:
         flat = dev.contiguous(x, np.float32).reshape(-1)
     n = flat.size
     bad = dev.zeros(1, np.int32)
-    if fmt.name in ("f16", "bf16"):
+    if fmt.name in _ROW_KERNELS:
+        rows = n // n_per_row if n_per_row else 0
+        out = dev.empty(n // fmt.block_size * fmt.type_size, np.uint8)
+        has_im = imatrix is not None and fmt.uses_imatrix
+        qw = dev.contiguous(imatrix, np.float32) if has_im else dev.zeros(1, np.float32)
+        sigma2 = dev.empty(max(rows, 1), np.float32)
+        if has_im and fmt.block_size == 32:   # the legacy _impl rules weight by the row's mean square
+            grid, block = stride_grid(dev, rows, 64)
+            dev.launch("gguf_quantize", "row_sigma2", grid, block, [flat, i64(rows), i64(n_per_row), sigma2])
+        grid, block = stride_grid(dev, n // fmt.block_size, 64)
+        dev.launch(_ROW_KERNELS[fmt.name], f"gguf_quantize_{fmt.name}", grid, block,
+                   [flat, i64(rows), i64(n_per_row), qw, i32(has_im), sigma2, out, bad])
+    elif fmt.name in ("f16", "bf16"):
         out = dev.empty(n, np.uint16)
         grid, block = stride_grid(dev, n)
         dev.launch("gguf_quantize", f"gguf_quantize_{fmt.name}", grid, block, [flat, i64(n), out])

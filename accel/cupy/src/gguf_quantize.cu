@@ -1,9 +1,12 @@
-// gguf_quantize.cu: ggml's quantize_row_*_ref for the GGUF types whose rule has no
-// importance matrix and no search (ggml-quants.c @ d99724f2): F16, BF16, Q8_0, Q8_1,
-// Q8_K, TQ1_0, TQ2_0. One thread per ggml block (grid-stride), the C function's float32
-// operations in its order (compiled without FMA contraction): bit-exact. bad flags
-// NaN / inf in a type that cannot encode them (the reference then raises).
-#include "gguf_common.cuh"
+// gguf_quantize.cu: ggml's quantize_row_* for F16, BF16, the legacy 32-element types
+// (Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q8_1), Q8_K and the ternary TQ1_0 / TQ2_0
+// (ggml-quants.c @ d99724f2): the _ref rules, and for Q4_0 ... Q5_1 with an importance
+// matrix the _impl rules (weights qw * sqrt(sigma2 + x^2), sigma2 = sum(x^2) / n_per_row
+// over the whole row, then make_qx_quants / make_qkx3_quants). One thread per ggml block
+// (grid-stride), the C function's float32 operations in its order (compiled without
+// FMA contraction): bit-exact. bad flags NaN / inf in a type that cannot encode them (the
+// reference then raises).
+#include "gguf_search.cuh"
 
 __device__ __forceinline__ float block_amax(const float* x, int n, int* bad) {
     float amax = 0.0f;
@@ -128,4 +131,130 @@ extern "C" __global__ void gguf_quantize_tq2_0(const float* x, i64 nb, u8* out, 
             }
         store_fp16(o + 64, d);
     }
+}
+
+// sigma2[r] = (sum of x^2 over row r, in index order) / n: one thread per row.
+extern "C" __global__ void row_sigma2(const float* x, i64 rows, i64 n, float* sigma2) {
+    GRID_STRIDE(r, rows) {
+        float s = 0.0f;
+        for (i64 j = 0; j < n; ++j) s += x[r * n + j] * x[r * n + j];
+        sigma2[r] = s / static_cast<float>(n);
+    }
+}
+
+__device__ __forceinline__ void flag_nonfinite(const float* x, int n, int* bad) {
+    for (int j = 0; j < n; ++j)
+        if (!(fabsf(x[j]) <= 3.402823466e38f)) flag_bad(bad);
+}
+
+__device__ __forceinline__ void pack_halves(u8* o, const int* L) {
+    for (int j = 0; j < 16; ++j) o[j] = static_cast<u8>((L[j] & 0xF) | ((L[j + 16] & 0xF) << 4));
+}
+
+__device__ __forceinline__ void pack_qh(u8* o, const int* L) {   // bit j: bit 4 of code j
+    u32 qh = 0;
+    for (int j = 0; j < 32; ++j) qh |= static_cast<u32>((L[j] & 0x10) >> 4) << j;
+    for (int k = 0; k < 4; ++k) o[k] = static_cast<u8>((qh >> (8 * k)) & 0xffu);
+}
+
+// Q4_0 (levels 8) / Q5_0 (levels 16): d = max / -levels (max: the first element of
+// largest magnitude), code MIN(2 levels - 1, (int8_t)(x * (1/d) + levels + 0.5)).
+__device__ void q40_block(const float* x, u8* o, int levels, const float* qw, float sigma2, int has_im) {
+    int L[32];
+    float d;
+    if (has_im) {
+        float W[32];
+        for (int j = 0; j < 32; ++j) W[j] = qw[j] * sqrtf(sigma2 + x[j] * x[j]);
+        d = make_qx_quants(32, levels, x, W, L);
+    } else {
+        float amax = 0.0f, mx = 0.0f;
+        for (int j = 0; j < 32; ++j) {
+            if (amax < fabsf(x[j])) {
+                amax = fabsf(x[j]);
+                mx = x[j];
+            }
+        }
+        d = mx / static_cast<float>(-levels);
+        const float id = d != 0.0f ? 1.0f / d : 0.0f, shift = static_cast<float>(levels) + 0.5f;
+        for (int j = 0; j < 32; ++j) L[j] = min(2 * levels - 1, trunc_i8(x[j] * id + shift)) & 0xff;
+    }
+    store_fp16(o, d);
+    if (levels == 8) {
+        pack_halves(o + 2, L);
+    } else {
+        pack_qh(o + 2, L);
+        pack_halves(o + 6, L);
+    }
+}
+
+// Q4_1 (levels 15) / Q5_1 (levels 31): d = (max - min) / levels, m = min, code
+// (x - min) * (1/d) + 0.5 truncated (Q4_1: MIN(15, (int8_t)v); Q5_1: (uint8_t)v).
+__device__ void q41_block(const float* x, u8* o, int levels, const float* qw, float sigma2, int has_im) {
+    int L[32];
+    float d, m;
+    if (has_im) {
+        float W[32];
+        int Laux[32];
+        for (int j = 0; j < 32; ++j) W[j] = qw[j] * sqrtf(sigma2 + x[j] * x[j]);
+        float the_min;
+        d = make_qkx_quants(32, levels, x, W, L, &the_min, Laux, -0.9f, 0.05f, 36, false);
+        m = -the_min;
+    } else {
+        float mn = 3.402823466e38f, mx = -3.402823466e38f;
+        for (int j = 0; j < 32; ++j) {
+            if (x[j] < mn) mn = x[j];
+            if (x[j] > mx) mx = x[j];
+        }
+        d = (mx - mn) / static_cast<float>(levels);
+        m = mn;
+        const float id = d != 0.0f ? 1.0f / d : 0.0f;
+        for (int j = 0; j < 32; ++j) {
+            int q = static_cast<int>((x[j] - mn) * id + 0.5f);
+            if (levels == 15) q = min(15, static_cast<int>(static_cast<i8>(q & 0xff)));
+            L[j] = q & 0xff;
+        }
+    }
+    store_fp16(o, d);
+    store_fp16(o + 2, m);
+    if (levels == 15) {
+        pack_halves(o + 4, L);
+    } else {
+        pack_qh(o + 4, L);
+        pack_halves(o + 8, L);
+    }
+}
+
+// Legacy types: x (rows, n), imatrix qw (n,) when has_im, sigma2 (rows,) from row_sigma2;
+// levels 8 / 16: Q4_0 / Q5_0, 15 / 31: Q4_1 / Q5_1; size: bytes per block.
+__device__ void legacy_rows(const float* x, i64 rows, i64 n, const float* qw, int has_im, const float* sigma2, u8* out,
+                            int* bad, int levels, int size) {
+    const i64 nbr = n / 32;
+    GRID_STRIDE(b, rows * nbr) {
+        const i64 r = b / nbr, j = b - r * nbr;
+        const float* xb = x + b * 32;
+        flag_nonfinite(xb, 32, bad);
+        const float s2 = has_im ? sigma2[r] : 0.0f;
+        if (levels == 8 || levels == 16) {
+            q40_block(xb, out + b * size, levels, qw + (has_im ? j * 32 : 0), s2, has_im);
+        } else {
+            q41_block(xb, out + b * size, levels, qw + (has_im ? j * 32 : 0), s2, has_im);
+        }
+    }
+}
+
+extern "C" __global__ void gguf_quantize_q4_0(const float* x, i64 rows, i64 n, const float* qw, int has_im,
+                                              const float* sigma2, u8* out, int* bad) {
+    legacy_rows(x, rows, n, qw, has_im, sigma2, out, bad, 8, 18);
+}
+extern "C" __global__ void gguf_quantize_q5_0(const float* x, i64 rows, i64 n, const float* qw, int has_im,
+                                              const float* sigma2, u8* out, int* bad) {
+    legacy_rows(x, rows, n, qw, has_im, sigma2, out, bad, 16, 22);
+}
+extern "C" __global__ void gguf_quantize_q4_1(const float* x, i64 rows, i64 n, const float* qw, int has_im,
+                                              const float* sigma2, u8* out, int* bad) {
+    legacy_rows(x, rows, n, qw, has_im, sigma2, out, bad, 15, 20);
+}
+extern "C" __global__ void gguf_quantize_q5_1(const float* x, i64 rows, i64 n, const float* qw, int has_im,
+                                              const float* sigma2, u8* out, int* bad) {
+    legacy_rows(x, rows, n, qw, has_im, sigma2, out, bad, 31, 24);
 }
