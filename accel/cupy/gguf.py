@@ -68,9 +68,11 @@ def gguf_dequant_matmul(dev: Any, x: Any, data: Any, qtype: Any, shape: Any) -> 
     return out.reshape(*x.shape[:-1], out_f)
 
 
-QUANTIZE_QTYPES = frozenset({"f16", "bf16", "q8_0", "q8_1", "q8_k", "tq1_0", "tq2_0", "q4_0", "q4_1", "q5_0", "q5_1"})
 # types whose kernels take (rows, n, imatrix, has_im, sigma2): the importance-matrix rules
-_ROW_KERNELS = {"q4_0": "gguf_quantize", "q4_1": "gguf_quantize", "q5_0": "gguf_quantize", "q5_1": "gguf_quantize"}
+_ROW_KERNELS = {"q4_0": "gguf_quantize", "q4_1": "gguf_quantize", "q5_0": "gguf_quantize", "q5_1": "gguf_quantize",
+                "q2_k": "gguf_kquants", "q3_k": "gguf_kquants", "q4_k": "gguf_kquants", "q5_k": "gguf_kquants",
+                "q6_k": "gguf_kquants"}
+QUANTIZE_QTYPES = frozenset({"f16", "bf16", "q8_0", "q8_1", "q8_k", "tq1_0", "tq2_0", *_ROW_KERNELS})
 
 
 def gguf_quantize(dev: Any, x: Any, qtype: Any, imatrix: Any = None) -> Any:
