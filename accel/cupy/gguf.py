@@ -3,12 +3,14 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from typing import Any
 
 import numpy as np
 
 from accel.cupy._launch import i32, i64, raise_reference_error, require, stride_grid
+from refquant.formats.gguf_mx import _log2f   # the reference's log2f rule (MXFP4's exponent)
 from refquant.gguf import get_format
 
 __all__ = ["DEQUANT_QTYPES", "MATMUL_QTYPES", "gguf_dequantize", "gguf_dequant_matmul"]
@@ -71,8 +73,28 @@ def gguf_dequant_matmul(dev: Any, x: Any, data: Any, qtype: Any, shape: Any) -> 
 # types whose kernels take (rows, n, imatrix, has_im, sigma2): the importance-matrix rules
 _ROW_KERNELS = {"q4_0": "gguf_quantize", "q4_1": "gguf_quantize", "q5_0": "gguf_quantize", "q5_1": "gguf_quantize",
                 "q2_k": "gguf_kquants", "q3_k": "gguf_kquants", "q4_k": "gguf_kquants", "q5_k": "gguf_kquants",
-                "q6_k": "gguf_kquants"}
-QUANTIZE_QTYPES = frozenset({"f16", "bf16", "q8_0", "q8_1", "q8_k", "tq1_0", "tq2_0", *_ROW_KERNELS})
+                "q6_k": "gguf_kquants", "iq4_nl": "gguf_iquants", "iq4_xs": "gguf_iquants"}
+QUANTIZE_QTYPES = frozenset({"f16", "bf16", "q8_0", "q8_1", "q8_k", "tq1_0", "tq2_0", "mxfp4", *_ROW_KERNELS})
+
+
+@functools.lru_cache(maxsize=None)
+def log2_bump_table() -> np.ndarray:
+    """uint32 (277,): for E = -149..127, the bits of the smallest float32 in [2**E, 2**(E+1))
+    whose ``floor(log2f(x))`` is E + 1 (log2f rounding up to the next integer), by the
+    reference's own log2f rule (refquant.formats.gguf_mx._log2f); 2**(E+1) when none.
+    Only values within a few hundred float32 steps below 2**(E+1) can round up, so the
+    top 4096 of each binade are searched (the lowest of them must not)."""
+    out = np.empty(277, np.uint32)
+    for k, E in enumerate(range(-149, 128)):
+        lo = (E + 127) << 23 if E >= -126 else 1 << (E + 149)
+        hi = (E + 128) << 23 if E >= -127 else 1 << (E + 150)
+        bits = np.arange(max(lo, hi - 4096), hi, dtype=np.uint32)
+        fl = np.floor(_log2f(bits.view(np.float32)).astype(np.float64))
+        if fl[0] != E:  # pragma: no cover - the window assumption failed
+            raise AssertionError(f"log2f rounds up already 4096 steps below 2**{E + 1}")
+        up = np.flatnonzero(fl == E + 1)
+        out[k] = bits[up[0]] if up.size else hi
+    return out
 
 
 def gguf_quantize(dev: Any, x: Any, qtype: Any, imatrix: Any = None) -> Any:
@@ -101,6 +123,12 @@ def gguf_quantize(dev: Any, x: Any, qtype: Any, imatrix: Any = None) -> Any:
         grid, block = stride_grid(dev, n // fmt.block_size, 64)
         dev.launch(_ROW_KERNELS[fmt.name], f"gguf_quantize_{fmt.name}", grid, block,
                    [flat, i64(rows), i64(n_per_row), qw, i32(has_im), sigma2, out, bad])
+    elif fmt.name == "mxfp4":
+        nb = n // fmt.block_size
+        out = dev.empty(nb * fmt.type_size, np.uint8)
+        grid, block = stride_grid(dev, nb, 64)
+        dev.launch("gguf_iquants", "gguf_quantize_mxfp4", grid, block,
+                   [flat, i64(nb), out, dev.contiguous(log2_bump_table(), np.uint32), bad])
     elif fmt.name in ("f16", "bf16"):
         out = dev.empty(n, np.uint16)
         grid, block = stride_grid(dev, n)
