@@ -89,8 +89,8 @@ def _ptx_fma_counts(ptx: str) -> dict[str, int]:
 
 
 def compile_file(path: Path, compiler: str | None = None) -> FileReport:
-    """Compile one ``.cu`` file for every arch in :data:`ARCHS` (``-Xptxas -v``) and to
-    PTX; the report is cached."""
+    """Compile one ``.cu`` file for every arch in :data:`ARCHS` (``-Xptxas -v``, keeping the
+    PTX of the first); the report is cached."""
     import time
 
     compiler = compiler or nvcc()
@@ -106,13 +106,13 @@ def compile_file(path: Path, compiler: str | None = None) -> FileReport:
     t0 = time.perf_counter()
     gencode = [f"-gencode=arch=compute_{a[3:]},code={a}" for a in ARCHS]
     with tempfile.TemporaryDirectory() as tmp:
-        fat = subprocess.run([compiler, *_flags(), *gencode, "-Xptxas", "-v", "-fatbin", "-o",
-                              os.path.join(tmp, "k.fatbin"), str(path)], capture_output=True, text=True)
-        ptx = subprocess.run([compiler, *_flags(), f"-arch=compute_{ARCHS[0][3:]}", "-ptx", "-o",
-                              os.path.join(tmp, "k.ptx"), str(path)], capture_output=True, text=True)
-        ptx_text = Path(tmp, "k.ptx").read_text() if ptx.returncode == 0 else ""
-    report = FileReport(path.name, fat.returncode == 0 and ptx.returncode == 0,
-                        errors=(fat.stderr if fat.returncode else "") + (ptx.stderr if ptx.returncode else ""),
+        # one compilation for every arch; --keep leaves the PTX it generated for each
+        fat = subprocess.run([compiler, *_flags(), *gencode, "-Xptxas", "-v", "-fatbin", "--keep", "--keep-dir", tmp,
+                              "-o", os.path.join(tmp, "k.fatbin"), str(path)], capture_output=True, text=True)
+        ptx_files = sorted(Path(tmp).glob("*.ptx"))
+        ptx_text = "".join(p.read_text() for p in ptx_files if ARCHS[0][3:] in p.name)
+    report = FileReport(path.name, fat.returncode == 0 and bool(ptx_text),
+                        errors=fat.stderr if fat.returncode else ("" if ptx_text else "no PTX kept"),
                         seconds=round(time.perf_counter() - t0, 2))
     fma = _ptx_fma_counts(ptx_text)
     current: KernelReport | None = None
