@@ -136,6 +136,43 @@ def test_gguf_quantize(benchmark, gpu, weight, qtype):
     _run(benchmark, lambda: gpu.gguf_quantize(weight, qtype), weight.nbytes + data.nbytes)
 
 
+@pytest.fixture(scope="module")
+def numba_2_cores():
+    """The Numba backend limited to 2 threads (the CPU the K-quant target is set against),
+    or None without numba."""
+    try:
+        import numba
+
+        import accel
+    except ImportError:
+        return None
+    backend = accel.get_backend("numba")
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    return backend
+
+
+@pytest.mark.parametrize("qtype", ["q2_k", "q3_k", "q4_k", "q5_k", "q6_k"])
+@pytest.mark.parametrize("with_imatrix", [False, True], ids=["ref", "imatrix"])
+def test_gguf_kquant_quantize(benchmark, gpu, weight, numba_2_cores, qtype, with_imatrix):
+    """K-quant quantize of the whole layer; the Numba backend on 2 threads is timed once on
+    its first 512 rows and scaled to the layer (rows are independent; target: the GPU
+    >= 100x faster)."""
+    import time
+
+    host = np.asarray(weight.get())
+    im = np.random.default_rng(2).uniform(0.1, 2.0, SHAPE[1]).astype(np.float32) if with_imatrix else None
+    im_dev = gpu.asarray(im) if im is not None else None
+    data = gpu.gguf_quantize(weight, qtype, im_dev)
+    info = _run(benchmark, lambda: gpu.gguf_quantize(weight, qtype, im_dev), weight.nbytes + data.nbytes)
+    if numba_2_cores is not None:
+        numba_2_cores.gguf_quantize(host[:256], qtype, im)        # compile
+        t0 = time.perf_counter()
+        numba_2_cores.gguf_quantize(host[:512], qtype, im)
+        cpu = (time.perf_counter() - t0) * SHAPE[0] / 512
+        benchmark.extra_info.update({"numba_2_threads_s": round(cpu, 4),
+                                     "speedup_vs_numba_2_threads": round(cpu / info["seconds_cuda_events"], 1)})
+
+
 @pytest.mark.parametrize("qtype", ["q4_0", "q4_k", "q8_0"])
 def test_gguf_gemv(benchmark, gpu, weight, qtype):
     """Fused W4A16 GEMV: one token; the bytes are the packed weight (read once)."""
