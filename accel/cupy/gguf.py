@@ -21,7 +21,7 @@ DEQUANT_QTYPES = frozenset({"f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0
 # ids of src/gguf_blocks.cuh's GgufKind
 BLOCK_KINDS = {name: k for k, name in enumerate(("q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1", "q2_k", "q3_k",
                                                  "q4_k", "q5_k", "q6_k", "q8_k", "tq1_0", "tq2_0", "iq4_nl",
-                                                 "iq4_xs", "mxfp4"))}
+                                                 "iq4_xs", "mxfp4", "f16", "bf16"))}
 MATMUL_QTYPES = frozenset(BLOCK_KINDS)
 
 

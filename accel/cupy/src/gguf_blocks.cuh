@@ -170,7 +170,7 @@ __device__ __forceinline__ void dq_mxfp4(const u8* q, float* y) {
 // Block type ids of the launch code (accel/cupy/gguf.py BLOCK_KINDS).
 enum GgufKind {
     K_Q4_0, K_Q4_1, K_Q5_0, K_Q5_1, K_Q8_0, K_Q8_1, K_Q2_K, K_Q3_K, K_Q4_K, K_Q5_K, K_Q6_K, K_Q8_K,
-    K_TQ1_0, K_TQ2_0, K_IQ4_NL, K_IQ4_XS, K_MXFP4
+    K_TQ1_0, K_TQ2_0, K_IQ4_NL, K_IQ4_XS, K_MXFP4, K_F16, K_BF16
 };
 
 // Any block type by id (the fused kernels take the type as a parameter).
@@ -192,6 +192,8 @@ __device__ __forceinline__ void dq_block(int kind, const u8* q, float* y) {
         case K_TQ2_0: dq_tq2_0(q, y); break;
         case K_IQ4_NL: dq_iq4_nl(q, y); break;
         case K_IQ4_XS: dq_iq4_xs(q, y); break;
-        default: dq_mxfp4(q, y); break;
+        case K_MXFP4: dq_mxfp4(q, y); break;
+        case K_F16: y[0] = fp16_to_f32(load_u16(q)); break;       // one element per "block"
+        default: y[0] = __uint_as_float(load_u16(q) << 16); break;  // K_BF16
     }
 }
