@@ -99,3 +99,13 @@ def test_gpu_matches_the_simulator_bit_for_bit():
         want = getattr(sim, op)(*args)
         for g, s in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
             np.testing.assert_array_equal(np.asarray(g), np.asarray(s), err_msg=op)
+
+
+def test_gpu_sources_inline_their_headers_once():
+    """The cupy backend hands NVRTC one self-contained text per file (CuPy's cache key)."""
+    from accel.cupy.device import inline_source
+
+    for path in sorted(runtime.SRC_DIR.glob("*.cu")):
+        text = inline_source(path)
+        assert "#include" not in text, path.name
+        assert text.count("typedef unsigned char u8;") == 1, path.name   # common.cuh exactly once

@@ -13,6 +13,7 @@ launch code, for both devices, so the CPU path runs the real launch code.
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Sequence
@@ -123,9 +124,27 @@ class CupyDevice:
         self.cp.cuda.Device().synchronize()
 
 
+_INCLUDE = re.compile(r'^\s*#\s*include\s+"([^"]+)"\s*$', re.MULTILINE)
+
+
+def inline_source(path: Path, seen: set[str] | None = None) -> str:
+    """``path`` with its local ``#include "x.cuh"`` lines replaced by the headers' text
+    (each header once, as ``#pragma once`` would): CuPy caches a compiled module by its
+    source text, so every header a kernel depends on must be part of that text."""
+    seen = set() if seen is None else seen
+
+    def expand(match: re.Match[str]) -> str:
+        header = path.parent / match.group(1)
+        if header.name in seen:
+            return ""
+        seen.add(header.name)
+        return inline_source(header, seen).replace("#pragma once", "")
+
+    return _INCLUDE.sub(expand, path.read_text())
+
+
 @lru_cache(maxsize=None)
 def _raw_module(module: str) -> Any:
     import cupy
 
-    path = Path(SRC_DIR) / f"{module}.cu"
-    return cupy.RawModule(code=path.read_text(), options=NVRTC_OPTIONS + (f"-I{SRC_DIR}",))
+    return cupy.RawModule(code=inline_source(Path(SRC_DIR) / f"{module}.cu"), options=NVRTC_OPTIONS)
