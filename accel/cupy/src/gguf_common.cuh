@@ -82,3 +82,24 @@ __device__ __forceinline__ int nearest_int(float f) {
 
 // (int8_t)v as x86-64 compiles it: truncate to int32, keep the low byte.
 __device__ __forceinline__ int trunc_i8(float v) { return static_cast<int>(static_cast<i8>(static_cast<int>(v) & 0xff)); }
+
+// The first element of largest magnitude (if (fabsf(v) > amax) { amax = fabsf(v); max = v; }
+// from 0), its magnitude in *amax: ggml's signed absmax.
+__device__ __forceinline__ float signed_absmax(const float* x, int n, float* amax) {
+    float mx = 0.0f, a = 0.0f;
+    for (int i = 0; i < n; ++i) {
+        const float ax = fabsf(x[i]);
+        if (ax > a) {
+            a = ax;
+            mx = x[i];
+        }
+    }
+    *amax = a;
+    return mx;
+}
+
+// Flags NaN / inf among x[0..n) (types that cannot encode them).
+__device__ __forceinline__ void flag_nonfinite(const float* x, int n, int* bad) {
+    for (int j = 0; j < n; ++j)
+        if (!(fabsf(x[j]) <= 3.402823466e38f)) flag_bad(bad);
+}

@@ -22,14 +22,8 @@ __device__ __forceinline__ int best_index_iq4nl(float x) {
 // The scale of one 32-element sub-block (weights w): d = -max / values[0], then 2 NTRY + 1
 // candidate inverse scales (itry + values[0]) / max, least squares; 0 for an all-zero one.
 __device__ float iq4_sub_block_scale(const float* x, const float* w) {
-    float amax = 0.0f, mx = 0.0f;
-    for (int j = 0; j < 32; ++j) {
-        const float ax = fabsf(x[j]);
-        if (ax > amax) {
-            amax = ax;
-            mx = x[j];
-        }
-    }
+    float amax;
+    const float mx = signed_absmax(x, 32, &amax);
     if (amax < GROUP_MAX_EPS) return 0.0f;
     float id = 1.0f / (-mx / kvalue_iq4nl(0)), sumqx = 0.0f, sumq2 = 0.0f;
     for (int j = 0; j < 32; ++j) {
@@ -65,18 +59,13 @@ __device__ __forceinline__ float sigma2_of(const float* x, int n) {
     return s * (2.0f / static_cast<float>(n));
 }
 
-__device__ __forceinline__ void flag_nonfinite_n(const float* x, int n, int* bad) {
-    for (int j = 0; j < n; ++j)
-        if (!(fabsf(x[j]) <= 3.402823466e38f)) flag_bad(bad);
-}
-
 extern "C" __global__ void gguf_quantize_iq4_nl(const float* x, i64 rows, i64 n, const float* qw, int has_im,
                                                 const float* sigma2, u8* out, int* bad) {
     const i64 nbr = n / 32;
     GRID_STRIDE(b, rows * nbr) {
         const float* xb = x + b * 32;
         u8* o = out + b * 18;
-        flag_nonfinite_n(xb, 32, bad);
+        flag_nonfinite(xb, 32, bad);
         float w[32];
         iq4_weights(xb, qw + (has_im ? (b % nbr) * 32 : 0), has_im, sigma2_of(xb, 32), w);
         const float d = iq4_sub_block_scale(xb, w);
@@ -93,7 +82,7 @@ extern "C" __global__ void gguf_quantize_iq4_xs(const float* x, i64 rows, i64 n,
     GRID_STRIDE(b, rows * nbr) {
         const float* xb = x + b * 256;
         u8* o = out + b * 136;
-        flag_nonfinite_n(xb, 256, bad);
+        flag_nonfinite(xb, 256, bad);
         const float s2 = sigma2_of(xb, 256);
         float scales[8], w[32], max_scale = 0.0f, amax_scale = 0.0f;
         for (int ib = 0; ib < 8; ++ib) {

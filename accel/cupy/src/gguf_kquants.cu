@@ -12,11 +12,6 @@ __device__ __forceinline__ float seq_sumsq(const float* x, int n) {
     return s;
 }
 
-__device__ __forceinline__ void flag_nonfinite_k(const float* x, int* bad) {
-    for (int j = 0; j < 256; ++j)
-        if (!(fabsf(x[j]) <= 3.402823466e38f)) flag_bad(bad);
-}
-
 // W = qw * sqrt(sigma2 + x^2) for sub-block j of `size`, and its sum in order.
 __device__ __forceinline__ float imatrix_weights(const float* x, const float* qw, float sigma2, int size, float* W) {
     float sw = 0.0f;
@@ -121,14 +116,8 @@ __device__ void q3k_block(const float* x, u8* o, const float* qw, int has_im) {
     bool live = true;
     if (!has_im) {   // quantize_row_q3_K_ref
         for (int j = 0; j < 16; ++j) scales[j] = make_q3_quants(16, 4, x + 16 * j, L + 16 * j);
-        float max_scale = 0.0f, amax = 0.0f;
-        for (int j = 0; j < 16; ++j) {
-            const float a = fabsf(scales[j]);
-            if (a > amax) {
-                amax = a;
-                max_scale = scales[j];
-            }
-        }
+        float amax;
+        const float max_scale = signed_absmax(scales, 16, &amax);
         if (max_scale != 0.0f) {
             const float iscale = -32.0f / max_scale;
             for (int j = 0; j < 16; ++j) Ls[j] = clampi(static_cast<i8>(nearest_int(iscale * scales[j]) & 0xff), -32, 31) + 32;
@@ -247,14 +236,8 @@ __device__ void q6k_block(const float* x, u8* o, const float* qw, int has_im) {
         for (int i = 0; i < 16; ++i) W[i] = has_im ? qw[16 * j + i] : x[16 * j + i] * x[16 * j + i];   // raw imatrix
         scales[j] = make_qx_quants(16, 32, x + 16 * j, W, L + 16 * j);
     }
-    float max_scale = 0.0f, max_abs_scale = 0.0f;
-    for (int j = 0; j < 16; ++j) {
-        const float a = fabsf(scales[j]);
-        if (a > max_abs_scale) {
-            max_abs_scale = a;
-            max_scale = scales[j];
-        }
-    }
+    float max_abs_scale;
+    const float max_scale = signed_absmax(scales, 16, &max_abs_scale);
     if (max_abs_scale < GROUP_MAX_EPS) {
         for (int k = 0; k < 210; ++k) o[k] = 0;
         return;
@@ -287,7 +270,7 @@ __device__ void kquant_rows(const float* x, i64 rows, i64 n, const float* qw, in
         const float* xb = x + b * 256;
         const float* q = qw + (has_im ? j * 256 : 0);
         u8* o = out + b * size;
-        flag_nonfinite_k(xb, bad);
+        flag_nonfinite(xb, 256, bad);
         if (kind == 2) q2k_block(xb, o, q, has_im);
         else if (kind == 3) q3k_block(xb, o, q, has_im);
         else if (kind == 4) q45k_block(xb, o, q, has_im, 15);

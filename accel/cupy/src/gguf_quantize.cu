@@ -60,15 +60,9 @@ extern "C" __global__ void gguf_quantize_q8_k(const float* x, i64 nb, u8* out, i
     GRID_STRIDE(b, nb) {
         const float* xb = x + b * 256;
         u8* o = out + b * 292;
-        float amax = 0.0f, mx = 0.0f;
-        for (int j = 0; j < 256; ++j) {
-            const float a = fabsf(xb[j]);
-            if (!(a <= 3.402823466e38f)) flag_bad(bad);
-            if (amax < a) {
-                amax = a;
-                mx = xb[j];
-            }
-        }
+        flag_nonfinite(xb, 256, bad);
+        float amax;
+        const float mx = signed_absmax(xb, 256, &amax);
         if (amax == 0.0f) {
             for (int k = 0; k < 292; ++k) o[k] = 0;
             continue;
@@ -142,11 +136,6 @@ extern "C" __global__ void row_sigma2(const float* x, i64 rows, i64 n, float* si
     }
 }
 
-__device__ __forceinline__ void flag_nonfinite(const float* x, int n, int* bad) {
-    for (int j = 0; j < n; ++j)
-        if (!(fabsf(x[j]) <= 3.402823466e38f)) flag_bad(bad);
-}
-
 __device__ __forceinline__ void pack_halves(u8* o, const int* L) {
     for (int j = 0; j < 16; ++j) o[j] = static_cast<u8>((L[j] & 0xF) | ((L[j + 16] & 0xF) << 4));
 }
@@ -167,14 +156,8 @@ __device__ void q40_block(const float* x, u8* o, int levels, const float* qw, fl
         for (int j = 0; j < 32; ++j) W[j] = qw[j] * sqrtf(sigma2 + x[j] * x[j]);
         d = make_qx_quants(32, levels, x, W, L);
     } else {
-        float amax = 0.0f, mx = 0.0f;
-        for (int j = 0; j < 32; ++j) {
-            if (amax < fabsf(x[j])) {
-                amax = fabsf(x[j]);
-                mx = x[j];
-            }
-        }
-        d = mx / static_cast<float>(-levels);
+        float amax;
+        d = signed_absmax(x, 32, &amax) / static_cast<float>(-levels);
         const float id = d != 0.0f ? 1.0f / d : 0.0f, shift = static_cast<float>(levels) + 0.5f;
         for (int j = 0; j < 32; ++j) L[j] = min(2 * levels - 1, trunc_i8(x[j] * id + shift)) & 0xff;
     }

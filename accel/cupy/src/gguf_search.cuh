@@ -11,14 +11,8 @@ __device__ __forceinline__ int clampi(int v, int lo, int hi) { return max(lo, mi
 
 // make_qx_quants(n, nmax, x, L, rmse_type = 1, qw = w): L[i] = l + nmax; returns the scale.
 __device__ float make_qx_quants(int n, int nmax, const float* x, const float* w, int* L) {
-    float mx = 0.0f, amax = 0.0f;
-    for (int i = 0; i < n; ++i) {
-        const float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            mx = x[i];
-        }
-    }
+    float amax;
+    const float mx = signed_absmax(x, n, &amax);
     if (amax < GROUP_MAX_EPS) {
         for (int i = 0; i < n; ++i) L[i] = 0;
         return 0.0f;
@@ -55,14 +49,8 @@ __device__ float make_qx_quants(int n, int nmax, const float* x, const float* w,
 // make_q3_quants(n, nmax, x, L, do_rmse = true): weights x^2, least squares, up to five
 // coordinate-descent passes; L[i] = l + nmax; scale 0 unless suml2 > 0.
 __device__ float make_q3_quants(int n, int nmax, const float* x, int* L) {
-    float mx = 0.0f, amax = 0.0f;
-    for (int i = 0; i < n; ++i) {
-        const float ax = fabsf(x[i]);
-        if (ax > amax) {
-            amax = ax;
-            mx = x[i];
-        }
-    }
+    float amax;
+    const float mx = signed_absmax(x, n, &amax);
     if (amax < GROUP_MAX_EPS) {
         for (int i = 0; i < n; ++i) L[i] = 0;
         return 0.0f;
