@@ -19,27 +19,29 @@ __device__ __forceinline__ int best_index_iq4nl(float x) {
     return x - kvalue_iq4nl(mu - 1) < kvalue_iq4nl(mu) - x ? mu - 1 : mu;
 }
 
+// sum w q x and sum w q q over a sub-block, q the table value nearest id * x.
+__device__ __forceinline__ void iq4_sums(const float* x, const float* w, float id, float* sumqx, float* sumq2) {
+    float a = 0.0f, b = 0.0f;
+    for (int j = 0; j < 32; ++j) {
+        const float q = kvalue_iq4nl(best_index_iq4nl(id * x[j]));
+        a += w[j] * q * x[j];
+        b += w[j] * q * q;
+    }
+    *sumqx = a;
+    *sumq2 = b;
+}
+
 // The scale of one 32-element sub-block (weights w): d = -max / values[0], then 2 NTRY + 1
 // candidate inverse scales (itry + values[0]) / max, least squares; 0 for an all-zero one.
 __device__ float iq4_sub_block_scale(const float* x, const float* w) {
     float amax;
     const float mx = signed_absmax(x, 32, &amax);
     if (amax < GROUP_MAX_EPS) return 0.0f;
-    float id = 1.0f / (-mx / kvalue_iq4nl(0)), sumqx = 0.0f, sumq2 = 0.0f;
-    for (int j = 0; j < 32; ++j) {
-        const float q = kvalue_iq4nl(best_index_iq4nl(id * x[j]));
-        sumqx += w[j] * q * x[j];
-        sumq2 += w[j] * q * q;
-    }
+    float sumqx, sumq2;
+    iq4_sums(x, w, 1.0f / (-mx / kvalue_iq4nl(0)), &sumqx, &sumq2);
     float d = sumq2 > 0.0f ? sumqx / sumq2 : 0.0f, best = d * sumqx;
     for (int itry = -NTRY; itry <= NTRY; ++itry) {
-        id = static_cast<float>(itry - 127) / mx;
-        sumqx = sumq2 = 0.0f;
-        for (int j = 0; j < 32; ++j) {
-            const float q = kvalue_iq4nl(best_index_iq4nl(id * x[j]));
-            sumqx += w[j] * q * x[j];
-            sumq2 += w[j] * q * q;
-        }
+        iq4_sums(x, w, static_cast<float>(itry - 127) / mx, &sumqx, &sumq2);
         if (sumq2 > 0.0f && sumqx * sumqx > best * sumq2) {
             d = sumqx / sumq2;
             best = d * sumqx;
