@@ -18,11 +18,7 @@ __all__ = ["DEQUANT_QTYPES", "MATMUL_QTYPES", "gguf_dequantize", "gguf_dequant_m
 DEQUANT_QTYPES = frozenset({"f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1", "q2_k", "q3_k", "q4_k",
                             "q5_k", "q6_k", "q8_k", "tq1_0", "tq2_0", "iq4_nl", "iq4_xs", "mxfp4"})
 
-# ids of src/gguf_blocks.cuh's GgufKind
-BLOCK_KINDS = {name: k for k, name in enumerate(("q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1", "q2_k", "q3_k",
-                                                 "q4_k", "q5_k", "q6_k", "q8_k", "tq1_0", "tq2_0", "iq4_nl",
-                                                 "iq4_xs", "mxfp4", "f16", "bf16"))}
-MATMUL_QTYPES = frozenset(BLOCK_KINDS)
+MATMUL_QTYPES = DEQUANT_QTYPES   # src/gguf_matmul.cu: one entry point per type
 
 
 def _elements(shape: Any, block_size: int) -> int | None:
@@ -64,9 +60,8 @@ def gguf_dequant_matmul(dev: Any, x: Any, data: Any, qtype: Any, shape: Any) -> 
     out_f, in_f = int(shape[0]), int(shape[1])
     x2 = dev.contiguous(x, np.float32).reshape(-1, in_f)
     out = dev.empty((x2.shape[0], out_f), np.float32)
-    dev.launch("gguf_matmul", "gguf_matmul", (max(1, min(out_f, dev.max_blocks)),), (64,),
-               [x2, i64(x2.shape[0]), dev.contiguous(data, np.uint8).reshape(-1), i64(out_f), i64(in_f),
-                i32(BLOCK_KINDS[fmt.name]), i32(fmt.block_size), i32(fmt.type_size), out])
+    dev.launch("gguf_matmul", f"gguf_matmul_{fmt.name}", (max(1, min(out_f, dev.max_blocks)),), (64,),
+               [x2, i64(x2.shape[0]), dev.contiguous(data, np.uint8).reshape(-1), i64(out_f), i64(in_f), out])
     return out.reshape(*x.shape[:-1], out_f)
 
 

@@ -128,5 +128,6 @@ def bnb_dequant_matmul_4bit(dev: Any, x: Any, packed: Any, absmax: Any, quant_ty
     dev.launch("matmul", "bnb_matmul_4bit", (max(1, min(out_f, dev.max_blocks)),), (128,),
                [x2, i64(x2.shape[0]), dev.contiguous(packed, np.uint8).reshape(-1),
                 dev.contiguous(absmax, np.float32).reshape(-1),
-                dev.contiguous(get_codebook(quant_type).table, np.float32), i64(out_f), i64(in_f), i32(blocksize), out])
+                dev.contiguous(get_codebook(quant_type).table, np.float32), i64(out_f), i64(in_f),
+                i32(int(blocksize).bit_length() - 1), out])
     return out.reshape(*x.shape[:-1], out_f)

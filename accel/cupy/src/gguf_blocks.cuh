@@ -167,7 +167,7 @@ __device__ __forceinline__ void dq_mxfp4(const u8* q, float* y) {
     }
 }
 
-// Block type ids of the launch code (accel/cupy/gguf.py BLOCK_KINDS).
+// Block type ids (template arguments of gguf_matmul.cu).
 enum GgufKind {
     K_Q4_0, K_Q4_1, K_Q5_0, K_Q5_1, K_Q8_0, K_Q8_1, K_Q2_K, K_Q3_K, K_Q4_K, K_Q5_K, K_Q6_K, K_Q8_K,
     K_TQ1_0, K_TQ2_0, K_IQ4_NL, K_IQ4_XS, K_MXFP4, K_F16, K_BF16

@@ -82,18 +82,19 @@ extern "C" __global__ void llm_int8_epilogue(const int* __restrict__ acc, i64 ro
 
 // Fused W4A16: out (tokens, out_f) = x (tokens, in_f) @ W^T, W's element (o, i) being
 // table[nibble] * absmax[(o * in_f + i) / blocksize] (bitsandbytes packing, first
-// element in the high nibble), decoded on the fly and never stored. One CUDA block per
+// element in the high nibble; blocksize a power of two), decoded on the fly and never
+// stored. One CUDA block per
 // output row (grid-stride), float32 partial sums reduced across the block.
 extern "C" __global__ void bnb_matmul_4bit(const float* __restrict__ x, i64 tokens, const u8* __restrict__ packed,
                                            const float* __restrict__ absmax, const float* __restrict__ table,
-                                           i64 out_f, i64 in_f, int blocksize, float* __restrict__ out) {
+                                           i64 out_f, i64 in_f, int log2_blocksize, float* __restrict__ out) {
     for (i64 o = blockIdx.x; o < out_f; o += gridDim.x) {
         for (i64 t = 0; t < tokens; ++t) {
             float acc = 0.0f;
             for (i64 i = threadIdx.x; i < in_f; i += blockDim.x) {
                 const i64 e = o * in_f + i;
                 const u32 byte = packed[e >> 1];
-                const float w = table[(e & 1) ? (byte & 15u) : (byte >> 4)] * absmax[e / blocksize];
+                const float w = table[(e & 1) ? (byte & 15u) : (byte >> 4)] * absmax[e >> log2_blocksize];
                 acc += x[t * in_f + i] * w;
             }
             acc = block_sum_f32(acc);
