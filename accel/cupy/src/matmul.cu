@@ -83,8 +83,8 @@ extern "C" __global__ void llm_int8_epilogue(const int* __restrict__ acc, i64 ro
 // Fused W4A16: out (tokens, out_f) = x (tokens, in_f) @ W^T, W's element (o, i) being
 // table[nibble] * absmax[(o * in_f + i) / blocksize] (bitsandbytes packing, first
 // element in the high nibble; blocksize a power of two), decoded on the fly and never
-// stored. One CUDA block per
-// output row (grid-stride), float32 partial sums reduced across the block.
+// stored. One CUDA block per output row (grid-stride), float32 partial sums reduced
+// across the block.
 extern "C" __global__ void bnb_matmul_4bit(const float* __restrict__ x, i64 tokens, const u8* __restrict__ packed,
                                            const float* __restrict__ absmax, const float* __restrict__ table,
                                            i64 out_f, i64 in_f, int log2_blocksize, float* __restrict__ out) {
