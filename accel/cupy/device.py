@@ -103,7 +103,12 @@ class CupyDevice:
         self.max_blocks = int(props["multiProcessorCount"]) * 16
 
     def asarray(self, x: Any) -> Any:
-        return self.cp.asarray(x)
+        arr = np.asarray(x) if isinstance(x, np.ndarray) or not hasattr(x, "__cuda_array_interface__") else x
+        if isinstance(arr, np.ndarray) and arr.dtype.name == "bfloat16":
+            # CuPy has no bfloat16 arrays: the exact float32 widening goes to the device
+            # (ops that compare in the input's dtype then see float32)
+            arr = arr.astype(np.float32)
+        return self.cp.asarray(arr)
 
     def to_numpy(self, x: Any) -> np.ndarray:
         return self.cp.asnumpy(x)
