@@ -98,7 +98,7 @@ def main(argv: list[str] | None = None) -> int:
     xdist = importlib.util.find_spec("xdist") is not None
     for name in names:
         cache_state = getattr(loaded[name], "cache_state", None)
-        cold |= bool(callable(cache_state) and cache_state()["state"] != "warm")
+        cold |= bool(callable(cache_state) and cache_state()["state"] == "cold")
     workers = args.workers if args.workers is not None else (2 if xdist and not cold and (os.cpu_count() or 1) > 1 else 1)
     if workers > 1 and not xdist:
         print("--workers needs pytest-xdist: pip install pytest-xdist", file=sys.stderr)
