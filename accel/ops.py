@@ -43,7 +43,8 @@ class OpSpec:
     doc: str
 
 
-FLOAT_FORMATS = ("float16", "bfloat16", "float8_e4m3fn", "float8_e5m2", "float4_e2m1fn")
+FLOAT_FORMATS = ("float16", "bfloat16", "float8_e4m3fn", "float8_e5m2", "float6_e3m2fn", "float6_e2m3fn",
+                 "float4_e2m1fn")
 GRANULARITIES = ("per_tensor", "per_channel", "per_group", "per_token", "per_block")
 # ggml block types with a reference implementation (lowercase GGUF names); a type joins
 # when refquant.formats registers it (the K-quants add theirs here).
