@@ -21,7 +21,7 @@ from refquant.formats._ggml_math import c_int, nearest_int, roundf, seq_sum, sig
 GOLDEN = Path(__file__).parent / "golden" / "gguf"
 GGML_COMMIT = "d99724f2b141fed9e1a9f402213506c081433465"
 ALL_QTYPES = ("f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1", "q2_k", "q3_k", "q4_k",
-              "q5_k", "q6_k", "q8_k", "tq1_0", "tq2_0", "iq4_nl", "iq4_xs", "mxfp4")
+              "q5_k", "q6_k", "q8_k", "tq1_0", "tq2_0", "iq4_nl", "iq4_xs", "mxfp4", "nvfp4")
 REGISTERED = tuple(t for t in ALL_QTYPES if t in FORMATS)
 # the types gguf-py 0.19 can quantize (it dequantizes all of ours except q8_1 / q8_k)
 GGUFPY_QUANTIZES = ("f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "tq1_0", "tq2_0", "mxfp4")

@@ -201,20 +201,22 @@ def safe_divide(num: np.ndarray, den: np.ndarray) -> np.ndarray:
 # --- packing shared by several types -------------------------------------------------------
 
 def pack_nibbles_halves(codes: np.ndarray) -> np.ndarray:
-    """The Q4_0 nibble order: for 32 codes, byte j = code j (low) | code j+16 (high).
+    """The Q4_0 nibble order: for 2h codes, byte j = code j (low) | code j+h (high).
 
     Parameters
     ----------
-    codes : ndarray of int, shape (..., 32), values 0..15
+    codes : ndarray of int, shape (..., 2h), values 0..15 (h = 16 for Q4_0 / MXFP4, 8 for
+        NVFP4's 16-element sub-blocks)
     Returns
     -------
-    ndarray of uint8, shape (..., 16)
+    ndarray of uint8, shape (..., h)
     """
     c = np.asarray(codes).astype(np.uint8)
-    return (c[..., :16] & np.uint8(0x0F)) | ((c[..., 16:] & np.uint8(0x0F)) << np.uint8(4))
+    h = c.shape[-1] // 2
+    return (c[..., :h] & np.uint8(0x0F)) | ((c[..., h:] & np.uint8(0x0F)) << np.uint8(4))
 
 
 def unpack_nibbles_halves(qs: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`pack_nibbles_halves`: uint8 (..., 16) -> uint8 codes (..., 32)."""
+    """Inverse of :func:`pack_nibbles_halves`: uint8 (..., h) -> uint8 codes (..., 2h)."""
     qs = np.asarray(qs, dtype=np.uint8)
     return np.concatenate([qs & np.uint8(0x0F), qs >> np.uint8(4)], axis=-1)
