@@ -120,7 +120,7 @@ def nvfp4_quantize(x: Any, *, global_amax: float | None = None) -> tuple[np.ndar
     s = np.maximum(np.where(s == 0, F32(1.0), s), _MIN_BLOCK_SCALE)
     block_scales = encode_float(s, _E4M3, saturate=True)
     d = decode_float(block_scales, _E4M3) * g                                # float32 product
-    with np.errstate(over="ignore"):
+    with np.errstate(over="ignore", divide="ignore"):   # a scale that underflowed: saturates, as in torch
         v = blocks / d[..., None]
     q = encode_float(np.abs(v), _E2M1, saturate=True) | (np.signbit(v) & (v != 0)).astype(np.uint8) << np.uint8(3)
     q = q.reshape(arr.shape)
@@ -159,5 +159,6 @@ def nvfp4_dequantize(packed: Any, block_scales: Any, global_scale: Any) -> np.nd
     if block_scales.shape != blocks.shape[:-1]:
         raise ValueError(f"block_scales has shape {block_scales.shape}, but packed of shape {packed.shape} "
                          f"needs {blocks.shape[:-1]} (one per {NVFP4_BLOCK} elements)")
-    d = decode_float(block_scales, _E4M3) * g
-    return (decode_float(blocks, _E2M1) * d[..., None]).astype(F32).reshape(q.shape)
+    with np.errstate(over="ignore"):
+        d = decode_float(block_scales, _E4M3) * g
+        return (decode_float(blocks, _E2M1) * d[..., None]).astype(F32).reshape(q.shape)
