@@ -231,7 +231,7 @@ def test_block_table_matches_gguf_py(qtype):
 def test_bits_per_weight_known_values():
     expected = {"q4_0": 4.5, "q4_1": 5.0, "q5_0": 5.5, "q5_1": 6.0, "q8_0": 8.5, "q8_1": 9.0, "tq1_0": 1.6875,
                 "tq2_0": 2.0625, "iq4_nl": 4.5, "iq4_xs": 4.25, "mxfp4": 4.25, "f16": 16.0, "bf16": 16.0,
-                "q2_k": 2.625, "q3_k": 3.4375, "q4_k": 4.5, "q5_k": 5.5, "q6_k": 6.5625, "q8_k": 9.125}
+                "q2_k": 2.625, "q3_k": 3.4375, "q4_k": 4.5, "q5_k": 5.5, "q6_k": 6.5625, "q8_k": 9.125, "nvfp4": 4.5}
     for qtype in REGISTERED:
         assert FORMATS[qtype].bits_per_weight() == expected[qtype]
 
