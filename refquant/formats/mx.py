@@ -141,6 +141,14 @@ def get_mx_format(fmt: str | MXFormat) -> MXFormat:
         raise ValueError(f"fmt={fmt!r} is not an MX format; allowed: {', '.join(MX_FORMATS)}") from None
 
 
+def check_uint8(**arrays: Any) -> None:
+    """TypeError naming the first argument that is not an ndarray of uint8 (codes, scales, bytes)."""
+    for name, a in arrays.items():
+        if not isinstance(a, np.ndarray) or a.dtype != np.uint8:
+            got = f"dtype {a.dtype}" if isinstance(a, np.ndarray) else type(a).__name__
+            raise TypeError(f"{name} must be an ndarray of uint8, got {got}")
+
+
 def _blocks(fmt: MXFormat, x: np.ndarray) -> np.ndarray:
     n = x.shape[-1] if x.ndim else 0
     if x.ndim == 0 or n % fmt.block_size:
@@ -257,10 +265,7 @@ def mx_dequantize(scales: Any, codes: Any, fmt: str | MXFormat) -> np.ndarray:
         For mismatched shapes or element codes wider than the format.
     """
     f = get_mx_format(fmt)
-    for name, a in (("scales", scales), ("codes", codes)):
-        if not isinstance(a, np.ndarray) or a.dtype != np.uint8:
-            got = f"dtype {a.dtype}" if isinstance(a, np.ndarray) else type(a).__name__
-            raise TypeError(f"{name} must be an ndarray of uint8, got {got}")
+    check_uint8(scales=scales, codes=codes)
     blocks = _blocks(f, codes)                                          # (..., n_blocks, k)
     if scales.shape != blocks.shape[:-1]:
         raise ValueError(f"scales has shape {scales.shape}, but codes of shape {codes.shape} need "

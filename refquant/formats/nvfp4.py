@@ -47,6 +47,7 @@ import numpy as np
 
 from refquant._validate import as_float_array, check_float
 from refquant.dtypes.floatspec import decode_float, encode_float, get_float_spec
+from refquant.formats.mx import check_uint8
 
 __all__ = ["NVFP4_BLOCK", "nvfp4_quantize", "nvfp4_dequantize", "nvfp4_global_scale"]
 
@@ -149,10 +150,7 @@ def nvfp4_dequantize(packed: Any, block_scales: Any, global_scale: Any) -> np.nd
     ValueError
         For mismatched shapes.
     """
-    for name, a in (("packed", packed), ("block_scales", block_scales)):
-        if not isinstance(a, np.ndarray) or a.dtype != np.uint8:
-            got = f"dtype {a.dtype}" if isinstance(a, np.ndarray) else type(a).__name__
-            raise TypeError(f"{name} must be an ndarray of uint8, got {got}")
+    check_uint8(packed=packed, block_scales=block_scales)
     g = F32(check_float("global_scale", global_scale))
     q = np.stack([packed & np.uint8(0xF), packed >> np.uint8(4)], axis=-1).reshape(packed.shape[:-1] + (-1,))
     blocks = _blocks("packed (unpacked)", q, NVFP4_BLOCK)
