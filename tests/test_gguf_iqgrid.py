@@ -106,13 +106,40 @@ def test_layout_and_bits_per_weight(qtype):
     assert fmt.type_id == int(gtype)
     assert (fmt.block_size, fmt.type_size) == tuple(gguf.GGML_QUANT_SIZES[gtype])
     assert fmt.bits_per_weight() == BPW[qtype]
-    assert qtype in G.dequantize_qtypes() and qtype not in G.qtypes()
+    assert qtype in G.dequantize_qtypes() and (qtype in G.qtypes()) == (qtype == "iq3_xxs")
+
+
+def test_iq3_xxs_quantizes_like_ggml():
+    """IQ3_XXS's search (refquant.formats.gguf_iqgrid_search) against ggml's bytes, every
+    row kind, with and without importance matrices (also in test_gguf_codecs' golden test)."""
+    with np.load(GOLDEN / "iq3_xxs.npz") as z:
+        x = z["x"]
+        for k, name in enumerate(str(n) for n in z["imatrix_names"]):
+            got = G.quantize(x, "iq3_xxs", None if name == "none" else z["imatrix"][k])
+            np.testing.assert_array_equal(got, z[f"bytes_{name}"], err_msg=name)
+
+
+def test_iq3_xxs_neighbour_tables():
+    """iq3xs_init_impl(256): 256 points on the grid, every other point of the 8^4 lattice
+    has neighbours within its two nearest distances, ordered by (distance, index)."""
+    from refquant.formats.gguf_iqgrid_search import iq3_tables
+
+    levels, kmap, neighbours = iq3_tables()
+    assert (kmap >= 0).sum() == 256 and (kmap[kmap >= 0] == np.arange(256)[np.argsort(
+        (levels << (3 * np.arange(4))).sum(1))]).all()
+    off = kmap < 0
+    assert ((neighbours[off] >= 0).sum(1) >= 1).all() and (neighbours[~off] < 0).all()
+    pos = 2 * ((np.arange(4096)[:, None] >> (3 * np.arange(4))) & 7) + 1
+    i = int(np.flatnonzero(off)[123])
+    nb = neighbours[i][neighbours[i] >= 0]
+    d2 = (((2 * levels[nb] + 1) - pos[i]) ** 2).sum(1)
+    assert (np.diff(d2) >= 0).all() and len(np.unique(d2)) <= 2
 
 
 def test_quantize_is_refused_clearly():
     x = np.zeros((1, 256), np.float32)
-    with pytest.raises(UnsupportedError, match="quantizing iq3_xxs .* not implemented"):
-        G.quantize(x, "iq3_xxs")
+    with pytest.raises(UnsupportedError, match="quantizing iq3_s .* not implemented"):
+        G.quantize(x, "iq3_s")
     with pytest.raises(UnsupportedError, match="quantizing iq2_xxs"):
         G.quantize(x, "iq2_xxs", np.ones(256, np.float32))
 

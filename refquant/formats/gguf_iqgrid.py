@@ -40,8 +40,10 @@ Decoding, per 32-element sub-block ``ib`` and group ``l`` (``dequantize_row_iq2_
 
 ggml requires an importance matrix to quantize IQ2_XXS, IQ2_XS and IQ1_S
 (``ggml_quantize_requires_imatrix`` in ``ggml.c``); IQ1_M's requirement is commented out
-there. Quantization of these types (ggml's neighbour searches over the grids) is not
-implemented yet: :meth:`quantize_blocks` raises :class:`~refquant.errors.UnsupportedError`.
+there. IQ3_XXS quantizes bit-exactly as ggml (``quantize_iq3_xxs``, the search in
+:mod:`refquant.formats.gguf_iqgrid_search`); for the other six, ggml's neighbour searches
+are not implemented yet and :meth:`quantize_blocks` raises
+:class:`~refquant.errors.UnsupportedError`.
 """
 
 from __future__ import annotations
@@ -52,6 +54,7 @@ from refquant.errors import UnsupportedError
 from refquant.formats._ggml_math import F32
 from refquant.formats._iq_grids import KSIGNS_IQ2XS, grid, signs_from_bits
 from refquant.formats.base import BlockFormat, Field
+from refquant.formats.gguf_iqgrid_search import quantize_iq3_xxs
 
 __all__ = ["IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M"]
 
@@ -84,7 +87,7 @@ def _expand(db: np.ndarray, values: np.ndarray, signs: np.ndarray) -> np.ndarray
 
 
 class _GridFormat(BlockFormat):
-    """Shared behaviour: decode-only for now; ggml's imatrix rule."""
+    """Shared behaviour: decode-only unless a subclass implements ggml's search."""
 
     can_quantize = False
 
@@ -157,6 +160,15 @@ class IQ3_XXS(_GridFormat, name="iq3_xxs", type_id=18, block_size=256):
     """3.0625 bpw: two 8-bit indices into a 256-entry 4-element grid per group of 8."""
 
     fields = (Field("d", "<f2"), Field("qs", "u1", 96))
+    can_quantize = True
+
+    @classmethod
+    def quantize_blocks(cls, x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+        dh, idx, sas = quantize_iq3_xxs(x, weights)      # refquant.formats.gguf_iqgrid_search
+        blocks = cls.empty_blocks(x.shape[0])
+        blocks["d"] = dh
+        blocks["qs"] = np.concatenate([idx, sas.astype("<u4").view(np.uint8).reshape(-1, 32)], axis=1)
+        return blocks
 
     @classmethod
     def dequantize_blocks(cls, blocks: np.ndarray) -> np.ndarray:
