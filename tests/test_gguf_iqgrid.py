@@ -106,17 +106,35 @@ def test_layout_and_bits_per_weight(qtype):
     assert fmt.type_id == int(gtype)
     assert (fmt.block_size, fmt.type_size) == tuple(gguf.GGML_QUANT_SIZES[gtype])
     assert fmt.bits_per_weight() == BPW[qtype]
-    assert qtype in G.dequantize_qtypes() and (qtype in G.qtypes()) == (qtype == "iq3_xxs")
+    assert qtype in G.dequantize_qtypes() and (qtype in G.qtypes()) == (qtype in QUANTIZED)
 
 
-def test_iq3_xxs_quantizes_like_ggml():
-    """IQ3_XXS's search (refquant.formats.gguf_iqgrid_search) against ggml's bytes, every
-    row kind, with and without importance matrices (also in test_gguf_codecs' golden test)."""
-    with np.load(GOLDEN / "iq3_xxs.npz") as z:
+QUANTIZED = ("iq3_xxs", "iq3_s")
+
+
+@pytest.mark.parametrize("qtype", QUANTIZED)
+def test_iq3_quantizes_like_ggml(qtype):
+    """The IQ3 searches (refquant.formats.gguf_iqgrid_search) against ggml's bytes, every row
+    kind, with and without importance matrices (also in test_gguf_codecs' golden test)."""
+    with np.load(GOLDEN / f"{qtype}.npz") as z:
         x = z["x"]
         for k, name in enumerate(str(n) for n in z["imatrix_names"]):
-            got = G.quantize(x, "iq3_xxs", None if name == "none" else z["imatrix"][k])
+            got = G.quantize(x, qtype, None if name == "none" else z["imatrix"][k])
             np.testing.assert_array_equal(got, z[f"bytes_{name}"], err_msg=name)
+
+
+def test_iq3_s_zero_sub_block_shifts_the_following_bytes():
+    """ggml's IQ3_S writer does not advance qs / signs past an all-zero sub-block: the next
+    sub-blocks' grid indices and signs move up, and the tail stays zero."""
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(256).astype(np.float32)
+    x[32:64] = 0.0
+    b = G.quantize(x, "iq3_s").view(FORMATS["iq3_s"].dtype)[0]
+    x2 = np.concatenate([x[:32], x[64:], np.zeros(32, np.float32)])    # the same live sub-blocks, moved up
+    b2 = G.quantize(x2, "iq3_s").view(FORMATS["iq3_s"].dtype)[0]
+    assert (b["qs"][56:] == 0).all() and (b["signs"][28:] == 0).all()
+    np.testing.assert_array_equal(b["qs"][:56], b2["qs"][:56])
+    np.testing.assert_array_equal(b["signs"][:28], b2["signs"][:28])
 
 
 def test_iq3_xxs_neighbour_tables():
@@ -138,8 +156,8 @@ def test_iq3_xxs_neighbour_tables():
 
 def test_quantize_is_refused_clearly():
     x = np.zeros((1, 256), np.float32)
-    with pytest.raises(UnsupportedError, match="quantizing iq3_s .* not implemented"):
-        G.quantize(x, "iq3_s")
+    with pytest.raises(UnsupportedError, match="quantizing iq2_s .* not implemented"):
+        G.quantize(x, "iq2_s")
     with pytest.raises(UnsupportedError, match="quantizing iq2_xxs"):
         G.quantize(x, "iq2_xxs", np.ones(256, np.float32))
 

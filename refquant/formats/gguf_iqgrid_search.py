@@ -1,12 +1,14 @@
-"""ggml's grid search for IQ3_XXS, vectorized over sub-blocks.
+"""ggml's grid searches for IQ3_XXS and IQ3_S, vectorized over sub-blocks.
 
-``quantize_row_iq3_xxs_impl`` and ``iq3xs_init_impl`` (``ggml-quants.c``, ggml-org/ggml @
-d99724f2), as ``quantize_iq3_xxs`` (what ``ggml_quantize_chunk`` writes) calls them.
+``quantize_row_iq3_xxs_impl``, ``quantize_row_iq3_s_impl`` and ``iq3xs_init_impl``
+(``ggml-quants.c``, ggml-org/ggml @ d99724f2), as ``quantize_iq3_xxs`` / ``quantize_iq3_s``
+(what ``ggml_quantize_chunk`` writes) call them; IQ3_S's differences are listed at
+:func:`quantize_iq3_s`.
 
-Tables (``iq3xs_init_impl(256)``), built once from the grid (:func:`iq3_tables`): each grid
+Tables (``iq3xs_init_impl(256)`` / ``(512)``), built once from the grid (:func:`iq3_tables`): each grid
 point is 4 levels ``l`` in 0..7 (the quantizer's value ``2l + 1``); ``kmap[u]`` is the grid
 index of the point ``u = Σ l_i << 3i`` or -1, and for a point off the grid its neighbours are
-every grid point within the two smallest squared distances (``nwant = 2``), ordered by
+every grid point within the two (IQ3_S: three) smallest squared distances (``nwant``), ordered by
 (distance, index) as ggml's ``qsort`` with ``iq3_compare_func`` leaves them.
 
 Per 32-element sub-block (float32 throughout, sums in index order):
@@ -39,7 +41,7 @@ import numpy as np
 from refquant.formats._ggml_math import F32, fp32_to_fp16, nearest_int, seq_sum
 from refquant.formats._iq_grids import grid
 
-__all__ = ["iq3_tables", "quantize_iq3_xxs"]
+__all__ = ["iq3_tables", "quantize_iq3_xxs", "quantize_iq3_s"]
 
 _KMAX = 8
 _EPS_IQ3_XXS = F32(1e-8)        # GROUP_MAX_EPS_IQ3_XXS
@@ -104,44 +106,31 @@ def _ls_sums(w: np.ndarray, xval: np.ndarray, L: np.ndarray) -> tuple[np.ndarray
     return seq_sum(w * xval * q), seq_sum(w * q * q)
 
 
-def quantize_iq3_xxs(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Steps 1-5 on super-blocks x float32 (n, 256), weights (n, 256) or None.
-
-    Returns ``(d float16 (n,), grid indices uint8 (n, 64), scales_and_signs uint32 (n, 8))``.
-    """
-    tables = iq3_tables()
-    levels, kmap, _ = tables
+def _weights(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
+    """Step 1 on super-blocks (n, 256): (w, waux) float32 (8 n, 32)."""
     n = x.shape[0]
-    xs = x.reshape(n * 8, 32)                                                       # (S, 32) sub-blocks
+    xs = x.reshape(n * 8, 32)
     if weights is None:
         w = xs * xs
     else:
         sigma2 = (F32(2) * seq_sum(x * x)) / F32(256)                               # (n,)
         w = weights.reshape(n * 8, 32) * np.sqrt(np.repeat(sigma2, 8)[:, None] + xs * xs)
-    waux = np.sqrt(w)
+    return w, np.sqrt(w)
 
-    # step 2: signs with even parity per group of 8
-    neg = xs < 0
-    xval = np.abs(xs)
-    g8 = (w * xs * xs).reshape(-1, 4, 8)
-    odd = neg.reshape(-1, 4, 8).sum(axis=-1) % 2 == 1                              # (S, 4)
-    imin = np.argmin(g8, axis=-1)
-    flip = np.zeros((xs.shape[0], 4, 8), bool)
-    flip[np.nonzero(odd) + (imin[odd],)] = True
-    xval = np.where(flip.reshape(xs.shape), -xval, xval)
-    bits = (neg.reshape(-1, 4, 8) ^ flip).astype(np.uint32) << np.arange(8, dtype=np.uint32)
-    signs = bits.sum(axis=-1, dtype=np.uint32) & np.uint32(127)                     # (S, 4)
-    vmax = np.max(xval, axis=-1)
-    live = ~(vmax < _EPS_IQ3_XXS)
-    safe_max = np.where(live, vmax, F32(1))
 
-    # step 3: 31 trial scales
-    scale = safe_max / F32(2 * _KMAX - 1)
+def _search(xval: np.ndarray, w: np.ndarray, waux: np.ndarray, vmax: np.ndarray, tables: tuple,
+            trials: range, redo_all: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 3-4 on sub-blocks (S, 32) with max ``vmax`` (S,) > 0: (levels int32 (S, 32), scale (S,)).
+
+    ``redo_all``: IQ3_S re-picks every group (not only the off-grid ones) in step 4, and
+    starts with every group marked off the grid, so step 4 runs whenever no trial was taken.
+    """
+    scale = vmax / F32(2 * _KMAX - 1)
     best = np.zeros_like(scale)
-    L = np.zeros(xs.shape, np.int32)
-    on_grid = np.ones((xs.shape[0], 8), bool)
-    for step in range(-15, 16):
-        inv = (F32(2 * _KMAX - 1) + F32(step) * F32(0.2)) / safe_max
+    L = np.zeros(xval.shape, np.int32)
+    on_grid = np.full((xval.shape[0], 8), not redo_all)
+    for step in trials:
+        inv = (F32(2 * _KMAX - 1) + F32(step) * F32(0.2)) / vmax
         this_scale = F32(1) / inv
         Laux, on_aux = _snap(_levels_of(xval, inv), xval, waux, this_scale, np.ones_like(on_grid), tables)
         sumqx, sumq2 = _ls_sums(w, xval, Laux)
@@ -151,38 +140,113 @@ def quantize_iq3_xxs(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndar
         L = np.where(take[:, None], Laux, L)
         on_grid = np.where(take[:, None], on_aux, on_grid)
 
-    # step 4: re-pick the off-grid groups with the final scale
     redo = (~on_grid).any(axis=1) & (scale > 0)
     if redo.any():
+        todo = np.ones_like(on_grid) if redo_all else ~on_grid
         inv = F32(1) / np.where(redo, scale, F32(1))
-        L_new, _ = _snap(_levels_of(xval, inv), xval, waux, scale, ~on_grid, tables)
-        L = np.where(redo[:, None] & np.repeat(~on_grid, 4, axis=1), L_new, L)
+        L_new, _ = _snap(_levels_of(xval, inv), xval, waux, scale, todo, tables)
+        L = np.where(redo[:, None] & np.repeat(todo, 4, axis=1), L_new, L)
         sumqx, sumq2 = _ls_sums(w, xval, L)
         scale = np.where(redo & (sumq2 > 0), sumqx / np.where(sumq2 > 0, sumq2, F32(1)), scale)
+    return L, scale
 
+
+def _grid_indices(L: np.ndarray, kmap: np.ndarray) -> np.ndarray:
+    idx = kmap[(L.reshape(-1, 8, 4) << (3 * np.arange(4))).sum(axis=-1)]           # (S, 8)
+    if (idx < 0).any():  # pragma: no cover - ggml aborts here ("Oops: found point not on grid")
+        raise AssertionError("IQ3 search left a group off the grid")
+    return idx
+
+
+def _super_scales(scale: np.ndarray, n: int, fudge: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Step 5: (d float16 (n,), 4-bit sub-block scales int32 (n, 8), all-zero super-blocks (n,))."""
+    scales = scale.reshape(n, 8)
+    max_scale = np.max(scales, axis=1)
+    zero = max_scale == 0
+    d = max_scale / F32(31)
+    dh = np.where(zero, np.float16(0), fp32_to_fp16(d * F32(fudge))).astype(np.float16)
+    inv_d = F32(1) / np.where(zero, F32(1), d)
+    ls = np.clip(nearest_int(F32(0.5) * (inv_d[:, None] * scales - F32(1))), 0, 15)
+    return dh, ls, zero
+
+
+def quantize_iq3_xxs(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Steps 1-5 on super-blocks x float32 (n, 256), weights (n, 256) or None.
+
+    Returns ``(d float16 (n,), grid indices uint8 (n, 64), scales_and_signs uint32 (n, 8))``.
+    """
+    tables = iq3_tables("iq3xxs_grid", 2)
+    n = x.shape[0]
+    xs = x.reshape(n * 8, 32)                                                       # (S, 32) sub-blocks
+    w, waux = _weights(x, weights)
+
+    # step 2: signs with even parity per group of 8
+    neg = xs < 0
+    xval = np.abs(xs)
+    odd = neg.reshape(-1, 4, 8).sum(axis=-1) % 2 == 1                              # (S, 4)
+    imin = np.argmin((w * xs * xs).reshape(-1, 4, 8), axis=-1)
+    flip = np.zeros((xs.shape[0], 4, 8), bool)
+    flip[np.nonzero(odd) + (imin[odd],)] = True
+    xval = np.where(flip.reshape(xs.shape), -xval, xval)
+    bits = (neg.reshape(-1, 4, 8) ^ flip).astype(np.uint32) << np.arange(8, dtype=np.uint32)
+    signs = bits.sum(axis=-1, dtype=np.uint32) & np.uint32(127)                     # (S, 4)
+    vmax = np.max(xval, axis=-1)
+    live = ~(vmax < _EPS_IQ3_XXS)
+
+    L, scale = _search(xval, w, waux, np.where(live, vmax, F32(1)), tables, range(-15, 16), redo_all=False)
     negative = scale < 0            # "should never happen" in ggml: flip the scale and the stored signs
     scale = np.where(negative, -scale, scale)
     signs = np.where(negative[:, None], ~signs & np.uint32(127), signs)
-    u = (L.reshape(-1, 8, 4) << (3 * np.arange(4))).sum(axis=-1)
-    idx = kmap[u]
-    if (idx < 0).any():  # pragma: no cover - ggml aborts here ("Oops: found point not on grid")
-        raise AssertionError("IQ3_XXS search left a group off the grid")
+    idx = _grid_indices(L, tables[1])
     scale = np.where(live, scale, F32(0))
     idx = np.where(live[:, None], idx, 0)
     signs = np.where(live[:, None], signs, np.uint32(0))
-    sas = signs[:, 0] | (signs[:, 1] << 7) | (signs[:, 2] << 14) | (signs[:, 3] << 21)   # (S,)
+    sas = (signs[:, 0] | (signs[:, 1] << 7) | (signs[:, 2] << 14) | (signs[:, 3] << 21)).reshape(n, 8)
 
-    # step 5: the super-block scale
-    scales = scale.reshape(n, 8)
-    sas = sas.reshape(n, 8)
-    max_scale = np.max(scales, axis=1)
-    d = max_scale / F32(31)
-    dh = fp32_to_fp16(d * F32(1.0125))
-    inv_d = F32(1) / np.where(max_scale > 0, d, F32(1))
-    ls = np.clip(nearest_int(F32(0.5) * (inv_d[:, None] * scales - F32(1))), 0, 15).astype(np.uint32)
-    sas = sas | (ls << np.uint32(28))
-    zero = max_scale == 0
-    dh = np.where(zero, np.float16(0), dh).astype(np.float16)
+    dh, ls, zero = _super_scales(scale, n, 1.0125)
+    sas = np.where(zero[:, None], np.uint32(0), sas | (ls.astype(np.uint32) << np.uint32(28)))
     idx = np.where(zero[:, None], 0, idx.reshape(n, 64)).astype(np.uint8)
-    sas = np.where(zero[:, None], np.uint32(0), sas)
     return dh, idx, sas
+
+
+def quantize_iq3_s(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, ...]:
+    """``quantize_row_iq3_s_impl`` (block size 32) on super-blocks x float32 (n, 256).
+
+    As IQ3_XXS but on the 512-point grid (neighbours within three distances), full sign
+    bytes (no parity trick), 19 trials (``is = -9..9``), a zero sub-block only when its max is
+    exactly 0, every group re-picked in step 4, and ``d·1.033`` stored. ggml's writer does
+    not advance ``qs`` / ``signs`` past a zero sub-block, so the following sub-blocks' bytes
+    move up into its place (reproduced). Returns ``(d float16 (n,), qs uint8 (n, 64), qh
+    uint8 (n, 8), signs uint8 (n, 32), scales uint8 (n, 4))``.
+    """
+    tables = iq3_tables("iq3s_grid", 3)
+    n = x.shape[0]
+    xs = x.reshape(n * 8, 32)
+    w, waux = _weights(x, weights)
+    neg = xs < 0
+    xval = np.abs(xs)
+    signs = (neg.reshape(-1, 4, 8).astype(np.uint32) << np.arange(8, dtype=np.uint32)).sum(-1, dtype=np.uint32)
+    vmax = np.max(xval, axis=-1)
+    live = vmax != 0
+
+    L, scale = _search(xval, w, waux, np.where(live, vmax, F32(1)), tables, range(-9, 10), redo_all=True)
+    negative = scale < 0
+    scale = np.where(negative, -scale, scale)
+    signs = np.where(negative[:, None], ~signs & np.uint32(255), signs).astype(np.uint8)
+    idx = _grid_indices(L, tables[1])                                               # (S, 8) in 0..511
+    scale = np.where(live, scale, F32(0))
+
+    qh = np.where(live[:, None], (idx >> 8) << np.arange(8), 0).sum(axis=-1).astype(np.uint8).reshape(n, 8)
+    # ggml's write pointers move only past live sub-blocks: compact them to the front
+    order = np.argsort(~live.reshape(n, 8), axis=1, kind="stable")                  # live sub-blocks first
+    nlive = live.reshape(n, 8).sum(axis=1)
+    slot_live = np.arange(8)[None, :] < nlive[:, None]
+    qs = np.take_along_axis((idx & 255).reshape(n, 8, 8), order[..., None], axis=1)
+    qs = np.where(slot_live[..., None], qs, 0).astype(np.uint8).reshape(n, 64)
+    sg = np.take_along_axis(signs.reshape(n, 8, 4), order[..., None], axis=1)
+    sg = np.where(slot_live[..., None], sg, 0).astype(np.uint8).reshape(n, 32)
+
+    dh, ls, zero = _super_scales(scale, n, 1.033)
+    sc = (ls[:, 0::2] | (ls[:, 1::2] << 4)).astype(np.uint8)
+    sc = np.where(zero[:, None], 0, sc).astype(np.uint8)
+    return dh, qs, qh, sg, sc
