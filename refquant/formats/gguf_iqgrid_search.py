@@ -35,70 +35,116 @@ Per 32-element sub-block (float32 throughout, sums in index order):
 from __future__ import annotations
 
 import functools
+from dataclasses import dataclass
 
 import numpy as np
 
 from refquant.formats._ggml_math import F32, fp32_to_fp16, nearest_int, seq_sum
 from refquant.formats._iq_grids import grid
 
-__all__ = ["iq3_tables", "quantize_iq3_xxs", "quantize_iq3_s"]
+__all__ = ["GridTables", "grid_tables", "iq3_tables", "quantize_iq3_xxs", "quantize_iq3_s"]
 
 _KMAX = 8
 _EPS_IQ3_XXS = F32(1e-8)        # GROUP_MAX_EPS_IQ3_XXS
 
 
+@dataclass(frozen=True)
+class GridTables:
+    """A grid as ggml's quantizers see it (``iq2xs_init_impl`` / ``iq3xs_init_impl``).
+
+    ``levels`` int32 (G, group): each point's levels ``l`` (value ``2l + 1``); ``kmap``
+    int32 (2**(bits·group),): grid index of the point ``u = Σ l_i << bits·i`` or -1;
+    ``neighbours`` int32 (2**(bits·group), m): for off-grid points, the grid points within
+    the ``nwant`` smallest squared distances ordered by (distance, index), padded with -1.
+    """
+
+    levels: np.ndarray
+    kmap: np.ndarray
+    neighbours: np.ndarray
+    bits: int
+    group: int
+
+    def index(self, L: np.ndarray) -> np.ndarray:
+        """u of each group: levels (S, n) -> int (S, n / group)."""
+        g = L.reshape(L.shape[0], -1, self.group)
+        return (g << (self.bits * np.arange(self.group))).sum(axis=-1)
+
+
+_GRID_LEVELS = {  # stored grid entry -> level l
+    "iq3xxs_grid": lambda g: np.searchsorted(np.array([4, 12, 20, 28, 36, 44, 52, 62]), g),
+    "iq3s_grid": lambda g: (g - 1) // 2,
+    "iq2xxs_grid": lambda g: np.searchsorted(np.array([8, 25, 43]), g),
+    "iq2xs_grid": lambda g: np.searchsorted(np.array([8, 25, 43]), g),
+    "iq2s_grid": lambda g: np.searchsorted(np.array([8, 25, 43]), g),
+    "iq1s_grid": lambda g: g + 1,
+}
+
+
 @functools.lru_cache(maxsize=None)
-def iq3_tables(name: str = "iq3xxs_grid", nwant: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(levels int32 (G, 4), kmap int32 (4096,), neighbours int32 (4096, m) padded with -1)."""
-    g = grid(name).astype(np.int32)
-    if name == "iq3xxs_grid":                   # stored magnitudes 4, 12, ..., 52, 62 are levels 0..7
-        levels = np.searchsorted(np.array([4, 12, 20, 28, 36, 44, 52, 62]), g)
-    else:                                       # iq3s_grid stores 2l + 1
-        levels = (g - 1) // 2
-    u = (levels << (3 * np.arange(4))).sum(axis=1)
-    kmap = np.full(4096, -1, np.int32)
-    kmap[u] = np.arange(len(g))
-    pos = 2 * ((np.arange(4096)[:, None] >> (3 * np.arange(4))) & 7) + 1           # (4096, 4)
-    d2 = (((2 * levels + 1)[None, :, :] - pos[:, None, :]) ** 2).sum(axis=-1)       # (4096, G)
-    order = np.argsort(d2, axis=1, kind="stable")                                   # (distance, index)
-    sd2 = np.take_along_axis(d2, order, axis=1)
-    rank = np.cumsum(np.diff(sd2, axis=1, prepend=sd2[:, :1]) > 0, axis=1)          # distinct distances before
-    keep = (rank < nwant) & (kmap < 0)[:, None]
-    m = int(keep.sum(axis=1).max())
-    neighbours = np.where(keep, order, -1)[:, :m]
+def grid_tables(name: str, nwant: int) -> GridTables:
+    """The tables of grid ``name`` with neighbours within ``nwant`` distances (built once)."""
+    levels = _GRID_LEVELS[name](grid(name).astype(np.int32)).astype(np.int32)
+    group = levels.shape[1]
+    bits, nlev = (3, 8) if group == 4 else (2, 3)       # 2-bit grids use levels 0..2 only
+    shifts = bits * np.arange(group)
+    kmap = np.full(1 << (bits * group), -1, np.int32)
+    kmap[(levels << shifts).sum(axis=1)] = np.arange(len(levels))
+    # every point a quantizer can ask for: levels 0..nlev-1 in each position
+    pts = np.stack(np.meshgrid(*[np.arange(nlev)] * group, indexing="ij"), -1).reshape(-1, group)
+    u = (pts << shifts).sum(axis=1)
+    off = kmap[u] < 0
+    pts, u = pts[off], u[off]
+    gv = 2 * levels + 1
+    rows = []
+    for start in range(0, len(pts), 512):
+        p = 2 * pts[start:start + 512] + 1
+        d2 = ((gv[None, :, :] - p[:, None, :]) ** 2).sum(axis=-1)                  # (chunk, G)
+        order = np.argsort(d2, axis=1, kind="stable")                               # (distance, index)
+        sd2 = np.take_along_axis(d2, order, axis=1)
+        rank = np.cumsum(np.diff(sd2, axis=1, prepend=sd2[:, :1]) > 0, axis=1)      # distinct distances before
+        rows.append(np.where(rank < nwant, order, -1))
+    allrows = np.concatenate(rows)
+    m = int((allrows >= 0).sum(axis=1).max())
+    neighbours = np.full((len(kmap), m), -1, np.int32)
+    neighbours[u] = allrows[:, :m]
     for t in (levels, kmap, neighbours):
         t.flags.writeable = False
-    return levels.astype(np.int32), kmap, neighbours.astype(np.int32)
+    return GridTables(levels, kmap, neighbours, bits, group)
 
 
-def _levels_of(xval: np.ndarray, inv: np.ndarray) -> np.ndarray:
-    """clamp(nearest_int(0.5·(inv·xval - 1)), 0, 7): xval (S, 32), inv (S,) -> int32 (S, 32)."""
-    return np.clip(nearest_int(F32(0.5) * (inv[:, None] * xval - F32(1))), 0, _KMAX - 1)
+def iq3_tables(name: str = "iq3xxs_grid", nwant: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(levels, kmap, neighbours) of an IQ3 grid (:func:`grid_tables`)."""
+    t = grid_tables(name, nwant)
+    return t.levels, t.kmap, t.neighbours
+
+
+def _levels_of(xval: np.ndarray, inv: np.ndarray, kmax: int) -> np.ndarray:
+    """clamp(nearest_int(0.5·(inv·xval - 1)), 0, kmax - 1): xval (S, n), inv (S,) -> int32 (S, n)."""
+    return np.clip(nearest_int(F32(0.5) * (inv[:, None] * xval - F32(1))), 0, kmax - 1)
 
 
 def _snap(L: np.ndarray, xval: np.ndarray, waux: np.ndarray, scale: np.ndarray, todo: np.ndarray,
-          tables: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Groups of 4 with ``todo`` (S, 8) whose levels are off the grid take their best neighbour.
-
-    Returns the new levels (S, 32) and whether each group was on the grid (S, 8).
-    """
-    levels, kmap, neighbours = tables
-    L4 = L.reshape(-1, 8, 4)
-    u = (L4 << (3 * np.arange(4))).sum(axis=-1)                                     # (S, 8)
-    on = kmap[u] >= 0
+          t: GridTables) -> tuple[np.ndarray, np.ndarray]:
+    """Groups with ``todo`` (S, k) whose levels are off the grid take their best neighbour
+    (``iq3_find_best_neighbour`` / ``iq2_find_best_neighbour``: least ``Σ waux·(scale·q - xval)²``,
+    the first on a tie). Returns the new levels (S, n) and whether each group was on the grid."""
+    g = t.group
+    Lg = L.reshape(L.shape[0], -1, g)
+    u = t.index(L)                                                                  # (S, k)
+    on = t.kmap[u] >= 0
     s, k = np.nonzero(todo & ~on)
     if s.size:
-        cand = neighbours[u[s, k]]                                                  # (m_off, m)
-        q = (2 * levels[np.maximum(cand, 0)] + 1).astype(F32)                       # (m_off, m, 4)
-        xv = xval.reshape(-1, 8, 4)[s, k][:, None, :]
-        wa = waux.reshape(-1, 8, 4)[s, k][:, None, :]
+        cand = t.neighbours[u[s, k]]                                                # (m_off, m)
+        q = (2 * t.levels[np.maximum(cand, 0)] + 1).astype(F32)                     # (m_off, m, g)
+        xv = xval.reshape(xval.shape[0], -1, g)[s, k][:, None, :]
+        wa = waux.reshape(waux.shape[0], -1, g)[s, k][:, None, :]
         diff = scale[s][:, None, None] * q - xv
         d2 = seq_sum(wa * diff * diff)                                              # (m_off, m)
         d2 = np.where(cand >= 0, d2, F32(np.inf))
         best = cand[np.arange(s.size), np.argmin(d2, axis=1)]                       # first minimum
-        L4 = L4.copy()
-        L4[s, k] = levels[best]
-    return L4.reshape(L.shape), on
+        Lg = Lg.copy()
+        Lg[s, k] = t.levels[best]
+    return Lg.reshape(L.shape), on
 
 
 def _ls_sums(w: np.ndarray, xval: np.ndarray, L: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -118,21 +164,18 @@ def _weights(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.
     return w, np.sqrt(w)
 
 
-def _search(xval: np.ndarray, w: np.ndarray, waux: np.ndarray, vmax: np.ndarray, tables: tuple,
-            trials: range, redo_all: bool) -> tuple[np.ndarray, np.ndarray]:
-    """Steps 3-4 on sub-blocks (S, 32) with max ``vmax`` (S,) > 0: (levels int32 (S, 32), scale (S,)).
-
-    ``redo_all``: IQ3_S re-picks every group (not only the off-grid ones) in step 4, and
-    starts with every group marked off the grid, so step 4 runs whenever no trial was taken.
-    """
-    scale = vmax / F32(2 * _KMAX - 1)
+def _search(xval: np.ndarray, w: np.ndarray, waux: np.ndarray, t: GridTables, *, kmax: int, trials: range,
+            step: float, denom: np.ndarray, scale: np.ndarray, L: np.ndarray, on_grid: np.ndarray,
+            redo: str) -> tuple[np.ndarray, np.ndarray]:
+    """Steps 3-4 on sub-blocks (S, n): trial scales ``id = (2 kmax - 1 + step·is)/denom``, then
+    the final re-pick. ``redo``: ``"off"`` re-picks the off-grid groups when there are any
+    (IQ3_XXS), ``"all_if_off"`` every group when any is off (IQ3_S), ``"all"`` every group
+    whenever ``scale > 0`` (IQ2). Returns (levels int32 (S, n), scale float32 (S,))."""
     best = np.zeros_like(scale)
-    L = np.zeros(xval.shape, np.int32)
-    on_grid = np.full((xval.shape[0], 8), not redo_all)
-    for step in trials:
-        inv = (F32(2 * _KMAX - 1) + F32(step) * F32(0.2)) / vmax
+    for i in trials:
+        inv = (F32(2 * kmax - 1) + F32(i) * F32(step)) / denom
         this_scale = F32(1) / inv
-        Laux, on_aux = _snap(_levels_of(xval, inv), xval, waux, this_scale, np.ones_like(on_grid), tables)
+        Laux, on_aux = _snap(_levels_of(xval, inv, kmax), xval, waux, this_scale, np.ones_like(on_grid), t)
         sumqx, sumq2 = _ls_sums(w, xval, Laux)
         take = (sumq2 > 0) & (sumqx * sumqx > best * sumq2)
         scale = np.where(take, sumqx / np.where(take, sumq2, F32(1)), scale)
@@ -140,19 +183,19 @@ def _search(xval: np.ndarray, w: np.ndarray, waux: np.ndarray, vmax: np.ndarray,
         L = np.where(take[:, None], Laux, L)
         on_grid = np.where(take[:, None], on_aux, on_grid)
 
-    redo = (~on_grid).any(axis=1) & (scale > 0)
-    if redo.any():
-        todo = np.ones_like(on_grid) if redo_all else ~on_grid
-        inv = F32(1) / np.where(redo, scale, F32(1))
-        L_new, _ = _snap(_levels_of(xval, inv), xval, waux, scale, todo, tables)
-        L = np.where(redo[:, None] & np.repeat(todo, 4, axis=1), L_new, L)
+    again = scale > 0 if redo == "all" else (~on_grid).any(axis=1) & (scale > 0)
+    if again.any():
+        todo = ~on_grid if redo == "off" else np.ones_like(on_grid)
+        inv = F32(1) / np.where(again, scale, F32(1))
+        L_new, _ = _snap(_levels_of(xval, inv, kmax), xval, waux, scale, todo, t)
+        L = np.where(again[:, None] & np.repeat(todo, t.group, axis=1), L_new, L)
         sumqx, sumq2 = _ls_sums(w, xval, L)
-        scale = np.where(redo & (sumq2 > 0), sumqx / np.where(sumq2 > 0, sumq2, F32(1)), scale)
+        scale = np.where(again & (sumq2 > 0), sumqx / np.where(sumq2 > 0, sumq2, F32(1)), scale)
     return L, scale
 
 
-def _grid_indices(L: np.ndarray, kmap: np.ndarray) -> np.ndarray:
-    idx = kmap[(L.reshape(-1, 8, 4) << (3 * np.arange(4))).sum(axis=-1)]           # (S, 8)
+def _grid_indices(L: np.ndarray, t: GridTables) -> np.ndarray:
+    idx = t.kmap[t.index(L)]                                                        # (S, groups)
     if (idx < 0).any():  # pragma: no cover - ggml aborts here ("Oops: found point not on grid")
         raise AssertionError("IQ3 search left a group off the grid")
     return idx
@@ -175,7 +218,7 @@ def quantize_iq3_xxs(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndar
 
     Returns ``(d float16 (n,), grid indices uint8 (n, 64), scales_and_signs uint32 (n, 8))``.
     """
-    tables = iq3_tables("iq3xxs_grid", 2)
+    t = grid_tables("iq3xxs_grid", 2)
     n = x.shape[0]
     xs = x.reshape(n * 8, 32)                                                       # (S, 32) sub-blocks
     w, waux = _weights(x, weights)
@@ -193,11 +236,14 @@ def quantize_iq3_xxs(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndar
     vmax = np.max(xval, axis=-1)
     live = ~(vmax < _EPS_IQ3_XXS)
 
-    L, scale = _search(xval, w, waux, np.where(live, vmax, F32(1)), tables, range(-15, 16), redo_all=False)
+    vmax = np.where(live, vmax, F32(1))
+    L, scale = _search(xval, w, waux, t, kmax=_KMAX, trials=range(-15, 16), step=0.2, denom=vmax,
+                       scale=vmax / F32(2 * _KMAX - 1), L=np.zeros(xs.shape, np.int32),
+                       on_grid=np.ones((xs.shape[0], 8), bool), redo="off")
     negative = scale < 0            # "should never happen" in ggml: flip the scale and the stored signs
     scale = np.where(negative, -scale, scale)
     signs = np.where(negative[:, None], ~signs & np.uint32(127), signs)
-    idx = _grid_indices(L, tables[1])
+    idx = _grid_indices(L, t)
     scale = np.where(live, scale, F32(0))
     idx = np.where(live[:, None], idx, 0)
     signs = np.where(live[:, None], signs, np.uint32(0))
@@ -219,7 +265,7 @@ def quantize_iq3_s(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarra
     move up into its place (reproduced). Returns ``(d float16 (n,), qs uint8 (n, 64), qh
     uint8 (n, 8), signs uint8 (n, 32), scales uint8 (n, 4))``.
     """
-    tables = iq3_tables("iq3s_grid", 3)
+    t = grid_tables("iq3s_grid", 3)
     n = x.shape[0]
     xs = x.reshape(n * 8, 32)
     w, waux = _weights(x, weights)
@@ -229,11 +275,14 @@ def quantize_iq3_s(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarra
     vmax = np.max(xval, axis=-1)
     live = vmax != 0
 
-    L, scale = _search(xval, w, waux, np.where(live, vmax, F32(1)), tables, range(-9, 10), redo_all=True)
+    vmax = np.where(live, vmax, F32(1))
+    L, scale = _search(xval, w, waux, t, kmax=_KMAX, trials=range(-9, 10), step=0.2, denom=vmax,
+                       scale=vmax / F32(2 * _KMAX - 1), L=np.zeros(xs.shape, np.int32),
+                       on_grid=np.zeros((xs.shape[0], 8), bool), redo="all_if_off")
     negative = scale < 0
     scale = np.where(negative, -scale, scale)
     signs = np.where(negative[:, None], ~signs & np.uint32(255), signs).astype(np.uint8)
-    idx = _grid_indices(L, tables[1])                                               # (S, 8) in 0..511
+    idx = _grid_indices(L, t)                                                       # (S, 8) in 0..511
     scale = np.where(live, scale, F32(0))
 
     qh = np.where(live[:, None], (idx >> 8) << np.arange(8), 0).sum(axis=-1).astype(np.uint8).reshape(n, 8)
