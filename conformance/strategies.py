@@ -431,8 +431,8 @@ def outlier_activations(draw, *, max_tokens: int = 16, max_in: int = 96, max_out
 # --- gguf (issue 5) ---
 @st.composite
 def gguf_cases(draw, block_size: int, *, max_rows: int = 3, max_blocks: int = 2,  # type: ignore[no-untyped-def]
-               allow_nonfinite: bool = False, grid_levels: tuple[int, ...] = (8, 16, 127)
-               ) -> tuple[np.ndarray, np.ndarray | None]:
+               allow_nonfinite: bool = False, grid_levels: tuple[int, ...] = (8, 16, 127),
+               require_imatrix: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """``(x, imatrix)`` for a ggml block type of ``block_size`` elements.
 
     ``x`` is float32 (rows, k * block_size) of one of the row kinds ggml's golden vectors
@@ -441,7 +441,8 @@ def gguf_cases(draw, block_size: int, *, max_rows: int = 3, max_blocks: int = 2,
     by each 32-block's max: pass the format's own, e.g. (8,) for Q4_0), with whole rows set
     to +0, -0, a constant or one outlier; NaN/inf only when
     ``allow_nonfinite`` (f16, bf16). ``imatrix`` is None, random positive, or positive with
-    zero columns (a zeroed first block included: FAILURES.md #5, #6).
+    zero columns (a zeroed first block included: FAILURES.md #5, #6); never None with
+    ``require_imatrix`` (the types ggml quantizes only with one: IQ2_XXS, IQ2_XS, IQ1_S).
     """
     rows = draw(st.integers(1, max_rows))
     cols = draw(st.integers(1, 64)) if block_size == 1 else draw(st.integers(1, max_blocks)) * block_size
@@ -488,7 +489,7 @@ def gguf_cases(draw, block_size: int, *, max_rows: int = 3, max_blocks: int = 2,
         x[draw(st.integers(0, rows - 1)), :seg] = block.astype(np.float32)
     if allow_nonfinite and draw(st.booleans()):
         x.flat[draw(st.integers(0, x.size - 1))] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
-    im_kind = draw(st.sampled_from(["none", "none", "random", "zeros"]))
+    im_kind = draw(st.sampled_from(["random", "zeros"] if require_imatrix else ["none", "none", "random", "zeros"]))
     imatrix = None
     if im_kind != "none":
         imatrix = (rng.gamma(1.0, 1.0, cols) + 1e-3).astype(np.float32)

@@ -109,12 +109,12 @@ def test_layout_and_bits_per_weight(qtype):
     assert qtype in G.dequantize_qtypes() and (qtype in G.qtypes()) == (qtype in QUANTIZED)
 
 
-QUANTIZED = ("iq3_xxs", "iq3_s")
+QUANTIZED = ("iq3_xxs", "iq3_s", "iq2_xxs")
 
 
 @pytest.mark.parametrize("qtype", QUANTIZED)
-def test_iq3_quantizes_like_ggml(qtype):
-    """The IQ3 searches (refquant.formats.gguf_iqgrid_search) against ggml's bytes, every row
+def test_quantizes_like_ggml(qtype):
+    """The grid searches (refquant.formats.gguf_iqgrid_search) against ggml's bytes, every row
     kind, with and without importance matrices (also in test_gguf_codecs' golden test)."""
     with np.load(GOLDEN / f"{qtype}.npz") as z:
         x = z["x"]
@@ -158,8 +158,10 @@ def test_quantize_is_refused_clearly():
     x = np.zeros((1, 256), np.float32)
     with pytest.raises(UnsupportedError, match="quantizing iq2_s .* not implemented"):
         G.quantize(x, "iq2_s")
-    with pytest.raises(UnsupportedError, match="quantizing iq2_xxs"):
-        G.quantize(x, "iq2_xxs", np.ones(256, np.float32))
+    with pytest.raises(UnsupportedError, match="quantizing iq1_s"):
+        G.quantize(x, "iq1_s", np.ones(256, np.float32))
+    with pytest.raises(ValueError, match="iq2_xxs needs an importance matrix"):
+        G.quantize(x, "iq2_xxs")
 
 
 def test_dequantize_checks_sizes_and_does_not_mutate():

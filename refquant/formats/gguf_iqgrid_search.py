@@ -39,10 +39,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from refquant.formats._ggml_math import F32, fp32_to_fp16, nearest_int, seq_sum
+from refquant.formats._ggml_math import F32, GROUP_MAX_EPS, fp32_to_fp16, nearest_int, seq_sum
 from refquant.formats._iq_grids import grid
 
-__all__ = ["GridTables", "grid_tables", "iq3_tables", "quantize_iq3_xxs", "quantize_iq3_s"]
+__all__ = ["GridTables", "grid_tables", "iq3_tables", "quantize_iq3_xxs", "quantize_iq3_s", "quantize_iq2_xxs"]
 
 _KMAX = 8
 _EPS_IQ3_XXS = F32(1e-8)        # GROUP_MAX_EPS_IQ3_XXS
@@ -152,14 +152,14 @@ def _ls_sums(w: np.ndarray, xval: np.ndarray, L: np.ndarray) -> tuple[np.ndarray
     return seq_sum(w * xval * q), seq_sum(w * q * q)
 
 
-def _weights(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
-    """Step 1 on super-blocks (n, 256): (w, waux) float32 (8 n, 32)."""
+def _weights(x: np.ndarray, weights: np.ndarray | None, factor: int = 2) -> tuple[np.ndarray, np.ndarray]:
+    """Step 1 on super-blocks (n, 256): (w, waux) float32 (8 n, 32); sigma2 = factor·Σx²/256."""
     n = x.shape[0]
     xs = x.reshape(n * 8, 32)
     if weights is None:
         w = xs * xs
     else:
-        sigma2 = (F32(2) * seq_sum(x * x)) / F32(256)                               # (n,)
+        sigma2 = (F32(factor) * seq_sum(x * x)) / F32(256)                          # (n,)
         w = weights.reshape(n * 8, 32) * np.sqrt(np.repeat(sigma2, 8)[:, None] + xs * xs)
     return w, np.sqrt(w)
 
@@ -213,6 +213,21 @@ def _super_scales(scale: np.ndarray, n: int, fudge: float) -> tuple[np.ndarray, 
     return dh, ls, zero
 
 
+def _even_signs(xs: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Step 2 (IQ3_XXS, IQ2_XXS, IQ2_XS): xval float32 (S, 32) and 7-bit signs uint32 (S, 4).
+
+    An odd count of negative x in a group of 8 flips the element with the smallest w·x·x."""
+    neg = xs < 0
+    xval = np.abs(xs)
+    odd = neg.reshape(-1, 4, 8).sum(axis=-1) % 2 == 1                              # (S, 4)
+    imin = np.argmin((w * xs * xs).reshape(-1, 4, 8), axis=-1)
+    flip = np.zeros((xs.shape[0], 4, 8), bool)
+    flip[np.nonzero(odd) + (imin[odd],)] = True
+    xval = np.where(flip.reshape(xs.shape), -xval, xval)
+    bits = (neg.reshape(-1, 4, 8) ^ flip).astype(np.uint32) << np.arange(8, dtype=np.uint32)
+    return xval, bits.sum(axis=-1, dtype=np.uint32) & np.uint32(127)
+
+
 def quantize_iq3_xxs(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Steps 1-5 on super-blocks x float32 (n, 256), weights (n, 256) or None.
 
@@ -223,16 +238,7 @@ def quantize_iq3_xxs(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndar
     xs = x.reshape(n * 8, 32)                                                       # (S, 32) sub-blocks
     w, waux = _weights(x, weights)
 
-    # step 2: signs with even parity per group of 8
-    neg = xs < 0
-    xval = np.abs(xs)
-    odd = neg.reshape(-1, 4, 8).sum(axis=-1) % 2 == 1                              # (S, 4)
-    imin = np.argmin((w * xs * xs).reshape(-1, 4, 8), axis=-1)
-    flip = np.zeros((xs.shape[0], 4, 8), bool)
-    flip[np.nonzero(odd) + (imin[odd],)] = True
-    xval = np.where(flip.reshape(xs.shape), -xval, xval)
-    bits = (neg.reshape(-1, 4, 8) ^ flip).astype(np.uint32) << np.arange(8, dtype=np.uint32)
-    signs = bits.sum(axis=-1, dtype=np.uint32) & np.uint32(127)                     # (S, 4)
+    xval, signs = _even_signs(xs, w)                                                # step 2
     vmax = np.max(xval, axis=-1)
     live = ~(vmax < _EPS_IQ3_XXS)
 
@@ -299,3 +305,43 @@ def quantize_iq3_s(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarra
     sc = (ls[:, 0::2] | (ls[:, 1::2] << 4)).astype(np.uint8)
     sc = np.where(zero[:, None], 0, sc).astype(np.uint8)
     return dh, qs, qh, sg, sc
+
+
+def quantize_iq2_xxs(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``quantize_row_iq2_xxs_impl`` on super-blocks x float32 (n, 256) with imatrix weights.
+
+    As IQ3_XXS (parity signs, groups of 8 on the 256-point 2-bit grid, neighbours within two
+    distances) except: ``sigma2 = Σx²/256``; ``max < 1e-15`` is a zero sub-block; the start is
+    ``make_qp_quants(32, 4, xval, w)``, with ``eff_max = 3·scale`` (``<= 0``: zero sub-block); 13
+    trials ``id = (5 + 0.1·is)/eff_max``, ``is = -6..6``, levels 0..2; every group is re-picked
+    whenever ``scale > 0``; ``d = max_scale/31`` stored without a fudge factor. Returns ``(d
+    float16 (n,), qs uint32 (n, 16))``: per sub-block the 4 grid-index bytes, then the signs
+    word with the 4-bit scale in bits 28-31.
+    """
+    from refquant.formats.gguf_kquants_search import make_qp_quants
+
+    t = grid_tables("iq2xxs_grid", 2)
+    n = x.shape[0]
+    xs = x.reshape(n * 8, 32)
+    w, waux = _weights(x, weights, factor=1)
+    xval, signs = _even_signs(xs, w)
+    vmax = np.max(xval, axis=-1)
+    live = ~(vmax < GROUP_MAX_EPS)
+    qp_scale, qp_codes = make_qp_quants(xval, 4, w)
+    eff_max = qp_scale * F32(3)
+    live &= eff_max > 0
+    L, scale = _search(xval, w, waux, t, kmax=3, trials=range(-6, 7), step=0.1,
+                       denom=np.where(live, eff_max, F32(1)), scale=qp_scale, L=qp_codes.astype(np.int32),
+                       on_grid=np.ones((xs.shape[0], 4), bool), redo="all")
+    negative = scale < 0
+    scale = np.where(negative, -scale, scale)
+    signs = np.where(negative[:, None], ~signs & np.uint32(127), signs)
+    idx = np.where(live[:, None], _grid_indices(np.where(live[:, None], L, 0), t), 0).astype(np.uint32)
+    scale = np.where(live, scale, F32(0))
+    signs = np.where(live[:, None], signs, np.uint32(0))
+    w0 = idx[:, 0] | (idx[:, 1] << 8) | (idx[:, 2] << 16) | (idx[:, 3] << 24)
+    w1 = signs[:, 0] | (signs[:, 1] << 7) | (signs[:, 2] << 14) | (signs[:, 3] << 21)
+    dh, ls, zero = _super_scales(scale, n, 1.0)
+    w1 = w1.reshape(n, 8) | (ls.astype(np.uint32) << np.uint32(28))
+    q2 = np.stack([w0.reshape(n, 8), w1], axis=-1).reshape(n, 16)
+    return dh, np.where(zero[:, None], np.uint32(0), q2)
