@@ -109,7 +109,7 @@ def test_layout_and_bits_per_weight(qtype):
     assert qtype in G.dequantize_qtypes() and (qtype in G.qtypes()) == (qtype in QUANTIZED)
 
 
-QUANTIZED = ("iq3_xxs", "iq3_s", "iq2_xxs")
+QUANTIZED = ("iq3_xxs", "iq3_s", "iq2_xxs", "iq2_xs")
 
 
 @pytest.mark.parametrize("qtype", QUANTIZED)

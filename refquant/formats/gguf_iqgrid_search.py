@@ -42,7 +42,8 @@ import numpy as np
 from refquant.formats._ggml_math import F32, GROUP_MAX_EPS, fp32_to_fp16, nearest_int, seq_sum
 from refquant.formats._iq_grids import grid
 
-__all__ = ["GridTables", "grid_tables", "iq3_tables", "quantize_iq3_xxs", "quantize_iq3_s", "quantize_iq2_xxs"]
+__all__ = ["GridTables", "grid_tables", "iq3_tables", "quantize_iq3_xxs", "quantize_iq3_s", "quantize_iq2_xxs",
+           "quantize_iq2_xs"]
 
 _KMAX = 8
 _EPS_IQ3_XXS = F32(1e-8)        # GROUP_MAX_EPS_IQ3_XXS
@@ -152,15 +153,16 @@ def _ls_sums(w: np.ndarray, xval: np.ndarray, L: np.ndarray) -> tuple[np.ndarray
     return seq_sum(w * xval * q), seq_sum(w * q * q)
 
 
-def _weights(x: np.ndarray, weights: np.ndarray | None, factor: int = 2) -> tuple[np.ndarray, np.ndarray]:
-    """Step 1 on super-blocks (n, 256): (w, waux) float32 (8 n, 32); sigma2 = factor·Σx²/256."""
+def _weights(x: np.ndarray, weights: np.ndarray | None, factor: int = 2,
+             sub: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Step 1 on super-blocks (n, 256): (w, waux) float32 (256 n / sub, sub); sigma2 = factor·Σx²/256."""
     n = x.shape[0]
-    xs = x.reshape(n * 8, 32)
+    xs = x.reshape(-1, sub)
     if weights is None:
         w = xs * xs
     else:
         sigma2 = (F32(factor) * seq_sum(x * x)) / F32(256)                          # (n,)
-        w = weights.reshape(n * 8, 32) * np.sqrt(np.repeat(sigma2, 8)[:, None] + xs * xs)
+        w = weights.reshape(-1, sub) * np.sqrt(np.repeat(sigma2, 256 // sub)[:, None] + xs * xs)
     return w, np.sqrt(w)
 
 
@@ -202,8 +204,8 @@ def _grid_indices(L: np.ndarray, t: GridTables) -> np.ndarray:
 
 
 def _super_scales(scale: np.ndarray, n: int, fudge: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Step 5: (d float16 (n,), 4-bit sub-block scales int32 (n, 8), all-zero super-blocks (n,))."""
-    scales = scale.reshape(n, 8)
+    """Step 5: (d float16 (n,), 4-bit sub-block scales int32 (n, k), all-zero super-blocks (n,))."""
+    scales = scale.reshape(n, -1)
     max_scale = np.max(scales, axis=1)
     zero = max_scale == 0
     d = max_scale / F32(31)
@@ -214,17 +216,18 @@ def _super_scales(scale: np.ndarray, n: int, fudge: float) -> tuple[np.ndarray, 
 
 
 def _even_signs(xs: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Step 2 (IQ3_XXS, IQ2_XXS, IQ2_XS): xval float32 (S, 32) and 7-bit signs uint32 (S, 4).
+    """Step 2 (IQ3_XXS, IQ2_XXS, IQ2_XS): xval float32 (S, n) and 7-bit signs uint32 (S, n / 8).
 
     An odd count of negative x in a group of 8 flips the element with the smallest w·x·x."""
+    k = xs.shape[1] // 8
     neg = xs < 0
     xval = np.abs(xs)
-    odd = neg.reshape(-1, 4, 8).sum(axis=-1) % 2 == 1                              # (S, 4)
-    imin = np.argmin((w * xs * xs).reshape(-1, 4, 8), axis=-1)
-    flip = np.zeros((xs.shape[0], 4, 8), bool)
+    odd = neg.reshape(-1, k, 8).sum(axis=-1) % 2 == 1                              # (S, k)
+    imin = np.argmin((w * xs * xs).reshape(-1, k, 8), axis=-1)
+    flip = np.zeros((xs.shape[0], k, 8), bool)
     flip[np.nonzero(odd) + (imin[odd],)] = True
     xval = np.where(flip.reshape(xs.shape), -xval, xval)
-    bits = (neg.reshape(-1, 4, 8) ^ flip).astype(np.uint32) << np.arange(8, dtype=np.uint32)
+    bits = (neg.reshape(-1, k, 8) ^ flip).astype(np.uint32) << np.arange(8, dtype=np.uint32)
     return xval, bits.sum(axis=-1, dtype=np.uint32) & np.uint32(127)
 
 
@@ -345,3 +348,34 @@ def quantize_iq2_xxs(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np
     w1 = w1.reshape(n, 8) | (ls.astype(np.uint32) << np.uint32(28))
     q2 = np.stack([w0.reshape(n, 8), w1], axis=-1).reshape(n, 16)
     return dh, np.where(zero[:, None], np.uint32(0), q2)
+
+
+def quantize_iq2_xs(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``quantize_row_iq2_xs_impl`` on super-blocks x float32 (n, 256) with imatrix weights.
+
+    Sub-blocks of 16 (two groups of 8, parity signs) on the 512-point 2-bit grid (neighbours
+    within two distances); ``sigma2 = Σx²/256``; ``max < 1e-15`` is a zero sub-block; start
+    ``scale = max/5``, 19 trials ``id = (5 + 0.1·is)/max``, ``is = -9..9``; the off-grid groups
+    are re-picked as in IQ3_XXS; ``d = max_scale/31`` (no fudge factor), one 4-bit scale per 16.
+    Returns ``(d float16 (n,), qs uint16 (n, 32) = grid index | signs << 9, scales uint8 (n, 8))``.
+    """
+    t = grid_tables("iq2xs_grid", 2)
+    n = x.shape[0]
+    xs = x.reshape(n * 16, 16)
+    w, waux = _weights(x, weights, factor=1, sub=16)
+    xval, signs = _even_signs(xs, w)
+    vmax = np.max(xval, axis=-1)
+    live = ~(vmax < GROUP_MAX_EPS)
+    vmax = np.where(live, vmax, F32(1))
+    L, scale = _search(xval, w, waux, t, kmax=3, trials=range(-9, 10), step=0.1, denom=vmax,
+                       scale=vmax / F32(5), L=np.zeros(xs.shape, np.int32),
+                       on_grid=np.ones((xs.shape[0], 2), bool), redo="off")
+    negative = scale < 0
+    scale = np.where(negative, -scale, scale)
+    signs = np.where(negative[:, None], ~signs & np.uint32(127), signs)
+    idx = np.where(live[:, None], _grid_indices(np.where(live[:, None], L, 0), t), 0).astype(np.uint32)
+    scale = np.where(live, scale, F32(0))
+    q2 = np.where(live[:, None], idx | (signs << np.uint32(9)), 0).astype(np.uint16).reshape(n, 32)
+    dh, ls, zero = _super_scales(scale, n, 1.0)
+    sc = np.where(zero[:, None], 0, ls[:, 0::2] | (ls[:, 1::2] << 4)).astype(np.uint8)
+    return dh, np.where(zero[:, None], np.uint16(0), q2), sc
