@@ -43,7 +43,7 @@ from refquant.formats._ggml_math import F32, GROUP_MAX_EPS, fp32_to_fp16, neares
 from refquant.formats._iq_grids import grid
 
 __all__ = ["GridTables", "grid_tables", "iq3_tables", "quantize_iq3_xxs", "quantize_iq3_s", "quantize_iq2_xxs",
-           "quantize_iq2_xs"]
+           "quantize_iq2_xs", "quantize_iq2_s"]
 
 _KMAX = 8
 _EPS_IQ3_XXS = F32(1e-8)        # GROUP_MAX_EPS_IQ3_XXS
@@ -379,3 +379,42 @@ def quantize_iq2_xs(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.
     dh, ls, zero = _super_scales(scale, n, 1.0)
     sc = np.where(zero[:, None], 0, ls[:, 0::2] | (ls[:, 1::2] << 4)).astype(np.uint8)
     return dh, np.where(zero[:, None], np.uint16(0), q2), sc
+
+
+def quantize_iq2_s(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, ...]:
+    """``quantize_row_iq2_s_impl`` on super-blocks x float32 (n, 256).
+
+    As IQ2_XS but on the 1024-point grid (neighbours at the nearest distance only), full
+    sign bytes (no parity trick), ``sigma2 = 2·Σx²/256``, weights ``0.25·sigma2 + x²`` without
+    an imatrix, ``max < 1e-8`` a zero sub-block, and ``d·0.9875`` stored. Returns ``(d float16
+    (n,), qs uint8 (n, 64): 32 index bytes then 32 sign bytes, qh uint8 (n, 8): index bits 8-9
+    at 2·(i % 4) of qh[i / 4], scales uint8 (n, 8))``.
+    """
+    t = grid_tables("iq2s_grid", 1)
+    n = x.shape[0]
+    xs = x.reshape(n * 16, 16)
+    if weights is None:
+        sigma2 = (F32(2) * seq_sum(x * x)) / F32(256)
+        w = F32(0.25) * np.repeat(sigma2, 16)[:, None] + xs * xs
+        waux = np.sqrt(w)
+    else:
+        w, waux = _weights(x, weights, factor=2, sub=16)
+    signs = ((xs < 0).reshape(-1, 2, 8).astype(np.uint32) << np.arange(8, dtype=np.uint32)).sum(-1, dtype=np.uint32)
+    xval = np.abs(xs)
+    vmax = np.max(xval, axis=-1)
+    live = ~(vmax < _EPS_IQ3_XXS)                      # GROUP_MAX_EPS_IQ2_S = 1e-8 too
+    vmax = np.where(live, vmax, F32(1))
+    L, scale = _search(xval, w, waux, t, kmax=3, trials=range(-9, 10), step=0.1, denom=vmax,
+                       scale=vmax / F32(5), L=np.zeros(xs.shape, np.int32),
+                       on_grid=np.ones((xs.shape[0], 2), bool), redo="off")
+    negative = scale < 0
+    scale = np.where(negative, -scale, scale)
+    signs = np.where(negative[:, None], ~signs & np.uint32(255), signs)
+    idx = np.where(live[:, None], _grid_indices(np.where(live[:, None], L, 0), t), 0).reshape(n, 32)
+    signs = np.where(live[:, None], signs, 0).reshape(n, 32)
+    scale = np.where(live, scale, F32(0))
+    qs = np.concatenate([idx & 255, signs], axis=1).astype(np.uint8)
+    qh = ((idx >> 8).reshape(n, 8, 4) << (2 * np.arange(4))).sum(-1).astype(np.uint8)
+    dh, ls, zero = _super_scales(scale, n, 0.9875)
+    sc = np.where(zero[:, None], 0, ls[:, 0::2] | (ls[:, 1::2] << 4)).astype(np.uint8)
+    return dh, qs, qh, sc
