@@ -14,8 +14,8 @@ structured dtype.
 Supported ``qtype`` names (case-insensitive; also the ggml type id as an int) are the
 keys of :data:`refquant.formats.FORMATS`: f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q8_1,
 q2_k, q3_k, q4_k, q5_k, q6_k, q8_k, tq1_0, tq2_0, iq4_nl, iq4_xs, mxfp4, nvfp4, iq3_xxs,
-iq3_s, iq2_xxs and iq2_xs (these two with an imatrix), iq2_s; and, for :func:`dequantize`
-only (:func:`dequantize_qtypes`), iq1_s and iq1_m.
+iq3_s, iq2_xxs, iq2_xs and iq1_s (these three with an imatrix), iq2_s; and, for
+:func:`dequantize` only (:func:`dequantize_qtypes`), iq1_m.
 
 Conventions
 -----------

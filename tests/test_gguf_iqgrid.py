@@ -109,7 +109,7 @@ def test_layout_and_bits_per_weight(qtype):
     assert qtype in G.dequantize_qtypes() and (qtype in G.qtypes()) == (qtype in QUANTIZED)
 
 
-QUANTIZED = ("iq3_xxs", "iq3_s", "iq2_xxs", "iq2_xs", "iq2_s")
+QUANTIZED = ("iq3_xxs", "iq3_s", "iq2_xxs", "iq2_xs", "iq2_s", "iq1_s")
 
 
 @pytest.mark.parametrize("qtype", QUANTIZED)
@@ -158,8 +158,8 @@ def test_quantize_is_refused_clearly():
     x = np.zeros((1, 256), np.float32)
     with pytest.raises(UnsupportedError, match="quantizing iq1_m .* not implemented"):
         G.quantize(x, "iq1_m")
-    with pytest.raises(UnsupportedError, match="quantizing iq1_s"):
-        G.quantize(x, "iq1_s", np.ones(256, np.float32))
+    with pytest.raises(ValueError, match="iq1_s needs an importance matrix"):
+        G.quantize(x, "iq1_s")
     with pytest.raises(ValueError, match="iq2_xxs needs an importance matrix"):
         G.quantize(x, "iq2_xxs")
 

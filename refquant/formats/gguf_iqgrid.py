@@ -40,10 +40,10 @@ Decoding, per 32-element sub-block ``ib`` and group ``l`` (``dequantize_row_iq2_
 
 ggml requires an importance matrix to quantize IQ2_XXS, IQ2_XS and IQ1_S
 (``ggml_quantize_requires_imatrix`` in ``ggml.c``); IQ1_M's requirement is commented out
-there. IQ3_XXS, IQ3_S, IQ2_XXS, IQ2_XS and IQ2_S quantize bit-exactly as ggml
-(``quantize_iq3_xxs``, ``quantize_iq3_s``, ``quantize_iq2_xxs``, ``quantize_iq2_xs``,
-``quantize_iq2_s``: the searches in :mod:`refquant.formats.gguf_iqgrid_search`); for IQ1_S
-and IQ1_M ggml's searches are not implemented yet and :meth:`quantize_blocks` raises
+there. All but IQ1_M quantize bit-exactly as ggml (``quantize_iq3_xxs``, ``quantize_iq3_s``,
+``quantize_iq2_xxs``, ``quantize_iq2_xs``, ``quantize_iq2_s``, ``quantize_iq1_s``: the
+searches in :mod:`refquant.formats.gguf_iqgrid_search`); IQ1_M's search is not implemented
+yet and :meth:`quantize_blocks` raises
 :class:`~refquant.errors.UnsupportedError`.
 """
 
@@ -56,7 +56,7 @@ from refquant.formats._ggml_math import F32
 from refquant.formats._iq_grids import KSIGNS_IQ2XS, grid, signs_from_bits
 from refquant.formats.base import BlockFormat, Field
 from refquant.formats.gguf_iqgrid_search import (
-    quantize_iq2_s, quantize_iq2_xs, quantize_iq2_xxs, quantize_iq3_s, quantize_iq3_xxs,
+    quantize_iq1_s, quantize_iq2_s, quantize_iq2_xs, quantize_iq2_xxs, quantize_iq3_s, quantize_iq3_xxs,
 )
 
 __all__ = ["IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M"]
@@ -246,6 +246,15 @@ class IQ1_S(_GridFormat, name="iq1_s", type_id=19, block_size=256):
 
     fields = (Field("d", "<f2"), Field("qs", "u1", 32), Field("qh", "<u2", 8))
     requires_imatrix = True
+    can_quantize = True
+
+    @classmethod
+    def quantize_blocks(cls, x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+        if weights is None:  # refquant.gguf.quantize refuses this first (ggml asserts)
+            raise ValueError("iq1_s needs importance weights")
+        blocks = cls.empty_blocks(x.shape[0])
+        blocks["d"], blocks["qs"], blocks["qh"] = quantize_iq1_s(x, weights)
+        return blocks
 
     @classmethod
     def dequantize_blocks(cls, blocks: np.ndarray) -> np.ndarray:

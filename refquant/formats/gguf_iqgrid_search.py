@@ -43,7 +43,7 @@ from refquant.formats._ggml_math import F32, GROUP_MAX_EPS, fp32_to_fp16, neares
 from refquant.formats._iq_grids import grid
 
 __all__ = ["GridTables", "grid_tables", "iq3_tables", "quantize_iq3_xxs", "quantize_iq3_s", "quantize_iq2_xxs",
-           "quantize_iq2_xs", "quantize_iq2_s"]
+           "quantize_iq2_xs", "quantize_iq2_s", "quantize_iq1_s"]
 
 _KMAX = 8
 _EPS_IQ3_XXS = F32(1e-8)        # GROUP_MAX_EPS_IQ3_XXS
@@ -418,3 +418,114 @@ def quantize_iq2_s(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarra
     dh, ls, zero = _super_scales(scale, n, 0.9875)
     sc = np.where(zero[:, None], 0, ls[:, 0::2] | (ls[:, 1::2] << 4)).astype(np.uint8)
     return dh, qs, qh, sc
+
+
+_IQ1_DELTA = F32(0.125)
+_X_P = np.array([-1 + 0.125, 0.125, 1 + 0.125], F32)      # x_p / x_m of quantize_row_iq1_s_impl
+_X_M = np.array([-1 - 0.125, -0.125, 1 - 0.125], F32)
+
+
+def _iq1_best_split(xs: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The exhaustive 3-level split of the sorted sub-block (``quantize_row_iq1_s_impl``).
+
+    Values sorted ascending with equal values in index order (ggml's ``qsort`` with
+    ``iq1_sort_helper`` leaves ties to the C library: glibc's merge sort, with which the
+    golden vectors were made, keeps them in order), prefix sums ``sumx``
+    of ``w·x`` and ``sumw`` of ``w`` in that order; every ``i1 <= i2`` assigns levels 0, 1, 2
+    to the sorted runs, and the shifted values ``x_p`` (+1/8) then ``x_m`` (-1/8) are tried in
+    turn, a candidate replacing the best when ``Σw·q² > 0`` and ``(Σwqx)² > best·Σwq²``. The
+    scan runs in ggml's order, vectorized over sub-blocks. Returns (levels int32 (S, n),
+    scale (S,), shift int (S,): +1, -1 or 0 when nothing was accepted).
+    """
+    S, n = xs.shape
+    order = np.argsort(xs, axis=1, kind="stable")
+    xo = np.take_along_axis(xs, order, axis=1)
+    wo = np.take_along_axis(w, order, axis=1)
+    zero = np.zeros((S, 1), F32)
+    sumx = np.concatenate([zero, np.add.accumulate(wo * xo, axis=1, dtype=F32)], axis=1)   # (S, n + 1)
+    sumw = np.concatenate([zero, np.add.accumulate(wo, axis=1, dtype=F32)], axis=1)
+    best = np.full(S, -np.finfo(F32).max, F32)
+    scale = np.max(np.abs(xs), axis=1)
+    b1 = np.full(S, -1)
+    b2 = np.full(S, -1)
+    shift = np.zeros(S, np.int32)
+    for i1 in range(n + 1):
+        a = sumx[:, i1] - sumx[:, 0]
+        aw = sumw[:, i1] - sumw[:, 0]
+        for i2 in range(i1, n + 1):
+            b, c = sumx[:, i2] - sumx[:, i1], sumx[:, n] - sumx[:, i2]
+            bw, cw = sumw[:, i2] - sumw[:, i1], sumw[:, n] - sumw[:, i2]
+            for xx, sgn in ((_X_P, 1), (_X_M, -1)):
+                sumqx = a * xx[0] + b * xx[1] + c * xx[2]
+                sumq2 = aw * xx[0] * xx[0] + bw * xx[1] * xx[1] + cw * xx[2] * xx[2]
+                take = (sumq2 > 0) & (sumqx * sumqx > best * sumq2)
+                if take.any():
+                    scale = np.where(take, sumqx / np.where(take, sumq2, F32(1)), scale)
+                    best = np.where(take, scale * sumqx, best)
+                    b1 = np.where(take, i1, b1)
+                    b2 = np.where(take, i2, b2)
+                    shift = np.where(take, sgn, shift)
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(n)[None, :].repeat(S, 0), axis=1)      # sorted position of each x
+    L = (rank >= b1[:, None]).astype(np.int32) + (rank >= b2[:, None])
+    return L, scale, shift
+
+
+def quantize_iq1_s(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``quantize_row_iq1_s_impl`` on super-blocks x float32 (n, 256) with imatrix weights.
+
+    Per sub-block of 32 (``sigma2 = 2·Σx²/256``, ``w = qw·sqrtf(sigma2 + x²)``; ``max|x| < 1e-12``
+    is a zero sub-block): the best 3-level split (:func:`_iq1_best_split`); a negative scale
+    mirrors the levels and the shift; groups of 8 off the 2048-point grid take the neighbour
+    (within three distances) minimizing ``Σ w·(scale·xx[l] - x)²`` (``iq1_find_best_neighbour2``,
+    first on a tie), after which the scale is the least-squares ``Σw·q·x/Σw·q²`` over the
+    sub-block if both sums are positive. ``d = max_scale/15`` is stored as fp16(``d·1.125``),
+    the 3-bit scale ``clamp(nearest_int(0.5·(scale/d - 1)), 0, 7)`` goes to ``qh`` bits 12-14 and
+    a -1/8 shift to bit 15. Returns ``(d float16 (n,), qs uint8 (n, 32), qh uint16 (n, 8))``.
+    """
+    t = grid_tables("iq1s_grid", 3)
+    n = x.shape[0]
+    xs = x.reshape(n * 8, 32)
+    w, _ = _weights(x, weights, factor=2)
+    vmax = np.max(np.abs(xs), axis=1)
+    L, scale, shift = _iq1_best_split(xs, w)
+    live = ~(vmax < F32(1e-12)) & (shift != 0)
+    negative = scale < 0
+    L = np.where(negative[:, None], 2 - L, L)
+    scale = np.where(negative, -scale, scale)
+    shift = np.where(negative, -shift, shift)
+    xx = np.where((shift == 1)[:, None], _X_P, _X_M)                                # (S, 3)
+
+    u = t.index(L)                                                                  # (S, 4)
+    idx = t.kmap[u]
+    s, k = np.nonzero((idx < 0) & live[:, None])
+    if s.size:
+        cand = t.neighbours[u[s, k]]                                                # (m_off, m)
+        lv = t.levels[np.maximum(cand, 0)]                                          # (m_off, m, 8)
+        q = np.take_along_axis(xx[s][:, None, :].repeat(cand.shape[1], 1), lv, axis=2)
+        xv = xs.reshape(-1, 4, 8)[s, k][:, None, :]
+        wv = w.reshape(-1, 4, 8)[s, k][:, None, :]
+        diff = scale[s][:, None, None] * q - xv
+        d2 = np.where(cand >= 0, seq_sum(wv * diff * diff), F32(np.inf))
+        idx[s, k] = cand[np.arange(s.size), np.argmin(d2, axis=1)]
+        off = np.zeros(len(xs), bool)
+        off[s] = True
+        q_all = np.take_along_axis(xx, t.levels[np.maximum(idx, 0)].reshape(len(xs), 32), axis=1)
+        sumqx, sumq2 = seq_sum(w * q_all * xs), seq_sum(w * q_all * q_all)
+        ok = off & (sumqx > 0) & (sumq2 > 0)
+        scale = np.where(ok, sumqx / np.where(ok, sumq2, F32(1)), scale)
+
+    idx = np.where(live[:, None], idx, 0).astype(np.uint32)
+    scale = np.where(live, scale, F32(0))
+    qs = (idx & 255).astype(np.uint8).reshape(n, 32)
+    h = ((idx >> 8) << (3 * np.arange(4, dtype=np.uint32))).sum(axis=1, dtype=np.uint32)       # (S,)
+    scales = scale.reshape(n, 8)
+    max_scale = np.max(scales, axis=1)
+    zero = max_scale == 0
+    d = max_scale / F32(15)
+    dh = np.where(zero, np.float16(0), fp32_to_fp16(d * F32(1.125))).astype(np.float16)
+    inv_d = F32(1) / np.where(zero, F32(1), d)
+    ls = np.clip(nearest_int(F32(0.5) * (inv_d[:, None] * scales - F32(1))), 0, 7).astype(np.uint32)
+    ls = ls | np.where(np.where(live, shift, 1).reshape(n, 8) == -1, np.uint32(8), np.uint32(0))
+    qh = (h.reshape(n, 8) | (ls << np.uint32(12))).astype(np.uint16)
+    return dh, np.where(zero[:, None], 0, qs).astype(np.uint8), np.where(zero[:, None], 0, qh).astype(np.uint16)
