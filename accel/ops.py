@@ -50,7 +50,7 @@ GRANULARITIES = ("per_tensor", "per_channel", "per_group", "per_token", "per_blo
 # when refquant.formats registers it (the K-quants add theirs here).
 GGUF_FORMATS = ("f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1",
                 "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_k",
-                "tq1_0", "tq2_0", "iq4_nl", "iq4_xs", "mxfp4", "nvfp4", "iq3_xxs", "iq3_s", "iq2_xxs", "iq2_xs", "iq2_s", "iq1_s")
+                "tq1_0", "tq2_0", "iq4_nl", "iq4_xs", "mxfp4", "nvfp4", "iq3_xxs", "iq3_s", "iq2_xxs", "iq2_xs", "iq2_s", "iq1_s", "iq1_m")
 # OCP Microscaling v1.0 concrete formats (refquant.formats.mx.MX_FORMATS)
 MX_FORMATS = ("mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4", "mxint8")
 

@@ -13,9 +13,9 @@ structured dtype.
 
 Supported ``qtype`` names (case-insensitive; also the ggml type id as an int) are the
 keys of :data:`refquant.formats.FORMATS`: f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q8_1,
-q2_k, q3_k, q4_k, q5_k, q6_k, q8_k, tq1_0, tq2_0, iq4_nl, iq4_xs, mxfp4, nvfp4, iq3_xxs,
-iq3_s, iq2_xxs, iq2_xs and iq1_s (these three with an imatrix), iq2_s; and, for
-:func:`dequantize` only (:func:`dequantize_qtypes`), iq1_m.
+q2_k, q3_k, q4_k, q5_k, q6_k, q8_k, tq1_0, tq2_0, iq4_nl, iq4_xs, mxfp4, nvfp4, and the
+grid types iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s, iq1_s, iq1_m (iq2_xxs, iq2_xs and iq1_s
+only with an imatrix, as in ggml).
 
 Conventions
 -----------
@@ -42,7 +42,7 @@ import numpy as np
 from refquant._validate import as_float_array
 from refquant.formats import FORMATS, FORMATS_BY_ID, BlockFormat
 
-__all__ = ["quantize", "dequantize", "block_bits", "row_bytes", "get_format", "qtypes", "dequantize_qtypes", "read", "write",
+__all__ = ["quantize", "dequantize", "block_bits", "row_bytes", "get_format", "qtypes", "read", "write",
            "dequant_matmul"]
 
 # .gguf files live in refquant.io (reader for untrusted files, writer); re-exported lazily
@@ -65,13 +65,7 @@ _CHUNK_ELEMS = 1 << 16  # elements per quantize_blocks call (256 KiB of float32)
 
 
 def qtypes() -> tuple[str, ...]:
-    """The qtype names refquant quantizes and dequantizes, in ggml type-id order."""
-    return tuple(n for n in dequantize_qtypes() if FORMATS[n].can_quantize)
-
-
-def dequantize_qtypes() -> tuple[str, ...]:
-    """The qtype names refquant dequantizes (:func:`qtypes` plus the decode-only IQ grid
-    types), in ggml type-id order."""
+    """The supported qtype names, in ggml type-id order."""
     return tuple(sorted(FORMATS, key=lambda n: FORMATS[n].type_id))
 
 
@@ -189,14 +183,10 @@ def quantize(x: Any, qtype: Any, imatrix: Any = None) -> np.ndarray:
         Unknown qtype; row length not a multiple of the block size; non-finite x for a
         quantized type; imatrix of the wrong shape, non-finite or negative; no imatrix for
         a type ggml requires one for (IQ2_XXS, IQ2_XS, IQ1_S).
-    UnsupportedError
-        For a type refquant only dequantizes (the IQ grid types).
     TypeError
         Non-float x or imatrix.
     """
     fmt = get_format(qtype)
-    if not fmt.can_quantize:
-        fmt.quantize_blocks(np.zeros((0, fmt.block_size), np.float32), None)   # raises UnsupportedError
     x = _as_rows(x)
     n_per_row = x.shape[-1]
     _check_row_length(fmt, n_per_row, "x.shape[-1]")

@@ -668,7 +668,7 @@ def test_degenerate_inputs_have_finite_answers(name, kind):
         # (IQ3_XXS: ggml's lattice has no constant point near the top, measured 0.28 |c|;
         # IQ2_XXS spreads a constant over 0.30 |c| .. 1.61 |c|, ggml's bytes exactly)
         tol = {"gguf-iq3_xxs": 0.3, "gguf-iq3_s": 0.3, "gguf-iq2_xxs": 0.75, "gguf-iq2_xs": 0.75,
-               "gguf-iq2_s": 0.75, "gguf-iq1_s": 1.0}.get(name, 0.25)
+               "gguf-iq2_s": 0.75, "gguf-iq1_s": 1.0, "gguf-iq1_m": 1.0}.get(name, 0.25)
         assert (np.sign(y) == np.sign(c)).all() and np.abs(y - c).max() <= tol * abs(c), (y.min(), y.max())
     else:  # subnormal: 0 or the same sign, never larger than the smallest normal
         assert (y * c >= 0).all() and np.abs(y).max() <= np.finfo(F32).tiny

@@ -1,4 +1,4 @@
-"""ggml's grid-codebook types (IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M): decoding.
+"""ggml's grid-codebook types (IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M): bytes and values.
 
 Golden vectors: ggml's own bytes and ``to_float`` values (``tools/gguf_oracle.py``, ggml
 d99724f2, with the random and zero-column importance matrices; IQ2_XXS / IQ2_XS / IQ1_S have
@@ -14,7 +14,6 @@ import numpy as np
 import pytest
 
 import refquant.gguf as G
-from refquant.errors import UnsupportedError
 from refquant.formats import FORMATS
 from refquant.formats._iq_grids import GRID_NAMES, KMASK_IQ2XS, KSIGNS_IQ2XS, grid
 
@@ -106,10 +105,10 @@ def test_layout_and_bits_per_weight(qtype):
     assert fmt.type_id == int(gtype)
     assert (fmt.block_size, fmt.type_size) == tuple(gguf.GGML_QUANT_SIZES[gtype])
     assert fmt.bits_per_weight() == BPW[qtype]
-    assert qtype in G.dequantize_qtypes() and (qtype in G.qtypes()) == (qtype in QUANTIZED)
+    assert qtype in G.qtypes()
 
 
-QUANTIZED = ("iq3_xxs", "iq3_s", "iq2_xxs", "iq2_xs", "iq2_s", "iq1_s")
+QUANTIZED = IQ_GRID_TYPES
 
 
 @pytest.mark.parametrize("qtype", QUANTIZED)
@@ -154,10 +153,8 @@ def test_iq3_xxs_neighbour_tables():
     assert (np.diff(d2) >= 0).all() and len(np.unique(d2)) <= 2
 
 
-def test_quantize_is_refused_clearly():
+def test_imatrix_required_like_ggml():
     x = np.zeros((1, 256), np.float32)
-    with pytest.raises(UnsupportedError, match="quantizing iq1_m .* not implemented"):
-        G.quantize(x, "iq1_m")
     with pytest.raises(ValueError, match="iq1_s needs an importance matrix"):
         G.quantize(x, "iq1_s")
     with pytest.raises(ValueError, match="iq2_xxs needs an importance matrix"):

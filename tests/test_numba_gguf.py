@@ -24,7 +24,7 @@ from accel.numba import gguf as N  # noqa: E402
 
 GOLDEN = Path(__file__).parent / "golden" / "gguf"
 # every type the reference quantizes, except those the Numba backend has no kernel for yet
-NO_KERNEL = ("iq3_xxs", "iq3_s", "iq2_xxs", "iq2_xs", "iq2_s", "iq1_s")
+NO_KERNEL = ("iq3_xxs", "iq3_s", "iq2_xxs", "iq2_xs", "iq2_s", "iq1_s", "iq1_m")
 QTYPES = tuple(t for t in G.qtypes() if t not in NO_KERNEL)
 SEARCHED = ("q4_0", "q4_1", "q5_0", "q5_1", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_nl", "iq4_xs")
 KINDS = ("normal", "heavy", "zero", "negzero", "const", "outlier", "tiny", "fp16max", "ties", "mixed")

@@ -80,8 +80,6 @@ class BlockFormat:
     requires_imatrix : bool
         True when ggml refuses to quantize the type without an importance matrix
         (``ggml_quantize_requires_imatrix``: IQ2_XXS, IQ2_XS, IQ1_S).
-    can_quantize : bool
-        False for types refquant decodes but does not yet encode (the IQ grid types).
     """
 
     name: ClassVar[str]
@@ -93,7 +91,6 @@ class BlockFormat:
     uses_imatrix: ClassVar[bool] = True
     allows_nonfinite: ClassVar[bool] = False
     requires_imatrix: ClassVar[bool] = False
-    can_quantize: ClassVar[bool] = True
 
     def __init_subclass__(cls, *, name: str | None = None, type_id: int | None = None,
                           block_size: int | None = None, **kwargs: object) -> None:

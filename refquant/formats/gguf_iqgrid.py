@@ -40,23 +40,20 @@ Decoding, per 32-element sub-block ``ib`` and group ``l`` (``dequantize_row_iq2_
 
 ggml requires an importance matrix to quantize IQ2_XXS, IQ2_XS and IQ1_S
 (``ggml_quantize_requires_imatrix`` in ``ggml.c``); IQ1_M's requirement is commented out
-there. All but IQ1_M quantize bit-exactly as ggml (``quantize_iq3_xxs``, ``quantize_iq3_s``,
-``quantize_iq2_xxs``, ``quantize_iq2_xs``, ``quantize_iq2_s``, ``quantize_iq1_s``: the
-searches in :mod:`refquant.formats.gguf_iqgrid_search`); IQ1_M's search is not implemented
-yet and :meth:`quantize_blocks` raises
-:class:`~refquant.errors.UnsupportedError`.
+there. All seven quantize bit-exactly as ggml's ``quantize_iq2_xxs`` ... ``quantize_iq1_m``
+(what ``ggml_quantize_chunk`` writes): the searches are in
+:mod:`refquant.formats.gguf_iqgrid_search`.
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from refquant.errors import UnsupportedError
 from refquant.formats._ggml_math import F32
 from refquant.formats._iq_grids import KSIGNS_IQ2XS, grid, signs_from_bits
 from refquant.formats.base import BlockFormat, Field
 from refquant.formats.gguf_iqgrid_search import (
-    quantize_iq1_s, quantize_iq2_s, quantize_iq2_xs, quantize_iq2_xxs, quantize_iq3_s, quantize_iq3_xxs,
+    quantize_iq1_m, quantize_iq1_s, quantize_iq2_s, quantize_iq2_xs, quantize_iq2_xxs, quantize_iq3_s, quantize_iq3_xxs,
 )
 
 __all__ = ["IQ2_XXS", "IQ2_XS", "IQ2_S", "IQ3_XXS", "IQ3_S", "IQ1_S", "IQ1_M"]
@@ -90,14 +87,7 @@ def _expand(db: np.ndarray, values: np.ndarray, signs: np.ndarray) -> np.ndarray
 
 
 class _GridFormat(BlockFormat):
-    """Shared behaviour: decode-only unless a subclass implements ggml's search."""
-
-    can_quantize = False
-
-    @classmethod
-    def quantize_blocks(cls, x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
-        raise UnsupportedError(f"quantizing {cls.name} (ggml's grid search) is not implemented in refquant yet; "
-                               "dequantize is")
+    """The grid types' family base (no behaviour of its own)."""
 
 
 class IQ2_XXS(_GridFormat, name="iq2_xxs", type_id=16, block_size=256):
@@ -105,7 +95,6 @@ class IQ2_XXS(_GridFormat, name="iq2_xxs", type_id=16, block_size=256):
 
     fields = (Field("d", "<f2"), Field("qs", "<u2", 32))
     requires_imatrix = True
-    can_quantize = True
 
     @classmethod
     def quantize_blocks(cls, x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
@@ -133,7 +122,6 @@ class IQ2_XS(_GridFormat, name="iq2_xs", type_id=17, block_size=256):
 
     fields = (Field("d", "<f2"), Field("qs", "<u2", 32), Field("scales", "u1", 8))
     requires_imatrix = True
-    can_quantize = True
 
     @classmethod
     def quantize_blocks(cls, x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
@@ -162,7 +150,6 @@ class IQ2_S(_GridFormat, name="iq2_s", type_id=22, block_size=256):
     """2.5625 bpw: 10-bit grid index (1024 entries), a full sign byte per group."""
 
     fields = (Field("d", "<f2"), Field("qs", "u1", 64), Field("qh", "u1", 8), Field("scales", "u1", 8))
-    can_quantize = True
 
     @classmethod
     def quantize_blocks(cls, x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
@@ -190,7 +177,6 @@ class IQ3_XXS(_GridFormat, name="iq3_xxs", type_id=18, block_size=256):
     """3.0625 bpw: two 8-bit indices into a 256-entry 4-element grid per group of 8."""
 
     fields = (Field("d", "<f2"), Field("qs", "u1", 96))
-    can_quantize = True
 
     @classmethod
     def quantize_blocks(cls, x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
@@ -216,7 +202,6 @@ class IQ3_S(_GridFormat, name="iq3_s", type_id=21, block_size=256):
 
     fields = (Field("d", "<f2"), Field("qs", "u1", 64), Field("qh", "u1", 8), Field("signs", "u1", 32),
               Field("scales", "u1", 4))
-    can_quantize = True
 
     @classmethod
     def quantize_blocks(cls, x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
@@ -246,7 +231,6 @@ class IQ1_S(_GridFormat, name="iq1_s", type_id=19, block_size=256):
 
     fields = (Field("d", "<f2"), Field("qs", "u1", 32), Field("qh", "<u2", 8))
     requires_imatrix = True
-    can_quantize = True
 
     @classmethod
     def quantize_blocks(cls, x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
@@ -270,6 +254,14 @@ class IQ1_M(_GridFormat, name="iq1_m", type_id=29, block_size=256):
     """1.75 bpw: IQ1_S's grid, a ±1/8 shift per 8, 3-bit scales per 16, fp16 d in the scales' top nibbles."""
 
     fields = (Field("qs", "u1", 32), Field("qh", "u1", 16), Field("scales", "u1", 8))
+
+    @classmethod
+    def quantize_blocks(cls, x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+        blocks = cls.empty_blocks(x.shape[0])
+        qs, qh, sc = quantize_iq1_m(x, weights)
+        blocks["qs"], blocks["qh"] = qs, qh
+        blocks["scales"] = sc.astype("<u2").view(np.uint8).reshape(-1, 8)
+        return blocks
 
     @classmethod
     def dequantize_blocks(cls, blocks: np.ndarray) -> np.ndarray:

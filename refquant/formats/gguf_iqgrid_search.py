@@ -43,7 +43,8 @@ from refquant.formats._ggml_math import F32, GROUP_MAX_EPS, fp32_to_fp16, neares
 from refquant.formats._iq_grids import grid
 
 __all__ = ["GridTables", "grid_tables", "iq3_tables", "quantize_iq3_xxs", "quantize_iq3_s", "quantize_iq2_xxs",
-           "quantize_iq2_xs", "quantize_iq2_s", "quantize_iq1_s"]
+           "quantize_iq2_xs", "quantize_iq2_s", "quantize_iq1_s",
+           "quantize_iq1_m"]
 
 _KMAX = 8
 _EPS_IQ3_XXS = F32(1e-8)        # GROUP_MAX_EPS_IQ3_XXS
@@ -529,3 +530,119 @@ def quantize_iq1_s(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.n
     ls = ls | np.where(np.where(live, shift, 1).reshape(n, 8) == -1, np.uint32(8), np.uint32(0))
     qh = (h.reshape(n, 8) | (ls << np.uint32(12))).astype(np.uint16)
     return dh, np.where(zero[:, None], 0, qs).astype(np.uint8), np.where(zero[:, None], 0, qh).astype(np.uint16)
+
+
+def _iq1_snap(idx: np.ndarray, u: np.ndarray, xs: np.ndarray, w: np.ndarray, scale: np.ndarray,
+              xx: np.ndarray, todo: np.ndarray, t: GridTables) -> np.ndarray:
+    """``iq1_find_best_neighbour2`` for the groups of 8 with ``todo`` (S, k): the neighbour of
+    ``u`` minimizing ``Σ w·(scale·xx[l] - x)²`` (first on a tie); xx (S, k, 3). Returns idx."""
+    s, k = np.nonzero(todo)
+    if not s.size:
+        return idx
+    cand = t.neighbours[u[s, k]]                                                    # (m_off, m)
+    lv = t.levels[np.maximum(cand, 0)]                                              # (m_off, m, 8)
+    q = np.take_along_axis(xx[s, k][:, None, :].repeat(cand.shape[1], 1), lv, axis=2)
+    xv = xs.reshape(xs.shape[0], -1, 8)[s, k][:, None, :]
+    wv = w.reshape(w.shape[0], -1, 8)[s, k][:, None, :]
+    diff = scale[s][:, None, None] * q - xv
+    d2 = np.where(cand >= 0, seq_sum(wv * diff * diff), F32(np.inf))
+    idx = idx.copy()
+    idx[s, k] = cand[np.arange(s.size), np.argmin(d2, axis=1)]
+    return idx
+
+
+def quantize_iq1_m(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``quantize_row_iq1_m_impl`` on super-blocks x float32 (n, 256).
+
+    Sub-blocks of 16 (``w = qw·sqrtf(sigma2 + x²)``, ``sigma2 = 2·Σx²/256``, or ``x²`` without an
+    imatrix; ``max|x| < 1e-7`` is a zero sub-block), each split into two groups of 8 with their
+    own ±1/8 shift: the exhaustive 3-level split over the sorted values tries the four shift
+    pairs ``k`` (bit 1: first half -1/8, bit 0: second half -1/8), the sums recomputed for
+    every split in sorted order; groups off the grid as IQ1_S. Per super-block: 3-bit scales
+    ``clamp(nearest_int(0.5·(scale/d - 1)), 0, 7)`` with ``d = max_scale/15``, then ``d`` is
+    refit as ``Σw·q·x/Σw·q²`` over the whole super-block with ``q = xx[l]·(2·ls + 1)`` and
+    stored as fp16(``d·1.1125``) in the top nibbles of the four scale words. Returns
+    ``(qs uint8 (n, 32), qh uint8 (n, 16), scales uint16 (n, 4))``.
+    """
+    t = grid_tables("iq1s_grid", 3)
+    n = x.shape[0]
+    xs = x.reshape(n * 16, 16)
+    S = xs.shape[0]
+    w, _ = _weights(x, weights, factor=2, sub=16)
+    vmax = np.max(np.abs(xs), axis=1)
+    live = ~(vmax < F32(1e-7))
+
+    order = np.argsort(xs, axis=1, kind="stable")                                   # ties: see _iq1_best_split
+    xo = np.take_along_axis(xs, order, axis=1)
+    wo = np.take_along_axis(w, order, axis=1)
+    second = order >= 8                                                             # (S, 16) half of each sorted x
+    pairs = [(i1, i2) for i1 in range(17) for i2 in range(i1, 17)]
+    pos = np.arange(16)
+    lev = np.array([(pos >= i1).astype(int) + (pos >= i2) for i1, i2 in pairs])     # (P, 16) level by sorted position
+    best = np.full(S, -np.finfo(F32).max, F32)
+    scale = vmax.copy()
+    bpair = np.full(S, -1)
+    bk = np.full(S, -1)
+    sums = []
+    for k in range(4):
+        first_xx = _X_M if k >= 2 else _X_P
+        second_xx = _X_M if k % 2 else _X_P
+        c = np.where(second[:, None, :], second_xx[lev][None], first_xx[lev][None])  # (S, P, 16)
+        wc = wo[:, None, :] * c
+        sums.append((seq_sum(wc * xo[:, None, :]), seq_sum(wc * c)))                # (S, P) each
+    for p in range(len(pairs)):
+        for k in range(4):
+            sumqx, sumq2 = sums[k][0][:, p], sums[k][1][:, p]
+            take = (sumq2 > 0) & (sumqx * sumqx > best * sumq2)
+            if take.any():
+                scale = np.where(take, sumqx / np.where(take, sumq2, F32(1)), scale)
+                best = np.where(take, scale * sumqx, best)
+                bpair = np.where(take, p, bpair)
+                bk = np.where(take, k, bk)
+    live &= bk >= 0
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(16)[None, :].repeat(S, 0), axis=1)
+    L = np.take_along_axis(lev[np.maximum(bpair, 0)], rank, axis=1)                 # (S, 16)
+    negative = scale < 0
+    L = np.where(negative[:, None], 2 - L, L)
+    scale = np.where(negative, -scale, scale)
+    bk = np.where(negative, 3 - bk, bk)
+    xx = np.stack([np.where((bk < 2)[:, None], _X_P, _X_M), np.where((bk % 2 == 0)[:, None], _X_P, _X_M)], 1)
+
+    u = t.index(L)                                                                  # (S, 2)
+    idx = t.kmap[u]
+    off = (idx < 0) & live[:, None]
+    idx = _iq1_snap(idx, u, xs, w, scale, xx, off, t)
+    redo = off.any(axis=1)
+    if redo.any():
+        q = np.take_along_axis(xx, t.levels[np.maximum(idx, 0)], axis=2).reshape(S, 16)
+        sumqx, sumq2 = seq_sum(w * q * xs), seq_sum(w * q * q)
+        ok = redo & (sumqx > 0) & (sumq2 > 0)
+        scale = np.where(ok, sumqx / np.where(ok, sumq2, F32(1)), scale)
+    idx = np.where(live[:, None], idx, 0).astype(np.uint32)
+    scale = np.where(live, scale, F32(0))
+    shifts = np.where(live, bk, 0)
+
+    qs = (idx & 255).astype(np.uint8).reshape(n, 32)
+    masks = np.array([0x00, 0x80, 0x08, 0x88], np.uint32)
+    qh = ((idx[:, 0] >> 8) | ((idx[:, 1] >> 8) << 4) | masks[shifts]).reshape(n, 16)
+    scales = scale.reshape(n, 16)
+    max_scale = np.max(scales, axis=1)
+    zero = max_scale == 0
+    d = max_scale / F32(15)
+    inv_d = F32(1) / np.where(zero, F32(1), d)
+    ls = np.clip(nearest_int(F32(0.5) * (inv_d[:, None] * scales - F32(1))), 0, 7)     # (n, 16)
+    sc = (ls.reshape(n, 4, 4).astype(np.uint32) << (3 * np.arange(4, dtype=np.uint32))).sum(-1, dtype=np.uint32)
+    # refit d over the super-block, every sub-block included (zero ones decode grid point 0)
+    xxs = np.stack([np.where((shifts < 2)[:, None], _X_P, _X_M), np.where((shifts % 2 == 0)[:, None], _X_P, _X_M)], 1)
+    qv = np.take_along_axis(xxs, t.levels[idx.astype(np.int64)], axis=2).reshape(n, 16, 16)
+    qv = qv * (2 * ls + 1).astype(F32)[..., None]
+    wr = w.reshape(n, 256)
+    qv = qv.reshape(n, 256)
+    sumqx, sumq2 = seq_sum(wr * qv * x), seq_sum(wr * qv * qv)
+    d = np.where(sumq2 > 0, sumqx / np.where(sumq2 > 0, sumq2, F32(1)), d)
+    bits = fp32_to_fp16(d * F32(1.1125)).view(np.uint16).astype(np.uint32)
+    top = np.stack([(bits & 0xF) << 12, (bits & 0xF0) << 8, (bits & 0xF00) << 4, bits & 0xF000], 1)
+    sc = (sc | top).astype(np.uint16)
+    return (np.where(zero[:, None], 0, qs).astype(np.uint8), np.where(zero[:, None], 0, qh).astype(np.uint8),
+            np.where(zero[:, None], 0, sc).astype(np.uint16))
