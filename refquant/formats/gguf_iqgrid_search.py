@@ -35,6 +35,7 @@ Per 32-element sub-block (float32 throughout, sums in index order):
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -50,7 +51,7 @@ _KMAX = 8
 _EPS_IQ3_XXS = F32(1e-8)        # GROUP_MAX_EPS_IQ3_XXS
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class GridTables:
     """A grid as ggml's quantizers see it (``iq2xs_init_impl`` / ``iq3xs_init_impl``).
 
@@ -65,6 +66,26 @@ class GridTables:
     neighbours: np.ndarray
     bits: int
     group: int
+
+    @functools.cached_property
+    def counts(self) -> np.ndarray:
+        """Number of neighbours of each point (0 on the grid): int (2**(bits·group),)."""
+        return (self.neighbours >= 0).sum(axis=1)
+
+    def nearest(self, u: np.ndarray, score: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
+        """For off-grid points ``u`` (m,), the neighbour with the least ``score`` (the first
+        on a tie, as ggml's strict ``<`` scan). ``score(rows, cand)`` gives float32 scores of
+        the flattened (point, neighbour) pairs: rows index into ``u``, cand are grid indices.
+        Only the real neighbours are scored (the lists are ragged, 5-73 entries on average)."""
+        cnt = self.counts[u]
+        rows = np.repeat(np.arange(u.size), cnt)
+        starts = np.concatenate([[0], np.cumsum(cnt)[:-1]])
+        cand = self.neighbours[u[rows], np.arange(rows.size) - starts[rows]]
+        d = score(rows, cand)
+        best = np.minimum.reduceat(d, starts)
+        first = np.flatnonzero(d == best[rows])
+        _, at = np.unique(rows[first], return_index=True)
+        return cand[first[at]]
 
     def index(self, L: np.ndarray) -> np.ndarray:
         """u of each group: levels (S, n) -> int (S, n / group)."""
@@ -136,16 +157,16 @@ def _snap(L: np.ndarray, xval: np.ndarray, waux: np.ndarray, scale: np.ndarray, 
     on = t.kmap[u] >= 0
     s, k = np.nonzero(todo & ~on)
     if s.size:
-        cand = t.neighbours[u[s, k]]                                                # (m_off, m)
-        q = (2 * t.levels[np.maximum(cand, 0)] + 1).astype(F32)                     # (m_off, m, g)
-        xv = xval.reshape(xval.shape[0], -1, g)[s, k][:, None, :]
-        wa = waux.reshape(waux.shape[0], -1, g)[s, k][:, None, :]
-        diff = scale[s][:, None, None] * q - xv
-        d2 = seq_sum(wa * diff * diff)                                              # (m_off, m)
-        d2 = np.where(cand >= 0, d2, F32(np.inf))
-        best = cand[np.arange(s.size), np.argmin(d2, axis=1)]                       # first minimum
+        xv = xval.reshape(xval.shape[0], -1, g)[s, k]                               # (m_off, g)
+        wa = waux.reshape(waux.shape[0], -1, g)[s, k]
+        sc = scale[s]
+
+        def score(rows: np.ndarray, cand: np.ndarray) -> np.ndarray:
+            diff = sc[rows][:, None] * (2 * t.levels[cand] + 1).astype(F32) - xv[rows]
+            return seq_sum(wa[rows] * diff * diff)
+
         Lg = Lg.copy()
-        Lg[s, k] = t.levels[best]
+        Lg[s, k] = t.levels[t.nearest(u[s, k], score)]
     return Lg.reshape(L.shape), on
 
 
@@ -499,21 +520,13 @@ def quantize_iq1_s(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.n
 
     u = t.index(L)                                                                  # (S, 4)
     idx = t.kmap[u]
-    s, k = np.nonzero((idx < 0) & live[:, None])
-    if s.size:
-        cand = t.neighbours[u[s, k]]                                                # (m_off, m)
-        lv = t.levels[np.maximum(cand, 0)]                                          # (m_off, m, 8)
-        q = np.take_along_axis(xx[s][:, None, :].repeat(cand.shape[1], 1), lv, axis=2)
-        xv = xs.reshape(-1, 4, 8)[s, k][:, None, :]
-        wv = w.reshape(-1, 4, 8)[s, k][:, None, :]
-        diff = scale[s][:, None, None] * q - xv
-        d2 = np.where(cand >= 0, seq_sum(wv * diff * diff), F32(np.inf))
-        idx[s, k] = cand[np.arange(s.size), np.argmin(d2, axis=1)]
-        off = np.zeros(len(xs), bool)
-        off[s] = True
+    off = (idx < 0) & live[:, None]
+    idx = _iq1_snap(idx, u, xs, w, scale, np.repeat(xx[:, None, :], 4, axis=1), off, t)
+    redo = off.any(axis=1)
+    if redo.any():
         q_all = np.take_along_axis(xx, t.levels[np.maximum(idx, 0)].reshape(len(xs), 32), axis=1)
         sumqx, sumq2 = seq_sum(w * q_all * xs), seq_sum(w * q_all * q_all)
-        ok = off & (sumqx > 0) & (sumq2 > 0)
+        ok = redo & (sumqx > 0) & (sumq2 > 0)
         scale = np.where(ok, sumqx / np.where(ok, sumq2, F32(1)), scale)
 
     idx = np.where(live[:, None], idx, 0).astype(np.uint32)
@@ -539,15 +552,17 @@ def _iq1_snap(idx: np.ndarray, u: np.ndarray, xs: np.ndarray, w: np.ndarray, sca
     s, k = np.nonzero(todo)
     if not s.size:
         return idx
-    cand = t.neighbours[u[s, k]]                                                    # (m_off, m)
-    lv = t.levels[np.maximum(cand, 0)]                                              # (m_off, m, 8)
-    q = np.take_along_axis(xx[s, k][:, None, :].repeat(cand.shape[1], 1), lv, axis=2)
-    xv = xs.reshape(xs.shape[0], -1, 8)[s, k][:, None, :]
-    wv = w.reshape(w.shape[0], -1, 8)[s, k][:, None, :]
-    diff = scale[s][:, None, None] * q - xv
-    d2 = np.where(cand >= 0, seq_sum(wv * diff * diff), F32(np.inf))
+    xv = xs.reshape(xs.shape[0], -1, 8)[s, k]                                       # (m_off, 8)
+    wv = w.reshape(w.shape[0], -1, 8)[s, k]
+    xxs, sc = xx[s, k], scale[s]                                                    # (m_off, 3), (m_off,)
+
+    def score(rows: np.ndarray, cand: np.ndarray) -> np.ndarray:
+        q = np.take_along_axis(xxs[rows], t.levels[cand], axis=1)
+        diff = sc[rows][:, None] * q - xv[rows]
+        return seq_sum(wv[rows] * diff * diff)
+
     idx = idx.copy()
-    idx[s, k] = cand[np.arange(s.size), np.argmin(d2, axis=1)]
+    idx[s, k] = t.nearest(u[s, k], score)
     return idx
 
 
