@@ -149,7 +149,13 @@ def seq_sum(a: np.ndarray, *, from_zero: bool = True) -> np.ndarray:
     ndarray of float32, shape (...)
     """
     a = np.asarray(a, dtype=F32)
-    total = np.add.accumulate(a, axis=-1, dtype=F32)[..., -1]
+    if a.shape[-1] <= 64 and a.ndim > 1:
+        # the same loop written out: faster than accumulate along a short last axis
+        total = a[..., 0].copy()
+        for j in range(1, a.shape[-1]):
+            total += a[..., j]
+    else:
+        total = np.add.accumulate(a, axis=-1, dtype=F32)[..., -1]
     return total + F32(0) if from_zero else total
 
 
