@@ -225,6 +225,18 @@ def _grid_indices(L: np.ndarray, t: GridTables) -> np.ndarray:
     return idx
 
 
+def _finish(scale: np.ndarray, signs: np.ndarray, L: np.ndarray, live: np.ndarray, t: GridTables,
+            sign_bits: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """After the search: ggml's "should never happen" negative scale is made positive with the
+    stored sign bits flipped, and dead sub-blocks get scale 0, no signs and grid index 0.
+    Returns (scale (S,), signs uint32, grid indices (S, groups))."""
+    negative = scale < 0
+    scale = np.where(negative, -scale, scale)
+    signs = np.where(negative[:, None], ~signs & np.uint32((1 << sign_bits) - 1), signs)
+    idx = np.where(live[:, None], _grid_indices(np.where(live[:, None], L, 0), t), 0)
+    return np.where(live, scale, F32(0)), np.where(live[:, None], signs, np.uint32(0)), idx
+
+
 def _super_scales(scale: np.ndarray, n: int, fudge: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Step 5: (d float16 (n,), 4-bit sub-block scales int32 (n, k), all-zero super-blocks (n,))."""
     scales = scale.reshape(n, -1)
@@ -271,13 +283,7 @@ def quantize_iq3_xxs(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndar
     L, scale = _search(xval, w, waux, t, kmax=_KMAX, trials=range(-15, 16), step=0.2, denom=vmax,
                        scale=vmax / F32(2 * _KMAX - 1), L=np.zeros(xs.shape, np.int32),
                        on_grid=np.ones((xs.shape[0], 8), bool), redo="off")
-    negative = scale < 0            # "should never happen" in ggml: flip the scale and the stored signs
-    scale = np.where(negative, -scale, scale)
-    signs = np.where(negative[:, None], ~signs & np.uint32(127), signs)
-    idx = _grid_indices(L, t)
-    scale = np.where(live, scale, F32(0))
-    idx = np.where(live[:, None], idx, 0)
-    signs = np.where(live[:, None], signs, np.uint32(0))
+    scale, signs, idx = _finish(scale, signs, L, live, t, 7)
     sas = (signs[:, 0] | (signs[:, 1] << 7) | (signs[:, 2] << 14) | (signs[:, 3] << 21)).reshape(n, 8)
 
     dh, ls, zero = _super_scales(scale, n, 1.0125)
@@ -310,11 +316,7 @@ def quantize_iq3_s(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarra
     L, scale = _search(xval, w, waux, t, kmax=_KMAX, trials=range(-9, 10), step=0.2, denom=vmax,
                        scale=vmax / F32(2 * _KMAX - 1), L=np.zeros(xs.shape, np.int32),
                        on_grid=np.zeros((xs.shape[0], 8), bool), redo="all_if_off")
-    negative = scale < 0
-    scale = np.where(negative, -scale, scale)
-    signs = np.where(negative[:, None], ~signs & np.uint32(255), signs).astype(np.uint8)
-    idx = _grid_indices(L, t)                                                       # (S, 8) in 0..511
-    scale = np.where(live, scale, F32(0))
+    scale, signs, idx = _finish(scale, signs, L, live, t, 8)                        # idx (S, 8) in 0..511
 
     qh = np.where(live[:, None], (idx >> 8) << np.arange(8), 0).sum(axis=-1).astype(np.uint8).reshape(n, 8)
     # ggml's write pointers move only past live sub-blocks: compact them to the front
@@ -358,12 +360,8 @@ def quantize_iq2_xxs(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np
     L, scale = _search(xval, w, waux, t, kmax=3, trials=range(-6, 7), step=0.1,
                        denom=np.where(live, eff_max, F32(1)), scale=qp_scale, L=qp_codes.astype(np.int32),
                        on_grid=np.ones((xs.shape[0], 4), bool), redo="all")
-    negative = scale < 0
-    scale = np.where(negative, -scale, scale)
-    signs = np.where(negative[:, None], ~signs & np.uint32(127), signs)
-    idx = np.where(live[:, None], _grid_indices(np.where(live[:, None], L, 0), t), 0).astype(np.uint32)
-    scale = np.where(live, scale, F32(0))
-    signs = np.where(live[:, None], signs, np.uint32(0))
+    scale, signs, idx = _finish(scale, signs, L, live, t, 7)
+    idx = idx.astype(np.uint32)
     w0 = idx[:, 0] | (idx[:, 1] << 8) | (idx[:, 2] << 16) | (idx[:, 3] << 24)
     w1 = signs[:, 0] | (signs[:, 1] << 7) | (signs[:, 2] << 14) | (signs[:, 3] << 21)
     dh, ls, zero = _super_scales(scale, n, 1.0)
@@ -392,12 +390,8 @@ def quantize_iq2_xs(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.
     L, scale = _search(xval, w, waux, t, kmax=3, trials=range(-9, 10), step=0.1, denom=vmax,
                        scale=vmax / F32(5), L=np.zeros(xs.shape, np.int32),
                        on_grid=np.ones((xs.shape[0], 2), bool), redo="off")
-    negative = scale < 0
-    scale = np.where(negative, -scale, scale)
-    signs = np.where(negative[:, None], ~signs & np.uint32(127), signs)
-    idx = np.where(live[:, None], _grid_indices(np.where(live[:, None], L, 0), t), 0).astype(np.uint32)
-    scale = np.where(live, scale, F32(0))
-    q2 = np.where(live[:, None], idx | (signs << np.uint32(9)), 0).astype(np.uint16).reshape(n, 32)
+    scale, signs, idx = _finish(scale, signs, L, live, t, 7)
+    q2 = (idx.astype(np.uint32) | (signs << np.uint32(9))).astype(np.uint16).reshape(n, 32)
     dh, ls, zero = _super_scales(scale, n, 1.0)
     sc = np.where(zero[:, None], 0, ls[:, 0::2] | (ls[:, 1::2] << 4)).astype(np.uint8)
     return dh, np.where(zero[:, None], np.uint16(0), q2), sc
@@ -429,12 +423,8 @@ def quantize_iq2_s(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarra
     L, scale = _search(xval, w, waux, t, kmax=3, trials=range(-9, 10), step=0.1, denom=vmax,
                        scale=vmax / F32(5), L=np.zeros(xs.shape, np.int32),
                        on_grid=np.ones((xs.shape[0], 2), bool), redo="off")
-    negative = scale < 0
-    scale = np.where(negative, -scale, scale)
-    signs = np.where(negative[:, None], ~signs & np.uint32(255), signs)
-    idx = np.where(live[:, None], _grid_indices(np.where(live[:, None], L, 0), t), 0).reshape(n, 32)
-    signs = np.where(live[:, None], signs, 0).reshape(n, 32)
-    scale = np.where(live, scale, F32(0))
+    scale, signs, idx = _finish(scale, signs, L, live, t, 8)
+    idx, signs = idx.reshape(n, 32), signs.reshape(n, 32)
     qs = np.concatenate([idx & 255, signs], axis=1).astype(np.uint8)
     qh = ((idx >> 8).reshape(n, 8, 4) << (2 * np.arange(4))).sum(-1).astype(np.uint8)
     dh, ls, zero = _super_scales(scale, n, 0.9875)
