@@ -57,8 +57,9 @@ MX_FORMATS = ("mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4", "
 _ROWS: list[OpSpec] = [
     # --- floats (issue 3) ---
     OpSpec("encode_float", "refquant.dtypes.floatspec:encode_float", FLOAT_FORMATS, "floats",
-           "encode_float(x: float32 (...), fmt, *, saturate=False) -> uint16 (16-bit fmt) / uint8 codes (...), "
-           "round-to-nearest-even; NaN/overflow codes as NumPy float16 / ml_dtypes"),
+           "encode_float(x: float32 or float64 (...), fmt, *, saturate=False) -> uint16 (16-bit fmt) / uint8 codes "
+           "(...), round-to-nearest-even once from x's exact value (float64 never through float32); NaN/overflow "
+           "codes as NumPy float16 / ml_dtypes"),
     OpSpec("decode_float", "refquant.dtypes.floatspec:decode_float", FLOAT_FORMATS, "floats",
            "decode_float(bits: uint16/uint8 (...), fmt) -> float32 (...), exact"),
     OpSpec("codebook_encode", "refquant.dtypes.codebooks:codebook_encode",
@@ -124,6 +125,9 @@ _ROWS: list[OpSpec] = [
     OpSpec("llm_int8_matmul", "refquant.matmul:llm_int8_matmul", None, "matmul",
            "llm_int8_matmul(x: float32/float16 (..., in), w: (out, in), threshold=6.0) -> (out float32 (..., out), "
            "outlier_cols int64 (n,)): outlier columns in float, the rest vector-wise int8"),
+    OpSpec("ternary_matmul", "refquant.matmul:ternary_matmul", None, "matmul",
+           "ternary_matmul(a_q: int8 (m, k), t: int8 in {-1, 0, 1} (k, n)) -> int32 (m, n): exact a_q @ t, "
+           "adds and subtracts only (BitNet b1.58)"),
     OpSpec("bnb_dequant_matmul_4bit", "refquant.matmul:bnb_dequant_matmul_4bit", ("nf4", "fp4"), "matmul",
            "bnb_dequant_matmul_4bit(x: float32/float16 (..., in), packed, absmax, quant_type, blocksize, shape=(out, in)) "
            "-> float32 (..., out): x @ dequantize_4bit(W).T (W4A16)"),

@@ -24,6 +24,8 @@ GROUP = "refquant.backends"
 _BUILTIN = {
     "reference": "accel.reference:backend",
     "numba": "accel.numba:backend",
+    "cupy": "accel.cupy:backend",
+    "cuda-sim": "accel.cupy:sim_backend",
 }
 
 _CACHE: dict[str, Any] = {}

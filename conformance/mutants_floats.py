@@ -3,7 +3,7 @@
 Each is a plausible real bug: a quantizer that breaks codebook ties the other way
 (``searchsorted(side="right")`` for bitsandbytes' ``bucketize``; ``<=`` for ggml's
 strict ``<``), or an fp8 cast that saturates where ml_dtypes writes NaN (torch's
-``.to(float8_e4m3fn)`` does this).
+``.to(float8_e4m3fn)`` does this), or a cast that narrows float64 to float32 first.
 """
 
 from __future__ import annotations
@@ -49,8 +49,22 @@ def e4m3_saturating() -> MutantBackend:
     return MutantBackend("e4m3_saturating", {"encode_float": encode_float})
 
 
+def float64_via_float32() -> MutantBackend:
+    """float64 input narrowed to float32 before the cast: two roundings (ml_dtypes < 0.7, torch)."""
+
+    def encode_float(x: Any, fmt: str, *, saturate: bool = False) -> np.ndarray:
+        arr = np.asarray(x)
+        if arr.dtype == np.float64:
+            with np.errstate(over="ignore"):
+                arr = arr.astype(np.float32)
+        return _encode_float(arr, fmt, saturate=saturate)
+
+    return MutantBackend("float64_via_float32", {"encode_float": encode_float})
+
+
 MUTANTS: dict[str, Callable[[], MutantBackend]] = {
     "nf4_ties_upper": nf4_ties_upper,
     "iq4_nl_ties_lower": iq4_nl_ties_lower,
     "e4m3_saturating": e4m3_saturating,
+    "float64_via_float32": float64_via_float32,
 }

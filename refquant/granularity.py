@@ -277,6 +277,7 @@ def granularity_from_name(name: str, *, axis: int | None = None, group_size: int
     ``axis`` applies to per_channel (default 0) and per_group (default -1);
     ``group_size`` to per_group (required); ``block_shape`` to per_block (default (128, 128)).
     """
+    original, name = name, name.strip().lower() if isinstance(name, str) else name  # names are case-insensitive
     if name == "per_tensor":
         return PerTensor()
     if name == "per_channel":
@@ -289,5 +290,5 @@ def granularity_from_name(name: str, *, axis: int | None = None, group_size: int
         return PerToken()
     if name == "per_block":
         return PerBlock((128, 128) if block_shape is None else tuple(block_shape))
-    raise ValueError(f"granularity={name!r} is not supported; allowed: {', '.join(map(repr, GRANULARITY_NAMES))} "
+    raise ValueError(f"granularity={original!r} is not supported; allowed: {', '.join(map(repr, GRANULARITY_NAMES))} "
                      "or a refquant.granularity object")

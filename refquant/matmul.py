@@ -1,6 +1,6 @@
 """Integer matrix multiplication: exact int8 GEMM with int32 results, the zero-point
 expansion, dequantization of int32 results, LLM.int8()'s mixed-precision decomposition,
-and the W4A16 bitsandbytes dequant-matmul.
+the W4A16 bitsandbytes dequant-matmul, and BitNet's ternary GEMM.
 
 Exactness. An int8 GEMM accumulates in int32; its result is the exact integer sum as
 long as that fits int32 (a wrapping int32 accumulator still ends on the exact value
@@ -35,7 +35,8 @@ import numpy as np
 from refquant._validate import as_float_array, as_int_array, check_float, flatten_leading
 from refquant.bnb import bnb_dequantize_4bit, int8_vectorwise_quant
 
-__all__ = ["int8_matmul", "int8_matmul_zp", "dequantize_int32", "llm_int8_matmul", "bnb_dequant_matmul_4bit"]
+__all__ = ["int8_matmul", "int8_matmul_zp", "dequantize_int32", "llm_int8_matmul", "bnb_dequant_matmul_4bit",
+           "ternary_matmul"]
 
 _INT32 = np.iinfo(np.int32)
 _CODE_DTYPES = (np.dtype(np.int8), np.dtype(np.uint8))
@@ -49,6 +50,15 @@ def _codes(name: str, a: Any) -> np.ndarray:
     if arr.ndim != 2:
         raise ValueError(f"{name} must be 2-D, got shape {arr.shape}")
     return arr
+
+
+def _gemm_operands(a_name: str, a: Any, b_name: str, b: Any) -> tuple[np.ndarray, np.ndarray]:
+    """Two 2-D code matrices whose inner dimensions agree (for ``a @ b``)."""
+    a_arr, b_arr = _codes(a_name, a), _codes(b_name, b)
+    if a_arr.shape[1] != b_arr.shape[0]:
+        raise ValueError(f"inner dimensions differ: {a_name} has shape {a_arr.shape}, {b_name} has shape "
+                         f"{b_arr.shape}")
+    return a_arr, b_arr
 
 
 def _exact_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -83,10 +93,7 @@ def int8_matmul(a_q: Any, b_q: Any) -> np.ndarray:
     ValueError
         Not 2-D, inner dimensions that differ, or a result outside int32.
     """
-    a = _codes("a_q", a_q)
-    b = _codes("b_q", b_q)
-    if a.shape[1] != b.shape[0]:
-        raise ValueError(f"inner dimensions differ: a_q has shape {a.shape}, b_q has shape {b.shape}")
+    a, b = _gemm_operands("a_q", a_q, "b_q", b_q)
     return _to_int32(_exact_product(a, b), "int8_matmul result")
 
 
@@ -123,10 +130,7 @@ def int8_matmul_zp(a_q: Any, b_q: Any, a_zero: Any, b_zero: Any) -> np.ndarray:
     -------
     ndarray of int32, shape (m, n)
     """
-    a = _codes("a_q", a_q)
-    b = _codes("b_q", b_q)
-    if a.shape[1] != b.shape[0]:
-        raise ValueError(f"inner dimensions differ: a_q has shape {a.shape}, b_q has shape {b.shape}")
+    a, b = _gemm_operands("a_q", a_q, "b_q", b_q)
     za = _zero_point("a_zero", a_zero, a.shape[0], a, "row of a_q")
     zb = _zero_point("b_zero", b_zero, b.shape[1], b, "column of b_q")
     k = a.shape[1]
@@ -254,3 +258,48 @@ def bnb_dequant_matmul_4bit(x: Any, packed: Any, absmax: Any, quant_type: str, b
     out = flatten_leading(xa).astype(np.float64) @ w.astype(np.float64).T
     with np.errstate(over="ignore"):  # beyond float32's range the result is +-inf
         return out.astype(np.float32).reshape(*xa.shape[:-1], w.shape[0])
+
+
+def ternary_matmul(a_q: Any, t: Any) -> np.ndarray:
+    """Exact ``a_q @ t`` for ternary ``t``: adds and subtracts only (BitNet b1.58's GEMM).
+
+    Ma et al., "The Era of 1-bit LLMs" (2024), sec. 2: with weights in {-1, 0, +1} "the
+    matrix multiplication ... involves only integer addition". Entry ``(i, j)`` is the sum
+    of the inputs ``a_q[i, k]`` whose weight ``t[k, j]`` is +1 minus the sum of those whose
+    weight is -1; zero weights drop their input. Here the two selections are written as
+    products with 0/1 matrices (exact in float64, see the module notes); a backend adds and
+    subtracts.
+
+    Parameters
+    ----------
+    a_q : ndarray of int8, shape (m, k)
+        Activation codes (BitNet's per-token absmax int8).
+    t : ndarray of int8, shape (k, n)
+        Ternary weight codes (for a layer's ``W_q`` of shape (out, in), pass ``W_q.T``).
+
+    Returns
+    -------
+    ndarray of int32, shape (m, n)
+
+    Raises
+    ------
+    TypeError
+        Codes that are not int8.
+    ValueError
+        Not 2-D, inner dimensions that differ, a weight outside {-1, 0, 1}, or a result
+        outside int32.
+    """
+    a, w = _ternary_operands(a_q, t)
+    plus = _exact_product(a, (w == 1).astype(np.int8))
+    minus = _exact_product(a, (w == -1).astype(np.int8))
+    return _to_int32(plus - minus, "ternary_matmul result")
+
+
+def _ternary_operands(a_q: Any, t: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``(a_q, t)`` checked for :func:`ternary_matmul` (shared with backends)."""
+    a, w = _gemm_operands("a_q", a_q, "t", t)
+    if a.dtype != np.int8 or w.dtype != np.int8:
+        raise TypeError(f"a_q and t must be int8 codes, got {a.dtype} and {w.dtype}")
+    if w.size and (w.min() < -1 or w.max() > 1):
+        raise ValueError(f"t must hold ternary codes in {{-1, 0, 1}}, got values in [{w.min()}, {w.max()}]")
+    return a, w

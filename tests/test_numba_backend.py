@@ -24,6 +24,7 @@ import pytest
 numba = pytest.importorskip("numba")
 
 import accel  # noqa: E402
+import refquant  # noqa: E402
 from accel.ops import OP_SPECS  # noqa: E402
 from refquant.errors import UnsupportedError  # noqa: E402
 
@@ -151,6 +152,20 @@ def test_errors_match_the_reference(nb):
 
 
 # ------------------------------------------------------------- value checks of rare paths
+
+
+@pytest.mark.parametrize("fmt", ["float16", "bfloat16", "float8_e4m3fn", "float8_e5m2", "float4_e2m1fn"])
+def test_encode_float64_rounds_once_like_the_reference(nb, fmt):
+    """The float64 path (round to odd in float32, then the float32 kernel): every near-tie
+    of the format and 2**16 float64 bit patterns from the whole range, both overflow modes."""
+    from conformance.strategies import FLOAT64_SPECIALS, float64_tie_pool
+
+    rng = np.random.default_rng(11)
+    x = np.concatenate([np.array(float64_tie_pool(fmt) + FLOAT64_SPECIALS),
+                        rng.integers(0, 2**64, 1 << 16, dtype=np.uint64).view(np.float64)])
+    for saturate in (False, True):
+        np.testing.assert_array_equal(nb.encode_float(x, fmt, saturate=saturate),
+                                      refquant.encode_float(x, fmt, saturate=saturate))
 
 
 def test_int8_matmul_large_k_takes_the_int64_path_and_refuses_overflow(nb):

@@ -15,6 +15,7 @@ from refquant import ptq
 from refquant.calibration import MinMaxObserver
 from refquant.mapping import choose_qparams, dequantize, quantize
 from refquant.model.linear import CastLinear, IntLinear, Linear, WeightOnlyLinear
+from refquant.testing import matmul_error_bound
 
 
 class ToyModel:
@@ -119,6 +120,18 @@ def test_cast_linear_matches_numpy_float16(rng):
         CastLinear(w, dtype="float8")
 
 
+def test_cast_layers_round_float64_once():
+    """1 + 2**-11 + 2**-40 lies above the fp16 midpoint 1 + 2**-11: one rounding gives
+    1 + 2**-10; via float32 it would land on the midpoint and tie down to 1."""
+    v = 1 + 2**-11 + 2**-40
+    lin = CastLinear(np.full((1, 1), v))
+    assert lin.weight.dtype == np.float32 and lin.weight[0, 0] == 1 + 2**-10
+    assert lin(np.full((1, 1), v))[0, 0] == np.float32((1 + 2**-10) ** 2)
+    assert CastLinear(np.ones((1, 1)))(np.full((1, 1), v, np.float32))[0, 0] == 1.0  # float32 input: already 1.0
+    wo = WeightOnlyLinear(np.ones((1, 1), np.float32), weight_bytes=1, scheme="demo", act_dtype="float16")
+    assert wo(np.full((1, 1), v))[0, 0] == np.float32(1 + 2**-10)
+
+
 def test_weight_only_linear_rounds_activations(rng):
     w = rng.normal(size=(8, 16)).astype(np.float32)
     x = rng.normal(size=(5, 16)).astype(np.float32)
@@ -146,8 +159,16 @@ def test_calibrate_sees_every_token_of_every_layer(toy, rng):
     observers = ptq.calibrate(toy, lambda m: [m(b) for b in batches], "minmax")
     x = np.concatenate(batches)
     assert observers["fc1"].range() == (float(x.min()), float(x.max()))
-    h = np.maximum(toy.linears()["fc1"](x), 0)
-    assert observers["fc2"].range() == (float(h.min()), float(h.max()))
+    fc1 = toy.linears()["fc1"]
+    h = np.maximum(fc1(x), 0)
+    # fc2 saw fc1's outputs batch by batch (BLAS calls with 5, 9 and 2 rows), h is one
+    # 16-row call: float32 GEMM blockings differ, so each value may differ by up to twice
+    # the any-order dot-product bound of the 32 products plus the bias (relu, min and max
+    # do not widen a difference). Observed: 1 ulp (3.6937718 vs 3.6937716).
+    x1 = np.hstack([x, np.ones((len(x), 1), np.float32)])
+    wb = np.hstack([fc1.weight, fc1.bias.reshape(-1, 1)])
+    tol = 2 * float(matmul_error_bound(x1, wb.T).max())
+    np.testing.assert_allclose(observers["fc2"].range(), (float(h.min()), float(h.max())), rtol=0, atol=tol)
     assert observers["fc1"].batches == 3
 
 
@@ -250,20 +271,35 @@ def test_format_table_and_json_safety():
 
 def test_progress_bar_writes_to_given_stream():
     import io
+    import time
 
-    from refquant.report import _ProgressBar
+    from refquant._progress import ProgressBar
 
     out = io.StringIO()
-    bar = _ProgressBar(2, True, stream=out, width=4)
-    bar.step("a")
+    bar = ProgressBar(2, True, stream=out, width=4, total_cost=4.0, interval=0.05)
+    bar.step("a", cost=1.0)
+    assert "[----] 0/2" in out.getvalue() and "ETA ?" in out.getvalue()
+    time.sleep(0.3)                       # one long step: the line is redrawn meanwhile
+    assert out.getvalue().count("0/2") >= 3
     bar.advance()
+    line = bar.line()                     # a quarter of the cost done: ETA = 3 x elapsed
+    assert "[#---] 1/2" in line and "ETA" in line and "ETA ?" not in line
+    bar.step("b", cost=3.0)
     bar.advance()
     bar.close()
     text = out.getvalue()
-    assert "[----] 0/2" in text and "[####] 2/2" in text and text.endswith("\n")
+    assert "[####] 2/2" in text.splitlines()[-1] and text.splitlines()[-1].rstrip().endswith("done")
+    assert text.endswith("\n") and bar._thread is None
+    broken = io.StringIO()
+    with pytest.raises(RuntimeError), ProgressBar(3, stream=broken) as bar:
+        bar.step("first")
+        raise RuntimeError("the work failed")
+    assert broken.getvalue().splitlines()[-1].rstrip().endswith("stopped: first") and bar._thread is None
     silent = io.StringIO()
-    _ProgressBar(2, False, stream=silent).step("x")
-    assert silent.getvalue() == ""
+    quiet = ProgressBar(2, False, stream=silent)
+    quiet.step("x")
+    quiet.close()
+    assert silent.getvalue() == "" and quiet._thread is None
 
 
 def test_report_rejects_unknown_scheme(tmp_path):

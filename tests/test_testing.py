@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from refquant.testing import assert_bitexact, assert_ulp, block_diff_report
+from refquant.testing import assert_bitexact, assert_ulp, block_diff_report, matmul_error_bound
 
 
 def test_equal_arrays_pass_and_report_nothing():
@@ -61,3 +61,24 @@ def test_assert_ulp():
         assert_ulp(np.zeros(2, np.int32), np.zeros(2, np.int32))
     with pytest.raises(ValueError, match="ulp"):
         assert_ulp(d, d, ulp=-1)
+
+
+def test_matmul_error_bound_holds_for_every_summation_order(rng):
+    u = 2.0 ** -24
+    # hand-checked value: n = 2, |a| @ |b| = 2
+    assert matmul_error_bound([[1.0, -1.0]], [[1.0], [1.0]])[0, 0] == 2 * (2 * u / (1 - 2 * u))
+    a = rng.standard_normal((6, 300)).astype(np.float32)
+    b = rng.standard_normal((300, 5)).astype(np.float32)
+    exact = a.astype(np.float64) @ b.astype(np.float64)
+    bound = matmul_error_bound(a, b)
+    assert bound.shape == (6, 5) and bound.dtype == np.float64
+    # three float32 orders: BLAS, strictly sequential, and reversed
+    products = a[:, :, None] * b[None, :, :]                           # (6, 300, 5), each product rounded
+    sequential = np.cumsum(products, axis=1, dtype=np.float32)[:, -1]
+    reversed_ = np.cumsum(products[:, ::-1], axis=1, dtype=np.float32)[:, -1]
+    for got in (a @ b, sequential, reversed_):
+        assert (np.abs(got.astype(np.float64) - exact) <= bound).all()
+        assert np.abs(got.astype(np.float64) - exact).max() > 0       # the orders do round
+    with pytest.raises(ValueError, match="n=16777216"):
+        matmul_error_bound(np.broadcast_to(0.0, (1, 1 << 24)), np.broadcast_to(0.0, (1 << 24, 1)))
+

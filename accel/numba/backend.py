@@ -11,7 +11,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from accel.numba import affine, bnb, codebooks, floats, layouts, matmul, packing
+from accel.numba import affine, bnb, codebooks, floats, layouts, matmul, packing, ternary
 from accel.numba import gguf as gguf_ops
 from accel.numba._threads import configure_threads
 from accel.ops import FLOAT_FORMATS, GRANULARITIES, OP_SPECS
@@ -58,6 +58,7 @@ _OPS: dict[str, tuple[Callable[..., Any], OpCapability]] = {
     "dequantize_int32": (matmul.dequantize_int32, OpCapability(None, bit_exact=True)),
     "llm_int8_matmul": (matmul.llm_int8_matmul, OpCapability(None, bit_exact=False,
                                                              notes="float64 dequantization and outlier columns")),
+    "ternary_matmul": (ternary.ternary_matmul, OpCapability(None, bit_exact=True, notes="adds/subtracts only")),
     "bnb_dequant_matmul_4bit": (matmul.bnb_dequant_matmul_4bit,
                                 OpCapability(frozenset(("nf4", "fp4")), bit_exact=False,
                                              constraints={"blocksizes": BLOCKSIZES_4BIT},
@@ -95,6 +96,12 @@ class NumbaBackend:
 
     def asarray(self, x: Any) -> Any:
         return np.asarray(x)
+
+    def cache_state(self) -> dict[str, str]:
+        """Whether Numba's cache holds the compiled kernels (see ``accel.numba._cache``)."""
+        from accel.numba._cache import cache_state
+
+        return cache_state()
 
     def to_numpy(self, x: Any) -> Any:
         if isinstance(x, (tuple, list)):

@@ -40,7 +40,7 @@ import numpy as np
 from numba import get_num_threads, prange
 
 from accel.numba._jit import helper, kernel
-from refquant._validate import as_float_array, as_int_array, check_choice, check_float, check_power_of_two
+from refquant._validate import as_float_array, as_int_array, check_choice, check_float, check_name, check_power_of_two
 from refquant.bnb import _shape  # the reference's own shape check and message
 from refquant.dtypes.codebooks import get_codebook
 from refquant.formats.bnb import BLOCKSIZES_4BIT, BLOCKSIZES_8BIT, NESTED_BLOCKSIZE, QUANT_TYPES_4BIT, _lut_8bit, dynamic_map
@@ -331,7 +331,7 @@ def _nonfinite(name: str) -> ValueError:
 
 
 def _check_quant_type(quant_type: Any) -> str:
-    return check_choice("quant_type", quant_type, QUANT_TYPES_4BIT)
+    return check_name("quant_type", quant_type, QUANT_TYPES_4BIT)
 
 
 def _check_blocksize(blocksize: Any, allowed: tuple[int, ...]) -> int:

@@ -2,7 +2,8 @@
 
 Numba cannot take float16 / bfloat16 arrays, so everything works on bit patterns:
 the float32 input is viewed as uint32 and each code is built with explicit
-round-to-nearest-even integer arithmetic, the same rule as
+round-to-nearest-even integer arithmetic (float64 input is first rounded to odd in
+float32, which keeps the final rounding single, see ``_float64_to_float32_odd``), the same rule as
 :func:`refquant.dtypes.floatspec.encode_float` (read that module for the derivation;
 the format's constants come from its :class:`FloatSpec`, never typed in here). The
 generic kernels are branch-free (every case computed, one selected) so they vectorize.
@@ -18,7 +19,7 @@ from numba import prange
 from numba.cpython.unsafe.numbers import leading_zeros
 
 from accel.numba._jit import helper, kernel
-from refquant.dtypes.floatspec import FloatSpec, get_float_spec
+from refquant.dtypes.floatspec import FloatSpec, float_input, get_float_spec
 
 
 @helper
@@ -56,6 +57,41 @@ def _encode(u, out, m, bias, bits, exp_bits, min_exp, max_code, over_code, paylo
         else:
             nan = np.int32(nan_code) ^ (sign << sign_bit)
         out[i] = nan if a > np.int32(0x7F800000) else code
+
+
+@kernel(iterations=lambda u, *a: u.size)
+def _float64_to_float32_odd(u, out):  # type: ignore[no-untyped-def]
+    """float64 bit patterns (uint64) -> float32 bit patterns (uint32) rounded to odd.
+
+    Round to odd (Boldo & Melquiond, "Emulation of FMA and correctly rounded sums:
+    proved algorithms using rounding to odd", IEEE Trans. Computers 57(4), 2008): truncate,
+    then set the last bit when anything nonzero was dropped. Rounding that result to
+    nearest-even in a format whose grid is at least 4x coarser than float32's everywhere
+    (every FloatSpec: at most 10 mantissa bits, exponents within float32's) equals rounding
+    the float64 value once, so the float32 kernels serve float64 input. Beyond float32's
+    range the result is FLT_MAX (odd), which overflows every format as the value does.
+    NaN keeps the top 23 mantissa bits (1 if they vanish), so float16's payload rule sees
+    float64's top mantissa bits, as the reference's does.
+    """
+    for i in prange(u.size):
+        x = u[i]
+        sign = np.uint32(x >> np.uint64(63)) << np.uint32(31)
+        a = x & np.uint64(0x7FFFFFFFFFFFFFFF)
+        mant = a & np.uint64(0xFFFFFFFFFFFFF)
+        e = np.int64(a >> np.uint64(52))                   # float64 exponent field, 0..2047
+        # float32 normal range (field e - 896 in 1..254): keep 23 mantissa bits, OR the sticky bit
+        sticky = np.uint64(1) if (mant & np.uint64(0x1FFFFFFF)) != 0 else np.uint64(0)
+        normal = (np.uint64(max(e - 896, 0)) << np.uint64(23)) | (mant >> np.uint64(29)) | sticky
+        # below it: count units of 2**-149 (|x| = sig * 2**(max(e, 1) - 1075)), truncated, sticky OR'd
+        sig = mant | (np.uint64(1) << np.uint64(52) if e > 0 else np.uint64(0))
+        shift = np.uint64(min(max(926 - max(e, 1), 0), 63))            # (only used below float32 normals)
+        dropped = sig & ((np.uint64(1) << shift) - np.uint64(1))
+        sub = (sig >> shift) | (np.uint64(1) if dropped != 0 else np.uint64(0))
+        mag = np.uint32(normal if e >= 897 else sub)
+        mag = np.uint32(0x7F7FFFFF) if e >= 1151 else mag           # past float32's range: FLT_MAX
+        p = np.uint32(mant >> np.uint64(29))
+        special = np.uint32(0x7F800000) | (p if p != 0 or mant == 0 else np.uint32(1))
+        out[i] = sign | (special if e == 2047 else mag)
 
 
 @kernel(iterations=lambda c, *a: c.size)
@@ -146,16 +182,16 @@ def _spec_args(spec: FloatSpec, saturate: bool) -> tuple:
 
 def encode_float(x, fmt, *, saturate=False):  # type: ignore[no-untyped-def]
     """Backend op: same contract as :func:`refquant.dtypes.floatspec.encode_float`."""
-    from refquant._validate import as_float_array
-
     spec = get_float_spec(fmt)
     if not isinstance(saturate, (bool, np.bool_)):
         raise TypeError(f"saturate must be a bool, got {saturate!r} ({type(saturate).__name__})")
-    arr = as_float_array("x", x, dtypes=(np.float32, np.float64))
+    arr = float_input(x)
     if arr.dtype == np.float64:
-        with np.errstate(over="ignore", invalid="ignore"):
-            arr = arr.astype(np.float32)
-    u = np.ascontiguousarray(arr).reshape(-1).view(np.uint32)
+        # one rounding from the float64 value (the reference's rule), via round-to-odd
+        u = np.empty(arr.size, np.uint32)
+        _float64_to_float32_odd(np.ascontiguousarray(arr).reshape(-1).view(np.uint64), u)
+    else:
+        u = np.ascontiguousarray(arr).reshape(-1).view(np.uint32)
     out = np.empty(u.size, dtype=spec.storage_dtype)
     args = _spec_args(spec, bool(saturate))
     if _truncated(spec) and spec.encode_nan == "quiet":

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from refquant._validate import check_choice, check_float
+from refquant._validate import check_float, check_name
 from refquant.algorithms import _quantizer
 from refquant.algorithms._result import QuantizedWeight
 from refquant.algorithms.awq import _check_activations, activation_scale
@@ -82,7 +82,7 @@ def mixed(W: Any, X: Any, bits: int = 4, group_size: int = 128, sym: bool = Fals
     bits = _quantizer.check_bits(bits)
     groupsize = _quantizer.check_group_size(group_size, columns)
     fraction = check_float("salient_fraction", salient_fraction, min=0.0, max=1.0)
-    grid = _quantizer.RULES[check_choice("rule", rule, tuple(_quantizer.RULES))]
+    grid = _quantizer.RULES[check_name("rule", rule, _quantizer.RULES)]
 
     n_salient = 0 if fraction == 0 else max(1, int(round(fraction * columns)))
     salient = np.sort(np.argsort(-activation_scale(X), kind="stable")[:n_salient])

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from refquant._validate import check_choice
+from refquant._validate import check_name
 from refquant.algorithms import _quantizer
 from refquant.algorithms._result import QuantizedWeight
 
@@ -51,7 +51,7 @@ def rtn(W: Any, bits: int = 4, group_size: int = 128, sym: bool = True, *, rule:
     W = _quantizer.check_weight(W)
     bits = _quantizer.check_bits(bits)
     g = _quantizer.check_group_size(group_size, W.shape[1])
-    grid = _quantizer.RULES[check_choice("rule", rule, tuple(_quantizer.RULES))]
+    grid = _quantizer.RULES[check_name("rule", rule, _quantizer.RULES)]
     codes, scales, zeros = _quantizer.quantize_groups(W, bits, g, bool(sym), grid)
     g_idx = _quantizer.natural_g_idx(W.shape[1], g)
     dequantized = _quantizer.dequantize_groups(codes, scales, zeros, g_idx)

@@ -3,8 +3,8 @@
 A :class:`FloatSpec` states a format's sign/exponent/mantissa layout, exponent bias,
 and what its all-ones exponent means; everything ``finfo``-like (``max``, ``tiny``,
 ``eps``, ...) is derived from those fields, never typed in. One encoder,
-:func:`encode_float`, turns float32 into any spec's bit patterns by integer
-manipulation of the float32 bit pattern (round to nearest, ties to even), and one
+:func:`encode_float`, turns float32 or float64 into any spec's bit patterns by integer
+manipulation of the input's bit pattern (round to nearest, ties to even), and one
 decoder, :func:`decode_float`, turns bit patterns back into float32 (always exact:
 every value of these formats is a float32).
 
@@ -20,8 +20,8 @@ float6_e2m3fn      2    3    1     6     7.5          none       ±7.5 (saturate
 float4_e2m1fn      2    1    1     4     6            none       ±6 (saturates)
 =================  ===  ===  ====  ====  ===========  =========  =====================
 
-Conventions, chosen to equal NumPy (``float16``) and ml_dtypes 0.6 (the others) bit
-for bit, including the NaN bit patterns (FACTS.md section 1):
+Conventions, chosen to equal NumPy (``float16``) and ml_dtypes (the others; 0.7 or later
+for float64 input) bit for bit, including the NaN bit patterns:
 
 * Rounding is round-to-nearest, ties to even, with subnormals produced (never flushed)
   and the sign of zero kept. A value rounds first and is then checked against the
@@ -42,11 +42,16 @@ for bit, including the NaN bit patterns (FACTS.md section 1):
 * NaN codes decode to the float32 NaN whose payload is the code's mantissa (the exact
   bit widening of NumPy ``float16`` and Eigen ``bfloat16``) for the 16-bit formats,
   and to the quiet NaN 0x7FC00000 with the sign for the 8-bit ones (ml_dtypes).
-* float64 input is rounded to float32 first (as ml_dtypes, torch and ggml do), so
-  ``encode_float(x64, f)`` equals ``encode_float(x64.astype(float32), f)``. NumPy's own
-  ``x64.astype(float16)`` rounds once instead and can differ by one code
-  (1 + 2^-11 + 2^-40 -> 0x3C01 directly, 0x3C00 via float32), so float16 results
-  equal ``x.astype(float32).astype(float16)``, not ``x.astype(float16)``.
+* float64 input is rounded once, from its exact value (IEEE 754-2019 clauses 4.3 and
+  5.4.2: a conversion delivers the infinitely precise value rounded to the destination),
+  as NumPy's ``x64.astype(float16)`` and ml_dtypes 0.7 do. Going through float32 first
+  would round twice and can lose by one code on a value just off a midpoint of the
+  target: 1 + 2^-11 + 2^-40 is 0x3C01 in float16 (it lies above the midpoint 1 + 2^-11),
+  but float32 rounds it onto the midpoint, which then ties to even, 0x3C00. Libraries
+  that convert through float32 (ml_dtypes before 0.7, torch's c10 types, ggml's float32
+  rows) equal ``encode_float(x64.astype(float32), f)``. A float64 NaN keeps the top
+  ``mant_bits`` of its own mantissa as the float16 payload (NumPy's
+  ``npy_doublebits_to_halfbits``).
 
 Bit patterns are stored unsigned: uint16 for 16-bit formats, uint8 for the 8-, 6- and
 4-bit ones (one fp6/fp4 code per byte in its low bits, as ml_dtypes stores it; packing
@@ -65,7 +70,7 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -73,7 +78,7 @@ from refquant._validate import as_float_array
 
 __all__ = [
     "FloatSpec", "FLOAT_SPECS", "FLOAT_ALIASES", "get_float_spec", "encode_float", "decode_float",
-    "to_ml_dtypes", "from_ml_dtypes", "NAN_POLICIES",
+    "to_ml_dtypes", "from_ml_dtypes", "NAN_POLICIES", "float_input",
 ]
 
 #: What the all-ones exponent field means.
@@ -262,8 +267,11 @@ def get_float_spec(fmt: str | FloatSpec) -> FloatSpec:
         return fmt
     if not isinstance(fmt, str):
         raise TypeError(f"fmt must be a format name (str) or FloatSpec, got {fmt!r} ({type(fmt).__name__})")
+    if fmt.strip().lower() in ("fp8", "float8", "f8"):
+        raise ValueError(f"fmt={fmt!r} is ambiguous: 8-bit floats are 'float8_e4m3fn' ('e4m3': weights and "
+                         "activations) or 'float8_e5m2' ('e5m2': gradients); name one")
     try:
-        return FLOAT_SPECS[FLOAT_ALIASES[fmt.lower()]]
+        return FLOAT_SPECS[FLOAT_ALIASES[fmt.strip().lower()]]
     except KeyError:
         raise ValueError(f"fmt={fmt!r} is not a known float format; allowed: "
                          f"{', '.join(FLOAT_SPECS)} (aliases: {', '.join(sorted(set(FLOAT_ALIASES) - set(FLOAT_SPECS)))})"
@@ -272,76 +280,119 @@ def get_float_spec(fmt: str | FloatSpec) -> FloatSpec:
 
 # ---- encode ---------------------------------------------------------------------------
 
+class _Binary(NamedTuple):
+    """An IEEE 754 binary interchange format an input arrives in (float32 or float64)."""
+
+    uint: type           # unsigned integer of the same width, holding the bit pattern
+    exp_bits: int
+    mant_bits: int
+    bias: int
+
+    @property
+    def width(self) -> int:
+        return 1 + self.exp_bits + self.mant_bits
+
+
+_BINARY32 = _Binary(np.uint32, 8, 23, 127)
+_BINARY64 = _Binary(np.uint64, 11, 52, 1023)
+
+
 def _shift_right_rne(v: np.ndarray, shift: np.ndarray | int) -> np.ndarray:
-    """``round_half_even(v / 2**shift)`` for uint32 ``v`` and ``1 <= shift <= 31``."""
-    shift = np.asarray(shift, dtype=np.uint32)
+    """``round_half_even(v / 2**shift)`` for unsigned ``v`` and ``1 <= shift < v``'s width."""
+    t = v.dtype.type
+    shift = np.asarray(shift, dtype=v.dtype)
     q = v >> shift
     rem = v - (q << shift)
-    half = np.left_shift(np.uint32(1), shift - np.uint32(1))
-    return q + ((rem > half) | ((rem == half) & ((q & np.uint32(1)) == 1))).astype(np.uint32)
+    half = np.left_shift(t(1), shift - t(1))
+    return q + ((rem > half) | ((rem == half) & ((q & t(1)) == 1))).astype(v.dtype)
 
 
-def _encode_f32_bits(u: np.ndarray, spec: FloatSpec, saturate: bool) -> np.ndarray:
-    """Codes (uint32) for float32 bit patterns ``u`` (uint32); the heart of :func:`encode_float`."""
-    m = spec.mant_bits
-    a = u & np.uint32(0x7FFFFFFF)                      # |x| as float32 bits
+def _encode_bits(u: np.ndarray, src: _Binary, spec: FloatSpec, saturate: bool) -> np.ndarray:
+    """Codes for bit patterns ``u`` (``src.uint``) of ``src`` values; the heart of :func:`encode_float`.
 
-    # Normal results: move the exponent from float32's bias to the format's, then drop
-    # the low 23 - m mantissa bits with round-half-even. A mantissa that rounds up past
+    Every value of ``src`` is rounded once, from its exact value, to the nearest code
+    (ties to even). The arithmetic stays in ``src.uint``, so float32 input costs 32-bit
+    operations and float64 input is never narrowed to float32 first.
+    """
+    t = src.uint
+    M, m = src.mant_bits, spec.mant_bits
+    a = u & t((1 << (src.width - 1)) - 1)              # |x| as bits
+    inf_bits = t(((1 << src.exp_bits) - 1) << M)
+
+    # Normal results: move the exponent from the source's bias to the format's, then drop
+    # the low M - m mantissa bits with round-half-even. A mantissa that rounds up past
     # all ones carries into the exponent, which is exactly the next binade.
-    #   float32: s eeeeeeee mmmmmmmmmmmmmmmmmmmmmmm
-    #   target:  s   eee..e mmm..m | dropped (rounded away) -> 23 - m bits
-    rebias = np.uint32((127 - spec.bias) << 23)
-    mag = _shift_right_rne(np.maximum(a, rebias) - rebias, 23 - m)
+    #   source: s eeeeeeee(eee) mmmmmmmmmm...m          (M = 23 or 52 mantissa bits)
+    #   target: s   eee..e      mmm..m | dropped (rounded away) -> M - m bits
+    rebias = t((src.bias - spec.bias) << M)
+    mag = _shift_right_rne(np.maximum(a, rebias) - rebias, M - m)
 
     # Subnormal results (|x| below the format's smallest normal): count units of the
     # smallest subnormal 2**(min_exp - m), rounded half-even. With the significand
-    # sig (24 bits, implicit bit included) and exponent e, |x| = sig * 2**(e - 23), so
-    # the count is sig / 2**shift with shift = 23 + min_exp - m - e (>= 24 - m here;
-    # 31 or more gives 0). A count that reaches 2**m is the smallest normal code, so
-    # the carry is again automatic.
-    small = a < np.uint32((spec.min_exp + 127) << 23)
+    # sig (M + 1 bits, implicit bit included) and exponent e, |x| = sig * 2**(e - M), so
+    # the count is sig / 2**shift with shift = M + min_exp - m - e (> M - m here; a
+    # shift of width - 1 or more gives 0, the significand being narrower). A count that
+    # reaches 2**m is the smallest normal code, so the carry is again automatic.
+    small = a < t((spec.min_exp + src.bias) << M)
     if small.any():
         s = a[small]
-        e32 = s >> np.uint32(23)                                         # 0 for float32 subnormals
-        sig = np.where(e32 > 0, (s & np.uint32(0x7FFFFF)) | np.uint32(0x800000), s)
-        e_plus_127 = np.maximum(e32, np.uint32(1))                       # float32 subnormals: e = -126
-        shift = np.minimum(np.uint32(150 + spec.min_exp - m) - e_plus_127, np.uint32(31))
+        e_field = s >> t(M)                                              # 0 for source subnormals
+        sig = np.where(e_field > 0, (s & t((1 << M) - 1)) | t(1 << M), s)
+        e_plus_bias = np.maximum(e_field, t(1))                          # source subnormals: e = 1 - bias
+        shift = np.minimum(t(M + src.bias + spec.min_exp - m) - e_plus_bias, t(src.width - 1))
         mag[small] = _shift_right_rne(sig, shift)
 
-    # Overflow after rounding; ±inf (and NaN, replaced below) land here too because
-    # float32's top binade is past every format's.
+    # Overflow after rounding; ±inf (and NaN, replaced below) land here too because the
+    # source's top binade is past every format's.
     if saturate or spec.nan == "none":
         over_code = spec.max_code
     elif spec.has_inf:
         over_code = spec.inf_code
     else:
         over_code = spec.nan_code
-    mag = np.where(mag > spec.max_code, np.uint32(over_code), mag)
-    sign = (u >> np.uint32(31)) << np.uint32(spec.bits - 1)
+    mag = np.where(mag > spec.max_code, t(over_code), mag)
+    sign = (u >> t(src.width - 1)) << t(spec.bits - 1)
     code = mag | sign
 
     # NaN.
-    is_nan = a > np.uint32(0x7F800000)
+    is_nan = a > inf_bits
     if is_nan.any():
         if spec.encode_nan == "payload":
-            payload = (a & np.uint32(0x7FFFFF)) >> np.uint32(23 - m)
-            payload = np.where(payload == 0, np.uint32(1), payload)     # keep it a NaN, as NumPy does
-            nan = np.uint32(((1 << spec.exp_bits) - 1) << m) | payload | sign
+            payload = (a & t((1 << M) - 1)) >> t(M - m)
+            payload = np.where(payload == 0, t(1), payload)               # keep it a NaN, as NumPy does
+            nan = t(((1 << spec.exp_bits) - 1) << m) | payload | sign
         else:
-            nan = np.uint32(spec.nan_code) ^ sign
+            nan = t(spec.nan_code) ^ sign
         code = np.where(is_nan, nan, code)
     return code
 
 
+def float_input(x: Any) -> np.ndarray:
+    """``x`` as the float32 or float64 array :func:`encode_float` rounds (no copy when it is one).
+
+    float16 and ml_dtypes bfloat16 arrays are widened to float32, which is exact; Python
+    floats and lists are float64; a CPU torch tensor is its own dtype.
+
+    Raises
+    ------
+    TypeError
+        Integer, boolean, complex or object input, or another float dtype.
+    """
+    import ml_dtypes
+
+    arr = as_float_array("x", x, dtypes=(np.float32, np.float64, np.float16, ml_dtypes.bfloat16))
+    return arr if arr.dtype in (np.float32, np.float64) else arr.astype(np.float32)
+
+
 def encode_float(x: Any, fmt: str | FloatSpec, *, saturate: bool = False) -> np.ndarray:
-    """Round float32 values to the format ``fmt`` and return the bit patterns.
+    """Round float32 or float64 values to the format ``fmt`` and return the bit patterns.
 
     Parameters
     ----------
-    x : array_like of float32 or float64, any shape
-        float64 is rounded to float32 first (module docstring); Python floats and
-        lists are taken as float32.
+    x : array_like of float32 or float64 (float16 and bfloat16 are widened exactly), any shape
+        Each value is rounded once, from its exact value, to the nearest code (ties to
+        even): float64 input is *not* narrowed to float32 first (module docstring).
+        Python floats and lists are float64 values.
     fmt : str or FloatSpec
         ``"float16"``, ``"bfloat16"``, ``"float8_e4m3fn"``, ``"float8_e5m2"``,
         ``"float4_e2m1fn"`` or an alias (``"fp16"``, ``"half"``, ``"bf16"``,
@@ -355,8 +406,8 @@ def encode_float(x: Any, fmt: str | FloatSpec, *, saturate: bool = False) -> np.
     -------
     ndarray of uint16 (16-bit formats) or uint8 (8- and 4-bit formats), shape of ``x``
         Round-to-nearest-even codes; equal to ``x.astype(float16).view(uint16)`` and
-        to ml_dtypes' ``x.astype(ml_dtypes.<fmt>).view(uint8/uint16)`` for float32
-        ``x``, NaN patterns included.
+        to ml_dtypes' ``x.astype(ml_dtypes.<fmt>).view(uint8/uint16)`` (ml_dtypes >=
+        0.7 for float64 ``x``), NaN patterns included.
 
     Raises
     ------
@@ -373,16 +424,16 @@ def encode_float(x: Any, fmt: str | FloatSpec, *, saturate: bool = False) -> np.
     array([15360, 31743, 31744], dtype=uint16)
     >>> encode_float(np.array([464.0, 465.0, 1e9], np.float32), "e4m3", saturate=True)
     array([126, 126, 126], dtype=uint8)
+    >>> encode_float(np.array([1 + 2**-11 + 2**-40]), "fp16")  # float64: one rounding, up
+    array([15361], dtype=uint16)
     """
     spec = get_float_spec(fmt)
     if not isinstance(saturate, (bool, np.bool_)):
         raise TypeError(f"saturate must be a bool, got {saturate!r} ({type(saturate).__name__})")
-    arr = as_float_array("x", x, dtypes=(np.float32, np.float64))
-    if arr.dtype == np.float64:
-        with np.errstate(over="ignore", invalid="ignore"):  # |x| > FLT_MAX -> inf; sNaN -> NaN
-            arr = arr.astype(np.float32)
-    u = np.ascontiguousarray(arr).reshape(-1).view(np.uint32)  # (n,)
-    return _encode_f32_bits(u, spec, bool(saturate)).astype(spec.storage_dtype).reshape(arr.shape)
+    arr = float_input(x)
+    src = _BINARY64 if arr.dtype == np.float64 else _BINARY32
+    u = np.ascontiguousarray(arr).reshape(-1).view(src.uint)  # (n,)
+    return _encode_bits(u, src, spec, bool(saturate)).astype(spec.storage_dtype).reshape(arr.shape)
 
 
 # ---- decode ---------------------------------------------------------------------------
@@ -470,6 +521,11 @@ def _ml_dtype(spec: FloatSpec) -> np.dtype:
         return np.dtype(np.float16)
     import ml_dtypes  # runtime dependency for interop only
 
+    if not hasattr(ml_dtypes, spec.name):
+        from refquant.errors import UnsupportedError
+
+        raise UnsupportedError(f"the installed ml_dtypes {ml_dtypes.__version__} has no {spec.name} type "
+                               "(ml_dtypes 0.5 added it); upgrade ml_dtypes, or use decode_float")
     return np.dtype(getattr(ml_dtypes, spec.name))
 
 

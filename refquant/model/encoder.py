@@ -38,7 +38,7 @@ from typing import Any
 import numpy as np
 from scipy.special import erf
 
-from refquant.model.linear import Linear
+from refquant.model.linear import Linear, _check_replacements
 
 __all__ = ["EncoderConfig", "Encoder", "layer_norm", "gelu"]
 
@@ -295,10 +295,7 @@ class Encoder:
             Layer name -> a callable ``(tokens, in) -> (tokens, out)`` (any class of
             :mod:`refquant.model.linear`). Names must be those of :meth:`linears`.
         """
-        unknown = sorted(set(replacements) - set(self._linears))
-        if unknown:
-            raise ValueError(f"replacements names {unknown[:3]!r} are not linear layers of this model; "
-                             f"allowed: names from Encoder.linears(), e.g. {next(iter(self._linears))!r}")
+        _check_replacements(replacements, self._linears, "Encoder")
         new = object.__new__(Encoder)
         new.config, new.tokenizer = self.config, self.tokenizer
         new._emb, new._norms = self._emb, self._norms

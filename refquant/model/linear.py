@@ -14,6 +14,10 @@ class                  what is quantized
                        fixed from calibration (*static*); exact integer accumulation (W8A8)
 ``WeightOnlyLinear``   any weight-only format given as its dequantized weight and its storage
                        size (group-wise RTN int4, NF4 ...), activations in fp16 / bf16 (W4A16)
+``LLMInt8Linear``      LLM.int8(): vector-wise int8 weight and activations, outlier input
+                       features (|x| ≥ threshold) multiplied in fp16 (mixed-precision decomposition)
+``BitLinear``          BitNet b1.58: ternary absmean weight, per-token absmax int8 activations,
+                       add/subtract-only accumulation (``ternary_matmul``), output rescale
 =====================  ==========================================================================
 
 Every layer exposes the same read-only facts, so a report can compare them:
@@ -33,18 +37,24 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Linear", "CastLinear", "IntLinear", "WeightOnlyLinear", "ACT_DTYPES"]
+__all__ = ["Linear", "CastLinear", "IntLinear", "WeightOnlyLinear", "LLMInt8Linear", "BitLinear", "ACT_DTYPES"]
 
 #: Activation float formats of weight-only layers (refquant.encode_float names).
 ACT_DTYPES = ("float32", "float16", "bfloat16")
 
 
-def _as_weight(weight: Any) -> np.ndarray:
+def _working_dtype(a: np.ndarray, keep_float64: bool) -> type:
+    # A layer that rounds its operands to a narrower float rounds float64 once, from the
+    # exact value (refquant.encode_float), instead of through float32 first.
+    return np.float64 if keep_float64 and a.dtype == np.float64 else np.float32
+
+
+def _as_weight(weight: Any, *, keep_float64: bool = False) -> np.ndarray:
     w = np.asarray(weight)
     if w.ndim != 2 or w.dtype.kind != "f":
         raise ValueError(f"weight must be a 2-D float array (out_features, in_features), got shape {w.shape} "
                          f"dtype {w.dtype}")
-    return np.array(w, dtype=np.float32, order="C")  # a private copy: it is made read-only below
+    return np.array(w, dtype=_working_dtype(w, keep_float64), order="C")  # a private copy: made read-only below
 
 
 def _as_bias(bias: Any, out_features: int) -> np.ndarray | None:
@@ -56,11 +66,19 @@ def _as_bias(bias: Any, out_features: int) -> np.ndarray | None:
     return b
 
 
-def _check_input(x: Any, in_features: int) -> np.ndarray:
+def _check_replacements(replacements: Any, linears: dict, owner: str) -> None:
+    """ValueError unless every name in ``replacements`` is one of the model's ``linears``."""
+    unknown = sorted(set(replacements) - set(linears))
+    if unknown:
+        raise ValueError(f"replacements names {unknown[:3]!r} are not linear layers of this model; "
+                         f"allowed: names from {owner}.linears(), e.g. {next(iter(linears))!r}")
+
+
+def _check_input(x: Any, in_features: int, *, keep_float64: bool = False) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim < 1 or x.shape[-1] != in_features or x.dtype.kind != "f":
         raise ValueError(f"x must be a float array (..., {in_features}), got shape {x.shape} dtype {x.dtype}")
-    return x.astype(np.float32, copy=False)
+    return x.astype(_working_dtype(x, keep_float64), copy=False)
 
 
 class Linear:
@@ -110,9 +128,9 @@ class Linear:
 
 
 def _round_to(x: np.ndarray, dtype: str) -> np.ndarray:
-    """float32 values of ``x`` rounded to nearest-even in ``dtype`` (refquant's float codecs)."""
+    """float32 or float64 ``x`` rounded once to nearest-even in ``dtype`` (refquant's float codecs), as float32."""
     if dtype == "float32":
-        return x
+        return x.astype(np.float32, copy=False)
     from refquant.dtypes.floatspec import decode_float, encode_float
 
     return decode_float(encode_float(x, dtype), dtype)
@@ -127,22 +145,23 @@ class CastLinear(Linear):
         As :class:`Linear` (the bias stays float32).
     dtype : {"float16", "bfloat16"}
         Round-to-nearest-even (``refquant.encode_float``); fp16 overflow becomes inf, as a
-        real fp16 cast does.
+        real fp16 cast does. float64 weights and inputs are rounded once, from their exact
+        values, not through float32.
     """
 
     def __init__(self, weight: Any, bias: Any = None, *, dtype: str = "float16") -> None:
-        from refquant._validate import check_choice
+        from refquant._validate import check_name
 
-        self.dtype = check_choice("dtype", dtype, ("float16", "bfloat16"))
+        self.dtype = check_name("dtype", dtype, ("float16", "bfloat16"))
         self.scheme = {"float16": "fp16", "bfloat16": "bf16"}[self.dtype]
-        super().__init__(_round_to(_as_weight(weight), self.dtype), bias)
+        super().__init__(_round_to(_as_weight(weight, keep_float64=True), self.dtype), bias)
 
     @property
     def weight_bytes(self) -> int:
         return self.weight.size * 2
 
     def __call__(self, x: Any) -> np.ndarray:
-        return self._affine(_round_to(_check_input(x, self.in_features), self.dtype), self.weight)
+        return self._affine(_round_to(_check_input(x, self.in_features, keep_float64=True), self.dtype), self.weight)
 
 
 class IntLinear(Linear):
@@ -255,16 +274,113 @@ class WeightOnlyLinear(Linear):
 
     def __init__(self, dequantized_weight: Any, bias: Any = None, *, weight_bytes: int, scheme: str,
                  act_dtype: str = "float16") -> None:
-        from refquant._validate import check_choice, check_int
+        from refquant._validate import check_int, check_name
 
         super().__init__(dequantized_weight, bias)
         self._weight_bytes = check_int("weight_bytes", weight_bytes, min=0)
         self.scheme = str(scheme)
-        self.act_dtype = check_choice("act_dtype", act_dtype, ACT_DTYPES)
+        self.act_dtype = check_name("act_dtype", act_dtype, ACT_DTYPES)
 
     @property
     def weight_bytes(self) -> int:
         return self._weight_bytes
 
     def __call__(self, x: Any) -> np.ndarray:
-        return self._affine(_round_to(_check_input(x, self.in_features), self.act_dtype), self.weight)
+        return self._affine(_round_to(_check_input(x, self.in_features, keep_float64=True), self.act_dtype),
+                            self.weight)
+
+
+class LLMInt8Linear(Linear):
+    """LLM.int8() (Dettmers et al. 2022, sec. 3.2): :func:`refquant.matmul.llm_int8_matmul` per call.
+
+    The weight is stored as int8 codes with one absmax per output row (bitsandbytes' ``CB`` and
+    ``SCB``); input features holding any ``|x| ≥ threshold`` in the call's tokens are multiplied
+    in floating point with the fp16-rounded weight, the rest in exact int8 arithmetic.
+
+    Parameters
+    ----------
+    weight, bias
+        As :class:`Linear`.
+    threshold : float
+        Outlier threshold (6.0, the paper's and ``transformers``' default; 0 disables the
+        decomposition).
+    """
+
+    scheme = "llm.int8"
+
+    def __init__(self, weight: Any, bias: Any = None, *, threshold: float = 6.0) -> None:
+        from refquant._validate import check_float
+        from refquant.bnb import int8_vectorwise_dequant, int8_vectorwise_quant
+
+        self.threshold = check_float("threshold", threshold, min=0.0)
+        w16 = _round_to(_as_weight(weight), "float16")
+        codes, row_stats, _ = int8_vectorwise_quant(w16, 0.0)
+        self._w16 = w16
+        super().__init__(int8_vectorwise_dequant(codes, row_stats), bias)
+
+    @property
+    def weight_bytes(self) -> int:
+        # int8 codes plus one float32 absmax per output row (bitsandbytes' SCB)
+        return self.weight.size + self.out_features * 4
+
+    def __call__(self, x: Any) -> np.ndarray:
+        from refquant.matmul import llm_int8_matmul
+
+        x = _round_to(_check_input(x, self.in_features), "float16")
+        y, _ = llm_int8_matmul(x, self._w16, self.threshold)
+        return y if self.bias is None else (y + self.bias).astype(np.float32)
+
+
+class BitLinear(Linear):
+    """BitNet b1.58's BitLinear at inference, applied to a float weight (post-training).
+
+    Ma et al. 2024 and Microsoft's "Training Tips, Code and FAQ" for b1.58
+    (:mod:`refquant.algorithms.bitnet`): the weight becomes ternary codes ``W_q`` with one
+    per-tensor scale ``s_w = 1 / mean|W|`` (absmean); each input token ``x`` becomes int8 codes
+    ``x_q`` with ``s_x = 127 / max|x|`` (absmax); then::
+
+        acc = ternary_matmul(x_q, W_qᵀ)      int32, additions and subtractions only
+        y   = acc / (s_x · s_w) + b          float64, rounded once to float32 (the output rescale)
+
+    which equals the reference code's ``F.linear(x_deq, W_deq)`` up to float rounding. The
+    RMSNorm that BitNet places inside BitLinear belongs to models trained with it; applied
+    post-training to a float model it is left out.
+
+    Parameters
+    ----------
+    weight, bias
+        As :class:`Linear`.
+
+    Notes
+    -----
+    ``weight_bytes`` counts the ternary codes packed five per byte (base 3, 1.6 bits; ggml's
+    TQ1_0 spends 1.6875) plus the float32 scale.
+    """
+
+    scheme = "bitnet-b1.58"
+
+    def __init__(self, weight: Any, bias: Any = None) -> None:
+        from refquant.algorithms.bitnet import bitnet_b158
+
+        q = bitnet_b158(_as_weight(weight))
+        self.weight_codes = q.codes
+        self.weight_codes.flags.writeable = False
+        self.weight_scale = np.float32(q.scale)
+        super().__init__(q.dequantized, bias)
+
+    @property
+    def weight_bytes(self) -> int:
+        return (self.weight.size + 4) // 5 + 4
+
+    def __call__(self, x: Any) -> np.ndarray:
+        from refquant.algorithms.bitnet import activation_quant_b158
+        from refquant.matmul import ternary_matmul
+
+        x = _check_input(x, self.in_features)
+        lead = x.shape[:-1]
+        a = activation_quant_b158(x.reshape(-1, self.in_features))
+        acc = ternary_matmul(a.codes, self.weight_codes.T)
+        y = acc / (a.scale.astype(np.float64) * np.float64(self.weight_scale))
+        if self.bias is not None:
+            y = y + self.bias
+        return y.astype(np.float32).reshape(*lead, self.out_features)

@@ -84,3 +84,36 @@ def test_unknown_backend_is_a_clear_error():
     result = _run(["--backend", "definitely_not_a_backend", "--ops", "pack"])
     assert result.returncode != 0
     assert "unknown backend 'definitely_not_a_backend'" in (result.stdout + result.stderr)
+
+
+def test_progress_header_and_verdict_lines():
+    result = _run(["--backend", "reference", "--ops", "pack_ternary,unpack_ternary", "--examples", "2",
+                   "--workers", "1"])
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    out = result.stdout
+    assert "reference: device cpu, profile ci, 2 Hypothesis examples per property test, in-process" in out
+    assert "collected 2 conformance tests" in out
+    assert "reference · packing" in out and "2 tests: 2 passed, 0 failed, 0 not implemented" in out
+    assert "verdict reference: PASS: 2 cells passed, 0 failed, 0 not implemented" in out
+    assert "Not run (--ops): floats" in out  # filtered areas are "not run", not "not implemented"
+
+
+def test_refquant_cli_takes_the_same_options():
+    result = subprocess.run([sys.executable, "-m", "refquant", "conformance", "--backend", "reference",
+                             "--ops", "pack_ternary", "--examples", "2", "--workers", "1"],
+                            capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "verdict reference: PASS" in result.stdout
+
+
+def test_a_run_that_cannot_start_says_why_in_one_line(tmp_path):
+    unknown_op = _run(["--backend", "reference", "--ops", "no_such_op"])
+    assert unknown_op.returncode == 2
+    assert unknown_op.stderr.strip().splitlines() == [
+        unknown_op.stderr.strip().splitlines()[0]] and "unknown op(s) no_such_op" in unknown_op.stderr
+    (tmp_path / "brokenbackend.py").write_text("raise ImportError('the vendor library is missing')\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    broken = _run(["--backend", "brokenbackend:make"], cwd=tmp_path, env=env)
+    assert broken.returncode == 2
+    lines = broken.stderr.strip().splitlines()
+    assert len(lines) == 1 and "the vendor library is missing" in lines[0], broken.stderr

@@ -1,0 +1,138 @@
+"""GGUF ops: launch code for ``src/gguf.cu`` (dequantize, every type) and
+``src/gguf_matmul.cu`` (fused W4A16)."""
+
+from __future__ import annotations
+
+import functools
+import math
+from typing import Any
+
+import numpy as np
+
+from accel.cupy._launch import i32, i64, raise_reference_error, require, stride_grid
+from refquant.formats.gguf_mx import _log2f   # the reference's log2f rule (MXFP4's exponent)
+from refquant.gguf import get_format
+
+__all__ = ["DEQUANT_QTYPES", "MATMUL_QTYPES", "gguf_dequantize", "gguf_dequant_matmul"]
+
+DEQUANT_QTYPES = frozenset({"f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1", "q2_k", "q3_k", "q4_k",
+                            "q5_k", "q6_k", "q8_k", "tq1_0", "tq2_0", "iq4_nl", "iq4_xs", "mxfp4"})
+
+MATMUL_QTYPES = DEQUANT_QTYPES   # src/gguf_matmul.cu: one entry point per type
+
+
+def _elements(shape: Any, block_size: int) -> int | None:
+    """Elements of ``shape`` when it is a valid GGUF tensor shape for the block size."""
+    dims = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape) if isinstance(shape, (tuple, list)) else ()
+    if not dims or any(not isinstance(d, (int, np.integer)) or isinstance(d, bool) or d < 0 for d in dims):
+        return None
+    return math.prod(int(d) for d in dims) if int(dims[-1]) % block_size == 0 else None
+
+
+def gguf_dequantize(dev: Any, data: Any, qtype: Any, shape: Any) -> Any:
+    """Backend op: the float32 values of :func:`refquant.gguf.dequantize` (ggml's to_float)."""
+    fmt = get_format(qtype)
+    n = _elements(shape, fmt.block_size)
+    require(dev, fmt.name in DEQUANT_QTYPES and n is not None and hasattr(data, "dtype")
+            and np.dtype(data.dtype) == np.uint8 and data.size == n // fmt.block_size * fmt.type_size,
+            "gguf_dequantize", data, qtype, shape)
+    dims = (int(shape),) if isinstance(shape, (int, np.integer)) else tuple(int(d) for d in shape)
+    flat = dev.contiguous(data, np.uint8).reshape(-1)
+    out = dev.empty(n, np.float32)
+    if fmt.name in ("f16", "bf16"):
+        grid, block = stride_grid(dev, n)
+        dev.launch("gguf", f"gguf_dequantize_{fmt.name}", grid, block, [flat.view(np.uint16), i64(n), out])
+    else:
+        nb = n // fmt.block_size
+        grid, block = stride_grid(dev, nb, 64)
+        dev.launch("gguf", f"gguf_dequantize_{fmt.name}", grid, block, [flat, i64(nb), out])
+    return out.reshape(dims)
+
+
+def gguf_dequant_matmul(dev: Any, x: Any, data: Any, qtype: Any, shape: Any) -> Any:
+    """Backend op: ``x @ W.T`` for a GGUF weight ``W`` of ``shape`` (out, in), fused (Nmse);
+    see :func:`refquant.formats.gguf_matmul.dequant_matmul`."""
+    fmt = get_format(qtype)
+    n = _elements(shape, fmt.block_size) if isinstance(shape, tuple) and len(shape) == 2 else None
+    require(dev, fmt.name in MATMUL_QTYPES and n is not None and hasattr(data, "dtype") and hasattr(x, "dtype")
+            and np.dtype(data.dtype) == np.uint8 and data.size == n // fmt.block_size * fmt.type_size
+            and x.ndim >= 1 and x.shape[-1] == shape[1], "gguf_dequant_matmul", x, data, qtype, shape)
+    out_f, in_f = int(shape[0]), int(shape[1])
+    x2 = dev.contiguous(x, np.float32).reshape(-1, in_f)
+    out = dev.empty((x2.shape[0], out_f), np.float32)
+    dev.launch("gguf_matmul", f"gguf_matmul_{fmt.name}", (max(1, min(out_f, dev.max_blocks)),), (64,),
+               [x2, i64(x2.shape[0]), dev.contiguous(data, np.uint8).reshape(-1), i64(out_f), i64(in_f), out])
+    return out.reshape(*x.shape[:-1], out_f)
+
+
+# types whose kernels take (rows, n, imatrix, has_im, sigma2): the importance-matrix rules
+_ROW_KERNELS = {"q4_0": "gguf_quantize", "q4_1": "gguf_quantize", "q5_0": "gguf_quantize", "q5_1": "gguf_quantize",
+                "q2_k": "gguf_kquants", "q3_k": "gguf_kquants", "q4_k": "gguf_kquants", "q5_k": "gguf_kquants",
+                "q6_k": "gguf_kquants", "iq4_nl": "gguf_iquants", "iq4_xs": "gguf_iquants"}
+QUANTIZE_QTYPES = frozenset({"f16", "bf16", "q8_0", "q8_1", "q8_k", "tq1_0", "tq2_0", "mxfp4", *_ROW_KERNELS})
+
+
+@functools.lru_cache(maxsize=None)
+def log2_bump_table() -> np.ndarray:
+    """uint32 (277,): for E = -149..127, the bits of the smallest float32 in [2**E, 2**(E+1))
+    whose ``floor(log2f(x))`` is E + 1 (log2f rounding up to the next integer), by the
+    reference's own log2f rule (refquant.formats.gguf_mx._log2f); 2**(E+1) when none.
+    Only values within a few hundred float32 steps below 2**(E+1) can round up, so the
+    top 4096 of each binade are searched (the lowest of them must not)."""
+    out = np.empty(277, np.uint32)
+    for k, E in enumerate(range(-149, 128)):
+        lo = (E + 127) << 23 if E >= -126 else 1 << (E + 149)
+        hi = (E + 128) << 23 if E >= -127 else 1 << (E + 150)
+        bits = np.arange(max(lo, hi - 4096), hi, dtype=np.uint32)
+        fl = np.floor(_log2f(bits.view(np.float32)).astype(np.float64))
+        if fl[0] != E:  # pragma: no cover - the window assumption failed
+            raise AssertionError(f"log2f rounds up already 4096 steps below 2**{E + 1}")
+        up = np.flatnonzero(fl == E + 1)
+        out[k] = bits[up[0]] if up.size else hi
+    return out
+
+
+def gguf_quantize(dev: Any, x: Any, qtype: Any, imatrix: Any = None) -> Any:
+    """Backend op: the bytes of :func:`refquant.gguf.quantize` (ggml_quantize_chunk's) for
+    :data:`QUANTIZE_QTYPES`."""
+    fmt = get_format(qtype)
+    require(dev, fmt.name in QUANTIZE_QTYPES and hasattr(x, "dtype") and np.dtype(x.dtype).kind == "f"
+            and x.ndim >= 1 and x.shape[-1] % fmt.block_size == 0
+            and (imatrix is None or (hasattr(imatrix, "shape") and tuple(imatrix.shape) == (x.shape[-1],))),
+            "gguf_quantize", x, qtype, imatrix)
+    n_per_row = x.shape[-1]
+    row_bytes = n_per_row // fmt.block_size * fmt.type_size
+    with np.errstate(over="ignore"):
+        flat = dev.contiguous(x, np.float32).reshape(-1)
+    n = flat.size
+    bad = dev.zeros(1, np.int32)
+    if fmt.name in _ROW_KERNELS:
+        rows = n // n_per_row if n_per_row else 0
+        out = dev.empty(n // fmt.block_size * fmt.type_size, np.uint8)
+        has_im = imatrix is not None and fmt.uses_imatrix
+        qw = dev.contiguous(imatrix, np.float32) if has_im else dev.zeros(1, np.float32)
+        sigma2 = dev.empty(max(rows, 1), np.float32)
+        if has_im and fmt.block_size == 32:   # the legacy _impl rules weight by the row's mean square
+            grid, block = stride_grid(dev, rows, 64)
+            dev.launch("gguf_quantize", "row_sigma2", grid, block, [flat, i64(rows), i64(n_per_row), sigma2])
+        grid, block = stride_grid(dev, n // fmt.block_size, 64)
+        dev.launch(_ROW_KERNELS[fmt.name], f"gguf_quantize_{fmt.name}", grid, block,
+                   [flat, i64(rows), i64(n_per_row), qw, i32(has_im), sigma2, out, bad])
+    elif fmt.name == "mxfp4":
+        nb = n // fmt.block_size
+        out = dev.empty(nb * fmt.type_size, np.uint8)
+        grid, block = stride_grid(dev, nb, 64)
+        dev.launch("gguf_iquants", "gguf_quantize_mxfp4", grid, block,
+                   [flat, i64(nb), out, dev.contiguous(log2_bump_table(), np.uint32), bad])
+    elif fmt.name in ("f16", "bf16"):
+        out = dev.empty(n, np.uint16)
+        grid, block = stride_grid(dev, n)
+        dev.launch("gguf_quantize", f"gguf_quantize_{fmt.name}", grid, block, [flat, i64(n), out])
+    else:
+        nb = n // fmt.block_size
+        out = dev.empty(nb * fmt.type_size, np.uint8)
+        grid, block = stride_grid(dev, nb, 64)
+        dev.launch("gguf_quantize", f"gguf_quantize_{fmt.name}", grid, block, [flat, i64(nb), out, bad])
+    if int(bad[0]):
+        raise_reference_error(dev, "gguf_quantize", x, qtype, imatrix)
+    return out.view(np.uint8).reshape(tuple(x.shape[:-1]) + (row_bytes,))

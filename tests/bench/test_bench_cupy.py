@@ -1,0 +1,198 @@
+"""GPU benchmarks of the cupy backend (marked ``gpu``: skipped without a CUDA device).
+
+Run with ``pytest tests/bench/test_bench_cupy.py --benchmark-only`` (``tools/gpu_check.sh``
+does, and renders the report). Each op runs on a 4096 x 4096 float32 layer already on
+the device; time is measured with CUDA events around the launch (pytest-benchmark's
+pedantic mode, the device synchronized each round), and GB/s (bytes read + written) is
+compared with the device-to-device copy bandwidth measured in the same run
+(:func:`device_copy_gbs`). Targets (issue 12): streaming quantize / dequantize >= 80% of
+copy bandwidth, fused 4-bit GEMV >= 70%.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+
+pytestmark = pytest.mark.gpu
+
+SHAPE = (4096, 4096)
+ROUNDS = 20
+
+
+@functools.lru_cache(maxsize=None)
+def device_copy_gbs(nbytes: int = 256 * 2**20, repeats: int = 10) -> float:
+    """Best device-to-device copy bandwidth in GB/s (bytes read + written), CUDA events."""
+    import cupy as cp
+
+    src = cp.ones(nbytes // 4, cp.float32)
+    dst = cp.empty_like(src)
+    best = float("inf")
+    for _ in range(repeats):
+        start, stop = cp.cuda.Event(), cp.cuda.Event()
+        start.record()
+        cp.copyto(dst, src)
+        stop.record()
+        stop.synchronize()
+        best = min(best, cp.cuda.get_elapsed_time(start, stop) / 1e3)
+    return 2 * nbytes / best / 1e9
+
+
+def _run(benchmark, fn, bytes_moved: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """Time ``fn`` with CUDA events (min over rounds) and record GB/s and the copy fraction."""
+    import cupy as cp
+
+    times: list[float] = []
+
+    def timed() -> None:
+        start, stop = cp.cuda.Event(), cp.cuda.Event()
+        start.record()
+        fn()
+        stop.record()
+        stop.synchronize()
+        times.append(cp.cuda.get_elapsed_time(start, stop) / 1e3)
+
+    fn()   # compile / warm up
+    benchmark.pedantic(timed, rounds=ROUNDS, iterations=1)
+    seconds = min(times)
+    copy = device_copy_gbs()
+    info = {"seconds_cuda_events": seconds, "GB/s": round(bytes_moved / seconds / 1e9, 2),
+            "copy_GB/s": round(copy, 2), "fraction_of_copy": round(bytes_moved / seconds / 1e9 / copy, 4)}
+    benchmark.extra_info.update(info)
+    return info
+
+
+@pytest.fixture(scope="module")
+def gpu():
+    import accel
+
+    return accel.get_backend("cupy")
+
+
+@pytest.fixture(scope="module")
+def weight(gpu):
+    return gpu.asarray(np.random.default_rng(0).standard_normal(SHAPE).astype(np.float32))
+
+
+def test_copy_bandwidth(benchmark, weight):
+    import cupy as cp
+
+    dst = cp.empty_like(weight)
+    _run(benchmark, lambda: cp.copyto(dst, weight), 2 * weight.nbytes)
+
+
+@pytest.mark.parametrize("fmt", ["float16", "bfloat16", "float8_e4m3fn"])
+def test_encode_float(benchmark, gpu, weight, fmt):
+    out = gpu.encode_float(weight, fmt)
+    _run(benchmark, lambda: gpu.encode_float(weight, fmt), weight.nbytes + out.nbytes)
+
+
+@pytest.mark.parametrize("fmt", ["float16", "bfloat16"])
+def test_decode_float(benchmark, gpu, weight, fmt):
+    bits = gpu.encode_float(weight, fmt)
+    _run(benchmark, lambda: gpu.decode_float(bits, fmt), bits.nbytes + weight.nbytes)
+
+
+def test_quantize_affine_per_channel(benchmark, gpu, weight):
+    from refquant.mapping import choose_qparams
+
+    params = choose_qparams(np.asarray(weight.get()), granularity="per_channel", axis=0)
+    q = gpu.quantize_affine(weight, params)
+    _run(benchmark, lambda: gpu.quantize_affine(weight, params), weight.nbytes + q.nbytes)
+
+
+@pytest.mark.parametrize("quant_type", ["nf4", "fp4"])
+def test_bnb_quantize_4bit(benchmark, gpu, weight, quant_type):
+    packed, absmax = gpu.bnb_quantize_4bit(weight, quant_type, 64)
+    _run(benchmark, lambda: gpu.bnb_quantize_4bit(weight, quant_type, 64),
+         weight.nbytes + packed.nbytes + absmax.nbytes)
+
+
+@pytest.mark.parametrize("quant_type", ["nf4", "fp4"])
+def test_bnb_dequantize_4bit(benchmark, gpu, weight, quant_type):
+    packed, absmax = gpu.bnb_quantize_4bit(weight, quant_type, 64)
+    _run(benchmark, lambda: gpu.bnb_dequantize_4bit(packed, absmax, quant_type, 64, SHAPE),
+         packed.nbytes + absmax.nbytes + weight.nbytes)
+
+
+def test_bnb_quantize_blockwise(benchmark, gpu, weight):
+    codes, absmax = gpu.bnb_quantize_blockwise(weight, 4096)
+    _run(benchmark, lambda: gpu.bnb_quantize_blockwise(weight, 4096), weight.nbytes + codes.nbytes + absmax.nbytes)
+
+
+@pytest.mark.parametrize("qtype", ["q4_0", "q4_k", "q6_k", "q8_0"])
+def test_gguf_dequantize(benchmark, gpu, weight, qtype):
+    from refquant.gguf import quantize
+
+    data = gpu.asarray(quantize(np.asarray(weight.get()), qtype))
+    _run(benchmark, lambda: gpu.gguf_dequantize(data, qtype, SHAPE), data.nbytes + weight.nbytes)
+
+
+@pytest.mark.parametrize("qtype", ["q8_0", "q8_k"])
+def test_gguf_quantize(benchmark, gpu, weight, qtype):
+    data = gpu.gguf_quantize(weight, qtype)
+    _run(benchmark, lambda: gpu.gguf_quantize(weight, qtype), weight.nbytes + data.nbytes)
+
+
+@pytest.fixture(scope="module")
+def numba_2_cores():
+    """The Numba backend limited to 2 threads (the CPU the K-quant target is set against),
+    or None without numba."""
+    try:
+        import numba
+
+        import accel
+    except ImportError:
+        return None
+    backend = accel.get_backend("numba")
+    numba.set_num_threads(min(2, numba.config.NUMBA_NUM_THREADS))
+    return backend
+
+
+@pytest.mark.parametrize("qtype", ["q2_k", "q3_k", "q4_k", "q5_k", "q6_k"])
+@pytest.mark.parametrize("with_imatrix", [False, True], ids=["ref", "imatrix"])
+def test_gguf_kquant_quantize(benchmark, gpu, weight, numba_2_cores, qtype, with_imatrix):
+    """K-quant quantize of the whole layer; the Numba backend on 2 threads is timed once on
+    its first 512 rows and scaled to the layer (rows are independent; target: the GPU
+    >= 100x faster)."""
+    import time
+
+    host = np.asarray(weight.get())
+    im = np.random.default_rng(2).uniform(0.1, 2.0, SHAPE[1]).astype(np.float32) if with_imatrix else None
+    im_dev = gpu.asarray(im) if im is not None else None
+    data = gpu.gguf_quantize(weight, qtype, im_dev)
+    info = _run(benchmark, lambda: gpu.gguf_quantize(weight, qtype, im_dev), weight.nbytes + data.nbytes)
+    if numba_2_cores is not None:
+        numba_2_cores.gguf_quantize(host[:256], qtype, im)        # compile
+        t0 = time.perf_counter()
+        numba_2_cores.gguf_quantize(host[:512], qtype, im)
+        cpu = (time.perf_counter() - t0) * SHAPE[0] / 512
+        benchmark.extra_info.update({"numba_2_threads_s": round(cpu, 4),
+                                     "speedup_vs_numba_2_threads": round(cpu / info["seconds_cuda_events"], 1)})
+
+
+@pytest.mark.parametrize("qtype", ["q4_0", "q4_k", "q8_0"])
+def test_gguf_gemv(benchmark, gpu, weight, qtype):
+    """Fused W4A16 GEMV: one token; the bytes are the packed weight (read once)."""
+    from refquant.gguf import quantize
+
+    data = gpu.asarray(quantize(np.asarray(weight.get()), qtype))
+    x = gpu.asarray(np.random.default_rng(1).standard_normal((1, SHAPE[1])).astype(np.float32))
+    _run(benchmark, lambda: gpu.gguf_dequant_matmul(x, data, qtype, SHAPE), data.nbytes + x.nbytes + 4 * SHAPE[0])
+
+
+def test_nf4_gemv(benchmark, gpu, weight):
+    packed, absmax = gpu.bnb_quantize_4bit(weight, "nf4", 64)
+    x = gpu.asarray(np.random.default_rng(1).standard_normal((1, SHAPE[1])).astype(np.float32))
+    _run(benchmark, lambda: gpu.bnb_dequant_matmul_4bit(x, packed, absmax, "nf4", 64, SHAPE),
+         packed.nbytes + absmax.nbytes + x.nbytes + 4 * SHAPE[0])
+
+
+def test_int8_matmul(benchmark, gpu):
+    rng = np.random.default_rng(1)
+    a = gpu.asarray(rng.integers(-128, 128, (512, 4096)).astype(np.int8))
+    b = gpu.asarray(rng.integers(-128, 128, (4096, 4096)).astype(np.int8))
+    info = _run(benchmark, lambda: gpu.int8_matmul(a, b), a.nbytes + b.nbytes + 4 * 512 * 4096)
+    benchmark.extra_info["TOPS"] = round(2 * 512 * 4096 * 4096 / info["seconds_cuda_events"] / 1e12, 2)

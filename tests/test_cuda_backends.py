@@ -1,0 +1,111 @@
+"""The CUDA backends: ``cuda-sim`` (the kernels on the CPU) and ``cupy`` (on a GPU).
+
+Without a GPU, ``cupy`` is listed as unavailable with its reason and ``cuda-sim`` loads
+wherever g++ does; both declare the same capabilities. The kernels that use barriers
+and warp shuffles give the same bits whatever order the simulator runs a block's
+threads in (no data races). Tests marked ``gpu`` compare the GPU with the simulator bit
+for bit and skip without a device (``REFQUANT_REQUIRE_GPU=1`` makes that a failure).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import accel
+from accel.cupy import cuda_backend
+from accel.cupy.device import SimDevice, cupy_unavailable_reason
+from accel.cupy.sim import runtime
+from accel.ops import OP_SPECS
+from refquant.errors import UnsupportedError
+
+needs_gxx = pytest.mark.skipif(runtime.compiler() is None, reason="no C++ compiler (g++) for cuda-sim")
+
+
+def test_registry_lists_both_cuda_backends():
+    info = accel.available_backends()
+    assert {"cupy", "cuda-sim"} <= set(info)
+    if cupy_unavailable_reason() is not None:
+        assert not info["cupy"].loaded
+        assert "CuPy" in info["cupy"].reason or "CUDA device" in info["cupy"].reason
+    if runtime.compiler() is not None:
+        assert info["cuda-sim"].loaded, info["cuda-sim"].reason
+        assert info["cuda-sim"].backend.device == "cpu"
+
+
+def test_capabilities_name_real_ops_and_formats():
+    for op, (fn, cap) in cuda_backend._OPS.items():
+        spec = OP_SPECS[op]
+        assert callable(fn)
+        if spec.formats is None:
+            assert cap.formats is None, op
+        else:
+            assert cap.formats and cap.formats <= frozenset(spec.formats), op
+
+
+@needs_gxx
+def test_undeclared_op_raises_unsupported():
+    b = accel.get_backend("cuda-sim")
+    missing = sorted(set(OP_SPECS) - set(b.capabilities()))
+    assert missing, "every op is implemented: test an undeclared format instead"
+    with pytest.raises(UnsupportedError, match="cuda-sim"):
+        getattr(b, missing[0])()
+
+
+@needs_gxx
+def test_invalid_input_raises_the_reference_error():
+    b = accel.get_backend("cuda-sim")
+    with pytest.raises(ValueError, match="outside 0..15"):
+        b.codebook_decode(np.array([3, 16], np.uint8), "nf4")
+    with pytest.raises(ValueError, match="NaN or inf"):
+        b.bnb_quantize_4bit(np.array([1.0, np.nan], np.float32), "nf4", 64)
+    with pytest.raises(ValueError, match="2-bit codes"):
+        b.pack(np.array([[0, 4]], np.uint8), 2)
+
+
+def _runs(schedule: str, monkeypatch) -> list[np.ndarray]:
+    """Ops whose kernels synchronize (block reductions, shuffles) under one fiber order."""
+    monkeypatch.setenv("REFQUANT_SIM_SCHEDULE", schedule)
+    b = cuda_backend.CudaKernelsBackend("cuda-sim", SimDevice())
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal(3 * 512 + 77).astype(np.float32)
+    w = rng.standard_normal((8, 96)).astype(np.float32)
+    packed, absmax = b.bnb_quantize_4bit(x, "nf4", 128)
+    codes, amax8 = b.bnb_quantize_blockwise(x, 256)
+    q, stats, cols = b.int8_vectorwise_quant(w * np.float32(3), 6.0)
+    wp, wa = b.bnb_quantize_4bit(w, "fp4", 64)
+    y = b.bnb_dequant_matmul_4bit(w[:2], wp, wa, "fp4", 64, (8, 96))
+    return [packed, absmax, codes, amax8, q, stats, cols, y]
+
+
+@needs_gxx
+def test_synchronizing_kernels_do_not_depend_on_thread_order(monkeypatch):
+    base = _runs("forward", monkeypatch)
+    for schedule in ("reverse", "shuffled"):
+        for got, want in zip(_runs(schedule, monkeypatch), base):
+            np.testing.assert_array_equal(got, want)
+
+
+@pytest.mark.gpu
+def test_gpu_matches_the_simulator_bit_for_bit():
+    gpu, sim = accel.get_backend("cupy"), accel.get_backend("cuda-sim")
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((64, 256)).astype(np.float32)
+    checks = [("encode_float", (x, "bfloat16")), ("bnb_quantize_4bit", (x, "nf4", 64)),
+              ("bnb_quantize_blockwise", (x, 256)), ("gguf_quantize", (x, "q8_0")),
+              ("int8_vectorwise_quant", (x, 2.0))]
+    for op, args in checks:
+        got = gpu.to_numpy(getattr(gpu, op)(*[gpu.asarray(a) if isinstance(a, np.ndarray) else a for a in args]))
+        want = getattr(sim, op)(*args)
+        for g, s in zip(got if isinstance(got, tuple) else (got,), want if isinstance(want, tuple) else (want,)):
+            np.testing.assert_array_equal(np.asarray(g), np.asarray(s), err_msg=op)
+
+
+def test_gpu_sources_inline_their_headers_once():
+    """The cupy backend hands NVRTC one self-contained text per file (CuPy's cache key)."""
+    from accel.cupy.device import inline_source
+
+    for path in sorted(runtime.SRC_DIR.glob("*.cu")):
+        text = inline_source(path)
+        assert "#include" not in text, path.name
+        assert text.count("typedef unsigned char u8;") == 1, path.name   # common.cuh exactly once
