@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["OpSpec", "OP_SPECS", "FLOAT_FORMATS", "GRANULARITIES", "GGUF_FORMATS"]
+__all__ = ["OpSpec", "OP_SPECS", "FLOAT_FORMATS", "GRANULARITIES", "GGUF_FORMATS", "MX_FORMATS"]
 
 
 @dataclass(frozen=True)
@@ -43,13 +43,16 @@ class OpSpec:
     doc: str
 
 
-FLOAT_FORMATS = ("float16", "bfloat16", "float8_e4m3fn", "float8_e5m2", "float4_e2m1fn")
+FLOAT_FORMATS = ("float16", "bfloat16", "float8_e4m3fn", "float8_e5m2", "float6_e3m2fn", "float6_e2m3fn",
+                 "float4_e2m1fn")
 GRANULARITIES = ("per_tensor", "per_channel", "per_group", "per_token", "per_block")
 # ggml block types with a reference implementation (lowercase GGUF names); a type joins
 # when refquant.formats registers it (the K-quants add theirs here).
 GGUF_FORMATS = ("f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1",
                 "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_k",
-                "tq1_0", "tq2_0", "iq4_nl", "iq4_xs", "mxfp4")
+                "tq1_0", "tq2_0", "iq4_nl", "iq4_xs", "mxfp4", "nvfp4", "iq3_xxs", "iq3_s", "iq2_xxs", "iq2_xs", "iq2_s", "iq1_s", "iq1_m")
+# OCP Microscaling v1.0 concrete formats (refquant.formats.mx.MX_FORMATS)
+MX_FORMATS = ("mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4", "mxint8")
 
 _ROWS: list[OpSpec] = [
     # --- floats (issue 3) ---
@@ -137,6 +140,18 @@ _ROWS: list[OpSpec] = [
     OpSpec("gguf_dequant_matmul", "refquant.gguf:dequant_matmul", GGUF_FORMATS, "gguf",
            "gguf_dequant_matmul(x: float32/float16 (..., in), data: uint8 (out, row_bytes), qtype, shape=(out, in)) "
            "-> float32 (..., out): x @ dequantize(W).T (W4A16 GEMV/GEMM; emulated reference in float64)"),
+    # --- microscaling (issue 17) ---
+    OpSpec("mx_quantize", "refquant.formats.mx:mx_quantize", MX_FORMATS, "microscaling",
+           "mx_quantize(x: float32 (..., 32k), fmt) -> (scales uint8 E8M0 (..., k), codes uint8 (..., 32k)): "
+           "OCP MX v1.0 6.3, X = 2^(floor(log2 amax) - emax_elem), elements RNE saturating; NaN/inf block -> 0xFF"),
+    OpSpec("mx_dequantize", "refquant.formats.mx:mx_dequantize", MX_FORMATS, "microscaling",
+           "mx_dequantize(scales: uint8 (..., k), codes: uint8 (..., 32k), fmt) -> float32 (..., 32k): X * P_i, "
+           "NaN blocks for scale 0xFF"),
+    OpSpec("nvfp4_quantize", "refquant.formats.nvfp4:nvfp4_quantize", None, "microscaling",
+           "nvfp4_quantize(x: float32 (..., 16k), *, global_amax=None) -> (packed uint8 (..., 8k), block_scales "
+           "uint8 e4m3 (..., k), global_scale float32): NVIDIA Model Optimizer's two-level NVFP4"),
+    OpSpec("nvfp4_dequantize", "refquant.formats.nvfp4:nvfp4_dequantize", None, "microscaling",
+           "nvfp4_dequantize(packed: uint8 (..., 8k), block_scales: uint8 (..., k), global_scale) -> float32 (..., 16k)"),
     # --- layouts (issue 7) ---
     OpSpec("gptq_pack", "refquant.layouts.gptq:gptq_pack",
            ("v1_2bit", "v1_3bit", "v1_4bit", "v1_8bit", "v2_2bit", "v2_3bit", "v2_4bit", "v2_8bit"), "layouts",

@@ -240,6 +240,12 @@ CONTRACTS: dict[tuple[str, str], Contract] = {
     # F16/BF16 are casts with one right answer (and NaN/inf inputs), not searches.
     ("gguf_quantize", "f16"): Exact(),
     ("gguf_quantize", "bf16"): Exact(),
+    # --- microscaling (issue 17) ---
+    # mx_quantize / nvfp4_quantize stay Exact: integer exponent arithmetic and RNE casts
+    # (MX), one float32 rounding per operation in Model Optimizer's order (NVFP4).
+    # Decoded values: one float32 product; any NaN payload for a NaN scale.
+    ("mx_dequantize", "*"): Exact(nan_equal=True),
+    ("nvfp4_dequantize", "*"): Exact(nan_equal=True),
     # --- layouts (issue 7) ---
     # --- algorithms (issue 7) ---
     # rtn_quantize stays Exact (one min-max grid, float32 operation order as refquant's).

@@ -474,8 +474,8 @@ def outlier_activations(draw, *, max_tokens: int = 16, max_in: int = 96, max_out
 # --- gguf (issue 5) ---
 @st.composite
 def gguf_cases(draw, block_size: int, *, max_rows: int = 3, max_blocks: int = 2,  # type: ignore[no-untyped-def]
-               allow_nonfinite: bool = False, grid_levels: tuple[int, ...] = (8, 16, 127)
-               ) -> tuple[np.ndarray, np.ndarray | None]:
+               allow_nonfinite: bool = False, grid_levels: tuple[int, ...] = (8, 16, 127),
+               require_imatrix: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
     """``(x, imatrix)`` for a ggml block type of ``block_size`` elements.
 
     ``x`` is float32 (rows, k * block_size) of one of the row kinds ggml's golden vectors
@@ -484,7 +484,8 @@ def gguf_cases(draw, block_size: int, *, max_rows: int = 3, max_blocks: int = 2,
     by each 32-block's max: pass the format's own, e.g. (8,) for Q4_0), with whole rows set
     to +0, -0, a constant or one outlier; NaN/inf only when
     ``allow_nonfinite`` (f16, bf16). ``imatrix`` is None, random positive, or positive with
-    zero columns (a zeroed first block included: FAILURES.md #5, #6).
+    zero columns (a zeroed first block included: FAILURES.md #5, #6); never None with
+    ``require_imatrix`` (the types ggml quantizes only with one: IQ2_XXS, IQ2_XS, IQ1_S).
     """
     rows = draw(st.integers(1, max_rows))
     cols = draw(st.integers(1, 64)) if block_size == 1 else draw(st.integers(1, max_blocks)) * block_size
@@ -531,7 +532,7 @@ def gguf_cases(draw, block_size: int, *, max_rows: int = 3, max_blocks: int = 2,
         x[draw(st.integers(0, rows - 1)), :seg] = block.astype(np.float32)
     if allow_nonfinite and draw(st.booleans()):
         x.flat[draw(st.integers(0, x.size - 1))] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
-    im_kind = draw(st.sampled_from(["none", "none", "random", "zeros"]))
+    im_kind = draw(st.sampled_from(["random", "zeros"] if require_imatrix else ["none", "none", "random", "zeros"]))
     imatrix = None
     if im_kind != "none":
         imatrix = (rng.gamma(1.0, 1.0, cols) + 1e-3).astype(np.float32)
@@ -539,6 +540,90 @@ def gguf_cases(draw, block_size: int, *, max_rows: int = 3, max_blocks: int = 2,
             imatrix[rng.random(cols) < 0.3] = 0.0
             imatrix[:min(block_size, cols)] = 0.0
     return x, imatrix
+
+
+# --- microscaling (issue 17) ---
+
+
+@functools.lru_cache(maxsize=None)
+def _mx_element_pool(fmt: str) -> tuple[np.ndarray, float]:
+    """(values, top) of an MX format's element type: every finite value, the midpoints
+    (ties) and their float32 neighbours, and a value of the top binade ``2**emax_elem``
+    that fixes the block's scale."""
+    from refquant.formats.mx import get_mx_format
+
+    f = get_mx_format(fmt)
+    if f.spec is None:   # MXINT8: int8 / 64 and the half-way points
+        k = np.arange(-130, 131, dtype=np.float64)
+        base = np.concatenate([k, k + 0.5]) / 64
+        base = base.astype(F32)
+    else:
+        base = np.array(_float_format_pool(f.spec.name), F32)
+    return base, float(2.0**f.emax_elem)
+
+
+@st.composite
+def mx_blocks(draw, fmt: str, *, max_rows: int = 3, max_blocks: int = 3) -> np.ndarray:  # type: ignore[no-untyped-def]
+    """float32 (rows, k * 32) for MX format ``fmt``: per block, element-type values and
+    their ties times ``2**e`` (e across, and past, E8M0's range) with one top-binade value
+    fixing the shared scale, so ``V / X`` lands exactly on ties; or a random block; plus
+    zero, -0, subnormal, NaN and ±inf blocks."""
+    pool, top = _mx_element_pool(fmt)
+    rows = draw(st.integers(1, max_rows))
+    nb = draw(st.integers(1, max_blocks))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    x = np.empty((rows, nb, 32), F32)
+    for r in range(rows):
+        for b in range(nb):
+            kind = draw(st.sampled_from(["ties", "ties", "ties", "random", "zero", "tiny", "nonfinite"]))
+            e = draw(st.sampled_from([0, 0, -3, 7, -127, -133, -149, 100, 120]))
+            if kind == "ties":
+                v = rng.choice(pool, 32).astype(np.float64)
+                v[rng.integers(0, 32)] = top * rng.choice([1.0, -1.0, 1.5])
+                x[r, b] = np.clip(np.ldexp(v, e), -3e38, 3e38).astype(F32)
+            elif kind == "random":
+                x[r, b] = (rng.standard_normal(32) * 10.0 ** rng.uniform(-30, 30)).astype(F32)
+            elif kind == "zero":
+                x[r, b] = draw(st.sampled_from([0.0, -0.0]))
+            elif kind == "tiny":
+                x[r, b] = rng.integers(-8, 9, 32).astype(F32) * F32(2.0**-149)
+            else:
+                x[r, b] = rng.standard_normal(32).astype(F32)
+                x[r, b, rng.integers(0, 32)] = draw(st.sampled_from([np.nan, np.inf, -np.inf]))
+    return x.reshape(rows, nb * 32)
+
+
+@st.composite
+def mx_codes(draw, fmt: str, *, max_rows: int = 3, max_blocks: int = 3) -> tuple[np.ndarray, np.ndarray]:  # type: ignore[no-untyped-def]
+    """(scales uint8 (rows, k), codes uint8 (rows, 32 k)): any E8M0 byte (0, 1, 127, 254,
+    the NaN 0xFF and random) and any element code of the format's width."""
+    from refquant.formats.mx import get_mx_format
+
+    bits = get_mx_format(fmt).bits
+    rows = draw(st.integers(1, max_rows))
+    nb = draw(st.integers(1, max_blocks))
+    scales = draw(hnp.arrays(np.uint8, (rows, nb), elements=st.one_of(st.sampled_from([0, 1, 127, 254, 255]),
+                                                                       st.integers(0, 255))))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    return scales, rng.integers(0, 1 << bits, (rows, nb * 32)).astype(np.uint8)
+
+
+@st.composite
+def nvfp4_inputs(draw, *, max_rows: int = 3, max_blocks: int = 4):  # type: ignore[no-untyped-def]
+    """(x float32 (rows, 16 k), global_amax or None): normal, heavy, tiny and huge rows,
+    zero rows and blocks, and E2M1 ties when the tensor max is 2688 (global scale 1);
+    a calibrated global_amax below or above the data."""
+    nb = draw(st.integers(1, max_blocks))
+    x = draw(float32_matrices(max_rows=max_rows, min_cols=16 * nb, max_cols=16 * nb))
+    rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+    if draw(st.booleans()):   # ties: block max 6 * s with s an E4M3 value, global scale 1
+        ties = np.array([0.25, 0.75, 1.25, 1.75, 2.5, 3.5, 5.0, 6.0, -0.25, -2.5, -0.0, 0.0], F32)
+        s = draw(st.sampled_from([1.0, 0.5, 448.0, 2.0**-9, 3.25, 0.013671875]))
+        row = draw(st.integers(0, x.shape[0] - 1))
+        x[row] = rng.choice(ties, x.shape[1]) * F32(s)
+        x[row, 0] = F32(2688.0)
+    g = draw(st.sampled_from([None, None, None, 1.0, 2688.0, 1e-3, 1e6]))
+    return x, g
 
 
 # --- layouts (issue 7) ---

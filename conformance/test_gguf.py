@@ -46,7 +46,8 @@ GRID_LEVELS = {"q4_0": (8,), "q5_0": (16,), "q8_0": (127,), "q8_1": (127,)}
 def _cases(fmt):
     block = get_format(fmt)
     return strategies.gguf_cases(block.block_size, allow_nonfinite=block.allows_nonfinite,
-                                 grid_levels=GRID_LEVELS.get(fmt, (8, 16, 127)))
+                                 grid_levels=GRID_LEVELS.get(fmt, (8, 16, 127)),
+                                 require_imatrix=block.requires_imatrix)
 
 
 # Relative resolution a stored value may lose without being worse: a float16 rounding

@@ -29,8 +29,8 @@ QTYPES = OP_SPECS["gguf_dequant_matmul"].formats
 def test_gguf_dequant_matmul(refquant_backend, fmt, data):
     require(refquant_backend, "gguf_dequant_matmul", fmt)
     block = get_format(fmt)
-    w, imatrix = data.draw(strategies.gguf_cases(block.block_size, max_rows=5, max_blocks=2,
-                                                 allow_nonfinite=False), label="weight")
+    w, imatrix = data.draw(strategies.gguf_cases(block.block_size, max_rows=5, max_blocks=2, allow_nonfinite=False,
+                                                 require_imatrix=block.requires_imatrix), label="weight")
     q = ref("gguf_quantize", w, fmt, imatrix)
     tokens = data.draw(st.sampled_from([(1,), (3,), (2, 4), (16,)]), label="tokens")
     rng = np.random.default_rng(data.draw(st.integers(0, 2**32 - 1), label="seed"))

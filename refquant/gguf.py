@@ -13,7 +13,9 @@ structured dtype.
 
 Supported ``qtype`` names (case-insensitive; also the ggml type id as an int) are the
 keys of :data:`refquant.formats.FORMATS`: f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q8_1,
-q2_k, q3_k, q4_k, q5_k, q6_k, q8_k, tq1_0, tq2_0, iq4_nl, iq4_xs, mxfp4.
+q2_k, q3_k, q4_k, q5_k, q6_k, q8_k, tq1_0, tq2_0, iq4_nl, iq4_xs, mxfp4, nvfp4, and the
+grid types iq2_xxs, iq2_xs, iq2_s, iq3_xxs, iq3_s, iq1_s, iq1_m (iq2_xxs, iq2_xs and iq1_s
+only with an imatrix, as in ggml).
 
 Conventions
 -----------
@@ -210,7 +212,8 @@ def quantize(x: Any, qtype: Any, imatrix: Any = None) -> np.ndarray:
     ------
     ValueError
         Unknown qtype; row length not a multiple of the block size; non-finite x for a
-        quantized type; imatrix of the wrong shape, non-finite or negative.
+        quantized type; imatrix of the wrong shape, non-finite or negative; no imatrix for
+        a type ggml requires one for (IQ2_XXS, IQ2_XS, IQ1_S).
     TypeError
         Non-float x or imatrix.
     """
@@ -218,6 +221,9 @@ def quantize(x: Any, qtype: Any, imatrix: Any = None) -> np.ndarray:
     x = _as_rows(x)
     n_per_row = x.shape[-1]
     _check_row_length(fmt, n_per_row, "x.shape[-1]")
+    if fmt.requires_imatrix and imatrix is None:
+        raise ValueError(f"{fmt.name} needs an importance matrix (imatrix=...): ggml refuses to quantize it "
+                         "without one (ggml_quantize_requires_imatrix)")
     if not fmt.allows_nonfinite and x.size and not np.isfinite(x).all():
         raise ValueError(f"x contains NaN or inf, which {fmt.name} cannot encode "
                          f"(only f16 and bf16 define them); clean or clamp the input first")

@@ -144,7 +144,7 @@ def gguf_block_bytes(qtype: str) -> tuple[int, int]:
 
 _PLAIN_BITS = {"fp64": 64, "float64": 64, "fp32": 32, "float32": 32, "fp16": 16, "float16": 16,
                "bf16": 16, "bfloat16": 16, "fp8": 8, "float8_e4m3fn": 8, "float8_e5m2": 8,
-               "fp4_e2m1": 4, "float4_e2m1fn": 4}
+               "float6_e3m2fn": 6, "float6_e2m3fn": 6, "fp4_e2m1": 4, "float4_e2m1fn": 4}
 _INT_RE = re.compile(r"u?int(\d+)$")
 
 
@@ -158,7 +158,11 @@ def bits_per_weight(fmt: str, **params: Any) -> float:
           ``float8_e4m3fn``, ``float8_e5m2``, ``float4_e2m1fn``, ``int8``, ``int4``, any
           ``int<b>``/``uint<b>``;
         * GGUF types (:data:`GGUF_BLOCKS`): ``q4_0`` (4.5), ``q4_k`` (4.5), ``q6_k``
-          (6.5625), ``tq1_0`` (1.6875), ...;
+          (6.5625), ``tq1_0`` (1.6875), ..., ``mxfp4`` (4.25), ``nvfp4`` (4.5; NVIDIA's
+          two-level NVFP4 costs the same plus one fp32 per tensor);
+        * OCP Microscaling formats (:data:`refquant.formats.mx.MX_FORMATS`): element bits
+          plus one E8M0 byte per 32, ``mxfp8_e4m3`` / ``mxfp8_e5m2`` / ``mxint8`` (8.25),
+          ``mxfp6_e3m2`` / ``mxfp6_e2m3`` (6.25);
         * ``nf4`` / ``fp4`` (bitsandbytes): params ``blocksize=64``, ``double_quant=False``,
           ``double_quant_blocksize=256``. Cost ``4 + 32 / blocksize`` (fp32 absmax), or
           with double quantization ``4 + 8 / blocksize + 32 / (blocksize * 256)``
@@ -201,6 +205,11 @@ def bits_per_weight(fmt: str, **params: Any) -> float:
     if name in _PLAIN_BITS:
         take({})
         return float(_PLAIN_BITS[name])
+    from refquant.formats.mx import MX_FORMATS
+
+    if name in MX_FORMATS:
+        take({})
+        return MX_FORMATS[name].bits_per_weight()
     if (m := _INT_RE.match(name)) is not None:
         take({})
         return float(check_int("bits of " + name, int(m.group(1)), min=1, max=64))
@@ -229,7 +238,7 @@ def bits_per_weight(fmt: str, **params: Any) -> float:
     hint = mixture_hint(fmt) if isinstance(fmt, str) else None
     if hint is not None:  # its bits per weight depend on the model's tensors
         raise ValueError(f"fmt={hint}")
-    known = sorted(set(GGUF_BLOCKS) | set(_PLAIN_BITS) | {"int<b>", "nf4", "fp4", "gptq", "awq", "spqr"})
+    known = sorted(set(GGUF_BLOCKS) | set(_PLAIN_BITS) | set(MX_FORMATS) | {"int<b>", "nf4", "fp4", "gptq", "awq", "spqr"})
     raise ValueError(f"fmt={fmt!r} is not a known format; allowed: {', '.join(known)}")
 
 
@@ -238,12 +247,16 @@ def known_formats() -> tuple[str, ...]:
 
     Plain element types (ml_dtypes spellings; aliases such as ``fp16`` left out) and the
     common integer widths, then the GGUF types of :data:`GGUF_BLOCKS` in ggml type-id order
-    (``f32``, ``f16``, ``q4_0``, ...), then ``nf4``, ``fp4``, ``gptq``, ``awq``, ``spqr``
-    (whose costs here use their default parameters).
+    (``f32``, ``f16``, ``q4_0``, ...), then the OCP Microscaling formats not already among
+    them (``mxfp8_e4m3`` ...), then ``nf4``, ``fp4``, ``gptq``, ``awq``, ``spqr`` (whose costs
+    here use their default parameters).
     """
-    plain = ("float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2", "float4_e2m1fn",
-             "int8", "int4", "int3", "int2")
-    return plain + tuple(GGUF_BLOCKS) + ("nf4", "fp4", "gptq", "awq", "spqr")
+    from refquant.formats.mx import MX_FORMATS
+
+    plain = ("float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2", "float6_e3m2fn",
+             "float6_e2m3fn", "float4_e2m1fn", "int8", "int4", "int3", "int2")
+    mx = tuple(name for name in MX_FORMATS if name not in GGUF_BLOCKS)
+    return plain + tuple(GGUF_BLOCKS) + mx + ("nf4", "fp4", "gptq", "awq", "spqr")
 
 
 UNITS = {"B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12,

@@ -287,6 +287,36 @@ def quantize_nf4(model: Any, *, blocksize: int = 64, double_quant: bool = False,
     return replace_linears(model, make, layers)
 
 
+def quantize_microscaling(model: Any, fmt: str = "mxfp4", *, act_dtype: str = "float16",
+                          layers: Layers = None) -> Any:
+    """Weight-only microscaling: an OCP MX format or NVIDIA's NVFP4, blocks along the input axis.
+
+    ``fmt`` is a key of :data:`refquant.formats.mx.MX_FORMATS` (``"mxfp4"``, ``"mxfp8_e4m3"``
+    ...; :func:`refquant.formats.mx.mx_quantize`, one E8M0 scale per 32 inputs) or ``"nvfp4"``
+    (:func:`refquant.formats.nvfp4.nvfp4_quantize`, one E4M3 scale per 16 inputs and one float32
+    scale per layer). Storage counts the element bits, the scale bytes and, for NVFP4, the
+    per-layer float32. ``in_features`` must be a multiple of the block size.
+    """
+    from refquant.formats import mx, nvfp4
+
+    fmt = str(fmt).lower()
+    if fmt != "nvfp4":
+        spec = mx.get_mx_format(fmt)
+
+    def make(name: str, lin: Linear) -> WeightOnlyLinear:
+        if fmt == "nvfp4":
+            packed, scales, g = nvfp4.nvfp4_quantize(lin.weight)
+            deq = nvfp4.nvfp4_dequantize(packed, scales, g)
+            nbytes = packed.nbytes + scales.nbytes + 4
+        else:
+            scales, codes = mx.mx_quantize(lin.weight, spec)
+            deq = mx.mx_dequantize(scales, codes, spec)
+            nbytes = scales.nbytes + codes.size * spec.bits // 8
+        return WeightOnlyLinear(deq, lin.bias, weight_bytes=nbytes, scheme=fmt, act_dtype=act_dtype)
+
+    return replace_linears(model, make, layers)
+
+
 def cast(model: Any, dtype: str = "float16", *, layers: Layers = None) -> Any:
     """fp16 / bf16 weights and activations (:class:`CastLinear`) in the chosen layers."""
     dtype = check_name("dtype", dtype, ("float16", "bfloat16"))

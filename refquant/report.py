@@ -136,6 +136,13 @@ def _schemes() -> dict[str, Scheme]:
         Scheme("nf4", "W4A16 bitsandbytes NF4, blocksize 64", lambda m, ctx: ptq.quantize_nf4(m), needs="refquant.bnb"),
         Scheme("nf4-dq", "W4A16 bitsandbytes NF4 + double quantization",
                lambda m, ctx: ptq.quantize_nf4(m, double_quant=True), needs="refquant.bnb"),
+        Scheme("mxfp8-e4m3", "W8A16 OCP MXFP8 (E4M3, E8M0 scale per 32)",
+               lambda m, ctx: ptq.quantize_microscaling(m, "mxfp8_e4m3")),
+        Scheme("mxfp6-e2m3", "W6A16 OCP MXFP6 (E2M3, E8M0 scale per 32)",
+               lambda m, ctx: ptq.quantize_microscaling(m, "mxfp6_e2m3")),
+        Scheme("mxfp4", "W4A16 OCP MXFP4 (E2M1, E8M0 scale per 32)", lambda m, ctx: ptq.quantize_microscaling(m, "mxfp4")),
+        Scheme("nvfp4", "W4A16 NVIDIA NVFP4 (E2M1, E4M3 scale per 16, fp32 per layer)",
+               lambda m, ctx: ptq.quantize_microscaling(m, "nvfp4")),
     ]
     return {s.name: s for s in rows}
 

@@ -634,7 +634,10 @@ ROUND_TRIPS: dict[str, Callable[[np.ndarray], np.ndarray]] = {
     "bnb-fp4-dq": lambda x: bnb.dequantize_4bit(bnb.quantize_4bit(x, "fp4", double_quant=True)),
     "bnb-dynamic8": lambda x: bnb.dequantize_blockwise(bnb.quantize_blockwise(x)),
     "bnb-int8-vectorwise": lambda x: bnb.int8_vectorwise_dequant(*bnb.int8_vectorwise_quant(x)[:2]),
-    **{f"gguf-{t}": (lambda t: lambda x: gguf.dequantize(gguf.quantize(x, t), t, x.shape))(t) for t in gguf.qtypes()},
+    # (types ggml quantizes only with an importance matrix get a flat one)
+    **{f"gguf-{t}": (lambda t: lambda x: gguf.dequantize(gguf.quantize(
+        x, t, np.ones(x.shape[-1], F32) if gguf.get_format(t).requires_imatrix else None), t, x.shape))(t)
+       for t in gguf.qtypes()},
     **{f"gguf-{t}-imatrix": (lambda t: lambda x: gguf.dequantize(
         gguf.quantize(x, t, imatrix=np.linspace(0, 2, x.shape[-1], dtype=F32)), t, x.shape))(t)
        for t in ("q4_0", "q4_1", "q5_0", "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "iq4_nl", "iq4_xs")},
@@ -662,7 +665,11 @@ def test_degenerate_inputs_have_finite_answers(name, kind):
     elif name == "nf4-codebook":  # values in [-1, 1], no scale: the nearest one
         assert np.array_equal(y, np.full_like(y, np.clip(c, -1, 1) if abs(c) >= 1 else y.flat[0]))
     elif abs(c) > 1e-30:  # a constant block: sign kept, value within a 4-bit step of it
-        assert (np.sign(y) == np.sign(c)).all() and np.abs(y - c).max() <= 0.25 * abs(c), (y.min(), y.max())
+        # (IQ3_XXS: ggml's lattice has no constant point near the top, measured 0.28 |c|;
+        # IQ2_XXS spreads a constant over 0.30 |c| .. 1.61 |c|, ggml's bytes exactly)
+        tol = {"gguf-iq3_xxs": 0.3, "gguf-iq3_s": 0.3, "gguf-iq2_xxs": 0.75, "gguf-iq2_xs": 0.75,
+               "gguf-iq2_s": 0.75, "gguf-iq1_s": 1.0, "gguf-iq1_m": 1.0}.get(name, 0.25)
+        assert (np.sign(y) == np.sign(c)).all() and np.abs(y - c).max() <= tol * abs(c), (y.min(), y.max())
     else:  # subnormal: 0 or the same sign, never larger than the smallest normal
         assert (y * c >= 0).all() and np.abs(y).max() <= np.finfo(F32).tiny
 
@@ -755,8 +762,8 @@ FIRST_MISTAKES: list[tuple[str, Callable[[], Any], type, str, str]] = [
     ("gguf-q3_k_s-lower", lambda: gguf.quantize(_x((2, 256)), "q3_k_s"), ValueError, "qtype",
      r"Q3_K_S file type.*e\.g\. 'q3_k'"),
     ("gguf-IQ3_M", lambda: gguf.quantize(_x((2, 256)), "IQ3_M"), ValueError, "qtype", r"mixture.*'iq3_s'"),
-    ("gguf-unimplemented-ggml-type", lambda: gguf.quantize(_x((2, 256)), "IQ2_XS"), ValueError, "qtype",
-     r"ggml's IQ2_XS block type, which refquant does not implement; allowed block types"),
+    ("gguf-unimplemented-ggml-type", lambda: gguf.quantize(_x((2, 256)), "Q2_0"), ValueError, "qtype",
+     r"ggml's Q2_0 block type, which refquant does not implement; allowed block types"),
     ("gguf-dequantize-no-shape", lambda: gguf.dequantize(gguf.quantize(_x((3, 256)), "q4_k"), "q4_k"), TypeError,
      "shape", r"W\.shape.*refquant\.gguf\.read\(\).*shape=\(3, 256\)"),
     ("bits_per_weight-mixture", lambda: metrics.bits_per_weight("Q5_K_M"), ValueError, "fmt", r"e\.g\. 'q5_k'"),

@@ -59,7 +59,7 @@ def assert_same_bits(got: np.ndarray, expected: np.ndarray, x: np.ndarray, fmt: 
 def test_derived_finfo_matches_ml_dtypes(fmt):
     spec = FLOAT_SPECS[fmt]
     fi = ml_dtypes.finfo(oracle_dtype(fmt))
-    assert spec.bits == 1 + spec.exp_bits + spec.mant_bits == (fi.bits if fmt != "float4_e2m1fn" else 4)
+    assert spec.bits == 1 + spec.exp_bits + spec.mant_bits == (fi.bits if spec.bits >= 8 else spec.bits)
     assert spec.max == float(fi.max)
     assert spec.tiny == float(fi.tiny)
     assert spec.smallest_subnormal == float(fi.smallest_subnormal)
@@ -205,6 +205,12 @@ def test_encode_special_values_match_oracle(fmt):
     ("float4_e2m1fn", 3.5, 0x6), ("float4_e2m1fn", 5.0, 0x6), ("float4_e2m1fn", 6.5, 0x7),
     ("float4_e2m1fn", 7.0, 0x7), ("float4_e2m1fn", 100.0, 0x7), ("float4_e2m1fn", float("inf"), 0x7),
     ("float4_e2m1fn", float("-inf"), 0xF), ("float4_e2m1fn", -0.1, 0x8), ("float4_e2m1fn", -0.0, 0x8),
+    # float6 (OCP MX v1.0 5.3.2; ml_dtypes 0.7): max 28 / 7.5, saturating, ties to even
+    ("float6_e3m2fn", 28.0, 0x1F), ("float6_e3m2fn", 30.0, 0x1F), ("float6_e3m2fn", float("-inf"), 0x3F),
+    ("float6_e3m2fn", 2.0**-4, 0x01), ("float6_e3m2fn", 2.0**-5, 0x00), ("float6_e3m2fn", 1.125, 0x0C),
+    ("float6_e3m2fn", 1.375, 0x0E), ("float6_e2m3fn", 7.5, 0x1F), ("float6_e2m3fn", 8.0, 0x1F),
+    ("float6_e2m3fn", 0.125, 0x01), ("float6_e2m3fn", 0.0625, 0x00), ("float6_e2m3fn", 0.1875, 0x02),
+    ("float6_e2m3fn", -1.0, 0x28),
 ])
 def test_encode_golden(fmt, value, code):
     got = encode_float(np.array([value], F32), fmt)
@@ -222,12 +228,14 @@ def test_encode_golden(fmt, value, code):
     ("float8_e5m2", (0x7FC00000, 0xFFC00000, 0x7F800001), (0x7E, 0xFE, 0x7E)),
     # e2m1 has no NaN: ml_dtypes writes quiet_NaN() = -0 (code 8), negated for -NaN.
     ("float4_e2m1fn", (0x7FC00000, 0xFFC00000, 0x7FA00001), (0x8, 0x0, 0x8)),
+    ("float6_e3m2fn", (0x7FC00000, 0xFFC00000), (0x20, 0x00)),
+    ("float6_e2m3fn", (0x7FC00000, 0xFFC00000), (0x20, 0x00)),
 ])
 def test_encode_nan_patterns(fmt, patterns, codes):
     x = f32(*patterns)
     assert hexes(encode_float(x, fmt)) == hexes(np.array(codes))
     assert hexes(encode_float(x, fmt, saturate=True)) == hexes(np.array(codes))
-    if fmt != "float4_e2m1fn":
+    if get_float_spec(fmt).nan != "none":
         assert np.isnan(decode_float(encode_float(x, fmt), fmt)).all()
 
 
@@ -287,7 +295,8 @@ def test_round_trip_every_non_nan_code(fmt):
     finite = np.isfinite(values)
     np.testing.assert_array_equal(encode_float(values[finite], fmt, saturate=True), codes[finite])
     assert int((~keep).sum()) == {"float16": 2046, "bfloat16": 254, "float8_e4m3fn": 2,
-                                  "float8_e5m2": 6, "float4_e2m1fn": 0}[fmt]
+                                  "float8_e5m2": 6, "float6_e3m2fn": 0, "float6_e2m3fn": 0,
+                                      "float4_e2m1fn": 0}[fmt]
 
 
 @pytest.mark.parametrize("fmt", FORMATS)

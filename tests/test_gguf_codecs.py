@@ -21,12 +21,12 @@ from refquant.formats._ggml_math import c_int, nearest_int, roundf, seq_sum, sig
 GOLDEN = Path(__file__).parent / "golden" / "gguf"
 GGML_COMMIT = "d99724f2b141fed9e1a9f402213506c081433465"
 ALL_QTYPES = ("f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1", "q2_k", "q3_k", "q4_k",
-              "q5_k", "q6_k", "q8_k", "tq1_0", "tq2_0", "iq4_nl", "iq4_xs", "mxfp4")
+              "q5_k", "q6_k", "q8_k", "tq1_0", "tq2_0", "iq4_nl", "iq4_xs", "mxfp4", "nvfp4", "iq3_xxs", "iq3_s", "iq2_xxs", "iq2_xs", "iq2_s", "iq1_s", "iq1_m")
 REGISTERED = tuple(t for t in ALL_QTYPES if t in FORMATS)
 # the types gguf-py 0.19 can quantize (it dequantizes all of ours except q8_1 / q8_k)
 GGUFPY_QUANTIZES = ("f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "tq1_0", "tq2_0", "mxfp4")
 GGUFPY_DEQUANTIZES = tuple(t for t in ALL_QTYPES if t not in ("q8_1", "q8_k"))
-SEARCH_TYPES = ("q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl", "iq4_xs")  # the imatrix changes their bytes
+SEARCH_TYPES = ("q4_0", "q4_1", "q5_0", "q5_1", "iq4_nl", "iq4_xs", "iq3_xxs", "iq3_s")  # the imatrix changes their bytes
 
 
 def _golden_cases():
@@ -123,7 +123,8 @@ def test_dequantize_matches_gguf_py(qtype, rng):
     from gguf import GGMLQuantizationType
 
     x = _adversarial_rows(rng, 512)
-    for data in (G.quantize(x, qtype), G.quantize(x, qtype, rng.gamma(1.0, 1.0, 512).astype(np.float32))):
+    plain = () if FORMATS[qtype].requires_imatrix else (G.quantize(x, qtype),)
+    for data in (*plain, G.quantize(x, qtype, rng.gamma(1.0, 1.0, 512).astype(np.float32))):
         expected = gq.dequantize(data, GGMLQuantizationType[qtype.upper()]).reshape(x.shape)
         np.testing.assert_array_equal(_bits(G.dequantize(data, qtype, x.shape)), _bits(expected.astype(np.float32)))
 
@@ -231,7 +232,8 @@ def test_block_table_matches_gguf_py(qtype):
 def test_bits_per_weight_known_values():
     expected = {"q4_0": 4.5, "q4_1": 5.0, "q5_0": 5.5, "q5_1": 6.0, "q8_0": 8.5, "q8_1": 9.0, "tq1_0": 1.6875,
                 "tq2_0": 2.0625, "iq4_nl": 4.5, "iq4_xs": 4.25, "mxfp4": 4.25, "f16": 16.0, "bf16": 16.0,
-                "q2_k": 2.625, "q3_k": 3.4375, "q4_k": 4.5, "q5_k": 5.5, "q6_k": 6.5625, "q8_k": 9.125}
+                "q2_k": 2.625, "q3_k": 3.4375, "q4_k": 4.5, "q5_k": 5.5, "q6_k": 6.5625, "q8_k": 9.125, "nvfp4": 4.5,
+                "iq3_xxs": 3.0625, "iq3_s": 3.4375, "iq2_xxs": 2.0625, "iq2_xs": 2.3125, "iq2_s": 2.5625, "iq1_s": 1.5625, "iq1_m": 1.75}
     for qtype in REGISTERED:
         assert FORMATS[qtype].bits_per_weight() == expected[qtype]
 

@@ -7,7 +7,7 @@ import warnings
 import numpy as np
 import pytest
 
-from refquant.metrics import (GGUF_BLOCKS, bits_per_weight, cosine_similarity, gguf_block_bytes, kl_divergence,
+from refquant.metrics import (GGUF_BLOCKS, bits_per_weight, known_formats, cosine_similarity, gguf_block_bytes, kl_divergence,
                               max_abs_error, model_memory, mse, sqnr)
 
 # FACTS §11: format -> (bpw, GB, GiB) for 70e9 weights; GB/GiB as printed (3 decimals).
@@ -94,6 +94,17 @@ def test_other_formats():
     assert bits_per_weight("spqr", round_zero=True) == 3 + 6 / 16 + 0.25
     assert bits_per_weight("uint3") == 3.0
     assert bits_per_weight("float8_e4m3fn") == 8.0
+    assert bits_per_weight("float6_e2m3fn") == 6.0
+
+
+@pytest.mark.parametrize("fmt, bpw", [
+    ("mxfp8_e4m3", 8.25), ("mxfp8_e5m2", 8.25), ("mxfp6_e3m2", 6.25), ("mxfp6_e2m3", 6.25),
+    ("mxfp4", 4.25), ("mxint8", 8.25), ("nvfp4", 4.5),
+])
+def test_microscaling_bits_per_weight(fmt, bpw):
+    """OCP MX v1.0: element bits + one E8M0 byte per 32; NVFP4: 4 + 8 / 16."""
+    assert bits_per_weight(fmt) == bpw
+    assert fmt in known_formats()
     assert bits_per_weight("mxfp4") == 4.25
 
 

@@ -22,6 +22,9 @@ Each ``<type>.npz`` holds:
 dequantization of those bytes; absent where ggml has no ``to_float`` for the type),
 ``quantizer`` (str: the C function that produced the bytes).
 
+IQ2_XXS, IQ2_XS and IQ1_S cannot be quantized without an importance matrix
+(``ggml_quantize_requires_imatrix``): their files have no ``bytes_none`` / ``y_none``.
+
 Q8_1 and Q8_K are not handled by ``ggml_quantize_chunk`` (they are intermediate types
 of the dot-product kernels); their bytes come from the exported ``quantize_row_q8_1_ref``
 and ``quantize_row_q8_K_ref``, which take no importance matrix, so only the "none"
@@ -49,7 +52,9 @@ TYPES: tuple[tuple[str, int, int, int], ...] = (
     ("q2_k", 10, 256, 84), ("q3_k", 11, 256, 110), ("q4_k", 12, 256, 144),
     ("q5_k", 13, 256, 176), ("q6_k", 14, 256, 210), ("q8_k", 15, 256, 292),
     ("tq1_0", 34, 256, 54), ("tq2_0", 35, 256, 66),
-    ("iq4_nl", 20, 32, 18), ("iq4_xs", 23, 256, 136), ("mxfp4", 39, 32, 17),
+    ("iq4_nl", 20, 32, 18), ("iq4_xs", 23, 256, 136), ("mxfp4", 39, 32, 17), ("nvfp4", 40, 64, 36),
+    ("iq2_xxs", 16, 256, 66), ("iq2_xs", 17, 256, 74), ("iq2_s", 22, 256, 82), ("iq3_xxs", 18, 256, 98),
+    ("iq3_s", 21, 256, 110), ("iq1_s", 19, 256, 50), ("iq1_m", 29, 256, 56),
 )
 
 N_PER_ROW = 512
@@ -201,25 +206,26 @@ def generate(ggml: GGML, out_dir: Path, commit: str, only: set[str] | None = Non
         tr = ggml.traits(type_id)
         if (tr.blck_size, tr.type_size) != (blck, size):
             raise RuntimeError(f"{name}: ggml says block ({tr.blck_size}, {tr.type_size}), table says ({blck}, {size})")
-        if ggml.lib.ggml_quantize_requires_imatrix(type_id):
-            raise RuntimeError(f"{name}: ggml requires an imatrix for this type; not one of ours")
+        requires_imatrix = bool(ggml.lib.ggml_quantize_requires_imatrix(type_id))
         row_bytes = x.shape[1] // blck * size
         record: dict[str, object] = {
             "qtype": np.array(name), "type_id": np.array(type_id), "ggml_commit": np.array(commit),
             "seed": np.array(SEED), "kinds": np.array(kinds), "x": x,
         }
-        names = ["none"] if name in ("q8_1", "q8_k") else im_names
+        keep = [k for k, im_name in enumerate(im_names)
+                if not (requires_imatrix and im_name == "none") and (name not in ("q8_1", "q8_k") or k == 0)]
+        names = [im_names[k] for k in keep]
         record["imatrix_names"] = np.array(names)
-        record["imatrix"] = imatrix[: len(names)]
+        record["imatrix"] = imatrix[keep]
         for k, im_name in enumerate(names):
-            data, quantizer = ggml.quantize(name, type_id, x, row_bytes, None if im_name == "none" else imatrix[k])
+            data, quantizer = ggml.quantize(name, type_id, x, row_bytes, None if im_name == "none" else imatrix[keep[k]])
             record[f"bytes_{im_name}"] = data
             record["quantizer"] = np.array(quantizer)
             y = ggml.dequantize(name, type_id, data, x.shape)
             if y is not None:
                 record[f"y_{im_name}"] = y
         np.savez_compressed(out_dir / f"{name}.npz", **record)
-        print(f"{name:7s} {quantizer:22s} to_float={'y_none' in record} -> {out_dir / (name + '.npz')}")
+        print(f"{name:7s} {quantizer:22s} to_float={any(k.startswith('y_') for k in record)} -> {out_dir / (name + '.npz')}")
 
 
 def main(argv: list[str] | None = None) -> int:

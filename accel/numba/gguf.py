@@ -10,7 +10,7 @@ the reference's bit for bit:
 
 - :mod:`accel.numba.gguf_legacy`: f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q8_1, tq1_0, tq2_0
 - :mod:`accel.numba.gguf_kquants`: q2_k, q3_k, q4_k, q5_k, q6_k, q8_k
-- :mod:`accel.numba.gguf_iquants`: iq4_nl, iq4_xs, mxfp4
+- :mod:`accel.numba.gguf_iquants`: iq4_nl, iq4_xs, mxfp4, nvfp4
 - :mod:`accel.numba.gguf_search`: ggml's scale searches (make_qx_quants ...)
 - :mod:`accel.numba.gguf_math`: nearest_int, fp16/bf16 bits, roundf
 

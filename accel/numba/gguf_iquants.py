@@ -1,4 +1,4 @@
-"""GGUF IQ4_NL, IQ4_XS (codebook ``kvalues_iq4nl``) and MXFP4 as Numba kernels.
+"""GGUF IQ4_NL, IQ4_XS (codebook ``kvalues_iq4nl``), MXFP4 and NVFP4 as Numba kernels.
 
 ``_iq4_block`` is ggml's ``quantize_row_iq4_nl_impl`` (``ggml-quants.c`` @ d99724f2)
 with ntry = 7, as ``quantize_iq4_nl`` / ``quantize_iq4_xs`` (what ``ggml_quantize_chunk``
@@ -7,7 +7,9 @@ candidate reciprocals, then IQ4_NL stores fp16(d) and re-picks the codes with 1/
 IQ4_XS quantizes the eight sub-block scales to 6 bits under d = -max_scale/32 and
 re-picks each sub-block's codes with 1/(d·l) (the float32 d, a reciprocal multiply).
 ``_mxfp4_block`` is ``quantize_row_mxfp4_ref`` (E8M0 exponent from float32 ``log2f``,
-argmin over the 16 doubled E2M1 values, first index on a tie). Byte layouts:
+argmin over the 16 doubled E2M1 values, first index on a tie); ``_nvfp4_block`` is
+``quantize_row_nvfp4_ref`` (per 16 a ``ggml_fp32_to_ue4m3`` scale of amax / 6, the same
+argmin). Byte layouts:
 :mod:`refquant.formats.gguf_iquants`, :mod:`refquant.formats.gguf_mx` (FACTS.md 3.14-3.16).
 
 =======  =====  ==============================================================
@@ -16,6 +18,7 @@ type     bytes  fields
 IQ4_NL    18    d @0, qs[16] @2
 IQ4_XS   136    d @0, scales_h:u16 @2, scales_l[4] @4, qs[128] @8
 MXFP4     17    e @0, qs[16] @1
+NVFP4     36    d[4] @0, qs[32] @4 (sub-block s: qs[8s + j] = code j | code j + 8 << 4)
 =======  =====  ==============================================================
 """
 
@@ -28,8 +31,10 @@ import numpy as np
 from numba import prange
 
 from accel.numba.gguf_math import (
-    max_abs, GROUP_MAX_EPS, LANES, e8m0_to_fp32_half, f32, gkernel, ghelper, load_fp16, nearest_int, stack_f32, store_fp16,
+    max_abs, GROUP_MAX_EPS, LANES, e8m0_to_fp32_half, f32, f32_bits, gkernel, ghelper, load_fp16, nearest_int, stack_f32,
+    store_fp16,
 )
+from refquant.formats.gguf_mx import ue4m3_to_fp32_half
 
 __all__ = ["QUANTIZE", "DEQUANTIZE"]
 
@@ -41,6 +46,8 @@ _KVF = KVALUES_IQ4NL.astype(np.float32)
 _KMF = KVALUES_MXFP4.astype(np.float32)
 NTRY = 7
 CHUNK = 64  # 32-element blocks per prange iteration (IQ4_XS: 8 super-blocks)
+# ggml_ue4m3_to_fp32 of every byte, from the reference (a table lookup, as exact as the C)
+_UE4M3_HALF = np.array(ue4m3_to_fp32_half(np.arange(256, dtype=np.uint8)))
 
 
 @ghelper
@@ -242,18 +249,58 @@ def _mxfp4_block(xb, ob):  # type: ignore[no-untyped-def]
         ob[1 + j] = np.uint8(_best_index_mxfp4(xb[j], d) | (_best_index_mxfp4(xb[j + 16], d) << 4))
 
 
-IQ4_NL, IQ4_XS, MXFP4 = range(3)
+@ghelper
+def _fp32_to_ue4m3(x):  # type: ignore[no-untyped-def]
+    """``ggml_fp32_to_ue4m3`` (ggml-impl.h): round half up, everything from 256 up is 0x7E."""
+    if not (x > _ZERO):
+        return 0
+    if x > np.float32(448.0):
+        x = np.float32(448.0)
+    bits = np.int64(f32_bits(x))
+    e = ((bits >> 23) & 0xFF) - 127 + 7
+    man = (bits >> 20) & 0x7
+    if e <= 0:
+        m = np.int64(np.int32(x * np.float32(512.0) + np.float32(0.5)))
+        if m > 7:
+            m = 7
+        return 0 if m < 1 else m
+    if e >= 15:
+        return 0x7E
+    man += (bits >> 19) & 1
+    if man > 7:
+        man = 0
+        e += 1
+        if e >= 15:
+            return 0x7E
+    return (e << 3) | man
+
+
+@ghelper
+def _nvfp4_block(xb, ob):  # type: ignore[no-untyped-def]
+    """``quantize_row_nvfp4_ref``: four sub-blocks of 16, each a UE4M3 scale of amax / 6."""
+    for s in range(4):
+        sub = xb[16 * s:16 * (s + 1)]
+        ue = _fp32_to_ue4m3(max_abs(sub, 16) / np.float32(6.0))
+        ob[s] = np.uint8(ue)
+        d = _UE4M3_HALF[ue]
+        for j in range(8):
+            ob[4 + 8 * s + j] = np.uint8(_best_index_mxfp4(sub[j], d) | (_best_index_mxfp4(sub[j + 8], d) << 4))
+
+
+IQ4_NL, IQ4_XS, MXFP4, NVFP4 = range(4)
 
 
 @gkernel
 def _quantize(kind, x, imatrix, has_im, out):  # type: ignore[no-untyped-def]
     rows, n = x.shape
-    qk = 256 if kind == IQ4_XS else 32
+    qk = 256 if kind == IQ4_XS else (64 if kind == NVFP4 else 32)
     size = 18
     if kind == IQ4_XS:
         size = 136
     elif kind == MXFP4:
         size = 17
+    elif kind == NVFP4:
+        size = 36
     nbr = n // qk
     total = rows * nbr
     chunk = CHUNK // 8 if kind == IQ4_XS else CHUNK
@@ -291,12 +338,15 @@ def _quantize(kind, x, imatrix, has_im, out):  # type: ignore[no-untyped-def]
         for b in range(start, stop):
             r = b // nbr
             j = b - r * nbr
-            _mxfp4_block(x[r, j * 32:(j + 1) * 32], out[r, j * 17:(j + 1) * 17])
+            if kind == NVFP4:
+                _nvfp4_block(x[r, j * 64:(j + 1) * 64], out[r, j * 36:(j + 1) * 36])
+            else:
+                _mxfp4_block(x[r, j * 32:(j + 1) * 32], out[r, j * 17:(j + 1) * 17])
 
 
 @gkernel
 def _dequantize(kind, data, out):  # type: ignore[no-untyped-def]
-    """``dequantize_row_iq4_nl`` / ``_iq4_xs`` / ``_mxfp4``."""
+    """``dequantize_row_iq4_nl`` / ``_iq4_xs`` / ``_mxfp4`` / ``_nvfp4``."""
     nb = data.shape[0]
     for c in prange((nb + CHUNK - 1) // CHUNK):
         for b in range(c * CHUNK, min(nb, (c + 1) * CHUNK)):
@@ -317,13 +367,20 @@ def _dequantize(kind, data, out):  # type: ignore[no-untyped-def]
                         v = q[8 + 16 * ib + j]
                         y[32 * ib + j] = dl * _KVF[v & 0xF]
                         y[32 * ib + 16 + j] = dl * _KVF[v >> 4]
-            else:
+            elif kind == MXFP4:
                 d = e8m0_to_fp32_half(q[0])
                 for j in range(16):
                     y[j] = _KMF[q[1 + j] & 0xF] * d
                     y[j + 16] = _KMF[q[1 + j] >> 4] * d
+            else:
+                for s in range(4):
+                    d = _UE4M3_HALF[q[s]]
+                    for j in range(8):
+                        v = q[4 + 8 * s + j]
+                        y[16 * s + j] = _KMF[v & 0xF] * d
+                        y[16 * s + 8 + j] = _KMF[v >> 4] * d
 
 
-_NAMES = ("iq4_nl", "iq4_xs", "mxfp4")
+_NAMES = ("iq4_nl", "iq4_xs", "mxfp4", "nvfp4")
 QUANTIZE = {name: (lambda x, im, s2, has, out, k=k: _quantize(k, x, im, has, out)) for k, name in enumerate(_NAMES)}
 DEQUANTIZE = {name: (lambda data, out, k=k: _dequantize(k, data, out)) for k, name in enumerate(_NAMES)}

@@ -15,6 +15,8 @@ float16            5    10   15    16    65504        ieee       ±inf
 bfloat16           8    7    127   16    3.39e38      ieee       ±inf
 float8_e4m3fn      4    3    7     8     448          0x7F/0xFF  NaN (0x7F/0xFF)
 float8_e5m2        5    2    15    8     57344        ieee       ±inf
+float6_e3m2fn      3    2    3     6     28           none       ±28 (saturates)
+float6_e2m3fn      2    3    1     6     7.5          none       ±7.5 (saturates)
 float4_e2m1fn      2    1    1     4     6            none       ±6 (saturates)
 =================  ===  ===  ====  ====  ===========  =========  =====================
 
@@ -28,14 +30,15 @@ for float64 input) bit for bit, including the NaN bit patterns:
   e2m1).
 * Overflow and ±inf become what ml_dtypes writes for its ``infinity()``: ±inf where
   the format has it; the NaN code for ``fn`` formats (e4m3fn: 465 -> 0x7F, not 448);
-  ±max for formats with neither (e2m1). ``saturate=True`` instead clamps finite
+  ±max for formats with neither (e2m1, the float6 pair). ``saturate=True`` instead clamps finite
   overflow *and* ±inf to ±max (the Transformer-Engine / torch e4m3fn behaviour); NaN
   input still gives the NaN code below.
 * NaN input: float16 keeps NumPy's payload rule (sign, then the top 10 float32
   mantissa bits; a payload that would vanish becomes 1, so 0x7F800001 -> 0x7C01).
   bfloat16 and e5m2 write the quiet NaN with the sign kept (0x7FC0/0xFFC0, 0x7E/0xFE);
   e4m3fn writes 0x7F/0xFF. e2m1 has no NaN: ml_dtypes writes its ``quiet_NaN()``
-  stand-in, code 8 (-0.0), negated for a negative NaN, so +NaN -> 0x8 and -NaN -> 0x0.
+  stand-in, code 8 (-0.0), negated for a negative NaN, so +NaN -> 0x8 and -NaN -> 0x0;
+  the float6 types likewise (+NaN -> 0x20, -NaN -> 0x00).
 * NaN codes decode to the float32 NaN whose payload is the code's mantissa (the exact
   bit widening of NumPy ``float16`` and Eigen ``bfloat16``) for the 16-bit formats,
   and to the quiet NaN 0x7FC00000 with the sign for the 8-bit ones (ml_dtypes).
@@ -50,14 +53,14 @@ for float64 input) bit for bit, including the NaN bit patterns:
   ``mant_bits`` of its own mantissa as the float16 payload (NumPy's
   ``npy_doublebits_to_halfbits``).
 
-Bit patterns are stored unsigned: uint16 for 16-bit formats, uint8 for the 8- and
-4-bit ones (one fp4 code per byte in its low nibble, as ml_dtypes stores it; packing
-two per byte is :mod:`refquant.packing`'s job).
+Bit patterns are stored unsigned: uint16 for 16-bit formats, uint8 for the 8-, 6- and
+4-bit ones (one fp6/fp4 code per byte in its low bits, as ml_dtypes stores it; packing
+them densely is :mod:`refquant.packing`'s job).
 
 References
 ----------
 IEEE 754-2019; OCP 8-bit Floating Point Specification (OFP8) rev. 1.0; OCP
-Microscaling Formats (MX) v1.0, section 5.3.3 (FP4 E2M1); NumPy
+Microscaling Formats (MX) v1.0, sections 5.3.2 (FP6 E3M2 / E2M3) and 5.3.3 (FP4 E2M1); NumPy
 ``npy_floatbits_to_halfbits`` / ``npy_halfbits_to_floatbits`` (``halffloat.c``);
 ml_dtypes ``float8.h`` ``ConvertImpl`` and ``mxfloat.h``; Eigen ``BFloat16.h``
 ``float_to_bfloat16_rtne``.
@@ -232,6 +235,10 @@ FLOAT_SPECS: dict[str, FloatSpec] = {s.name: s for s in (
               aliases=("fp8_e4m3", "fp8_e4m3fn", "e4m3", "e4m3fn", "f8e4m3fn")),
     FloatSpec("float8_e5m2", 5, 2, 15, True, "ieee",
               aliases=("fp8_e5m2", "e5m2", "f8e5m2")),
+    FloatSpec("float6_e3m2fn", 3, 2, 3, False, "none",
+              aliases=("fp6_e3m2", "e3m2", "e3m2fn", "f6e3m2fn")),
+    FloatSpec("float6_e2m3fn", 2, 3, 1, False, "none",
+              aliases=("fp6_e2m3", "e2m3", "e2m3fn", "f6e2m3fn")),
     FloatSpec("float4_e2m1fn", 2, 1, 1, False, "none",
               aliases=("fp4", "fp4_e2m1", "fp4_e2m1fn", "e2m1", "e2m1fn", "f4e2m1fn")),
 )}
@@ -440,7 +447,8 @@ def decode_float(bits: Any, fmt: str | FloatSpec) -> np.ndarray:
     Parameters
     ----------
     bits : ndarray of uint16 (16-bit formats) or uint8 (8- and 4-bit formats), any shape
-        As returned by :func:`encode_float`. float4_e2m1fn codes must be < 16.
+        As returned by :func:`encode_float`. Codes of the sub-byte formats must fit
+        their width (float4_e2m1fn < 16, float6 < 64).
     fmt : str or FloatSpec
         Format name or alias, as for :func:`encode_float`.
 
@@ -553,8 +561,8 @@ def from_ml_dtypes(arr: Any) -> tuple[np.ndarray, FloatSpec]:
 
     Parameters
     ----------
-    arr : ndarray of numpy.float16, ml_dtypes.bfloat16, float8_e4m3fn, float8_e5m2 or
-        float4_e2m1fn
+    arr : ndarray of numpy.float16, ml_dtypes.bfloat16, float8_e4m3fn, float8_e5m2,
+        float6_e3m2fn, float6_e2m3fn or float4_e2m1fn
 
     Returns
     -------

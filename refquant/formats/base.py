@@ -77,6 +77,9 @@ class BlockFormat:
     allows_nonfinite : bool
         True when NaN/inf inputs have a defined encoding (F16, BF16). Block quantizers
         reject non-finite input instead of reproducing undefined C behaviour.
+    requires_imatrix : bool
+        True when ggml refuses to quantize the type without an importance matrix
+        (``ggml_quantize_requires_imatrix``: IQ2_XXS, IQ2_XS, IQ1_S).
     """
 
     name: ClassVar[str]
@@ -87,6 +90,7 @@ class BlockFormat:
     type_size: ClassVar[int]
     uses_imatrix: ClassVar[bool] = True
     allows_nonfinite: ClassVar[bool] = False
+    requires_imatrix: ClassVar[bool] = False
 
     def __init_subclass__(cls, *, name: str | None = None, type_id: int | None = None,
                           block_size: int | None = None, **kwargs: object) -> None:

@@ -1,10 +1,11 @@
-"""ggml's MXFP4: OCP microscaling FP4 (E2M1 elements, one E8M0 scale per 32).
+"""ggml's FP4 block types: MXFP4 (OCP microscaling FP4) and NVFP4 (E2M1 with UE4M3 scales).
 
-======  ==  =====  =====================  =============================================
-type    id  bytes  fields (memory order)  value
-======  ==  =====  =====================  =============================================
-MXFP4   39  17     e:u8 (E8M0), qs[16]    kv[q] · 2^(e - 128), kv = doubled E2M1 values
-======  ==  =====  =====================  =============================================
+======  ==  =====  ========================  ===============================================
+type    id  bytes  fields (memory order)     value
+======  ==  =====  ========================  ===============================================
+MXFP4   39  17     e:u8 (E8M0), qs[16]       kv[q] · 2^(e - 128), kv = doubled E2M1 values
+NVFP4   40  36     d[4]:u8 (UE4M3), qs[32]   kv[q] · ue4m3(d[s]) / 2 for sub-block s of 16
+======  ==  =====  ========================  ===============================================
 
 ``kvalues_mxfp4`` = 0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12 (E2M1 codes
 0..15 times 2), so the scale is applied as half the E8M0 value
@@ -30,7 +31,7 @@ import numpy as np
 from refquant.formats._ggml_math import F32, c_int, e8m0_to_fp32_half, pack_nibbles_halves, unpack_nibbles_halves
 from refquant.formats.base import BlockFormat, Field
 
-__all__ = ["MXFP4", "KVALUES_MXFP4"]
+__all__ = ["MXFP4", "NVFP4", "KVALUES_MXFP4", "fp32_to_ue4m3", "ue4m3_to_fp32_half"]
 
 KVALUES_MXFP4 = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], dtype=np.int8)
 _KV = KVALUES_MXFP4.astype(F32)
@@ -89,3 +90,76 @@ class MXFP4(BlockFormat, name="mxfp4", type_id=39, block_size=32):
     @classmethod
     def dequantize_blocks(cls, blocks: np.ndarray) -> np.ndarray:
         return _KV[unpack_nibbles_halves(blocks["qs"])] * e8m0_to_fp32_half(blocks["e"])[:, None]
+
+
+# --- NVFP4 ----------------------------------------------------------------------------------
+#
+# ggml's NVFP4 (ggml-org/ggml @ d99724f2, ``quantize_row_nvfp4_ref`` / ``dequantize_row_nvfp4``
+# in ggml-quants.c, ``ggml_fp32_to_ue4m3`` / ``ggml_ue4m3_to_fp32`` in ggml-impl.h): a block of
+# 64 is four sub-blocks of 16, each with its own unsigned E4M3 scale byte and no per-tensor
+# scale (NVIDIA's two-level NVFP4 is refquant.formats.nvfp4). Per sub-block:
+#
+# 1. amax over the 16 values; ue = fp32_to_ue4m3(amax / 6.0f);
+# 2. d = ue4m3_to_fp32_half(ue); each code is best_index_mxfp4(x, d) (the MXFP4 argmin);
+# 3. qs[8s + j] = code j (low nibble) | code j + 8 (high nibble).
+#
+# ggml's UE4M3 is not the OCP E4M3 cast: its encoder rounds half *up* (it adds float32
+# mantissa bit 19), rounds subnormals with (int)(x * 512 + 0.5f), and returns 0x7E (448)
+# for everything from 256 up (exponent field 15 is never written); its decoder ignores
+# bit 7, maps 0x7F to 0 (not NaN) and 0xFF to 240.
+
+def _ue4m3_table() -> np.ndarray:
+    """``ggml_ue4m3_to_fp32`` for all 256 bytes (exact: ldexpf of a 4-bit significand)."""
+    code = np.arange(256)
+    exp, man = (code >> 3) & 0xF, code & 0x7
+    raw = np.where(exp == 0, np.ldexp(man.astype(np.float64), -9), np.ldexp(1.0 + man / 8.0, exp - 7))
+    raw[(code == 0) | (code == 0x7F)] = 0.0
+    table = (raw * 0.5).astype(F32)
+    table.flags.writeable = False
+    return table
+
+
+_UE4M3_HALF = _ue4m3_table()
+
+
+def ue4m3_to_fp32_half(ue: np.ndarray) -> np.ndarray:
+    """``ggml_ue4m3_to_fp32``: half the UE4M3 value of each byte (uint8 (...) -> float32 (...))."""
+    return _UE4M3_HALF[np.asarray(ue, dtype=np.uint8)]
+
+
+def fp32_to_ue4m3(x: np.ndarray) -> np.ndarray:
+    """``ggml_fp32_to_ue4m3`` on float32 ``x`` (...) -> uint8 (...): 0 unless x > 0."""
+    x = np.asarray(x, dtype=F32)
+    pos = x > 0                                                    # False for NaN
+    xc = np.where(pos, np.minimum(x, F32(448.0)), F32(1.0))
+    bits = xc.view(np.uint32)
+    exp = ((bits >> np.uint32(23)) & np.uint32(0xFF)).astype(np.int32) - 127 + 7
+    man = ((bits >> np.uint32(20)) & np.uint32(0x7)).astype(np.int32) + ((bits >> np.uint32(19)) & np.uint32(1)).astype(np.int32)
+    exp = exp + (man > 7)                                          # the mantissa carry
+    normal = np.where(exp >= 15, 0x7E, (exp << 3) | np.where(man > 7, 0, man))
+    sub = np.minimum(c_int(xc * F32(512.0) + F32(0.5)), 7)         # exp <= 0 before the carry
+    code = np.where(exp - (man > 7) <= 0, np.where(sub < 1, 0, sub), normal)
+    return np.where(pos, code, 0).astype(np.uint8)
+
+
+class NVFP4(BlockFormat, name="nvfp4", type_id=40, block_size=64):
+    """ggml's NVFP4: E2M1 codes with a UE4M3 scale per 16 (4.5 bpw); ignores the imatrix."""
+
+    fields = (Field("d", "u1", 4), Field("qs", "u1", 32))
+    uses_imatrix = False
+
+    @classmethod
+    def quantize_blocks(cls, x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+        sub = x.reshape(-1, 16)                                    # (4 n, 16) sub-blocks
+        ue = fp32_to_ue4m3(np.max(np.abs(sub), axis=-1) / F32(6.0))
+        codes = nearest_fp4(sub, ue4m3_to_fp32_half(ue))
+        blocks = cls.empty_blocks(x.shape[0])
+        blocks["d"] = ue.reshape(-1, 4)
+        blocks["qs"] = pack_nibbles_halves(codes).reshape(-1, 32)
+        return blocks
+
+    @classmethod
+    def dequantize_blocks(cls, blocks: np.ndarray) -> np.ndarray:
+        codes = unpack_nibbles_halves(blocks["qs"].reshape(-1, 8))  # (4 n, 16)
+        d = ue4m3_to_fp32_half(blocks["d"].reshape(-1))
+        return (_KV[codes] * d[:, None]).reshape(-1, 64)
