@@ -1,0 +1,321 @@
+"""Quantize a whole checkpoint: streaming, bounded memory, resumable, on any Executor.
+
+``quantize(src, dst, recipe)`` reads a Hugging Face LLaMA-architecture checkpoint tensor by
+tensor (:class:`~refquant.checkpoint.source.Checkpoint`, memory maps), cuts the job into
+units (one tensor each for the data-free recipes), runs them serially or on a
+``concurrent.futures.Executor`` (a Dask cluster gives one: ``Client.get_executor()``),
+stores each finished unit in the journal beside ``dst``
+(:class:`~refquant.checkpoint.journal.Journal`), and when all are done writes the real
+output format from the journal's parts into a temporary file or folder that is renamed
+onto ``dst``:
+
+=====================  ================================================================
+recipe                 output
+=====================  ================================================================
+GGUF recipes           one ``.gguf`` with llama.cpp's tensor names, Q/K rows in llama.cpp's
+(``q4_k_m``, ``q8_0``,   rotary order and the converter's metadata; types per tensor from
+``q4_k``, ``f16`` ...)   :func:`refquant.checkpoint.recipes.tensor_type`
+``nf4``, ``nf4-dq``    a Hugging Face folder with bitsandbytes 4-bit Linear weights
+                       (``weight``, ``weight.absmax``, ``weight.quant_map``, ``...quant_state``)
+                       and ``quantization_config`` (``quant_method: bitsandbytes``)
+=====================  ================================================================
+
+Memory: a unit holds one source tensor in float32 plus its output, so the peak is about
+(largest tensor × 4 bytes + its output) × units in flight, whatever the model size.
+Units in flight are bounded by ``max_in_flight`` (default: the executor's worker count
++ 1). Results are journaled in completion order but assembled in plan order, so the
+bytes do not depend on the executor, the number of workers, or interruptions.
+
+Values: every tensor is widened exactly to float32 before quantizing, as llama-quantize
+does with an F16/BF16/F32 GGUF made by ``convert_hf_to_gguf.py --outtype`` of the source's
+own dtype (``f32``, ``f16``, ``bf16`` recipes are that converter output).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import json
+import os
+import shutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from refquant.checkpoint import llama, recipes
+from refquant.checkpoint.journal import Journal, Progress, atomic_path
+from refquant.checkpoint.safetensors_io import dtype_name, write_safetensors
+from refquant.checkpoint.source import Checkpoint
+
+__all__ = ["quantize", "RECIPES", "HF_RECIPES", "plan_units", "Unit"]
+
+#: recipes whose output is a Hugging Face folder
+HF_RECIPES = ("nf4", "nf4-dq")
+RECIPES = recipes.GGUF_RECIPES + HF_RECIPES
+DEFAULT_SHARD_BYTES = 5 * 10**9  # transformers' save_pretrained max_shard_size="5GB"
+
+
+@dataclass(frozen=True)
+class Unit:
+    """One piece of work: ``task(checkpoint, *args)`` returns [(name, kind, shape, uint8 bytes)]."""
+
+    key: str
+    task: Callable[..., list[tuple[str, str, tuple[int, ...], np.ndarray]]]
+    args: tuple[Any, ...]
+    weight: int  # source bytes it reads (progress)
+    outputs: tuple[str, ...] = field(default=())
+
+
+# --- tasks (module level: they travel to executor workers by reference) -------------------
+
+def _gguf_task(ck: Checkpoint, hf_name: str, gname: str, qtype: str, rope_heads: int
+               ) -> list[tuple[str, str, tuple[int, ...], np.ndarray]]:
+    from refquant import gguf
+
+    x = ck.float32(hf_name)
+    if rope_heads:
+        x = llama.permute_rope_rows(x, rope_heads)
+    if qtype == "f32":
+        data = np.ascontiguousarray(x, dtype="<f4").reshape(-1).view(np.uint8)
+    else:
+        try:
+            data = gguf.quantize(x, qtype).reshape(-1)
+        except ValueError as exc:
+            raise ValueError(f"tensor {hf_name!r} ({gname}, shape {x.shape}) cannot be quantized to {qtype}: {exc}") \
+                from None
+    return [(gname, qtype, tuple(x.shape), data)]
+
+
+def _copy_task(ck: Checkpoint, hf_name: str) -> list[tuple[str, str, tuple[int, ...], np.ndarray]]:
+    x = ck.raw(hf_name)
+    return [(hf_name, dtype_name(x.dtype), tuple(x.shape), np.ascontiguousarray(x).reshape(-1).view(np.uint8))]
+
+
+def _bnb_task(ck: Checkpoint, hf_name: str, double_quant: bool) -> list[tuple[str, str, tuple[int, ...], np.ndarray]]:
+    from refquant import bnb
+    from refquant.layouts import bnb_state
+
+    x = np.asarray(ck.raw(hf_name))
+    if x.dtype not in (np.float32, np.float16) and x.dtype.name != "bfloat16":
+        x = ck.float32(hf_name)
+    if not np.isfinite(x.astype(np.float32)).all():
+        raise ValueError(f"tensor {hf_name!r} holds NaN/inf values, which nf4 cannot encode")
+    q = bnb.quantize_4bit(x, "nf4", blocksize=64, double_quant=double_quant)
+    out = bnb_state.to_state_dict(q, hf_name)
+    return [(k, dtype_name(v.dtype), tuple(v.shape), np.ascontiguousarray(v).reshape(-1).view(np.uint8))
+            for k, v in out.items()]
+
+
+# --- planning ---------------------------------------------------------------------------
+
+def _llama_order(name: str) -> tuple[int, str]:
+    """llama-model-loader's ``weight_name_comparer``: block number (-1 for none), then name."""
+    layer = llama.layer_of(name)
+    return (-1 if layer is None else layer, name)
+
+
+def plan_units(ck: Checkpoint, recipe: str) -> tuple[list[Unit], dict[str, Any]]:
+    """The work units of a job, in output order, and what the assembly needs (metadata)."""
+    if recipe in HF_RECIPES:
+        units = []
+        for name, info in ck.tensors.items():
+            linear = llama.layer_of(name) is not None and name.endswith("_proj.weight") and len(info.shape) == 2
+            if linear:
+                units.append(Unit(name, _bnb_task, (name, recipe == "nf4-dq"), info.nbytes))
+            else:
+                units.append(Unit(name, _copy_task, (name,), info.nbytes))
+        return units, {}
+    hp = llama.hparams(ck.config)
+    has_output = "lm_head.weight" in ck.tensors
+    entries = []
+    for name, info in ck.tensors.items():
+        gname = llama.gguf_name(name)
+        if gname is not None:
+            entries.append((gname, name, info))
+    entries.sort(key=lambda e: _llama_order(e[0]))
+    units = []
+    for gname, name, info in entries:
+        qtype = recipes.tensor_type(gname, info.shape, recipe, hp["n_layer"], n_gqa=hp["n_head"] // hp["n_head_kv"],
+                                    has_output=has_output)
+        rope = hp["n_head"] if gname.endswith("attn_q.weight") else hp["n_head_kv"] if gname.endswith("attn_k.weight") \
+            else 0
+        units.append(Unit(gname, _gguf_task, (name, gname, qtype, rope), info.nbytes, (gname,)))
+    return units, hp
+
+
+# --- running ----------------------------------------------------------------------------
+
+def quantize(src: str | os.PathLike[str] | list[str], dst: str | os.PathLike[str], recipe: str, *,
+             executor: cf.Executor | None = None, max_in_flight: int | None = None, restart: bool = False,
+             progress: bool | None = None, name: str | None = None, max_shard_bytes: int = DEFAULT_SHARD_BYTES
+             ) -> Path:
+    """Quantize checkpoint ``src`` with ``recipe`` into ``dst``; resumes an interrupted run.
+
+    Parameters
+    ----------
+    src : path or list of paths
+        A Hugging Face model folder (``config.json`` + ``model.safetensors`` or sharded
+        safetensors with ``model.safetensors.index.json``), or safetensors files.
+    dst : path
+        The ``.gguf`` file (GGUF recipes) or folder (``nf4``, ``nf4-dq``) to create.
+    recipe : str
+        One of :data:`RECIPES` (case-insensitive): llama.cpp mixtures (``q4_k_m`` ...), single
+        ggml types, ``f32``/``f16``/``bf16``, ``nf4``, ``nf4-dq``.
+    executor : concurrent.futures.Executor, optional
+        Where units run (``ProcessPoolExecutor``, ``ThreadPoolExecutor``, Dask's
+        ``Client.get_executor()``); serial in this process when None. Workers must be able to
+        read ``src`` at the same path.
+    max_in_flight : int, optional
+        Units submitted at once (bounds memory); default: the executor's workers + 1.
+    restart : bool
+        Discard an unfinished job's journal instead of resuming it.
+    progress : bool, optional
+        Show a progress bar with ETA on stderr (default: when stderr is a terminal).
+    name : str, optional
+        ``general.name`` of a GGUF (default: the source folder's name).
+    max_shard_bytes : int
+        Largest safetensors shard of a Hugging Face output.
+
+    Returns
+    -------
+    pathlib.Path
+        ``dst``.
+
+    Raises
+    ------
+    ValueError
+        Unknown recipe; a source the recipe cannot take (the tensor is named); a truncated
+        shard. Nothing is written to ``dst``; finished units stay in ``dst.partial``.
+    OSError
+        Writing failed (e.g. a full disk): finished units stay in ``dst.partial``; rerun to resume.
+    """
+    r = str(recipe).lower()
+    if r not in RECIPES:
+        raise ValueError(f"recipe={recipe!r} is not supported; allowed: {', '.join(RECIPES)}")
+    if not isinstance(max_shard_bytes, int) or max_shard_bytes <= 0:
+        raise ValueError(f"max_shard_bytes must be a positive int, got {max_shard_bytes!r}")
+    ck = Checkpoint(src)
+    units, hp = plan_units(ck, r)
+    dst = Path(dst)
+    plan = {"source": ck.fingerprint(), "recipe": r, "units": [u.key for u in units],
+            "name": name, "max_shard_bytes": max_shard_bytes}
+    journal = Journal(dst, plan, restart=restart)
+    try:
+        bar = Progress(sum(u.weight for u in units), enabled=progress)
+        for i in journal.done:
+            bar.skip(units[i].weight)
+        _run(ck, units, journal, executor, max_in_flight, bar)
+        bar.close()
+        if r in HF_RECIPES:
+            _write_hf(ck, units, journal, dst, r, max_shard_bytes)
+        else:
+            _write_gguf(ck, units, journal, dst, r, name)
+    except BaseException:
+        journal.close()
+        raise
+    journal.finish()
+    return dst
+
+
+def _run(ck: Checkpoint, units: list[Unit], journal: Journal, executor: cf.Executor | None,
+         max_in_flight: int | None, bar: Progress) -> None:
+    todo = [i for i in range(len(units)) if i not in journal.done]
+    if executor is None:
+        for i in todo:
+            journal.record(i, _call(units[i], ck))
+            bar.advance(units[i].weight, units[i].key)
+        return
+    limit = max_in_flight or (getattr(executor, "_max_workers", None) or 3) + 1
+    pending: dict[cf.Future, int] = {}
+    queue = iter(todo)
+    try:
+        while True:
+            while len(pending) < limit:
+                i = next(queue, None)
+                if i is None:
+                    break
+                pending[executor.submit(_call, units[i], ck)] = i
+            if not pending:
+                return
+            finished, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
+            for fut in finished:
+                i = pending.pop(fut)
+                journal.record(i, fut.result())
+                bar.advance(units[i].weight, units[i].key)
+    finally:
+        for fut in pending:
+            fut.cancel()
+
+
+def _call(unit: Unit, ck: Checkpoint) -> list[tuple[str, str, tuple[int, ...], np.ndarray]]:
+    return unit.task(ck, *unit.args)
+
+
+def _chunks_of(journal: Journal, units: list[Unit]) -> Callable[[int, str], Any]:
+    """payload(i, name) for the writers: the bytes of output tensor ``i`` from the parts, in order."""
+    streams = (chunks for u in range(len(units)) for _, chunks in journal.read_part(u))
+
+    def payload(i: int, name: str) -> Any:
+        return next(streams)
+
+    return payload
+
+
+def _write_gguf(ck: Checkpoint, units: list[Unit], journal: Journal, dst: Path, recipe: str, name: str | None) -> None:
+    from refquant.io.gguf_file import write_streaming
+
+    infos = [(t.name, t.kind, t.shape) for u in range(len(units)) for t in journal.done[u][0]]
+    label = name or (Path(ck.folder).name if ck.folder else Path(ck.files[0]).stem)
+    meta = llama.gguf_metadata(ck.config, label, recipes.file_type(recipe))
+    with atomic_path(dst) as tmp, open(tmp, "wb") as f:
+        write_streaming(f, infos, meta, _chunks_of(journal, units))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _write_hf(ck: Checkpoint, units: list[Unit], journal: Journal, dst: Path, recipe: str, max_shard_bytes: int
+              ) -> None:
+    tensors = [t for u in range(len(units)) for t in journal.done[u][0]]
+    shards: list[list[int]] = [[]]
+    size = 0
+    for i, t in enumerate(tensors):
+        if shards[-1] and size + t.nbytes > max_shard_bytes:
+            shards.append([])
+            size = 0
+        shards[-1].append(i)
+        size += t.nbytes
+    payload = _chunks_of(journal, units)
+    with atomic_path(dst) as tmp:
+        tmp.mkdir()
+        n = len(shards)
+        names = ["model.safetensors"] if n == 1 else [f"model-{k + 1:05d}-of-{n:05d}.safetensors" for k in range(n)]
+        for fname, members in zip(names, shards):
+            specs = [(tensors[i].name, tensors[i].kind, tensors[i].shape) for i in members]
+            with open(tmp / fname, "wb") as f:
+                write_safetensors(f, specs, lambda j, nm: payload(0, nm), {"format": "pt"})
+                f.flush()
+                os.fsync(f.fileno())
+        if n > 1:
+            index = {"metadata": {"total_size": sum(t.nbytes for t in tensors)},
+                     "weight_map": {tensors[i].name: fname for fname, members in zip(names, shards) for i in members}}
+            (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
+        config = dict(ck.config)
+        config["quantization_config"] = _bnb_config(config, recipe)
+        (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
+        if ck.folder:
+            for extra in sorted(Path(ck.folder).iterdir()):
+                if extra.is_file() and extra.suffix != ".safetensors" and extra.name not in (
+                        "config.json", "model.safetensors.index.json"):
+                    shutil.copyfile(extra, tmp / extra.name)
+
+
+def _bnb_config(config: dict[str, Any], recipe: str) -> dict[str, Any]:
+    """transformers ``BitsAndBytesConfig.to_dict()`` for 4-bit NF4 (``utils/quantization_config.py``)."""
+    compute = config.get("torch_dtype") or config.get("dtype") or "float32"
+    return {"_load_in_4bit": True, "_load_in_8bit": False, "bnb_4bit_compute_dtype": compute,
+            "bnb_4bit_quant_storage": "uint8", "bnb_4bit_quant_type": "nf4",
+            "bnb_4bit_use_double_quant": recipe == "nf4-dq", "llm_int8_enable_fp32_cpu_offload": False,
+            "llm_int8_has_fp16_weight": False, "llm_int8_skip_modules": None, "llm_int8_threshold": 6.0,
+            "load_in_4bit": True, "load_in_8bit": False, "quant_method": "bitsandbytes"}
