@@ -18,6 +18,9 @@ GGUF recipes           one ``.gguf`` with llama.cpp's tensor names, Q/K rows in 
 ``nf4``, ``nf4-dq``    a Hugging Face folder with bitsandbytes 4-bit Linear weights
                        (``weight``, ``weight.absmax``, ``weight.quant_map``, ``...quant_state``)
                        and ``quantization_config`` (``quant_method: bitsandbytes``)
+``gptq-4bit-g128``     a Hugging Face folder in the AutoGPTQ v1 layout (``qweight``, ``qzeros``,
+                       ``scales``, ``g_idx``) and ``quantization_config`` (``quant_method: gptq``);
+                       layer-sequential with calibration data (:mod:`refquant.checkpoint.layerwise`)
 =====================  ================================================================
 
 Memory: a unit holds one source tensor in float32 plus its output, so the peak is about
@@ -34,6 +37,7 @@ own dtype (``f32``, ``f16``, ``bf16`` recipes are that converter output).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import hashlib
 import json
 import os
 import shutil
@@ -52,7 +56,9 @@ from refquant.checkpoint.source import Checkpoint
 __all__ = ["quantize", "RECIPES", "HF_RECIPES", "plan_units", "Unit"]
 
 #: recipes whose output is a Hugging Face folder
-HF_RECIPES = ("nf4", "nf4-dq")
+HF_RECIPES = ("nf4", "nf4-dq", "gptq-4bit-g128")
+#: recipes that need calibration token ids (layer-sequential, refquant.checkpoint.layerwise)
+CALIBRATED_RECIPES = ("gptq-4bit-g128",)
 RECIPES = recipes.GGUF_RECIPES + HF_RECIPES
 DEFAULT_SHARD_BYTES = 5 * 10**9  # transformers' save_pretrained max_shard_size="5GB"
 
@@ -119,10 +125,16 @@ def _llama_order(name: str) -> tuple[int, str]:
 def plan_units(ck: Checkpoint, recipe: str) -> tuple[list[Unit], dict[str, Any]]:
     """The work units of a job, in output order, and what the assembly needs (metadata)."""
     if recipe in HF_RECIPES:
+        from refquant.checkpoint.layerwise import gptq_module_task
+
+        if recipe in CALIBRATED_RECIPES:
+            llama.hparams(ck.config)  # a LLaMA config is needed for the forward pass
         units = []
         for name, info in ck.tensors.items():
             linear = llama.layer_of(name) is not None and name.endswith("_proj.weight") and len(info.shape) == 2
-            if linear:
+            if linear and recipe in CALIBRATED_RECIPES:
+                units.append(Unit(name, gptq_module_task, (name,), info.nbytes))
+            elif linear:
                 units.append(Unit(name, _bnb_task, (name, recipe == "nf4-dq"), info.nbytes))
             else:
                 units.append(Unit(name, _copy_task, (name,), info.nbytes))
@@ -149,8 +161,8 @@ def plan_units(ck: Checkpoint, recipe: str) -> tuple[list[Unit], dict[str, Any]]
 
 def quantize(src: str | os.PathLike[str] | list[str], dst: str | os.PathLike[str], recipe: str, *,
              executor: cf.Executor | None = None, max_in_flight: int | None = None, restart: bool = False,
-             progress: bool | None = None, name: str | None = None, max_shard_bytes: int = DEFAULT_SHARD_BYTES
-             ) -> Path:
+             progress: bool | None = None, name: str | None = None, max_shard_bytes: int = DEFAULT_SHARD_BYTES,
+             calibration: Any = None, calib_shards: int = 2) -> Path:
     """Quantize checkpoint ``src`` with ``recipe`` into ``dst``; resumes an interrupted run.
 
     Parameters
@@ -177,6 +189,11 @@ def quantize(src: str | os.PathLike[str] | list[str], dst: str | os.PathLike[str
         ``general.name`` of a GGUF (default: the source folder's name).
     max_shard_bytes : int
         Largest safetensors shard of a Hugging Face output.
+    calibration : array_like of int, shape (samples, seq_len)
+        Token ids for the calibrated recipes (``gptq-4bit-g128``); ignored by the others.
+    calib_shards : int
+        Pieces the calibration set is cut into; each is processed by one task (statistics
+        are summed over them). Part of the job: changing it changes the result slightly.
 
     Returns
     -------
@@ -201,12 +218,28 @@ def quantize(src: str | os.PathLike[str] | list[str], dst: str | os.PathLike[str
     dst = Path(dst)
     plan = {"source": ck.fingerprint(), "recipe": r, "units": [u.key for u in units],
             "name": name, "max_shard_bytes": max_shard_bytes}
+    if r in CALIBRATED_RECIPES:
+        calibration = _check_calibration(calibration, ck.config.get("vocab_size"))
+        if not isinstance(calib_shards, int) or not 1 <= calib_shards <= len(calibration):
+            raise ValueError(f"calib_shards must be an int in [1, {len(calibration)}] (the number of samples), "
+                             f"got {calib_shards!r}")
+        plan.update(calibration=hashlib.sha256(calibration.tobytes()).hexdigest() + str(calibration.shape),
+                    calib_shards=calib_shards)
     journal = Journal(dst, plan, restart=restart)
     try:
         bar = Progress(sum(u.weight for u in units), enabled=progress)
         for i in journal.done:
             bar.skip(units[i].weight)
-        _run(ck, units, journal, executor, max_in_flight, bar)
+        def run_units(indices: list[int], extra: dict[int, tuple[Any, ...]] | None = None) -> None:
+            _run(ck, units, indices, journal, executor, max_in_flight, bar, extra or {})
+
+        if r in CALIBRATED_RECIPES:
+            from refquant.checkpoint.layerwise import gptq_module_task, run_gptq
+
+            run_units([i for i, u in enumerate(units) if u.task is not gptq_module_task and i not in journal.done])
+            run_gptq(ck, units, journal, executor, calibration, calib_shards, run_units)
+        else:
+            run_units([i for i in range(len(units)) if i not in journal.done])
         bar.close()
         if r in HF_RECIPES:
             _write_hf(ck, units, journal, dst, r, max_shard_bytes)
@@ -219,12 +252,23 @@ def quantize(src: str | os.PathLike[str] | list[str], dst: str | os.PathLike[str
     return dst
 
 
-def _run(ck: Checkpoint, units: list[Unit], journal: Journal, executor: cf.Executor | None,
-         max_in_flight: int | None, bar: Progress) -> None:
-    todo = [i for i in range(len(units)) if i not in journal.done]
+def _check_calibration(calibration: Any, vocab: Any) -> np.ndarray:
+    if calibration is None:
+        raise ValueError("calibration is required for the calibrated recipes: token ids, shape (samples, seq_len)")
+    ids = np.asarray(calibration)
+    if ids.ndim != 2 or ids.size == 0 or ids.dtype.kind not in "iu":
+        raise ValueError(f"calibration must be a non-empty 2-D integer array (samples, seq_len), "
+                         f"got {ids.dtype} {ids.shape}")
+    if ids.min() < 0 or (vocab is not None and ids.max() >= int(vocab)):
+        raise ValueError(f"calibration token ids must lie in [0, {vocab}), got [{ids.min()}, {ids.max()}]")
+    return np.ascontiguousarray(ids, dtype=np.int64)
+
+
+def _run(ck: Checkpoint, units: list[Unit], todo: list[int], journal: Journal, executor: cf.Executor | None,
+         max_in_flight: int | None, bar: Progress, extra: dict[int, tuple[Any, ...]]) -> None:
     if executor is None:
         for i in todo:
-            journal.record(i, _call(units[i], ck))
+            journal.record(i, _call(units[i], ck, *extra.get(i, ())))
             bar.advance(units[i].weight, units[i].key)
         return
     limit = max_in_flight or (getattr(executor, "_max_workers", None) or 3) + 1
@@ -236,7 +280,7 @@ def _run(ck: Checkpoint, units: list[Unit], journal: Journal, executor: cf.Execu
                 i = next(queue, None)
                 if i is None:
                     break
-                pending[executor.submit(_call, units[i], ck)] = i
+                pending[executor.submit(_call, units[i], ck, *extra.get(i, ()))] = i
             if not pending:
                 return
             finished, _ = cf.wait(pending, return_when=cf.FIRST_COMPLETED)
@@ -249,8 +293,8 @@ def _run(ck: Checkpoint, units: list[Unit], journal: Journal, executor: cf.Execu
             fut.cancel()
 
 
-def _call(unit: Unit, ck: Checkpoint) -> list[tuple[str, str, tuple[int, ...], np.ndarray]]:
-    return unit.task(ck, *unit.args)
+def _call(unit: Unit, ck: Checkpoint, *extra: Any) -> list[tuple[str, str, tuple[int, ...], np.ndarray]]:
+    return unit.task(ck, *unit.args, *extra)
 
 
 def _chunks_of(journal: Journal, units: list[Unit]) -> Callable[[int, str], Any]:
@@ -302,13 +346,24 @@ def _write_hf(ck: Checkpoint, units: list[Unit], journal: Journal, dst: Path, re
                      "weight_map": {tensors[i].name: fname for fname, members in zip(names, shards) for i in members}}
             (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
         config = dict(ck.config)
-        config["quantization_config"] = _bnb_config(config, recipe)
+        config["quantization_config"] = _gptq_config() if recipe in CALIBRATED_RECIPES else _bnb_config(config, recipe)
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         if ck.folder:
             for extra in sorted(Path(ck.folder).iterdir()):
                 if extra.is_file() and extra.suffix != ".safetensors" and extra.name not in (
                         "config.json", "model.safetensors.index.json"):
                     shutil.copyfile(extra, tmp / extra.name)
+
+
+def _gptq_config() -> dict[str, Any]:
+    """transformers ``GPTQConfig.to_dict()`` conventions (``utils/quantization_config.py``) for the AutoGPTQ
+    v1 layout; ``true_sequential`` is False: the modules of a block share one statistics pass."""
+    from refquant.checkpoint.layerwise import GPTQ_PARAMS
+
+    return {"quant_method": "gptq", "bits": GPTQ_PARAMS["bits"], "group_size": GPTQ_PARAMS["group_size"],
+            "damp_percent": GPTQ_PARAMS["damp_percent"], "desc_act": GPTQ_PARAMS["desc_act"],
+            "sym": GPTQ_PARAMS["sym"], "true_sequential": False, "checkpoint_format": "gptq", "format": "gptq",
+            "model_seqlen": None, "block_name_to_quantize": "model.layers", "modules_in_block_to_quantize": None}
 
 
 def _bnb_config(config: dict[str, Any], recipe: str) -> dict[str, Any]:
