@@ -268,3 +268,14 @@ def test_cli_help_lists_recipes() -> None:
 
     text = build_parser()._subparsers._group_actions[0].choices["quantize"].format_help()
     assert "q4_k_m" in text and "nf4-dq" in text and "--dask" in text
+
+
+def test_cli_with_dask_address_and_backend(model: Path, q4km: Path, tmp_path: Path) -> None:
+    distributed = pytest.importorskip("distributed")
+    pytest.importorskip("numba")
+    from refquant.cli import main
+
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cl:
+        assert main(["quantize", str(model), "--to", "Q4_K_M", "--out", str(tmp_path / "c.gguf"), "-q",
+                     "--dask", cl.scheduler_address, "--backend", "numba"]) == 0
+    assert (tmp_path / "c.gguf").read_bytes() == q4km.read_bytes()

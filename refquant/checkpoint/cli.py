@@ -1,4 +1,4 @@
-"""``refquant quantize SRC --to RECIPE --out DST [--workers N | --dask ADDRESS]``."""
+"""``refquant quantize SRC --to RECIPE --out DST [--workers N | --dask ADDRESS] [--backend numba]``."""
 
 from __future__ import annotations
 
@@ -8,8 +8,27 @@ from typing import Any
 __all__ = ["register"]
 
 
+def backend_gguf_quantize(backend: str, x: Any, qtype: str) -> Any:
+    """``accel.get_backend(backend).gguf_quantize(x, qtype)`` (module level: picklable with functools.partial)."""
+    import accel
+
+    return accel.get_backend(backend).gguf_quantize(x, qtype)
+
+
 def _cmd_quantize(args: argparse.Namespace) -> int:
+    import functools
+
+    import numpy as np
+
     from refquant.checkpoint.quantize import quantize
+
+    quantizer = None
+    if args.backend and args.backend != "reference":
+        import accel
+
+        accel.get_backend(args.backend)  # fails now, with the reason, if it cannot load
+        quantizer = functools.partial(backend_gguf_quantize, args.backend)
+    calibration = np.load(args.calib) if args.calib else None
 
     executor: Any = None
     client: Any = None
@@ -26,7 +45,8 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
         executor = cf.ProcessPoolExecutor(args.workers)
     try:
         out = quantize(args.src if len(args.src) > 1 else args.src[0], args.out, args.to, executor=executor,
-                       restart=args.restart, progress=not args.quiet and None, name=args.name)
+                       restart=args.restart, progress=not args.quiet and None, name=args.name,
+                       calibration=calibration, calib_shards=args.calib_shards, gguf_quantizer=quantizer)
     finally:
         if client is not None:
             client.close()
@@ -52,5 +72,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--dask", metavar="ADDRESS", help="run on a dask.distributed scheduler (tcp://host:8786)")
     p.add_argument("--restart", action="store_true", help="discard an unfinished job instead of resuming it")
     p.add_argument("--name", help="general.name of a GGUF (default: the source folder's name)")
+    p.add_argument("--calib", metavar="IDS.npy", help="calibration token ids, int array (samples, seq_len): "
+                                                      "required by gptq-4bit-g128")
+    p.add_argument("--calib-shards", type=int, default=2, help="calibration shards (statistics tasks per block)")
+    p.add_argument("--backend", help="accel backend for GGUF block quantization (e.g. numba; bit-exact)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_quantize)

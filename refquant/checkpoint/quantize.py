@@ -1,7 +1,7 @@
 """Quantize a whole checkpoint: streaming, bounded memory, resumable, on any Executor.
 
 ``quantize(src, dst, recipe)`` reads a Hugging Face LLaMA-architecture checkpoint tensor by
-tensor (:class:`~refquant.checkpoint.source.Checkpoint`, memory maps), cuts the job into
+tensor (:class:`~refquant.checkpoint.source.Checkpoint`), cuts the job into
 units (one tensor each for the data-free recipes), runs them serially or on a
 ``concurrent.futures.Executor`` (a Dask cluster gives one: ``Client.get_executor()``),
 stores each finished unit in the journal beside ``dst``
@@ -76,7 +76,8 @@ class Unit:
 
 # --- tasks (module level: they travel to executor workers by reference) -------------------
 
-def _gguf_task(ck: Checkpoint, hf_name: str, gname: str, qtype: str, rope_heads: int
+def _gguf_task(ck: Checkpoint, hf_name: str, gname: str, qtype: str, rope_heads: int,
+               quantizer: Callable[[np.ndarray, str], np.ndarray] | None = None
                ) -> list[tuple[str, str, tuple[int, ...], np.ndarray]]:
     from refquant import gguf
 
@@ -87,7 +88,7 @@ def _gguf_task(ck: Checkpoint, hf_name: str, gname: str, qtype: str, rope_heads:
         data = np.ascontiguousarray(x, dtype="<f4").reshape(-1).view(np.uint8)
     else:
         try:
-            data = gguf.quantize(x, qtype).reshape(-1)
+            data = np.asarray((quantizer or gguf.quantize)(x, qtype), dtype=np.uint8).reshape(-1)
         except ValueError as exc:
             raise ValueError(f"tensor {hf_name!r} ({gname}, shape {x.shape}) cannot be quantized to {qtype}: {exc}") \
                 from None
@@ -122,7 +123,8 @@ def _llama_order(name: str) -> tuple[int, str]:
     return (-1 if layer is None else layer, name)
 
 
-def plan_units(ck: Checkpoint, recipe: str) -> tuple[list[Unit], dict[str, Any]]:
+def plan_units(ck: Checkpoint, recipe: str, quantizer: Callable[[np.ndarray, str], np.ndarray] | None = None
+               ) -> tuple[list[Unit], dict[str, Any]]:
     """The work units of a job, in output order, and what the assembly needs (metadata)."""
     if recipe in HF_RECIPES:
         from refquant.checkpoint.layerwise import gptq_module_task
@@ -153,7 +155,7 @@ def plan_units(ck: Checkpoint, recipe: str) -> tuple[list[Unit], dict[str, Any]]
                                     has_output=has_output)
         rope = hp["n_head"] if gname.endswith("attn_q.weight") else hp["n_head_kv"] if gname.endswith("attn_k.weight") \
             else 0
-        units.append(Unit(gname, _gguf_task, (name, gname, qtype, rope), info.nbytes, (gname,)))
+        units.append(Unit(gname, _gguf_task, (name, gname, qtype, rope, quantizer), info.nbytes, (gname,)))
     return units, hp
 
 
@@ -162,7 +164,8 @@ def plan_units(ck: Checkpoint, recipe: str) -> tuple[list[Unit], dict[str, Any]]
 def quantize(src: str | os.PathLike[str] | list[str], dst: str | os.PathLike[str], recipe: str, *,
              executor: cf.Executor | None = None, max_in_flight: int | None = None, restart: bool = False,
              progress: bool | None = None, name: str | None = None, max_shard_bytes: int = DEFAULT_SHARD_BYTES,
-             calibration: Any = None, calib_shards: int = 2) -> Path:
+             calibration: Any = None, calib_shards: int = 2,
+             gguf_quantizer: Callable[[np.ndarray, str], np.ndarray] | None = None) -> Path:
     """Quantize checkpoint ``src`` with ``recipe`` into ``dst``; resumes an interrupted run.
 
     Parameters
@@ -194,6 +197,10 @@ def quantize(src: str | os.PathLike[str] | list[str], dst: str | os.PathLike[str
     calib_shards : int
         Pieces the calibration set is cut into; each is processed by one task (statistics
         are summed over them). Part of the job: changing it changes the result slightly.
+    gguf_quantizer : callable, optional
+        ``f(x, qtype) -> bytes`` used instead of :func:`refquant.gguf.quantize` for GGUF block
+        types: a fast backend's ``gguf_quantize`` (bit-exact with the reference, as the
+        conformance suite checks). Module-level (picklable) for process executors.
 
     Returns
     -------
@@ -214,7 +221,7 @@ def quantize(src: str | os.PathLike[str] | list[str], dst: str | os.PathLike[str
     if not isinstance(max_shard_bytes, int) or max_shard_bytes <= 0:
         raise ValueError(f"max_shard_bytes must be a positive int, got {max_shard_bytes!r}")
     ck = Checkpoint(src)
-    units, hp = plan_units(ck, r)
+    units, hp = plan_units(ck, r, gguf_quantizer)
     dst = Path(dst)
     plan = {"source": ck.fingerprint(), "recipe": r, "units": [u.key for u in units],
             "name": name, "max_shard_bytes": max_shard_bytes}

@@ -10,8 +10,8 @@ Layout (huggingface/safetensors ``docs`` and ``safetensors/src/tensor.rs``, v0.4
     8 + N   data           the tensors' bytes, little-endian, C order; data_offsets are relative
                            to this point, and the tensors tile it without gaps
 
-The reader memory-maps the file and returns one tensor at a time, so reading a 140 GB
-checkpoint holds one tensor in memory. Every offset is checked against the file size
+The reader parses the header and reads one tensor at a time on request, so reading a
+140 GB checkpoint holds one tensor in memory. Every offset is checked against the file size
 before use: a truncated shard raises :class:`SafetensorsError` naming the tensor, not
 a crash when the map is read. The writer takes the list of tensors first (name, dtype,
 shape: the header can be written before any data), then their bytes in that order.
@@ -20,7 +20,6 @@ shape: the header can be written before any data), then their bytes in that orde
 from __future__ import annotations
 
 import json
-import mmap
 import os
 import struct
 from collections.abc import Callable, Iterable, Mapping
@@ -86,28 +85,30 @@ class SafetensorsFile:
         self.size = os.path.getsize(self.path)
         with open(self.path, "rb") as f:
             self.tensors, self.metadata = _parse_header(f, self.size, self.path)
-        self._map: Any = None
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (SafetensorsFile, (self.path,))
 
     def raw(self, name: str) -> np.ndarray:
-        """The stored array (a read-only view of the memory map) with its dtype and shape."""
+        """The stored array with its dtype and shape (a new array, read with one ``pread``).
+
+        Reading into private memory rather than returning a view of a memory map keeps the
+        resident set at one tensor: pages of a long-lived map of a 140 GB file would count
+        towards it as they are touched.
+        """
         info = self.tensors[name]
-        if self._map is None:
-            with open(self.path, "rb") as f:
-                self._map = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) if self.size else b""
-        if os.path.getsize(self.path) < info.end:  # the file shrank after it was opened
-            raise SafetensorsError(f"{self.path}: tensor {name!r} ends at byte {info.end} but the file now has "
-                                   f"{os.path.getsize(self.path)} bytes (truncated while in use)")
         dt = DTYPES[info.dtype]
         count = info.nbytes // dt.itemsize
-        return np.frombuffer(self._map, dtype=dt, count=count, offset=info.begin).reshape(info.shape)
-
-    def close(self) -> None:
-        if self._map is not None and not isinstance(self._map, bytes):
-            self._map.close()
-        self._map = None
+        with open(self.path, "rb") as f:
+            size = os.fstat(f.fileno()).st_size
+            if size < info.end:  # the file shrank after it was opened
+                raise SafetensorsError(f"{self.path}: tensor {name!r} ends at byte {info.end} but the file now has "
+                                       f"{size} bytes (truncated while in use)")
+            f.seek(info.begin)
+            out = np.empty(count, dtype=dt)
+            if f.readinto(memoryview(out.view(np.uint8))) != info.nbytes:
+                raise SafetensorsError(f"{self.path}: tensor {name!r} could not be read in full")
+        return out.reshape(info.shape)
 
 
 def _parse_header(f: BinaryIO, size: int, path: str) -> tuple[dict[str, TensorInfo], dict[str, str]]:

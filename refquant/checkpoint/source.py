@@ -4,7 +4,7 @@ Accepted sources: a folder with ``model.safetensors``, or with sharded
 ``model-0000i-of-0000n.safetensors`` files and their ``model.safetensors.index.json``
 (transformers ``modeling_utils`` ``SAFE_WEIGHTS_INDEX_NAME``: ``{"metadata": {...},
 "weight_map": {tensor: file}}``), or a list of ``.safetensors`` files. Tensors are read one
-at a time from memory maps (:mod:`refquant.checkpoint.safetensors_io`); nothing else is
+at a time (:mod:`refquant.checkpoint.safetensors_io`); nothing else is
 held in memory.
 """
 
@@ -61,7 +61,7 @@ class Checkpoint:
         return (Checkpoint, (self.files if self.folder is None else self.folder,))
 
     def raw(self, name: str) -> np.ndarray:
-        """Tensor ``name`` as stored (read-only view of the shard's memory map)."""
+        """Tensor ``name`` as stored (dtype and shape of the file), read now."""
         if name not in self._where:
             raise KeyError(f"the checkpoint has no tensor {name!r}")
         return self._shards[self._where[name]].raw(name)
@@ -88,9 +88,6 @@ class Checkpoint:
                 h.update(f"{info.name}:{info.dtype}:{info.shape}:{info.begin}".encode())
         return h.hexdigest()
 
-    def close(self) -> None:
-        for s in self._shards:
-            s.close()
 
 
 def _resolve(source: Any) -> tuple[str | None, list[Path]]:
