@@ -279,3 +279,25 @@ def test_cli_with_dask_address_and_backend(model: Path, q4km: Path, tmp_path: Pa
         assert main(["quantize", str(model), "--to", "Q4_K_M", "--out", str(tmp_path / "c.gguf"), "-q",
                      "--dask", cl.scheduler_address, "--backend", "numba"]) == 0
     assert (tmp_path / "c.gguf").read_bytes() == q4km.read_bytes()
+
+
+@pytest.mark.oracle
+def test_llama_cpp_runs_the_file(model: Path, tmp_path: Path) -> None:
+    """llama.cpp (llama-cpp-python) loads the f32 GGUF and its logits match the NumPy forward."""
+    llama_cpp = pytest.importorskip("llama_cpp")
+    from refquant.model import llama as ref
+
+    out = quantize(model, tmp_path / "f32.gguf", "f32", progress=False)
+    assert gguf.GGUFReader(out).fields["tokenizer.ggml.model"].contents() == "no_vocab"
+    tokens = [3, 141, 59, 26, 5]
+    llm = llama_cpp.Llama(model_path=str(out), n_ctx=16, logits_all=True, verbose=False)
+    llm.eval(tokens)
+    got = np.array(llm.scores[: len(tokens)], dtype=np.float32)
+    ck = Checkpoint(model)
+    shape = ref.LlamaShape.from_config(ck.config)
+    h = ck.float32("model.embed_tokens.weight")[np.array([tokens])]
+    for layer in range(2):
+        p = f"model.layers.{layer}."
+        h, _ = ref.block(h, {n[len(p):]: ck.float32(n) for n in ck.tensors if n.startswith(p)}, shape)
+    logits = ref.rms_norm(h, ck.float32("model.norm.weight"), shape.eps) @ ck.float32("lm_head.weight").T
+    assert np.allclose(got, logits[0], atol=1e-3 * np.abs(logits).max())

@@ -99,12 +99,15 @@ def permute_rope_rows(w: np.ndarray, n_head: int) -> np.ndarray:
     return np.ascontiguousarray(w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape))
 
 
-def gguf_metadata(config: dict[str, Any], name: str, file_type: int) -> dict[str, Any]:
+def gguf_metadata(config: dict[str, Any], name: str, file_type: int, no_vocab: bool = False) -> dict[str, Any]:
     """The ``general.*`` and ``llama.*`` metadata the converter writes for a LLaMA ``config.json``.
 
     Keys and order of ``TextModel.set_gguf_parameters`` + ``LlamaModel.set_gguf_parameters``;
-    integer values are UINT32 and floats FLOAT32 (gguf-py ``GGUFWriter.add_*``). Tokenizer
-    metadata (``tokenizer.ggml.*``) is not written: refquant has no tokenizer converter.
+    integer values are UINT32 and floats FLOAT32 (gguf-py ``GGUFWriter.add_*``). refquant has
+    no tokenizer converter: with ``no_vocab`` (a source without tokenizer files) it writes
+    ``tokenizer.ggml.model = "no_vocab"``, which llama.cpp loads as a model without a
+    vocabulary (``llama_vocab::impl::load``, ``LLAMA_VOCAB_TYPE_NONE``); otherwise no
+    ``tokenizer.ggml.*`` keys.
     """
     from refquant.io.gguf_metadata import GGUFValue, GGUFValueType
 
@@ -132,4 +135,6 @@ def gguf_metadata(config: dict[str, Any], name: str, file_type: int) -> dict[str
         "llama.rope.dimension_count": u32(hp["head_dim"]),
         "general.quantization_version": u32(2),  # GGML_QNT_VERSION
     }
+    if no_vocab:
+        meta["tokenizer.ggml.model"] = "no_vocab"
     return meta
