@@ -61,6 +61,7 @@ HF_RECIPES = ("nf4", "nf4-dq", "gptq-4bit-g128")
 CALIBRATED_RECIPES = ("gptq-4bit-g128",)
 RECIPES = recipes.GGUF_RECIPES + HF_RECIPES
 DEFAULT_SHARD_BYTES = 5 * 10**9  # transformers' save_pretrained max_shard_size="5GB"
+_COPIED_SUFFIXES = (".json", ".txt", ".model", ".jinja", ".tiktoken", ".md", ".py")
 
 
 @dataclass(frozen=True)
@@ -357,9 +358,9 @@ def _write_hf(ck: Checkpoint, units: list[Unit], journal: Journal, dst: Path, re
         config = dict(ck.config)
         config["quantization_config"] = _gptq_config() if recipe in CALIBRATED_RECIPES else _bnb_config(config, recipe)
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
-        if ck.folder:
+        if ck.folder:  # tokenizer, generation config, chat template...: small files, never other weights
             for extra in sorted(Path(ck.folder).iterdir()):
-                if extra.is_file() and extra.suffix != ".safetensors" and extra.name not in (
+                if extra.is_file() and extra.suffix in _COPIED_SUFFIXES and extra.name not in (
                         "config.json", "model.safetensors.index.json"):
                     shutil.copyfile(extra, tmp / extra.name)
 
