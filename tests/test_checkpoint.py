@@ -301,3 +301,21 @@ def test_llama_cpp_runs_the_file(model: Path, tmp_path: Path) -> None:
         h, _ = ref.block(h, {n[len(p):]: ck.float32(n) for n in ck.tensors if n.startswith(p)}, shape)
     logits = ref.rms_norm(h, ck.float32("model.norm.weight"), shape.eps) @ ck.float32("lm_head.weight").T
     assert np.allclose(got, logits[0], atol=1e-3 * np.abs(logits).max())
+
+
+def test_progress_bar_shows_rate_and_eta() -> None:
+    import io
+
+    from refquant.checkpoint.journal import Progress
+
+    out = io.StringIO()
+    bar = Progress(4e6, enabled=True, stream=out)
+    bar.skip(1e6)  # resumed work: counted as done, not in the rate
+    time.sleep(0.01)
+    bar.advance(1e6, "blk.0.attn_q.weight")
+    bar.close()
+    text = out.getvalue()
+    assert " 50.0% " in text and "B/s ETA" in text and "blk.0.attn_q.weight" in text and text.endswith("s\n")
+    quiet = io.StringIO()
+    Progress(10, enabled=False, stream=quiet).advance(5)
+    assert quiet.getvalue() == ""
