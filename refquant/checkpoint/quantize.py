@@ -306,11 +306,14 @@ def _call(unit: Unit, ck: Checkpoint, *extra: Any) -> list[tuple[str, str, tuple
 
 
 def _chunks_of(journal: Journal, units: list[Unit]) -> Callable[[int, str], Any]:
-    """payload(i, name) for the writers: the bytes of output tensor ``i`` from the parts, in order."""
-    streams = (chunks for u in range(len(units)) for _, chunks in journal.read_part(u))
+    """payload(i, name) for the writers: the bytes of the next output tensor from the parts, which must be ``name``."""
+    streams = ((t, chunks) for u in range(len(units)) for t, chunks in journal.read_part(u))
 
     def payload(i: int, name: str) -> Any:
-        return next(streams)
+        tensor, chunks = next(streams)
+        if tensor.name != name:  # pragma: no cover - the writers ask in the order they were given
+            raise AssertionError(f"part order: expected {name!r}, the journal has {tensor.name!r}")
+        return chunks
 
     return payload
 
@@ -348,7 +351,7 @@ def _write_hf(ck: Checkpoint, units: list[Unit], journal: Journal, dst: Path, re
         for fname, members in zip(names, shards):
             specs = [(tensors[i].name, tensors[i].kind, tensors[i].shape) for i in members]
             with open(tmp / fname, "wb") as f:
-                write_safetensors(f, specs, lambda j, nm: payload(0, nm), {"format": "pt"})
+                write_safetensors(f, specs, payload, {"format": "pt"})
                 f.flush()
                 os.fsync(f.fileno())
         if n > 1:
