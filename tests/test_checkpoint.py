@@ -319,3 +319,34 @@ def test_progress_bar_shows_rate_and_eta() -> None:
     quiet = io.StringIO()
     Progress(10, enabled=False, stream=quiet).advance(5)
     assert quiet.getvalue() == ""
+
+
+def test_bare_files_and_non_finite_tensors(model: Path, tmp_path: Path) -> None:
+    files = sorted(str(p) for p in model.glob("*.safetensors"))
+    with pytest.raises(ValueError, match="no config.json"):
+        quantize(files, tmp_path / "bare.gguf", "q8_0", progress=False)
+    ck = Checkpoint(files)
+    assert ck.folder is None and len(ck.tensors) == 21
+    from refquant.checkpoint.safetensors_io import write_safetensors
+
+    bad = tmp_path / "nan"
+    bad.mkdir()
+    (bad / "config.json").write_text((model / "config.json").read_text())
+    specs = [(n, "F32", i.shape) for n, i in ck.tensors.items()]
+
+    def payload(i: int, name: str):  # noqa: ANN202
+        x = ck.float32(name).copy()
+        if name == "model.layers.1.mlp.up_proj.weight":
+            x[3, 5] = np.nan
+        yield x
+
+    with open(bad / "model.safetensors", "wb") as f:
+        write_safetensors(f, specs, payload)
+    with pytest.raises(ValueError, match=r"'model\.layers\.1\.mlp\.up_proj\.weight' holds 1 NaN/inf"):
+        quantize(bad, tmp_path / "nan.gguf", "q4_k_m", progress=False)
+    assert not (tmp_path / "nan.gguf").exists()
+    assert (tmp_path / "nan.gguf.partial" / "journal.jsonl").is_file()
+    # a source rewritten since the interruption is not mixed with the old parts
+    os.utime(bad / "model.safetensors", ns=(1, 1))
+    with pytest.raises(ValueError, match="different source"):
+        quantize(bad, tmp_path / "nan.gguf", "q4_k_m", progress=False)

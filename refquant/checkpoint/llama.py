@@ -71,6 +71,9 @@ def hparams(config: dict[str, Any]) -> dict[str, int]:
     ValueError
         A missing key (named) or an architecture other than LLaMA's.
     """
+    if not config:
+        raise ValueError("the source has no config.json: the LLaMA hyperparameters (layers, heads) come from it; "
+                         "pass the model folder rather than bare .safetensors files")
     arch = (config.get("architectures") or ["?"])[0]
     if arch not in LLAMA_ARCHITECTURES:
         raise ValueError(f"config.json architectures[0]={arch!r}; GGUF output supports {', '.join(LLAMA_ARCHITECTURES)}")

@@ -80,10 +80,14 @@ class Checkpoint:
         return x
 
     def fingerprint(self) -> str:
-        """A digest of the shards' names, sizes and headers and of the config (identifies the job's input)."""
+        """A digest of the shards' names, sizes, modification times and headers and of the config.
+
+        It identifies the job's input without reading 140 GB: a shard rewritten since an
+        interrupted run (even with the same header) makes the journal refuse to resume.
+        """
         h = hashlib.sha256(json.dumps(self.config, sort_keys=True).encode())
         for path, shard in zip(self.files, self._shards):
-            h.update(f"{os.path.basename(path)}:{shard.size}".encode())
+            h.update(f"{os.path.basename(path)}:{shard.size}:{os.stat(path).st_mtime_ns}".encode())
             for info in shard.tensors.values():
                 h.update(f"{info.name}:{info.dtype}:{info.shape}:{info.begin}".encode())
         return h.hexdigest()
