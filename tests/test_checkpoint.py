@@ -350,3 +350,11 @@ def test_bare_files_and_non_finite_tensors(model: Path, tmp_path: Path) -> None:
     os.utime(bad / "model.safetensors", ns=(1, 1))
     with pytest.raises(ValueError, match="different source"):
         quantize(bad, tmp_path / "nan.gguf", "q4_k_m", progress=False)
+
+
+def test_row_blocks_give_the_same_bytes(model: Path, q4km: Path, tmp_path: Path,
+                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # 3 rows of 256 per block: Q/K blocks round to whole 64-row heads, others split unevenly
+    monkeypatch.setattr(sys.modules["refquant.checkpoint.quantize"], "_CHUNK_ELEMENTS", 3 * 256)
+    out = quantize(model, tmp_path / "blocks.gguf", "q4_k_m", progress=False)
+    assert out.read_bytes() == q4km.read_bytes()

@@ -62,6 +62,7 @@ def main() -> None:
     p.add_argument("--backend", default="numba", help="'reference' for refquant.gguf.quantize (slow)")
     p.add_argument("--sample-layers", type=int, default=2)
     p.add_argument("--skip-big", action="store_true")
+    p.add_argument("--skip-throughput", action="store_true")
     args = p.parse_args()
     args.dir.mkdir(parents=True, exist_ok=True)
     per_layer = 2 * (4 * 4096 * 4096 + 3 * 4096 * 11008 + 2 * 4096)
@@ -76,6 +77,9 @@ def main() -> None:
         out["big"] = {"layers": n_layers, "source_gb": round(nbytes / 1e9, 2), **r,
                       "mb_per_s": round(nbytes / 1e6 / r["wall_s"], 1), "output_gb": round(dst.stat().st_size / 1e9, 2)}
         dst.unlink()
+    if args.skip_throughput:
+        print(json.dumps(out, indent=2))
+        return
     src, nbytes = make(args.dir / f"llama-{args.sample_layers}l", args.sample_layers)
     serial = run([str(src), "--to", args.recipe, "--out", str(args.dir / "s.gguf"), "-q", "--restart", *backend])
     from distributed import LocalCluster

@@ -77,23 +77,42 @@ class Unit:
 
 # --- tasks (module level: they travel to executor workers by reference) -------------------
 
+_CHUNK_ELEMENTS = 1 << 24  # elements per row block read and quantized at once (64 MB of float32)
+
+
 def _gguf_task(ck: Checkpoint, hf_name: str, gname: str, qtype: str, rope_heads: int,
                quantizer: Callable[[np.ndarray, str], np.ndarray] | None = None
                ) -> list[tuple[str, str, tuple[int, ...], np.ndarray]]:
+    """One tensor to GGUF bytes, read and quantized in blocks of rows.
+
+    GGUF rows are independent, so reading rows ``[a, b)``, permuting them (Q/K: blocks hold
+    whole heads, and the permutation stays inside a head) and quantizing gives rows
+    ``[a, b)`` of the result: the memory is one block plus the output, whatever the tensor.
+    """
     from refquant import gguf
 
-    x = ck.float32(hf_name)
+    shape = ck.tensors[hf_name].shape
+    rows = shape[0] if len(shape) > 1 else 1
+    row_elems = int(np.prod(shape[1:])) if len(shape) > 1 else int(np.prod(shape))
+    step = max(1, _CHUNK_ELEMENTS // max(row_elems, 1))
     if rope_heads:
-        x = llama.permute_rope_rows(x, rope_heads)
-    if qtype == "f32":
-        data = np.ascontiguousarray(x, dtype="<f4").reshape(-1).view(np.uint8)
-    else:
+        head_rows = rows // rope_heads
+        step = max(head_rows, step // head_rows * head_rows)
+    out = []
+    for start in range(0, rows, step) if len(shape) > 1 else [0]:
+        x = ck.float32(hf_name, (start, min(rows, start + step))) if len(shape) > 1 else ck.float32(hf_name)
+        if rope_heads:
+            x = llama.permute_rope_rows(x, x.shape[0] // head_rows)
+        if qtype == "f32":
+            out.append(np.ascontiguousarray(x, dtype="<f4").reshape(-1).view(np.uint8))
+            continue
         try:
-            data = np.asarray((quantizer or gguf.quantize)(x, qtype), dtype=np.uint8).reshape(-1)
+            out.append(np.asarray((quantizer or gguf.quantize)(x, qtype), dtype=np.uint8).reshape(-1))
         except ValueError as exc:
-            raise ValueError(f"tensor {hf_name!r} ({gname}, shape {x.shape}) cannot be quantized to {qtype}: {exc}") \
+            raise ValueError(f"tensor {hf_name!r} ({gname}, shape {shape}) cannot be quantized to {qtype}: {exc}") \
                 from None
-    return [(gname, qtype, tuple(x.shape), data)]
+    data = out[0] if len(out) == 1 else np.concatenate(out)
+    return [(gname, qtype, tuple(shape), data)]
 
 
 def _copy_task(ck: Checkpoint, hf_name: str) -> list[tuple[str, str, tuple[int, ...], np.ndarray]]:

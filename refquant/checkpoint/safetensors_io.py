@@ -89,26 +89,34 @@ class SafetensorsFile:
     def __reduce__(self) -> tuple[Any, ...]:
         return (SafetensorsFile, (self.path,))
 
-    def raw(self, name: str) -> np.ndarray:
+    def raw(self, name: str, rows: tuple[int, int] | None = None) -> np.ndarray:
         """The stored array with its dtype and shape (a new array, read with one ``pread``).
 
-        Reading into private memory rather than returning a view of a memory map keeps the
-        resident set at one tensor: pages of a long-lived map of a 140 GB file would count
+        ``rows=(start, stop)`` reads only those entries of the first axis. Reading into
+        private memory rather than returning a view of a memory map keeps the resident set
+        at what was asked for: pages of a long-lived map of a 140 GB file would count
         towards it as they are touched.
         """
         info = self.tensors[name]
         dt = DTYPES[info.dtype]
-        count = info.nbytes // dt.itemsize
+        shape = info.shape
+        begin, nbytes = info.begin, info.nbytes
+        if rows is not None:
+            start, stop = rows
+            if not shape or not 0 <= start <= stop <= shape[0]:
+                raise ValueError(f"rows={rows!r} is outside tensor {name!r} of shape {shape}")
+            row_bytes = nbytes // shape[0] if shape[0] else 0
+            begin, nbytes, shape = begin + start * row_bytes, (stop - start) * row_bytes, (stop - start, *shape[1:])
         with open(self.path, "rb") as f:
             size = os.fstat(f.fileno()).st_size
             if size < info.end:  # the file shrank after it was opened
                 raise SafetensorsError(f"{self.path}: tensor {name!r} ends at byte {info.end} but the file now has "
                                        f"{size} bytes (truncated while in use)")
-            f.seek(info.begin)
-            out = np.empty(count, dtype=dt)
-            if f.readinto(memoryview(out.view(np.uint8))) != info.nbytes:
+            f.seek(begin)
+            out = np.empty(nbytes // dt.itemsize, dtype=dt)
+            if f.readinto(memoryview(out.view(np.uint8))) != nbytes:
                 raise SafetensorsError(f"{self.path}: tensor {name!r} could not be read in full")
-        return out.reshape(info.shape)
+        return out.reshape(shape)
 
 
 def _parse_header(f: BinaryIO, size: int, path: str) -> tuple[dict[str, TensorInfo], dict[str, str]]:

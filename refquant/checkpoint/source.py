@@ -60,21 +60,22 @@ class Checkpoint:
     def __reduce__(self) -> tuple[Any, ...]:
         return (Checkpoint, (self.files if self.folder is None else self.folder,))
 
-    def raw(self, name: str) -> np.ndarray:
-        """Tensor ``name`` as stored (dtype and shape of the file), read now."""
+    def raw(self, name: str, rows: tuple[int, int] | None = None) -> np.ndarray:
+        """Tensor ``name`` as stored (dtype and shape of the file), read now; ``rows=(start, stop)``
+        reads only that range of the first axis."""
         if name not in self._where:
             raise KeyError(f"the checkpoint has no tensor {name!r}")
-        return self._shards[self._where[name]].raw(name)
+        return self._shards[self._where[name]].raw(name, rows)
 
-    def float32(self, name: str) -> np.ndarray:
-        """Tensor ``name`` as a new float32 array (bf16 and f16 widen exactly).
+    def float32(self, name: str, rows: tuple[int, int] | None = None) -> np.ndarray:
+        """Tensor ``name`` (or rows ``start:stop`` of it) as a new float32 array (bf16 and f16 widen exactly).
 
         Raises
         ------
         ValueError
-            The tensor holds NaN or inf (named, with the count): quantizers cannot encode them.
+            The values hold NaN or inf (the tensor is named, with the count): quantizers cannot encode them.
         """
-        x = np.asarray(self.raw(name), dtype=np.float32)
+        x = np.asarray(self.raw(name, rows), dtype=np.float32)
         if not np.isfinite(x).all():
             raise ValueError(f"tensor {name!r} holds {int(np.size(x) - np.isfinite(x).sum())} NaN/inf values")
         return x
