@@ -98,20 +98,24 @@ def _gguf_task(ck: Checkpoint, hf_name: str, gname: str, qtype: str, rope_heads:
     if rope_heads:
         head_rows = rows // rope_heads
         step = max(head_rows, step // head_rows * head_rows)
-    out = []
+    from refquant.io.ggml_types import ggml_type, tensor_nbytes
+
+    data = np.empty(tensor_nbytes(ggml_type(qtype, "qtype"), tuple(shape)), dtype=np.uint8)
+    row_bytes = data.size // rows
     for start in range(0, rows, step) if len(shape) > 1 else [0]:
-        x = ck.float32(hf_name, (start, min(rows, start + step))) if len(shape) > 1 else ck.float32(hf_name)
+        stop = min(rows, start + step)
+        x = ck.float32(hf_name, (start, stop)) if len(shape) > 1 else ck.float32(hf_name)
         if rope_heads:
             x = llama.permute_rope_rows(x, x.shape[0] // head_rows)
         if qtype == "f32":
-            out.append(np.ascontiguousarray(x, dtype="<f4").reshape(-1).view(np.uint8))
-            continue
-        try:
-            out.append(np.asarray((quantizer or gguf.quantize)(x, qtype), dtype=np.uint8).reshape(-1))
-        except ValueError as exc:
-            raise ValueError(f"tensor {hf_name!r} ({gname}, shape {shape}) cannot be quantized to {qtype}: {exc}") \
-                from None
-    data = out[0] if len(out) == 1 else np.concatenate(out)
+            block = np.ascontiguousarray(x, dtype="<f4").reshape(-1).view(np.uint8)
+        else:
+            try:
+                block = np.asarray((quantizer or gguf.quantize)(x, qtype), dtype=np.uint8).reshape(-1)
+            except ValueError as exc:
+                raise ValueError(f"tensor {hf_name!r} ({gname}, shape {shape}) cannot be quantized to {qtype}: "
+                                 f"{exc}") from None
+        data[start * row_bytes:stop * row_bytes] = block
     return [(gname, qtype, tuple(shape), data)]
 
 
