@@ -164,7 +164,7 @@ def test_resume_after_sigkill(model: Path, q4km: Path, tmp_path: Path) -> None:
             "q._call = call\nimport sys; from refquant.cli import main; sys.exit(main(sys.argv[1:]))",
             *cmd[3:]]
     proc = subprocess.Popen(slow, env=env)
-    deadline = time.monotonic() + 60
+    deadline = time.monotonic() + 180
     while time.monotonic() < deadline and (not journal.is_file() or len(journal.read_bytes().splitlines()) < 5):
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
