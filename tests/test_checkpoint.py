@@ -287,10 +287,25 @@ def test_llama_cpp_runs_the_file(model: Path, tmp_path: Path) -> None:
     llama_cpp = pytest.importorskip("llama_cpp")
     from refquant.model import llama as ref
 
+    from refquant.io.gguf_file import read, write
+    from refquant.io.gguf_metadata import GGUFValue, GGUFValueType
+
     out = quantize(model, tmp_path / "f32.gguf", "f32", progress=False)
     assert gguf.GGUFReader(out).fields["tokenizer.ggml.model"].contents() == "no_vocab"
+    # the synthetic model has no tokenizer; give llama.cpp a placeholder SentencePiece vocabulary
+    # so that its Python binding knows n_vocab (tensors and hyperparameters are refquant's)
+    f = read(out)
+    meta = {k: v for k, v in f.metadata.items() if k != "tokenizer.ggml.model"}
+    n_vocab = 512
+    meta.update({"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": [f"<t{i}>" for i in range(n_vocab)],
+                 "tokenizer.ggml.scores": np.zeros(n_vocab, np.float32),
+                 "tokenizer.ggml.token_type": np.ones(n_vocab, np.int32),
+                 "tokenizer.ggml.bos_token_id": GGUFValue(1, GGUFValueType.UINT32),
+                 "tokenizer.ggml.eos_token_id": GGUFValue(2, GGUFValueType.UINT32)})
+    with_vocab = tmp_path / "f32-vocab.gguf"
+    write(with_vocab, dict(f.tensors), meta)
     tokens = [3, 141, 59, 26, 5]
-    llm = llama_cpp.Llama(model_path=str(out), n_ctx=16, logits_all=True, verbose=False)
+    llm = llama_cpp.Llama(model_path=str(with_vocab), n_ctx=16, logits_all=True, verbose=False)
     llm.eval(tokens)
     got = np.array(llm.scores[: len(tokens)], dtype=np.float32)
     ck = Checkpoint(model)
