@@ -110,3 +110,27 @@ def test_calibration_is_checked(src: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="calib_shards"):
         quantize(src, tmp_path / "x", "gptq-4bit-g128", calibration=np.zeros((2, 4), int), calib_shards=3,
                  progress=False)
+
+
+@pytest.mark.oracle
+def test_block_matches_transformers_llama() -> None:
+    """refquant.model.llama.block against transformers' LlamaForCausalLM (GQA, causal, rope)."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    cfg = synthetic.llama_config(hidden=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab=128, dtype="float32")
+    torch.manual_seed(0)
+    hf = transformers.LlamaForCausalLM(transformers.LlamaConfig(
+        **{k: v for k, v in cfg.items() if k not in ("architectures", "torch_dtype")})).eval()
+    ids = torch.randint(0, 128, (2, 9))
+    with torch.no_grad():
+        ref = hf(ids, output_hidden_states=True)
+    sd = {k: v.numpy() for k, v in hf.state_dict().items()}
+    shape = model.LlamaShape.from_config(cfg)
+    h = sd["model.embed_tokens.weight"][ids.numpy()]
+    for layer in range(2):
+        p = f"model.layers.{layer}."
+        h, _ = model.block(h, {k[len(p):]: v for k, v in sd.items() if k.startswith(p)}, shape)
+        if layer == 0:
+            assert np.allclose(h, ref.hidden_states[1].numpy(), atol=1e-5)
+    final = model.rms_norm(h, sd["model.norm.weight"], shape.eps)  # the last hidden state is normed
+    assert np.allclose(final, ref.hidden_states[2].numpy(), atol=1e-5)
