@@ -251,6 +251,10 @@ def test_nf4_folder(model: Path, tmp_path: Path) -> None:
     qc = config["quantization_config"]
     assert qc["quant_method"] == "bitsandbytes" and qc["load_in_4bit"] and qc["bnb_4bit_quant_type"] == "nf4"
     assert qc["bnb_4bit_use_double_quant"] is True and qc["bnb_4bit_compute_dtype"] == "bfloat16"
+    transformers = pytest.importorskip("transformers")
+    bc = transformers.BitsAndBytesConfig.from_dict(qc)
+    assert bc.load_in_4bit and bc.bnb_4bit_quant_type == "nf4" and bc.bnb_4bit_use_double_quant
+    assert {k: v for k, v in bc.to_dict().items() if k in qc} == {k: v for k, v in qc.items() if k in bc.to_dict()}
     ck = Checkpoint(model)
     name = "model.layers.1.self_attn.o_proj.weight"
     q = bnb_state.from_state_dict(tensors, name)
