@@ -377,3 +377,36 @@ def test_row_blocks_give_the_same_bytes(model: Path, q4km: Path, tmp_path: Path,
     monkeypatch.setattr(sys.modules["refquant.checkpoint.quantize"], "_CHUNK_ELEMENTS", 3 * 256)
     out = quantize(model, tmp_path / "blocks.gguf", "q4_k_m", progress=False)
     assert out.read_bytes() == q4km.read_bytes()
+
+
+def test_importance_matrix(model: Path, q4km: Path, tmp_path: Path) -> None:
+    from refquant.io import Imatrix, ImatrixEntry, write_imatrix
+
+    ck = Checkpoint(model)
+    rng = np.random.default_rng(3)
+    from refquant.checkpoint.llama import gguf_name
+
+    entries = {}
+    for name, info in ck.tensors.items():
+        g = gguf_name(name)
+        if len(info.shape) == 2 and g.startswith("blk."):
+            entries[g] = ImatrixEntry(rng.uniform(0.1, 4.0, (1, info.shape[1])).astype(np.float32),
+                                      np.array([1], np.int64))
+    path = tmp_path / "imatrix.gguf"
+    write_imatrix(path, Imatrix(entries, ["synthetic"], 1, 512))
+    out = quantize(model, tmp_path / "im.gguf", "q4_k_m", imatrix=path, progress=False)
+    assert out.read_bytes() != q4km.read_bytes()
+    t = {t.name: t for t in gguf.GGUFReader(out).tensors}
+    x = ck.float32("model.layers.1.mlp.gate_proj.weight")
+    expected = rgguf.quantize(x, "q4_k", imatrix=entries["blk.1.ffn_gate.weight"].importance())
+    assert np.array_equal(np.asarray(t["blk.1.ffn_gate.weight"].data).reshape(-1), expected.reshape(-1))
+    q = ck.float32("model.layers.0.self_attn.q_proj.weight")  # importance is per column: unchanged by the Q permutation
+    j = np.arange(256) % 64
+    perm = (np.arange(256) // 64) * 64 + j // 2 + (j % 2) * 32
+    expected = rgguf.quantize(q[perm], "q4_k", imatrix=entries["blk.0.attn_q.weight"].importance())
+    assert np.array_equal(np.asarray(t["blk.0.attn_q.weight"].data).reshape(-1), expected.reshape(-1))
+    bad = Imatrix({"blk.0.attn_q.weight": ImatrixEntry(np.ones((1, 100), np.float32), np.array([1]))})
+    with pytest.raises(ValueError, match=r"imatrix entry 'blk\.0\.attn_q\.weight' has shape \(100,\)"):
+        quantize(model, tmp_path / "bad.gguf", "q4_k_m", imatrix=bad, progress=False)
+    with pytest.raises(ValueError, match="imatrix applies to the GGUF recipes"):
+        quantize(model, tmp_path / "bad", "nf4", imatrix=bad, progress=False)

@@ -8,11 +8,12 @@ from typing import Any
 __all__ = ["register"]
 
 
-def backend_gguf_quantize(backend: str, x: Any, qtype: str) -> Any:
-    """``accel.get_backend(backend).gguf_quantize(x, qtype)`` (module level: picklable with functools.partial)."""
+def backend_gguf_quantize(backend: str, x: Any, qtype: str, imatrix: Any = None) -> Any:
+    """``accel.get_backend(backend).gguf_quantize(x, qtype, imatrix)`` (module level: picklable with
+    functools.partial)."""
     import accel
 
-    return accel.get_backend(backend).gguf_quantize(x, qtype)
+    return accel.get_backend(backend).gguf_quantize(x, qtype, imatrix)
 
 
 def _cmd_quantize(args: argparse.Namespace) -> int:
@@ -46,7 +47,8 @@ def _cmd_quantize(args: argparse.Namespace) -> int:
     try:
         out = quantize(args.src if len(args.src) > 1 else args.src[0], args.out, args.to, executor=executor,
                        restart=args.restart, progress=not args.quiet and None, name=args.name,
-                       calibration=calibration, calib_shards=args.calib_shards, gguf_quantizer=quantizer)
+                       calibration=calibration, calib_shards=args.calib_shards, gguf_quantizer=quantizer,
+                       imatrix=args.imatrix)
     finally:
         if client is not None:
             client.close()
@@ -75,6 +77,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--calib", metavar="IDS.npy", help="calibration token ids, int array (samples, seq_len): "
                                                       "required by gptq-4bit-g128")
     p.add_argument("--calib-shards", type=int, default=2, help="calibration shards (statistics tasks per block)")
+    p.add_argument("--imatrix", metavar="FILE", help="importance matrix (.gguf or legacy .dat) for GGUF recipes")
     p.add_argument("--backend", help="accel backend for GGUF block quantization (e.g. numba; bit-exact)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=_cmd_quantize)

@@ -81,7 +81,7 @@ _CHUNK_ELEMENTS = 1 << 24  # elements per row block read and quantized at once (
 
 
 def _gguf_task(ck: Checkpoint, hf_name: str, gname: str, qtype: str, rope_heads: int,
-               quantizer: Callable[[np.ndarray, str], np.ndarray] | None = None
+               quantizer: Callable[..., np.ndarray] | None = None, importance: np.ndarray | None = None
                ) -> list[tuple[str, str, tuple[int, ...], np.ndarray]]:
     """One tensor to GGUF bytes, read and quantized in blocks of rows.
 
@@ -111,7 +111,7 @@ def _gguf_task(ck: Checkpoint, hf_name: str, gname: str, qtype: str, rope_heads:
             block = np.ascontiguousarray(x, dtype="<f4").reshape(-1).view(np.uint8)
         else:
             try:
-                block = np.asarray((quantizer or gguf.quantize)(x, qtype), dtype=np.uint8).reshape(-1)
+                block = np.asarray((quantizer or gguf.quantize)(x, qtype, importance), dtype=np.uint8).reshape(-1)
             except ValueError as exc:
                 raise ValueError(f"tensor {hf_name!r} ({gname}, shape {shape}) cannot be quantized to {qtype}: "
                                  f"{exc}") from None
@@ -147,9 +147,14 @@ def _llama_order(name: str) -> tuple[int, str]:
     return (-1 if layer is None else layer, name)
 
 
-def plan_units(ck: Checkpoint, recipe: str, quantizer: Callable[[np.ndarray, str], np.ndarray] | None = None
-               ) -> tuple[list[Unit], dict[str, Any]]:
-    """The work units of a job, in output order, and what the assembly needs (metadata)."""
+def plan_units(ck: Checkpoint, recipe: str, quantizer: Callable[..., np.ndarray] | None = None,
+               imatrix: Any = None) -> tuple[list[Unit], dict[str, Any]]:
+    """The work units of a job, in output order, and what the assembly needs (metadata).
+
+    ``imatrix`` (:class:`refquant.io.Imatrix`, keyed by llama.cpp tensor names) gives each
+    quantized tensor its importance vector, as llama-quantize ``--imatrix`` does: a tensor
+    without an entry is quantized without one; an entry of the wrong length is an error.
+    """
     if recipe in HF_RECIPES:
         from refquant.checkpoint.layerwise import gptq_module_task
 
@@ -176,10 +181,16 @@ def plan_units(ck: Checkpoint, recipe: str, quantizer: Callable[[np.ndarray, str
     units = []
     for gname, name, info in entries:
         qtype = recipes.tensor_type(gname, info.shape, recipe, hp["n_layer"], n_gqa=hp["n_head"] // hp["n_head_kv"],
-                                    has_output=has_output)
+                                    has_output=has_output, has_imatrix=imatrix is not None)
+        importance = None
+        if imatrix is not None and gname in imatrix.entries and recipes.is_quantized(gname, info.shape):
+            importance = imatrix.importance(gname)
+            if importance.shape != (info.shape[-1],):
+                raise ValueError(f"imatrix entry {gname!r} has shape {importance.shape}; tensor {name!r} has rows "
+                                 f"of {info.shape[-1]}")
         rope = hp["n_head"] if gname.endswith("attn_q.weight") else hp["n_head_kv"] if gname.endswith("attn_k.weight") \
             else 0
-        units.append(Unit(gname, _gguf_task, (name, gname, qtype, rope, quantizer), info.nbytes, (gname,)))
+        units.append(Unit(gname, _gguf_task, (name, gname, qtype, rope, quantizer, importance), info.nbytes, (gname,)))
     return units, hp
 
 
@@ -189,7 +200,7 @@ def quantize(src: str | os.PathLike[str] | list[str], dst: str | os.PathLike[str
              executor: cf.Executor | None = None, max_in_flight: int | None = None, restart: bool = False,
              progress: bool | None = None, name: str | None = None, max_shard_bytes: int = DEFAULT_SHARD_BYTES,
              calibration: Any = None, calib_shards: int = 2,
-             gguf_quantizer: Callable[[np.ndarray, str], np.ndarray] | None = None) -> Path:
+             gguf_quantizer: Callable[..., np.ndarray] | None = None, imatrix: Any = None) -> Path:
     """Quantize checkpoint ``src`` with ``recipe`` into ``dst``; resumes an interrupted run.
 
     Parameters
@@ -221,8 +232,11 @@ def quantize(src: str | os.PathLike[str] | list[str], dst: str | os.PathLike[str
     calib_shards : int
         Pieces the calibration set is cut into; each is processed by one task (statistics
         are summed over them). Part of the job: changing it changes the result slightly.
+    imatrix : refquant.io.Imatrix or path, optional
+        Importance matrix for the GGUF recipes (llama-quantize ``--imatrix``; a ``.gguf`` or
+        legacy ``.dat`` file is read with :func:`refquant.io.read_imatrix`).
     gguf_quantizer : callable, optional
-        ``f(x, qtype) -> bytes`` used instead of :func:`refquant.gguf.quantize` for GGUF block
+        ``f(x, qtype, imatrix) -> bytes`` used instead of :func:`refquant.gguf.quantize` for GGUF block
         types: a fast backend's ``gguf_quantize`` (bit-exact with the reference, as the
         conformance suite checks). Module-level (picklable) for process executors.
 
@@ -245,10 +259,22 @@ def quantize(src: str | os.PathLike[str] | list[str], dst: str | os.PathLike[str
     if not isinstance(max_shard_bytes, int) or max_shard_bytes <= 0:
         raise ValueError(f"max_shard_bytes must be a positive int, got {max_shard_bytes!r}")
     ck = Checkpoint(src)
-    units, hp = plan_units(ck, r, gguf_quantizer)
+    if isinstance(imatrix, (str, os.PathLike)):
+        from refquant.io import read_imatrix
+
+        imatrix = read_imatrix(imatrix)
+    if imatrix is not None and r in HF_RECIPES:
+        raise ValueError(f"imatrix applies to the GGUF recipes, not to {r!r}")
+    units, hp = plan_units(ck, r, gguf_quantizer, imatrix)
     dst = Path(dst)
     plan = {"source": ck.fingerprint(), "recipe": r, "units": [u.key for u in units],
             "name": name, "max_shard_bytes": max_shard_bytes}
+    if imatrix is not None:
+        digest = hashlib.sha256()
+        for u in units:
+            if u.task is _gguf_task and u.args[5] is not None:
+                digest.update(u.key.encode() + np.ascontiguousarray(u.args[5], dtype="<f4").tobytes())
+        plan["imatrix"] = digest.hexdigest()
     if r in CALIBRATED_RECIPES:
         calibration = _check_calibration(calibration, ck.config.get("vocab_size"))
         if not isinstance(calib_shards, int) or not 1 <= calib_shards <= len(calibration):
