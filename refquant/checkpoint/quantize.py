@@ -23,8 +23,9 @@ GGUF recipes           one ``.gguf`` with llama.cpp's tensor names, Q/K rows in 
                        layer-sequential with calibration data (:mod:`refquant.checkpoint.layerwise`)
 =====================  ================================================================
 
-Memory: a unit holds one source tensor in float32 plus its output, so the peak is about
-(largest tensor × 4 bytes + its output) × units in flight, whatever the model size.
+Memory: a GGUF unit reads its tensor in row blocks (:func:`_gguf_task`) and holds one
+block in float32 plus the tensor's output; an ``nf4`` or GPTQ unit holds one tensor in
+float32 plus its output. The peak is that times the units in flight, whatever the model size.
 Units in flight are bounded by ``max_in_flight`` (default: the executor's worker count
 + 1). Results are journaled in completion order but assembled in plan order, so the
 bytes do not depend on the executor, the number of workers, or interruptions.
