@@ -298,20 +298,23 @@ def test_llama_cpp_runs_the_file(model: Path, tmp_path: Path) -> None:
     assert gguf.GGUFReader(out).fields["tokenizer.ggml.model"].contents() == "no_vocab"
     # the synthetic model has no tokenizer; give llama.cpp a placeholder SentencePiece vocabulary
     # so that its Python binding knows n_vocab (tensors and hyperparameters are refquant's)
-    f = read(out)
-    meta = {k: v for k, v in f.metadata.items() if k != "tokenizer.ggml.model"}
-    n_vocab = 512
-    meta.update({"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": [f"<t{i}>" for i in range(n_vocab)],
-                 "tokenizer.ggml.scores": np.zeros(n_vocab, np.float32),
-                 "tokenizer.ggml.token_type": np.ones(n_vocab, np.int32),
-                 "tokenizer.ggml.bos_token_id": GGUFValue(1, GGUFValueType.UINT32),
-                 "tokenizer.ggml.eos_token_id": GGUFValue(2, GGUFValueType.UINT32)})
-    with_vocab = tmp_path / "f32-vocab.gguf"
-    write(with_vocab, dict(f.tensors), meta)
+    def run_llama_cpp(path: Path, tokens: list[int]) -> np.ndarray:
+        f = read(path)
+        meta = {k: v for k, v in f.metadata.items() if k != "tokenizer.ggml.model"}
+        n_vocab = 512
+        meta.update({"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": [f"<t{i}>" for i in range(n_vocab)],
+                     "tokenizer.ggml.scores": np.zeros(n_vocab, np.float32),
+                     "tokenizer.ggml.token_type": np.ones(n_vocab, np.int32),
+                     "tokenizer.ggml.bos_token_id": GGUFValue(1, GGUFValueType.UINT32),
+                     "tokenizer.ggml.eos_token_id": GGUFValue(2, GGUFValueType.UINT32)})
+        with_vocab = path.with_name(path.stem + "-vocab.gguf")
+        write(with_vocab, dict(f.tensors), meta)
+        llm = llama_cpp.Llama(model_path=str(with_vocab), n_ctx=16, logits_all=True, verbose=False)
+        llm.eval(tokens)
+        return np.array(llm.scores[: len(tokens)], dtype=np.float32)
+
     tokens = [3, 141, 59, 26, 5]
-    llm = llama_cpp.Llama(model_path=str(with_vocab), n_ctx=16, logits_all=True, verbose=False)
-    llm.eval(tokens)
-    got = np.array(llm.scores[: len(tokens)], dtype=np.float32)
+    got = run_llama_cpp(out, tokens)
     ck = Checkpoint(model)
     shape = ref.LlamaShape.from_config(ck.config)
     h = ck.float32("model.embed_tokens.weight")[np.array([tokens])]
@@ -320,6 +323,9 @@ def test_llama_cpp_runs_the_file(model: Path, tmp_path: Path) -> None:
         h, _ = ref.block(h, {n[len(p):]: ck.float32(n) for n in ck.tensors if n.startswith(p)}, shape)
     logits = ref.rms_norm(h, ck.float32("model.norm.weight"), shape.eps) @ ck.float32("lm_head.weight").T
     assert np.allclose(got, logits[0], atol=1e-3 * np.abs(logits).max())
+    # a quantized file runs too (llama.cpp also quantizes the activations to 8 bits here)
+    q8 = run_llama_cpp(quantize(model, tmp_path / "q8.gguf", "q8_0", progress=False), tokens)
+    assert np.linalg.norm(q8 - logits[0]) < 0.05 * np.linalg.norm(logits[0])
 
 
 def test_progress_bar_shows_rate_and_eta() -> None:
