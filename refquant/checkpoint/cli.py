@@ -63,7 +63,7 @@ def register(subparsers: Any) -> None:
     """Add the ``quantize`` subcommand."""
     from refquant.checkpoint.quantize import RECIPES
 
-    p = subparsers.add_parser("quantize", help="quantize a whole checkpoint to GGUF or a bitsandbytes folder",
+    p = subparsers.add_parser("quantize", help="quantize a whole checkpoint to GGUF, or a bitsandbytes / GPTQ folder",
                               description="Stream a Hugging Face checkpoint through a recipe into a .gguf file or a "
                                           "quantized Hugging Face folder. Interrupted runs resume from DST.partial.")
     p.add_argument("src", nargs="+", help="model folder, or .safetensors files")
