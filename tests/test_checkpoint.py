@@ -289,7 +289,7 @@ def test_cli_with_dask_address_and_backend(model: Path, q4km: Path, tmp_path: Pa
 def test_llama_cpp_runs_the_file(model: Path, tmp_path: Path) -> None:
     """llama.cpp (llama-cpp-python) loads the f32 GGUF and its logits match the NumPy forward."""
     llama_cpp = pytest.importorskip("llama_cpp")
-    from refquant.model import llama as ref
+    from refquant.model import llama_block as ref
 
     from refquant.io.gguf_file import read, write
     from refquant.io.gguf_metadata import GGUFValue, GGUFValueType

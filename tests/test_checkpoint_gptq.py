@@ -14,7 +14,7 @@ from refquant.calibration.hessian import HessianAccumulator
 from refquant.checkpoint import Checkpoint, quantize, synthetic
 from refquant.checkpoint.journal import Journal
 from refquant.layouts import gptq as layout
-from refquant.model import llama as model
+from refquant.model import llama_block as model
 
 safetensors_numpy = pytest.importorskip("safetensors.numpy")
 
@@ -114,7 +114,7 @@ def test_calibration_is_checked(src: Path, tmp_path: Path) -> None:
 
 @pytest.mark.oracle
 def test_block_matches_transformers_llama() -> None:
-    """refquant.model.llama.block against transformers' LlamaForCausalLM (GQA, causal, rope)."""
+    """refquant.model.llama_block.block against transformers' LlamaForCausalLM (GQA, causal, rope)."""
     torch = pytest.importorskip("torch")
     transformers = pytest.importorskip("transformers")
     cfg = synthetic.llama_config(hidden=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab=128, dtype="float32")

@@ -8,7 +8,7 @@ quantized*), cut into executor tasks:
    hidden states entering block ``l`` live in ``DST.partial/calib/h{l}_s{s}.npy``
    (the embedding rows for ``l = 0``).
 2. Statistics: one task per shard runs block ``l`` (float weights,
-   :func:`refquant.model.llama.block`) and returns the :class:`HessianAccumulator` of each
+   :func:`refquant.model.llama_block.block`) and returns the :class:`HessianAccumulator` of each
    linear input (``ΣXᵀX``); the main process merges them in shard order (so the sums,
    and the bytes, do not depend on which worker finished first).
 3. The seven linear layers of block ``l`` are quantized in parallel, one task each
@@ -89,7 +89,7 @@ def _layer_weights(ck: Checkpoint, layer: int, quantized: dict[str, list[tuple[s
 
 def _stats_task(ck: Checkpoint, layer: int, h_path: str) -> dict[str, Any]:
     from refquant.calibration.hessian import HessianAccumulator
-    from refquant.model import llama as model
+    from refquant.model import llama_block as model
 
     h = np.load(h_path)
     _, seen = model.block(h, _layer_weights(ck, layer, {}), model.LlamaShape.from_config(ck.config), capture=True)
@@ -98,7 +98,7 @@ def _stats_task(ck: Checkpoint, layer: int, h_path: str) -> dict[str, Any]:
 
 def _propagate_task(ck: Checkpoint, layer: int, h_path: str, out_path: str,
                     quantized: dict[str, list[tuple[str, str, tuple[int, ...], int, str]]]) -> None:
-    from refquant.model import llama as model
+    from refquant.model import llama_block as model
 
     h, _ = model.block(np.load(h_path), _layer_weights(ck, layer, quantized), model.LlamaShape.from_config(ck.config))
     _save(out_path, h)
@@ -187,6 +187,6 @@ def run_gptq(ck: Checkpoint, units: list[Any], journal: Journal, executor: cf.Ex
 
 
 def _module_inputs() -> tuple[tuple[str, tuple[str, ...]], ...]:
-    from refquant.model.llama import LINEARS
+    from refquant.model.llama_block import LINEARS
 
     return LINEARS

@@ -1,4 +1,4 @@
-"""A NumPy LLaMA decoder block (float32), for layer-by-layer calibration.
+"""A NumPy LLaMA decoder block (float32), for layer-by-layer calibration of checkpoints.
 
 Mirrors transformers ``models/llama/modeling_llama.py`` (``LlamaRMSNorm``,
 ``LlamaRotaryEmbedding`` default rope, ``rotate_half`` / ``apply_rotary_pos_emb``,
