@@ -59,7 +59,7 @@ _EXPORTS: dict[str, str] = {
 _SUBMODULES = (
     "gguf", "bnb", "algorithms", "calibration", "model", "metrics", "packing",
     "rounding", "dtypes", "layouts", "ptq", "testing", "mapping", "granularity",
-    "scheme", "matmul", "formats", "io", "errors",
+    "scheme", "matmul", "formats", "io", "errors", "checkpoint",
 )
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES) + ["__version__"]

@@ -7,6 +7,7 @@ Subcommands::
     refquant conformance [...]       # = python -m conformance [...]
     refquant report --model DIR      # quantize a real model with each scheme (refquant.report)
     refquant eval-weights ...        # layer reconstruction error per algorithm (refquant.evaluate)
+    refquant quantize SRC --to R --out DST  # whole checkpoint -> GGUF / HF folder (refquant.checkpoint)
 
 Subcommands that live in their own module register themselves through a
 ``register(subparsers)`` function, so this file stays a thin dispatcher.
@@ -22,7 +23,7 @@ from collections.abc import Sequence
 __all__ = ["main", "build_parser"]
 
 # module providing register(subparsers) -> None for a subcommand
-_PLUGIN_COMMANDS = ("refquant.report", "refquant.evaluate")
+_PLUGIN_COMMANDS = ("refquant.report", "refquant.evaluate", "refquant.checkpoint.cli")
 
 
 def _cmd_formats(args: argparse.Namespace) -> int:

@@ -48,7 +48,7 @@ import mmap
 import os
 import struct
 import uuid
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any, BinaryIO
 
 import ml_dtypes
@@ -68,7 +68,7 @@ from refquant.io.gguf_metadata import (
     read_value_type,
 )
 
-__all__ = ["GGUFFile", "GGUFTensor", "read", "parse", "write",
+__all__ = ["GGUFFile", "GGUFTensor", "read", "parse", "write", "write_streaming", "replace_file",
            "GGUF_MAGIC", "GGUF_VERSION", "DEFAULT_ALIGNMENT", "MAX_DIMS", "MAX_NAME_BYTES"]
 
 GGUF_MAGIC = b"GGUF"
@@ -403,25 +403,82 @@ def write(path: str | os.PathLike[str], tensors: Mapping[str, Any], metadata: Ma
     if not isinstance(tensors, Mapping):
         raise TypeError(f"tensors must be a mapping of name to tensor, got {type(tensors).__name__}")
     entries = [_tensor_entry(name, t) for name, t in tensors.items()]
-
-    header = bytearray(GGUF_MAGIC)
-    header += struct.pack("<IQQ", GGUF_VERSION, len(entries), len(meta))
-    for key, value in meta.items():
-        header += encode_kv(key, value)
-    offset = 0
-    for name, qtype, shape, payload in entries:
-        encoded = name.encode("utf-8")
-        header += struct.pack("<Q", len(encoded)) + encoded + struct.pack("<I", len(shape))
-        header += struct.pack(f"<{len(shape)}Q", *reversed(shape))
-        header += struct.pack("<IQ", qtype, offset)
-        offset += pad_to(payload.nbytes, alignment)
-    header += bytes(pad_to(len(header), alignment) - len(header))
-
+    header = _header(meta, [(name, qtype, shape) for name, qtype, shape, _ in entries], alignment)
     with replace_file(path) as f:
         f.write(header)
         for _, _, _, payload in entries:
             f.write(payload.data)
             f.write(bytes(pad_to(payload.nbytes, alignment) - payload.nbytes))
+
+
+def _header(meta: dict[str, GGUFValue], infos: list[tuple[str, GGMLType, tuple[int, ...]]], alignment: int) -> bytes:
+    """Magic, counts, metadata and tensor infos, padded to the alignment (the bytes before the data)."""
+    header = bytearray(GGUF_MAGIC)
+    header += struct.pack("<IQQ", GGUF_VERSION, len(infos), len(meta))
+    for key, value in meta.items():
+        header += encode_kv(key, value)
+    offset = 0
+    for name, qtype, shape in infos:
+        encoded = name.encode("utf-8")
+        header += struct.pack("<Q", len(encoded)) + encoded + struct.pack("<I", len(shape))
+        header += struct.pack(f"<{len(shape)}Q", *reversed(shape))
+        header += struct.pack("<IQ", qtype, offset)
+        offset += pad_to(tensor_nbytes(qtype, shape), alignment)
+    header += bytes(pad_to(len(header), alignment) - len(header))
+    return bytes(header)
+
+
+def write_streaming(f: BinaryIO, infos: list[tuple[str, Any, tuple[int, ...]]], metadata: Mapping[str, Any] | None,
+                    payload: Callable[[int, str], Iterable[Any]]) -> int:
+    """Write a GGUF v3 image to the open binary file ``f`` one tensor at a time.
+
+    The header depends only on the names, types and shapes, so it is written first;
+    ``payload(i, name)`` then yields the bytes of tensor ``i`` (uint8 arrays or bytes-like,
+    in chunks), whose total must be the size that its type and shape imply. Memory use is
+    that of one chunk. ``infos`` are ``(name, qtype, shape)`` with shapes in NumPy order;
+    names, shapes and metadata are checked as in :func:`write`. Returns the bytes written.
+    Use with :func:`replace_file` for an atomic file.
+    """
+    meta = normalize_metadata(metadata)
+    alignment = _write_alignment(meta)
+    checked = []
+    for name, qtype_arg, shape in infos:
+        qtype = ggml_type(qtype_arg, f"tensors[{name!r}] qtype")
+        _check_info(name, shape)
+        try:
+            tensor_nbytes(qtype, tuple(shape))
+        except ValueError as exc:
+            raise ValueError(f"tensors[{name!r}]: {exc}") from None
+        checked.append((name, qtype, tuple(int(d) for d in shape)))
+    header = _header(meta, checked, alignment)
+    f.write(header)
+    total = len(header)
+    for i, (name, qtype, shape) in enumerate(checked):
+        expected = tensor_nbytes(qtype, shape)
+        got = 0
+        for chunk in payload(i, name):
+            buf = memoryview(np.ascontiguousarray(chunk).reshape(-1).view(np.uint8)) if isinstance(chunk, np.ndarray) \
+                else memoryview(chunk)
+            f.write(buf)
+            got += buf.nbytes
+        if got != expected:
+            raise ValueError(f"tensors[{name!r}]: {got} bytes were produced; a {qtype} tensor of shape {shape} "
+                             f"takes {expected}")
+        pad = pad_to(expected, alignment) - expected
+        f.write(bytes(pad))
+        total += expected + pad
+    return total
+
+
+def _check_info(name: Any, shape: Any) -> None:
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"tensor names must be non-empty strings, got {name!r}")
+    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
+        raise ValueError(f"tensor name {name!r} is {len(name.encode('utf-8'))} UTF-8 bytes; "
+                         f"llama.cpp allows at most {MAX_NAME_BYTES}")
+    if not 1 <= len(shape) <= MAX_DIMS:
+        raise ValueError(f"tensors[{name!r}] has {len(shape)} dimensions (shape {tuple(shape)}); "
+                         f"GGUF allows 1 to {MAX_DIMS}")
 
 
 @contextlib.contextmanager
@@ -458,11 +515,7 @@ def _write_alignment(meta: dict[str, GGUFValue]) -> int:
 
 
 def _tensor_entry(name: Any, t: Any) -> tuple[str, GGMLType, tuple[int, ...], np.ndarray]:
-    if not isinstance(name, str) or not name:
-        raise ValueError(f"tensor names must be non-empty strings, got {name!r}")
-    if len(name.encode("utf-8")) > MAX_NAME_BYTES:
-        raise ValueError(f"tensor name {name!r} is {len(name.encode('utf-8'))} UTF-8 bytes; "
-                         f"llama.cpp allows at most {MAX_NAME_BYTES}")
+    _check_info(name, (1,))
     label = f"tensors[{name!r}]"
     if isinstance(t, GGUFTensor):
         qtype, shape, payload = t.qtype, t.shape, t.data
@@ -491,8 +544,7 @@ def _tensor_entry(name: Any, t: Any) -> tuple[str, GGMLType, tuple[int, ...], np
     else:
         raise TypeError(f"{label} must be an array, a (data, qtype, shape) tuple or a GGUFTensor, "
                         f"got {type(t).__name__}")
-    if not 1 <= len(shape) <= MAX_DIMS:
-        raise ValueError(f"{label} has {len(shape)} dimensions (shape {tuple(shape)}); GGUF allows 1 to {MAX_DIMS}")
+    _check_info(name, shape)
     try:
         expected = tensor_nbytes(qtype, tuple(shape))
     except ValueError as exc:

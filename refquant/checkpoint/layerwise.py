@@ -1,0 +1,192 @@
+"""Layer-sequential GPTQ over a whole LLaMA checkpoint, with statistics computed in shards.
+
+The flow of AutoGPTQ / GPTQModel (``quantize`` of ``BaseGPTQForCausalLM``: one decoder
+block at a time, its inputs being the previous block's outputs *with that block already
+quantized*), cut into executor tasks:
+
+1. The calibration token ids are split into ``n_shards`` fixed shards; shard ``s``'s
+   hidden states entering block ``l`` live in ``DST.partial/calib/h{l}_s{s}.npy``
+   (the embedding rows for ``l = 0``).
+2. Statistics: one task per shard runs block ``l`` (float weights,
+   :func:`refquant.model.llama_block.block`) and returns the :class:`HessianAccumulator` of each
+   linear input (``ΣXᵀX``); the main process merges them in shard order (so the sums,
+   and the bytes, do not depend on which worker finished first).
+3. The seven linear layers of block ``l`` are quantized in parallel, one task each
+   (:func:`refquant.algorithms.gptq` with the merged Hessian of its input), and journaled
+   in the GPTQ layout (:mod:`refquant.layouts.gptq`).
+4. Propagation: one task per shard runs block ``l`` again with the weights decoded from
+   the journaled layout (exactly what a loader will use) and writes ``h{l+1}_s{s}``; the
+   files of block ``l`` are deleted when every shard has its next ones.
+
+Within a block the modules share one pass of statistics (q/k/v, o, gate/up and down are
+not re-measured after their predecessors in the block are quantized: AutoGPTQ's
+``true_sequential=False``). Executor workers read the checkpoint and ``DST.partial`` by
+path: on a cluster both must be on a shared filesystem.
+
+A kill at any point resumes at the first block with unjournaled modules: its hidden
+states are on disk (or are rebuilt from the previous block's, which are kept until
+then), and everything is deterministic, so the result is byte-identical.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import os
+import uuid
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from refquant.checkpoint.journal import Journal, JournalError
+from refquant.checkpoint.source import Checkpoint
+
+__all__ = ["run_gptq", "gptq_module_task", "GPTQ_PARAMS"]
+
+#: the ``gptq-4bit-g128`` recipe: AutoGPTQ's defaults besides bits and group size
+GPTQ_PARAMS = {"bits": 4, "group_size": 128, "desc_act": False, "sym": True, "damp_percent": 0.01}
+
+
+def gptq_module_task(ck: Checkpoint, hf_name: str, H: np.ndarray
+                     ) -> list[tuple[str, str, tuple[int, ...], np.ndarray]]:
+    """GPTQ of one linear layer with Hessian ``H``, as its ``qweight/qzeros/scales/g_idx`` tensors."""
+    from refquant.algorithms import gptq
+    from refquant.checkpoint.safetensors_io import dtype_name
+    from refquant.layouts import gptq as layout
+
+    W = ck.float32(hf_name)
+    p = GPTQ_PARAMS
+    try:
+        r = gptq(W, H, bits=p["bits"], group_size=p["group_size"], act_order=p["desc_act"], sym=p["sym"],
+                 damp=p["damp_percent"])
+    except ValueError as exc:
+        raise ValueError(f"tensor {hf_name!r} (shape {W.shape}): GPTQ failed: {exc}") from None
+    prefix = hf_name[: -len(".weight")]
+    return [(f"{prefix}.{k}", dtype_name(v.dtype), tuple(v.shape), np.ascontiguousarray(v).reshape(-1).view(np.uint8))
+            for k, v in layout.encode(r, version=1).items()]
+
+
+def _layer_weights(ck: Checkpoint, layer: int, quantized: dict[str, list[tuple[str, str, tuple[int, ...], int, str]]]
+                   ) -> dict[str, np.ndarray]:
+    """Block ``layer``'s weights (float32) by local name; linears decoded from their journaled GPTQ parts."""
+    from refquant.checkpoint.safetensors_io import DTYPES
+    from refquant.layouts import gptq as layout
+
+    prefix = f"model.layers.{layer}."
+    w = {n[len(prefix):]: ck.float32(n) for n in ck.tensors if n.startswith(prefix) and n.endswith("norm.weight")}
+    for module, parts in quantized.items():
+        tensors = {}
+        for name, kind, shape, offset, path in parts:
+            dt = DTYPES[kind]
+            count = int(np.prod(shape))
+            tensors[name.rsplit(".", 1)[1]] = np.fromfile(path, dtype=dt, count=count, offset=offset).reshape(shape)
+        w[module[len(prefix):]] = layout.decode(tensors, GPTQ_PARAMS["bits"], GPTQ_PARAMS["group_size"], version=1)
+    if quantized:
+        return w
+    return {**w, **{n[len(prefix):]: ck.float32(n) for n in ck.tensors if n.startswith(prefix)}}
+
+
+def _stats_task(ck: Checkpoint, layer: int, h_path: str) -> dict[str, Any]:
+    from refquant.calibration.hessian import HessianAccumulator
+    from refquant.model import llama_block as model
+
+    h = np.load(h_path)
+    _, seen = model.block(h, _layer_weights(ck, layer, {}), model.LlamaShape.from_config(ck.config), capture=True)
+    return {kind: HessianAccumulator().add(x) for kind, x in seen.items()}
+
+
+def _propagate_task(ck: Checkpoint, layer: int, h_path: str, out_path: str,
+                    quantized: dict[str, list[tuple[str, str, tuple[int, ...], int, str]]]) -> None:
+    from refquant.model import llama_block as model
+
+    h, _ = model.block(np.load(h_path), _layer_weights(ck, layer, quantized), model.LlamaShape.from_config(ck.config))
+    _save(out_path, h)
+
+
+def _embed_task(ck: Checkpoint, ids: np.ndarray, out_path: str) -> None:
+    _save(out_path, ck.float32("model.embed_tokens.weight")[ids])
+
+
+def _save(path: str, a: np.ndarray) -> None:
+    tmp = f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp.npy"
+    np.save(tmp, np.ascontiguousarray(a, dtype=np.float32))
+    os.replace(tmp, path)
+
+
+def _map(executor: cf.Executor | None, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]]) -> list[Any]:
+    """``[fn(*c) for c in calls]`` on the executor; results in call order."""
+    if executor is None:
+        return [fn(*c) for c in calls]
+    futures = [executor.submit(fn, *c) for c in calls]
+    return [f.result() for f in futures]
+
+
+def run_gptq(ck: Checkpoint, units: list[Any], journal: Journal, executor: cf.Executor | None,
+             calibration: np.ndarray, n_shards: int, run_units: Callable[..., None]) -> None:
+    """Run the GPTQ units (``unit.args[0]`` the weight's name, block by block); see the module.
+
+    ``run_units(indices, extra_args)`` runs and journals units (the same runner as the
+    data-free recipes); ``extra_args[i]`` is appended to unit ``i``'s arguments.
+    """
+    from refquant.checkpoint import llama
+
+    n_layers = llama.hparams(ck.config)["n_layer"]
+    by_layer: dict[int, list[int]] = {}
+    for i, u in enumerate(units):
+        if u.task is gptq_module_task:
+            by_layer.setdefault(llama.layer_of(u.args[0]), []).append(i)
+    calib = journal.folder / "calib"
+    calib.mkdir(exist_ok=True)
+    shards = np.array_split(np.asarray(calibration), n_shards)
+
+    def h_paths(layer: int) -> list[str]:
+        return [os.fspath(calib / f"h{layer:04d}_s{s:03d}.npy") for s in range(n_shards)]
+
+    def parts_of(layer: int) -> dict[str, list[tuple[str, str, tuple[int, ...], int, str]]]:
+        out: dict[str, list] = {}
+        for i in by_layer.get(layer, []):
+            offset = 0
+            for t in journal.done[i][0]:
+                out.setdefault(units[i].args[0][: -len(".weight")], []).append(
+                    (t.name, t.kind, t.shape, offset, os.fspath(journal.part_path(i))))
+                offset += t.nbytes
+        return {k + ".weight": v for k, v in out.items()}
+
+    def ensure_inputs(layer: int) -> None:
+        missing = [(s, p) for s, p in enumerate(h_paths(layer)) if not os.path.exists(p)]
+        if not missing:
+            return
+        if layer == 0:
+            _map(executor, _embed_task, [(ck, shards[s], p) for s, p in missing])
+            return
+        prev = h_paths(layer - 1)
+        if not all(os.path.exists(prev[s]) for s, _ in missing):
+            raise JournalError(f"{calib} lacks the calibration states of block {layer - 1} needed to resume; "
+                               f"restart the job")
+        q = parts_of(layer - 1)
+        _map(executor, _propagate_task, [(ck, layer - 1, prev[s], p, q) for s, p in missing])
+
+    for layer in range(n_layers):
+        todo = [i for i in by_layer.get(layer, []) if i not in journal.done]
+        if not todo:
+            continue
+        ensure_inputs(layer)
+        stats = _map(executor, _stats_task, [(ck, layer, p) for p in h_paths(layer)])
+        merged = stats[0]
+        for other in stats[1:]:
+            for kind in merged:
+                merged[kind].merge(other[kind])
+        kind_of = {m: kind for kind, modules in _module_inputs() for m in modules}
+        extra = {i: (merged[kind_of[units[i].args[0].split(".", 3)[3][: -len(".weight")]]].H,) for i in todo}
+        run_units(todo, extra)
+        if layer + 1 < n_layers and any(i not in journal.done for i in by_layer.get(layer + 1, [])):
+            ensure_inputs(layer + 1)
+        for p in h_paths(layer):
+            Path(p).unlink(missing_ok=True)
+
+
+def _module_inputs() -> tuple[tuple[str, tuple[str, ...]], ...]:
+    from refquant.model.llama_block import LINEARS
+
+    return LINEARS
