@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from accel.dispatch import dispatched
 from accel.protocol import supports
 from accel.reference import reference_function
 from conformance.contracts import contract_for
@@ -49,18 +50,6 @@ def require(backend: Any, op: str, fmt: str | None = None, **constraints: Any) -
             pytest.skip(f"{NOT_IMPLEMENTED}: {backend.name} {op}[{fmt}] with {key}={value}")
 
 
-def _to_backend(backend: Any, x: Any) -> Any:
-    if isinstance(x, np.ndarray):
-        return backend.asarray(x)
-    if isinstance(x, tuple):
-        return tuple(_to_backend(backend, v) for v in x)
-    if isinstance(x, list):
-        return [_to_backend(backend, v) for v in x]
-    if is_dataclass(x) and not isinstance(x, type):
-        return replace(x, **{f.name: _to_backend(backend, getattr(x, f.name)) for f in fields(x) if f.init})
-    return x
-
-
 def _to_numpy(backend: Any, x: Any) -> Any:
     if isinstance(x, tuple):
         return tuple(_to_numpy(backend, v) for v in x)
@@ -74,10 +63,12 @@ def _to_numpy(backend: Any, x: Any) -> Any:
 
 
 def call(backend: Any, op: str, *args: Any, **kwargs: Any) -> Any:
-    """Run ``op`` on ``backend``: NumPy arguments in (converted with ``asarray``),
-    NumPy results out (converted with ``to_numpy``). Inputs are checked unchanged."""
+    """Run ``op`` on ``backend`` through the dispatcher (:mod:`accel.dispatch`: the
+    reference's argument preparation, then the backend's kernel, arrays converted with
+    ``asarray``), exactly as a user's call; NumPy results out (converted with
+    ``to_numpy``). Inputs are checked unchanged."""
     snapshot = [a.copy() for a in args if isinstance(a, np.ndarray)]
-    out = getattr(backend, op)(*_to_backend(backend, args), **{k: _to_backend(backend, v) for k, v in kwargs.items()})
+    out = dispatched(backend).call(op, *args, **kwargs)
     after = [a for a in args if isinstance(a, np.ndarray)]
     for before, now in zip(snapshot, after):
         if before.tobytes() != now.tobytes():

@@ -113,9 +113,8 @@ def check_group_size(group_size: Any, in_features: int) -> int:
     group_size = check_int("group_size", group_size, min=-1)
     if group_size == 0:
         raise ValueError("group_size=0 is not allowed; use -1 for per-channel or a positive group size")
-    if group_size == -1:
-        return max(in_features, 1)
-    return group_size
+    # larger than the row: one group per row (clamped, so nothing is sized by group_size)
+    return max(in_features, 1) if group_size == -1 else min(group_size, max(in_features, 1))
 
 
 def find_params(x: np.ndarray, bits: int, sym: bool, rule: MinMaxRule) -> tuple[np.ndarray, np.ndarray]:
