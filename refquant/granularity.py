@@ -45,7 +45,7 @@ import numpy as np
 from refquant._validate import check_int
 
 __all__ = ["Granularity", "PerTensor", "PerChannel", "PerGroup", "PerToken", "PerBlock",
-           "granularity_from_name", "GRANULARITY_NAMES"]
+           "FixedRuns", "granularity_from_name", "checked_geometry", "canonical_granularity", "GRANULARITY_NAMES"]
 
 # A run length per axis: an int b >= 1, or None for "the whole axis is one run".
 BlockSize = tuple[int | None, ...]
@@ -267,6 +267,23 @@ class PerBlock(Granularity):
         return (1,) * lead + runs
 
 
+@dataclass(frozen=True)
+class FixedRuns(Granularity):
+    """Explicit run lengths per axis (None: the whole axis), for arrays of ``len(runs)`` axes.
+
+    What a custom Granularity subclass becomes once checked (:func:`canonical_granularity`):
+    the geometry it showed at that moment, fixed, so nothing computed later can differ.
+    """
+
+    runs: tuple[int | None, ...] = ()
+    name = "fixed_runs"
+
+    def block_size(self, shape: tuple[int, ...]) -> BlockSize:
+        if len(shape) != len(self.runs):
+            raise ValueError(f"FixedRuns{self.runs} applies to arrays of {len(self.runs)} axes, got shape {shape}")
+        return self.runs
+
+
 GRANULARITY_NAMES = ("per_tensor", "per_channel", "per_group", "per_token", "per_block")
 
 
@@ -319,3 +336,12 @@ def checked_geometry(gran: Granularity, shape: tuple[int, ...]) -> tuple[tuple[i
         raise ValueError(f"{gran!r}.grid_shape({shape}) = {tuple(gran.grid_shape(shape))} disagrees with its "
                          f"block_size (grid {grid})")
     return runs, grid
+
+
+def canonical_granularity(gran: Granularity, shape: tuple[int, ...]) -> Granularity:
+    """``gran`` checked on ``shape`` (:func:`checked_geometry`); a built-in class is kept,
+    any other subclass replaced by the :class:`FixedRuns` of its checked geometry."""
+    runs, _ = checked_geometry(gran, shape)
+    if type(gran) in (PerTensor, PerChannel, PerGroup, PerToken, PerBlock, FixedRuns):
+        return gran
+    return FixedRuns(runs)

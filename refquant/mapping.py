@@ -71,7 +71,8 @@ import numpy as np
 from refquant._validate import as_float_array, as_int_array, check_choice, check_float, check_int
 from refquant.dtypes.intspec import IntSpec, get_int_spec
 from refquant.errors import ValidationError
-from refquant.granularity import Granularity, PerChannel, PerGroup, PerTensor, checked_geometry, granularity_from_name
+from refquant.granularity import (Granularity, PerChannel, PerGroup, PerTensor, canonical_granularity,
+                                  checked_geometry, granularity_from_name)
 from refquant.rounding import round_half_away, round_half_even, round_stochastic
 
 __all__ = ["QuantParams", "choose_qparams", "qparams_from_range", "quantize", "dequantize", "fake_quantize",
@@ -206,15 +207,16 @@ def check_params(params: Any, shape: tuple[int, ...]) -> QuantParams:
     The argument rule of :func:`quantize_affine` and :func:`dequantize_affine`: scale and
     zero point of the grid's shape, finite scales > 0, zero points and the code range
     within 16-bit codes, a granularity whose geometry is consistent. Subclasses are
-    rebuilt as QuantParams, so no overridden property reaches a kernel.
+    rebuilt as QuantParams and custom granularities fixed
+    (:func:`refquant.granularity.canonical_granularity`), so no overridden method reaches a kernel.
     """
     if not isinstance(params, QuantParams):
         raise TypeError(f"params must be a QuantParams (from choose_qparams), got {type(params).__name__}")
     params.validate(shape)
     return QuantParams(np.ascontiguousarray(params.scale, np.float32),
                        None if params.zero_point is None else np.ascontiguousarray(params.zero_point, np.int32),
-                       int(params.bits), int(params.qmin), int(params.qmax), params.granularity,
-                       bool(params.symmetric))
+                       int(params.bits), int(params.qmin), int(params.qmax),
+                       canonical_granularity(params.granularity, shape), bool(params.symmetric))
 
 
 def _as_input(x: Any, *, allow_nan: bool) -> np.ndarray:

@@ -65,7 +65,8 @@ def _exact_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.int64)
 
 
-def _to_int32(acc: np.ndarray, what: str) -> np.ndarray:
+def to_int32(acc: np.ndarray, what: str) -> np.ndarray:
+    """An exact integer result ``acc`` as int32, or ValueError naming ``what`` when it does not fit."""
     if acc.size and (acc.min() < _INT32.min or acc.max() > _INT32.max):
         raise ValueError(f"{what} does not fit int32 (range {int(acc.min())}..{int(acc.max())}); "
                          "split the reduction dimension k")
@@ -93,7 +94,7 @@ def int8_matmul(a_q: Any, b_q: Any) -> np.ndarray:
         Not 2-D, inner dimensions that differ, or a result outside int32.
     """
     a, b = _code_pair(a_q, b_q)
-    return _to_int32(_exact_product(a, b), "int8_matmul result")
+    return to_int32(_exact_product(a, b), "int8_matmul result")
 
 
 def _zero_point(name: str, z: Any, length: int, codes: np.ndarray, axis_name: str) -> np.ndarray:
@@ -139,7 +140,7 @@ def int8_matmul_zp(a_q: Any, b_q: Any, a_zero: Any, b_zero: Any) -> np.ndarray:
     acc -= row_sums[:, None] * zb[None, :]
     acc -= za[:, None] * col_sums[None, :]
     acc += k * za[:, None] * zb[None, :]
-    return _to_int32(acc, "int8_matmul_zp result")
+    return to_int32(acc, "int8_matmul_zp result")
 
 
 def _scale(name: str, s: Any, length: int, axis_name: str) -> np.ndarray:

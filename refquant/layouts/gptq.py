@@ -66,13 +66,13 @@ def _check_bits_version(bits: Any, version: Any) -> tuple[int, int]:
     return bits, version
 
 
-def _per_word(bits: int) -> int:
+def per_word(bits: int) -> int:
     """Codes per 32-bit word run (32 codes per 3 words for 3 bits)."""
     return 32 if bits == 3 else 32 // bits
 
 
 def _check_multiple(name: str, value: int, bits: int) -> None:
-    step = _per_word(bits)
+    step = per_word(bits)
     if value % step:
         raise ValueError(f"{name}={value} must be a multiple of {step} for {bits}-bit GPTQ packing "
                          f"(int32 words hold whole runs of codes)")
@@ -258,15 +258,15 @@ def _unpack_args(qweight: Any, qzeros: Any, scales: Any, g_idx: Any, bits: Any, 
     if scales.ndim != 2:
         raise ValueError(f"scales must be 2-D (n_groups, out_features), got shape {scales.shape}")
     n_groups, out_features = scales.shape
-    per_word = _per_word(bits)
-    words = bits if bits == 3 else 1  # int32 words per run of per_word codes
-    in_features = qweight.shape[0] // words * per_word
+    n_word = per_word(bits)
+    words = bits if bits == 3 else 1  # int32 words per run of n_word codes
+    in_features = qweight.shape[0] // words * n_word
     if qweight.shape != (in_features * bits // 32, out_features) or qweight.shape[0] % words:
         raise ValueError(f"qweight has shape {qweight.shape}; with scales {scales.shape} it must be "
                          f"(in_features*{bits}/32, {out_features})")
-    if qzeros.shape != (n_groups, out_features * bits // 32) or out_features % per_word:
+    if qzeros.shape != (n_groups, out_features * bits // 32) or out_features % n_word:
         raise ValueError(f"qzeros has shape {qzeros.shape}; with scales {scales.shape} and {bits} bits it must be "
-                         f"({n_groups}, {out_features * bits // 32}) (out_features a multiple of {per_word})")
+                         f"({n_groups}, {out_features * bits // 32}) (out_features a multiple of {n_word})")
     g_idx = _check_g_idx(g_idx, in_features, n_groups)
     if version == 1:
         stored = packing.unpack(qzeros, bits, out_features, "low_first", "int32")  # (G, out), small

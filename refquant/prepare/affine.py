@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 
 from refquant._validate import as_int_array, check_choice
-from refquant.granularity import Granularity, checked_geometry
+from refquant.granularity import Granularity, canonical_granularity
 from refquant.mapping import (ROUNDINGS, QuantParams, _as_input, check_clip, check_codes, check_params, code_spec,
                               finite_input, resolve_granularity)
 from refquant.prepare import Prepared, output
@@ -29,7 +29,7 @@ def prepare_choose_qparams(x: Any, bits: int = 8, symmetric: bool = True, *, sig
     granularity resolved (axis/group_size folded in) and fitting ``x``, checked code type and clip."""
     gran = resolve_granularity(granularity, axis, group_size)
     arr = np.ascontiguousarray(finite_input(x))
-    checked_geometry(gran, arr.shape)
+    gran = canonical_granularity(gran, arr.shape)
     spec = code_spec(bits, symmetric, signed, restricted_range)
     return Prepared((arr, spec.bits, bool(symmetric)),
                     {"signed": bool(signed), "restricted_range": restricted_range,
