@@ -29,7 +29,7 @@ from accel.protocol import supports
 from accel.reference import reference_function
 from conformance.contracts import contract_for
 
-__all__ = ["require", "call", "ref", "check", "NOT_IMPLEMENTED"]
+__all__ = ["require", "call", "ref", "check", "check_refused", "check_like_reference", "NOT_IMPLEMENTED"]
 
 NOT_IMPLEMENTED = "not implemented"
 
@@ -104,3 +104,37 @@ def check(op: str, fmt: str | None, got: Any, expected: Any, *, backend: Any,
         args = ", ".join(f"{k}={_describe(v)}" for k, v in inputs.items())
         repro = f"\nrepro: accel.get_backend({backend.name!r}).{op}({args})"
     raise AssertionError(f"[{backend.name}] {op}[{fmt}] violates {contract!r}: {problem}{repro}")
+
+
+def _refusal(op: str, args: tuple, kwargs: dict) -> BaseException | None:
+    try:
+        ref(op, *args, **kwargs)
+    except (ValueError, TypeError) as exc:
+        return exc
+    return None
+
+
+def check_refused(backend: Any, op: str, fmt: str | None, *args: Any, **kwargs: Any) -> None:
+    """Assert ``backend`` refuses input the reference refuses, with the same kind of error
+    (ValueError or TypeError), and nothing else (no crash, no result, no other error)."""
+    expected = _refusal(op, args, kwargs)
+    assert expected is not None, f"the reference accepts this input of {op}; the strategy must draw refused input"
+    kind = ValueError if isinstance(expected, ValueError) else TypeError
+    try:
+        call(backend, op, *args, **kwargs)
+    except kind:
+        return
+    except Exception as exc:  # noqa: BLE001 - any other failure is the finding
+        raise AssertionError(f"[{backend.name}] {op}[{fmt}] raised {type(exc).__name__}: {exc} where the reference "
+                             f"refuses the input with {type(expected).__name__}: {expected}") from exc
+    raise AssertionError(f"[{backend.name}] {op}[{fmt}] returned a result for input the reference refuses "
+                         f"({type(expected).__name__}: {expected})")
+
+
+def check_like_reference(backend: Any, op: str, fmt: str | None, *args: Any, **kwargs: Any) -> None:
+    """Refused like the reference when it refuses, else held to the op's contract."""
+    if _refusal(op, args, kwargs) is not None:
+        check_refused(backend, op, fmt, *args, **kwargs)
+        return
+    check(op, fmt, call(backend, op, *args, **kwargs), ref(op, *args, **kwargs), backend=backend,
+          inputs={f"arg{i}": a for i, a in enumerate(args)} | kwargs)

@@ -291,6 +291,16 @@ def _vectorwise_codes(x, limit, stats, zero_cols, use_cols, q):  # type: ignore[
         scale = F32(127.0) / (s if s != F32(0.0) else F32(1.0))
         row = x[r]
         out = q[r]
+        if np.isinf(scale):
+            # row absmax < 127 / FLT_MAX: the float32 scale overflows; the reference's rule
+            # computes such rows in float64 (refquant.formats.bnb.vectorwise_quantize_rows)
+            scale64 = 127.0 / np.float64(s)
+            for j in range(k):
+                v = row[j]
+                code = np.int8(np.rint(np.float64(v) * scale64))
+                zero = (use_cols & zero_cols[j]) | (abs(v) >= limit)
+                out[j] = np.int8(0) if zero else code
+            continue
         for j in range(k):
             v = row[j]
             code = np.int8(np.rint(v * scale))

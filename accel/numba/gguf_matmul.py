@@ -120,4 +120,10 @@ def dequant_matmul(x: np.ndarray, data: np.ndarray, qtype: Any, shape: tuple[int
             out[:] = 0.0
         else:
             _matmul(0 if name == "q4_0" else 1, rows, data.reshape(shape[0], data.size // max(shape[0], 1)), out)
+            if not np.isfinite(out).all():          # float32 sums overflowed: the reference's float64 there
+                from accel.numba.gguf import gguf_dequantize
+                from accel.numba.matmul import exact_where_nonfinite
+
+                w = gguf_dequantize(data, qtype, shape, out=np.empty(shape, np.float32))
+                exact_where_nonfinite(rows, w, out)
     return out.reshape(x.shape[:-1] + (shape[0],))

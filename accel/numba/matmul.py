@@ -270,4 +270,17 @@ def bnb_dequant_matmul_4bit(x: np.ndarray, packed: np.ndarray, absmax: np.ndarra
     out = np.empty((x2.shape[0], shape[0]), np.float32)
     table = np.ascontiguousarray(bnb.get_codebook(quant_type).table)
     _dequant_matmul_4bit(x2, packed, absmax, table, blocksize, out)
+    if not np.isfinite(out).all():
+        w = np.empty(shape, np.float32)
+        bnb.bnb_dequantize_4bit(packed, absmax, quant_type, blocksize, shape, out=w)
+        exact_where_nonfinite(x2, w, out)
     return out.reshape(*x.shape[:-1], shape[0])
+
+
+def exact_where_nonfinite(x: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
+    """Recompute the output columns holding inf/NaN as the reference defines them: float64
+    products and sums, one rounding to float32 (float32 partial sums overflow, or meet as
+    inf - inf = NaN, where the float64 result is finite or a signed infinity)."""
+    cols = np.flatnonzero(~np.isfinite(out).all(axis=0))
+    with np.errstate(over="ignore", invalid="ignore"):
+        out[:, cols] = (x.astype(np.float64) @ w[cols].astype(np.float64).T).astype(np.float32)
