@@ -20,13 +20,15 @@ try:
 except ImportError:  # pragma: no cover - hypothesis is a test dependency
     settings = None
 
-PROFILES = ("ci", "dev", "thorough")
+PROFILES = ("ci", "dev", "thorough", "boundscheck")
 
 if settings is not None:
     _common = dict(deadline=None, suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large], print_blob=True)
     # ci: bounded and derandomized so a run is reproducible and fits the CI budget.
     settings.register_profile("ci", max_examples=20, derandomize=True, **_common)
     settings.register_profile("dev", max_examples=50, **_common)
+    # few examples: tests/test_numba_boundscheck.py runs the suite with bounds-checked kernels
+    settings.register_profile("boundscheck", max_examples=4, derandomize=True, **_common)
     settings.register_profile("thorough", max_examples=1000, **_common)
 
 
