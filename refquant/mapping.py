@@ -213,8 +213,8 @@ def check_params(params: Any, shape: tuple[int, ...]) -> QuantParams:
     if not isinstance(params, QuantParams):
         raise TypeError(f"params must be a QuantParams (from choose_qparams), got {type(params).__name__}")
     params.validate(shape)
-    return QuantParams(np.ascontiguousarray(params.scale, np.float32),
-                       None if params.zero_point is None else np.ascontiguousarray(params.zero_point, np.int32),
+    return QuantParams(np.require(params.scale, np.float32, requirements="C"),
+                       None if params.zero_point is None else np.require(params.zero_point, np.int32, requirements="C"),
                        int(params.bits), int(params.qmin), int(params.qmax),
                        canonical_granularity(params.granularity, shape), bool(params.symmetric))
 
@@ -341,6 +341,7 @@ def qparams_from_range(lo: Any, hi: Any, bits: int = 8, symmetric: bool = True, 
         zero_point = np.clip(zp, qmin, qmax).astype(np.int32)
     return QuantParams(scale=scale, zero_point=zero_point, bits=bits, qmin=qmin, qmax=qmax,
                        granularity=gran, symmetric=bool(symmetric)).validate()
+
 
 
 def choose_qparams(x: Any, bits: int = 8, symmetric: bool = True, *, signed: bool = True,

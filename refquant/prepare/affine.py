@@ -28,7 +28,7 @@ def prepare_choose_qparams(x: Any, bits: int = 8, symmetric: bool = True, *, sig
     """Arguments of :func:`refquant.mapping.choose_qparams`: finite float32 ``x``, the
     granularity resolved (axis/group_size folded in) and fitting ``x``, checked code type and clip."""
     gran = resolve_granularity(granularity, axis, group_size)
-    arr = np.ascontiguousarray(finite_input(x))
+    arr = np.require(finite_input(x), requirements="C")
     gran = canonical_granularity(gran, arr.shape)
     spec = code_spec(bits, symmetric, signed, restricted_range)
     return Prepared((arr, spec.bits, bool(symmetric)),
@@ -40,7 +40,7 @@ def prepare_quantize_affine(x: Any, params: QuantParams, *, rounding: str = "hal
                             rng: np.random.Generator | None = None, out: Any = None) -> Prepared:
     """Arguments of :func:`refquant.mapping.quantize_affine`: NaN-free float32 ``x``
     (inf clamps), consistent params fitting it, a known rounding (stochastic needs ``rng``)."""
-    arr = np.ascontiguousarray(_as_input(x, allow_nan=False))
+    arr = np.require(_as_input(x, allow_nan=False), requirements="C")
     params = check_params(params, arr.shape)
     check_choice("rounding", rounding, ROUNDINGS)
     if rounding == "stochastic" and not isinstance(rng, np.random.Generator):
@@ -55,4 +55,4 @@ def prepare_dequantize_affine(q: Any, params: QuantParams, *, out: Any = None) -
     codes = as_int_array("q", q)
     params = check_params(params, codes.shape)
     check_codes(codes, params)
-    return Prepared((np.ascontiguousarray(codes), params), {}, output(out, codes.shape, np.float32, (q,)))
+    return Prepared((np.require(codes, requirements="C"), params), {}, output(out, codes.shape, np.float32, (q,)))

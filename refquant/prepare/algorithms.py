@@ -26,7 +26,7 @@ def _bool(name: str, value: Any) -> bool:
 
 
 def _weight(W: Any, bits: Any, group_size: Any) -> tuple[np.ndarray, int, int]:
-    W = np.ascontiguousarray(_quantizer.check_weight(W))
+    W = np.require(_quantizer.check_weight(W), requirements="C")
     bits = _quantizer.check_bits(bits)
     _quantizer.check_group_size(group_size, W.shape[1])
     return W, bits, int(group_size)
@@ -42,12 +42,12 @@ def prepare_gptq_quantize(W: Any, H: Any, bits: int = 4, group_size: int = 128, 
                           sym: bool = True) -> Prepared:
     """Arguments of :func:`refquant.algorithms.ops.gptq_quantize`."""
     W, bits, group_size = _weight(W, bits, group_size)
-    H = np.ascontiguousarray(_check_hessian(H, W.shape[1]))
+    H = np.require(_check_hessian(H, W.shape[1]), requirements="C")
     return Prepared((W, H, bits, group_size, _bool("act_order", act_order), _bool("sym", sym)))
 
 
 def prepare_awq_quantize(W: Any, X: Any, bits: int = 4, group_size: int = 128) -> Prepared:
     """Arguments of :func:`refquant.algorithms.ops.awq_quantize`."""
     W, bits, group_size = _weight(W, bits, group_size)
-    X = np.ascontiguousarray(_check_activations(X, W.shape[1]))
+    X = np.require(_check_activations(X, W.shape[1]), requirements="C")
     return Prepared((W, X, bits, group_size))

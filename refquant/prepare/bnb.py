@@ -20,7 +20,7 @@ __all__ = ["prepare_bnb_quantize_4bit", "prepare_bnb_dequantize_4bit", "prepare_
 
 
 def _contiguous(arrays: tuple) -> tuple:
-    return tuple(np.ascontiguousarray(a) if isinstance(a, np.ndarray) else a for a in arrays)
+    return tuple(np.require(a, requirements="C") if isinstance(a, np.ndarray) else a for a in arrays)
 
 
 def prepare_bnb_quantize_4bit(x: Any, quant_type: str, blocksize: int) -> Prepared:
@@ -28,7 +28,7 @@ def prepare_bnb_quantize_4bit(x: Any, quant_type: str, blocksize: int) -> Prepar
     quant_type = _check_quant_type(quant_type)
     blocksize = _check_blocksize(blocksize, BLOCKSIZES_4BIT)
     flat, _ = _input("x", x)
-    return Prepared((np.ascontiguousarray(flat), quant_type, blocksize))
+    return Prepared((np.require(flat, requirements="C"), quant_type, blocksize))
 
 
 def packed_4bit(packed: Any, absmax: Any, quant_type: Any, blocksize: Any, shape: Any) -> tuple:
@@ -49,7 +49,7 @@ def prepare_bnb_quantize_blockwise(x: Any, blocksize: int) -> Prepared:
     """Arguments of :func:`refquant.bnb.bnb_quantize_blockwise`: ``x`` flattened to finite float32."""
     blocksize = _check_blocksize(blocksize, BLOCKSIZES_8BIT)
     flat, _ = _input("x", x)
-    return Prepared((np.ascontiguousarray(flat), blocksize))
+    return Prepared((np.require(flat, requirements="C"), blocksize))
 
 
 def prepare_bnb_dequantize_blockwise(codes: Any, absmax: Any, blocksize: int, shape: Any, *,
@@ -58,19 +58,19 @@ def prepare_bnb_dequantize_blockwise(codes: Any, absmax: Any, blocksize: int, sh
     blocksize = _check_blocksize(blocksize, BLOCKSIZES_8BIT)
     shape = _shape(shape)
     n = checked_size(shape)
-    data = np.ascontiguousarray(_payload("codes", codes, n))
-    scales = np.ascontiguousarray(_scales("absmax", absmax, -(-n // blocksize)))
+    data = np.require(_payload("codes", codes, n), requirements="C")
+    scales = np.require(_scales("absmax", absmax, -(-n // blocksize)), requirements="C")
     return Prepared((data, scales, blocksize, shape), {}, output(out, shape, np.float32, (codes, absmax)))
 
 
 def prepare_bnb_double_quantize(absmax: Any) -> Prepared:
     """Arguments of :func:`refquant.bnb.bnb_double_quantize`: a finite, non-empty 1-D float32 vector."""
-    return Prepared((np.ascontiguousarray(_absmax_vector(absmax)),))
+    return Prepared((np.require(_absmax_vector(absmax), requirements="C"),))
 
 
 def prepare_int8_vectorwise_quant(x: Any, threshold: float = 0.0) -> Prepared:
     """Arguments of :func:`refquant.bnb.int8_vectorwise_quant`: finite 2-D x (dtype kept), threshold >= 0."""
-    arr = np.ascontiguousarray(_vectorwise_input("x", x))
+    arr = np.require(_vectorwise_input("x", x), requirements="C")
     return Prepared((arr, check_float("threshold", threshold, min=0.0)))
 
 

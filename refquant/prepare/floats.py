@@ -25,7 +25,7 @@ def float32_input(name: str, x: Any, dtypes: tuple[type, ...] = (np.float32, np.
     if arr.dtype != np.float32:
         with np.errstate(over="ignore", invalid="ignore"):  # |x| > FLT_MAX -> inf; sNaN -> NaN
             arr = arr.astype(np.float32)
-    return np.ascontiguousarray(arr)
+    return np.require(arr, requirements="C")
 
 
 def _spec(fmt: Any) -> FloatSpec:
@@ -45,7 +45,7 @@ def prepare_decode_float(bits: Any, fmt: str | FloatSpec, *, out: Any = None) ->
     """Arguments of :func:`refquant.dtypes.floatspec.decode_float`: codes of the storage dtype, in range."""
     spec = _spec(fmt)
     check_codes(bits, spec)
-    return Prepared((np.ascontiguousarray(bits), spec), {}, output(out, bits.shape, np.float32, (bits,)))
+    return Prepared((np.require(bits, requirements="C"), spec), {}, output(out, bits.shape, np.float32, (bits,)))
 
 
 def canonical_codebook(name: str | Codebook) -> Codebook:
@@ -66,4 +66,4 @@ def prepare_codebook_decode(codes: Any, name: str | Codebook, *, out: Any = None
     """Arguments of :func:`refquant.dtypes.codebooks.codebook_decode`: integer codes in 0..size-1."""
     cb = canonical_codebook(name)
     c = cb.check_codes(codes)
-    return Prepared((np.ascontiguousarray(c), cb), {}, output(out, c.shape, np.float32, (codes,)))
+    return Prepared((np.require(c, requirements="C"), cb), {}, output(out, c.shape, np.float32, (codes,)))

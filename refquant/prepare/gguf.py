@@ -24,7 +24,7 @@ def prepare_gguf_quantize(x: Any, qtype: Any, imatrix: Any = None, *, out: Any =
     fmt, rows, im = _quantize_args(x, qtype, imatrix)
     n_per_row = rows.shape[-1]
     shape = rows.shape[:-1] + (n_per_row // fmt.block_size * fmt.type_size,)
-    return Prepared((np.ascontiguousarray(rows), fmt, None if im is None else np.ascontiguousarray(im)), {},
+    return Prepared((np.require(rows, requirements="C"), fmt, None if im is None else np.require(im, requirements="C")), {},
                     output(out, shape, np.uint8, (x,)))
 
 
@@ -38,4 +38,4 @@ def prepare_gguf_dequantize(data: Any, qtype: Any, shape: Any, *, out: Any = Non
 def prepare_gguf_dequant_matmul(x: Any, data: Any, qtype: Any, shape: Any) -> Prepared:
     """Arguments of :func:`refquant.gguf.dequant_matmul`."""
     xa, flat, fmt, shape = matmul_args(x, data, qtype, shape)
-    return Prepared((np.ascontiguousarray(xa), flat, fmt, shape))
+    return Prepared((np.require(xa, requirements="C"), flat, fmt, shape))

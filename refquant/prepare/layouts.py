@@ -23,7 +23,7 @@ __all__ = ["prepare_gptq_pack", "prepare_gptq_unpack", "prepare_gptq_dequantize"
 
 
 def _c(a: np.ndarray) -> np.ndarray:
-    return np.ascontiguousarray(a)
+    return np.require(a, requirements="C")
 
 
 def prepare_gptq_pack(codes: Any, zeros: Any, scales: Any, g_idx: Any, bits: int, version: int = 1) -> Prepared:

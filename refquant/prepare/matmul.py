@@ -18,7 +18,7 @@ __all__ = ["prepare_int8_matmul", "prepare_int8_matmul_zp", "prepare_dequantize_
 
 
 def _c(a: Any) -> Any:
-    return np.ascontiguousarray(a) if isinstance(a, np.ndarray) else a
+    return np.require(a, requirements="C") if isinstance(a, np.ndarray) else a
 
 
 def prepare_int8_matmul(a_q: Any, b_q: Any) -> Prepared:

@@ -23,7 +23,7 @@ def prepare_pack(codes: Any, bits: int, order: str = "low_first", container: str
                  out: Any = None) -> Prepared:
     """Arguments of :func:`refquant.packing.pack`: codes in ``0..2**bits - 1`` as uint8."""
     bits = _check_layout(bits, order, container)
-    arr = np.ascontiguousarray(_check_codes(codes, (1 << bits) - 1, f"{bits}-bit codes"), dtype=np.uint8)
+    arr = np.require(_check_codes(codes, (1 << bits) - 1, f"{bits}-bit codes"), np.uint8, requirements="C")
     shape = arr.shape[:-1] + (packed_size(arr.shape[-1], bits, container),)
     return Prepared((arr, bits, order, container), {}, output(out, shape, _CONTAINER_DTYPE[container], (codes,)))
 
@@ -32,17 +32,17 @@ def prepare_unpack(packed: Any, bits: int, count: int, order: str = "low_first",
                    out: Any = None) -> Prepared:
     """Arguments of :func:`refquant.packing.unpack`: rows of exactly the containers ``count`` codes need."""
     bits, count, arr = _check_packed(packed, bits, count, order, container)
-    return Prepared((np.ascontiguousarray(arr), bits, count, order, container), {},
+    return Prepared((np.require(arr, requirements="C"), bits, count, order, container), {},
                     output(out, arr.shape[:-1] + (count,), np.uint8, (packed,)))
 
 
 def prepare_pack_ternary(trits: Any, *, out: Any = None) -> Prepared:
     """Arguments of :func:`refquant.packing.pack_ternary`: trits in {0, 1, 2} as uint8."""
-    arr = np.ascontiguousarray(_check_codes(trits, 2, "trits", name="trits"), dtype=np.uint8)
+    arr = np.require(_check_codes(trits, 2, "trits", name="trits"), np.uint8, requirements="C")
     return Prepared((arr,), {}, output(out, arr.shape[:-1] + (-(-arr.shape[-1] // 5),), np.uint8, (trits,)))
 
 
 def prepare_unpack_ternary(packed: Any, count: int, *, out: Any = None) -> Prepared:
     """Arguments of :func:`refquant.packing.unpack_ternary`: uint8 rows of ``ceil(count / 5)`` bytes."""
     count, arr = check_ternary_packed(packed, count)
-    return Prepared((np.ascontiguousarray(arr), count), {}, output(out, arr.shape[:-1] + (count,), np.uint8, (packed,)))
+    return Prepared((np.require(arr, requirements="C"), count), {}, output(out, arr.shape[:-1] + (count,), np.uint8, (packed,)))
