@@ -21,7 +21,7 @@ import numpy as np
 from numba import prange
 
 from accel.numba._jit import helper, kernel
-from refquant.dtypes.codebooks import Codebook
+from refquant.dtypes.codebooks import Codebook, get_codebook
 
 __all__ = ["codebook_encode", "codebook_decode", "search_table", "count_below"]
 
@@ -119,6 +119,7 @@ def _decode_bytes(words, table, out):  # type: ignore[no-untyped-def]
 def codebook_encode(x: np.ndarray, cb: Codebook, *, out: np.ndarray) -> np.ndarray:
     """Backend op :func:`refquant.dtypes.codebooks.codebook_encode` on prepared arguments
     (float32 ``x`` C-contiguous, ``cb`` a plain Codebook, ``out`` uint8 of x's shape)."""
+    cb = get_codebook(cb)                               # a registered name or a plain Codebook
     padded, steps = search_table(cb)
     _encode(x.reshape(-1), padded, steps, cb.midpoints.size, np.ascontiguousarray(cb.order, np.uint8),
             _TIES[cb.tie], _CHUNK, out.reshape(-1))
@@ -128,6 +129,7 @@ def codebook_encode(x: np.ndarray, cb: Codebook, *, out: np.ndarray) -> np.ndarr
 def codebook_decode(codes: np.ndarray, cb: Codebook, *, out: np.ndarray) -> np.ndarray:
     """Backend op :func:`refquant.dtypes.codebooks.codebook_decode` on prepared arguments
     (integer codes in ``0..cb.size - 1``, C-contiguous; ``out`` float32)."""
+    cb = get_codebook(cb)
     flat = codes.reshape(-1)
     res = out.reshape(-1)
     if codes.dtype == np.uint8:

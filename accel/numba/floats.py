@@ -18,7 +18,7 @@ from numba import prange
 from numba.cpython.unsafe.numbers import leading_zeros
 
 from accel.numba._jit import helper, kernel
-from refquant.dtypes.floatspec import FloatSpec
+from refquant.dtypes.floatspec import FloatSpec, get_float_spec
 
 
 @helper
@@ -148,6 +148,7 @@ def encode_float(x, spec, *, saturate=False, out):  # type: ignore[no-untyped-de
     """Backend op :func:`refquant.dtypes.floatspec.encode_float` on prepared arguments
     (``refquant.prepare.floats``: float32 ``x`` C-contiguous, ``spec`` a FloatSpec, ``out``
     of the spec's storage dtype and x's shape)."""
+    spec = get_float_spec(spec)                         # a registered name or a FloatSpec
     u = x.reshape(-1).view(np.uint32)
     flat = out.reshape(-1)
     args = _spec_args(spec, saturate)
@@ -162,6 +163,7 @@ def encode_float(x, spec, *, saturate=False, out):  # type: ignore[no-untyped-de
 def decode_float(bits, spec, *, out):  # type: ignore[no-untyped-def]
     """Backend op :func:`refquant.dtypes.floatspec.decode_float` on prepared arguments
     (codes of the storage dtype within ``spec.bits``, C-contiguous; ``out`` float32)."""
+    spec = get_float_spec(spec)
     c = bits.reshape(-1)
     res = out.reshape(-1).view(np.uint32)
     if _truncated(spec) and spec.decode_nan == "payload":

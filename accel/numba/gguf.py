@@ -42,6 +42,8 @@ def kernel_name(fmt: Any, table: Any) -> str:
     """The registered name of the prepared format ``fmt`` when ``table`` holds a kernel for
     it; a format this backend does not know (an unregistered subclass, even one that keeps
     a registered name) is UnsupportedError, never another format's kernel."""
+    if isinstance(fmt, str):                             # a registered format, by its canonical name
+        fmt = FORMATS.get(fmt)
     name = getattr(fmt, "name", None)
     if FORMATS.get(name) is not fmt or name not in table:
         known = "" if FORMATS.get(name) is fmt else " (an unregistered format class)"
@@ -53,8 +55,8 @@ def kernel_name(fmt: Any, table: Any) -> str:
 def gguf_quantize(x: np.ndarray, qtype: Any, imatrix: np.ndarray | None = None, *, out: np.ndarray) -> np.ndarray:
     """Backend op :func:`refquant.gguf.quantize` on prepared arguments (``refquant.prepare.gguf``:
     float32 rows, finite unless f16/bf16, a checked imatrix or None; ``out`` uint8 (..., row_bytes))."""
-    fmt = qtype
-    name = kernel_name(fmt, _QUANTIZE)
+    name = kernel_name(qtype, _QUANTIZE)
+    fmt = FORMATS[name]
     n_per_row = x.shape[-1]
     rows = x.reshape(math.prod(x.shape[:-1]), n_per_row)
     res = out.reshape(rows.shape[0], out.shape[-1])
@@ -72,8 +74,8 @@ def gguf_quantize(x: np.ndarray, qtype: Any, imatrix: np.ndarray | None = None, 
 def gguf_dequantize(data: np.ndarray, qtype: Any, shape: tuple[int, ...], *, out: np.ndarray) -> np.ndarray:
     """Backend op :func:`refquant.gguf.dequantize` on prepared arguments (flat uint8 bytes of
     exactly ``shape``'s blocks; ``out`` float32 shape): ggml's to_float."""
-    fmt = qtype
-    name = kernel_name(fmt, _DEQUANTIZE)
+    name = kernel_name(qtype, _DEQUANTIZE)
+    fmt = FORMATS[name]
     blocks = data.reshape(data.size // fmt.type_size, fmt.type_size)
     if blocks.shape[0]:
         _DEQUANTIZE[name](blocks, out.reshape(blocks.shape[0], fmt.block_size))
