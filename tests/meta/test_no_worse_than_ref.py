@@ -40,7 +40,7 @@ def _layer(rng, out=8, in_=192, tokens=64):
 def test_gguf_equivalent_passes(name, fmt):
     backend = GGUF_EQUIVALENTS[name]()
     assert isinstance(contract_for("gguf_quantize", fmt, backend), NoWorseThanRef)
-    test_gguf.test_gguf_quantize(backend=backend, fmt=fmt)
+    test_gguf.test_gguf_quantize(refquant_backend=backend, fmt=fmt)
 
 
 @pytest.mark.parametrize("name, fmt", ALGORITHM_CELLS)
@@ -48,7 +48,7 @@ def test_algorithm_equivalent_passes(name, fmt):
     backend = ALGORITHM_EQUIVALENTS[name]()
     (op,) = backend._overrides
     assert isinstance(contract_for(op, fmt, backend), NoWorseThanRef)
-    getattr(test_algorithms, f"test_{op}")(backend=backend, fmt=fmt)
+    getattr(test_algorithms, f"test_{op}")(refquant_backend=backend, fmt=fmt)
 
 
 @pytest.mark.parametrize("name", sorted(GGUF_EQUIVALENTS))
