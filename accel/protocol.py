@@ -5,6 +5,10 @@ A backend is any object with ``name``, ``device``, ``capabilities()``, ``asarray
 :data:`accel.ops.OP_SPECS`. Ops (or op/format pairs) it does not declare are reported
 "not implemented" by the conformance matrix, never failed and never silently passed.
 An undeclared pair must raise :class:`refquant.errors.UnsupportedError`, not fall back.
+
+Op methods receive only arguments prepared by the reference (``OpSpec.prepare``, run by
+:mod:`accel.dispatch` for every call): validated, normalized and C-contiguous. A backend
+therefore holds kernels, not argument checks.
 """
 
 from __future__ import annotations
@@ -33,12 +37,16 @@ class OpCapability:
         conformance strategies draw only inputs within them.
     notes : str
         Free text shown in the matrix (why something is missing or approximate).
+    out : bool
+        The op method takes ``out=``, the result array allocated by the op's prepare
+        function (``OpSpec.out`` ops only), and writes it; otherwise the dispatcher copies.
     """
 
     formats: frozenset[str] | None = None
     bit_exact: bool = True
     constraints: Mapping[str, Any] = field(default_factory=dict)
     notes: str = ""
+    out: bool = False
 
     def supports(self, fmt: str | None) -> bool:
         return fmt is None or self.formats is None or fmt in self.formats

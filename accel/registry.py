@@ -15,6 +15,8 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any, Callable
 
+from accel.dispatch import dispatched
+
 __all__ = ["BackendLoadError", "BackendInfo", "get_backend", "available_backends", "registered_backends"]
 
 GROUP = "refquant.backends"
@@ -85,7 +87,8 @@ def _check(name: str, obj: Any) -> Any:
 
 
 def get_backend(name: str) -> Any:
-    """Return a backend by registered name or ``"module:factory"``.
+    """Return a backend by registered name or ``"module:factory"``, behind the dispatcher
+    (:class:`accel.dispatch.Dispatched`: every op call is prepared by the reference first).
 
     Parameters
     ----------
@@ -120,6 +123,7 @@ def get_backend(name: str) -> Any:
     except Exception as exc:  # the reason is the point: report it, naming the backend
         raise BackendLoadError(name, f"{type(exc).__name__}: {exc}") from exc
     _check(name, backend)
+    backend = dispatched(backend)  # every op call runs the reference's argument preparation first
     _CACHE[name] = backend
     return backend
 

@@ -24,11 +24,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from accel.dispatch import dispatched
 from accel.protocol import supports
 from accel.reference import reference_function
 from conformance.contracts import contract_for
 
-__all__ = ["require", "call", "ref", "check", "NOT_IMPLEMENTED"]
+__all__ = ["require", "call", "ref", "check", "check_refused", "check_like_reference", "NOT_IMPLEMENTED"]
 
 NOT_IMPLEMENTED = "not implemented"
 
@@ -49,18 +50,6 @@ def require(backend: Any, op: str, fmt: str | None = None, **constraints: Any) -
             pytest.skip(f"{NOT_IMPLEMENTED}: {backend.name} {op}[{fmt}] with {key}={value}")
 
 
-def _to_backend(backend: Any, x: Any) -> Any:
-    if isinstance(x, np.ndarray):
-        return backend.asarray(x)
-    if isinstance(x, tuple):
-        return tuple(_to_backend(backend, v) for v in x)
-    if isinstance(x, list):
-        return [_to_backend(backend, v) for v in x]
-    if is_dataclass(x) and not isinstance(x, type):
-        return replace(x, **{f.name: _to_backend(backend, getattr(x, f.name)) for f in fields(x) if f.init})
-    return x
-
-
 def _to_numpy(backend: Any, x: Any) -> Any:
     if isinstance(x, tuple):
         return tuple(_to_numpy(backend, v) for v in x)
@@ -74,10 +63,12 @@ def _to_numpy(backend: Any, x: Any) -> Any:
 
 
 def call(backend: Any, op: str, *args: Any, **kwargs: Any) -> Any:
-    """Run ``op`` on ``backend``: NumPy arguments in (converted with ``asarray``),
-    NumPy results out (converted with ``to_numpy``). Inputs are checked unchanged."""
+    """Run ``op`` on ``backend`` through the dispatcher (:mod:`accel.dispatch`: the
+    reference's argument preparation, then the backend's kernel, arrays converted with
+    ``asarray``), exactly as a user's call; NumPy results out (converted with
+    ``to_numpy``). Inputs are checked unchanged."""
     snapshot = [a.copy() for a in args if isinstance(a, np.ndarray)]
-    out = getattr(backend, op)(*_to_backend(backend, args), **{k: _to_backend(backend, v) for k, v in kwargs.items()})
+    out = dispatched(backend).call(op, *args, **kwargs)
     after = [a for a in args if isinstance(a, np.ndarray)]
     for before, now in zip(snapshot, after):
         if before.tobytes() != now.tobytes():
@@ -113,3 +104,37 @@ def check(op: str, fmt: str | None, got: Any, expected: Any, *, backend: Any,
         args = ", ".join(f"{k}={_describe(v)}" for k, v in inputs.items())
         repro = f"\nrepro: accel.get_backend({backend.name!r}).{op}({args})"
     raise AssertionError(f"[{backend.name}] {op}[{fmt}] violates {contract!r}: {problem}{repro}")
+
+
+def _refusal(op: str, args: tuple, kwargs: dict) -> BaseException | None:
+    try:
+        ref(op, *args, **kwargs)
+    except (ValueError, TypeError) as exc:
+        return exc
+    return None
+
+
+def check_refused(backend: Any, op: str, fmt: str | None, *args: Any, **kwargs: Any) -> None:
+    """Assert ``backend`` refuses input the reference refuses, with the same kind of error
+    (ValueError or TypeError), and nothing else (no crash, no result, no other error)."""
+    expected = _refusal(op, args, kwargs)
+    assert expected is not None, f"the reference accepts this input of {op}; the strategy must draw refused input"
+    kind = ValueError if isinstance(expected, ValueError) else TypeError
+    try:
+        call(backend, op, *args, **kwargs)
+    except kind:
+        return
+    except Exception as exc:  # noqa: BLE001 - any other failure is the finding
+        raise AssertionError(f"[{backend.name}] {op}[{fmt}] raised {type(exc).__name__}: {exc} where the reference "
+                             f"refuses the input with {type(expected).__name__}: {expected}") from exc
+    raise AssertionError(f"[{backend.name}] {op}[{fmt}] returned a result for input the reference refuses "
+                         f"({type(expected).__name__}: {expected})")
+
+
+def check_like_reference(backend: Any, op: str, fmt: str | None, *args: Any, **kwargs: Any) -> None:
+    """Refused like the reference when it refuses, else held to the op's contract."""
+    if _refusal(op, args, kwargs) is not None:
+        check_refused(backend, op, fmt, *args, **kwargs)
+        return
+    check(op, fmt, call(backend, op, *args, **kwargs), ref(op, *args, **kwargs), backend=backend,
+          inputs={f"arg{i}": a for i, a in enumerate(args)} | kwargs)

@@ -36,12 +36,13 @@ try:
 except ImportError:  # pragma: no cover - hypothesis comes with the conformance extra
     settings = None  # type: ignore[assignment]
 
-PROFILES = ("ci", "dev", "thorough")
+PROFILES = ("ci", "dev", "thorough", "boundscheck")
 DEFAULT_PROFILE = "ci"
 BACKEND_ARG = "refquant_backend"
 # (max_examples, derandomize). ci is bounded and derandomized so that a run is
 # reproducible and fits the CI budget; thorough is for local sweeps.
-_PROFILE_SETTINGS = {"ci": (20, True), "dev": (50, False), "thorough": (1000, False)}
+# boundscheck: few examples, for tests/test_numba_boundscheck.py (the suite on bounds-checked kernels).
+_PROFILE_SETTINGS = {"ci": (20, True), "dev": (50, False), "thorough": (1000, False), "boundscheck": (4, True)}
 
 MARKERS = (
     "op(name): the Backend op a conformance test checks (refquant conformance suite)",

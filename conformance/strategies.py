@@ -19,10 +19,15 @@ from hypothesis.extra import numpy as hnp
 
 __all__ = [
     "ADVERSARIAL_FLOAT32", "adversarial_float32", "float32_arrays", "float32_matrices",
-    "blocked_rows", "random_bit_patterns_f32",
+    "blocked_rows", "random_bit_patterns_f32", "TINY_ABSMAX", "inconsistent_qparams", "degenerate_block_format",
+    "EMPTY_SHAPES",
 ]
 
 F32 = np.float32
+
+#: Row / block absmax values whose float32 reciprocal (127 / absmax, 1 / absmax) overflows:
+#: subnormals up to just above 127 / FLT_MAX (FAILURES: a kernel that flushes them to 0).
+TINY_ABSMAX = (1e-45, 1e-44, 1e-42, 1e-40, 1e-39, 1e-38, 1e-37, 3e-37, 1e-36)
 
 
 def _f32_from_bits(bits: int) -> float:
@@ -304,7 +309,7 @@ def pack_codes(draw, bits: int, *, max_rows: int = 3, max_len: int = 80) -> np.n
 # --- bitsandbytes family (issue 4) ---
 
 
-_BNB_BLOCK_KINDS = ("random", "random", "zero", "negzero", "const", "outlier", "codes", "tiny")
+_BNB_BLOCK_KINDS = ("random", "random", "zero", "negzero", "const", "outlier", "codes", "tiny", "subnormal", "f32max")
 
 
 def _bnb_fill_block(draw, rng: np.random.Generator, block: np.ndarray) -> None:  # type: ignore[no-untyped-def]
@@ -327,6 +332,10 @@ def _bnb_fill_block(draw, rng: np.random.Generator, block: np.ndarray) -> None: 
         block[rng.integers(0, block.size)] = F32(2.0 ** draw(st.integers(-3, 3)))
     elif kind == "tiny":
         block[:] = rng.standard_normal(block.size) * 1e-11
+    elif kind == "subnormal":           # absmax 1e-45 ... 1e-36: reciprocals overflow float32
+        block[:] = rng.standard_normal(block.size) * draw(st.sampled_from(TINY_ABSMAX))
+    elif kind == "f32max":              # magnitudes near the float32 maximum
+        block[:] = rng.uniform(-1, 1, block.size) * F32(3.4e38)
 
 
 @st.composite
@@ -404,6 +413,11 @@ def int8_rowwise_inputs(draw, *, max_rows: int = 8, max_cols: int = 96) -> tuple
     all-zero / constant / outlier rows, half-integer ties at code scale, and values at and
     around the threshold (6.0 or 3.0; 0 disables outliers)."""
     x = draw(float32_matrices(max_rows=max_rows, max_cols=max_cols, scale=draw(st.sampled_from([1.0, 2.0, 1e-3]))))
+    if draw(st.booleans(), label="extreme rows"):       # rows of tiny absmax (1e-45 ... 1e-36) or near FLT_MAX
+        rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
+        for r in range(x.shape[0]):
+            if rng.random() < 0.5:
+                x[r] = (rng.uniform(-1, 1, x.shape[1]) * draw(st.sampled_from(TINY_ABSMAX + (3e38,)))).astype(F32)
     threshold = draw(st.sampled_from([0.0, 6.0, 3.0]))
     if threshold and draw(st.booleans()):
         rng = np.random.default_rng(draw(st.integers(0, 2**32 - 1)))
@@ -716,3 +730,62 @@ def hessian(X: np.ndarray) -> np.ndarray:
     from refquant.calibration.hessian import hessian_from_activations
 
     return hessian_from_activations(X).astype(np.float32)
+
+
+# --- the boundary (issue 13): inputs the preparation must refuse, and extremes ---
+
+
+@st.composite
+def inconsistent_qparams(draw, params, shape: tuple[int, ...]):  # type: ignore[no-untyped-def]
+    """QuantParams that must be refused for an array of ``shape``: fields that disagree in
+    shape or dtype, zero / negative / non-finite scales, zero points outside the code
+    range, code ranges beyond 16 bits, and a granularity subclass whose ``block_size`` and
+    ``grid_shape`` disagree (a kernel trusting it reads past the scale grid)."""
+    from dataclasses import replace
+
+    from refquant.granularity import PerTensor
+
+    kind = draw(st.sampled_from(["zp_shape", "scale_shape", "zero_scale", "neg_scale", "nan_scale", "inf_scale",
+                                 "scale_dtype", "zp_range", "wide_codes", "lying_granularity"]), label="kind")
+    scale = np.array(params.scale, copy=True)
+    grid = scale.shape
+    if kind == "zp_shape":
+        return replace(params, zero_point=np.zeros(grid + (2,), np.int32), symmetric=False)
+    if kind == "scale_shape":
+        return replace(params, scale=np.ones(tuple(g + 1 for g in grid) or (2,), F32), zero_point=None)
+    if kind in ("zero_scale", "neg_scale", "nan_scale", "inf_scale"):
+        if scale.size == 0:
+            return replace(params, scale=np.ones(tuple(g + 1 for g in grid) or (2,), F32), zero_point=None)
+        scale.flat[draw(st.integers(0, scale.size - 1))] = {"zero_scale": 0.0, "neg_scale": -1.0,
+                                                            "nan_scale": np.nan, "inf_scale": np.inf}[kind]
+        return replace(params, scale=scale)
+    if kind == "scale_dtype":
+        return replace(params, scale=scale.astype(np.float64))
+    if kind == "zp_range":
+        return replace(params, zero_point=np.full(grid, params.qmax + 1, np.int32), symmetric=False)
+    if kind == "wide_codes":
+        return replace(params, bits=1, qmin=70000, qmax=70001, zero_point=None)
+    # a granularity that claims one scale per element (runs of 1) with a one-element grid
+
+    class Lying(PerTensor):
+        def block_size(self, shp):  # type: ignore[no-untyped-def]
+            return (1,) * len(shp)
+
+        def grid_shape(self, shp):  # type: ignore[no-untyped-def]
+            return (1,) * len(shp)
+
+    return replace(params, scale=np.ones((1,) * len(shape), F32), zero_point=None, granularity=Lying())
+
+
+def degenerate_block_format(qtype: str):  # type: ignore[no-untyped-def]
+    """A subclass of the registered BlockFormat ``qtype`` whose declared sizes disagree
+    with its block dtype (type_size one byte short): kernels that trust it corrupt memory."""
+    from refquant.formats import FORMATS
+
+    base = FORMATS[qtype]
+    return type(f"Degenerate{base.__name__}", (base,), {"type_size": base.type_size - 1})
+
+
+#: Zero-width and empty shapes every op must handle like the reference (empty results or
+#: the reference's own error, never a crash or a raw reshape error).
+EMPTY_SHAPES = ((0,), (0, 0), (3, 0), (0, 4), (2, 0, 3))

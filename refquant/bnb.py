@@ -288,6 +288,45 @@ def _scales(name: str, a: Any, size: int) -> np.ndarray:
     return arr.reshape(-1)
 
 
+def _vectorwise_input(name: str, x: Any) -> np.ndarray:
+    """A finite 2-D float16/bfloat16/float32 array (rows, k), dtype kept."""
+    arr = as_float_array(name, x, dtypes=_INPUT_DTYPES, allow_nan=False)
+    if arr.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (rows, columns), got shape {arr.shape}")
+    return arr
+
+
+def _vectorwise_codes(q: Any, row_stats: Any) -> tuple[np.ndarray, np.ndarray]:
+    """2-D int8 codes and one finite float32 stat per row."""
+    codes = as_int_array("q", q)
+    if codes.dtype != np.int8 or codes.ndim != 2:
+        raise TypeError(f"q must be a 2-D int8 array, got {codes.dtype} of shape {codes.shape}")
+    stats = as_float_array("row_stats", row_stats, dtypes=(np.float32,), allow_nan=False)
+    if stats.shape != (codes.shape[0],):
+        raise ValueError(f"row_stats must have shape ({codes.shape[0]},) for q of shape {codes.shape}, got {stats.shape}")
+    return codes, stats
+
+
+def _packed_4bit(packed: Any, absmax: Any, quant_type: Any, blocksize: Any, shape: Any
+                 ) -> tuple[np.ndarray, np.ndarray, str, int, tuple[int, ...]]:
+    """Arguments of :func:`bnb_dequantize_4bit` checked: flat uint8 payload of ``ceil(n / 2)``
+    bytes, flat float32 absmax of ``ceil(n / blocksize)`` values."""
+    quant_type = _check_quant_type(quant_type)
+    blocksize = _check_blocksize(blocksize, BLOCKSIZES_4BIT)
+    shape = _shape(shape)
+    n = math.prod(shape)
+    return (_payload("packed", packed, -(-n // 2)), _scales("absmax", absmax, -(-n // blocksize)),
+            quant_type, blocksize, shape)
+
+
+def _absmax_vector(absmax: Any) -> np.ndarray:
+    """A finite, non-empty 1-D float32 vector (the input of double quantization)."""
+    arr = as_float_array("absmax", absmax, dtypes=(np.float32,), allow_nan=False)
+    if arr.ndim != 1 or arr.size == 0:
+        raise ValueError(f"absmax must be a non-empty 1-D array, got shape {arr.shape}")
+    return arr
+
+
 # --------------------------------------------------------------- public functions
 
 
@@ -416,9 +455,7 @@ def int8_vectorwise_quant(x: Any, threshold: float = 0.0) -> tuple[np.ndarray, n
         Ascending columns holding an outlier; empty when none (bitsandbytes returns None
         for threshold 0).
     """
-    arr = as_float_array("x", x, dtypes=_INPUT_DTYPES, allow_nan=False)
-    if arr.ndim != 2:
-        raise ValueError(f"x must be 2-D (rows, columns), got shape {arr.shape}")
+    arr = _vectorwise_input("x", x)
     threshold = check_float("threshold", threshold, min=0.0)
     return _fmt.vectorwise_quantize_rows(arr, threshold)
 
@@ -435,13 +472,7 @@ def int8_vectorwise_dequant(q: Any, row_stats: Any) -> np.ndarray:
     -------
     ndarray of float32, shape (rows, k)
     """
-    codes = as_int_array("q", q)
-    if codes.dtype != np.int8 or codes.ndim != 2:
-        raise TypeError(f"q must be a 2-D int8 array, got {codes.dtype} of shape {codes.shape}")
-    stats = as_float_array("row_stats", row_stats, dtypes=(np.float32,), allow_nan=False)
-    if stats.shape != (codes.shape[0],):
-        raise ValueError(f"row_stats must have shape ({codes.shape[0]},) for q of shape {codes.shape}, got {stats.shape}")
-    return _fmt.vectorwise_dequantize_rows(codes, stats)
+    return _fmt.vectorwise_dequantize_rows(*_vectorwise_codes(q, row_stats))
 
 
 def save(path: str | os.PathLike[str], q: QuantState, name: str = "weight") -> None:
@@ -517,12 +548,7 @@ def bnb_dequantize_4bit(packed: Any, absmax: Any, quant_type: str, blocksize: in
     -------
     ndarray of float32, shape ``shape``
     """
-    quant_type = _check_quant_type(quant_type)
-    blocksize = _check_blocksize(blocksize, BLOCKSIZES_4BIT)
-    shape = _shape(shape)
-    n = math.prod(shape)
-    return _dequantize_arrays(_payload("packed", packed, -(-n // 2)), _scales("absmax", absmax, -(-n // blocksize)),
-                              quant_type, blocksize, shape)
+    return _dequantize_arrays(*_packed_4bit(packed, absmax, quant_type, blocksize, shape))
 
 
 def bnb_quantize_blockwise(x: Any, blocksize: int) -> tuple[np.ndarray, np.ndarray]:
@@ -560,8 +586,5 @@ def bnb_double_quantize(absmax: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray
     nested_absmax : ndarray of float32, shape (ceil(n_blocks / 256),)
     offset : ndarray of float32, shape ()
     """
-    arr = as_float_array("absmax", absmax, dtypes=(np.float32,), allow_nan=False)
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"absmax must be a non-empty 1-D array, got shape {arr.shape}")
-    codes, nested_absmax, offset = _fmt.double_quantize(arr)
+    codes, nested_absmax, offset = _fmt.double_quantize(_absmax_vector(absmax))
     return codes, nested_absmax, np.asarray(offset, dtype=F32)

@@ -36,6 +36,7 @@ Conventions
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -184,12 +185,46 @@ def _check_data(data: Any, fmt: type[BlockFormat], shape: Any) -> tuple[np.ndarr
         raise ValueError(f"shape={shape!r} must be a non-empty tuple of non-negative integers")
     shape = tuple(int(s) for s in shape)
     _check_row_length(fmt, shape[-1], "shape[-1]")
-    n_elems = int(np.prod(shape, dtype=np.int64))
+    n_elems = math.prod(shape)  # Python ints: no int64 wrap-around on hostile shapes
     expected = n_elems // fmt.block_size * fmt.type_size
     if data.size != expected:
         raise ValueError(f"data has {data.size} bytes but {fmt.name} of shape {shape} needs {expected} "
                          f"({n_elems // max(fmt.block_size, 1)} blocks of {fmt.type_size} bytes)")
     return np.ascontiguousarray(data).reshape(-1), shape
+
+
+def checked_format(qtype: Any) -> type[BlockFormat]:
+    """:func:`get_format`, refusing a BlockFormat whose declared sizes disagree.
+
+    ``type_size`` must equal its block dtype's itemsize and ``block_size`` be a positive
+    int: kernels compute byte offsets from these numbers, so a (sub)class that changes one
+    without the other is refused with ValueError rather than read out of bounds.
+    """
+    fmt = get_format(qtype)
+    dtype = getattr(fmt, "dtype", None)
+    bs, ts = getattr(fmt, "block_size", None), getattr(fmt, "type_size", None)
+    if (not isinstance(dtype, np.dtype) or isinstance(bs, bool) or not isinstance(bs, (int, np.integer))
+            or not isinstance(ts, (int, np.integer)) or bs < 1 or ts != dtype.itemsize or ts < 1):
+        raise ValueError(f"format {getattr(fmt, '__name__', fmt)!r} is inconsistent: block_size={bs!r}, "
+                         f"type_size={ts!r}, block dtype itemsize={getattr(dtype, 'itemsize', None)!r}; "
+                         "type_size must equal the dtype's itemsize and block_size be an int >= 1")
+    return fmt
+
+
+def _quantize_args(x: Any, qtype: Any, imatrix: Any) -> tuple[type[BlockFormat], np.ndarray, np.ndarray | None]:
+    """The argument rule of :func:`quantize`: ``(format, x as float32 rows, imatrix or None)``."""
+    fmt = checked_format(qtype)
+    x = _as_rows(x)
+    n_per_row = x.shape[-1]
+    _check_row_length(fmt, n_per_row, "x.shape[-1]")
+    if fmt.requires_imatrix and imatrix is None:
+        raise ValueError(f"{fmt.name} needs an importance matrix (imatrix=...): ggml refuses to quantize it "
+                         "without one (ggml_quantize_requires_imatrix)")
+    if not fmt.allows_nonfinite and x.size and not np.isfinite(x).all():
+        raise ValueError(f"x contains NaN or inf, which {fmt.name} cannot encode "
+                         f"(only f16 and bf16 define them); clean or clamp the input first")
+    im = None if imatrix is None else _check_imatrix(imatrix, n_per_row)
+    return fmt, x, im
 
 
 def quantize(x: Any, qtype: Any, imatrix: Any = None) -> np.ndarray:
@@ -217,17 +252,8 @@ def quantize(x: Any, qtype: Any, imatrix: Any = None) -> np.ndarray:
     TypeError
         Non-float x or imatrix.
     """
-    fmt = get_format(qtype)
-    x = _as_rows(x)
+    fmt, x, im = _quantize_args(x, qtype, imatrix)
     n_per_row = x.shape[-1]
-    _check_row_length(fmt, n_per_row, "x.shape[-1]")
-    if fmt.requires_imatrix and imatrix is None:
-        raise ValueError(f"{fmt.name} needs an importance matrix (imatrix=...): ggml refuses to quantize it "
-                         "without one (ggml_quantize_requires_imatrix)")
-    if not fmt.allows_nonfinite and x.size and not np.isfinite(x).all():
-        raise ValueError(f"x contains NaN or inf, which {fmt.name} cannot encode "
-                         f"(only f16 and bf16 define them); clean or clamp the input first")
-    im = None if imatrix is None else _check_imatrix(imatrix, n_per_row)
     lead = x.shape[:-1]
     n_blocks = x.size // fmt.block_size
     if n_blocks == 0:  # no rows, or rows of length 0 (reshape(-1, 0) would be ambiguous)
@@ -279,7 +305,7 @@ def dequantize(data: Any, qtype: Any, shape: Any = None) -> np.ndarray:
     TypeError
         ``data`` is not uint8, or ``shape`` is missing.
     """
-    fmt = get_format(qtype)
+    fmt = checked_format(qtype)
     if shape is None:
         raise TypeError(_missing_shape(data, fmt))
     data, shape = _check_data(data, fmt, shape)

@@ -45,7 +45,7 @@ import numpy as np
 from refquant._validate import check_int
 
 __all__ = ["Granularity", "PerTensor", "PerChannel", "PerGroup", "PerToken", "PerBlock",
-           "granularity_from_name", "GRANULARITY_NAMES"]
+           "FixedRuns", "granularity_from_name", "checked_geometry", "canonical_granularity", "GRANULARITY_NAMES"]
 
 # A run length per axis: an int b >= 1, or None for "the whole axis is one run".
 BlockSize = tuple[int | None, ...]
@@ -267,6 +267,23 @@ class PerBlock(Granularity):
         return (1,) * lead + runs
 
 
+@dataclass(frozen=True)
+class FixedRuns(Granularity):
+    """Explicit run lengths per axis (None: the whole axis), for arrays of ``len(runs)`` axes.
+
+    What a custom Granularity subclass becomes once checked (:func:`canonical_granularity`):
+    the geometry it showed at that moment, fixed, so nothing computed later can differ.
+    """
+
+    runs: tuple[int | None, ...] = ()
+    name = "fixed_runs"
+
+    def block_size(self, shape: tuple[int, ...]) -> BlockSize:
+        if len(shape) != len(self.runs):
+            raise ValueError(f"FixedRuns{self.runs} applies to arrays of {len(self.runs)} axes, got shape {shape}")
+        return self.runs
+
+
 GRANULARITY_NAMES = ("per_tensor", "per_channel", "per_group", "per_token", "per_block")
 
 
@@ -292,3 +309,40 @@ def granularity_from_name(name: str, *, axis: int | None = None, group_size: int
         return PerBlock((128, 128) if block_shape is None else tuple(block_shape))
     raise ValueError(f"granularity={original!r} is not supported; allowed: {', '.join(map(repr, GRANULARITY_NAMES))} "
                      "or a refquant.granularity object")
+
+
+def checked_geometry(gran: Granularity, shape: tuple[int, ...]) -> tuple[tuple[int | None, ...], tuple[int, ...]]:
+    """``(runs, grid)`` of ``gran`` on ``shape``, checked for consistency.
+
+    The run length per axis (None: the whole axis) must be an int in ``1..L`` (any >= 1
+    when ``L`` is 0) and
+    the grid must be ``ceil(L / run)`` (1 for a whole axis): a subclass whose
+    ``block_size`` and ``grid_shape`` disagree, or that returns runs of the wrong count,
+    is refused with ValueError (kernels index scale grids from these numbers).
+    """
+    if not isinstance(gran, Granularity):
+        raise TypeError(f"granularity must be a refquant.granularity object, got {gran!r}")
+    shape = tuple(int(s) for s in shape)
+    runs = tuple(gran.block_size(shape))
+    if len(runs) != len(shape):
+        raise ValueError(f"{gran!r}.block_size({shape}) gave {len(runs)} run lengths for {len(shape)} axes")
+    for a, (length, b) in enumerate(zip(shape, runs)):
+        if b is not None and (isinstance(b, bool) or not isinstance(b, (int, np.integer)) or b < 1
+                              or (length and b > length)):
+            raise ValueError(f"{gran!r}.block_size({shape}) gave run {b!r} for axis {a} of length {length}; "
+                             f"runs must be None or ints in 1..{max(length, 1)} (any >= 1 on an empty axis)")
+    runs = tuple(None if b is None else int(b) for b in runs)
+    grid = tuple(1 if b is None else -(-length // b) for length, b in zip(shape, runs))
+    if tuple(gran.grid_shape(shape)) != grid:
+        raise ValueError(f"{gran!r}.grid_shape({shape}) = {tuple(gran.grid_shape(shape))} disagrees with its "
+                         f"block_size (grid {grid})")
+    return runs, grid
+
+
+def canonical_granularity(gran: Granularity, shape: tuple[int, ...]) -> Granularity:
+    """``gran`` checked on ``shape`` (:func:`checked_geometry`); a built-in class is kept,
+    any other subclass replaced by the :class:`FixedRuns` of its checked geometry."""
+    runs, _ = checked_geometry(gran, shape)
+    if type(gran) in (PerTensor, PerChannel, PerGroup, PerToken, PerBlock, FixedRuns):
+        return gran
+    return FixedRuns(runs)

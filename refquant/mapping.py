@@ -69,9 +69,10 @@ from typing import Any
 import numpy as np
 
 from refquant._validate import as_float_array, as_int_array, check_choice, check_float, check_int
-from refquant.dtypes.intspec import get_int_spec
+from refquant.dtypes.intspec import IntSpec, get_int_spec
 from refquant.errors import ValidationError
-from refquant.granularity import Granularity, PerChannel, PerGroup, PerTensor, granularity_from_name
+from refquant.granularity import (Granularity, PerChannel, PerGroup, PerTensor, canonical_granularity,
+                                  checked_geometry, granularity_from_name)
 from refquant.rounding import round_half_away, round_half_even, round_stochastic
 
 __all__ = ["QuantParams", "choose_qparams", "qparams_from_range", "quantize", "dequantize", "fake_quantize",
@@ -81,6 +82,8 @@ ROUNDINGS = ("half_even", "half_away", "stochastic")
 MAX_BITS = 16
 #: Smallest scale: the smallest normal float32, 2**-126 (module docstring).
 SCALE_MIN = np.float32(2.0**-126)
+#: Code range limits: codes are at most 16 bits, signed or unsigned.
+CODE_MIN, CODE_MAX = -(1 << 15), (1 << 16) - 1
 _INPUT_DTYPES = (np.float16, np.float32, np.float64)
 
 
@@ -154,6 +157,13 @@ class QuantParams:
             raise ValidationError(f"granularity={self.granularity!r} is not a refquant.granularity object")
         if not (isinstance(self.bits, (int, np.integer)) and 1 <= self.bits <= MAX_BITS):
             raise ValidationError(f"bits={self.bits!r} must be an int in 1..{MAX_BITS}")
+        for name in ("qmin", "qmax"):
+            v = getattr(self, name)
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)):
+                raise ValidationError(f"{name}={v!r} must be an int")
+        if not (CODE_MIN <= self.qmin and self.qmax <= CODE_MAX):
+            raise ValidationError(f"code range [{self.qmin}, {self.qmax}] must lie within [{CODE_MIN}, {CODE_MAX}] "
+                                  "(codes of at most 16 bits, signed or unsigned)")
         if not (self.qmin < self.qmax and self.qmax - self.qmin < (1 << self.bits)):
             raise ValidationError(f"code range [{self.qmin}, {self.qmax}] is empty or does not fit in {self.bits} bits")
         scale = np.asarray(self.scale)
@@ -176,10 +186,37 @@ class QuantParams:
 
 
 def _check_grid(params: QuantParams, shape: tuple[int, ...]) -> None:
-    grid = params.granularity.grid_shape(shape)
+    _, grid = checked_geometry(params.granularity, shape)
     if np.shape(params.scale) != grid:
         raise ValueError(f"params (scale shape {np.shape(params.scale)}, {params.granularity!r}) do not fit an "
                          f"array of shape {shape}: its scale grid would be {grid}")
+
+
+def check_codes(codes: np.ndarray, params: QuantParams) -> np.ndarray:
+    """``codes`` (an integer array) if every code lies in ``[params.qmin, params.qmax]``, else ValueError."""
+    if codes.size and (codes.min() < params.qmin or codes.max() > params.qmax):
+        bad = codes[(codes < params.qmin) | (codes > params.qmax)].flat[0]
+        raise ValueError(f"q contains code {int(bad)}, outside the code range [{params.qmin}, {params.qmax}]")
+    return codes
+
+
+def check_params(params: Any, shape: tuple[int, ...]) -> QuantParams:
+    """``params`` checked (:meth:`QuantParams.validate`) against an array of ``shape``, as a
+    plain QuantParams with C-contiguous float32 scale / int32 zero-point grids.
+
+    The argument rule of :func:`quantize_affine` and :func:`dequantize_affine`: scale and
+    zero point of the grid's shape, finite scales > 0, zero points and the code range
+    within 16-bit codes, a granularity whose geometry is consistent. Subclasses are
+    rebuilt as QuantParams and custom granularities fixed
+    (:func:`refquant.granularity.canonical_granularity`), so no overridden method reaches a kernel.
+    """
+    if not isinstance(params, QuantParams):
+        raise TypeError(f"params must be a QuantParams (from choose_qparams), got {type(params).__name__}")
+    params.validate(shape)
+    return QuantParams(np.require(params.scale, np.float32, requirements="C"),
+                       None if params.zero_point is None else np.require(params.zero_point, np.int32, requirements="C"),
+                       int(params.bits), int(params.qmin), int(params.qmax),
+                       canonical_granularity(params.granularity, shape), bool(params.symmetric))
 
 
 def _as_input(x: Any, *, allow_nan: bool) -> np.ndarray:
@@ -192,7 +229,31 @@ def _as_input(x: Any, *, allow_nan: bool) -> np.ndarray:
     return arr
 
 
-def _resolve_granularity(granularity: Granularity | str | None, axis: int | None,
+def finite_input(x: Any) -> np.ndarray:
+    """``x`` as float32 (:func:`_as_input`), refusing NaN and inf (the rule of :func:`choose_qparams`)."""
+    arr = _as_input(x, allow_nan=False)
+    if arr.size and not np.isfinite(arr).all():
+        raise ValueError("x contains inf; choose_qparams needs finite values (pass clip=(lo, hi) "
+                         "and quantize() clamps infinities)")
+    return arr
+
+
+def check_clip(clip: Any) -> tuple[float, float] | float | None:
+    """``clip`` of :func:`choose_qparams` checked: None, a ``(lo, hi)`` pair of finite floats
+    with ``lo <= hi``, or a ratio in (0, 1]."""
+    if clip is None:
+        return None
+    if isinstance(clip, tuple):
+        if len(clip) != 2:
+            raise ValueError(f"clip={clip!r} must be a (lo, hi) pair or a ratio in (0, 1]")
+        c_lo, c_hi = check_float("clip[0]", clip[0]), check_float("clip[1]", clip[1])
+        if c_lo > c_hi:
+            raise ValueError(f"clip={clip!r} must satisfy lo <= hi")
+        return c_lo, c_hi
+    return check_float("clip", clip, min=0.0, max=1.0, min_inclusive=False)
+
+
+def resolve_granularity(granularity: Granularity | str | None, axis: int | None,
                          group_size: int | None) -> Granularity:
     if isinstance(granularity, Granularity):
         if axis is not None or group_size is not None:
@@ -216,6 +277,18 @@ def _range_arg(name: str, value: Any) -> np.ndarray:
         return as_float_array(name, value, dtypes=_INPUT_DTYPES).astype(np.float32, copy=False)
 
 
+def code_spec(bits: Any, symmetric: Any, signed: Any, restricted_range: Any) -> IntSpec:
+    """The code type of ``bits``/``symmetric``/``signed``/``restricted_range`` (as in
+    :func:`choose_qparams`), checked: bools, bits in 2..16 (symmetric) or 1..16."""
+    if not isinstance(symmetric, (bool, np.bool_)) or not isinstance(signed, (bool, np.bool_)):
+        raise TypeError(f"symmetric={symmetric!r} and signed={signed!r} must be bools")
+    restricted = bool(symmetric and signed) if restricted_range is None else restricted_range
+    if not isinstance(restricted, (bool, np.bool_)):
+        raise TypeError(f"restricted_range={restricted_range!r} must be True, False or None")
+    bits = check_int("bits", bits, min=2 if symmetric else 1, max=MAX_BITS)
+    return get_int_spec(bits=bits, signed=bool(signed), restricted=bool(restricted))
+
+
 def qparams_from_range(lo: Any, hi: Any, bits: int = 8, symmetric: bool = True, *, signed: bool = True,
                        restricted_range: bool | None = None,
                        granularity: Granularity | str | None = None) -> QuantParams:
@@ -235,15 +308,9 @@ def qparams_from_range(lo: Any, hi: Any, bits: int = 8, symmetric: bool = True, 
     QuantParams
         ``scale`` (and ``zero_point``) of shape ``broadcast(lo, hi)``.
     """
-    gran = _resolve_granularity(granularity, None, None)
-    if not isinstance(symmetric, (bool, np.bool_)) or not isinstance(signed, (bool, np.bool_)):
-        raise TypeError(f"symmetric={symmetric!r} and signed={signed!r} must be bools")
-    restricted = bool(symmetric and signed) if restricted_range is None else restricted_range
-    if not isinstance(restricted, (bool, np.bool_)):
-        raise TypeError(f"restricted_range={restricted_range!r} must be True, False or None")
-    bits = check_int("bits", bits, min=2 if symmetric else 1, max=MAX_BITS)
-    spec = get_int_spec(bits=bits, signed=bool(signed), restricted=bool(restricted))
-    qmin, qmax = spec.qmin, spec.qmax
+    gran = resolve_granularity(granularity, None, None)
+    spec = code_spec(bits, symmetric, signed, restricted_range)
+    bits, qmin, qmax = spec.bits, spec.qmin, spec.qmax
 
     lo32, hi32 = np.broadcast_arrays(_range_arg("lo", lo), _range_arg("hi", hi))
     if not (np.isfinite(lo32).all() and np.isfinite(hi32).all()):
@@ -274,6 +341,7 @@ def qparams_from_range(lo: Any, hi: Any, bits: int = 8, symmetric: bool = True, 
         zero_point = np.clip(zp, qmin, qmax).astype(np.int32)
     return QuantParams(scale=scale, zero_point=zero_point, bits=bits, qmin=qmin, qmax=qmax,
                        granularity=gran, symmetric=bool(symmetric)).validate()
+
 
 
 def choose_qparams(x: Any, bits: int = 8, symmetric: bool = True, *, signed: bool = True,
@@ -332,24 +400,17 @@ def choose_qparams(x: Any, bits: int = 8, symmetric: bool = True, *, signed: boo
     >>> int(choose_qparams(x, symmetric=False).zero_point.item())   # s = 255 / 18.39
     -23
     """
-    gran = _resolve_granularity(granularity, axis, group_size)
-    arr = _as_input(x, allow_nan=False)
-    if arr.size and not np.isfinite(arr).all():
-        raise ValueError("x contains inf; choose_qparams needs finite values (pass clip=(lo, hi) "
-                         "and quantize() clamps infinities)")
+    gran = resolve_granularity(granularity, axis, group_size)
+    arr = finite_input(x)
     if clip is None:
         lo = gran.reduce(arr, np.minimum, initial=0.0)
         hi = gran.reduce(arr, np.maximum, initial=0.0)
     elif isinstance(clip, tuple):
-        if len(clip) != 2:
-            raise ValueError(f"clip={clip!r} must be a (lo, hi) pair or a ratio in (0, 1]")
-        c_lo, c_hi = check_float("clip[0]", clip[0]), check_float("clip[1]", clip[1])
-        if c_lo > c_hi:
-            raise ValueError(f"clip={clip!r} must satisfy lo <= hi")
+        c_lo, c_hi = check_clip(clip)
         grid = gran.grid_shape(arr.shape)
         lo, hi = np.full(grid, c_lo, np.float32), np.full(grid, c_hi, np.float32)
     else:
-        ratio = np.float32(check_float("clip", clip, min=0.0, max=1.0, min_inclusive=False))
+        ratio = np.float32(check_clip(clip))
         lo = gran.reduce(arr, np.minimum, initial=0.0) * ratio
         hi = gran.reduce(arr, np.maximum, initial=0.0) * ratio
     return qparams_from_range(lo, hi, bits, symmetric, signed=signed, restricted_range=restricted_range,
@@ -391,10 +452,8 @@ def quantize_affine(x: Any, params: QuantParams, *, rounding: str = "half_even",
     ValueError
         NaN in ``x``; params that do not fit ``x``; an unknown ``rounding``.
     """
-    if not isinstance(params, QuantParams):
-        raise TypeError(f"params must be a QuantParams (from choose_qparams), got {type(params).__name__}")
     arr = _as_input(x, allow_nan=False)
-    _check_grid(params, arr.shape)
+    params = check_params(params, arr.shape)
     gran = params.granularity
     scale = gran.expand(params.scale, arr.shape)
     with np.errstate(over="ignore"):                   # huge x / tiny scale -> inf, clamped below
@@ -428,13 +487,9 @@ def dequantize_affine(q: Any, params: QuantParams) -> np.ndarray:
     ValueError
         A code outside ``[qmin, qmax]`` (named in the message); params that do not fit.
     """
-    if not isinstance(params, QuantParams):
-        raise TypeError(f"params must be a QuantParams (from choose_qparams), got {type(params).__name__}")
     codes = as_int_array("q", q)
-    _check_grid(params, codes.shape)
-    if codes.size and (codes.min() < params.qmin or codes.max() > params.qmax):
-        bad = codes[(codes < params.qmin) | (codes > params.qmax)].flat[0]
-        raise ValueError(f"q contains code {int(bad)}, outside the code range [{params.qmin}, {params.qmax}]")
+    params = check_params(params, codes.shape)
+    check_codes(codes, params)
     gran = params.granularity
     centered = codes.astype(np.int32)
     if params.zero_point is not None:

@@ -33,7 +33,7 @@ import ml_dtypes
 import numpy as np
 
 from refquant._validate import as_float_array, as_int_array, check_float, flatten_leading
-from refquant.bnb import bnb_dequantize_4bit, int8_vectorwise_quant
+from refquant.bnb import _packed_4bit, bnb_dequantize_4bit, int8_vectorwise_quant
 
 __all__ = ["int8_matmul", "int8_matmul_zp", "dequantize_int32", "llm_int8_matmul", "bnb_dequant_matmul_4bit",
            "ternary_matmul"]
@@ -61,12 +61,18 @@ def _gemm_operands(a_name: str, a: Any, b_name: str, b: Any) -> tuple[np.ndarray
     return a_arr, b_arr
 
 
+def _code_pair(a_q: Any, b_q: Any) -> tuple[np.ndarray, np.ndarray]:
+    """2-D int8/uint8 ``a_q`` (m, k) and ``b_q`` (k, n) with equal inner dimensions."""
+    return _gemm_operands("a_q", a_q, "b_q", b_q)
+
+
 def _exact_product(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """``a @ b`` as exact int64 for integer matrices with ``|a| * |b| * k < 2**53``."""
     return np.matmul(a.astype(np.float64), b.astype(np.float64)).astype(np.int64)
 
 
-def _to_int32(acc: np.ndarray, what: str) -> np.ndarray:
+def to_int32(acc: np.ndarray, what: str) -> np.ndarray:
+    """An exact integer result ``acc`` as int32, or ValueError naming ``what`` when it does not fit."""
     if acc.size and (acc.min() < _INT32.min or acc.max() > _INT32.max):
         raise ValueError(f"{what} does not fit int32 (range {int(acc.min())}..{int(acc.max())}); "
                          "split the reduction dimension k")
@@ -93,8 +99,8 @@ def int8_matmul(a_q: Any, b_q: Any) -> np.ndarray:
     ValueError
         Not 2-D, inner dimensions that differ, or a result outside int32.
     """
-    a, b = _gemm_operands("a_q", a_q, "b_q", b_q)
-    return _to_int32(_exact_product(a, b), "int8_matmul result")
+    a, b = _code_pair(a_q, b_q)
+    return to_int32(_exact_product(a, b), "int8_matmul result")
 
 
 def _zero_point(name: str, z: Any, length: int, codes: np.ndarray, axis_name: str) -> np.ndarray:
@@ -130,7 +136,7 @@ def int8_matmul_zp(a_q: Any, b_q: Any, a_zero: Any, b_zero: Any) -> np.ndarray:
     -------
     ndarray of int32, shape (m, n)
     """
-    a, b = _gemm_operands("a_q", a_q, "b_q", b_q)
+    a, b = _code_pair(a_q, b_q)
     za = _zero_point("a_zero", a_zero, a.shape[0], a, "row of a_q")
     zb = _zero_point("b_zero", b_zero, b.shape[1], b, "column of b_q")
     k = a.shape[1]
@@ -140,7 +146,7 @@ def int8_matmul_zp(a_q: Any, b_q: Any, a_zero: Any, b_zero: Any) -> np.ndarray:
     acc -= row_sums[:, None] * zb[None, :]
     acc -= za[:, None] * col_sums[None, :]
     acc += k * za[:, None] * zb[None, :]
-    return _to_int32(acc, "int8_matmul_zp result")
+    return to_int32(acc, "int8_matmul_zp result")
 
 
 def _scale(name: str, s: Any, length: int, axis_name: str) -> np.ndarray:
@@ -150,6 +156,15 @@ def _scale(name: str, s: Any, length: int, axis_name: str) -> np.ndarray:
     if arr.shape != (length,):
         raise ValueError(f"{name} must be a scalar or have shape ({length},) (one per {axis_name}), got {arr.shape}")
     return arr.astype(np.float64)
+
+
+def _acc_scales(acc: Any, a_scale: Any, b_scale: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """2-D int32 ``acc`` (m, n) and its scales as float64 vectors (m,) and (n,)."""
+    acc_arr = as_int_array("acc", acc)
+    if acc_arr.dtype != np.int32 or acc_arr.ndim != 2:
+        raise TypeError(f"acc must be a 2-D int32 array, got {acc_arr.dtype} of shape {acc_arr.shape}")
+    return (acc_arr, _scale("a_scale", a_scale, acc_arr.shape[0], "row"),
+            _scale("b_scale", b_scale, acc_arr.shape[1], "column"))
 
 
 def dequantize_int32(acc: Any, a_scale: Any, b_scale: Any) -> np.ndarray:
@@ -170,13 +185,20 @@ def dequantize_int32(acc: Any, a_scale: Any, b_scale: Any) -> np.ndarray:
     -------
     ndarray of float32, shape (m, n)
     """
-    acc_arr = as_int_array("acc", acc)
-    if acc_arr.dtype != np.int32 or acc_arr.ndim != 2:
-        raise TypeError(f"acc must be a 2-D int32 array, got {acc_arr.dtype} of shape {acc_arr.shape}")
-    sa = _scale("a_scale", a_scale, acc_arr.shape[0], "row")
-    sb = _scale("b_scale", b_scale, acc_arr.shape[1], "column")
+    acc_arr, sa, sb = _acc_scales(acc, a_scale, b_scale)
     with np.errstate(over="ignore"):  # beyond float32's range the result is +-inf
         return (acc_arr.astype(np.float64) * sa[:, None] * sb[None, :]).astype(np.float32)
+
+
+def _llm_int8_args(x: Any, w: Any, threshold: Any) -> tuple[np.ndarray, np.ndarray, float]:
+    """Finite float16/bfloat16/float32 ``x`` (..., in) and ``w`` (out, in); threshold >= 0."""
+    xa = as_float_array("x", x, dtypes=_FLOAT_INPUTS, allow_nan=False, min_ndim=1)
+    wa = as_float_array("w", w, dtypes=_FLOAT_INPUTS, allow_nan=False)
+    if wa.ndim != 2:
+        raise ValueError(f"w must be 2-D (out_features, in_features), got shape {wa.shape}")
+    if xa.shape[-1] != wa.shape[1]:
+        raise ValueError(f"x has {xa.shape[-1]} input features (shape {xa.shape}) but w has {wa.shape[1]} (shape {wa.shape})")
+    return xa, wa, check_float("threshold", threshold, min=0.0)
 
 
 def llm_int8_matmul(x: Any, w: Any, threshold: float = 6.0) -> tuple[np.ndarray, np.ndarray]:
@@ -211,13 +233,7 @@ def llm_int8_matmul(x: Any, w: Any, threshold: float = 6.0) -> tuple[np.ndarray,
     TypeError, ValueError
         Wrong dtypes, non-finite values, mismatched shapes, negative threshold.
     """
-    xa = as_float_array("x", x, dtypes=_FLOAT_INPUTS, allow_nan=False, min_ndim=1)
-    wa = as_float_array("w", w, dtypes=_FLOAT_INPUTS, allow_nan=False)
-    if wa.ndim != 2:
-        raise ValueError(f"w must be 2-D (out_features, in_features), got shape {wa.shape}")
-    if xa.shape[-1] != wa.shape[1]:
-        raise ValueError(f"x has {xa.shape[-1]} input features (shape {xa.shape}) but w has {wa.shape[1]} (shape {wa.shape})")
-    threshold = check_float("threshold", threshold, min=0.0)
+    xa, wa, threshold = _llm_int8_args(x, w, threshold)
     x2 = flatten_leading(xa)                                        # (rows, in)
     xq, x_stats, cols = int8_vectorwise_quant(x2, threshold)
     wq, w_stats, _ = int8_vectorwise_quant(wa, 0.0)
@@ -227,6 +243,18 @@ def llm_int8_matmul(x: Any, w: Any, threshold: float = 6.0) -> tuple[np.ndarray,
         out += x2[:, cols].astype(np.float64) @ wa[:, cols].astype(np.float64).T
     with np.errstate(over="ignore"):  # beyond float32's range the result is +-inf
         return out.astype(np.float32).reshape(*xa.shape[:-1], wa.shape[0]), cols
+
+
+def _w4a16_args(x: Any, packed: Any, absmax: Any, quant_type: Any, blocksize: Any, shape: Any) -> tuple:
+    """``(x, packed, absmax, quant_type, blocksize, shape)`` of :func:`bnb_dequant_matmul_4bit`
+    checked: a 4-bit weight of 2-D ``shape`` (out, in), finite ``x`` (..., in)."""
+    packed, absmax, quant_type, blocksize, shape = _packed_4bit(packed, absmax, quant_type, blocksize, shape)
+    if len(shape) != 2:
+        raise ValueError(f"shape must be (out_features, in_features), got {tuple(shape)}")
+    xa = as_float_array("x", x, dtypes=_FLOAT_INPUTS, allow_nan=False, min_ndim=1)
+    if xa.shape[-1] != shape[1]:
+        raise ValueError(f"x has {xa.shape[-1]} input features (shape {xa.shape}) but the weight has {shape[1]}")
+    return xa, packed, absmax, quant_type, blocksize, shape
 
 
 def bnb_dequant_matmul_4bit(x: Any, packed: Any, absmax: Any, quant_type: str, blocksize: int,
@@ -249,12 +277,8 @@ def bnb_dequant_matmul_4bit(x: Any, packed: Any, absmax: Any, quant_type: str, b
     -------
     ndarray of float32, shape (..., out)
     """
+    xa, packed, absmax, quant_type, blocksize, shape = _w4a16_args(x, packed, absmax, quant_type, blocksize, shape)
     w = bnb_dequantize_4bit(packed, absmax, quant_type, blocksize, shape)
-    if w.ndim != 2:
-        raise ValueError(f"shape must be (out_features, in_features), got {tuple(shape)}")
-    xa = as_float_array("x", x, dtypes=_FLOAT_INPUTS, allow_nan=False, min_ndim=1)
-    if xa.shape[-1] != w.shape[1]:
-        raise ValueError(f"x has {xa.shape[-1]} input features (shape {xa.shape}) but the weight has {w.shape[1]}")
     out = flatten_leading(xa).astype(np.float64) @ w.astype(np.float64).T
     with np.errstate(over="ignore"):  # beyond float32's range the result is +-inf
         return out.astype(np.float32).reshape(*xa.shape[:-1], w.shape[0])
@@ -292,7 +316,7 @@ def ternary_matmul(a_q: Any, t: Any) -> np.ndarray:
     a, w = _ternary_operands(a_q, t)
     plus = _exact_product(a, (w == 1).astype(np.int8))
     minus = _exact_product(a, (w == -1).astype(np.int8))
-    return _to_int32(plus - minus, "ternary_matmul result")
+    return to_int32(plus - minus, "ternary_matmul result")
 
 
 def _ternary_operands(a_q: Any, t: Any) -> tuple[np.ndarray, np.ndarray]:

@@ -262,6 +262,19 @@ def pack_ternary(trits: Any) -> np.ndarray:
     return ((q * np.uint16(256) + np.uint16(242)) // np.uint16(243)).astype(np.uint8)
 
 
+def check_ternary_packed(packed: Any, count: Any) -> tuple[int, np.ndarray]:
+    """The argument rule of :func:`unpack_ternary`: ``(count, packed)`` checked (uint8 rows of
+    exactly ``ceil(count / 5)`` bytes), else TypeError / ValueError."""
+    count = check_int("count", count, min=0)
+    arr = as_int_array("packed", packed, min_ndim=1)
+    if arr.dtype != np.uint8:
+        raise TypeError(f"packed must be uint8, got {arr.dtype}")
+    need = -(-count // 5)
+    if arr.shape[-1] != need:
+        raise ValueError(f"packed has {arr.shape[-1]} bytes per row; count={count} trits need exactly {need}")
+    return count, arr
+
+
 def unpack_ternary(packed: Any, count: int) -> np.ndarray:
     """Inverse of :func:`pack_ternary`: the first ``count`` trits of each row.
 
@@ -274,13 +287,8 @@ def unpack_ternary(packed: Any, count: int) -> np.ndarray:
     -------
     ndarray of uint8, shape (..., count), values in {0, 1, 2}
     """
-    count = check_int("count", count, min=0)
-    arr = as_int_array("packed", packed, min_ndim=1)
-    if arr.dtype != np.uint8:
-        raise TypeError(f"packed must be uint8, got {arr.dtype}")
+    count, arr = check_ternary_packed(packed, count)
     need = -(-count // 5)
-    if arr.shape[-1] != need:
-        raise ValueError(f"packed has {arr.shape[-1]} bytes per row; count={count} trits need exactly {need}")
     mult = _POW3[::-1]                                                       # 3**n for trit n
     v = (arr.astype(np.uint16)[..., None] * mult) & np.uint16(0xFF)          # (..., bytes, 5): (b * 3**n) mod 256
     trits = ((v * np.uint16(3)) >> np.uint16(8)).astype(np.uint8)

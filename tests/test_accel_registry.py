@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 import accel
+from accel.dispatch import prepare_function
 from accel.ops import OP_SPECS
 from accel.reference import reference_function
 from accel.registry import BackendLoadError, get_backend
@@ -29,9 +30,12 @@ def test_reference_backend_loads_and_declares_every_op():
 def test_every_op_has_a_reference_function(op):
     fn = reference_function(op)
     assert callable(fn)
-    assert getattr(accel.get_backend("reference"), op) is fn
+    assert getattr(accel.get_backend("reference").raw, op) is fn
     spec = OP_SPECS[op]
     assert spec.reference.startswith("refquant."), "reference functions live in refquant"
+    assert spec.prepare is not None and spec.prepare.startswith("refquant.prepare."), \
+        "every op of this repo names its argument preparation, owned by the reference"
+    assert callable(prepare_function(op))
     assert spec.formats is None or len(spec.formats) == len(set(spec.formats)) > 0
 
 

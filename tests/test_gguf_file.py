@@ -647,3 +647,26 @@ def test_ggml_reader_accepts_refquant_files(tmp_path, rng):
         assert ctx, f"ggml rejected {path}"
         assert (lib.gguf_get_n_kv(ctx), lib.gguf_get_n_tensors(ctx)) == (len(meta) + 1, 2)
         lib.gguf_free(ctx)
+
+
+def _gguf_with_array(item_type: int, n: int, item: bytes) -> bytes:
+    """A v3 .gguf image with no tensors and one metadata array of ``n`` items."""
+    import struct
+
+    return (b"GGUF" + struct.pack("<IQQ", 3, 0, 1) + struct.pack("<Q", 1) + b"k"
+            + struct.pack("<IIQ", 9, item_type, n) + item * n)
+
+
+@pytest.mark.parametrize(("item_type", "item", "cost"), [(9, bytes(12), 4), (8, bytes(8), 1)])
+def test_metadata_object_budget_bounds_memory(monkeypatch, item_type, item, cost):
+    """Empty nested arrays / empty strings cost many times their bytes in memory: the
+    reader counts them and refuses past MAX_METADATA_OBJECTS (GGUFError naming the field)."""
+    import refquant.io.gguf_metadata as meta
+    from refquant.io.gguf_file import parse
+
+    monkeypatch.setattr(meta, "MAX_METADATA_OBJECTS", 1000)
+    ok = parse(_gguf_with_array(item_type, 1000 // cost, item))
+    assert len(ok.metadata["k"].value) == 1000 // cost
+    with pytest.raises(GGUFError, match="MAX_METADATA_OBJECTS") as info:
+        parse(_gguf_with_array(item_type, 1000 // cost + 1, item))
+    assert "'k'" in str(info.value)

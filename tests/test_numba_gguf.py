@@ -19,8 +19,10 @@ import pytest
 
 pytest.importorskip("numba")
 
+import accel  # noqa: E402
 import refquant.gguf as G  # noqa: E402
-from accel.numba import gguf as N  # noqa: E402
+
+N = accel.get_backend("numba")  # the kernels behind the dispatcher (arguments prepared by refquant)
 
 GOLDEN = Path(__file__).parent / "golden" / "gguf"
 # every type the reference quantizes, except those the Numba backend has no kernel for yet
@@ -303,7 +305,9 @@ import re, numpy as np
 from numba.core import caching
 FMA = r"\\bv?f(n)?m(add|sub)[0-9]"
 import refquant.gguf as G
-from accel.numba import gguf as N, gguf_iquants as I, gguf_kquants as K, gguf_legacy as L, gguf_matmul as M
+import accel
+from accel.numba import gguf_iquants as I, gguf_kquants as K, gguf_legacy as L, gguf_matmul as M
+N = accel.get_backend("numba")
 kernels = [L._quantize, L._dequantize, L._dequantize_float, L.row_sigma2, K._quantize, K._dequantize,
            I._quantize, I._dequantize, M._matmul]
 for k in kernels:
@@ -312,7 +316,7 @@ x = np.random.default_rng(0).standard_normal((2, 512)).astype(np.float32)
 for t in G.qtypes():
     for im in (None, np.ones(512, np.float32)):
         N.gguf_dequantize(N.gguf_quantize(x, t, im), t, x.shape)
-for t in sorted(N.MATMUL_QTYPES):
+for t in sorted(M.MATMUL_QTYPES):
     N.gguf_dequant_matmul(x, N.gguf_quantize(x, t), t, x.shape)
 assert re.findall(FMA, "vfmadd231ps %zmm1, %zmm2, %zmm3") and not re.findall(FMA, "vmulps %zmm1")
 print(sum(len(re.findall(FMA, k.inspect_asm(s))) for k in kernels for s in k.signatures))

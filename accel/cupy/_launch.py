@@ -48,3 +48,32 @@ def require(dev: Any, ok: bool, op: str, *args: Any, **kwargs: Any) -> None:
     raises its own error for these arguments, so no kernel ever reads out of bounds."""
     if not ok:
         raise_reference_error(dev, op, *args, **kwargs)
+
+
+def fix_nonfinite_products(dev: Any, out: Any, x2: Any, dequantized_weight: Any) -> Any:
+    """Recompute in float64 the outputs of a fused dequant-matmul that came out non-finite.
+
+    The kernels accumulate in float32, so a product or partial sum past FLT_MAX gives
+    inf - inf = NaN where the reference's float64 sum rounds to +-inf once. Such outputs
+    are rare (weights and activations near float32's limits); for them the weight is
+    decoded by the backend's own dequantize kernel (``dequantized_weight()``: float32
+    (out, in)) and the affected dot products are summed in float64 on the host.
+    """
+    host = np.array(dev.to_numpy(out), copy=True)
+    bad = ~np.isfinite(host)
+    if not bad.any():
+        return out
+    rows, cols = np.nonzero(bad)
+    x64 = np.asarray(dev.to_numpy(x2), np.float64)
+    w64 = np.asarray(dev.to_numpy(dequantized_weight()), np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        host[rows, cols] = np.einsum("ij,ij->i", x64[rows], w64[cols]).astype(np.float32)
+    return dev.asarray(host)
+
+
+def empty_matmul(dev: Any, lead: tuple[int, ...], in_f: int, out_f: int) -> Any | None:
+    """The result of a matmul with no rows, no columns or no reduction (zeros), else None."""
+    rows = int(np.prod(lead, dtype=np.int64))
+    if rows and in_f and out_f:
+        return None
+    return dev.zeros((*lead, out_f), np.float32)

@@ -18,7 +18,7 @@ from refquant._validate import check_float
 from refquant.errors import UnsupportedError
 from refquant.granularity import Granularity
 from refquant.mapping import QuantParams, qparams_from_range
-from refquant.mapping import _resolve_granularity  # the reference's own argument rules and messages
+from refquant.mapping import resolve_granularity  # the reference's own argument rules and messages
 
 __all__ = ["NDIM", "choose_qparams", "quantize_affine", "dequantize_affine"]
 
@@ -55,7 +55,7 @@ def choose_qparams(dev: Any, x: Any, bits: int = 8, symmetric: bool = True, *, s
                    axis: int | None = None, group_size: int | None = None,
                    clip: tuple[float, float] | float | None = None) -> QuantParams:
     """Backend op: same contract as :func:`refquant.mapping.choose_qparams`."""
-    gran = _resolve_granularity(granularity, axis, group_size)
+    gran = resolve_granularity(granularity, axis, group_size)
     if np.dtype(x.dtype) not in (np.float16, np.float32, np.float64):
         raise_reference_error(dev, "choose_qparams", x, bits, symmetric, granularity=gran)
     try:

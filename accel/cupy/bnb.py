@@ -10,7 +10,7 @@ import numpy as np
 
 from accel.cupy._launch import f32, i32, i64, raise_reference_error, require, stride_grid, u32
 from refquant.dtypes.codebooks import get_codebook
-from refquant.formats.bnb import BLOCKSIZES_4BIT, BLOCKSIZES_8BIT, NESTED_BLOCKSIZE, _lut_8bit, dynamic_map
+from refquant.formats.bnb import BLOCKSIZES_4BIT, BLOCKSIZES_8BIT, NESTED_BLOCKSIZE, dynamic_map, lut_8bit
 
 __all__ = ["bnb_quantize_4bit", "bnb_dequantize_4bit", "bnb_quantize_blockwise", "bnb_dequantize_blockwise",
            "bnb_double_quantize", "int8_vectorwise_quant", "int8_vectorwise_dequant"]
@@ -85,7 +85,7 @@ def _quantize_8bit(dev: Any, flat: Any, offset: Any, blocksize: int) -> tuple[An
     codes, absmax, bad = dev.empty(n, np.uint8), dev.empty(n_blocks, np.float32), dev.zeros(1, np.int32)
     grid, block = _block_grid(dev, n_blocks, blocksize)
     dev.launch("bnb", "bnb_quantize_8bit", grid, block,
-               [flat, offset, codes, absmax, i64(n), i32(blocksize), dev.contiguous(_lut_8bit(), np.uint8), bad])
+               [flat, offset, codes, absmax, i64(n), i32(blocksize), dev.contiguous(lut_8bit(), np.uint8), bad])
     return codes, absmax, bool(int(bad[0]))
 
 

@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from accel.cupy._launch import i32, i64, raise_reference_error, require, stride_grid
+from accel.cupy._launch import empty_matmul, fix_nonfinite_products, i32, i64, raise_reference_error, require, stride_grid
 from refquant.formats.gguf_mx import _log2f   # the reference's log2f rule (MXFP4's exponent)
 from refquant.gguf import get_format
 
@@ -58,10 +58,14 @@ def gguf_dequant_matmul(dev: Any, x: Any, data: Any, qtype: Any, shape: Any) -> 
             and np.dtype(data.dtype) == np.uint8 and data.size == n // fmt.block_size * fmt.type_size
             and x.ndim >= 1 and x.shape[-1] == shape[1], "gguf_dequant_matmul", x, data, qtype, shape)
     out_f, in_f = int(shape[0]), int(shape[1])
+    empty = empty_matmul(dev, x.shape[:-1], in_f, out_f)
+    if empty is not None:
+        return empty
     x2 = dev.contiguous(x, np.float32).reshape(-1, in_f)
     out = dev.empty((x2.shape[0], out_f), np.float32)
     dev.launch("gguf_matmul", f"gguf_matmul_{fmt.name}", (max(1, min(out_f, dev.max_blocks)),), (64,),
                [x2, i64(x2.shape[0]), dev.contiguous(data, np.uint8).reshape(-1), i64(out_f), i64(in_f), out])
+    out = fix_nonfinite_products(dev, out, x2, lambda: gguf_dequantize(dev, data, qtype, (out_f, in_f)))
     return out.reshape(*x.shape[:-1], out_f)
 
 

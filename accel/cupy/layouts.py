@@ -99,7 +99,7 @@ def awq_unpack(dev: Any, qweight: Any, qzeros: Any) -> tuple[Any, Any]:
 def awq_dequantize(dev: Any, qweight: Any, qzeros: Any, scales: Any, group_size: int) -> Any:
     """Backend op: same contract as :func:`refquant.layouts.awq.awq_dequantize` (fused)."""
     qw_h, qz_h, sc_h = _host(dev, qweight, qzeros, scales)
-    qw, group_size, _ = _awq_dequantize_args(qw_h, qz_h, sc_h, group_size)
+    qw, _, _, group_size, _ = _awq_dequantize_args(qw_h, qz_h, sc_h, group_size)
     in_f, words = qw.shape
     out_f = words * 8
     out = dev.empty((out_f, in_f), np.float32)

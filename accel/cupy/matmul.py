@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 
 from accel.cupy import bnb
-from accel.cupy._launch import i32, i64, raise_reference_error, require, stride_grid
+from accel.cupy._launch import empty_matmul, fix_nonfinite_products, i32, i64, raise_reference_error, require, stride_grid
 from refquant.dtypes.codebooks import get_codebook
 from refquant.formats.bnb import BLOCKSIZES_4BIT
 from refquant.matmul import _scale, _zero_point   # the reference's own argument rules and messages
@@ -96,6 +96,9 @@ def llm_int8_matmul(dev: Any, x: Any, w: Any, threshold: float = 6.0) -> tuple[A
     """Backend op: same contract as :func:`refquant.matmul.llm_int8_matmul` (Nmse)."""
     require(dev, hasattr(x, "dtype") and hasattr(w, "dtype") and x.ndim >= 1 and w.ndim == 2
             and x.shape[-1] == w.shape[1], "llm_int8_matmul", x, w, threshold)
+    empty = empty_matmul(dev, x.shape[:-1], x.shape[-1], w.shape[0])
+    if empty is not None:
+        return empty, dev.zeros(0, np.int64)
     x2 = x.reshape(-1, x.shape[-1])
     xq, xs, cols = bnb.int8_vectorwise_quant(dev, x2, threshold)
     wq, ws, _ = bnb.int8_vectorwise_quant(dev, w, 0.0)
@@ -123,6 +126,9 @@ def bnb_dequant_matmul_4bit(dev: Any, x: Any, packed: Any, absmax: Any, quant_ty
             and np.dtype(absmax.dtype) == np.float32 and absmax.size == -(-n // blocksize),
             "bnb_dequant_matmul_4bit", x, packed, absmax, quant_type, blocksize, shape)
     out_f, in_f = int(shape[0]), int(shape[1])
+    empty = empty_matmul(dev, x.shape[:-1], in_f, out_f)
+    if empty is not None:
+        return empty
     x2 = dev.contiguous(x, np.float32).reshape(-1, in_f)
     out = dev.empty((x2.shape[0], out_f), np.float32)
     dev.launch("matmul", "bnb_matmul_4bit", (max(1, min(out_f, dev.max_blocks)),), (128,),
@@ -130,4 +136,6 @@ def bnb_dequant_matmul_4bit(dev: Any, x: Any, packed: Any, absmax: Any, quant_ty
                 dev.contiguous(absmax, np.float32).reshape(-1),
                 dev.contiguous(get_codebook(quant_type).table, np.float32), i64(out_f), i64(in_f),
                 i32(int(blocksize).bit_length() - 1), out])
+    out = fix_nonfinite_products(dev, out, x2,
+                                 lambda: bnb.bnb_dequantize_4bit(dev, packed, absmax, quant_type, blocksize, shape))
     return out.reshape(*x.shape[:-1], out_f)

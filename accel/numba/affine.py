@@ -13,46 +13,35 @@ expanded to the input's shape: each element finds its group from per-axis run le
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 from numba import get_num_threads, prange
 
 from accel.numba._jit import helper, kernel
-from refquant._validate import as_float_array, as_int_array, check_choice, check_float
 from refquant.errors import UnsupportedError
-from refquant.granularity import Granularity
-from refquant.mapping import QuantParams, qparams_from_range
-from refquant.mapping import _resolve_granularity  # the reference's own argument rules and messages
+from refquant.granularity import Granularity, checked_geometry
+from refquant.mapping import ROUNDINGS, QuantParams, qparams_from_range
 
 NDIM = 6  # arrays up to this many dimensions (axes beyond it: UnsupportedError)
-ROUNDINGS = ("half_even", "half_away", "stochastic")
 
 
 def _layout(gran: Granularity, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(shape, run, grid stride) per axis, left-padded to NDIM; run 0 = the whole axis."""
+    """(shape, run, grid stride) per axis, left-padded to NDIM; run 0 = the whole axis.
+
+    The runs and grid come from :func:`refquant.granularity.checked_geometry`, the same
+    numbers the preparation checked the scale grid against."""
     if len(shape) > NDIM:
         raise UnsupportedError(f"the numba backend handles arrays of up to {NDIM} dimensions, got {len(shape)}")
-    grid = gran.grid_shape(shape)
-    runs = [0 if b is None else b for b in gran.block_size(shape)]
+    block, grid = checked_geometry(gran, shape)
+    runs = [0 if b is None else b for b in block]
     strides = np.ones(len(grid), np.int64)
     for a in range(len(grid) - 2, -1, -1):
         strides[a] = strides[a + 1] * grid[a + 1]
     pad = NDIM - len(shape)
     return (np.array((1,) * pad + tuple(shape), np.int64), np.array((0,) * pad + tuple(runs), np.int64),
             np.concatenate([np.zeros(pad, np.int64), strides]))
-
-
-def _geometry(params: QuantParams, shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`_layout` of the params' granularity, after checking the scale grid fits ``shape``."""
-    if len(shape) > NDIM:
-        raise UnsupportedError(f"the numba backend handles arrays of up to {NDIM} dimensions, got {len(shape)}")
-    gran = params.granularity
-    grid = gran.grid_shape(shape)
-    if np.shape(params.scale) != grid:
-        raise ValueError(f"params do not fit an array of shape {shape}: scale has shape {np.shape(params.scale)}, "
-                         f"{gran!r} needs {grid}")
-    return _layout(gran, shape)
 
 
 def _rows_of(x: np.ndarray, scale: np.ndarray, zp: np.ndarray, has_zp: bool, shape: np.ndarray, *rest: Any) -> int:
@@ -219,102 +208,58 @@ def _float_keys(keys: np.ndarray) -> np.ndarray:
     return (keys ^ ((keys >> 31) & np.int32(0x7FFFFFFF))).view(np.float32)
 
 
-def _check_params(params: Any) -> QuantParams:
-    if not isinstance(params, QuantParams):
-        raise TypeError(f"params must be a QuantParams (from choose_qparams), got {type(params).__name__}")
-    return params
-
-
 def _zp(params: QuantParams) -> tuple[np.ndarray, bool]:
     if params.zero_point is None:
         return np.zeros(1, np.int32), False
-    return np.ascontiguousarray(params.zero_point, np.int32).reshape(-1), True
+    return params.zero_point.reshape(-1), True
 
 
-def quantize_affine(x: Any, params: QuantParams, *, rounding: str = "half_even",
-                    rng: np.random.Generator | None = None) -> np.ndarray:
-    """Backend op: same contract as :func:`refquant.mapping.quantize_affine`."""
-    params = _check_params(params)
-    arr = as_float_array("x", x, dtypes=(np.float16, np.float32, np.float64))
-    with np.errstate(over="ignore"):
-        arr = arr.astype(np.float32, copy=False)
-    try:
-        shape, run, stride = _geometry(params, arr.shape)
-        check_choice("rounding", rounding, ROUNDINGS)
-        if rounding == "stochastic" and not isinstance(rng, np.random.Generator):
-            raise ValueError("rounding='stochastic' needs rng (a numpy.random.Generator)")
-    except (ValueError, UnsupportedError):
-        if np.isnan(arr).any():  # the reference checks the values first
-            raise ValueError("x contains NaN; no integer code represents NaN (remove or replace it first)") from None
-        raise
+def quantize_affine(x: np.ndarray, params: QuantParams, *, rounding: str = "half_even",
+                    rng: np.random.Generator | None = None, out: np.ndarray) -> np.ndarray:
+    """Backend op :func:`refquant.mapping.quantize_affine` on prepared arguments
+    (``refquant.prepare.affine``: NaN-free float32 ``x``, consistent params with contiguous
+    grids fitting it, ``out`` of ``params.code_dtype``)."""
+    shape, run, stride = _layout(params.granularity, x.shape)
     mode = ROUNDINGS.index(rounding)
     # the reference's draw: float64, C order
-    u = rng.random(arr.shape).reshape(-1) if mode == 2 else np.zeros(1, np.float64)
+    u = rng.random(x.shape).reshape(-1) if mode == 2 else np.zeros(1, np.float64)
     zp, has_zp = _zp(params)
-    out = np.empty(arr.size, params.code_dtype)          # codes fit: stored without a cast pass
-    bad = _quantize(np.ascontiguousarray(arr).reshape(-1), np.ascontiguousarray(params.scale, np.float32).reshape(-1),
-                    zp, has_zp, shape, run, stride, params.qmin, params.qmax, mode, u, out)
-    if bad:
-        raise ValueError("x contains NaN; no integer code represents NaN (remove or replace it first)")
-    return out.reshape(arr.shape)
+    _quantize(x.reshape(-1), params.scale.reshape(-1), zp, has_zp, shape, run, stride, params.qmin, params.qmax,
+              mode, u, out.reshape(-1))
+    return out
 
 
-def dequantize_affine(q: Any, params: QuantParams) -> np.ndarray:
-    """Backend op: same contract as :func:`refquant.mapping.dequantize_affine`."""
-    params = _check_params(params)
-    codes = as_int_array("q", q)
-    shape, run, stride = _geometry(params, codes.shape)
+def dequantize_affine(q: np.ndarray, params: QuantParams, *, out: np.ndarray) -> np.ndarray:
+    """Backend op :func:`refquant.mapping.dequantize_affine` on prepared arguments (codes
+    within the params' range, C-contiguous; ``out`` float32)."""
+    shape, run, stride = _layout(params.granularity, q.shape)
     zp, has_zp = _zp(params)
-    out = np.empty(codes.size, np.float32)
-    if _dequantize(np.ascontiguousarray(codes).reshape(-1), np.ascontiguousarray(params.scale, np.float32).reshape(-1),
-                   zp, has_zp, shape, run, stride, params.qmin, params.qmax, out):
-        bad = codes[(codes < params.qmin) | (codes > params.qmax)].flat[0]
-        raise ValueError(f"q contains code {int(bad)}, outside the code range [{params.qmin}, {params.qmax}]")
-    return out.reshape(codes.shape)
+    _dequantize(q.reshape(-1), params.scale.reshape(-1), zp, has_zp, shape, run, stride, params.qmin, params.qmax,
+                out.reshape(-1))
+    return out
 
 
-def _raise_nonfinite(arr: np.ndarray) -> None:
-    """The reference's messages for NaN (checked first) and inf in ``x``."""
-    if np.isnan(arr).any():
-        raise ValueError("x contains NaN; no integer code represents NaN (remove or replace it first)")
-    if not np.isfinite(arr).all():
-        raise ValueError("x contains inf; choose_qparams needs finite values (pass clip=(lo, hi) "
-                         "and quantize() clamps infinities)")
-
-
-def choose_qparams(x: Any, bits: int = 8, symmetric: bool = True, *, signed: bool = True,
-                   restricted_range: bool | None = None, granularity: Granularity | str | None = None,
-                   axis: int | None = None, group_size: int | None = None,
-                   clip: tuple[float, float] | float | None = None) -> QuantParams:
-    """Backend op: same contract as :func:`refquant.mapping.choose_qparams`."""
-    gran = _resolve_granularity(granularity, axis, group_size)
-    arr = as_float_array("x", x, dtypes=(np.float16, np.float32, np.float64))
-    with np.errstate(over="ignore"):
-        arr = np.ascontiguousarray(arr, dtype=np.float32)
-    try:
-        shape, run, stride = _layout(gran, arr.shape)
-    except ValueError:
-        _raise_nonfinite(arr)  # the reference checks the values before the granularity fits
-        raise
-    grid = gran.grid_shape(arr.shape)
+def choose_qparams(x: np.ndarray, bits: int, symmetric: bool, *, signed: bool, restricted_range: bool | None,
+                   granularity: Granularity, clip: tuple[float, float] | float | None) -> QuantParams:
+    """Backend op :func:`refquant.mapping.choose_qparams` on prepared arguments (finite
+    float32 ``x``, the granularity resolved and fitting it, clip checked); the ranges are
+    reduced here and turned into params by :func:`refquant.mapping.qparams_from_range`."""
+    gran = granularity
+    arr = x
+    shape, run, stride = _layout(gran, arr.shape)
+    _, grid = checked_geometry(gran, arr.shape)
     exclusive = bool(np.all((shape[:-1] == 1) | (run[:-1] == 1)))
     n_rows = arr.size // arr.shape[-1] if arr.ndim and arr.shape[-1] else 0
     chunks = max(1, min(get_num_threads() * 4, n_rows))
-    n_groups = int(np.prod(grid))
+    n_groups = math.prod(grid)
     lo = np.zeros((1 if exclusive else chunks, n_groups), np.int32)    # key 0 is +0.0, the initial value
     hi = np.zeros_like(lo)
-    if _minmax(arr.reshape(-1).view(np.uint32), shape, run, stride, chunks, exclusive, lo, hi):
-        _raise_nonfinite(arr)
+    _minmax(arr.reshape(-1).view(np.uint32), shape, run, stride, chunks, exclusive, lo, hi)
     lo, hi = _float_keys(lo.min(axis=0)).reshape(grid), _float_keys(hi.max(axis=0)).reshape(grid)
     if isinstance(clip, tuple):
-        if len(clip) != 2:
-            raise ValueError(f"clip={clip!r} must be a (lo, hi) pair or a ratio in (0, 1]")
-        c_lo, c_hi = check_float("clip[0]", clip[0]), check_float("clip[1]", clip[1])
-        if c_lo > c_hi:
-            raise ValueError(f"clip={clip!r} must satisfy lo <= hi")
-        lo, hi = np.full(grid, c_lo, np.float32), np.full(grid, c_hi, np.float32)
+        lo, hi = np.full(grid, clip[0], np.float32), np.full(grid, clip[1], np.float32)
     elif clip is not None:
-        ratio = np.float32(check_float("clip", clip, min=0.0, max=1.0, min_inclusive=False))
+        ratio = np.float32(clip)
         lo, hi = lo * ratio, hi * ratio
     return qparams_from_range(lo, hi, bits, symmetric, signed=signed, restricted_range=restricted_range,
                               granularity=gran)

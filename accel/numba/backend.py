@@ -1,12 +1,15 @@
 """NumbaBackend: refquant's ops as Numba CPU kernels.
 
-Capabilities are declared honestly in :data:`CAPABILITIES` (op -> formats, whether
-bit-exact); an op or format not declared there raises UnsupportedError and never
-falls back to the reference.
+Capabilities are declared honestly in ``_OPS`` (op -> formats, whether bit-exact); an
+op or format not declared there raises UnsupportedError and never falls back to the
+reference. The op functions are kernels only: they run on arguments prepared by the
+reference (``OpSpec.prepare``, run by :mod:`accel.dispatch` for every call), so they
+hold no argument checks; ``accel.get_backend("numba")`` returns them behind that dispatcher.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any, Callable
 
 import numpy as np
@@ -77,6 +80,10 @@ _OPS: dict[str, tuple[Callable[..., Any], OpCapability]] = {
                             OpCapability(gguf_ops.MATMUL_QTYPES, bit_exact=False,
                                          notes="fused Q4_0/Q4_K decode + float32 GEMV/GEMM (Nmse)")),
 }
+
+
+# ops whose kernels write the result array allocated by the reference's preparation
+_OPS.update({op: (fn, replace(cap, out=True)) for op, (fn, cap) in _OPS.items() if OP_SPECS[op].out})
 
 
 class NumbaBackend:

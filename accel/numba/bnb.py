@@ -32,24 +32,17 @@ arithmetic to float64 and change the rounding.
 
 from __future__ import annotations
 
-import math
-from typing import Any
-
-import ml_dtypes
 import numpy as np
 from numba import get_num_threads, prange
 
 from accel.numba._jit import helper, kernel
-from refquant._validate import as_float_array, as_int_array, check_choice, check_float, check_name, check_power_of_two
-from refquant.bnb import _shape  # the reference's own shape check and message
 from refquant.dtypes.codebooks import get_codebook
-from refquant.formats.bnb import BLOCKSIZES_4BIT, BLOCKSIZES_8BIT, NESTED_BLOCKSIZE, QUANT_TYPES_4BIT, _lut_8bit, dynamic_map
+from refquant.formats.bnb import NESTED_BLOCKSIZE, dynamic_map, lut_8bit
 
 __all__ = ["bnb_quantize_4bit", "bnb_dequantize_4bit", "bnb_quantize_blockwise", "bnb_dequantize_blockwise",
-           "bnb_double_quantize", "int8_vectorwise_quant", "int8_vectorwise_dequant", "widen"]
+           "bnb_double_quantize", "int8_vectorwise_quant", "int8_vectorwise_dequant"]
 
 F32 = np.float32
-_INPUT_DTYPES = (np.float32, np.float16, ml_dtypes.bfloat16)
 _FLT_MAX = F32(np.finfo(np.float32).max)
 _ABSMAX_FLOOR = F32(1e-38)
 
@@ -298,6 +291,16 @@ def _vectorwise_codes(x, limit, stats, zero_cols, use_cols, q):  # type: ignore[
         scale = F32(127.0) / (s if s != F32(0.0) else F32(1.0))
         row = x[r]
         out = q[r]
+        if np.isinf(scale):
+            # row absmax < 127 / FLT_MAX: the float32 scale overflows; the reference's rule
+            # computes such rows in float64 (refquant.formats.bnb.vectorwise_quantize_rows)
+            scale64 = 127.0 / np.float64(s)
+            for j in range(k):
+                v = row[j]
+                code = np.int8(np.rint(np.float64(v) * scale64))
+                zero = (use_cols & zero_cols[j]) | (abs(v) >= limit)
+                out[j] = np.int8(0) if zero else code
+            continue
         for j in range(k):
             v = row[j]
             code = np.int8(np.rint(v * scale))
@@ -319,41 +322,6 @@ def _vectorwise_dequant(q, stats, out):  # type: ignore[no-untyped-def]
 # ------------------------------------------------------------------ public ops
 
 
-def widen(name: str, x: Any) -> np.ndarray:
-    """``x`` (float32/float16/bfloat16) as a contiguous float32 array (exact)."""
-    arr = as_float_array(name, x, dtypes=_INPUT_DTYPES)
-    return np.ascontiguousarray(arr, dtype=F32)
-
-
-def _nonfinite(name: str) -> ValueError:
-    # the message of refquant._validate.as_float_array(allow_nan=False)
-    return ValueError(f"{name} contains NaN or inf, which this operation does not define")
-
-
-def _check_quant_type(quant_type: Any) -> str:
-    return check_name("quant_type", quant_type, QUANT_TYPES_4BIT)
-
-
-def _check_blocksize(blocksize: Any, allowed: tuple[int, ...]) -> int:
-    return check_power_of_two("blocksize", blocksize, min=allowed[0], max=allowed[-1])
-
-
-def _payload(name: str, a: Any, size: int) -> np.ndarray:
-    arr = as_int_array(name, a)
-    if arr.dtype != np.uint8:
-        raise TypeError(f"{name} must be a uint8 array, got dtype {arr.dtype}")
-    if arr.size != size:
-        raise ValueError(f"{name} has {arr.size} bytes; {size} are needed for this shape")
-    return np.ascontiguousarray(arr).reshape(-1)
-
-
-def _scales(name: str, a: Any, size: int) -> np.ndarray:
-    arr = as_float_array(name, a, dtypes=(np.float32,))
-    if arr.size != size:
-        raise ValueError(f"{name} has {arr.size} values; {size} blocks are needed for this shape and blocksize")
-    return np.ascontiguousarray(arr).reshape(-1)
-
-
 def _tables_4bit(quant_type: str) -> tuple[np.ndarray, np.ndarray, int, int]:
     """Midpoints, code steps ``order[j+1] - order[j]`` (mod 256), the code of the smallest
     value, and the code of 0.0 (the pad nibble) of the codebook."""
@@ -370,130 +338,84 @@ def _tasks(n_blocks: int, blocksize: int) -> int:
     return max(1, min(max(1, 16384 // blocksize), -(-n_blocks // (4 * threads))))
 
 
-def quantize_4bit_flat(flat: np.ndarray, quant_type: str, blocksize: int) -> tuple[np.ndarray, np.ndarray]:
-    """NF4/FP4 codes and absmax of a flat float32 array (validated by the caller)."""
-    n = flat.size
+def bnb_quantize_4bit(x: np.ndarray, quant_type: str, blocksize: int) -> tuple[np.ndarray, np.ndarray]:
+    """Backend op :func:`refquant.bnb.bnb_quantize_4bit` on prepared arguments
+    (``refquant.prepare.bnb``: ``x`` flat, finite, float32, C-contiguous)."""
+    n = x.size
     n_blocks = -(-n // blocksize)
     packed = np.empty(-(-n // 2), np.uint8)
     absmax = np.empty(n_blocks, F32)
-    bad = np.zeros(n_blocks, np.uint8)
+    flags = np.zeros(n_blocks, np.uint8)                # non-finite blocks: none after preparation
     mid, delta, code0, zero = _tables_4bit(quant_type)
-    _quantize_4bit(flat, flat.view(np.uint32), blocksize, mid, delta, code0, zero, _tasks(n_blocks, blocksize),
-                   packed, absmax, bad)
-    if bad.any():
-        raise _nonfinite("x")
+    _quantize_4bit(x, x.view(np.uint32), blocksize, mid, delta, code0, zero, _tasks(n_blocks, blocksize),
+                   packed, absmax, flags)
     return packed, absmax
 
 
-def bnb_quantize_4bit(x: Any, quant_type: str, blocksize: int) -> tuple[np.ndarray, np.ndarray]:
-    """Backend op: same contract as :func:`refquant.bnb.bnb_quantize_4bit`."""
-    quant_type = _check_quant_type(quant_type)
-    blocksize = _check_blocksize(blocksize, BLOCKSIZES_4BIT)
-    return quantize_4bit_flat(widen("x", x).reshape(-1), quant_type, blocksize)
-
-
-def dequantize_4bit_flat(packed: np.ndarray, absmax: np.ndarray, quant_type: str, blocksize: int,
-                         n: int) -> np.ndarray:
-    """float32 (n,) from validated flat packed bytes and absmax."""
-    out = np.empty(n, F32)
-    _dequantize_4bit(packed, absmax, np.ascontiguousarray(get_codebook(quant_type).table), blocksize, n, out)
+def bnb_dequantize_4bit(packed: np.ndarray, absmax: np.ndarray, quant_type: str, blocksize: int,
+                        shape: tuple[int, ...], *, out: np.ndarray) -> np.ndarray:
+    """Backend op :func:`refquant.bnb.bnb_dequantize_4bit` on prepared arguments (flat uint8
+    payload and float32 absmax of exactly the sizes ``shape`` needs; ``out`` float32 shape)."""
+    _dequantize_4bit(packed, absmax, np.ascontiguousarray(get_codebook(quant_type).table), blocksize, out.size,
+                     out.reshape(-1))
     return out
-
-
-def bnb_dequantize_4bit(packed: Any, absmax: Any, quant_type: str, blocksize: int, shape: Any) -> np.ndarray:
-    """Backend op: same contract as :func:`refquant.bnb.bnb_dequantize_4bit`."""
-    quant_type = _check_quant_type(quant_type)
-    blocksize = _check_blocksize(blocksize, BLOCKSIZES_4BIT)
-    shape = _shape(shape)
-    n = math.prod(shape)
-    data = _payload("packed", packed, -(-n // 2))
-    scales = _scales("absmax", absmax, -(-n // blocksize))
-    return dequantize_4bit_flat(data, scales, quant_type, blocksize, n).reshape(shape)
 
 
 def _quantize_8bit_flat(flat: np.ndarray, blocksize: int) -> tuple[np.ndarray, np.ndarray]:
     n_blocks = -(-flat.size // blocksize)
     codes = np.empty(flat.size, np.uint8)
     absmax = np.empty(n_blocks, F32)
-    bad = np.zeros(n_blocks, np.uint8)
-    _quantize_8bit(flat, flat.view(np.uint32), blocksize, _lut_8bit(), _tasks(n_blocks, blocksize), codes, absmax, bad)
-    return codes, absmax, bool(bad.any())
-
-
-def bnb_quantize_blockwise(x: Any, blocksize: int) -> tuple[np.ndarray, np.ndarray]:
-    """Backend op: same contract as :func:`refquant.bnb.bnb_quantize_blockwise`."""
-    blocksize = _check_blocksize(blocksize, BLOCKSIZES_8BIT)
-    codes, absmax, bad = _quantize_8bit_flat(widen("x", x).reshape(-1), blocksize)
-    if bad:
-        raise _nonfinite("x")
+    flags = np.zeros(n_blocks, np.uint8)                # non-finite blocks: none after preparation
+    _quantize_8bit(flat, flat.view(np.uint32), blocksize, lut_8bit(), _tasks(n_blocks, blocksize), codes, absmax,
+                   flags)
     return codes, absmax
 
 
-def bnb_dequantize_blockwise(codes: Any, absmax: Any, blocksize: int, shape: Any) -> np.ndarray:
-    """Backend op: same contract as :func:`refquant.bnb.bnb_dequantize_blockwise`."""
-    blocksize = _check_blocksize(blocksize, BLOCKSIZES_8BIT)
-    shape = _shape(shape)
-    n = math.prod(shape)
-    data = _payload("codes", codes, n)
-    scales = _scales("absmax", absmax, -(-n // blocksize))
-    out = np.empty(n, F32)
-    _dequantize_8bit(data, data[: n - n % 8].view(np.uint64), scales, dynamic_map(), blocksize, out)
-    return out.reshape(shape)
+def bnb_quantize_blockwise(x: np.ndarray, blocksize: int) -> tuple[np.ndarray, np.ndarray]:
+    """Backend op :func:`refquant.bnb.bnb_quantize_blockwise` on prepared arguments (flat finite float32)."""
+    return _quantize_8bit_flat(x, blocksize)
 
 
-def bnb_double_quantize(absmax: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Backend op: same contract as :func:`refquant.bnb.bnb_double_quantize` (the offset
-    in torch's one-thread summation order, then 8-bit blocks of 256)."""
-    arr = as_float_array("absmax", absmax, dtypes=(np.float32,), allow_nan=False)
-    if arr.ndim != 1 or arr.size == 0:
-        raise ValueError(f"absmax must be a non-empty 1-D array, got shape {arr.shape}")
-    arr = np.ascontiguousarray(arr)
-    offset = F32(_torch_sum(arr) / F32(arr.size))
-    codes, nested_absmax, _ = _quantize_8bit_flat(arr - offset, NESTED_BLOCKSIZE)
+def bnb_dequantize_blockwise(codes: np.ndarray, absmax: np.ndarray, blocksize: int, shape: tuple[int, ...], *,
+                             out: np.ndarray) -> np.ndarray:
+    """Backend op :func:`refquant.bnb.bnb_dequantize_blockwise` on prepared arguments."""
+    n = codes.size
+    _dequantize_8bit(codes, codes[: n - n % 8].view(np.uint64), absmax, dynamic_map(), blocksize, out.reshape(-1))
+    return out
+
+
+def bnb_double_quantize(absmax: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Backend op :func:`refquant.bnb.bnb_double_quantize` on prepared arguments (finite,
+    non-empty, 1-D float32): the offset in torch's one-thread summation order, then 8-bit
+    blocks of 256."""
+    offset = F32(_torch_sum(absmax) / F32(absmax.size))
+    codes, nested_absmax = _quantize_8bit_flat(absmax - offset, NESTED_BLOCKSIZE)
     return codes, nested_absmax, np.asarray(offset, dtype=F32)
 
 
-def int8_vectorwise_quant(x: Any, threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Backend op: same contract as :func:`refquant.bnb.int8_vectorwise_quant`."""
-    arr = as_float_array("x", x, dtypes=_INPUT_DTYPES)        # non-finite values: checked in the kernel
-    if arr.ndim != 2:
-        if arr.size and not np.isfinite(arr.astype(F32)).all():
-            raise _nonfinite("x")
-        raise ValueError(f"x must be 2-D (rows, columns), got shape {arr.shape}")
-    x32 = np.ascontiguousarray(arr, dtype=F32)
-    try:
-        threshold = check_float("threshold", threshold, min=0.0)
-    except (TypeError, ValueError):
-        if not np.isfinite(x32).all():   # the reference reports the input first
-            raise _nonfinite("x") from None
-        raise
+def int8_vectorwise_quant(x: np.ndarray, threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Backend op :func:`refquant.bnb.int8_vectorwise_quant` on prepared arguments (finite
+    2-D float16/bfloat16/float32 ``x``, C-contiguous; threshold >= 0)."""
+    x32 = np.ascontiguousarray(x, dtype=F32)
     rows, k = x32.shape
-    bad = np.zeros(rows, np.uint8)
+    flags = np.zeros(rows, np.uint8)                    # non-finite rows: none after preparation
     # outliers compare in the input dtype; widening is exact and monotone, so comparing
     # the float32 values with the float32 value of the input-dtype threshold is the same
-    limit = F32(np.asarray(F32(threshold)).astype(arr.dtype)) if threshold > 0 else F32(np.inf)
+    limit = F32(np.asarray(F32(threshold)).astype(x.dtype)) if threshold > 0 else F32(np.inf)
     chunks = max(1, min(get_num_threads() * 4, rows))
     stats = np.empty(rows, F32)
-    flags = np.zeros((chunks, k), np.uint8)
+    col_flags = np.zeros((chunks, k), np.uint8)
     _vectorwise_stats(x32.view(np.uint32), np.array(limit, F32).view(np.uint32)[()], chunks, stats.view(np.uint32),
-                      flags, bad)
-    if bad.any():
-        raise _nonfinite("x")
-    cols = flags.any(axis=0)
+                      col_flags, flags)
+    cols = col_flags.any(axis=0)
     outlier_cols = np.flatnonzero(cols).astype(np.int64)
     q = np.empty((rows, k), np.int8)
     _vectorwise_codes(x32, limit, stats, cols, rows > 1 and outlier_cols.size > 0, q)
     return q, stats, outlier_cols
 
 
-def int8_vectorwise_dequant(q: Any, row_stats: Any) -> np.ndarray:
-    """Backend op: same contract as :func:`refquant.bnb.int8_vectorwise_dequant`."""
-    codes = as_int_array("q", q)
-    if codes.dtype != np.int8 or codes.ndim != 2:
-        raise TypeError(f"q must be a 2-D int8 array, got {codes.dtype} of shape {codes.shape}")
-    stats = as_float_array("row_stats", row_stats, dtypes=(np.float32,), allow_nan=False)
-    if stats.shape != (codes.shape[0],):
-        raise ValueError(f"row_stats must have shape ({codes.shape[0]},) for q of shape {codes.shape}, got {stats.shape}")
-    out = np.empty(codes.shape, F32)
-    _vectorwise_dequant(np.ascontiguousarray(codes), np.ascontiguousarray(stats), out)
+def int8_vectorwise_dequant(q: np.ndarray, row_stats: np.ndarray, *, out: np.ndarray) -> np.ndarray:
+    """Backend op :func:`refquant.bnb.int8_vectorwise_dequant` on prepared arguments (2-D
+    int8 codes, one finite float32 stat per row; ``out`` float32 of q's shape)."""
+    _vectorwise_dequant(q, row_stats, out)
     return out

@@ -21,7 +21,6 @@ import numpy as np
 from numba import prange
 
 from accel.numba._jit import helper, kernel
-from refquant._validate import as_float_array, as_int_array
 from refquant.dtypes.codebooks import Codebook, get_codebook
 
 __all__ = ["codebook_encode", "codebook_decode", "search_table", "count_below"]
@@ -97,67 +96,49 @@ def _encode(x, padded, steps, nmid, order, tie, chunk, out):  # type: ignore[no-
 
 @kernel(iterations=lambda codes, *a: codes.size)
 def _decode(codes, table, out):  # type: ignore[no-untyped-def]
-    """Any integer codes; returns how many are outside the table (those decode to 0)."""
+    """Integer codes (preparation keeps them in ``0..table.size - 1``; the guard is the
+    kernel's own memory safety, a code outside would decode to 0)."""
     n_codes = table.size
-    bad = 0
     for i in prange(codes.size):
         c = np.int64(codes[i])
-        if c < 0 or c >= n_codes:
-            bad += 1
-            out[i] = np.float32(0.0)
-        else:
-            out[i] = table[c]
-    return bad
+        out[i] = table[c] if 0 <= c < n_codes else np.float32(0.0)
 
 
 @kernel(iterations=lambda words, *a: words.size)
 def _decode_bytes(words, table, out):  # type: ignore[no-untyped-def]
     """uint8 codes read as uint64 words (8 codes each) and unpacked with shifts: scalar
-    lookups (no vector gathers). ``table`` has 256 entries (codes past the codebook
-    decode to NaN there); returns how many codes were past ``n_codes``."""
-    bad = 0
+    lookups (no vector gathers) in a 256-entry ``table``, so every byte indexes within it."""
     for pw in prange(words.size):
         w = np.int64(pw)
         v = words[w]
         for k in range(8):
             c = (v >> np.uint64(8 * k)) & np.uint64(0xFF)
             out[8 * w + k] = table[c]
-            bad += np.isnan(table[c])
-    return bad
 
 
-def codebook_encode(x: Any, name: str | Codebook) -> np.ndarray:
-    """Backend op: same contract as :func:`refquant.dtypes.codebooks.codebook_encode`."""
-    cb = get_codebook(name)
-    arr = as_float_array("x", x, dtypes=(np.float32, np.float64))
-    if arr.dtype == np.float64:
-        with np.errstate(over="ignore", invalid="ignore"):  # |x| > FLT_MAX -> inf; sNaN -> NaN
-            arr = arr.astype(np.float32)
+def codebook_encode(x: np.ndarray, cb: Codebook, *, out: np.ndarray) -> np.ndarray:
+    """Backend op :func:`refquant.dtypes.codebooks.codebook_encode` on prepared arguments
+    (float32 ``x`` C-contiguous, ``cb`` a plain Codebook, ``out`` uint8 of x's shape)."""
+    cb = get_codebook(cb)                               # a registered name or a plain Codebook
     padded, steps = search_table(cb)
-    out = np.empty(arr.size, np.uint8)
-    _encode(np.ascontiguousarray(arr).reshape(-1), padded, steps, cb.midpoints.size,
-            np.ascontiguousarray(cb.order, np.uint8), _TIES[cb.tie], _CHUNK, out)
-    return out.reshape(arr.shape)
+    _encode(x.reshape(-1), padded, steps, cb.midpoints.size, np.ascontiguousarray(cb.order, np.uint8),
+            _TIES[cb.tie], _CHUNK, out.reshape(-1))
+    return out
 
 
-def codebook_decode(codes: Any, name: str | Codebook) -> np.ndarray:
-    """Backend op: same contract as :func:`refquant.dtypes.codebooks.codebook_decode`."""
-    cb = get_codebook(name)
-    c = as_int_array("codes", codes)
-    flat = np.ascontiguousarray(c).reshape(-1)
-    out = np.empty(c.size, np.float32)
-    if c.dtype == np.uint8:
-        # 256-entry table, NaN past the codebook (its own values are finite), so one
-        # count of NaN outputs finds out-of-range codes
-        wide = np.full(256, np.nan, np.float32)
+def codebook_decode(codes: np.ndarray, cb: Codebook, *, out: np.ndarray) -> np.ndarray:
+    """Backend op :func:`refquant.dtypes.codebooks.codebook_decode` on prepared arguments
+    (integer codes in ``0..cb.size - 1``, C-contiguous; ``out`` float32)."""
+    cb = get_codebook(cb)
+    flat = codes.reshape(-1)
+    res = out.reshape(-1)
+    if codes.dtype == np.uint8:
+        # 256-entry table (codes are < cb.size): lookups read packed words and shift
+        wide = np.zeros(256, np.float32)
         wide[: cb.size] = cb.table
         head = flat.size - flat.size % 8
-        bad = _decode_bytes(flat[:head].view(np.uint64), wide, out[:head])
-        bad += _decode(flat[head:], np.ascontiguousarray(cb.table), out[head:])
+        _decode_bytes(flat[:head].view(np.uint64), wide, res[:head])
+        _decode(flat[head:], np.ascontiguousarray(cb.table), res[head:])
     else:
-        # np.int64(code) in the kernel wraps uint64 codes >= 2**63 to negatives: also refused
-        bad = _decode(flat, np.ascontiguousarray(cb.table), out)
-    if bad:
-        bad = int(c.min()) if int(c.min()) < 0 else int(c.max())
-        raise ValueError(f"codes contains {bad}, outside 0..{cb.size - 1} for codebook {cb.name!r}")
-    return out.reshape(c.shape)
+        _decode(flat, np.ascontiguousarray(cb.table), res)
+    return out

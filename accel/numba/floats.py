@@ -180,47 +180,42 @@ def _spec_args(spec: FloatSpec, saturate: bool) -> tuple:
             spec.encode_nan == "payload", spec.nan_code)
 
 
-def encode_float(x, fmt, *, saturate=False):  # type: ignore[no-untyped-def]
-    """Backend op: same contract as :func:`refquant.dtypes.floatspec.encode_float`."""
-    spec = get_float_spec(fmt)
-    if not isinstance(saturate, (bool, np.bool_)):
-        raise TypeError(f"saturate must be a bool, got {saturate!r} ({type(saturate).__name__})")
-    arr = float_input(x)
-    if arr.dtype == np.float64:
+def encode_float(x, spec, *, saturate=False, out):  # type: ignore[no-untyped-def]
+    """Backend op :func:`refquant.dtypes.floatspec.encode_float` on prepared arguments
+    (``refquant.prepare.floats``: float32 or float64 ``x`` C-contiguous, ``spec`` a FloatSpec,
+    ``out`` of the spec's storage dtype and x's shape)."""
+    spec = get_float_spec(spec)                         # a registered name or a FloatSpec
+    if x.dtype == np.float64:
         # one rounding from the float64 value (the reference's rule), via round-to-odd
-        u = np.empty(arr.size, np.uint32)
-        _float64_to_float32_odd(np.ascontiguousarray(arr).reshape(-1).view(np.uint64), u)
+        u = np.empty(x.size, np.uint32)
+        _float64_to_float32_odd(x.reshape(-1).view(np.uint64), u)
     else:
-        u = np.ascontiguousarray(arr).reshape(-1).view(np.uint32)
-    out = np.empty(u.size, dtype=spec.storage_dtype)
-    args = _spec_args(spec, bool(saturate))
+        u = x.reshape(-1).view(np.uint32)
+    flat = out.reshape(-1)
+    args = _spec_args(spec, saturate)
     if _truncated(spec) and spec.encode_nan == "quiet":
-        _encode_truncated(u, out, 23 - spec.mant_bits, np.uint32(spec.max_code), np.uint32(args[6]),
+        _encode_truncated(u, flat, 23 - spec.mant_bits, np.uint32(spec.max_code), np.uint32(args[6]),
                           np.uint32(spec.nan_code), np.uint32(spec.bits - 1))
     else:
-        _encode(u, out, *args)
-    return out.reshape(arr.shape)
+        _encode(u, flat, *args)
+    return out
 
 
-def decode_float(bits, fmt):  # type: ignore[no-untyped-def]
-    """Backend op: same contract as :func:`refquant.dtypes.floatspec.decode_float`."""
-    spec = get_float_spec(fmt)
-    if not isinstance(bits, np.ndarray) or bits.dtype != spec.storage_dtype:
-        got = f"dtype {bits.dtype}" if isinstance(bits, np.ndarray) else type(bits).__name__
-        raise TypeError(f"bits must be an ndarray of {spec.storage_dtype} for fmt={spec.name!r}, got {got}")
-    if spec.bits < 8 and bits.size and int(bits.max()) >> spec.bits:
-        raise ValueError(f"bits contains {int(bits.max())}, but {spec.name} codes are {spec.bits}-bit")
-    c = np.ascontiguousarray(bits).reshape(-1)
-    out = np.empty(c.size, dtype=np.uint32)
+def decode_float(bits, spec, *, out):  # type: ignore[no-untyped-def]
+    """Backend op :func:`refquant.dtypes.floatspec.decode_float` on prepared arguments
+    (codes of the storage dtype within ``spec.bits``, C-contiguous; ``out`` float32)."""
+    spec = get_float_spec(spec)
+    c = bits.reshape(-1)
+    res = out.reshape(-1).view(np.uint32)
     if _truncated(spec) and spec.decode_nan == "payload":
-        _decode_truncated(c, out, 23 - spec.mant_bits)
+        _decode_truncated(c, res, 23 - spec.mant_bits)
     elif spec.bits <= 8:
-        # every code decoded once into a 256-entry table (codes past 2**bits were refused)
+        # every code decoded once into a 256-entry table (wider codes were refused by preparation)
         table = np.empty(256, np.uint32)
         _decode(np.arange(256, dtype=np.uint8) & np.uint8((1 << spec.bits) - 1), table, *_decode_args(spec))
         head = c.size - c.size % 8
-        _decode_table(c[:head].view(np.uint64), table, out[:head])
-        _decode(c[head:], out[head:], *_decode_args(spec))
+        _decode_table(c[:head].view(np.uint64), table, res[:head])
+        _decode(c[head:], res[head:], *_decode_args(spec))
     else:
-        _decode(c, out, *_decode_args(spec))
-    return out.view(np.float32).reshape(bits.shape)
+        _decode(c, res, *_decode_args(spec))
+    return out

@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import math
+
 import numba
 import numpy as np
 from numba import prange
@@ -23,8 +25,6 @@ from numba import prange
 from accel.numba.gguf_kquants import dequant_q4k_block
 from accel.numba.gguf_legacy import dequant_q40_block
 from accel.numba.gguf_math import LANES, gkernel, ghelper, stack_f32
-from refquant._validate import as_float_array
-from refquant.gguf import get_format
 
 __all__ = ["MATMUL_QTYPES", "dequant_matmul"]
 
@@ -106,29 +106,24 @@ def _matmul(kind, x, data, out):  # type: ignore[no-untyped-def]
                 _dot4(x[t], wt, r, out[t], r0 + r)
 
 
-def dequant_matmul(x: Any, data: Any, qtype: Any, shape: Any) -> np.ndarray:
+def dequant_matmul(x: np.ndarray, data: np.ndarray, qtype: Any, shape: tuple[int, int]) -> np.ndarray:
     """Backend op ``gguf_dequant_matmul``: ``x @ W.T`` for a Q4_0 or Q4_K weight ``W`` of
-    ``shape`` (out, in); same arguments and checks as
-    :func:`refquant.formats.gguf_matmul.dequant_matmul`."""
-    from accel.numba.gguf import _check_data
-    from refquant.errors import UnsupportedError
+    ``shape`` (out, in), on arguments prepared by :mod:`refquant.prepare.gguf` (finite
+    float ``x`` (..., in), flat uint8 ``data`` of exactly ``shape``'s blocks)."""
+    from accel.numba.gguf import kernel_name
 
-    fmt = get_format(qtype)
-    if fmt.name not in MATMUL_QTYPES:
-        raise UnsupportedError(f"the numba backend's fused dequant-matmul handles {sorted(MATMUL_QTYPES)}, "
-                               f"not {fmt.name!r}")
-    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
-    if len(shape) != 2:
-        raise ValueError(f"shape must be (out_features, in_features), got {shape!r}")
-    blocks, shape = _check_data(data, fmt, shape)
-    xa = as_float_array("x", x, dtypes=(np.float32, np.float16, np.float64), allow_nan=False, min_ndim=1)
-    if xa.shape[-1] != shape[1]:
-        raise ValueError(f"x has {xa.shape[-1]} input features (shape {xa.shape}) but the weight has {shape[1]}")
-    rows = np.ascontiguousarray(xa.reshape(-1, shape[1]), dtype=np.float32)
+    name = kernel_name(qtype, MATMUL_QTYPES)
+    rows = np.ascontiguousarray(x.reshape(math.prod(x.shape[:-1]), shape[1]), dtype=np.float32)
     out = np.empty((rows.shape[0], shape[0]), np.float32)
     if out.size:
         if shape[1] == 0:
             out[:] = 0.0
         else:
-            _matmul(0 if fmt.name == "q4_0" else 1, rows, blocks.reshape(shape[0], -1), out)
-    return out.reshape(xa.shape[:-1] + (shape[0],))
+            _matmul(0 if name == "q4_0" else 1, rows, data.reshape(shape[0], data.size // max(shape[0], 1)), out)
+            if not np.isfinite(out).all():          # float32 sums overflowed: the reference's float64 there
+                from accel.numba.gguf import gguf_dequantize
+                from accel.numba.matmul import exact_where_nonfinite
+
+                w = gguf_dequantize(data, qtype, shape, out=np.empty(shape, np.float32))
+                exact_where_nonfinite(rows, w, out)
+    return out.reshape(x.shape[:-1] + (shape[0],))

@@ -20,18 +20,13 @@ is written in one pass, the reference's float32 operations (exact, so Exact).
 from __future__ import annotations
 
 import math
-from typing import Any
 
 import numpy as np
 from numba import prange
 
 from accel.numba import packing as nb_packing
 from accel.numba._jit import kernel
-from refquant.layouts.awq import _dequantize_args as _awq_dequantize_args
-from refquant.layouts.awq import _pack_args as _awq_pack_args
-from refquant.layouts.gptq import _pack_args as _gptq_pack_args
-from refquant.layouts.gptq import _per_word, _words
-from refquant.layouts.gptq import _unpack_args as _gptq_unpack_args
+from refquant.layouts.gptq import per_word
 from refquant.packing import AWQ_ORDER
 
 __all__ = ["gptq_pack", "gptq_unpack", "gptq_dequantize", "awq_pack", "awq_unpack", "awq_dequantize"]
@@ -149,53 +144,43 @@ def _as_u32(words: np.ndarray) -> np.ndarray:
 # --------------------------------------------------------------------------- GPTQ
 
 
-def gptq_pack(codes: Any, zeros: Any, scales: Any, g_idx: Any, bits: int, version: int = 1
-              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Backend op: same contract as :func:`refquant.layouts.gptq.gptq_pack`."""
-    bits, codes, stored_zeros, scales16, g_idx = _gptq_pack_args(codes, zeros, scales, g_idx, bits, version)
-    packed = nb_packing.pack(codes, bits, "low_first", "int32")           # (out, in*bits/32)
+def gptq_pack(codes: np.ndarray, zeros: np.ndarray, scales: np.ndarray, g_idx: np.ndarray, bits: int,
+              version: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Backend op :func:`refquant.layouts.gptq.gptq_pack` on prepared arguments
+    (``refquant.prepare.layouts``: uint8 codes and int64 zero points in range, float16
+    scales (out, G), int64 g_idx)."""
+    stored_zeros = zeros - 1 if version == 1 else zeros                 # v1 stores zero - 1
+    packed = nb_packing.pack_array(codes, bits, "low_first", "int32")  # (out, in*bits/32)
     qweight = np.empty(packed.shape[::-1], np.int32)
     _transpose_u32(packed.view(np.uint32), qweight.view(np.uint32))     # (in*bits/32, out)
-    qzeros = nb_packing.pack(stored_zeros.T, bits, "low_first", "int32")  # (G, out*bits/32)
-    return qweight, np.ascontiguousarray(qzeros), np.ascontiguousarray(scales16.T), g_idx.astype(np.int32)
+    qzeros = nb_packing.pack_array(stored_zeros.T, bits, "low_first", "int32")  # (G, out*bits/32)
+    return qweight, qzeros, np.ascontiguousarray(scales.T), g_idx.astype(np.int32)
 
 
 def _gptq_zeros(qzeros: np.ndarray, bits: int, version: int, out_features: int) -> np.ndarray:
-    """Zero-points (G, out) uint8 from qzeros, with the reference's v1 check."""
-    stored = nb_packing.unpack(qzeros, bits, out_features, "low_first", "int32")  # (G, out)
-    if version == 1:
-        if np.any(stored == 2**bits - 1):
-            g, o = (int(i) for i in np.argwhere(stored == 2**bits - 1)[0])
-            raise ValueError(
-                f"qzeros[{g}] field {o} is {2**bits - 1}: read as GPTQ v1 (zero - 1) that is a zero-point of "
-                f"{2**bits}, which no {bits}-bit quantizer produces. This is a gptq_v2 checkpoint (pass version=2), "
-                f"or a v1 file written with a zero-point of 0, whose packed words are corrupt")
-        return stored + 1
-    return stored
+    """Zero-points (G, out) from qzeros (v1 fields were checked by preparation: none is 2**bits - 1)."""
+    stored = nb_packing.unpack_array(qzeros, bits, out_features, "low_first", "int32")  # (G, out)
+    return stored + 1 if version == 1 else stored
 
 
-def gptq_unpack(qweight: Any, qzeros: Any, scales: Any, g_idx: Any, bits: int, version: int = 1
-                ) -> tuple[np.ndarray, np.ndarray]:
-    """Backend op: same contract as :func:`refquant.layouts.gptq.gptq_unpack`."""
-    qweight, qzeros, scales, g_idx, bits, version, in_features = _gptq_unpack_args(qweight, qzeros, scales, g_idx,
-                                                                              bits, version)
-    codes = nb_packing.unpack(qweight.T, bits, in_features, "low_first", "int32")  # (out, in)
+def gptq_unpack(qweight: np.ndarray, qzeros: np.ndarray, scales: np.ndarray, g_idx: np.ndarray, bits: int,
+                version: int = 1) -> tuple[np.ndarray, np.ndarray]:
+    """Backend op :func:`refquant.layouts.gptq.gptq_unpack` on prepared arguments (consistent word tensors)."""
+    in_features = g_idx.shape[0]
+    codes = nb_packing.unpack_array(qweight.T, bits, in_features, "low_first", "int32")  # (out, in)
     zeros = _gptq_zeros(qzeros, bits, version, scales.shape[1])
     return codes, np.ascontiguousarray(zeros.T.astype(np.uint8))
 
 
-def gptq_dequantize(qweight: Any, qzeros: Any, scales: Any, g_idx: Any, bits: int, version: int = 1) -> np.ndarray:
-    """Backend op: same contract as :func:`refquant.layouts.gptq.gptq_dequantize` (fused)."""
-    qweight, qzeros, scales, g_idx, bits, version, in_features = _gptq_unpack_args(qweight, qzeros, scales, g_idx,
-                                                                              bits, version)
+def gptq_dequantize(qweight: np.ndarray, qzeros: np.ndarray, scales: np.ndarray, g_idx: np.ndarray, bits: int,
+                    version: int = 1, *, out: np.ndarray) -> np.ndarray:
+    """Backend op :func:`refquant.layouts.gptq.gptq_dequantize` on prepared arguments (fused)."""
     zeros = _gptq_zeros(qzeros, bits, version, scales.shape[1]).astype(np.float32)   # (G, out)
     words = _as_u32(qweight)
     words_t = np.empty(words.shape[::-1], np.uint32)
     _transpose_u32(words, words_t)                                                  # (out, in*bits/32)
-    g_idx = np.ascontiguousarray(g_idx, dtype=np.int64)
-    runs = g_idx.reshape(-1, _per_word(bits))
+    runs = g_idx.reshape(-1, per_word(bits))
     run_group = np.where((runs == runs[:, :1]).all(axis=1), runs[:, 0], -1)          # -1: act-order run
-    out = np.empty((scales.shape[1], in_features), np.float32)
     _gptq_dequantize(words_t, np.ascontiguousarray(zeros.T), np.ascontiguousarray(scales.T, dtype=np.float32),
                      g_idx, run_group, bits, out)
     return out
@@ -204,36 +189,29 @@ def gptq_dequantize(qweight: Any, qzeros: Any, scales: Any, g_idx: Any, bits: in
 # ---------------------------------------------------------------------------- AWQ
 
 
-def awq_pack(codes: Any, zeros: Any, scales: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Backend op: same contract as :func:`refquant.layouts.awq.awq_pack`."""
-    codes, zeros, scales16 = _awq_pack_args(codes, zeros, scales)
+def awq_pack(codes: np.ndarray, zeros: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Backend op :func:`refquant.layouts.awq.awq_pack` on prepared arguments (uint8 codes
+    and zeros in 0..15, float16 scales (out, G))."""
     out_features, in_features = codes.shape
     qweight = np.empty((in_features, out_features // 8), np.int32)
-    _awq_pack_words(np.ascontiguousarray(codes, dtype=np.uint8), _AWQ_SHIFTS, qweight.view(np.uint32))  # (in, out/8)
-    qzeros = nb_packing.pack(zeros.T, 4, "awq", "int32")    # (G, out/8)
-    return qweight, qzeros, np.ascontiguousarray(scales16.T)
+    _awq_pack_words(codes, _AWQ_SHIFTS, qweight.view(np.uint32))        # (in, out/8)
+    qzeros = nb_packing.pack_array(zeros.T, 4, "awq", "int32")          # (G, out/8)
+    return qweight, qzeros, np.ascontiguousarray(scales.T)
 
 
-def awq_unpack(qweight: Any, qzeros: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Backend op: same contract as :func:`refquant.layouts.awq.awq_unpack`."""
-    qweight, qzeros = _words("qweight", qweight), _words("qzeros", qzeros)
-    if qweight.shape[1] != qzeros.shape[1]:
-        raise ValueError(f"qweight {qweight.shape} and qzeros {qzeros.shape} must have the same number of "
-                         f"words per row (out_features / 8)")
+def awq_unpack(qweight: np.ndarray, qzeros: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Backend op :func:`refquant.layouts.awq.awq_unpack` on prepared arguments."""
     out_features = qweight.shape[1] * 8
-    codes = nb_packing.unpack(qweight, 4, out_features, "awq", "int32")  # (in, out)
-    zeros = nb_packing.unpack(qzeros, 4, out_features, "awq", "int32")   # (G, out)
+    codes = nb_packing.unpack_array(qweight, 4, out_features, "awq", "int32")  # (in, out)
+    zeros = nb_packing.unpack_array(qzeros, 4, out_features, "awq", "int32")   # (G, out)
     return np.ascontiguousarray(codes.T), np.ascontiguousarray(zeros.T)
 
 
-def awq_dequantize(qweight: Any, qzeros: Any, scales: Any, group_size: int) -> np.ndarray:
-    """Backend op: same contract as :func:`refquant.layouts.awq.awq_dequantize` (fused)."""
-    qweight, group_size, n_groups = _awq_dequantize_args(qweight, qzeros, scales, group_size)
+def awq_dequantize(qweight: np.ndarray, qzeros: np.ndarray, scales: np.ndarray, group_size: int, *,
+                   out: np.ndarray) -> np.ndarray:
+    """Backend op :func:`refquant.layouts.awq.awq_dequantize` on prepared arguments (fused)."""
     in_features, words = qweight.shape
-    scales = np.asarray(scales)
-    qzeros = _words("qzeros", qzeros)
-    zeros = nb_packing.unpack(qzeros, 4, words * 8, "awq", "int32").astype(np.float32)   # (G, out)
-    out = np.empty((words * 8, in_features), np.float32)
+    zeros = nb_packing.unpack_array(qzeros, 4, words * 8, "awq", "int32").astype(np.float32)   # (G, out)
     _awq_dequantize(_as_u32(qweight), zeros, np.ascontiguousarray(scales, dtype=np.float32), group_size,
                     math.gcd(group_size, 64), _AWQ, out)
     return out

@@ -27,16 +27,12 @@ Mirrors :mod:`refquant.matmul`:
 from __future__ import annotations
 
 import math
-from typing import Any
-
-import ml_dtypes
 import numpy as np
 from numba import prange
 
 from accel.numba import bnb
 from accel.numba._jit import helper, kernel
-from refquant._validate import as_float_array, as_int_array, check_float
-from refquant.matmul import _scale, _zero_point
+from refquant.matmul import to_int32
 
 __all__ = ["int8_matmul", "int8_matmul_zp", "dequantize_int32", "llm_int8_matmul", "bnb_dequant_matmul_4bit"]
 
@@ -45,8 +41,6 @@ TILE_N = 256     # columns of b per task (int32 accumulator tile: 32 KiB)
 LANES = 64       # float32 partial sums per dot product
 _NT_CHUNK = 65536  # int8 products summed in int32 (65536 * 127 * 127 < 2**31)
 _INT32 = np.iinfo(np.int32)
-_CODE_DTYPES = (np.dtype(np.int8), np.dtype(np.uint8))
-_FLOAT_INPUTS = (np.float32, np.float16, ml_dtypes.bfloat16)
 
 
 # ----------------------------------------------------------------- integer GEMM
@@ -207,15 +201,6 @@ def _dequant_matmul_4bit(x, packed, absmax, table, blocksize, out):  # type: ign
 # ------------------------------------------------------------------ public ops
 
 
-def _codes(name: str, a: Any) -> np.ndarray:
-    arr = as_int_array(name, a)
-    if arr.dtype not in _CODE_DTYPES:
-        raise TypeError(f"{name} must be int8 or uint8 codes, got dtype {arr.dtype}")
-    if arr.ndim != 2:
-        raise ValueError(f"{name} must be 2-D, got shape {arr.shape}")
-    return np.ascontiguousarray(arr)
-
-
 def _max_abs(dtype: np.dtype) -> int:
     return 255 if dtype == np.uint8 else 128
 
@@ -229,31 +214,22 @@ def _product(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, bool]:
     return out, wide
 
 
-def _check_int32(acc: np.ndarray, what: str) -> np.ndarray:
-    if acc.size and (acc.min() < _INT32.min or acc.max() > _INT32.max):
-        raise ValueError(f"{what} does not fit int32 (range {int(acc.min())}..{int(acc.max())}); "
-                         "split the reduction dimension k")
-    return acc.astype(np.int32)
+def _rows(x: np.ndarray) -> np.ndarray:
+    """(..., k) -> (rows, k) float32 C-contiguous (defined for k == 0 too)."""
+    return np.ascontiguousarray(x.reshape(math.prod(x.shape[:-1]), x.shape[-1]), dtype=np.float32)
 
 
-def int8_matmul(a_q: Any, b_q: Any) -> np.ndarray:
-    """Backend op: same contract as :func:`refquant.matmul.int8_matmul`."""
-    a = _codes("a_q", a_q)
-    b = _codes("b_q", b_q)
-    if a.shape[1] != b.shape[0]:
-        raise ValueError(f"inner dimensions differ: a_q has shape {a.shape}, b_q has shape {b.shape}")
-    acc, wide = _product(a, b)
-    return _check_int32(acc, "int8_matmul result") if wide else acc
+def int8_matmul(a_q: np.ndarray, b_q: np.ndarray) -> np.ndarray:
+    """Backend op :func:`refquant.matmul.int8_matmul` on prepared arguments
+    (``refquant.prepare.matmul``: 2-D int8/uint8 codes, equal inner dimensions, C-contiguous)."""
+    acc, wide = _product(a_q, b_q)
+    return to_int32(acc, "int8_matmul result") if wide else acc
 
 
-def int8_matmul_zp(a_q: Any, b_q: Any, a_zero: Any, b_zero: Any) -> np.ndarray:
-    """Backend op: same contract as :func:`refquant.matmul.int8_matmul_zp`."""
-    a = _codes("a_q", a_q)
-    b = _codes("b_q", b_q)
-    if a.shape[1] != b.shape[0]:
-        raise ValueError(f"inner dimensions differ: a_q has shape {a.shape}, b_q has shape {b.shape}")
-    za = _zero_point("a_zero", a_zero, a.shape[0], a, "row of a_q")
-    zb = _zero_point("b_zero", b_zero, b.shape[1], b, "column of b_q")
+def int8_matmul_zp(a_q: np.ndarray, b_q: np.ndarray, a_zero: np.ndarray, b_zero: np.ndarray) -> np.ndarray:
+    """Backend op :func:`refquant.matmul.int8_matmul_zp` on prepared arguments (zero points
+    int64 (m,) and (n,) within the codes' range)."""
+    a, b, za, zb = a_q, b_q, a_zero, b_zero
     acc, _ = _product(a, b)
     out = np.empty(acc.shape, np.int32)
     col_sums = np.empty(b.shape[1], np.int64)
@@ -262,59 +238,49 @@ def int8_matmul_zp(a_q: Any, b_q: Any, a_zero: Any, b_zero: Any) -> np.ndarray:
         exact = acc.astype(np.int64) - a.sum(axis=1, dtype=np.int64)[:, None] * zb[None, :]
         exact -= za[:, None] * b.sum(axis=0, dtype=np.int64)[None, :]
         exact += a.shape[1] * za[:, None] * zb[None, :]
-        _check_int32(exact, "int8_matmul_zp result")
+        to_int32(exact, "int8_matmul_zp result")
     return out
 
 
-def dequantize_int32(acc: Any, a_scale: Any, b_scale: Any) -> np.ndarray:
-    """Backend op: same contract as :func:`refquant.matmul.dequantize_int32` (bit-exact:
-    the same two float64 products and one rounding)."""
-    acc_arr = as_int_array("acc", acc)
-    if acc_arr.dtype != np.int32 or acc_arr.ndim != 2:
-        raise TypeError(f"acc must be a 2-D int32 array, got {acc_arr.dtype} of shape {acc_arr.shape}")
-    sa = _scale("a_scale", a_scale, acc_arr.shape[0], "row")
-    sb = _scale("b_scale", b_scale, acc_arr.shape[1], "column")
-    out = np.empty(acc_arr.shape, np.float32)
-    _dequantize_int32(np.ascontiguousarray(acc_arr), sa, sb, out)
+def dequantize_int32(acc: np.ndarray, a_scale: np.ndarray, b_scale: np.ndarray, *, out: np.ndarray) -> np.ndarray:
+    """Backend op :func:`refquant.matmul.dequantize_int32` on prepared arguments (2-D int32
+    acc, float64 scales (m,) and (n,)); bit-exact: the same two float64 products and one rounding."""
+    _dequantize_int32(acc, a_scale, b_scale, out)
     return out
 
 
-def llm_int8_matmul(x: Any, w: Any, threshold: float = 6.0) -> tuple[np.ndarray, np.ndarray]:
-    """Backend op: same contract as :func:`refquant.matmul.llm_int8_matmul` (Nmse)."""
-    xa = as_float_array("x", x, dtypes=_FLOAT_INPUTS, allow_nan=False, min_ndim=1)
-    wa = as_float_array("w", w, dtypes=_FLOAT_INPUTS, allow_nan=False)
-    if wa.ndim != 2:
-        raise ValueError(f"w must be 2-D (out_features, in_features), got shape {wa.shape}")
-    if xa.shape[-1] != wa.shape[1]:
-        raise ValueError(f"x has {xa.shape[-1]} input features (shape {xa.shape}) but w has {wa.shape[1]} (shape {wa.shape})")
-    threshold = check_float("threshold", threshold, min=0.0)
-    x2 = xa.reshape(-1, xa.shape[-1])                               # (rows, in)
+def llm_int8_matmul(x: np.ndarray, w: np.ndarray, threshold: float = 6.0) -> tuple[np.ndarray, np.ndarray]:
+    """Backend op :func:`refquant.matmul.llm_int8_matmul` on prepared arguments (finite
+    float x (..., in) and w (out, in); Nmse)."""
+    x2 = x.reshape(math.prod(x.shape[:-1]), x.shape[-1])             # (rows, in)
     xq, x_stats, cols = bnb.int8_vectorwise_quant(x2, threshold)
-    wq, w_stats, _ = bnb.int8_vectorwise_quant(wa, 0.0)
+    wq, w_stats, _ = bnb.int8_vectorwise_quant(w, 0.0)
     xo = np.ascontiguousarray(x2[:, cols], dtype=np.float32)         # outlier features, exact widening
-    wo = np.ascontiguousarray(wa[:, cols], dtype=np.float32)
-    out = np.empty((x2.shape[0], wa.shape[0]), np.float32)
+    wo = np.ascontiguousarray(w[:, cols], dtype=np.float32)
+    out = np.empty((x2.shape[0], w.shape[0]), np.float32)
     _gemm_nt_dequant(xq, wq, x_stats, w_stats, xo, wo, out)
-    return out.reshape(*xa.shape[:-1], wa.shape[0]), cols
+    return out.reshape(*x.shape[:-1], w.shape[0]), cols
 
 
-def bnb_dequant_matmul_4bit(x: Any, packed: Any, absmax: Any, quant_type: str, blocksize: int,
-                            shape: Any) -> np.ndarray:
-    """Backend op: same contract as :func:`refquant.matmul.bnb_dequant_matmul_4bit`,
+def bnb_dequant_matmul_4bit(x: np.ndarray, packed: np.ndarray, absmax: np.ndarray, quant_type: str, blocksize: int,
+                            shape: tuple[int, int]) -> np.ndarray:
+    """Backend op :func:`refquant.matmul.bnb_dequant_matmul_4bit` on prepared arguments,
     fused (the weight is never materialized; Nmse)."""
-    quant_type = bnb._check_quant_type(quant_type)
-    blocksize = bnb._check_blocksize(blocksize, bnb.BLOCKSIZES_4BIT)
-    shape = bnb._shape(shape)
-    n = math.prod(shape)
-    data = bnb._payload("packed", packed, -(-n // 2))
-    scales = bnb._scales("absmax", absmax, -(-n // blocksize))
-    if len(shape) != 2:
-        raise ValueError(f"shape must be (out_features, in_features), got {tuple(shape)}")
-    xa = as_float_array("x", x, dtypes=_FLOAT_INPUTS, allow_nan=False, min_ndim=1)
-    if xa.shape[-1] != shape[1]:
-        raise ValueError(f"x has {xa.shape[-1]} input features (shape {xa.shape}) but the weight has {shape[1]}")
-    x2 = np.ascontiguousarray(xa.reshape(-1, xa.shape[-1]), dtype=np.float32)
+    x2 = _rows(x)
     out = np.empty((x2.shape[0], shape[0]), np.float32)
     table = np.ascontiguousarray(bnb.get_codebook(quant_type).table)
-    _dequant_matmul_4bit(x2, data, scales, table, blocksize, out)
-    return out.reshape(*xa.shape[:-1], shape[0])
+    _dequant_matmul_4bit(x2, packed, absmax, table, blocksize, out)
+    if not np.isfinite(out).all():
+        w = np.empty(shape, np.float32)
+        bnb.bnb_dequantize_4bit(packed, absmax, quant_type, blocksize, shape, out=w)
+        exact_where_nonfinite(x2, w, out)
+    return out.reshape(*x.shape[:-1], shape[0])
+
+
+def exact_where_nonfinite(x: np.ndarray, w: np.ndarray, out: np.ndarray) -> None:
+    """Recompute the output columns holding inf/NaN as the reference defines them: float64
+    products and sums, one rounding to float32 (float32 partial sums overflow, or meet as
+    inf - inf = NaN, where the float64 result is finite or a signed infinity)."""
+    cols = np.flatnonzero(~np.isfinite(out).all(axis=0))
+    with np.errstate(over="ignore", invalid="ignore"):
+        out[:, cols] = (x.astype(np.float64) @ w[cols].astype(np.float64).T).astype(np.float32)

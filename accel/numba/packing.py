@@ -14,15 +14,14 @@ of five trits, unpacked with one multiply and a shift per trit.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
 from numba import prange
 
 from accel.numba._jit import helper, kernel
-from refquant._validate import as_int_array, check_int
-from refquant.packing import AWQ_ORDER, packed_size
-from refquant.packing import _check_layout, _check_packed  # the reference's own checks and messages
+from refquant.packing import AWQ_ORDER
 
 __all__ = ["pack", "unpack", "pack_ternary", "unpack_ternary"]
 
@@ -242,87 +241,63 @@ def _unpack_ternary(data, count, out):  # type: ignore[no-untyped-def]
 
 
 def _rows(a: np.ndarray) -> np.ndarray:
-    """(..., n) -> contiguous (rows, n) view or copy."""
-    return np.ascontiguousarray(a).reshape(int(np.prod(a.shape[:-1])), a.shape[-1])
+    """C-contiguous (..., n) -> (rows, n) view (defined for n == 0 too)."""
+    return a.reshape(math.prod(a.shape[:-1]), a.shape[-1])
 
 
-def _as_uint8_codes(codes: Any, top: int, what: str, name: str = "codes") -> np.ndarray:
-    """``codes`` as a uint8 array (range-checked here unless it is uint8 already)."""
-    arr = as_int_array(name, codes, min_ndim=1)
-    if arr.dtype == np.uint8:
-        return arr
-    # other integer dtypes: the range check cannot be done after narrowing to uint8
-    if arr.size and (arr.min() < 0 or arr.max() > top):
-        _raise_bad_code(arr, top, what, name)
-    return arr.astype(np.uint8)
-
-
-def _raise_bad_code(arr: np.ndarray, top: int, what: str, name: str = "codes") -> None:
-    bad = (arr < 0) | (arr > top)
-    where = tuple(int(i) for i in np.argwhere(bad)[0])
-    raise ValueError(f"{name} contains {int(arr[where])} at index {where}; {what} must be in 0..{top}")
-
-
-def pack(codes: Any, bits: int, order: str = "low_first", container: str = "uint8") -> np.ndarray:
-    """Backend op: same contract as :func:`refquant.packing.pack`."""
-    bits = _check_layout(bits, order, container)
-    top = (1 << bits) - 1
-    what = f"{bits}-bit codes"
-    arr = _as_uint8_codes(codes, top, what)
-    n = arr.shape[-1]
-    n_units = packed_size(n, bits, container)
-    width = _WIDTH[container]
+def pack(codes: np.ndarray, bits: int, order: str, container: str, *, out: np.ndarray) -> np.ndarray:
+    """Backend op :func:`refquant.packing.pack` on prepared arguments (``refquant.prepare.packing``:
+    uint8 codes below ``2**bits``, C-contiguous; ``out`` uint8/int32 (..., packed_size))."""
+    n = codes.shape[-1]
     msb_first = order == "high_first"
-    rows = _rows(arr)
-    out = np.empty((rows.shape[0], n_units * width // 8), np.uint8)
+    rows = _rows(codes)
+    res = _rows(out).view(np.uint8)                     # int32 words as their little-endian bytes
     if 8 % bits == 0 and order != "awq":
-        bad = _pack_bytes(rows, n, bits, msb_first, np.uint8(top), out)
+        _pack_bytes(rows, n, bits, msb_first, np.uint8((1 << bits) - 1), res)
     else:
-        bad = _pack(rows, n, bits, msb_first, _AWQ if order == "awq" else _IDENTITY, np.uint64(top), out)
-    if bad:
-        _raise_bad_code(arr, top, what)
-    out = out.reshape(arr.shape[:-1] + (out.shape[1],))
-    if container == "uint8":
-        return out
-    return out.view(">i4" if msb_first else "<i4").astype(np.int32)
+        _pack(rows, n, bits, msb_first, _AWQ if order == "awq" else _IDENTITY, np.uint64((1 << bits) - 1), res)
+    if container == "int32" and msb_first:              # an MSB-first stream fills a word from its high byte
+        out.byteswap(inplace=True)
+    return out
 
 
-def unpack(packed: Any, bits: int, count: int, order: str = "low_first", container: str = "uint8") -> np.ndarray:
-    """Backend op: same contract as :func:`refquant.packing.unpack`."""
-    bits, count, arr = _check_packed(packed, bits, count, order, container)
+def unpack(packed: np.ndarray, bits: int, count: int, order: str, container: str, *, out: np.ndarray) -> np.ndarray:
+    """Backend op :func:`refquant.packing.unpack` on prepared arguments (rows of exactly the
+    containers ``count`` codes need; ``out`` uint8 (..., count))."""
     msb_first = order == "high_first"
+    arr = packed
     if container == "int32":
-        arr = np.ascontiguousarray(arr).astype(">u4" if msb_first else "<u4", copy=False).view(np.uint8)
+        arr = np.ascontiguousarray(arr.astype(">u4" if msb_first else "<u4", copy=False)).view(np.uint8)
     rows = _rows(arr)
-    out = np.empty((rows.shape[0], count), np.uint8)
+    res = _rows(out)
     if 8 % bits == 0 and order != "awq":
-        _unpack_bytes(rows, count, bits, msb_first, out)
+        _unpack_bytes(rows, count, bits, msb_first, res)
     else:
-        _unpack(rows, count, bits, msb_first, _AWQ if order == "awq" else _IDENTITY, out)
-    return out.reshape(arr.shape[:-1] + (count,))
+        _unpack(rows, count, bits, msb_first, _AWQ if order == "awq" else _IDENTITY, res)
+    return out
 
 
-def pack_ternary(trits: Any) -> np.ndarray:
-    """Backend op: same contract as :func:`refquant.packing.pack_ternary`."""
-    arr = _as_uint8_codes(trits, 2, "trits", name="trits")
-    n = arr.shape[-1]
-    rows = _rows(arr)
-    out = np.empty((rows.shape[0], -(-n // 5)), np.uint8)
-    if _pack_ternary(rows, n, out):
-        _raise_bad_code(arr, 2, "trits", name="trits")
-    return out.reshape(arr.shape[:-1] + (out.shape[1],))
+def pack_ternary(trits: np.ndarray, *, out: np.ndarray) -> np.ndarray:
+    """Backend op :func:`refquant.packing.pack_ternary` on prepared arguments (uint8 trits in {0, 1, 2})."""
+    _pack_ternary(_rows(trits), trits.shape[-1], _rows(out))
+    return out
 
 
-def unpack_ternary(packed: Any, count: int) -> np.ndarray:
-    """Backend op: same contract as :func:`refquant.packing.unpack_ternary`."""
-    count = check_int("count", count, min=0)
-    arr = as_int_array("packed", packed, min_ndim=1)
-    if arr.dtype != np.uint8:
-        raise TypeError(f"packed must be uint8, got {arr.dtype}")
-    need = -(-count // 5)
-    if arr.shape[-1] != need:
-        raise ValueError(f"packed has {arr.shape[-1]} bytes per row; count={count} trits need exactly {need}")
-    rows = _rows(arr)
-    out = np.empty((rows.shape[0], count), np.uint8)
-    _unpack_ternary(rows, count, out)
-    return out.reshape(arr.shape[:-1] + (count,))
+def unpack_ternary(packed: np.ndarray, count: int, *, out: np.ndarray) -> np.ndarray:
+    """Backend op :func:`refquant.packing.unpack_ternary` on prepared arguments (uint8 rows of ceil(count / 5) bytes)."""
+    _unpack_ternary(_rows(packed), count, _rows(out))
+    return out
+
+
+def pack_array(codes: np.ndarray, bits: int, order: str, container: str) -> np.ndarray:
+    """:func:`pack` into a new array, for this backend's own callers (uint8 codes < 2**bits)."""
+    codes = np.ascontiguousarray(codes, dtype=np.uint8)
+    n_units = -(-codes.shape[-1] * bits // (8 if container == "uint8" else 32))
+    out = np.empty(codes.shape[:-1] + (n_units,), np.uint8 if container == "uint8" else np.int32)
+    return pack(codes, bits, order, container, out=out)
+
+
+def unpack_array(packed: np.ndarray, bits: int, count: int, order: str, container: str) -> np.ndarray:
+    """:func:`unpack` into a new array, for this backend's own callers (rows of the right length)."""
+    packed = np.ascontiguousarray(packed)
+    return unpack(packed, bits, count, order, container, out=np.empty(packed.shape[:-1] + (count,), np.uint8))

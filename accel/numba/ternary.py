@@ -14,7 +14,7 @@ import numpy as np
 from numba import prange
 
 from accel.numba._jit import kernel
-from refquant.matmul import _ternary_operands, _to_int32
+from refquant.matmul import to_int32
 
 __all__ = ["ternary_matmul"]
 
@@ -39,10 +39,10 @@ def _ternary_gemm(a, t, out):  # type: ignore[no-untyped-def]
 
 
 def ternary_matmul(a_q: Any, t: Any) -> np.ndarray:
-    """Backend op: same contract as :func:`refquant.matmul.ternary_matmul`."""
-    a, w = _ternary_operands(a_q, t)
-    a = np.ascontiguousarray(a)
+    """Backend op :func:`refquant.matmul.ternary_matmul` on prepared arguments
+    (``refquant.prepare.matmul``: int8 (m, k) and ternary int8 (k, n), C-contiguous)."""
+    a, w = a_q, t
     wide = a.shape[1] * 128 > _INT32_MAX
     out = np.zeros((a.shape[0], w.shape[1]), np.int64 if wide else np.int32)
     _ternary_gemm(a, np.ascontiguousarray(w.T), out)
-    return _to_int32(out, "ternary_matmul result") if wide else out
+    return to_int32(out, "ternary_matmul result") if wide else out

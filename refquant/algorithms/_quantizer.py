@@ -113,9 +113,8 @@ def check_group_size(group_size: Any, in_features: int) -> int:
     group_size = check_int("group_size", group_size, min=-1)
     if group_size == 0:
         raise ValueError("group_size=0 is not allowed; use -1 for per-channel or a positive group size")
-    if group_size == -1:
-        return max(in_features, 1)
-    return group_size
+    # larger than the row: one group per row (clamped, so nothing is sized by group_size)
+    return max(in_features, 1) if group_size == -1 else min(group_size, max(in_features, 1))
 
 
 def find_params(x: np.ndarray, bits: int, sym: bool, rule: MinMaxRule) -> tuple[np.ndarray, np.ndarray]:
@@ -270,4 +269,20 @@ def check_weight(W: Any, name: str = "W") -> np.ndarray:
         raise ValueError(f"{name} must be 2-D (out_features, in_features), got shape {W.shape}")
     if W.shape[0] == 0 or W.shape[1] == 0:
         raise ValueError(f"{name} must be non-empty, got shape {W.shape}")
+    check_magnitude(W, name)
     return W
+
+
+#: Largest |weight| the algorithms take (2**125, about 4.3e37: FLT_MAX / 8). Min-max ranges
+#: span up to twice it and a grid point lies up to one step beyond the range, so every
+#: scale, code and dequantized value stays finite in float32 (finite in, finite out);
+#: larger weights are refused with ValueError naming this limit.
+MAX_ABS_WEIGHT = float(2.0**125)
+
+
+def check_magnitude(W: np.ndarray, name: str = "W") -> None:
+    """ValueError if ``max |W|`` exceeds :data:`MAX_ABS_WEIGHT`."""
+    top = float(np.max(np.abs(W))) if W.size else 0.0
+    if top > MAX_ABS_WEIGHT:
+        raise ValueError(f"{name} has |value| {top:.4g} > {MAX_ABS_WEIGHT:.4g} (2**125, FLT_MAX / 8), the largest "
+                         "weight the quantization algorithms keep finite; rescale the layer (e.g. divide by a power of 2)")

@@ -87,6 +87,10 @@ def activation_scale(X: np.ndarray) -> np.ndarray:
     return np.mean(np.abs(X), axis=0, dtype=np.float64)
 
 
+#: Largest ``n_grid``: each grid point is a full quantize-and-evaluate pass over the layer.
+MAX_GRID = 1000
+
+
 def awq(W: Any, X: Any, bits: int = 4, group_size: int = 128, *, zero_point: bool = True, n_grid: int = 20,
         clip: bool = True, max_shrink: float = 0.5, n_sample_tokens: int = 512) -> AWQResult:
     """Quantize ``W`` after the activation-aware scale search and the clip search (AWQ).
@@ -104,7 +108,7 @@ def awq(W: Any, X: Any, bits: int = 4, group_size: int = 128, *, zero_point: boo
     zero_point : bool
         Asymmetric min-max groups (AWQ's default) or its symmetric branch.
     n_grid : int
-        Grid size of both searches (20).
+        Grid size of both searches (20), 1 .. MAX_GRID (1000).
     clip : bool
         Run the clip search (llm-awq skips it for query/key projections).
     max_shrink : float
@@ -126,7 +130,7 @@ def awq(W: Any, X: Any, bits: int = 4, group_size: int = 128, *, zero_point: boo
     X = _check_activations(X, columns)
     bits = _quantizer.check_bits(bits)
     groupsize = _quantizer.check_group_size(group_size, columns)
-    n_grid = check_int("n_grid", n_grid, min=1)
+    n_grid = check_int("n_grid", n_grid, min=1, max=MAX_GRID)
     max_shrink = check_float("max_shrink", max_shrink, min=0.0, max=1.0)
     n_sample_tokens = check_int("n_sample_tokens", n_sample_tokens, min=1)
     sym = not zero_point

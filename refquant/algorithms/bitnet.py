@@ -31,6 +31,7 @@ from typing import Any
 
 import numpy as np
 
+from refquant.algorithms import _quantizer
 from refquant._validate import as_float_array, check_int
 
 __all__ = ["bitnet_b1", "bitnet_b158", "activation_quant_b1", "activation_quant_b158",
@@ -87,6 +88,7 @@ class QuantizedActivation:
 
 def _weight(W: Any) -> np.ndarray:
     W = as_float_array("W", W, allow_nan=False, min_ndim=1)
+    _quantizer.check_magnitude(W)
     if W.size == 0:
         raise ValueError(f"W must be non-empty, got shape {W.shape}")
     return W.astype(np.float32)

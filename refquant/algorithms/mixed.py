@@ -49,6 +49,9 @@ class MixedResult(QuantizedWeight):
         return out
 
 
+_FP16_MAX = float(np.finfo(np.float16).max)
+
+
 def mixed(W: Any, X: Any, bits: int = 4, group_size: int = 128, sym: bool = False, *,
           salient_fraction: float = 0.01, rule: str = "awq") -> MixedResult:
     """Keep the ``salient_fraction`` most activated input channels in fp16, RTN the rest.
@@ -92,6 +95,10 @@ def mixed(W: Any, X: Any, bits: int = 4, group_size: int = 128, sym: bool = Fals
     codes, scales, zeros = _quantizer.quantize_groups(fitted, bits, groupsize, bool(sym), grid)
     g_idx = _quantizer.natural_g_idx(columns, groupsize)
     dequantized = _quantizer.dequantize_groups(codes, scales, zeros, g_idx).astype(np.float32)
+    top = float(np.max(np.abs(W_in[:, salient]))) if n_salient else 0.0
+    if top > _FP16_MAX:  # the format's limit: salient columns are stored in float16
+        raise ValueError(f"W has salient weights up to |{top:.4g}|, beyond float16's maximum {_FP16_MAX:g}, "
+                         "in which mixed precision keeps its salient columns; rescale the layer")
     salient_values = W_in[:, salient].astype(np.float16)
     dequantized[:, salient] = salient_values.astype(np.float32)
 

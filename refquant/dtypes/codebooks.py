@@ -196,11 +196,15 @@ class Codebook:
         ValueError
             If a code is out of range.
         """
+        return self.table[self.check_codes(codes)]
+
+    def check_codes(self, codes: Any) -> np.ndarray:
+        """``codes`` as an integer array, or TypeError / ValueError (a code outside ``[0, size)``)."""
         c = as_int_array("codes", codes)
         if c.size and (int(c.min()) < 0 or int(c.max()) >= self.size):
             bad = int(c.min()) if int(c.min()) < 0 else int(c.max())
             raise ValueError(f"codes contains {bad}, outside 0..{self.size - 1} for codebook {self.name!r}")
-        return self.table[c]
+        return c
 
 
 def _bucketize(mid: np.ndarray, x: np.ndarray, side: str) -> np.ndarray:

@@ -466,6 +466,12 @@ def decode_float(bits: Any, fmt: str | FloatSpec) -> np.ndarray:
         If ``fmt`` is unknown, or a 4-bit code is larger than 15.
     """
     spec = get_float_spec(fmt)
+    return _decode_table(spec)[check_codes(bits, spec)]
+
+
+def check_codes(bits: Any, spec: FloatSpec) -> np.ndarray:
+    """``bits`` if it is an ndarray of ``spec``'s storage dtype holding only ``spec.bits``-bit
+    codes, else TypeError / ValueError (the argument rule of :func:`decode_float`)."""
     if not isinstance(bits, np.ndarray) or bits.dtype != spec.storage_dtype:
         got = f"dtype {bits.dtype}" if isinstance(bits, np.ndarray) else type(bits).__name__
         raise TypeError(f"bits must be an ndarray of {spec.storage_dtype} for fmt={spec.name!r}, got {got}; "
@@ -473,7 +479,7 @@ def decode_float(bits: Any, fmt: str | FloatSpec) -> np.ndarray:
     if spec.bits < 8 and bits.size and int(bits.max()) >> spec.bits:
         raise ValueError(f"bits contains {int(bits.max())}, but {spec.name} codes are {spec.bits}-bit "
                          f"(0..{(1 << spec.bits) - 1}); unpack packed bytes first")
-    return _decode_table(spec)[bits]
+    return bits
 
 
 @functools.lru_cache(maxsize=None)

@@ -213,7 +213,7 @@ def dequantize_4bit_blocks(packed: np.ndarray, absmax: np.ndarray, quant_type: s
 
 
 @functools.cache
-def _lut_8bit() -> np.ndarray:
+def lut_8bit() -> np.ndarray:
     """The CPU library's 65536-entry lookup table for the dynamic map (``cpu_ops.cpp``).
 
     Grid point ``g_j = (2 j) / 65535 - 1`` (float32 division, then float32 subtraction);
@@ -264,7 +264,7 @@ def quantize_blockwise_8bit(x: np.ndarray, blocksize: int) -> tuple[np.ndarray, 
     # The x86-64 library fuses t * 65535 + 0.5 into one FMA; for every float32 t in [0, 1]
     # two float32 roundings give the same index (checked exhaustively, FACTS.md 4.6).
     j = (t * F32(65535) + F32(0.5)).astype(np.int64)
-    codes = _lut_8bit()[j]
+    codes = lut_8bit()[j]
     codes[zero] = 0
     return codes.reshape(-1)[:n], absmax.astype(F32)
 

@@ -18,7 +18,24 @@ import numpy as np
 
 from refquant._validate import as_float_array
 
-__all__ = ["dequant_matmul"]
+__all__ = ["dequant_matmul", "matmul_args"]
+
+
+def matmul_args(x: Any, data: Any, qtype: Any, shape: Any) -> tuple[np.ndarray, np.ndarray, Any, tuple[int, ...]]:
+    """The argument rule of :func:`dequant_matmul`: ``(x, data as flat uint8, format,
+    (out_features, in_features))``, checked (2-D shape, bytes that fit it, finite x whose
+    last axis is ``in_features``)."""
+    from refquant.gguf import _check_data, checked_format  # refquant.gguf imports this module
+
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    if len(shape) != 2:
+        raise ValueError(f"shape must be (out_features, in_features), got {shape!r}")
+    fmt = checked_format(qtype)
+    data, shape = _check_data(data, fmt, shape)
+    xa = as_float_array("x", x, dtypes=(np.float32, np.float16, np.float64), allow_nan=False, min_ndim=1)
+    if xa.shape[-1] != shape[1]:
+        raise ValueError(f"x has {xa.shape[-1]} input features (shape {xa.shape}) but the weight has {shape[1]}")
+    return xa, data, fmt, shape
 
 
 def dequant_matmul(x: Any, data: Any, qtype: Any, shape: Any) -> np.ndarray:
@@ -52,13 +69,8 @@ def dequant_matmul(x: Any, data: Any, qtype: Any, shape: Any) -> np.ndarray:
     """
     from refquant.gguf import dequantize  # imported here: refquant.gguf may re-export this function
 
-    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
-    if len(shape) != 2:
-        raise ValueError(f"shape must be (out_features, in_features), got {shape!r}")
-    w = dequantize(data, qtype, shape)
-    xa = as_float_array("x", x, dtypes=(np.float32, np.float16, np.float64), allow_nan=False, min_ndim=1)
-    if xa.shape[-1] != w.shape[1]:
-        raise ValueError(f"x has {xa.shape[-1]} input features (shape {xa.shape}) but the weight has {w.shape[1]}")
+    xa, data, fmt, shape = matmul_args(x, data, qtype, shape)
+    w = dequantize(data, fmt, shape)
     # A weight can itself decode to +-inf (ggml's Q5_1/Q4_1 store the block minimum as
     # fp16, which overflows for rows near +-65504): then the product is +-inf or NaN
     # (inf * 0), exactly as IEEE arithmetic gives it, without a warning.

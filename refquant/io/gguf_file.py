@@ -59,6 +59,7 @@ from refquant.io._reader import Cursor, pad_to
 from refquant.io.ggml_types import PLAIN_DTYPES, GGMLType, block_size, ggml_type, tensor_nbytes, type_size
 from refquant.io.gguf_metadata import (
     MIN_VALUE_BYTES,
+    ObjectBudget,
     GGUFValue,
     GGUFValueType,
     encode_kv,
@@ -275,6 +276,7 @@ def _read_version(cur: Cursor) -> int:
 
 def _read_metadata(cur: Cursor, n_kv: int) -> dict[str, GGUFValue]:
     metadata: dict[str, GGUFValue] = {}
+    budget = ObjectBudget()  # strings and nested arrays of the whole file
     for i in range(n_kv):
         at = cur.pos
         key = read_string(cur, f"metadata key #{i}", strict=True)
@@ -283,7 +285,7 @@ def _read_metadata(cur: Cursor, n_kv: int) -> dict[str, GGUFValue]:
         if key in metadata:
             raise cur.fail(f"metadata key #{i}", f"duplicate key {key!r}", at)
         vtype = read_value_type(cur, f"metadata {key!r} type")
-        metadata[key] = read_value(cur, vtype, f"metadata {key!r} value")
+        metadata[key] = read_value(cur, vtype, f"metadata {key!r} value", budget=budget)
     return metadata
 
 

@@ -48,6 +48,11 @@ from refquant.io._reader import Cursor
 __all__ = ["GGUFValueType", "GGUFValue", "as_value"]
 
 MAX_ARRAY_NESTING = 8  # ggml itself reads no nested arrays; gguf-py writes them
+#: Strings and nested arrays the reader builds for one file's metadata (a nested array
+#: counts as 4: its objects cost ~4 strings). 2**21 is ~10x a large tokenizer (256k tokens
+#: plus merges) and bounds the objects to ~150 MB whatever the file holds.
+MAX_METADATA_OBJECTS = 1 << 21
+_ARRAY_OBJECT_COST = 4
 
 
 class GGUFValueType(IntEnum):
@@ -418,9 +423,33 @@ def read_string(cur: Cursor, field: str, *, strict: bool) -> str:
     return cur.text(n, field, strict=strict)
 
 
-def read_value(cur: Cursor, vtype: GGUFValueType, field: str, depth: int = 0) -> GGUFValue:
-    """Read one value of type ``vtype`` (its type tag already consumed)."""
+class ObjectBudget:
+    """How many Python objects (strings, nested arrays) the metadata of one file may still
+    create: their in-memory cost is many times their bytes in the file (an empty nested
+    array is 12 bytes on disk and ~200 in memory), so they are counted, not just sized."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = MAX_METADATA_OBJECTS if limit is None else limit
+        self.left = self.limit
+
+    def spend(self, cur: Cursor, n: int, field: str, at: int) -> None:
+        self.left -= n
+        if self.left < 0:
+            raise cur.fail(field, f"the metadata holds more than {self.limit} strings and nested arrays "
+                                  "(MAX_METADATA_OBJECTS); refusing to build them", at)
+
+
+def read_value(cur: Cursor, vtype: GGUFValueType, field: str, depth: int = 0,
+               budget: ObjectBudget | None = None) -> GGUFValue:
+    """Read one value of type ``vtype`` (its type tag already consumed).
+
+    Bounded cost: nesting of at most :data:`MAX_ARRAY_NESTING`, item counts bounded by the
+    bytes that remain, and at most :data:`MAX_METADATA_OBJECTS` strings and nested arrays
+    per ``budget`` (one per file); past a bound, GGUFError names the field and offset.
+    """
+    budget = ObjectBudget() if budget is None else budget
     if vtype is T.STRING:
+        budget.spend(cur, 1, field, cur.pos)
         return _trusted(read_string(cur, field, strict=False), T.STRING)
     if vtype is not T.ARRAY:
         start = cur.pos
@@ -437,10 +466,12 @@ def read_value(cur: Cursor, vtype: GGUFValueType, field: str, depth: int = 0) ->
         raise cur.fail(f"{field} count", f"{count} items of type {itype} need at least "
                                          f"{count * MIN_VALUE_BYTES[itype]} bytes but only {cur.remaining} remain",
                        count_at)
+    if itype in (T.STRING, T.ARRAY):                  # one Python object per item: counted first
+        budget.spend(cur, count * (1 if itype is T.STRING else _ARRAY_OBJECT_COST), f"{field} count", count_at)
     if itype is T.STRING:
         items: Any = tuple(read_string(cur, f"{field}[{i}]", strict=False) for i in range(count))
     elif itype is T.ARRAY:
-        items = tuple(read_value(cur, T.ARRAY, f"{field}[{i}]", depth + 1) for i in range(count))
+        items = tuple(read_value(cur, T.ARRAY, f"{field}[{i}]", depth + 1, budget) for i in range(count))
     else:
         arr = cur.array(_DTYPES[itype], count, field)
         items = arr != 0 if itype is T.BOOL else arr

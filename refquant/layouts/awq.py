@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from refquant import packing
-from refquant._validate import as_int_array, check_int
+from refquant._validate import as_float_array, as_int_array, check_int
 from refquant.layouts.gptq import _check_range, _check_result, _integer_valued, _to_float16, _words
 
 __all__ = ["awq_pack", "awq_unpack", "awq_dequantize", "encode", "decode", "TENSOR_NAMES"]
@@ -91,14 +91,20 @@ def _pack_args(codes: Any, zeros: Any, scales: Any) -> tuple[np.ndarray, np.ndar
 
 def awq_unpack(qweight: Any, qzeros: Any) -> tuple[np.ndarray, np.ndarray]:
     """Unpack AWQ GEMM words into ``(codes uint8 (out, in), zeros uint8 (out, G))``."""
-    qweight, qzeros = _words("qweight", qweight), _words("qzeros", qzeros)
-    if qweight.shape[1] != qzeros.shape[1]:
-        raise ValueError(f"qweight {qweight.shape} and qzeros {qzeros.shape} must have the same number of "
-                         f"words per row (out_features / 8)")
+    qweight, qzeros = _unpack_args(qweight, qzeros)
     out_features = qweight.shape[1] * 8
     codes = packing.unpack(qweight, BITS, out_features, "awq", "int32")  # (in, out)
     zeros = packing.unpack(qzeros, BITS, out_features, "awq", "int32")  # (G, out)
     return np.ascontiguousarray(codes.T), np.ascontiguousarray(zeros.T)
+
+
+def _unpack_args(qweight: Any, qzeros: Any) -> tuple[np.ndarray, np.ndarray]:
+    """The argument rule of :func:`awq_unpack`: 2-D int32/uint32 words, as many per row in both."""
+    qweight, qzeros = _words("qweight", qweight), _words("qzeros", qzeros)
+    if qweight.shape[1] != qzeros.shape[1]:
+        raise ValueError(f"qweight {qweight.shape} and qzeros {qzeros.shape} must have the same number of "
+                         f"words per row (out_features / 8)")
+    return qweight, qzeros
 
 
 def awq_dequantize(qweight: Any, qzeros: Any, scales: Any, group_size: int) -> np.ndarray:
@@ -109,7 +115,7 @@ def awq_dequantize(qweight: Any, qzeros: Any, scales: Any, group_size: int) -> n
     ValueError
         ``scales``/``qzeros`` shapes that do not match ``qweight`` and ``group_size``.
     """
-    qweight, group_size, n_groups = _dequantize_args(qweight, qzeros, scales, group_size)
+    qweight, qzeros, scales, group_size, n_groups = _dequantize_args(qweight, qzeros, scales, group_size)
     in_features = qweight.shape[0]
     codes, zeros = awq_unpack(qweight, qzeros)
     g_idx = np.arange(in_features) // group_size
@@ -117,22 +123,23 @@ def awq_dequantize(qweight: Any, qzeros: Any, scales: Any, group_size: int) -> n
     return scale * (codes.astype(np.float32) - zeros[:, g_idx].astype(np.float32))
 
 
-def _dequantize_args(qweight: Any, qzeros: Any, scales: Any, group_size: Any) -> tuple[np.ndarray, int, int]:
-    """Validate :func:`awq_dequantize`'s shapes (shared with backends, so errors read the same);
-    returns ``(qweight as words, group_size, n_groups)``."""
+def _dequantize_args(qweight: Any, qzeros: Any, scales: Any, group_size: Any
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, int, int]:
+    """Validate :func:`awq_dequantize`'s shapes; returns ``(qweight, qzeros, scales, group_size, n_groups)``."""
     group_size = check_int("group_size", group_size, min=1)
     qweight = _words("qweight", qweight)
     in_features, words = qweight.shape
-    scales = np.asarray(scales)
+    scales = as_float_array("scales", scales, dtypes=(np.float16, np.float32, np.float64))
     if in_features % group_size:
         raise ValueError(f"in_features={in_features} (qweight rows) must be a multiple of group_size={group_size}")
     n_groups = in_features // group_size
     if scales.shape != (n_groups, words * 8):
         raise ValueError(f"scales has shape {scales.shape}; qweight {qweight.shape} with group_size={group_size} "
                          f"needs ({n_groups}, {words * 8})")
-    if np.asarray(qzeros).shape != (n_groups, words):
-        raise ValueError(f"qzeros has shape {np.asarray(qzeros).shape}; it must be ({n_groups}, {words})")
-    return qweight, group_size, n_groups
+    qzeros = _words("qzeros", qzeros)
+    if qzeros.shape != (n_groups, words):
+        raise ValueError(f"qzeros has shape {qzeros.shape}; it must be ({n_groups}, {words})")
+    return qweight, qzeros, scales, group_size, n_groups
 
 
 def encode(result: Any) -> dict[str, np.ndarray]:

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from refquant import packing
-from refquant._validate import as_int_array, check_choice, check_int
+from refquant._validate import as_float_array, as_int_array, check_choice, check_int
 
 __all__ = ["gptq_pack", "gptq_unpack", "gptq_dequantize", "encode", "decode", "TENSOR_NAMES", "FORMATS"]
 
@@ -66,13 +66,13 @@ def _check_bits_version(bits: Any, version: Any) -> tuple[int, int]:
     return bits, version
 
 
-def _per_word(bits: int) -> int:
+def per_word(bits: int) -> int:
     """Codes per 32-bit word run (32 codes per 3 words for 3 bits)."""
     return 32 if bits == 3 else 32 // bits
 
 
 def _check_multiple(name: str, value: int, bits: int) -> None:
-    step = _per_word(bits)
+    step = per_word(bits)
     if value % step:
         raise ValueError(f"{name}={value} must be a multiple of {step} for {bits}-bit GPTQ packing "
                          f"(int32 words hold whole runs of codes)")
@@ -141,16 +141,7 @@ def gptq_unpack(qweight: Any, qzeros: Any, scales: Any, g_idx: Any, bits: int, v
     out_features = scales.shape[1]
     codes = packing.unpack(qweight.T, bits, in_features, "low_first", "int32")  # (out, in)
     stored = packing.unpack(qzeros, bits, out_features, "low_first", "int32")  # (G, out)
-    if version == 1:
-        if np.any(stored == 2**bits - 1):
-            g, o = (int(i) for i in np.argwhere(stored == 2**bits - 1)[0])
-            raise ValueError(
-                f"qzeros[{g}] field {o} is {2**bits - 1}: read as GPTQ v1 (zero - 1) that is a zero-point of "
-                f"{2**bits}, which no {bits}-bit quantizer produces. This is a gptq_v2 checkpoint (pass version=2), "
-                f"or a v1 file written with a zero-point of 0, whose packed words are corrupt")
-        zeros = stored + 1
-    else:
-        zeros = stored
+    zeros = stored + 1 if version == 1 else stored
     return codes, np.ascontiguousarray(zeros.T.astype(np.uint8))
 
 
@@ -263,20 +254,28 @@ def _unpack_args(qweight: Any, qzeros: Any, scales: Any, g_idx: Any, bits: Any, 
     """
     bits, version = _check_bits_version(bits, version)
     qweight, qzeros = _words("qweight", qweight), _words("qzeros", qzeros)
-    scales = np.asarray(scales)
+    scales = as_float_array("scales", scales, dtypes=(np.float16, np.float32, np.float64))
     if scales.ndim != 2:
         raise ValueError(f"scales must be 2-D (n_groups, out_features), got shape {scales.shape}")
     n_groups, out_features = scales.shape
-    per_word = _per_word(bits)
-    words = bits if bits == 3 else 1  # int32 words per run of per_word codes
-    in_features = qweight.shape[0] // words * per_word
+    n_word = per_word(bits)
+    words = bits if bits == 3 else 1  # int32 words per run of n_word codes
+    in_features = qweight.shape[0] // words * n_word
     if qweight.shape != (in_features * bits // 32, out_features) or qweight.shape[0] % words:
         raise ValueError(f"qweight has shape {qweight.shape}; with scales {scales.shape} it must be "
                          f"(in_features*{bits}/32, {out_features})")
-    if qzeros.shape != (n_groups, out_features * bits // 32) or out_features % per_word:
+    if qzeros.shape != (n_groups, out_features * bits // 32) or out_features % n_word:
         raise ValueError(f"qzeros has shape {qzeros.shape}; with scales {scales.shape} and {bits} bits it must be "
-                         f"({n_groups}, {out_features * bits // 32}) (out_features a multiple of {per_word})")
+                         f"({n_groups}, {out_features * bits // 32}) (out_features a multiple of {n_word})")
     g_idx = _check_g_idx(g_idx, in_features, n_groups)
+    if version == 1:
+        stored = packing.unpack(qzeros, bits, out_features, "low_first", "int32")  # (G, out), small
+        if np.any(stored == 2**bits - 1):
+            g, o = (int(i) for i in np.argwhere(stored == 2**bits - 1)[0])
+            raise ValueError(
+                f"qzeros[{g}] field {o} is {2**bits - 1}: read as GPTQ v1 (zero - 1) that is a zero-point of "
+                f"{2**bits}, which no {bits}-bit quantizer produces. This is a gptq_v2 checkpoint (pass version=2), "
+                f"or a v1 file written with a zero-point of 0, whose packed words are corrupt")
     return qweight, qzeros, scales, g_idx, bits, version, in_features
 
 

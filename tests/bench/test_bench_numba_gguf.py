@@ -30,12 +30,14 @@ import pytest
 
 pytest.importorskip("numba")
 
+import accel  # noqa: E402
 import refquant.gguf as G  # noqa: E402
-from accel.numba import gguf as N  # noqa: E402
+from accel.numba import gguf as kernels  # noqa: E402
 from refquant.formats import FORMATS  # noqa: E402
 from refquant.formats.gguf_matmul import dequant_matmul  # noqa: E402
 from tests.bench._bandwidth import record  # noqa: E402
 
+N = accel.get_backend("numba")  # ops behind the dispatcher: arguments prepared by refquant, as users call them
 SHAPE = (4096, 4096)
 QTYPES = tuple(sorted(FORMATS, key=lambda n: FORMATS[n].type_id))
 IMATRIX_TYPES = tuple(t for t in QTYPES if FORMATS[t].uses_imatrix)
@@ -90,7 +92,7 @@ def test_dequantize_kernel(benchmark, weight, qtype):
     q = N.gguf_quantize(weight, qtype)
     blocks = q.reshape(-1, fmt.type_size)
     out = np.empty((blocks.shape[0], fmt.block_size), np.float32)
-    kernel = N._DEQUANTIZE[qtype]
+    kernel = kernels._DEQUANTIZE[qtype]
     benchmark(kernel, blocks, out)
     np.testing.assert_array_equal(out.reshape(SHAPE).view(np.uint32),
                                   G.dequantize(q, qtype, SHAPE).view(np.uint32))
@@ -98,7 +100,7 @@ def test_dequantize_kernel(benchmark, weight, qtype):
 
 
 @pytest.mark.parametrize("tokens", [1, 16], ids=["gemv", "gemm16"])
-@pytest.mark.parametrize("qtype", sorted(N.MATMUL_QTYPES))
+@pytest.mark.parametrize("qtype", sorted(kernels.MATMUL_QTYPES))
 def test_dequant_matmul(benchmark, weight, qtype, tokens):
     q = N.gguf_quantize(weight, qtype)
     x = np.random.default_rng(2).standard_normal((tokens, SHAPE[1])).astype(np.float32)
@@ -109,7 +111,8 @@ def test_dequant_matmul(benchmark, weight, qtype, tokens):
 _FIRST_CALL = """
 import time, numpy as np
 t0 = time.perf_counter()
-from accel.numba import gguf
+import accel
+gguf = accel.get_backend("numba")
 x = np.random.default_rng(0).standard_normal((4, 4096)).astype(np.float32)
 for qtype in ("q4_0", "q4_k", "iq4_xs"):
     gguf.gguf_dequantize(gguf.gguf_quantize(x, qtype), qtype, x.shape)

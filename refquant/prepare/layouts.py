@@ -1,0 +1,73 @@
+"""Preparation of the checkpoint-layout ops (GPTQ v1/v2, AutoAWQ GEMM).
+
+Same rules as :mod:`refquant.layouts.gptq` and :mod:`refquant.layouts.awq`: consistent
+tensor shapes, codes / zero points within their width, scales within float16, group
+indices within the group count, GPTQ v1 zero fields that decode to a real zero point.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from refquant.layouts.awq import _dequantize_args as _awq_dequantize_args
+from refquant.layouts.awq import _pack_args as _awq_pack_args
+from refquant.layouts.awq import _unpack_args as _awq_unpack_args
+from refquant.layouts.gptq import _pack_args as _gptq_pack_args
+from refquant.layouts.gptq import _unpack_args as _gptq_unpack_args
+from refquant.prepare import Prepared, output
+
+__all__ = ["prepare_gptq_pack", "prepare_gptq_unpack", "prepare_gptq_dequantize", "prepare_awq_pack",
+           "prepare_awq_unpack", "prepare_awq_dequantize"]
+
+
+def _c(a: np.ndarray) -> np.ndarray:
+    return np.require(a, requirements="C")
+
+
+def prepare_gptq_pack(codes: Any, zeros: Any, scales: Any, g_idx: Any, bits: int, version: int = 1) -> Prepared:
+    """Arguments of :func:`refquant.layouts.gptq.gptq_pack`: codes (uint8) and zero points
+    (int64) in range, scales as float16 (out, G), g_idx (int64)."""
+    bits, codes_, stored, scales16, g_idx_ = _gptq_pack_args(codes, zeros, scales, g_idx, bits, version)
+    zeros_ = stored + 1 if version == 1 else stored
+    return Prepared((_c(codes_.astype(np.uint8)), _c(zeros_), _c(scales16), _c(g_idx_.astype(np.int64)), bits,
+                     int(version)))
+
+
+def _gptq_tensors(qweight: Any, qzeros: Any, scales: Any, g_idx: Any, bits: int, version: int) -> tuple:
+    qweight, qzeros, scales, g_idx, bits, version, _ = _gptq_unpack_args(qweight, qzeros, scales, g_idx, bits, version)
+    return _c(qweight), _c(qzeros), _c(scales), _c(g_idx.astype(np.int64)), bits, version
+
+
+def prepare_gptq_unpack(qweight: Any, qzeros: Any, scales: Any, g_idx: Any, bits: int, version: int = 1) -> Prepared:
+    """Arguments of :func:`refquant.layouts.gptq.gptq_unpack`: consistent word tensors."""
+    return Prepared(_gptq_tensors(qweight, qzeros, scales, g_idx, bits, version))
+
+
+def prepare_gptq_dequantize(qweight: Any, qzeros: Any, scales: Any, g_idx: Any, bits: int, version: int = 1, *,
+                            out: Any = None) -> Prepared:
+    """Arguments of :func:`refquant.layouts.gptq.gptq_dequantize`; the result is float32 (out, in)."""
+    args = _gptq_tensors(qweight, qzeros, scales, g_idx, bits, version)
+    shape = (args[2].shape[1], args[3].shape[0])
+    return Prepared(args, {}, output(out, shape, np.float32, (qweight, qzeros, scales, g_idx)))
+
+
+def prepare_awq_pack(codes: Any, zeros: Any, scales: Any) -> Prepared:
+    """Arguments of :func:`refquant.layouts.awq.awq_pack`: codes / zeros as uint8 in 0..15, scales float16."""
+    codes_, zeros_, scales16 = _awq_pack_args(codes, zeros, scales)
+    return Prepared((_c(codes_.astype(np.uint8)), _c(zeros_.astype(np.uint8)), _c(scales16)))
+
+
+def prepare_awq_unpack(qweight: Any, qzeros: Any) -> Prepared:
+    """Arguments of :func:`refquant.layouts.awq.awq_unpack`."""
+    qweight, qzeros = _awq_unpack_args(qweight, qzeros)
+    return Prepared((_c(qweight), _c(qzeros)))
+
+
+def prepare_awq_dequantize(qweight: Any, qzeros: Any, scales: Any, group_size: int, *, out: Any = None) -> Prepared:
+    """Arguments of :func:`refquant.layouts.awq.awq_dequantize`; the result is float32 (out, in)."""
+    qweight, qzeros, scales, group_size, _ = _awq_dequantize_args(qweight, qzeros, scales, group_size)
+    shape = (qweight.shape[1] * 8, qweight.shape[0])
+    return Prepared((_c(qweight), _c(qzeros), _c(scales), group_size), {},
+                    output(out, shape, np.float32, (qweight, qzeros, scales)))
