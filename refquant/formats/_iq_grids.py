@@ -22,7 +22,10 @@ GGML_COMMIT = "d99724f2b141fed9e1a9f402213506c081433465"
 
 KMASK_IQ2XS = (1 << np.arange(8)).astype(np.uint8)
 _I = np.arange(128)
-KSIGNS_IQ2XS = (_I | ((np.bitwise_count(_I.astype(np.uint8)) & 1) << 7)).astype(np.uint8)
+# ggml's ksigns_iq2xs: the 7 sign bits of an index, and an 8th that makes the parity even
+# (popcount by unpacking bits: np.bitwise_count needs NumPy 2, pyproject allows 1.24)
+_PARITY = np.unpackbits(_I.astype(np.uint8)[:, None], axis=1).sum(axis=1).astype(np.int64) & 1
+KSIGNS_IQ2XS = (_I | (_PARITY << 7)).astype(np.uint8)
 KSIGNS_IQ2XS.flags.writeable = False
 
 

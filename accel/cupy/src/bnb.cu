@@ -194,7 +194,11 @@ extern "C" __global__ void int8_row_codes(const float* __restrict__ x, i64 rows,
         const float scale = 127.0f / (s != 0.0f ? s : 1.0f);
         const float v = x[i];
         const bool zero = (use_cols && col_flags[j]) || fabsf(v) >= limit;
-        q[i] = zero ? static_cast<i8>(0) : static_cast<i8>(static_cast<int>(rintf(v * scale)));
+        // absmax below 127 / FLT_MAX: the float32 scale overflows; the rule is computed in
+        // float64 there, as refquant.formats.bnb.vectorwise_quantize_rows does
+        const float code = !(scale <= 3.40282347e+38f) ? static_cast<float>(rint(static_cast<double>(v) * (127.0 / static_cast<double>(s))))
+                                        : rintf(v * scale);
+        q[i] = zero ? static_cast<i8>(0) : static_cast<i8>(static_cast<int>(code));
     }
 }
 
