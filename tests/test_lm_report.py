@@ -14,7 +14,14 @@ from refquant.model.linear import BitLinear, LLMInt8Linear
 from refquant.sequential import TRUE_SEQUENTIAL, quantize_sequential
 
 TINY_LLAMA = Path(__file__).resolve().parents[1] / "models" / "refquant-tiny-llama"
-needs_model = pytest.mark.skipif(not TINY_LLAMA.is_dir(), reason="models/refquant-tiny-llama is not in this checkout")
+def _has_tokenizers() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("tokenizers") is not None
+
+
+needs_model = pytest.mark.skipif(not TINY_LLAMA.is_dir() or not _has_tokenizers(),
+                                 reason="needs models/refquant-tiny-llama and the model extra (tokenizers)")
 
 
 @pytest.fixture

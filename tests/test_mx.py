@@ -30,6 +30,9 @@ def test_e8m0_decode_every_code_matches_ml_dtypes():
     assert np.isnan(decode_e8m0(np.array([255], np.uint8)))[0]
 
 
+@pytest.mark.skipif(tuple(int(p) for p in ml_dtypes.__version__.split(".")[:2]) < (0, 7),
+                    reason="ml_dtypes before 0.7 rounds float32 to float8_e8m0fnu by another rule "
+                           "(0.5.0 differs on about 4% of these inputs); the golden values below still hold")
 def test_e8m0_encode_matches_ml_dtypes():
     rng = np.random.default_rng(7)
     e = rng.integers(0, 256, 1 << 14).astype(np.uint32) << np.uint32(23)
