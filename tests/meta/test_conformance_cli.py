@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -92,7 +93,9 @@ def test_progress_header_and_verdict_lines():
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     out = result.stdout
     assert "reference: device cpu, profile ci, 2 Hypothesis examples per property test, in-process" in out
-    assert "collected 2 conformance tests" in out
+    collected = re.search(r"collected (\d+) conformance tests", out)
+    assert collected, out[-2000:]
+    assert int(collected.group(1)) >= 2
     assert "reference · packing" in out and "2 tests: 2 passed, 0 failed, 0 not implemented" in out
     assert "verdict reference: PASS: 2 cells passed, 0 failed, 0 not implemented" in out
     assert "Not run (--ops): floats" in out  # filtered areas are "not run", not "not implemented"
