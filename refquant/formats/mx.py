@@ -149,6 +149,17 @@ def check_uint8(**arrays: Any) -> None:
             raise TypeError(f"{name} must be an ndarray of uint8, got {got}")
 
 
+def check_mx_blocks(scales: Any, codes: Any, fmt: MXFormat) -> np.ndarray:
+    """``codes`` as blocks (..., n_blocks, block_size) after checking that both are uint8 and
+    that there is one scale per block (the argument rule of :func:`mx_dequantize`)."""
+    check_uint8(scales=scales, codes=codes)
+    blocks = _blocks(fmt, codes)
+    if scales.shape != blocks.shape[:-1]:
+        raise ValueError(f"scales has shape {scales.shape}, but codes of shape {codes.shape} need "
+                         f"{blocks.shape[:-1]} (one per {fmt.block_size} elements)")
+    return blocks
+
+
 def _blocks(fmt: MXFormat, x: np.ndarray) -> np.ndarray:
     n = x.shape[-1] if x.ndim else 0
     if x.ndim == 0 or n % fmt.block_size:
@@ -265,11 +276,7 @@ def mx_dequantize(scales: Any, codes: Any, fmt: str | MXFormat) -> np.ndarray:
         For mismatched shapes or element codes wider than the format.
     """
     f = get_mx_format(fmt)
-    check_uint8(scales=scales, codes=codes)
-    blocks = _blocks(f, codes)                                          # (..., n_blocks, k)
-    if scales.shape != blocks.shape[:-1]:
-        raise ValueError(f"scales has shape {scales.shape}, but codes of shape {codes.shape} need "
-                         f"{blocks.shape[:-1]} (one per {f.block_size} elements)")
+    blocks = check_mx_blocks(scales, codes, f)                          # (..., n_blocks, k)
     values = _decode_elements(f, blocks)
     with np.errstate(over="ignore"):   # e.g. 57344 * 2**127: float32 inf, as the hardware's float32 result
         return (values * decode_e8m0(scales)[..., None]).astype(F32).reshape(codes.shape)

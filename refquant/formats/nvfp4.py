@@ -74,6 +74,28 @@ def _blocks(name: str, a: np.ndarray, per: int) -> np.ndarray:
     return a.reshape(a.shape[:-1] + (a.shape[-1] // per, per))
 
 
+def check_nvfp4_input(x: Any) -> tuple[np.ndarray, np.ndarray]:
+    """``x`` as finite float32 and its blocks (..., n_blocks, 16): :func:`nvfp4_quantize`'s rule."""
+    arr = as_float_array("x", x, allow_nan=False)
+    with np.errstate(over="ignore"):
+        arr = arr.astype(F32, copy=False)
+    if not np.isfinite(arr).all():
+        raise ValueError("x contains values that overflow float32, which NVFP4 does not define")
+    return arr, _blocks("x", arr, NVFP4_BLOCK)
+
+
+def check_nvfp4_packed(packed: Any, block_scales: Any, global_scale: Any) -> tuple[np.ndarray, np.ndarray, np.float32]:
+    """Unpacked codes, their blocks and the float32 global scale: :func:`nvfp4_dequantize`'s rule."""
+    check_uint8(packed=packed, block_scales=block_scales)
+    g = F32(check_float("global_scale", global_scale))
+    q = np.stack([packed & np.uint8(0xF), packed >> np.uint8(4)], axis=-1).reshape(packed.shape[:-1] + (-1,))
+    blocks = _blocks("packed (unpacked)", q, NVFP4_BLOCK)
+    if block_scales.shape != blocks.shape[:-1]:
+        raise ValueError(f"block_scales has shape {block_scales.shape}, but packed of shape {packed.shape} "
+                         f"needs {blocks.shape[:-1]} (one per {NVFP4_BLOCK} elements)")
+    return q, blocks, g
+
+
 def nvfp4_quantize(x: Any, *, global_amax: float | None = None) -> tuple[np.ndarray, np.ndarray, np.float32]:
     """Quantize to NVFP4 along the last axis (module docstring, steps 1-3).
 
@@ -108,12 +130,7 @@ def nvfp4_quantize(x: Any, *, global_amax: float | None = None) -> tuple[np.ndar
     >>> packed[:2], scales, g       # block scale 0x7E = 448: values / (448 g) = 0, 1.5, 3, -6
     (array([ 48, 245], dtype=uint8), array([126], dtype=uint8), np.float32(0.00074404763))
     """
-    arr = as_float_array("x", x, allow_nan=False)
-    with np.errstate(over="ignore"):
-        arr = arr.astype(F32, copy=False)
-    if not np.isfinite(arr).all():
-        raise ValueError("x contains values that overflow float32, which NVFP4 does not define")
-    blocks = _blocks("x", arr, NVFP4_BLOCK)                                   # (..., n_blocks, 16)
+    arr, blocks = check_nvfp4_input(x)                                       # (..., n_blocks, 16)
     if global_amax is None:
         global_amax = float(np.max(np.abs(arr))) if arr.size else 0.0
     g = nvfp4_global_scale(global_amax)
@@ -150,13 +167,7 @@ def nvfp4_dequantize(packed: Any, block_scales: Any, global_scale: Any) -> np.nd
     ValueError
         For mismatched shapes.
     """
-    check_uint8(packed=packed, block_scales=block_scales)
-    g = F32(check_float("global_scale", global_scale))
-    q = np.stack([packed & np.uint8(0xF), packed >> np.uint8(4)], axis=-1).reshape(packed.shape[:-1] + (-1,))
-    blocks = _blocks("packed (unpacked)", q, NVFP4_BLOCK)
-    if block_scales.shape != blocks.shape[:-1]:
-        raise ValueError(f"block_scales has shape {block_scales.shape}, but packed of shape {packed.shape} "
-                         f"needs {blocks.shape[:-1]} (one per {NVFP4_BLOCK} elements)")
+    q, blocks, g = check_nvfp4_packed(packed, block_scales, global_scale)
     with np.errstate(over="ignore"):
         d = decode_float(block_scales, _E4M3) * g
         return (decode_float(blocks, _E2M1) * d[..., None]).astype(F32).reshape(q.shape)
