@@ -1,7 +1,7 @@
 """Deliberately broken backends: proof that the conformance suite catches real bugs.
 
 Each mutant is the reference backend with ONE op replaced by a plausible wrong
-implementation, modelled on bugs that shipped in real quantization code (FAILURES.md).
+implementation, modelled on bugs that shipped in real quantization code.
 ``tests/meta/test_mutants.py`` runs the suite against each mutant (as
 ``--backend conformance.mutants:<factory>``) and asserts that it fails.
 
@@ -109,7 +109,7 @@ def swapped_nibbles() -> MutantBackend:
 
 def q8_0_half_even() -> MutantBackend:
     """GGUF Q8_0 codes rounded half-to-even (``np.rint``) where ggml uses C ``roundf``
-    (half away from zero): the classic NumPy-port bug (FAILURES.md #9)."""
+    (half away from zero): the classic NumPy-port bug."""
     quantize = _ref("gguf_quantize")
 
     def gguf_quantize(x: Any, qtype: str, imatrix: Any = None) -> np.ndarray:

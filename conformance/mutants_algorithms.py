@@ -16,7 +16,7 @@ awq_no_scale_search                   AWQ with the activation-aware scale search
 awq_order_missing                     AWQ GEMM words packed in plain low-first order (output
                                       8c + i in nibble i) instead of 0,2,4,6,1,3,5,7
 gptq_v1_zeros_without_minus_one       GPTQ v1 ``qzeros`` stored as the zero-points themselves
-                                      (the v2 rule) instead of zero - 1 (FAILURES.md #11)
+                                      (the v2 rule) instead of zero - 1
 ====================================  =======================================================
 
 Not bit-exact but as good as the reference, which the suite must pass

@@ -1,7 +1,7 @@
 """Hypothesis strategies for the conformance suite, with mandatory adversarial cases.
 
 Random data rarely hits the inputs that break quantizers, so every array strategy
-mixes in the values that do (FAILURES.md): rounding ties, subnormals of each target
+mixes in the values that do: rounding ties, subnormals of each target
 format, ±0, NaN/±inf, values near the fp16 maximum, and whole blocks that are all
 zero, constant, or one huge outlier. Shapes include ones that are not divisible by the
 group/block size and empty arrays, where the op defines them.
@@ -26,7 +26,7 @@ __all__ = [
 F32 = np.float32
 
 #: Row / block absmax values whose float32 reciprocal (127 / absmax, 1 / absmax) overflows:
-#: subnormals up to just above 127 / FLT_MAX (FAILURES: a kernel that flushes them to 0).
+#: subnormals up to just above 127 / FLT_MAX (a kernel that flushes them to 0).
 TINY_ABSMAX = (1e-45, 1e-44, 1e-42, 1e-40, 1e-39, 1e-38, 1e-37, 3e-37, 1e-36)
 
 
@@ -347,7 +347,7 @@ def bnb_block_inputs(draw, blocksizes: tuple[int, ...], *, max_blocks: int = 3, 
     is usually *not* a multiple of ``blocksize`` (a partial last block, odd lengths,
     a single element), and each block may be all +0 / -0, constant, one huge outlier
     (the rest tiny relative to the absmax: FP4's +-0 codes), exact code values and
-    midpoints, or ~1e-11 (FAILURES.md #1, #3).
+    midpoints, or ~1e-11.
     """
     blocksize = draw(st.sampled_from(blocksizes), label="blocksize")
     full = draw(st.integers(0, max_blocks))
@@ -498,7 +498,7 @@ def gguf_cases(draw, block_size: int, *, max_rows: int = 3, max_blocks: int = 2,
     by each 32-block's max: pass the format's own, e.g. (8,) for Q4_0), with whole rows set
     to +0, -0, a constant or one outlier; NaN/inf only when
     ``allow_nonfinite`` (f16, bf16). ``imatrix`` is None, random positive, or positive with
-    zero columns (a zeroed first block included: FAILURES.md #5, #6); never None with
+    zero columns (a zeroed first block included); never None with
     ``require_imatrix`` (the types ggml quantizes only with one: IQ2_XXS, IQ2_XS, IQ1_S).
     """
     rows = draw(st.integers(1, max_rows))
@@ -646,7 +646,7 @@ def nvfp4_inputs(draw, *, max_rows: int = 3, max_blocks: int = 4):  # type: igno
 @st.composite
 def gptq_layout_case(draw, bits: int, version: int):  # type: ignore[no-untyped-def]
     """``(codes, zeros, scales, g_idx)`` for GPTQ packing: dimensions that fill whole
-    int32 runs, zero-points at both extremes (0 only for v2, FAILURES #12), fp16-exact
+    int32 runs, zero-points at both extremes (0 only for v2), fp16-exact
     scales from tiny to large, natural or act-order (permuted) ``g_idx``."""
     run = 32 if bits == 3 else 32 // bits
     out = run * draw(st.integers(1, 3))
@@ -688,15 +688,15 @@ def linear_layer_cases(draw, *, in_features: tuple[int, ...] = (128, 192), max_o
                        max_tokens: int = 96) -> tuple[np.ndarray, np.ndarray]:
     """``(W, X)``: a linear layer's float32 weight (out, in) and calibration inputs
     (tokens, in) for the weight-quantization algorithms. ``in_features`` 192 with groups
-    of 128 has a partial last group (the reference defines it; FAILURES.md #13).
+    of 128 has a partial last group (the reference defines it).
 
     Activations are synthetic but correlated as real ones are: a low-rank mix of a few
     latent factors plus noise, lognormal per-channel magnitudes, a few systematic
     outlier channels (x20 or x100) and dead input columns (all zero: GPTQ's zero
-    Hessian diagonal, AWQ's zero mean |x|; FAILURES.md #10, #14); sometimes fewer tokens
+    Hessian diagonal, AWQ's zero mean |x|); sometimes fewer tokens
     than inputs (a singular Hessian). Weights are normal or heavy-tailed with an
     all-zero row or an outlier weight, tiny (~1e-6) or near the float16 maximum (AWQ's
-    scaled weights overflow float16 there, FAILURES.md #14).
+    scaled weights overflow float16 there).
     """
     in_ = draw(st.sampled_from(in_features), label="in_features")
     out = draw(st.integers(2, max_out), label="out_features")

@@ -18,7 +18,7 @@ backend that claims bit-exactness (the reference does) is held to Exact, any oth
   minimizes, up to the constant 1/(tokens x out)).
 
 The backend's weight must be float32 of ``W``'s shape and finite (for finite input the
-reference's always is: no float16 overflow, FAILURES.md #14). The bound gets a floor of
+reference's always is: no float16 overflow). The bound gets a floor of
 ``2^-22`` times the layer's output energy (weights rounded to float16 lose that much),
 so that where the reference is exact an equally good result is not failed.
 """

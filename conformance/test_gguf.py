@@ -17,7 +17,7 @@ to finite values wherever the reference's bytes do, and reconstruct ``x`` no wor
 estimates, the layer's squared output error in the diagonal approximation (``w_i`` is
 the mean square of input ``i``). It is the objective ggml's searches serve; each search
 minimizes its own surrogate of it (weights ``x^2``, ``|x| + rms``, ``w sqrt(sigma^2 +
-x^2)``, FACTS 3.6-3.15), so a different search may beat the reference here. Columns of
+x^2)``), so a different search may beat the reference here. Columns of
 zero importance do not count; elements the reference decodes to inf/NaN (ggml's own
 overflow near 65504) are not compared.
 

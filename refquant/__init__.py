@@ -1,8 +1,8 @@
 """refquant: the reference implementation of LLM quantization.
 
 Every number format, mapping, calibration rule and algorithm, written once in plain
-NumPy/SciPy with its source cited. This module only re-exports the public API (see
-``DESIGN.md``'s API contract); names are resolved lazily so ``import refquant`` stays
+NumPy/SciPy with its source cited. This module only re-exports the public API (the contract
+is in the README); names are resolved lazily so ``import refquant`` stays
 cheap and a submodule's optional dependency is needed only when it is used.
 
 Public functions::

@@ -347,7 +347,7 @@ def quantize_4bit(x: Any, quant_type: str = "nf4", blocksize: int = 64, double_q
         ``compress_statistics=True``).
     mean_threads : int
         torch thread count whose summation order the double-quantization offset
-        reproduces; only matters above 32768 blocks (FACTS.md 4.4).
+        reproduces; only matters above 32768 blocks.
 
     Returns
     -------

@@ -26,8 +26,7 @@ pads, with a fill value the caller chooses.
 
 A run length must satisfy ``1 <= b <= L`` (an axis of length 0 has zero groups and
 accepts any positive ``b``); anything else raises ValueError naming the parameter and
-the axis length (torchao's ``PerGroup(1)`` and ``block_size`` inconsistencies,
-FAILURES.md #16).
+the axis length (torchao's ``PerGroup(1)`` and ``block_size`` inconsistencies).
 
 References
 ----------
@@ -224,7 +223,7 @@ class PerGroup(Granularity):
 @dataclass(frozen=True)
 class PerToken(Granularity):
     """One scale per token: per index of all leading axes, over the last axis
-    (activations of shape (..., tokens, hidden); BitNet b1.58 activations, FACTS §8.2)."""
+    (activations of shape (..., tokens, hidden); BitNet b1.58 activations)."""
 
     name = "per_token"
 

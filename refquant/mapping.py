@@ -23,7 +23,7 @@ Choosing the parameters (:func:`choose_qparams`), per group of the granularity
 
 * The range is ``lo = min(min(x), 0)``, ``hi = max(max(x), 0)``: it always contains 0,
   so 0 is exactly representable and the zero point lies in ``[qmin, qmax]``
-  (torch.ao ``_calculate_qparams``; AWQ does not extend its range, FACTS §2.2).
+  (torch.ao ``_calculate_qparams``; AWQ does not extend its range).
   ``clip=(a, b)`` replaces the observed range by ``[a, b]`` (then extended to 0);
   ``clip=r`` (0 < r <= 1) shrinks it to ``[r * lo, r * hi]``.
 * Symmetric: ``scale = max(-lo, hi) / ((qmax - qmin) / 2)``, zero point 0 (signed
@@ -31,7 +31,7 @@ Choosing the parameters (:func:`choose_qparams`), per group of the granularity
   The default *restricted* signed range ``[-(2**(bits-1) - 1), 2**(bits-1) - 1]`` makes
   the divisor ``2**(bits-1) - 1`` = 127 for int8: the visual guide's, LLM.int8's and
   ggml ``Q8_0``'s rule. ``restricted_range=False`` uses the full range ``[-128, 127]``
-  and then the divisor is torch.ao's **127.5** (FACTS §2.1), as for the unsigned
+  and then the divisor is torch.ao's **127.5**, as for the unsigned
   symmetric range ``[0, 255]`` with zero point 128 (torch ``quint8``).
 * Asymmetric: ``scale = (hi - lo) / (qmax - qmin)``, ``zero_point = clamp(qmin -
   round_half_even(lo / scale), qmin, qmax)`` (torch.ao ``_calculate_qparams``; equal to
@@ -58,7 +58,7 @@ References
 M. Grootendorst, "A Visual Guide to Quantization" (2024), sections "Symmetric
 Quantization", "Asymmetric Quantization", "Range Mapping and Clipping".
 PyTorch ``torch/ao/quantization/observer.py``, ``UniformQuantizationObserverBase._calculate_qparams``.
-FACTS.md sections 2.1-2.3.
+
 """
 
 from __future__ import annotations
@@ -147,7 +147,7 @@ class QuantParams:
         return getattr(self.granularity, "group_size", None)
 
     def validate(self, shape: tuple[int, ...] | None = None) -> "QuantParams":
-        """Check consistency (FAILURES.md #7, #16); return self or raise ValidationError.
+        """Check consistency; return self or raise ValidationError.
 
         Checks: bits in 1..16 and ``qmin < qmax`` fitting in ``bits``; scale float32,
         finite and > 0; zero_point int32, same shape, within ``[qmin, qmax]``; and, if

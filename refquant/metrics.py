@@ -11,7 +11,7 @@ Storage cost is derived, not typed in: a GGUF type's bits per weight is its bloc
 count times 8 over its element count, where the byte count is the sum of the fields of
 the block struct in ggml's ``ggml-common.h`` (``tests/test_metrics.py`` checks the sums
 against gguf-py's ``GGML_QUANT_SIZES``); bitsandbytes and GPTQ/AWQ/SpQR costs are the
-formulas of their scale storage (FACTS §4.4, §5.4, §7, §11).
+formulas of their scale storage.
 """
 
 from __future__ import annotations
@@ -167,16 +167,16 @@ def bits_per_weight(fmt: str, **params: Any) -> float:
           ``double_quant_blocksize=256``. Cost ``4 + 32 / blocksize`` (fp32 absmax), or
           with double quantization ``4 + 8 / blocksize + 32 / (blocksize * 256)``
           (8-bit absmax codes plus one fp32 absmax2 per 256 blocks; the one fp32 offset
-          per tensor is not counted). FACTS §4.4.
+          per tensor is not counted).
         * ``gptq`` / ``awq``: params ``bits=4``, ``group_size=128``. Cost ``bits + (16 +
           bits) / group_size`` (fp16 scale and a ``bits``-bit packed zero per group;
-          ``g_idx`` not counted). FACTS §5.4, §6.3.
+          ``g_idx`` not counted).
         * ``spqr``: params ``wbits=3``, ``groupsize=16``, ``qq_scale_bits=3``,
           ``qq_zero_bits=3``, ``qq_groupsize=16``, ``outlier_fraction=0.0``,
           ``round_zero=False``. SpQR's ``get_average_number_of_bits``: ``wbits +
           (qq_scale_bits + qq_zero_bits) / groupsize + 2 * (16 + 16) / (groupsize *
           qq_groupsize) + 32 * outlier_fraction``; with ``round_zero`` the zero costs
-          ``wbits`` bits instead of ``qq_zero_bits``. FACTS §7.
+          ``wbits`` bits instead of ``qq_zero_bits``.
     **params
         Format parameters listed above; others raise TypeError.
 

@@ -12,23 +12,23 @@ container::
     low_first   stream bit n -> container bit n % W (LSB first); a code's low bit first.
                 uint8, 4 bits: codes [1, 2] -> 0x21   (element 0 in the LOW nibble)
                 uint8, 2 bits: element j of a byte at bits 2j..2j+1
-                int32, 3 bits: GPTQ's straddling layout (FACTS §5.4): word 0 holds codes
+                int32, 3 bits: GPTQ's straddling layout: word 0 holds codes
                 0-9 and the low 2 bits of code 10; word 1 the top bit of code 10, codes
                 11-20 at offset 1 and the low bit of code 21; word 2 the rest. For 2/4/8
                 bits, code k of a word at bits bits*k (GPTQ qweight/qzeros).
     high_first  stream bit n -> container bit W-1 - n % W (MSB first); a code's high bit first.
                 uint8, 4 bits: codes [1, 2] -> 0x12   (bitsandbytes: first element in the
-                HIGH nibble, byte = q[2i] << 4 | q[2i+1], FACTS §4.3)
+                HIGH nibble, byte = q[2i] << 4 | q[2i+1])
     awq         4 bits in int32 words only: nibble i (bits 4i..4i+3) of word c holds code
                 8c + AWQ_ORDER[i], AWQ_ORDER = (0, 2, 4, 6, 1, 3, 5, 7) (AutoAWQ
-                ``awq/modules/linear/gemm.py``; FACTS §6.3). Codes 0..7 give 0x75316420.
+                ``awq/modules/linear/gemm.py``). Codes 0..7 give 0x75316420.
 
 Padding. When ``n * bits`` is not a multiple of W (or, for awq, ``n`` of 8), the row is
 padded with zero codes up to the next container; :func:`unpack` therefore needs
 ``count`` (the number of real codes) and ignores the padding bits.
 
 Ternary (:func:`pack_ternary`): five trits ``t0..t4`` (codes 0, 1, 2) per byte as in
-ggml ``TQ1_0`` (FACTS §3.12; gguf-py ``quants.py`` ``TQ1_0``): ``q = ((((t0*3 + t1)*3 +
+ggml ``TQ1_0`` (gguf-py ``quants.py`` ``TQ1_0``): ``q = ((((t0*3 + t1)*3 +
 t2)*3 + t3)*3 + t4`` (first trit most significant, 0..242), stored as ``ceil(q * 256 /
 243)``. That makes the byte a fixed-point fraction ``q / 243`` of 256, so trit n is read
 back with one multiply and a shift: ``v = (byte * 3**n) mod 256``, ``t = (3 * v) >> 8``.

@@ -223,7 +223,7 @@ def quantize_weight_only(model: Any, *, bits: int = 4, group_size: int | None = 
     Each group of ``group_size`` consecutive weights of a row gets a scale (and with
     ``symmetric=False`` an integer zero point) from :func:`refquant.choose_qparams` (range
     extended to contain 0, half-to-even rounding); the scale is rounded to ``scale_dtype``
-    as GPTQ/AWQ checkpoints store it (AutoGPTQ quantizes with the fp16 scale, FACTS §5.4).
+    as GPTQ/AWQ checkpoints store it (AutoGPTQ quantizes with the fp16 scale).
 
     Parameters
     ----------

@@ -1,7 +1,7 @@
 """Rounding primitives, one meaning per name.
 
 Bit-exactness with a tool depends on using the rounding that tool uses at each call
-site (FACTS.md section 0). Every quantizer in refquant names one of these:
+site. Every quantizer in refquant names one of these:
 
 ================  ===========================  ================================================
 name              rule on an exact .5           used by
@@ -63,7 +63,7 @@ def round_half_even(x: Any) -> np.ndarray:
     References
     ----------
     IEEE 754-2019 roundTiesToEven; ``numpy.rint``; C ``nearbyintf`` in the default
-    rounding mode. FACTS.md sections 0 and 2.3.
+    rounding mode.
     """
     arr = as_float_array("x", x, dtypes=_FLOATS)
     with np.errstate(invalid="ignore"):  # a signalling NaN raises the invalid flag; it stays NaN
@@ -97,7 +97,7 @@ def round_half_away(x: Any) -> np.ndarray:
     References
     ----------
     ISO C99 7.12.9.6 ``round``; gguf-py ``np_roundf`` (``quants.py``), the helper its
-    ``Q8_0`` uses to match ggml's ``roundf``. FACTS.md section 0, FAILURES.md #9.
+    ``Q8_0`` uses to match ggml's ``roundf``.
     """
     arr = as_float_array("x", x, dtypes=_FLOATS)
     # invalid: inf - inf for infinite inputs (the compare is then False, so inf stays
@@ -179,7 +179,6 @@ def nearest_int(x: Any) -> np.ndarray:
     References
     ----------
     ggml ``src/ggml-quants.c``, ``static inline int nearest_int(float fval)``.
-    FACTS.md section 0.
     """
     arr = as_float_array("x", x, dtypes=(np.float32, np.float64))
     with np.errstate(over="ignore", invalid="ignore"):

@@ -1,6 +1,6 @@
 """QuantScheme: one affine quantization recipe as data (element type, granularity,
 symmetric or zero-point mapping, rounding), so that algorithms take a scheme and never
-branch on format names (torchao's ``QuantizationConfig`` idea; STYLE.md).
+branch on format names (torchao's ``QuantizationConfig`` idea).
 
 Examples
 --------

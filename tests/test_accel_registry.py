@@ -101,7 +101,7 @@ def test_reference_backend_rejects_unknown_op():
 
 
 def test_refquant_never_imports_accel_or_conformance():
-    """The separation rule of DESIGN.md, checked on the source text.
+    """The separation rule (refquant never imports accel or conformance), checked on the source text.
 
     cli.py is the application edge, not library code: its `backends` and
     `conformance` subcommands import accel / conformance lazily, inside the command.

@@ -1,7 +1,7 @@
-"""The public API contract (DESIGN.md "Public API contract") and the rules every public
-function follows (DESIGN.md "Rules every rule follows"), checked across every landed area:
+"""The public API contract and the rules every public
+function follows, checked across every landed area:
 
-1. every public name is importable exactly as DESIGN.md writes it, and does what it says on a
+1. every public name is importable exactly as documented, and does what it says on a
    small input; the CLI runs as ``refquant`` and ``python -m refquant``; ``import refquant``
    is cheap; nothing touches NumPy's global RNG;
 2. bad parameters raise ValueError / TypeError whose message names the parameter;
@@ -217,7 +217,7 @@ def test_accel_contract():
 class TestAlgorithmsContract:
     """refquant.algorithms is still being written: these only pin the DESIGN names and the
     result attributes ``.dequantized`` (float32, shape of W) and ``.bits_per_weight``.
-    A failure here means an algorithm's public signature or result type drifted from DESIGN.md."""
+    A failure here means an algorithm's public signature or result type drifted from the documented contract."""
 
     @staticmethod
     def _calls() -> dict[str, Callable[[Any], Any]]:

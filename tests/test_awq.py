@@ -74,7 +74,7 @@ def test_clip_thresholds_on_the_shrink_grid(layer):
 
 
 def test_near_fp16_max_and_zero_channels_stay_finite(rng):
-    # FAILURES #14: weights near 65504 overflow fp16 after scaling, zero channels give 0/0
+    # weights near 65504 overflow fp16 after scaling, zero channels give 0/0
     W = rng.uniform(-65504, 65504, (32, 256)).astype(np.float32)
     W[:, 5] = 65504.0
     X = synthetic_activations(rng, 256, 256)

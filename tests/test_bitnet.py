@@ -49,7 +49,7 @@ def test_b158_zero_weight():
 def test_activation_b158_matches_reference_code(rng):
     torch = pytest.importorskip("torch")
     x = (rng.standard_normal((3, 7, 64)) * 4).astype(np.float32)
-    x[1, 2] = 0.0  # all-zero token (FAILURES #15)
+    x[1, 2] = 0.0  # all-zero token
     a = activation_quant_b158(x)
     t = torch.from_numpy(x)
     scale = 127.0 / t.abs().max(dim=-1, keepdim=True).values.clamp_(min=1e-5)

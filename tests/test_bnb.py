@@ -75,7 +75,7 @@ def test_nf4_golden_partial_block():
 
 def test_fp4_golden_and_signed_zero_quirk():
     # FP4 codes: 1.0 -> 3, -1.0 -> 11, 0.5 -> 5; bitsandbytes' CPU quantizer gives
-    # (-0.0026, 0] code 0 and (0, 0.0026] code 8 (FACTS.md 4.2): the reverse of a sign bit.
+    # (-0.0026, 0] code 0 and (0, 0.0026] code 8: the reverse of a sign bit.
     x = np.array([4.0, -4.0, 2.0, 0.0, -0.0, 4e-3, -4e-3, 2e-2], F32)
     q = bnb.quantize_4bit(x, "fp4", blocksize=32)
     assert unpack(q.packed, 8).tolist() == [3, 11, 5, 0, 0, 8, 0, 1]
@@ -194,7 +194,7 @@ def test_double_quant_structure_and_bits_per_weight(rng):
 
 
 def test_bits_per_weight_blocksize_64_large_tensor():
-    # FACTS.md 11: 4 + 8/64 + 32/(64*256) = 4.126953 bits/weight, plus the offset.
+    # 4 + 8/64 + 32/(64*256) = 4.126953 bits/weight, plus the offset.
     n = 4096 * 4096
     x = np.ones(n, F32)
     assert bnb.quantize_4bit(x, "nf4", 64, double_quant=True).bits_per_weight == pytest.approx(4.126953125 + 32 / n)
@@ -236,7 +236,7 @@ def test_blockwise_golden_codes():
     q = bnb.quantize_blockwise(x, 64)
     code = bnb.dynamic_map()
     # +-absmax -> indices 255 / 0; an exact 0 in a non-zero block -> 131 (+2.1e-5),
-    # because the LUT grid point nearest 0 is 1.5e-5 (FACTS.md 4.6).
+    # because the LUT grid point nearest 0 is 1.5e-5.
     assert q.packed[1] == 255 and q.packed[2] == 0
     assert q.packed[0] == 131 and q.packed[4] == 131 and q.packed[5] == 131
     assert code[131] == F32(2.1249998e-05) and q.absmax.tolist() == [1.0]

@@ -202,7 +202,7 @@ def test_int8_matmul_and_dequant_match_bitsandbytes(rng):
     ref = functional.int8_mm_dequant(torch.from_numpy(acc), torch.from_numpy(row), torch.from_numpy(col)).float().numpy()
     got = dequantize_int32(acc, row / 127, col / 127)
     # bitsandbytes returns float16 and its CPU constant 6.200124e-05 is 1.8e-5 larger
-    # (relatively) than 1/127**2 (FACTS.md 4.5).
+    # (relatively) than 1/127**2.
     np.testing.assert_allclose(got, ref, rtol=2e-3)
 
 

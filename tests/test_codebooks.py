@@ -108,7 +108,7 @@ def test_nan_gets_the_largest_values_code_like_bitsandbytes(name, code):
 
 
 def test_fp4_signed_zero_codes():
-    """FACTS 4.2: bitsandbytes CPU gives code 0 for (-0.0026, 0] and code 8 for (0, 0.0026]."""
+    """bitsandbytes CPU gives code 0 for (-0.0026, 0] and code 8 for (0, 0.0026]."""
     x = np.array([0.0, -0.0, -1e-30, -0.0026, 1e-30, 0.0026], F32)
     assert codebook_encode(x, "fp4").tolist() == [0, 0, 0, 0, 8, 8]
 

@@ -53,7 +53,7 @@ def test_type_table_matches_gguf_py():
         assert int(g) == int(t)
         if t is GGMLType.Q8_1:
             # gguf-py 0.19 still lists 40 bytes (d and s as float32); ggml's block_q8_1 is
-            # d:f16, s:f16, qs[32] = 36 bytes (ggml-common.h; FACTS.md 3.1).
+            # d:f16, s:f16, qs[32] = 36 bytes (ggml-common.h).
             assert (block_size(t), type_size(t)) == (32, 36)
             continue
         assert gguf.GGML_QUANT_SIZES[g] == (block_size(t), type_size(t)), t
@@ -71,7 +71,7 @@ def test_type_table_matches_refquant_formats():
 
 
 def test_type_table_published_values():
-    # bits per weight of FACTS.md 3.1, derived from the table
+    # bits per weight, derived from the table
     bpw = {"q4_0": 4.5, "q4_k": 4.5, "q6_k": 6.5625, "q2_k": 2.625, "q3_k": 3.4375, "q8_k": 9.125,
            "tq1_0": 1.6875, "tq2_0": 2.0625, "iq4_xs": 4.25, "mxfp4": 4.25, "bf16": 16.0, "f32": 32.0}
     for name, bits in bpw.items():

@@ -8,7 +8,7 @@ by sub-block from 14 kinds, magnitudes whose float32 sums overflow, and importan
 with zero, all-zero and vanishing columns. gguf-py's NumPy dequantizer is a second,
 independent oracle for the values. The remaining tests check the rules the format
 documents promise: the nearest-level property of the requantize step, degenerate
-blocks, zero-importance columns (FAILURES #5, #6), block independence.
+blocks, zero-importance columns, block independence.
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ ADVERSARIAL = GOLDEN / "kquants_adversarial.npz"
 KQUANTS = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_k")
 WITH_IMATRIX = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k")
 
-# (bits per weight, code range) of each type; bpw from FACTS.md 3.1
+# (bits per weight, code range) of each type; bpw from ggml-common.h's block sizes
 EXPECTED_BPW = {"q2_k": 2.625, "q3_k": 3.4375, "q4_k": 4.5, "q5_k": 5.5, "q6_k": 6.5625, "q8_k": 9.125}
 
 
@@ -194,7 +194,7 @@ def test_all_zero_rows_are_zero_bytes(qtype: str) -> None:
 
 @pytest.mark.parametrize("qtype", WITH_IMATRIX)
 def test_zero_importance_never_gives_nan(qtype: str, rng: np.random.Generator) -> None:
-    """FAILURES #5/#6: zero, partly zero or vanishing importance must not produce NaN."""
+    """Zero, partly zero or vanishing importance must not produce NaN."""
     x = _rows(rng, 4, 512)
     x[1, ::3] = 0.0
     partial = rng.random(512).astype(np.float32)

@@ -12,7 +12,7 @@ from refquant.evaluate import synthetic_activations
 
 
 def hessian(X: np.ndarray) -> np.ndarray:
-    """GPTQ's normalisation H = (2/N) X^T X (FACTS 5.1), float64."""
+    """GPTQ's normalisation H = (2/N) X^T X, float64."""
     X = X.astype(np.float64)
     return 2.0 / X.shape[0] * X.T @ X
 

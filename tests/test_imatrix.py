@@ -359,7 +359,7 @@ def test_write_imatrix_errors(tmp_path):
 
 @pytest.mark.parametrize("qtype", ["q4_0", "q5_1", "q2_k", "q3_k", "q4_k", "q6_k", "iq4_nl", "iq4_xs"])
 def test_imatrix_from_file_with_dead_columns_quantizes_without_nan(tmp_path, rng, qtype):
-    # FAILURES.md #5/#6: zero-importance columns and never-observed tensors must not give NaN
+    # zero-importance columns and never-observed tensors must not give NaN
     try:
         from refquant import gguf
     except ImportError:

@@ -18,7 +18,7 @@ def random_case(rng, bits, out=64, in_=128, group=32, version=2):
     maxq = 2**bits - 1
     codes = rng.integers(0, maxq + 1, (out, in_))
     zeros = rng.integers(1 if version == 1 else 0, maxq + 1, (out, in_ // group))
-    zeros[0, 0], zeros[-1, -1] = (1 if version == 1 else 0), maxq  # the extremes (FAILURES #12)
+    zeros[0, 0], zeros[-1, -1] = (1 if version == 1 else 0), maxq  # the extremes
     scales = (rng.uniform(1e-3, 2, zeros.shape)).astype(np.float16).astype(np.float32)
     g_idx = np.arange(in_) // group
     return codes, zeros, scales, g_idx
@@ -48,7 +48,7 @@ def test_golden_words():
     zeros = np.full((8, 1), 8)  # GPTQ 4-bit symmetric zero
     qweight, qzeros, _, _ = gptq_pack(codes, zeros, np.ones((8, 1)), np.zeros(8, int), 4, version=1)
     assert qweight.view(np.uint32)[0, 0] == 0x76543210
-    assert qzeros.view(np.uint32)[0, 0] == 0x77777777  # v1 stores zero - 1 (FACTS 5.4)
+    assert qzeros.view(np.uint32)[0, 0] == 0x77777777  # v1 stores zero - 1
     _, qzeros2, _, _ = gptq_pack(codes, zeros, np.ones((8, 1)), np.zeros(8, int), 4, version=2)
     assert qzeros2.view(np.uint32)[0, 0] == 0x88888888
 

@@ -66,7 +66,7 @@ def test_clip_ratio_shrinks_observed_range():
     np.testing.assert_array_equal(quantize(x, p), [-127, 64, 127])
 
 
-# --- torch.ao parity (FACTS §2.1, §2.2) ---------------------------------------------
+# --- torch.ao parity ---------------------------------------------
 
 
 @pytest.mark.oracle

@@ -1,4 +1,4 @@
-"""Metrics: error measures with defined degenerate cases; bits per weight and memory (FACTS §11)."""
+"""Metrics: error measures with defined degenerate cases; bits per weight and memory."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ import pytest
 from refquant.metrics import (GGUF_BLOCKS, bits_per_weight, known_formats, cosine_similarity, gguf_block_bytes, kl_divergence,
                               max_abs_error, model_memory, mse, sqnr)
 
-# FACTS §11: format -> (bpw, GB, GiB) for 70e9 weights; GB/GiB as printed (3 decimals).
-FACTS_11 = {
+# format -> (bpw, GB, GiB) for 70e9 weights; GB/GiB as printed (3 decimals).
+BPW_TABLE = {
     ("fp32", ()): (32, 280.000, 260.770),
     ("fp16", ()): (16, 140.000, 130.385),
     ("bf16", ()): (16, 140.000, 130.385),
@@ -41,9 +41,9 @@ FACTS_11 = {
 }
 
 
-@pytest.mark.parametrize("fmt,params", list(FACTS_11), ids=[f"{f}{dict(p) or ''}" for f, p in FACTS_11])
+@pytest.mark.parametrize("fmt,params", list(BPW_TABLE), ids=[f"{f}{dict(p) or ''}" for f, p in BPW_TABLE])
 def test_facts_11_table(fmt, params):
-    bpw, gb, gib = FACTS_11[(fmt, params)]
+    bpw, gb, gib = BPW_TABLE[(fmt, params)]
     kw = dict(params)
     assert bits_per_weight(fmt, **kw) == bpw
     assert round(model_memory(70e9, fmt, "GB", **kw), 3) == gb
@@ -61,7 +61,7 @@ def test_exact_headline_values():
 
 
 def test_block_layout_arithmetic():
-    # FACTS §11 bit accounting
+    # bit accounting
     assert gguf_block_bytes("q4_0") == (32, 2 + 16)
     assert gguf_block_bytes("q4_k") == (256, 4 + 12 + 128)
     assert gguf_block_bytes("q6_k") == (256, 128 + 64 + 16 + 2)
@@ -79,7 +79,7 @@ def test_block_sizes_match_gguf_py():
             continue  # newer ggml types (q1_0, q2_0) that gguf-py 0.19 does not list
         if name == "q8_1":
             # gguf-py still lists the old float d/s layout (32, 4 + 4 + 32); ggml-common.h's
-            # block_q8_1 is ggml_half d, s (FACTS §3.5: 36 bytes).
+            # block_q8_1 is ggml_half d, s (ggml-common.h: 36 bytes).
             assert sizes[name] == (32, 40) and gguf_block_bytes(name) == (32, 36)
             continue
         assert gguf_block_bytes(name) == sizes[name], name

@@ -5,7 +5,7 @@ every comparison here is byte for byte (float32 outputs bit for bit): golden vec
 written by ggml (tests/golden/gguf/), and randomized rows of every adversarial kind
 (normal, heavy-tailed, all-zero of both signs, constant, single outlier, ~1e-11, near
 the fp16 maximum, integer/half-integer ties, mixed magnitudes) with no imatrix, a random
-one, one with zero columns and an all-zero one (FAILURES.md #5, #6), compared with
+one, one with zero columns and an all-zero one, compared with
 :mod:`refquant.gguf`. Shapes exercise the kernels' grouping: partial 16-lane groups,
 a lone K-quant super-block in a two-super-block group, rows spanning a group.
 """

@@ -49,7 +49,7 @@ def test_awq_interleave_word():
 
 
 def _autogptq_3bit_words(c):
-    """The 3-bit qweight loop of AutoGPTQ ``qlinear_cuda_old.pack`` (FACTS §5.4), per 32 values."""
+    """The 3-bit qweight loop of AutoGPTQ ``qlinear_cuda_old.pack``, per 32 values."""
     c = [int(v) for v in c]
     w0 = sum(c[j] << (3 * j) for j in range(10)) | (c[10] << 30)
     w1 = (c[10] >> 2) | sum(c[j] << (3 * (j - 11) + 1) for j in range(11, 21)) | (c[21] << 31)

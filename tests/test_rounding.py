@@ -14,7 +14,7 @@ def bits(a: np.ndarray) -> np.ndarray:
     return np.asarray(a).view(np.uint32 if np.asarray(a).dtype == np.float32 else np.uint64)
 
 
-# ---- golden values (FACTS.md sections 0 and 2.3) ----------------------------------------
+# ---- golden values ----------------------------------------
 
 TIES = np.array([0.5, 1.5, 2.5, -0.5, -1.5, -2.5, 3.5, -3.5], F32)
 

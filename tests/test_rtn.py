@@ -23,7 +23,7 @@ def test_gptq_rule_golden_2bit_asym():
 
 
 def test_gptq_sym_quirk_row_without_negatives():
-    # FACTS 5.3: xmin stays 0, scale = xmax / maxq, zero = 8 -> values above 7*scale clip
+    # GPTQ quant.py: xmin stays 0, scale = xmax / maxq, zero = 8 -> values above 7*scale clip
     W = np.array([[0.0, 1.0, 2.0, 3.0]], dtype=np.float32)
     r = rtn(W, bits=4, group_size=-1, sym=True)
     assert r.scales[0, 0] == np.float32(0.2) and r.zeros[0, 0] == 8
@@ -133,7 +133,7 @@ def test_short_last_group_uses_its_own_columns(rng):
 
 def test_bits_per_weight():
     W = np.ones((4, 256), dtype=np.float32)
-    assert rtn(W, 4, 128).bits_per_weight == 4.15625  # FACTS section 11
+    assert rtn(W, 4, 128).bits_per_weight == 4.15625
     assert rtn(W, 3, 64).bits_per_weight == 3 + 19 / 64
     assert rtn(W, 4, -1).bits_per_weight == 4 + 20 / 256
     assert rtn(W, 4, 1024).bits_per_weight == 4 + 20 / 256  # one group spans the row

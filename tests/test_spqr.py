@@ -21,7 +21,7 @@ def layer(rng):
 
 
 def test_average_bits_formula():
-    assert average_bits(3, 16, 3, 3, 16) == 3.625  # FACTS section 7 / 11
+    assert average_bits(3, 16, 3, 3, 16) == 3.625
     assert average_bits(3, 16, 3, 3, 16, 0.01) == pytest.approx(3.945)
     assert average_bits(4, 16, 3, 3, 16) == 4.625
 

@@ -166,7 +166,7 @@ def _row(kind: str, rng: np.random.Generator, k: int, n: int) -> np.ndarray:
         row[192:224] = rng.standard_normal(32)
         row[192], row[200] = (2.0, -2.0) if k == 0 else (-2.0, 2.0)  # first of +-max wins
         row[224:256] = rng.standard_normal(32)
-        row[224], row[230] = -24.0, -13.5                       # FMA-sensitive (FACTS.md 0)
+        row[224], row[230] = -24.0, -13.5                       # FMA-sensitive
         row[256:n] = rng.standard_normal(n - 256) * np.repeat(10.0 ** rng.uniform(-6, 4, (n - 256) // 32), 32)
         if k == 1:
             row[256:n] *= -1.0
@@ -185,7 +185,7 @@ def make_rows(rng: np.random.Generator, n: int = N_PER_ROW) -> tuple[list[str], 
 
 
 def make_imatrices(rng: np.random.Generator, n: int = N_PER_ROW) -> tuple[list[str], np.ndarray]:
-    """Importance vectors: random positive, and one with zero columns (FAILURES #5, #6)."""
+    """Importance vectors: random positive, and one with zero columns."""
     random = rng.gamma(1.0, 1.0, n) + 1e-3
     zeros = rng.gamma(1.0, 1.0, n)
     zeros[rng.random(n) < 0.2] = 0.0

@@ -10,7 +10,7 @@ re-picks each sub-block's codes with 1/(d·l) (the float32 d, a reciprocal multi
 argmin over the 16 doubled E2M1 values, first index on a tie); ``_nvfp4_block`` is
 ``quantize_row_nvfp4_ref`` (per 16 a ``ggml_fp32_to_ue4m3`` scale of amax / 6, the same
 argmin). Byte layouts:
-:mod:`refquant.formats.gguf_iquants`, :mod:`refquant.formats.gguf_mx` (FACTS.md 3.14-3.16).
+:mod:`refquant.formats.gguf_iquants`, :mod:`refquant.formats.gguf_mx`.
 
 =======  =====  ==============================================================
 type     bytes  fields

@@ -7,7 +7,7 @@ sub-block scale searches (:mod:`accel.numba.gguf_search`), the sub-block scales
 quantized against one fp16 super-block scale, the "requantize" step from the *decoded*
 scales (a true division; a sub-block whose decoded scale is 0 keeps the search's codes)
 and the bit packing. Byte layouts and the reasons behind each rule are in
-:mod:`refquant.formats.gguf_kquants` (FACTS.md 3.6-3.11).
+:mod:`refquant.formats.gguf_kquants`.
 
 Super-block byte offsets (``block_qX_K`` of ``ggml-common.h``):
 

@@ -2,7 +2,7 @@
 
 Every helper reproduces one piece of ``ggml-quants.c`` / ``ggml-impl.h``
 (ggml-org/ggml @ d99724f2) bit for bit, as :mod:`refquant.formats._ggml_math` does for
-NumPy (FACTS.md section 3):
+NumPy:
 
 - :func:`nearest_int` is ggml's bit trick (add 1.5·2^23, read the low mantissa bits),
   on the float32's actual bits, so it gives ggml's answer even outside the range ggml

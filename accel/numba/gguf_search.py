@@ -2,8 +2,8 @@
 
 Each function is one static helper of ``ggml-quants.c`` (ggml-org/ggml @ d99724f2):
 ``make_qx_quants``, ``make_q3_quants``, ``make_qkx2_quants`` / ``make_qkx3_quants`` and
-``make_qp_quants`` (the NumPy forms are in :mod:`refquant.formats.gguf_kquants_search`;
-FACTS.md 3.6). ggml runs them on one sub-block at a time, and every sum in them is a
+``make_qp_quants`` (the NumPy forms are in :mod:`refquant.formats.gguf_kquants_search`).
+ggml runs them on one sub-block at a time, and every sum in them is a
 sequential float32 loop, which no compiler may vectorize without changing the rounding.
 Here the ``*_lanes`` helpers run ``LANES`` independent sub-blocks side by side: the data
 is laid out element-major, ``x[i, j]`` = element ``i`` of sub-block ``j``, and each loop
@@ -366,7 +366,7 @@ def make_qp_quants(n, nmax, x, L, w):  # type: ignore[no-untyped-def]
     """``make_qp_quants`` on one group (it runs twice per super-block, not per
     sub-block): non-negative values to codes 0..nmax (stored in ``L`` as a ``uint8_t``
     store would), weighted search over 9 scales, coordinate descent. Returns the scale,
-    0 when ``suml2`` is not > 0 (zero importance: FAILURES #5)."""
+    0 when ``suml2`` is not > 0 (zero importance)."""
     mx = _ZERO
     for i in range(n):
         mx = mx if mx > x[i] else x[i]  # MAX(max, x[i])

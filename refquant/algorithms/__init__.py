@@ -1,6 +1,6 @@
 """Weight-quantization algorithms: pure functions, NumPy in, NumPy out.
 
-Conventions (DESIGN.md's API contract): ``W`` is (out_features, in_features) as in a
+Conventions: ``W`` is (out_features, in_features) as in a
 Linear layer, ``H`` the (in, in) Hessian ``2 X^T X``, ``X`` the calibration inputs
 (tokens, in). Every result exposes ``.dequantized`` (float32, ``W``'s shape) and
 ``.bits_per_weight``, plus its codes and parameters.

@@ -17,8 +17,8 @@ zero-point        round(-xmin/scale)    clamp(-round(xmin/s))  -xmin/scale (unro
 code              round(x/s) + zero     round(x/s) + zero      round(x/max(s,1e-9) + zero)
 ================  ====================  =====================  =========================
 
-Sources: FACTS.md sections 5.3 (GPTQ ``Quantizer.find_params`` / ``quantize``),
-2.2 and 6 (AWQ ``pseudo_quantize_tensor``) and 7 (SpQR ``Quantizer``). Rounding is
+Sources: GPTQ ``quant.py`` ``Quantizer.find_params`` / ``quantize`` (IST-DASLab/gptq),
+AWQ ``pseudo_quantize_tensor`` (mit-han-lab/llm-awq) and SpQR ``quant_groups.Quantizer``. Rounding is
 half-to-even (``np.rint``) everywhere, as ``torch.round`` is.
 
 Scales are float32 values (every implementation keeps them in a float32 tensor): the
@@ -87,12 +87,12 @@ class MinMaxRule:
     notes: str = field(default="", compare=False)
 
 
-#: GPTQ ``quant.py`` (IST-DASLab/gptq, AutoGPTQ): FACTS section 5.3.
+#: GPTQ ``quant.py`` (IST-DASLab/gptq, AutoGPTQ).
 GPTQ_RULE = MinMaxRule("gptq", include_zero=True, unit_range_if_empty=True)
-#: AWQ ``pseudo_quantize_tensor`` (mit-han-lab/llm-awq): FACTS sections 2.2 and 6.
+#: AWQ ``pseudo_quantize_tensor`` (mit-han-lab/llm-awq).
 AWQ_RULE = MinMaxRule("awq", include_zero=False, unit_range_if_empty=False, range_floor=1e-5,
                       sym_half_range=True, clamp_zero=True)
-#: SpQR ``quant_groups.Quantizer`` (round_zero=False, its default): FACTS section 7.
+#: SpQR ``quant_groups.Quantizer`` (round_zero=False, its default).
 SPQR_RULE = MinMaxRule("spqr", include_zero=False, unit_range_if_empty=True, round_zero=False,
                        zero_inside_round=True, scale_eps=1e-9)
 
@@ -152,7 +152,7 @@ def find_params(x: np.ndarray, bits: int, sym: bool, rule: MinMaxRule) -> tuple[
         return scale, np.full_like(scale, 2 ** (bits - 1))
     if sym:
         # GPTQ: xmax = max(|xmin|, xmax); xmin = -xmax only where xmin < 0 (a row with no
-        # negative value keeps xmin = 0: the "sym quirk" of FACTS 5.3)
+        # negative value keeps xmin = 0: GPTQ's "sym quirk")
         xmax = np.maximum(np.abs(xmin), xmax)
         xmin = np.where(xmin < 0, -xmax, xmin)
     if rule.unit_range_if_empty:
@@ -238,8 +238,8 @@ def group_bits_per_weight(bits: int, group_size: int, in_features: int, scale_bi
     """Storage cost of a group quantizer: ``bits + (scale_bits + bits) / group_size``.
 
     One fp16 scale and one ``bits``-wide packed zero per group, as GPTQ and AWQ
-    checkpoints store them (FACTS section 11: 4-bit g128 = 4.15625). ``g_idx`` is not
-    counted (FACTS convention); a per-channel group spans the whole row.
+    checkpoints store them (4-bit g128 = 4.15625). ``g_idx`` is not
+    counted (a convention); a per-channel group spans the whole row.
     """
     g = min(group_size, in_features) if group_size > 0 else in_features
     return bits + (scale_bits + bits) / max(g, 1)

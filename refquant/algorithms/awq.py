@@ -2,7 +2,7 @@
 
 Lin, Tang, Tang, Yang, Chen, Wang, Xiao, Dang, Gan, Han, "AWQ: Activation-aware
 Weight Quantization for LLM Compression and Acceleration", MLSys 2024. The code it
-mirrors is mit-han-lab/llm-awq (FACTS.md section 6): ``auto_scale._search_module_scale``,
+mirrors is mit-han-lab/llm-awq: ``auto_scale._search_module_scale``,
 ``auto_clip.auto_clip_layer`` and ``quantizer.pseudo_quantize_tensor``.
 
 Symbols (paper -> here):
@@ -26,10 +26,10 @@ Symbols (paper -> here):
    minimizing the squared error of the group's partial dot products averaged over
    (at most about) ``n_sample_tokens`` tokens (stride ``n_tokens // n_sample_tokens``).
 3. The clipped ``W s`` is quantized by ``pseudo_quantize_tensor`` (asymmetric min-max
-   per group, FACTS section 2.2; ``zero_point=False`` is its symmetric branch).
+   per group; ``zero_point=False`` is its symmetric branch).
 
 All search arithmetic is float64, so the float16 overflow of real implementations
-(weights near 65504 after scaling, 0/0 on all-zero channels: FAILURES.md #14) cannot
+(weights near 65504 after scaling, 0/0 on all-zero channels) cannot
 happen here. Deliberate differences from llm-awq: the clip search starts from an
 infinite best error (llm-awq's 1e9 ignores improvements on groups whose error exceeds
 1e9) and uses a stride of at least 1 when there are fewer tokens than

@@ -1,16 +1,16 @@
 """BitNet weight and activation quantizers: binary (b1) and ternary (b1.58).
 
 * BitNet b1: Wang et al., "BitNet: Scaling 1-bit Transformers for Large Language
-  Models", 2023, sec. 2.1 (eq. 1-6). **[unverified]** against code (FACTS.md 8.1):
+  Models", 2023, sec. 2.1 (eq. 1-6). **[unverified]** against code:
   ``alpha = mean(W)``, ``W~ = Sign(W - alpha)`` (+1 where > 0, else -1),
   ``beta = mean(|W|)``; activations are absmax-quantized to ``b`` bits with
   ``Q_b = 2^(b-1)``, ``gamma = max|x|``: ``x~ = Clip(x Q_b / gamma, -Q_b + eps, Q_b - eps)``.
   The paper leaves the rounding implicit; here codes are ``round_half_even(x Q_b / gamma)``
   clipped to ``[-(Q_b - 1), Q_b - 1]`` (the integers strictly inside ``(-Q_b, Q_b)``,
   which is what the ``eps`` margin keeps), and ``gamma`` is clamped to >= 1e-5 as in
-  b1.58 so that all-zero activations give zero codes (FAILURES.md #15).
+  b1.58 so that all-zero activations give zero codes.
 * BitNet b1.58: Ma et al., "The Era of 1-bit LLMs", 2024, and the reference code of
-  Microsoft's "Training Tips, Code and FAQ" (FACTS.md 8.2): per-tensor weights
+  Microsoft's "Training Tips, Code and FAQ": per-tensor weights
   ``scale = 1 / clamp(mean|W|, 1e-5)``, ``W_q = clamp(round(W scale), -1, 1)``,
   ``W_deq = W_q / scale``; per-token activations ``scale = 127 / clamp(max|x|, 1e-5)``,
   ``x_q = clamp(round(x scale), -128, 127)``, ``x_deq = x_q / scale``. round is half-to-even

@@ -2,7 +2,7 @@
 
 Frantar, Ashkboos, Hoefler, Alistarh, "GPTQ: Accurate Post-Training Quantization for
 Generative Pre-trained Transformers", ICLR 2023, Algorithm 1; the code it mirrors is
-``GPTQ.fasterquant`` in IST-DASLab/gptq ``gptq.py`` (FACTS.md section 5.2) and the
+``GPTQ.fasterquant`` in IST-DASLab/gptq ``gptq.py`` and the
 ``Quantizer`` of ``quant.py`` (section 5.3).
 
 Symbols (paper -> here):
@@ -35,7 +35,7 @@ Details that follow ``fasterquant`` exactly:
 * act-order (``desc_act``) sorts columns by decreasing ``diag(H)``; ties keep the lower
   index first (``argsort`` is stable here; torch's is not specified);
 * damping ``H[i, i] += damp * mean(diag(H))`` (1 % by default) after the dead-column
-  fix; if the Cholesky factorization still fails (FAILURES.md #10: too little
+  fix; if the Cholesky factorization still fails (too little
   calibration data, a non-PSD matrix in float32) the damping is raised tenfold and
   retried, up to :data:`MAX_DAMP_RETRIES` times. The damping used is reported.
 

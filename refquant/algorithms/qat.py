@@ -1,7 +1,7 @@
 """Fake quantization for quantization-aware training: forward and backward as plain
 NumPy functions (no autograd), so each gradient rule is written out.
 
-Three estimators (FACTS.md section 10):
+Three estimators:
 
 * **torch FakeQuantize** (``torch.fake_quantize_per_tensor_affine`` /
   ``_per_channel_affine``, CPU kernels ``fake_quantize_tensor_cachemask_kernel`` and

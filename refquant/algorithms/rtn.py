@@ -35,7 +35,7 @@ def rtn(W: Any, bits: int = 4, group_size: int = 128, sym: bool = True, *, rule:
     sym : bool
         Symmetric grid (fixed zero-point) instead of a min-max zero-point.
     rule : {"gptq", "awq", "spqr"}
-        Whose min-max quantizer (FACTS sections 5.3, 6, 7).
+        Whose min-max quantizer.
 
     Returns
     -------

@@ -5,7 +5,7 @@ Dettmers, Svirschevski, Egiazarian, Kuznedelev, Frantar, Ashkboos, Borzunov, Hoe
 Alistarh, "SpQR: A Sparse-Quantized Representation for Near-Lossless LLM Weight
 Compression", ICLR 2024, Algorithm 1. The code it mirrors is Vahe1994/SpQR
 ``spqr_engine.SPQRUtil.quantize``, ``get_leave_one_out_error`` and
-``quant_groups.Quantizer`` (FACTS.md section 7).
+``quant_groups.Quantizer``.
 
 Symbols (paper -> here): ``W`` (out, in), ``H = 2 X^T X``, ``U`` = ``H_inv_cho`` the upper
 Cholesky factor of the damped ``H^{-1}`` (as in GPTQ), ``beta_1 = group_size`` (16)
@@ -33,7 +33,7 @@ group of second-level statistics, ``tau`` the outlier threshold.
   (the reverse of GPTQ's order); a failed Cholesky factorization is retried with more
   damping as in :func:`refquant.algorithms.gptq.inverse_hessian_cholesky`.
 
-Average bits per weight (``get_average_number_of_bits``, FACTS section 7):
+Average bits per weight (``get_average_number_of_bits``):
 ``bits + (qq_scale_bits + qq_zero_bits) / beta_1 + 2 (16 + 16) / (beta_1 beta_2) +
 32 * outlier_fraction`` -- 3.625 + 32 x fraction for the 3-bit 16/16 configuration.
 """

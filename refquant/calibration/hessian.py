@@ -1,7 +1,7 @@
 """The GPTQ Hessian ``H = (2/N) Σ x xᵀ`` of a linear layer's inputs, accumulated in a stream and
 summable across shards.
 
-GPTQ (IST-DASLab ``gptq.py``, ``GPTQ.add_batch``; FACTS.md §5.1) keeps ``H`` itself and rescales
+GPTQ (IST-DASLab ``gptq.py``, ``GPTQ.add_batch``) keeps ``H`` itself and rescales
 it on every batch (``H ← H·n/(n + t)``, ``n ← n + t``, ``H += (sqrt(2/n)·X)ᵀ(sqrt(2/n)·X)`` in
 float32). Mathematically that is ``H = (2/N)·Σ XᵀX`` over all batches, with ``N`` the number of
 **samples** (sequences), not tokens: a 3-D batch (samples, seq, in) adds ``samples``; a 2-D

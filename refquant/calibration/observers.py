@@ -47,10 +47,10 @@ References
 ----------
 .. [TAO] PyTorch ``torch/ao/quantization/observer.py``: ``MinMaxObserver``,
    ``MovingAverageMinMaxObserver`` (``averaging_constant=0.01``), ``PerChannelMinMaxObserver``,
-   ``HistogramObserver`` (``_non_linear_param_search``). FACTS.md §9.1.
+   ``HistogramObserver`` (``_non_linear_param_search``).
 .. [NV] NVIDIA TensorRT ``tools/pytorch-quantization/pytorch_quantization/calib/histogram.py``:
    ``HistogramCalibrator``, ``_compute_amax_entropy``, ``_compute_amax_mse``,
-   ``_compute_amax_percentile``. FACTS.md §9.2.
+   ``_compute_amax_percentile``.
 .. [MIG] S. Migacz, "8-bit Inference with TensorRT", GTC 2017.
 """
 

@@ -17,9 +17,9 @@ References
 ----------
 .. [NV] NVIDIA TensorRT, ``tools/pytorch-quantization/pytorch_quantization/calib/histogram.py``
    (and ``tensor_quant.py``'s ``_tensor_quant`` for the fake-quantizer ``amax_mse`` uses).
-   FACTS.md §9.2.
+  
 .. [TAO] PyTorch, ``torch/ao/quantization/observer.py``, ``HistogramObserver``; a port of caffe2's
-   ``NormMinimization::NonlinearQuantizationParamsSearch``. FACTS.md §9.1.
+   ``NormMinimization::NonlinearQuantizationParamsSearch``.
 .. [MIG] S. Migacz, "8-bit Inference with TensorRT", GTC 2017 (the KL calibration algorithm).
 """
 

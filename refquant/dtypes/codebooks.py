@@ -39,7 +39,7 @@ bitsandbytes FP4 has two zero codes: 0 and 8 (the sign bit set on a zero magnitu
 Both hold +0.0 in ``get_4bit_type`` (its table spells code 8 as the Python integer
 ``-0``, which is 0), so both decode to +0.0. The stable sort puts code 0 first, so
 inputs in ``(-0.0026, 0]`` (including -0.0) get code 0 and ``(0, 0.0026]`` get code 8,
-exactly as bitsandbytes' CPU backend (FACTS.md section 4.2; its CUDA kernel instead
+exactly as bitsandbytes' CPU backend (its CUDA kernel instead
 sets the sign bit for ``x < 0``).
 
 Codes are returned as uint8 (every codebook here has at most 256 entries); packing is

@@ -12,7 +12,7 @@ False   False       [0, 2^b - 1]                 uint8 [0, 255]: torch.ao quint8
 ======  ==========  ===========================  ==========================================
 
 The restricted range drops the lone most-negative code so the range is symmetric about
-zero (FACTS.md section 2.1).
+zero.
 
 Examples
 --------

@@ -1,7 +1,7 @@
 """ggml's scalar arithmetic, vectorized and bit-faithful.
 
 ggml's quantizers are C on float32. To reproduce their bytes, every helper here keeps
-the rules of the oracle build (x86-64 ggml-base, no FMA, FACTS.md section 3):
+the rules of the oracle build (x86-64 ggml-base, no FMA):
 
 - every intermediate is float32, one rounding per operation, no fused multiply-add;
 - sums run one element at a time in index order from 0 (:func:`seq_sum`), never pairwise;
@@ -35,7 +35,7 @@ def f32(value: float) -> np.float32:
 def fp32_to_fp16(x: np.ndarray) -> np.ndarray:
     """ggml's ``GGML_FP32_TO_FP16``: round to nearest even, subnormals kept, overflow to inf.
 
-    Finite values round exactly as NumPy's float32 -> float16 cast (FACTS.md 1.1); every NaN
+    Finite values round exactly as NumPy's float32 -> float16 cast; every NaN
     becomes the quiet NaN 0x7E00 with the input's sign (NumPy would keep payload bits).
 
     Parameters
@@ -107,7 +107,7 @@ def roundf(x: np.ndarray) -> np.ndarray:
     """C ``roundf``: half away from zero, as float32.
 
     Written as sign(x) * (floor(|x|) + floor(2 * frac(|x|))) so that 0.49999997 rounds to 0
-    (``floor(x + 0.5)`` would give 1: FAILURES.md #9).
+    (``floor(x + 0.5)`` would give 1).
     """
     x = np.asarray(x, dtype=F32)
     a = np.abs(x)

@@ -2,7 +2,7 @@
 double quantization of the absmax, and int8 vector-wise (LLM.int8) rows.
 
 Every rule here reproduces what bitsandbytes 0.50.2 computes on CPU, bit for bit
-(FACTS.md section 4; checked by ``tests/test_bnb_oracle.py``). The functions work on
+(checked by ``tests/test_bnb_oracle.py``). The functions work on
 flat, already validated float32 arrays; :mod:`refquant.bnb` is the public, checked API.
 
 Storage of a 4-bit tensor of ``n`` elements at block size ``B`` (``quantize_4bit``)
@@ -110,7 +110,7 @@ def _torch_linspace_float32(start: float, end: float, steps: int) -> np.ndarray:
     float32 and fills the first half as ``start + step * i`` and the second half as
     ``end - step * (steps - 1 - i)``, each a fused multiply-add (one rounding). The FMA is
     emulated in float64: ``step * i`` and the sum are exact there for these sizes.
-    NumPy's linspace rounds differently from 17 points on (FACTS.md 4.4).
+    NumPy's linspace rounds differently from 17 points on.
     """
     start32, end32 = F32(start), F32(end)
     step = F32((end32 - start32) / F32(steps - 1))
@@ -170,7 +170,7 @@ def quantize_4bit_blocks(x: np.ndarray, quant_type: str, blocksize: int) -> tupl
 
     Each value, scaled by its block's absmax, gets the code whose value is nearest, with a
     value exactly on a float32 midpoint taking the lower code (``torch.bucketize``,
-    ``right=False``; the CUDA comparison trees agree except for FP4's +-0, FACTS.md 4.2).
+    ``right=False``; the CUDA comparison trees agree except for FP4's +-0).
 
     Parameters
     ----------
@@ -233,7 +233,7 @@ def quantize_blockwise_8bit(x: np.ndarray, blocksize: int) -> tuple[np.ndarray, 
     decodes to -0.0). Otherwise ``v = clamp(x * (1 / absmax), -1, 1)`` and
     ``t = (v + 1) * 0.5`` in float32, the grid index ``j = trunc(t * 65535 + 0.5)``, and
     the code is ``LUT[j]``. So the code is the nearest code of the grid point, not of
-    ``v``: a 0 in a non-zero block gets code 131 (+2.1e-5), never 127 (FACTS.md 4.6).
+    ``v``: a 0 in a non-zero block gets code 131 (+2.1e-5), never 127.
     The partial last block is its own block (its absmax is over its real elements).
 
     Parameters
@@ -262,7 +262,7 @@ def quantize_blockwise_8bit(x: np.ndarray, blocksize: int) -> tuple[np.ndarray, 
     v[np.isnan(v)] = F32(-1)
     t = (v + F32(1)) * F32(0.5)
     # The x86-64 library fuses t * 65535 + 0.5 into one FMA; for every float32 t in [0, 1]
-    # two float32 roundings give the same index (checked exhaustively, FACTS.md 4.6).
+    # two float32 roundings give the same index (checked exhaustively).
     j = (t * F32(65535) + F32(0.5)).astype(np.int64)
     codes = lut_8bit()[j]
     codes[zero] = 0
@@ -344,7 +344,7 @@ def torch_sum_float32(a: np.ndarray, threads: int = 1) -> np.float32:
     threads : int
         torch's intra-op thread count. With ``c = min(threads, ceil(n / 32768))`` chunks
         greater than 1, torch sums ``c`` contiguous chunks of ``ceil(n / c)`` elements
-        separately and adds the chunk sums in order (FACTS.md 4.4); below 32769 elements
+        separately and adds the chunk sums in order; below 32769 elements
         the result never depends on threads.
 
     Returns
@@ -410,7 +410,7 @@ def vectorwise_quantize_rows(x: np.ndarray, threshold: float) -> tuple[np.ndarra
     """LLM.int8() vector-wise quantization of rows (``int8_vectorwise_quant``).
 
     ``row_stat = max abs`` of the row without its outliers, and
-    ``q = round_half_even(x * float32(127 / row_stat))`` in float32 (FACTS.md 4.5).
+    ``q = round_half_even(x * float32(127 / row_stat))`` in float32.
     With ``threshold > 0`` an outlier is ``abs(x) >= threshold`` with the threshold cast
     to the input's dtype (through float32, as torch casts a Python scalar); outliers are
     0, and with more than one row every column holding an outlier is 0 in all rows.

@@ -10,7 +10,7 @@ BF16   30      2      bfloat16: the top 16 bits of the float32
 Encoders: ``ggml_fp32_to_fp16_row`` and ``ggml_fp32_to_bf16_row_ref`` (``ggml.c``), which
 ``ggml_quantize_chunk`` calls; decoders: ``ggml_fp16_to_fp32_row`` /
 ``ggml_bf16_to_fp32_row`` (exact widening). Rounding is to nearest even in both; NaN and
-±inf are encoded (FACTS.md 1.1, 1.2): an fp16 NaN becomes 0x7E00 with the input's sign, a
+±inf are encoded: an fp16 NaN becomes 0x7E00 with the input's sign, a
 bf16 NaN keeps its sign and top payload bits and gets the quiet bit. Golden vectors:
 ggml-org/ggml @ d99724f2.
 """

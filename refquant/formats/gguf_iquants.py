@@ -12,15 +12,15 @@ kv = ``kvalues_iq4nl`` = -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38
 (high). IQ4_XS sub-block scale ls_i (6 bits, i = 0..7): low nibble in ``scales_l[i/2]``
 (even i low half, odd i high half), top 2 bits at bits 2i of ``scales_h``.
 
-Quantizer: ``quantize_row_iq4_nl_impl`` (``ggml-quants.c``, ggml-org/ggml @ d99724f2;
-FACTS.md 3.14-3.15) as ``quantize_iq4_nl`` / ``quantize_iq4_xs`` call it, i.e. what
+Quantizer: ``quantize_row_iq4_nl_impl`` (``ggml-quants.c``, ggml-org/ggml @ d99724f2)
+as ``quantize_iq4_nl`` / ``quantize_iq4_xs`` call it, i.e. what
 ``ggml_quantize_chunk`` writes (ntry = 7; *not* ``quantize_row_iq4_nl_ref``, ntry = -1):
 
 1. weights w = x² without an imatrix, else qw·sqrt(sigma2 + x²) with
    sigma2 = 2·Σx²/(super-block size) (32 for IQ4_NL, 256 for IQ4_XS);
 2. per 32-element sub-block with amax >= 1e-15: start from d = max/127 (max = signed
    largest-magnitude element), codes = nearest codebook entry of x/d (ties to the upper
-   entry), least-squares d = Σw·q·x/Σw·q² (0 when Σw·q² = 0: FAILURES.md #6); then for
+   entry), least-squares d = Σw·q·x/Σw·q² (0 when Σw·q² = 0); then for
    itry = -7..7 re-pick codes with id = (itry - 127)/max and keep the LS d whose
    (Σwqx)² > best·Σwq²;
 3. IQ4_NL: store fp16(d); codes = nearest entry of x·(1/d) with the float32 d

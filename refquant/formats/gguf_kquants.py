@@ -16,7 +16,7 @@ A super-block holds QK_K = 256 values in sub-blocks of 16 (Q2_K, Q3_K, Q6_K: 4-,
 ``block_qX_K`` of ``ggml-common.h``; the bit layouts are drawn at the packing helpers.
 
 The bytes are those of ``ggml_quantize_chunk`` (``ggml-quants.c``, ggml-org/ggml @
-d99724f2; FACTS.md 3.6-3.11): without an importance matrix ``quantize_row_qX_K_ref``,
+d99724f2): without an importance matrix ``quantize_row_qX_K_ref``,
 with one ``quantize_row_qX_K_impl``. Q8_K is an intermediate type of the dot-product
 kernels that ggml_quantize_chunk does not handle; its bytes are
 ``quantize_row_q8_K_ref``'s and it takes no importance matrix. Every type follows one
@@ -32,7 +32,7 @@ recipe, and only the pieces differ:
    whose decoded scale is 0, which keeps the codes of step 1;
 4. bit packing.
 
-All arithmetic is float32 without FMA and with sequential sums (FACTS.md section 3).
+All arithmetic is float32 without FMA and with sequential sums.
 Super-blocks are independent: the result does not depend on how they are chunked.
 """
 

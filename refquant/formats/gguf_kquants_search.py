@@ -14,7 +14,7 @@ element at a time in index order, and with the elements down axis 0 each step of
 loop is a single vector add across all ``m`` sub-blocks (:func:`_accumulate`), about
 20 times faster than ``np.add.accumulate`` along a short last axis.
 
-Arithmetic follows ggml's C exactly (FACTS.md section 3): every value is float32,
+Arithmetic follows ggml's C exactly: every value is float32,
 every operation rounds to float32, no fused multiply-add, products evaluate left to
 right as written in C (``w*x[i]*l`` is ``(w*x)*l``), integer codes convert to float
 where C converts them, and rounding to an integer is ggml's ``nearest_int``.
@@ -351,7 +351,7 @@ def make_qp_quants(
     weighted squared error, then the coordinate descent of :func:`make_q3_quants`
     (codes capped only from above), and the scale ``Σw·x·l / Σw·l²``, or **0 when
     ``Σw·l² = 0``** (all weights zero where codes are non-zero: the guard that keeps
-    zero-importance imatrix columns from producing NaN, FAILURES #5).
+    zero-importance imatrix columns from producing NaN).
 
     Codes are stored as uint8 as in ggml, so a negative input (never produced by
     the K-quant searches) would wrap exactly as it does there.

@@ -14,7 +14,7 @@ Q8_1    9   36     d:f16, s:f16, qs[32] int8          q·d; s = fp16(Σq · d)
 Nibbles: byte j of ``qs`` holds element j (low) and element j + 16 (high). ``qh`` is a
 little-endian 32-bit word whose bit j is bit 4 of element j's code.
 
-Quantizers (``ggml-quants.c``, ggml-org/ggml @ d99724f2; FACTS.md 3.2-3.5):
+Quantizers (``ggml-quants.c``, ggml-org/ggml @ d99724f2):
 
 - without an imatrix, ``quantize_row_<type>_ref``: the scale comes from the block's
   extremes and codes use the **unrounded** float32 scale; Q4_0/Q5_0/Q4_1 round half up

@@ -2,7 +2,7 @@
 blocks, one tensor row per output feature (how llama.cpp stores a linear layer's
 weight, ``ne0`` = input features).
 
-This is the *emulated* reference for fused dequant-matmul kernels (STYLE.md rule 6,
+This is the *emulated* reference for fused dequant-matmul kernels (
 torchao's ``KernelPreference.EMULATED``): dequantize ``W`` exactly as ggml's
 ``to_float`` does (:func:`refquant.gguf.dequantize`), then multiply in float64 and round
 once to float32. ggml's own kernels (``ggml_vec_dot_q4_0_q8_0`` ...) first quantize the

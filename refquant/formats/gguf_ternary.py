@@ -8,7 +8,7 @@ TQ2_0   35  66     qs[64], d:f16               4 two-bit codes per byte, 2.0625 
 ======  ==  =====  ==========================  ============================================
 
 Both quantizers (``quantize_row_tq1_0_ref`` / ``quantize_row_tq2_0_ref`` in
-``ggml-quants.c``, ggml-org/ggml @ d99724f2; FACTS.md 3.12-3.13) take d = amax of the
+``ggml-quants.c``, ggml-org/ggml @ d99724f2) take d = amax of the
 256 elements (stored as fp16), id = 1/d (0 for an all-zero block) and the trit
 t = lroundf(x·id) + 1 in {0, 1, 2} (half away from zero); the value is (t - 1)·d.
 ggml ignores the imatrix for both.

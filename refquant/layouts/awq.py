@@ -1,4 +1,4 @@
-"""AWQ GEMM checkpoint layout (AutoAWQ ``awq/modules/linear/gemm.py``, FACTS.md 6.3).
+"""AWQ GEMM checkpoint layout (AutoAWQ ``awq/modules/linear/gemm.py``).
 
 =============  ======================  ============================================================
 tensor         dtype, shape            content
@@ -11,7 +11,7 @@ tensor         dtype, shape            content
 =============  ======================  ============================================================
 
 There is no ``g_idx``: groups are consecutive input columns (``in % group_size == 0``,
-AutoAWQ's requirement; FAILURES.md #13). The bit order is :func:`refquant.packing.pack`'s
+AutoAWQ's requirement). The bit order is :func:`refquant.packing.pack`'s
 ``"awq"`` order. A weight is ``W[o, c] = scales[c // g, o] * (q[c, o] - zero[c // g, o])``,
 exact in float32 (AutoAWQ's kernels compute it in float16, which rounds).
 

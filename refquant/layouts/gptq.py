@@ -1,6 +1,6 @@
 """GPTQ checkpoint layout (AutoGPTQ "gptq" v1 and GPTQModel "gptq_v2").
 
-The tensors of one quantized Linear layer (FACTS.md section 5.4; AutoGPTQ
+The tensors of one quantized Linear layer (AutoGPTQ
 ``qlinear_cuda_old.py`` ``pack``, GPTQModel's v2 format):
 
 =============  ======================  ============================================================
@@ -21,7 +21,7 @@ A weight is ``W[o, c] = scales[g, o] * (q[c, o] - zero[g, o])``, ``g = g_idx[c]`
 :func:`gptq_dequantize` evaluates it in float32, where it is exact (a difference of
 at most 9 bits times an 11-bit fp16 significand).
 
-v1 vs v2 (FAILURES.md #11, #12). In v1 a zero-point of 0 would be stored as -1, which
+v1 vs v2. In v1 a zero-point of 0 would be stored as -1, which
 AutoGPTQ's packing ORs into the word as 0xFFFFFFFF and so corrupts its neighbours;
 :func:`gptq_pack` refuses it (use v2). Read as v1, a stored field of ``2^b - 1`` means
 zero ``2^b``, which no b-bit quantizer produces: :func:`gptq_unpack` raises, naming the

@@ -5,7 +5,7 @@ reports GB/s (bytes in + bytes out, with its fraction of the copy bandwidth) and
 ``extra_info``, MB/s of float32 weights processed. Dequantize is also timed for gguf-py's
 NumPy dequantizer on the same bytes (gguf-py cannot quantize the K-quants), and, when
 ``REFQUANT_GGML_LIB`` names a build of ggml-base (see ``tests/golden/gguf/README.md``),
-ggml's own C quantizer for the same rows (DESIGN.md: the NumPy reference stays within
+ggml's own C quantizer for the same rows (the NumPy reference's target: within
 3x of it). The quantizers run one round per test: a K-quant scale search over 16.8 M
 weights takes seconds.
 """

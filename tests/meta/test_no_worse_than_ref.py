@@ -157,7 +157,7 @@ def test_gptq_layer_error_is_gptqs_own(rng):
 def test_layer_errors_reject_non_finite_weights(rng):
     W, X = _layer(rng)
     bad = W.copy()
-    bad[1, 2] = np.inf  # a float16 overflow in a backend's search (FAILURES.md #14)
+    bad[1, 2] = np.inf  # a float16 overflow in a backend's search
     with pytest.raises(AssertionError, match="1 non-finite weights"):
         test_algorithms.layer_errors("awq_quantize", bad, W, W, test_algorithms._output_error(X))
     with pytest.raises(AssertionError, match="float64"):
