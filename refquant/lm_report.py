@@ -39,6 +39,12 @@ Methods (:data:`METHODS`; another module adds rows with :func:`register_method`)
 * ``nf4``, ``nf4-dq``: bitsandbytes NF4, block 64, without and with double quantization.
 * ``gguf-<type>``: one ggml block type for every projection (``refquant.gguf``), activations
   float32 (llama.cpp's CPU kernels also round activations to Q8; that is not modelled here).
+* ``llama.cpp-<mixture>``: llama-quantize's file types (``Q4_K_M``, ``Q3_K_M``, ``Q2_K`` ...):
+  every tensor, the embedding and the LM head included, gets the ggml type of
+  :func:`refquant.checkpoint.recipes.tensor_type` (``llama_tensor_get_type`` in llama.cpp's
+  ``src/llama-quant.cpp``), through :func:`refquant.checkpoint.gguf_model.quantize_mixture`; the
+  same weights as the ``.gguf`` that ``refquant quantize --to <mixture>`` writes. bits/w counts
+  the block projections, model MB every tensor in its ggml type.
 * ``bitnet-b1.58``: BitNet b1.58 applied post-training: :class:`refquant.model.linear.BitLinear`.
 """
 
@@ -142,6 +148,23 @@ def _gguf(qtype: str) -> Callable[[Any, dict], Any]:
     return build
 
 
+def _mixture(recipe: str) -> Callable[[Any, dict], Any]:
+    def build(model: Any, ctx: dict) -> Any:
+        from refquant.checkpoint.gguf_model import quantize_mixture
+
+        return quantize_mixture(model, recipe)
+    return build
+
+
+def _mixture_methods() -> list[Method]:
+    """One row per llama-quantize file type that mixes types or quantizes every tensor
+    (:data:`refquant.checkpoint.recipes.MIXTURES`, float outputs left out)."""
+    from refquant.checkpoint.recipes import MIXTURES
+
+    return [Method(f"llama.cpp-{name.upper()}", f"llama-quantize {name.upper()}: per-tensor types, embedding and head "
+                   f"included", _mixture(name)) for name in MIXTURES if name not in ("f32", "f16", "bf16")]
+
+
 def _builtin_methods() -> list[Method]:
     from refquant import ptq
     from refquant.algorithms.mixed import mixed
@@ -188,6 +211,7 @@ def _builtin_methods() -> list[Method]:
     ]
     for qtype in ("q8_0", "q6_k", "q5_k", "q5_0", "q4_k", "q4_0", "iq4_nl", "q3_k", "q2_k", "tq2_0"):
         rows.append(Method(f"gguf-{qtype}", f"GGUF {qtype.upper()} for every projection", _gguf(qtype)))
+    rows += _mixture_methods()
     rows.append(Method("bitnet-b1.58", "BitNet b1.58 PTQ: ternary absmean weights, int8 absmax activations",
                        lambda m, ctx: ptq.replace_linears(m, lambda _, lin: BitLinear(lin.weight, lin.bias))))
     return rows
@@ -268,7 +292,6 @@ def run_perplexity_report(model_dir: str | Path, methods: Sequence[str] | None =
 
     float_layers = model.linears()
     n_weights = sum(lin.weight.size for lin in float_layers.values())
-    fixed_bytes = model.other_parameter_bytes()
     records: list[dict[str, Any]] = []
     bar = ProgressBar(len(chosen), progress)
     try:
@@ -282,6 +305,7 @@ def run_perplexity_report(model_dir: str | Path, methods: Sequence[str] | None =
             qmodel = method.build(model, {"calibration_ids": calibration_ids, "progress": None})
             r = perplexity(qmodel, heldout, context=context, stride=stride)
             linear_bytes = int(sum(layer.weight_bytes for layer in qmodel.linears().values()))
+            fixed_bytes = qmodel.other_parameter_bytes()  # float32, but a llama.cpp mixture quantizes them too
             base = records[0]["perplexity"] if records else r.perplexity
             records.append({
                 "method": name, "description": method.description,

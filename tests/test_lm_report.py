@@ -127,7 +127,7 @@ def test_ternary_matmul_reference():
 def test_perplexity_table_on_the_tiny_llama():
     from refquant.lm_report import METHODS, format_perplexity_table, run_perplexity_report
 
-    methods = ["fp16", "rtn-int4-g128", "gptq-int4-g128", "bitnet-b1.58"]
+    methods = ["fp16", "rtn-int4-g128", "gptq-int4-g128", "llama.cpp-Q4_K_M", "bitnet-b1.58"]
     records = run_perplexity_report(TINY_LLAMA, methods, context=64, max_tokens=192, n_calibration=2,
                                     progress=False)
     by = {r["method"]: r for r in records}
@@ -139,6 +139,19 @@ def test_perplexity_table_on_the_tiny_llama():
     assert by["rtn-int4-g128"]["bits_per_weight"] == pytest.approx(4 + (16 + 4) / 128)
     assert by["bitnet-b1.58"]["perplexity"] > by["rtn-int4-g128"]["perplexity"]
     assert by["fp32"]["model_bytes"] > by["rtn-int4-g128"]["model_bytes"] > by["bitnet-b1.58"]["model_bytes"]
+    # llama-quantize Q4_K_M on 4 layers: attn_v and ffn_down Q6_K in layers 2 and 3 (use_more_bits:
+    # i >= 7n/8 or (i - n/8) % 3 == 2), Q4_K elsewhere; token_embd Q4_K, output Q6_K, norms F32
+    from refquant.gguf import row_bytes
+
+    mix = by["llama.cpp-Q4_K_M"]
+    shapes = {"q": (256, 256), "k": (128, 256), "v": (128, 256), "o": (256, 256), "gate": (768, 256),
+              "up": (768, 256), "down": (256, 768)}
+    linear = sum(rows * row_bytes("q6_k" if name in ("v", "down") and layer >= 2 else "q4_k", n)
+                 for layer in range(4) for name, (rows, n) in shapes.items())
+    assert mix["linear_bytes"] == linear and mix["bits_per_weight"] == pytest.approx(8 * linear / 3145728)
+    norms = (2 * 4 + 1) * 256 * 4
+    assert mix["model_bytes"] == linear + 2048 * (row_bytes("q4_k", 256) + row_bytes("q6_k", 256)) + norms
+    assert abs(mix["delta_ppl"]) < 0.05 * fp32["perplexity"]
     table = format_perplexity_table(records)
     assert table.splitlines()[0].split()[:3] == ["method", "bits/w", "model"] and "gptq-int4-g128" in table
     assert {"gptq-int4-g128", "awq-int4-g128", "spqr", "nf4-dq", "gguf-q4_k", "llm.int8"} <= set(METHODS)

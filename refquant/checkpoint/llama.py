@@ -9,11 +9,14 @@ a458664fc83b6513baea7adafcb0ef0626b006f8.
 from __future__ import annotations
 
 import re
+import warnings
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["gguf_name", "gguf_metadata", "permute_rope_rows", "layer_of", "LLAMA_ARCHITECTURES", "hparams"]
+__all__ = ["gguf_name", "hf_name", "gguf_metadata", "permute_rope_rows", "unpermute_rope_rows", "layer_of",
+           "LLAMA_ARCHITECTURES", "hparams"]
 
 LLAMA_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM")
 
@@ -55,6 +58,24 @@ def gguf_name(hf_name: str) -> str | None:
     if m and m.group(2) in _LAYER_NAMES:
         return f"blk.{int(m.group(1))}.{_LAYER_NAMES[m.group(2)]}"
     raise ValueError(f"tensor {hf_name!r} has no llama.cpp name for the LLaMA architecture")
+
+
+def hf_name(name: str) -> str:
+    """The Hugging Face name of a llama.cpp LLaMA tensor (the inverse of :func:`gguf_name`).
+
+    Raises
+    ------
+    ValueError
+        A name :func:`gguf_name` never produces (named).
+    """
+    for hf, gg in _GLOBAL_NAMES.items():
+        if gg == name:
+            return hf
+    m = re.fullmatch(r"blk\.(\d+)\.(.+)", name)
+    inverse = {gg: hf for hf, gg in _LAYER_NAMES.items()}
+    if m and m.group(2) in inverse:
+        return f"model.layers.{int(m.group(1))}.{inverse[m.group(2)]}"
+    raise ValueError(f"tensor {name!r} is not a llama.cpp LLaMA tensor name")
 
 
 def layer_of(name: str) -> int | None:
@@ -102,16 +123,32 @@ def permute_rope_rows(w: np.ndarray, n_head: int) -> np.ndarray:
     return np.ascontiguousarray(w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape))
 
 
-def gguf_metadata(config: dict[str, Any], name: str, file_type: int, no_vocab: bool = False) -> dict[str, Any]:
-    """The ``general.*`` and ``llama.*`` metadata the converter writes for a LLaMA ``config.json``.
+def unpermute_rope_rows(w: np.ndarray, n_head: int) -> np.ndarray:
+    """The inverse of :func:`permute_rope_rows`: llama.cpp's Q/K row order back to Hugging Face's.
 
-    Keys and order of ``TextModel.set_gguf_parameters`` + ``LlamaModel.set_gguf_parameters``;
-    integer values are UINT32 and floats FLOAT32 (gguf-py ``GGUFWriter.add_*``). refquant has
-    no tokenizer converter: with ``no_vocab`` (a source without tokenizer files) it writes
-    ``tokenizer.ggml.model = "no_vocab"``, which llama.cpp loads as a model without a
-    vocabulary (``llama_vocab::impl::load``, ``LLAMA_VOCAB_TYPE_NONE``); otherwise no
-    ``tokenizer.ggml.*`` keys.
+    Head ``h``'s rows ``[x_0, y_0, x_1, y_1, ...]`` become ``[x_0 .. x_{d/2-1}, y_0 .. y_{d/2-1}]``.
     """
+    rows = w.shape[0]
+    if rows % (2 * n_head):
+        raise ValueError(f"a projection of {rows} rows cannot be split into {n_head} heads of even size")
+    return np.ascontiguousarray(w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape))
+
+
+def gguf_metadata(config: dict[str, Any], name: str, file_type: int, folder: str | Path | None = None
+                  ) -> dict[str, Any]:
+    """The ``general.*``, ``llama.*`` and ``tokenizer.*`` metadata the converter writes for a LLaMA folder.
+
+    Keys and order of ``TextModel.set_gguf_parameters`` + ``LlamaModel.set_gguf_parameters``
+    (``llama.attention.key_length`` / ``value_length`` only when ``config.json`` has
+    ``head_dim``); integer values are UINT32 and floats FLOAT32 (gguf-py ``GGUFWriter.add_*``).
+    The vocabulary comes from ``folder``'s ``tokenizer.json`` through
+    :func:`refquant.checkpoint.gguf_vocab.tokenizer_metadata` (GPT-2-style byte-level BPE).
+    Without a ``tokenizer.json``, or with one of another kind (a warning says why), it writes
+    ``tokenizer.ggml.model = "no_vocab"``, which llama.cpp loads as a model without a
+    vocabulary (``llama_vocab::impl::load``, ``LLAMA_VOCAB_TYPE_NONE``): it evaluates token
+    ids but cannot tokenize text.
+    """
+    from refquant.checkpoint.gguf_vocab import tokenizer_metadata
     from refquant.io.gguf_metadata import GGUFValue, GGUFValueType
 
     hp = hparams(config)
@@ -133,11 +170,22 @@ def gguf_metadata(config: dict[str, Any], name: str, file_type: int, no_vocab: b
         "llama.attention.head_count_kv": u32(hp["n_head_kv"]),
         "llama.rope.freq_base": f32(config.get("rope_theta", 10000.0)),
         "llama.attention.layer_norm_rms_epsilon": f32(config.get("rms_norm_eps", 1e-6)),
+    }
+    if config.get("head_dim"):
+        meta["llama.attention.key_length"] = u32(hp["head_dim"])
+        meta["llama.attention.value_length"] = u32(hp["head_dim"])
+    meta.update({
         "general.file_type": u32(file_type),
         "llama.vocab_size": u32(config["vocab_size"]),
         "llama.rope.dimension_count": u32(hp["head_dim"]),
         "general.quantization_version": u32(2),  # GGML_QNT_VERSION
-    }
-    if no_vocab:
-        meta["tokenizer.ggml.model"] = "no_vocab"
+    })
+    vocab: dict[str, Any] = {"tokenizer.ggml.model": "no_vocab"}
+    if folder is not None and (Path(folder) / "tokenizer.json").is_file():
+        try:
+            vocab = tokenizer_metadata(folder, int(config["vocab_size"]))
+        except ValueError as exc:
+            warnings.warn(f"the .gguf gets no vocabulary (llama.cpp can evaluate it but not tokenize text): {exc}",
+                          stacklevel=2)
+    meta.update(vocab)
     return meta

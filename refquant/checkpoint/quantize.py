@@ -373,9 +373,7 @@ def _write_gguf(ck: Checkpoint, units: list[Unit], journal: Journal, dst: Path, 
 
     infos = [(t.name, t.kind, t.shape) for u in range(len(units)) for t in journal.done[u][0]]
     label = name or (Path(ck.folder).name if ck.folder else Path(ck.files[0]).stem)
-    tokenizer_files = ("tokenizer.json", "tokenizer.model", "vocab.json")
-    no_vocab = not (ck.folder and any((Path(ck.folder) / f).is_file() for f in tokenizer_files))
-    meta = llama.gguf_metadata(ck.config, label, recipes.file_type(recipe), no_vocab=no_vocab)
+    meta = llama.gguf_metadata(ck.config, label, recipes.file_type(recipe), folder=ck.folder)
     with atomic_path(dst) as tmp, open(tmp, "wb") as f:
         write_streaming(f, infos, meta, _chunks_of(journal, units))
         f.flush()

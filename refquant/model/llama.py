@@ -215,11 +215,17 @@ class CausalLM:
     weights : mapping of str to ndarray
     tokenizer : tokenizers.Tokenizer, optional
         Used by :meth:`encode` only.
+    storage_bytes : mapping of str to int, optional
+        Bytes that a tensor (by its name in ``weights``) takes in the checkpoint when it is stored in
+        another format than float32 (a GGUF file's Q6_K ``lm_head.weight``, say); the values in
+        ``weights`` are then its dequantized values. :meth:`other_parameter_bytes` counts these.
     """
 
-    def __init__(self, config: LlamaConfig, weights: Mapping[str, np.ndarray], tokenizer: Any = None) -> None:
+    def __init__(self, config: LlamaConfig, weights: Mapping[str, np.ndarray], tokenizer: Any = None, *,
+                 storage_bytes: Mapping[str, int] | None = None) -> None:
         cfg = self.config = config
         self.tokenizer = tokenizer
+        self._storage_bytes = {str(k): int(v) for k, v in (storage_bytes or {}).items()}
         self._embed = _f32(weights["model.embed_tokens.weight"])
         if self._embed.shape != (cfg.vocab_size, cfg.hidden_size):
             raise ValueError(f"model.embed_tokens.weight has shape {self._embed.shape}; config.json says "
@@ -276,9 +282,22 @@ class CausalLM:
         return np.asarray(self.tokenizer.encode(text, add_special_tokens=False).ids, dtype=np.int64)
 
     def other_parameter_bytes(self) -> int:
-        """Bytes of the float32 parameters that are not block projections (embedding, norms, LM head)."""
-        head = 0 if self._head is self._embed else self._head.nbytes
-        return int(self._embed.nbytes + head + sum(n.nbytes for n in self._norms.values()))
+        """Bytes of the parameters that are not block projections (embedding, norms, LM head): float32,
+        or what ``storage_bytes`` said for a tensor stored in another format."""
+        size = self._storage_bytes.get
+        head = 0 if self._head is self._embed else size("lm_head.weight", self._head.nbytes)
+        return int(size("model.embed_tokens.weight", self._embed.nbytes) + head
+                   + sum(size(name + ".weight", n.nbytes) for name, n in self._norms.items()))
+
+    def tensors(self) -> dict[str, np.ndarray]:
+        """Every parameter by its ``LlamaForCausalLM`` state-dict name (float32; a replaced projection
+        gives its ``weight``, the dequantized one for a weight-only layer). Arrays are shared, not copied."""
+        out = {"model.embed_tokens.weight": self._embed}
+        out.update({name + ".weight": n for name, n in self._norms.items()})
+        out.update({name + ".weight": np.asarray(layer.weight) for name, layer in self._linears.items()})
+        if self._head is not self._embed:
+            out["lm_head.weight"] = self._head
+        return out
 
     def linears(self) -> dict[str, Linear]:
         """The replaceable projections by name (``model.layers.{i}.self_attn.q_proj`` ...), in order."""
@@ -296,6 +315,7 @@ class CausalLM:
         new = object.__new__(CausalLM)
         new.config, new.tokenizer = self.config, self.tokenizer
         new._embed, new._head, new._norms = self._embed, self._head, self._norms
+        new._storage_bytes = self._storage_bytes
         new._linears = {**self._linears, **replacements}
         return new
 
