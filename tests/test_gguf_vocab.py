@@ -138,3 +138,16 @@ def test_written_gguf_reads_back_as_the_in_memory_mixture(tmp_path: Path) -> Non
     np.testing.assert_allclose(read.forward(ids), mixed.forward(ids), rtol=0, atol=1e-5)
     with pytest.raises(ValueError, match="not a GGUF recipe"):
         quantize_mixture(model, "q4_k_x")
+
+
+def test_load_gguf_refuses_other_files(tmp_path: Path) -> None:
+    from refquant.checkpoint.gguf_model import load_gguf
+    from refquant.io.gguf_file import write
+
+    write(tmp_path / "gpt2.gguf", {}, {"general.architecture": "gpt2"})
+    with pytest.raises(ValueError, match="general.architecture='gpt2'"):
+        load_gguf(tmp_path / "gpt2.gguf")
+    write(tmp_path / "bare.gguf", {"token_embd.weight": np.zeros((4, 8), np.float32)},
+          {"general.architecture": "llama"})
+    with pytest.raises(ValueError, match="llama.embedding_length"):
+        load_gguf(tmp_path / "bare.gguf")
