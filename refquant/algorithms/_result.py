@@ -13,13 +13,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from refquant.algorithms import _quantizer
+from refquant.quantized_tensor import QuantizedTensor
 
 __all__ = ["QuantizedWeight"]
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class QuantizedWeight:
-    """A weight matrix quantized by a min-max group quantizer (RTN, GPTQ, AWQ, mixed).
+class QuantizedWeight(QuantizedTensor):
+    """A weight matrix quantized by a min-max group quantizer (RTN, GPTQ, AWQ, mixed);
+    a :class:`refquant.QuantizedTensor` whose ``format`` is ``method``.
 
     Attributes
     ----------
@@ -56,6 +58,11 @@ class QuantizedWeight:
     group_size: int
     sym: bool
     bits_per_weight: float
+
+    @property
+    def format(self) -> str:
+        """``method``: the container's format name."""
+        return self.method
 
     @property
     def shape(self) -> tuple[int, int]:
