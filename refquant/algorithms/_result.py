@@ -9,6 +9,7 @@ parameters), plus its codes and parameters, so that a checkpoint layout
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -68,6 +69,17 @@ class QuantizedWeight(QuantizedTensor):
     def shape(self) -> tuple[int, int]:
         """``(out_features, in_features)``."""
         return tuple(self.dequantized.shape)  # type: ignore[return-value]
+
+    def to_layout(self, layout: str = "gptq", **options: Any) -> dict[str, np.ndarray]:
+        """The packed checkpoint tensors of this weight in ``layout`` (case-insensitive):
+        ``"gptq"`` (``qweight``, ``qzeros``, ``scales``, ``g_idx``; option ``version=1``,
+        :func:`refquant.layouts.gptq.encode`) or ``"awq"`` (AutoAWQ GEMM ``qweight``,
+        ``qzeros``, ``scales``; :func:`refquant.layouts.awq.encode`)."""
+        from refquant._validate import check_name
+        from refquant.layouts import awq, gptq
+
+        encode = {"gptq": gptq.encode, "awq": awq.encode}[check_name("layout", layout, ("gptq", "awq"))]
+        return encode(self, **options)
 
     def dequantize(self) -> np.ndarray:
         """Rebuild ``scales[r, g_idx[c]] * (codes[r, c] - zeros[r, g_idx[c]])`` (float32).
