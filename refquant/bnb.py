@@ -191,18 +191,17 @@ class QuantState(QuantizedTensor):
         return self
 
     def save(self, path: str | os.PathLike[str], name: str = "weight") -> None:
-        """Write under bitsandbytes' state-dict keys (:func:`save`): safetensors, or ``.npz``
-        when ``path`` ends so; :func:`refquant.load_quantized` reads either back."""
-        _write(path, *self._state(name))
-
-    def _state(self, name: str) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """Write under bitsandbytes' state-dict keys (:func:`save`): safetensors (the very
+        file bitsandbytes writes), or ``.npz`` when ``path`` ends so. No refquant header is
+        needed: :func:`refquant.load_quantized` recognizes the keys."""
         from refquant.layouts.bnb_state import to_state_dict
 
-        return to_state_dict(self, name), self._header({"name": name})
+        _write(path, to_state_dict(self, name), None)
 
     def _to_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        arrays, header = self._state("weight")
-        return arrays, header["fields"]
+        from refquant.layouts.bnb_state import to_state_dict
+
+        return to_state_dict(self, "weight"), {"name": "weight"}
 
     @classmethod
     def _from_arrays(cls, arrays: dict[str, np.ndarray], fields: dict[str, Any]) -> QuantState:
@@ -524,7 +523,7 @@ def int8_vectorwise_dequant(q: Any, row_stats: Any) -> np.ndarray:
 
 def save(path: str | os.PathLike[str], q: QuantState, name: str = "weight") -> None:
     """Write ``q`` to a safetensors file under bitsandbytes' state-dict keys (``.npz`` when
-    ``path`` ends so), with refquant's header (:mod:`refquant.quantized_tensor`) as metadata.
+    ``path`` ends so); :func:`refquant.load_quantized` reads it too.
 
     Keys (``name`` = "weight"): ``weight`` (the packed bytes, shape (ceil(n/2), 1) as
     ``Params4bit`` stores them), ``weight.absmax``, ``weight.quant_map``, with double

@@ -17,8 +17,8 @@ Every quantized tensor refquant returns is a :class:`QuantizedTensor`, with the 
 The families keep their own classes and attributes (the container is their base class):
 
 - :class:`refquant.bnb.QuantState` (bitsandbytes NF4 / FP4 / 8-bit dynamic; ``packed``,
-  ``absmax``, ``nested``); saved under bitsandbytes' state-dict keys, so a safetensors file
-  written here is also a bitsandbytes file.
+  ``absmax``, ``nested``); saved as bitsandbytes' state dict (no header: the safetensors
+  file is byte for byte the one bitsandbytes writes), recognized by its keys.
 - :class:`refquant.io.GGUFTensor` (ggml block bytes ``data``, ``qtype``): a tensor read from
   a ``.gguf`` file or made by :func:`refquant.gguf.quantize_tensor`.
 - the algorithm results of :mod:`refquant.algorithms` (``QuantizedWeight``, ``GPTQResult``,
@@ -26,11 +26,11 @@ The families keep their own classes and attributes (the container is their base 
   ``codes``, ``scales``, ``zeros``, ``g_idx``, ...), whose packed checkpoint layouts are
   :func:`refquant.layouts.gptq.encode` / :func:`refquant.layouts.awq.encode`.
 
-File layout. The arrays of :meth:`QuantizedTensor.parts` (or, for a ``QuantState``,
-bitsandbytes' keys) plus a JSON header ``{"schema": 1, "class": "module:Class", "format",
+File layout. The arrays of :meth:`QuantizedTensor.parts` plus a JSON header ``{"schema": 1, "class": "module:Class", "format",
 "shape", "fields": {...}}`` with the non-array fields. In safetensors the header is the
 metadata entry ``"__refquant__"``; in ``.npz`` it is a uint8 array of that name. The class
 is imported only from ``refquant.*`` modules, and must be a QuantizedTensor subclass.
+(A ``QuantState`` is the exception: its file is bitsandbytes' state dict, without header.)
 """
 
 from __future__ import annotations
@@ -187,20 +187,23 @@ def _member(arrays: dict[str, np.ndarray], key: str) -> np.ndarray:
 
 # --- files ------------------------------------------------------------------------------
 
-def _write(path: str | os.PathLike[str], arrays: dict[str, np.ndarray], header: dict[str, Any]) -> None:
+def _write(path: str | os.PathLike[str], arrays: dict[str, np.ndarray], header: dict[str, Any] | None) -> None:
+    """``arrays`` and ``header`` (None: none, as for a bitsandbytes state dict) to ``path``."""
     path = os.fspath(path)
-    text = json.dumps(header)
+    text = None if header is None else json.dumps(header)
     if path.lower().endswith(".npz"):
         if HEADER_KEY in arrays:
             raise ValueError(f"array name {HEADER_KEY!r} is reserved for the header")
-        np.savez(path, **arrays, **{HEADER_KEY: np.frombuffer(text.encode("utf-8"), np.uint8)})
+        extra = {} if text is None else {HEADER_KEY: np.frombuffer(text.encode("utf-8"), np.uint8)}
+        np.savez(path, **arrays, **extra)
         return
     try:
         from safetensors.numpy import save_file
     except ImportError as exc:
         raise ImportError(f"saving {path!r} as safetensors needs the safetensors package (pip install "
                           f"'refquant[io]'); or give a path ending in .npz") from exc
-    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, path, metadata={HEADER_KEY: text})
+    save_file({k: np.ascontiguousarray(v) for k, v in arrays.items()}, path,
+              metadata=None if text is None else {HEADER_KEY: text})
 
 
 def _read(path: str) -> tuple[dict[str, np.ndarray], dict[str, Any] | None]:
@@ -236,7 +239,8 @@ def _class(target: Any) -> type[QuantizedTensor]:
 def load_quantized(path: str | os.PathLike[str]) -> QuantizedTensor:
     """Read a quantized tensor written by :meth:`QuantizedTensor.save` (``.npz`` or
     safetensors, told apart by their first bytes), or a bitsandbytes 4-bit state dict with
-    one weight (``weight`` + ``weight.quant_state.bitsandbytes__nf4`` ...).
+    one weight (``weight`` + ``weight.quant_state.bitsandbytes__nf4`` ...; what
+    :meth:`refquant.bnb.QuantState.save` writes).
 
     Raises
     ------
@@ -249,7 +253,7 @@ def load_quantized(path: str | os.PathLike[str]) -> QuantizedTensor:
     path = os.fspath(path)
     arrays, header = _read(path)
     if header is None:
-        states = [k for k in arrays if ".quant_state.bitsandbytes__" in k]
+        states = [k for k in arrays if ".quant_state." in k]
         if len(states) == 1:
             from refquant.layouts.bnb_state import from_state_dict
 

@@ -134,7 +134,7 @@ def test_gguf_container_is_written_to_and_read_from_a_file(made, tmp_path):
     np.testing.assert_array_equal(load_quantized(tmp_path / "one.npz").dequantize(), t.dequantize())
 
 
-def test_bitsandbytes_files_still_load_and_bnb_save_writes_the_header(made, tmp_path):
+def test_bitsandbytes_state_dicts_load_as_quant_states(made, tmp_path):
     st = pytest.importorskip("safetensors.numpy")
     from refquant.layouts.bnb_state import to_state_dict
 
