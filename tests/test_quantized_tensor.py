@@ -276,3 +276,17 @@ def test_backend_errors_name_the_backend():
         gguf.quantize(W, "q4_0", backend="nonesuch")
     with pytest.raises(ValueError, match="mean_threads=2 is an option of the reference only"):
         bnb.quantize_4bit(W, double_quant=True, mean_threads=2, backend="numba")
+
+
+# --- the documentation's examples run ------------------------------------------------------
+
+def _doc_snippets() -> list[str]:
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "quantized-tensors.md").read_text()
+    return [block.split("```", 1)[0] for block in text.split("```python\n")[1:]]
+
+
+@pytest.mark.parametrize("i", range(len(_doc_snippets())))
+def test_docs_quantized_tensors_examples_run(i, capsys):
+    exec(compile(_doc_snippets()[i], f"docs/quantized-tensors.md[{i}]", "exec"), {})
