@@ -13,10 +13,10 @@ import numpy as np
 import pytest
 
 import refquant
+import refquant.layouts.gptq
 from refquant import algorithms as A
 from refquant import bnb, gguf, metrics
 from refquant.formats import mx
-from refquant.layouts import gptq as _gptq_layout  # noqa: F401  (refquant.layouts.gptq below)
 from refquant.quantized_tensor import HEADER_KEY, QuantizedTensor, load_quantized
 
 F32 = np.float32
