@@ -258,6 +258,7 @@ def test_backend_numba_gives_the_reference_bytes(numba_backend):
         t = gguf.quantize_tensor(w, qtype, backend=numba_backend)
         assert isinstance(t, refquant.io.GGUFTensor) and t.shape == w.shape
         np.testing.assert_array_equal(gguf.dequantize(ref, qtype, w.shape, backend="numba"), t.dequantize())
+        np.testing.assert_array_equal(t.dequantize(backend="numba"), t.dequantize())
     a = bnb.quantize_4bit(w, "NF4", double_quant=True)
     b = bnb.quantize_4bit(w, "nf4", double_quant=True, backend="numba")
     assert type(b) is bnb.QuantState

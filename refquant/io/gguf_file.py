@@ -124,9 +124,15 @@ class GGUFTensor(QuantizedTensor):
         except ValueError:  # i8 ... i64 are not weight formats there
             return 8 * type_size(self.qtype) / block_size(self.qtype)
 
-    def dequantize(self) -> np.ndarray:
-        """:meth:`to_float`: the values as float32 of ``shape``."""
-        return self.to_float()
+    def dequantize(self, *, backend: Any = None) -> np.ndarray:
+        """:meth:`to_float`: the values as float32 of ``shape``; ``backend`` (``"numba"``,
+        ``"cupy"`` ...) runs op ``gguf_dequantize`` of that backend for the block types
+        it implements (:func:`refquant.gguf.dequantize`)."""
+        if backend is None or self.qtype in PLAIN_DTYPES:
+            return self.to_float()
+        from refquant.gguf import dequantize
+
+        return dequantize(self.array(), str(self.qtype), self.shape, backend=backend)
 
     def _to_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         return ({"data": np.asarray(self.data).reshape(-1)},
