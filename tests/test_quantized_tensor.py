@@ -279,6 +279,30 @@ def test_backend_errors_name_the_backend():
         bnb.quantize_4bit(W, double_quant=True, mean_threads=2, backend="numba")
 
 
+class _NoOps:
+    """A Backend object that implements nothing."""
+
+    name, device = "no-ops", "cpu"
+
+    def capabilities(self):
+        return {}
+
+    def asarray(self, x):
+        return x
+
+    def to_numpy(self, x):
+        return x
+
+
+def test_a_backend_without_the_op_raises_unsupported():
+    from refquant.errors import UnsupportedError
+
+    with pytest.raises(UnsupportedError, match="backend 'no-ops' does not implement gguf_quantize for 'q4_0'"):
+        gguf.quantize_tensor(W, "Q4_0", backend=_NoOps())
+    with pytest.raises(UnsupportedError, match="does not implement llm_int8_matmul"):
+        refquant.int8_linear(X, W, backend=_NoOps())
+
+
 # --- the documentation's examples run ------------------------------------------------------
 
 def _doc_snippets() -> list[str]:
