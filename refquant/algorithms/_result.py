@@ -9,7 +9,6 @@ parameters), plus its codes and parameters, so that a checkpoint layout
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 
@@ -70,16 +69,19 @@ class QuantizedWeight(QuantizedTensor):
         """``(out_features, in_features)``."""
         return tuple(self.dequantized.shape)  # type: ignore[return-value]
 
-    def to_layout(self, layout: str = "gptq", **options: Any) -> dict[str, np.ndarray]:
-        """The packed checkpoint tensors of this weight in ``layout`` (case-insensitive):
-        ``"gptq"`` (``qweight``, ``qzeros``, ``scales``, ``g_idx``; option ``version=1``,
-        :func:`refquant.layouts.gptq.encode`) or ``"awq"`` (AutoAWQ GEMM ``qweight``,
-        ``qzeros``, ``scales``; :func:`refquant.layouts.awq.encode`)."""
+    def to_layout(self, layout: str = "gptq", *, version: int = 1) -> QuantizedTensor:
+        """This weight packed as a checkpoint stores it (``layout`` case-insensitive):
+        ``"gptq"`` (:class:`~refquant.layouts.packed.GPTQPacked`, ``version`` 1 or 2;
+        :func:`refquant.layouts.gptq.encode`) or ``"awq"`` (AutoAWQ GEMM,
+        :class:`~refquant.layouts.packed.AWQPacked`; :func:`refquant.layouts.awq.encode`).
+        Its ``parts()`` are the state-dict tensors (``qweight``, ``qzeros``, ``scales`` ...)."""
         from refquant._validate import check_name
         from refquant.layouts import awq, gptq
+        from refquant.layouts.packed import AWQPacked, GPTQPacked
 
-        encode = {"gptq": gptq.encode, "awq": awq.encode}[check_name("layout", layout, ("gptq", "awq"))]
-        return encode(self, **options)
+        if check_name("layout", layout, ("gptq", "awq")) == "gptq":
+            return GPTQPacked.from_state_dict(gptq.encode(self, version), self.bits, version)
+        return AWQPacked.from_state_dict(awq.encode(self), self.shape[1] // self.scales.shape[1])
 
     def dequantize(self) -> np.ndarray:
         """Rebuild ``scales[r, g_idx[c]] * (codes[r, c] - zeros[r, g_idx[c]])`` (float32).
