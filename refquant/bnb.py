@@ -539,7 +539,8 @@ def save(path: str | os.PathLike[str], q: QuantState, name: str = "weight") -> N
 
 def load(path: str | os.PathLike[str], name: str = "weight") -> QuantState:
     """Read a :class:`QuantState` written by :func:`save` or by bitsandbytes
-    (``Linear4bit`` state dict / ``QuantState.as_dict(packed=True)`` in safetensors).
+    (``Linear4bit`` state dict / ``QuantState.as_dict(packed=True)`` in safetensors), or
+    the same keys in an ``.npz`` file.
 
     Raises
     ------
@@ -548,11 +549,10 @@ def load(path: str | os.PathLike[str], name: str = "weight") -> QuantState:
     refquant.errors.ValidationError
         The stored fields are inconsistent.
     """
-    from safetensors.numpy import load_file
-
     from refquant.layouts.bnb_state import from_state_dict
+    from refquant.quantized_tensor import _read
 
-    return from_state_dict(load_file(os.fspath(path)), name)
+    return from_state_dict(_read(os.fspath(path))[0], name)
 
 
 # ------------------------------------------------ array ops (accel/ops.py Backend ops)

@@ -151,6 +151,8 @@ def test_bitsandbytes_state_dicts_load_as_quant_states(made, tmp_path):
     bnb.save(tmp_path / "b.safetensors", q, "proj")
     assert bnb.load(tmp_path / "b.safetensors", "proj").format == "fp4"
     assert isinstance(load_quantized(tmp_path / "b.safetensors"), bnb.QuantState)
+    q.save(tmp_path / "b.npz", "proj")
+    np.testing.assert_array_equal(bnb.load(tmp_path / "b.npz", "proj").dequantize(), q.dequantize())
 
 
 def test_load_refuses_files_that_are_not_quantized_tensors(tmp_path):
