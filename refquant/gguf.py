@@ -45,8 +45,8 @@ from refquant._backend import call_op, is_reference
 from refquant._validate import as_float_array, normalize_name
 from refquant.formats import FORMATS, FORMATS_BY_ID, BlockFormat
 
-__all__ = ["quantize", "dequantize", "quantize_tensor", "block_bits", "row_bytes", "get_format", "qtypes", "read", "write",
-           "dequant_matmul"]
+__all__ = ["quantize", "dequantize", "quantize_tensor", "block_bits", "row_bytes", "get_format", "qtypes", "read",
+           "write", "dequant_matmul"]
 
 # .gguf files live in refquant.io (reader for untrusted files, writer); re-exported lazily
 # so that the codec does not load the file machinery.

@@ -26,8 +26,9 @@ The families keep their own classes and attributes (the container is their base 
   ``codes``, ``scales``, ``zeros``, ``g_idx``, ...), whose packed checkpoint layouts are
   :func:`refquant.layouts.gptq.encode` / :func:`refquant.layouts.awq.encode`.
 
-File layout. The arrays of :meth:`QuantizedTensor.parts` plus a JSON header ``{"schema": 1, "class": "module:Class", "format",
-"shape", "fields": {...}}`` with the non-array fields. In safetensors the header is the
+File layout. The arrays of :meth:`QuantizedTensor.parts` plus a JSON header
+``{"schema": 1, "class": "module:Class", "format", "shape", "fields": {...}}`` with the
+non-array fields. In safetensors the header is the
 metadata entry ``"__refquant__"``; in ``.npz`` it is a uint8 array of that name. The class
 is imported only from ``refquant.*`` modules, and must be a QuantizedTensor subclass.
 (A ``QuantState`` is the exception: its file is bitsandbytes' state dict, without header.)

@@ -115,7 +115,8 @@ def test_family_specific_parts_stay_reachable(made, tmp_path):
     g = made["gptq-act-order"]
     assert g.dequantized is not None and g.perm is not None and g.codes.shape == (16, 256)
     packed = g.to_layout("GPTQ")  # the GPTQ checkpoint layout of the result
-    assert packed.parts()["qweight"].dtype == np.int32 and set(packed.parts()) == {"qweight", "qzeros", "scales", "g_idx"}
+    assert packed.parts()["qweight"].dtype == np.int32
+    assert set(packed.parts()) == {"qweight", "qzeros", "scales", "g_idx"}
     awq = made["awq"].to_layout("awq")
     assert set(awq.parts()) == {"qweight", "qzeros", "scales"}
     s = made["spqr"]
@@ -239,7 +240,8 @@ def test_int8_linear_with_outliers_and_bias():
 def test_reference_backend_never_imports_accel():
     code = ("import sys, numpy as np, refquant; from refquant import gguf, bnb; w = np.ones((2, 256), np.float32); "
             "gguf.quantize(w, 'q4_0', backend='reference'); bnb.quantize_4bit(w, backend=None).dequantize(); "
-            "refquant.int8_linear(w, w); print([m for m in sys.modules if m.split('.')[0] in ('accel', 'conformance')])")
+            "refquant.int8_linear(w, w); "
+            "print([m for m in sys.modules if m.split('.')[0] in ('accel', 'conformance')])")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "[]"

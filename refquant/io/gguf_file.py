@@ -57,7 +57,6 @@ import numpy as np
 from refquant.errors import GGUFError, UnsupportedError
 from refquant.io._reader import Cursor, pad_to
 from refquant.io.ggml_types import PLAIN_DTYPES, GGMLType, block_size, ggml_type, tensor_nbytes, type_size
-from refquant.quantized_tensor import QuantizedTensor
 from refquant.io.gguf_metadata import (
     MIN_VALUE_BYTES,
     ObjectBudget,
@@ -69,6 +68,7 @@ from refquant.io.gguf_metadata import (
     read_value,
     read_value_type,
 )
+from refquant.quantized_tensor import QuantizedTensor
 
 __all__ = ["GGUFFile", "GGUFTensor", "read", "parse", "write", "write_streaming", "replace_file",
            "GGUF_MAGIC", "GGUF_VERSION", "DEFAULT_ALIGNMENT", "MAX_DIMS", "MAX_NAME_BYTES"]
@@ -105,7 +105,8 @@ class GGUFTensor(QuantizedTensor):
 
     __slots__ = ("name", "qtype", "shape", "offset", "data")
 
-    def __init__(self, name: str, qtype: GGMLType, shape: tuple[int, ...], offset: int | None, data: np.ndarray) -> None:
+    def __init__(self, name: str, qtype: GGMLType, shape: tuple[int, ...], offset: int | None,
+                 data: np.ndarray) -> None:
         self.name, self.qtype, self.shape, self.offset, self.data = name, qtype, shape, offset, data
 
     @property

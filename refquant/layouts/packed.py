@@ -48,7 +48,8 @@ class GPTQPacked(QuantizedTensor):
 
     @classmethod
     def from_state_dict(cls, tensors: dict[str, Any], bits: int, version: int = 1, prefix: str = "") -> GPTQPacked:
-        """The tensors ``prefix + "qweight"`` ... of a checkpoint (``prefix`` e.g. ``"model.layers.0.mlp.up_proj."``)."""
+        """The tensors ``prefix + "qweight"`` ... of a checkpoint (``prefix`` e.g.
+        ``"model.layers.0.mlp.up_proj."``)."""
         return cls(*(np.asarray(tensors[prefix + k]) for k in ("qweight", "qzeros", "scales", "g_idx")), bits, version)
 
     @property
