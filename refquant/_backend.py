@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 
+from refquant._validate import normalize_name
 from refquant.errors import UnsupportedError
 
 __all__: list[str] = []  # internal module
@@ -22,7 +23,7 @@ __all__: list[str] = []  # internal module
 
 def is_reference(backend: Any) -> bool:
     """Whether ``backend`` selects the reference itself (None or ``"reference"``)."""
-    return backend is None or (isinstance(backend, str) and backend.strip().lower() == "reference")
+    return backend is None or (isinstance(backend, str) and normalize_name(backend) == "reference")
 
 
 def call_op(backend: Any, op: str, reference: Callable[..., Any], *args: Any, fmt: str | None = None,
@@ -39,9 +40,15 @@ def call_op(backend: Any, op: str, reference: Callable[..., Any], *args: Any, fm
     if is_reference(backend):
         return reference(*args, **kwargs)
     from accel.dispatch import dispatched  # lazy: see the module docstring
-    from accel.registry import get_backend
+    from accel.registry import get_backend, registered_backends
 
-    b = get_backend(backend) if isinstance(backend, str) else dispatched(backend)
+    if isinstance(backend, str):
+        if ":" not in backend:  # a registered name, case-insensitive like every name
+            spelled = {normalize_name(k): k for k in registered_backends()}
+            backend = spelled.get(normalize_name(backend), backend)
+        b = get_backend(backend)
+    else:
+        b = dispatched(backend)
     cap = b.capabilities().get(op)
     if cap is None or (fmt is not None and cap.formats is not None and fmt not in cap.formats):
         what = op if fmt is None else f"{op} for {fmt!r}"

@@ -262,7 +262,7 @@ def test_backend_numba_gives_the_reference_bytes(numba_backend):
     w = W[:4]
     for qtype in ("q4_0", "Q4_K"):
         ref = gguf.quantize(w, qtype)
-        got = gguf.quantize(w, qtype, backend="numba")
+        got = gguf.quantize(w, qtype, backend="Numba")
         assert type(got) is np.ndarray and got.dtype == np.uint8
         np.testing.assert_array_equal(got, ref)
         t = gguf.quantize_tensor(w, qtype, backend=numba_backend)
