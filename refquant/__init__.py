@@ -9,7 +9,8 @@ Public functions::
 
     encode_float, decode_float                  # refquant.dtypes.floatspec
     choose_qparams, quantize, dequantize, fake_quantize, QuantParams   # refquant.mapping
-    int8_matmul, llm_int8_matmul                # refquant.matmul
+    int8_matmul, llm_int8_matmul, int8_linear, dequantize_int32   # refquant.matmul
+    QuantizedTensor, load_quantized             # refquant.quantized_tensor: the container of every family
 
 Public submodules: ``gguf``, ``bnb``, ``algorithms``, ``calibration``, ``model``,
 ``metrics``, ``packing``, ``rounding``, ``dtypes``, ``layouts``, ``ptq``.
@@ -49,6 +50,11 @@ _EXPORTS: dict[str, str] = {
     # integer matmul
     "int8_matmul": "refquant.matmul",
     "llm_int8_matmul": "refquant.matmul",
+    "int8_linear": "refquant.matmul",
+    "dequantize_int32": "refquant.matmul",
+    # one container for quantized tensors of every family
+    "QuantizedTensor": "refquant.quantized_tensor",
+    "load_quantized": "refquant.quantized_tensor",
     # errors
     "RefquantError": "refquant.errors",
     "UnsupportedError": "refquant.errors",

@@ -22,6 +22,13 @@ def check_choice(name: str, value: Any, allowed: Iterable[Any]) -> Any:
     return value
 
 
+def normalize_name(value: str) -> str:
+    """The lookup key of a format or option name: surrounding spaces removed, lowercase.
+    Every name refquant takes (format, quant type, codebook, rule ...) is looked up by
+    this one function, so ``"NF4"``, ``" Q4_K "`` and ``"nf4"`` name the same thing."""
+    return value.strip().lower()
+
+
 def check_name(name: str, value: Any, allowed: Iterable[str]) -> str:
     """Return the name in ``allowed`` that ``value`` spells, ignoring case and surrounding
     spaces (names are case-insensitive: ``"NF4"`` is ``"nf4"``); else raise.
@@ -37,9 +44,9 @@ def check_name(name: str, value: Any, allowed: Iterable[str]) -> str:
     if not isinstance(value, str):
         raise TypeError(f"{name} must be a string, one of {', '.join(map(repr, allowed))}; got {value!r} "
                         f"({type(value).__name__})")
-    by_key = {a.lower(): a for a in allowed}
+    by_key = {normalize_name(a): a for a in allowed}
     try:
-        return by_key[value.strip().lower()]
+        return by_key[normalize_name(value)]
     except KeyError:
         raise ValueError(f"{name}={value!r} is not supported; allowed (case-insensitive): "
                          f"{', '.join(map(repr, allowed))}") from None

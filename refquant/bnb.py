@@ -30,6 +30,7 @@ container), as the Backend ops of ``accel/ops.py`` are called.
 
 from __future__ import annotations
 
+import functools
 import math
 import os
 from dataclasses import dataclass, field
@@ -38,11 +39,13 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from refquant._backend import call_op, is_reference
 from refquant._validate import (as_float_array, as_int_array, check_choice, check_float, check_int, check_name,
                                 check_power_of_two)
 from refquant.errors import ValidationError
 from refquant.formats import bnb as _fmt
 from refquant.formats.bnb import BLOCKSIZES_4BIT, BLOCKSIZES_8BIT, NESTED_BLOCKSIZE, dynamic_map
+from refquant.quantized_tensor import QuantizedTensor, _write
 
 __all__ = [
     "QuantState", "NestedAbsmax", "QUANT_TYPES", "DTYPES", "BLOCKSIZES_4BIT", "BLOCKSIZES_8BIT",
@@ -96,8 +99,9 @@ class NestedAbsmax:
 
 
 @dataclass(frozen=True, eq=False)
-class QuantState:
-    """A bitsandbytes-quantized tensor: payload bytes, per-block absmax and metadata.
+class QuantState(QuantizedTensor):
+    """A bitsandbytes-quantized tensor: payload bytes, per-block absmax and metadata
+    (a :class:`refquant.QuantizedTensor`: ``format`` is ``quant_type``).
 
     Attributes
     ----------
@@ -127,9 +131,19 @@ class QuantState:
     nested: NestedAbsmax | None = None
 
     @property
+    def format(self) -> str:
+        """``quant_type`` (the container's format name)."""
+        return self.quant_type
+
+    @property
     def size(self) -> int:
         """Number of elements of the original tensor."""
         return math.prod(self.shape)
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes stored, ``storage_bits / 8``."""
+        return self.storage_bits // 8
 
     @property
     def n_blocks(self) -> int:
@@ -151,10 +165,15 @@ class QuantState:
         4.126953 (plus 32/size for the offset) with double quantization. NaN when empty."""
         return self.storage_bits / self.size if self.size else float("nan")
 
-    def dequantize(self) -> np.ndarray:
-        """The float32 tensor of ``shape`` (:func:`dequantize_4bit` / :func:`dequantize_blockwise`)."""
+    def dequantize(self, *, backend: Any = None) -> np.ndarray:
+        """The float32 tensor of ``shape`` (:func:`dequantize_4bit` / :func:`dequantize_blockwise`);
+        ``backend`` runs the bnb_dequantize_* op of that backend instead (see :func:`quantize_4bit`)."""
         self.validate()
-        return _dequantize_arrays(self.packed, self.absmax, self.quant_type, self.blocksize, self.shape)
+        if self.quant_type == "dynamic8":
+            return call_op(backend, "bnb_dequantize_blockwise", bnb_dequantize_blockwise, self.packed, self.absmax,
+                           self.blocksize, self.shape, fmt="dynamic8")
+        return call_op(backend, "bnb_dequantize_4bit", bnb_dequantize_4bit, self.packed, self.absmax, self.quant_type,
+                       self.blocksize, self.shape, fmt=self.quant_type)
 
     def validate(self) -> QuantState:
         """Check that payload, absmax, code table and metadata agree; return ``self``.
@@ -172,8 +191,23 @@ class QuantState:
         return self
 
     def save(self, path: str | os.PathLike[str], name: str = "weight") -> None:
-        """Write to a safetensors file (:func:`save`)."""
-        save(path, self, name)
+        """Write under bitsandbytes' state-dict keys (:func:`save`): safetensors (the very
+        file bitsandbytes writes), or ``.npz`` when ``path`` ends so. No refquant header is
+        needed: :func:`refquant.load_quantized` recognizes the keys."""
+        from refquant.layouts.bnb_state import to_state_dict
+
+        _write(path, to_state_dict(self, name), None)
+
+    def _to_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        from refquant.layouts.bnb_state import to_state_dict
+
+        return to_state_dict(self, "weight"), {"name": "weight"}
+
+    @classmethod
+    def _from_arrays(cls, arrays: dict[str, np.ndarray], fields: dict[str, Any]) -> QuantState:
+        from refquant.layouts.bnb_state import from_state_dict
+
+        return from_state_dict(arrays, fields.get("name", "weight"))
 
     def __repr__(self) -> str:
         nested = ", double-quantized" if self.nested is not None else ""
@@ -331,7 +365,7 @@ def _absmax_vector(absmax: Any) -> np.ndarray:
 
 
 def quantize_4bit(x: Any, quant_type: str = "nf4", blocksize: int = 64, double_quant: bool = False,
-                  *, mean_threads: int = 1) -> QuantState:
+                  *, mean_threads: int = 1, backend: Any = None) -> QuantState:
     """NF4 / FP4 blockwise quantization (bitsandbytes ``functional.quantize_4bit``).
 
     Parameters
@@ -347,7 +381,11 @@ def quantize_4bit(x: Any, quant_type: str = "nf4", blocksize: int = 64, double_q
         ``compress_statistics=True``).
     mean_threads : int
         torch thread count whose summation order the double-quantization offset
-        reproduces; only matters above 32768 blocks.
+        reproduces; only matters above 32768 blocks. Other than 1 only in the reference.
+    backend : str or Backend, optional
+        Compute the codes with ops ``bnb_quantize_4bit`` / ``bnb_double_quantize`` of this
+        backend (``"numba"``, ``"cupy"``, ...; ``accel.registry``) through the dispatcher;
+        the same QuantState results. None or ``"reference"``: the reference.
 
     Returns
     -------
@@ -369,12 +407,17 @@ def quantize_4bit(x: Any, quant_type: str = "nf4", blocksize: int = 64, double_q
     mean_threads = check_int("mean_threads", mean_threads, min=1)
     if not isinstance(double_quant, (bool, np.bool_)):
         raise TypeError(f"double_quant must be a bool, got {double_quant!r}")
+    if mean_threads != 1 and not is_reference(backend):
+        raise ValueError(f"mean_threads={mean_threads} is an option of the reference only (the bnb_double_quantize "
+                         f"op uses one thread's order); pass mean_threads=1 or backend=None")
     flat, dtype = _input("x", x)
     shape = tuple(int(d) for d in np.shape(x))
-    packed, absmax = _fmt.quantize_4bit_blocks(flat, quant_type, blocksize)
+    packed, absmax = call_op(backend, "bnb_quantize_4bit", _fmt.quantize_4bit_blocks, flat, quant_type, blocksize,
+                             fmt=quant_type)
     nested = None
     if double_quant and absmax.size:
-        codes, nested_absmax, offset = _fmt.double_quantize(absmax, mean_threads)
+        codes, nested_absmax, offset = call_op(backend, "bnb_double_quantize",
+                                               functools.partial(_fmt.double_quantize, threads=mean_threads), absmax)
         nested = NestedAbsmax(codes, nested_absmax, float(offset))
         absmax = nested.dequantize()
     return QuantState(packed, absmax, shape, quant_type, blocksize, _fmt.code_4bit(quant_type), dtype, nested)
@@ -399,7 +442,7 @@ def dequantize_4bit(q: QuantState) -> np.ndarray:
     return q.dequantize()
 
 
-def quantize_blockwise(x: Any, blocksize: int = 4096) -> QuantState:
+def quantize_blockwise(x: Any, blocksize: int = 4096, *, backend: Any = None) -> QuantState:
     """8-bit blockwise quantization with the dynamic map (``functional.quantize_blockwise``).
 
     The CPU library's 65536-entry lookup table, not a nearest-code search
@@ -410,6 +453,8 @@ def quantize_blockwise(x: Any, blocksize: int = 4096) -> QuantState:
     x : ndarray of float32, float16 or bfloat16, any shape
     blocksize : int
         64, 128, ..., 4096 (the sizes bitsandbytes documents).
+    backend : str or Backend, optional
+        Run op ``bnb_quantize_blockwise`` of this backend instead (see :func:`quantize_4bit`).
 
     Returns
     -------
@@ -419,7 +464,8 @@ def quantize_blockwise(x: Any, blocksize: int = 4096) -> QuantState:
     blocksize = _check_blocksize(blocksize, BLOCKSIZES_8BIT)
     flat, dtype = _input("x", x)
     shape = tuple(int(d) for d in np.shape(x))
-    codes, absmax = _fmt.quantize_blockwise_8bit(flat, blocksize)
+    codes, absmax = call_op(backend, "bnb_quantize_blockwise", _fmt.quantize_blockwise_8bit, flat, blocksize,
+                            fmt="dynamic8")
     return QuantState(codes, absmax, shape, "dynamic8", blocksize, dynamic_map(), dtype)
 
 
@@ -476,7 +522,8 @@ def int8_vectorwise_dequant(q: Any, row_stats: Any) -> np.ndarray:
 
 
 def save(path: str | os.PathLike[str], q: QuantState, name: str = "weight") -> None:
-    """Write ``q`` to a safetensors file under bitsandbytes' state-dict keys.
+    """Write ``q`` to a safetensors file under bitsandbytes' state-dict keys (``.npz`` when
+    ``path`` ends so); :func:`refquant.load_quantized` reads it too.
 
     Keys (``name`` = "weight"): ``weight`` (the packed bytes, shape (ceil(n/2), 1) as
     ``Params4bit`` stores them), ``weight.absmax``, ``weight.quant_map``, with double
@@ -485,16 +532,15 @@ def save(path: str | os.PathLike[str], q: QuantState, name: str = "weight") -> N
     fields as uint8 bytes (``QuantState.as_dict(packed=True)``). See
     :mod:`refquant.layouts.bnb_state`.
     """
-    from safetensors.numpy import save_file
-
-    from refquant.layouts.bnb_state import to_state_dict
-
-    save_file(to_state_dict(q, name), os.fspath(path))
+    if not isinstance(q, QuantState):
+        raise TypeError(f"q must be a QuantState, got {type(q).__name__}")
+    q.save(path, name)
 
 
 def load(path: str | os.PathLike[str], name: str = "weight") -> QuantState:
     """Read a :class:`QuantState` written by :func:`save` or by bitsandbytes
-    (``Linear4bit`` state dict / ``QuantState.as_dict(packed=True)`` in safetensors).
+    (``Linear4bit`` state dict / ``QuantState.as_dict(packed=True)`` in safetensors), or
+    the same keys in an ``.npz`` file.
 
     Raises
     ------
@@ -503,11 +549,10 @@ def load(path: str | os.PathLike[str], name: str = "weight") -> QuantState:
     refquant.errors.ValidationError
         The stored fields are inconsistent.
     """
-    from safetensors.numpy import load_file
-
     from refquant.layouts.bnb_state import from_state_dict
+    from refquant.quantized_tensor import _read
 
-    return from_state_dict(load_file(os.fspath(path)), name)
+    return from_state_dict(_read(os.fspath(path))[0], name)
 
 
 # ------------------------------------------------ array ops (accel/ops.py Backend ops)

@@ -41,11 +41,12 @@ from typing import Any
 
 import numpy as np
 
-from refquant._validate import as_float_array
+from refquant._backend import call_op, is_reference
+from refquant._validate import as_float_array, normalize_name
 from refquant.formats import FORMATS, FORMATS_BY_ID, BlockFormat
 
-__all__ = ["quantize", "dequantize", "block_bits", "row_bytes", "get_format", "qtypes", "read", "write",
-           "dequant_matmul"]
+__all__ = ["quantize", "dequantize", "quantize_tensor", "block_bits", "row_bytes", "get_format", "qtypes", "read",
+           "write", "dequant_matmul"]
 
 # .gguf files live in refquant.io (reader for untrusted files, writer); re-exported lazily
 # so that the codec does not load the file machinery.
@@ -91,7 +92,7 @@ def get_format(qtype: Any) -> type[BlockFormat]:
         return fmt
     if not isinstance(qtype, str):
         raise TypeError(f"qtype must be a string such as 'q4_k' (or a ggml type id), got {qtype!r} ({type(qtype).__name__})")
-    fmt = FORMATS.get(qtype.strip().lower())
+    fmt = FORMATS.get(normalize_name(qtype))
     if fmt is None:
         raise ValueError(_unknown_qtype(qtype))
     return fmt
@@ -121,7 +122,7 @@ def _unknown_qtype(qtype: str) -> str:
     if hint is not None:
         return f"qtype={hint}. Allowed {allowed}"
     try:
-        known = ggml_type(qtype.strip().lower())
+        known = ggml_type(qtype)
     except (ValueError, TypeError):
         return f"qtype={qtype!r} is not supported; allowed {allowed}"
     return f"qtype={qtype!r} is ggml's {known.name} block type, which refquant does not implement; allowed {allowed}"
@@ -227,8 +228,11 @@ def _quantize_args(x: Any, qtype: Any, imatrix: Any) -> tuple[type[BlockFormat],
     return fmt, x, im
 
 
-def quantize(x: Any, qtype: Any, imatrix: Any = None) -> np.ndarray:
+def quantize(x: Any, qtype: Any, imatrix: Any = None, *, backend: Any = None) -> np.ndarray:
     """Quantize rows to ggml's block format ``qtype``.
+
+    :func:`quantize_tensor` is the same with the result in a container that carries
+    ``qtype`` and the shape (:class:`refquant.io.GGUFTensor`).
 
     Parameters
     ----------
@@ -237,6 +241,10 @@ def quantize(x: Any, qtype: Any, imatrix: Any = None) -> np.ndarray:
         GGUF type name, case-insensitive (``"q4_k"``), or ggml type id.
     imatrix : array_like of float32, shape (n_per_row,), optional
         Importance of each column (llama.cpp's imatrix for this tensor).
+    backend : str or Backend, optional
+        Run op ``gguf_quantize`` of this backend (``"numba"``, ``"cupy"``, ...; see
+        ``accel.registry``) through the dispatcher instead of the reference; same bytes,
+        same return type. None or ``"reference"``: this function.
 
     Returns
     -------
@@ -252,6 +260,8 @@ def quantize(x: Any, qtype: Any, imatrix: Any = None) -> np.ndarray:
     TypeError
         Non-float x or imatrix.
     """
+    if not is_reference(backend):
+        return call_op(backend, "gguf_quantize", quantize, x, qtype, imatrix, fmt=checked_format(qtype).name)
     fmt, x, im = _quantize_args(x, qtype, imatrix)
     n_per_row = x.shape[-1]
     lead = x.shape[:-1]
@@ -280,7 +290,7 @@ def quantize(x: Any, qtype: Any, imatrix: Any = None) -> np.ndarray:
     return blocks.view(np.uint8).reshape(lead + (n_per_row // fmt.block_size * fmt.type_size,))
 
 
-def dequantize(data: Any, qtype: Any, shape: Any = None) -> np.ndarray:
+def dequantize(data: Any, qtype: Any, shape: Any = None, *, backend: Any = None) -> np.ndarray:
     """Decode ggml block bytes to float32, as ggml's ``to_float`` does.
 
     Parameters
@@ -293,6 +303,8 @@ def dequantize(data: Any, qtype: Any, shape: Any = None) -> np.ndarray:
         Shape of the float tensor; its last axis is the row and must be a multiple of
         the block size. Required: ggml bytes do not record it (a ``.gguf`` file does,
         :func:`read` returns it; for ``data = quantize(W, qtype)`` it is ``W.shape``).
+    backend : str or Backend, optional
+        Run op ``gguf_dequantize`` of this backend instead (see :func:`quantize`).
 
     Returns
     -------
@@ -308,6 +320,8 @@ def dequantize(data: Any, qtype: Any, shape: Any = None) -> np.ndarray:
     fmt = checked_format(qtype)
     if shape is None:
         raise TypeError(_missing_shape(data, fmt))
+    if not is_reference(backend):
+        return call_op(backend, "gguf_dequantize", dequantize, data, qtype, shape, fmt=fmt.name)
     data, shape = _check_data(data, fmt, shape)
     if data.size == 0:
         return np.zeros(shape, np.float32)
@@ -317,3 +331,31 @@ def dequantize(data: Any, qtype: Any, shape: Any = None) -> np.ndarray:
     if y.dtype != np.float32 or y.shape != (blocks.size, fmt.block_size):  # postcondition
         raise AssertionError(f"{fmt.__name__}.dequantize_blocks returned {y.dtype} {y.shape}")
     return y.reshape(shape)
+
+
+def quantize_tensor(x: Any, qtype: Any, imatrix: Any = None, *, name: str = "", backend: Any = None) -> Any:
+    """:func:`quantize`, returned as a :class:`refquant.io.GGUFTensor`, the container of
+    ggml bytes that carries their type and the float shape (as a tensor read from a
+    ``.gguf`` file does): ``.dequantize()``, ``.bits_per_weight``, ``.save()``, and
+    :func:`write` takes it as a tensor.
+
+    Parameters
+    ----------
+    x, qtype, imatrix, backend
+        As :func:`quantize`.
+    name : str
+        The tensor's name (used by :func:`write` when it is written to a file).
+
+    Returns
+    -------
+    GGUFTensor
+        ``data`` the bytes (uint8, flat), ``qtype``, ``shape`` the float shape (a 1-D
+        ``x`` is one row), ``offset`` None.
+    """
+    from refquant.io.ggml_types import ggml_type
+    from refquant.io.gguf_file import GGUFTensor
+
+    fmt = checked_format(qtype)
+    data = quantize(x, qtype, imatrix, backend=backend)
+    shape = data.shape[:-1] + (data.shape[-1] // fmt.type_size * fmt.block_size,)
+    return GGUFTensor(str(name), ggml_type(fmt.type_id), shape, None, data.reshape(-1))

@@ -32,11 +32,12 @@ from typing import Any
 import ml_dtypes
 import numpy as np
 
+from refquant._backend import call_op
 from refquant._validate import as_float_array, as_int_array, check_float, flatten_leading
 from refquant.bnb import _packed_4bit, bnb_dequantize_4bit, int8_vectorwise_quant
 
-__all__ = ["int8_matmul", "int8_matmul_zp", "dequantize_int32", "llm_int8_matmul", "bnb_dequant_matmul_4bit",
-           "ternary_matmul"]
+__all__ = ["int8_matmul", "int8_matmul_zp", "dequantize_int32", "llm_int8_matmul", "int8_linear",
+           "bnb_dequant_matmul_4bit", "ternary_matmul"]
 
 _INT32 = np.iinfo(np.int32)
 _CODE_DTYPES = (np.dtype(np.int8), np.dtype(np.uint8))
@@ -243,6 +244,45 @@ def llm_int8_matmul(x: Any, w: Any, threshold: float = 6.0) -> tuple[np.ndarray,
         out += x2[:, cols].astype(np.float64) @ wa[:, cols].astype(np.float64).T
     with np.errstate(over="ignore"):  # beyond float32's range the result is +-inf
         return out.astype(np.float32).reshape(*xa.shape[:-1], wa.shape[0]), cols
+
+
+def int8_linear(x: Any, w: Any, threshold: float = 6.0, *, bias: Any = None, backend: Any = None) -> np.ndarray:
+    """An int8 linear layer in one call: ``x @ w.T (+ bias)`` by LLM.int8() (:func:`llm_int8_matmul`).
+
+    The pieces, for a caller who wants them (threshold 0, no outliers)::
+
+        xq, x_stats, _ = refquant.bnb.int8_vectorwise_quant(x, 0.0)   # rows of x
+        wq, w_stats, _ = refquant.bnb.int8_vectorwise_quant(w, 0.0)   # rows of w (output channels)
+        acc = refquant.int8_matmul(xq, wq.T)                           # exact int32
+        y = refquant.dequantize_int32(acc, x_stats / 127, w_stats / 127)
+
+    With ``threshold > 0`` the input columns holding ``abs(x) >= threshold`` are left out of
+    the int8 product and multiplied in floating point (``llm_int8_matmul`` returns them).
+
+    Parameters
+    ----------
+    x : ndarray of float16, bfloat16 or float32, shape (..., in_features)
+    w : ndarray of float16, bfloat16 or float32, shape (out_features, in_features)
+    threshold : float
+        Outlier threshold, >= 0 (6.0 as in the paper and transformers); 0: plain
+        vector-wise int8.
+    bias : ndarray of float32, shape (out_features,), optional
+        Added to the float32 result.
+    backend : str or Backend, optional
+        Run op ``llm_int8_matmul`` of this backend (``"numba"``, ``"cupy"``, ...) through
+        the dispatcher; None or ``"reference"``: the reference.
+
+    Returns
+    -------
+    ndarray of float32, shape (..., out_features)
+    """
+    out, _ = call_op(backend, "llm_int8_matmul", llm_int8_matmul, x, w, threshold)
+    if bias is None:
+        return out
+    b = as_float_array("bias", bias, dtypes=(np.float32,), allow_nan=False)
+    if b.shape != (out.shape[-1],):
+        raise ValueError(f"bias must have shape ({out.shape[-1]},) (one per output feature), got {b.shape}")
+    return out + b
 
 
 def _w4a16_args(x: Any, packed: Any, absmax: Any, quant_type: Any, blocksize: Any, shape: Any) -> tuple:

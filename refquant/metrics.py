@@ -21,7 +21,7 @@ from typing import Any
 
 import numpy as np
 
-from refquant._validate import check_choice, check_float, check_int
+from refquant._validate import check_choice, check_float, check_int, normalize_name
 from refquant.perplexity import PerplexityResult, perplexity
 
 __all__ = ["mse", "sqnr", "cosine_similarity", "max_abs_error", "kl_divergence", "bits_per_weight",
@@ -138,7 +138,7 @@ GGUF_BLOCKS: dict[str, tuple[int, int]] = _gguf_blocks()
 
 def gguf_block_bytes(qtype: str) -> tuple[int, int]:
     """``(elements per block, bytes per block)`` of a GGUF type (:data:`GGUF_BLOCKS`)."""
-    key = check_choice("qtype", str(qtype).lower(), GGUF_BLOCKS)
+    key = check_choice("qtype", normalize_name(str(qtype)), GGUF_BLOCKS)
     return GGUF_BLOCKS[key]
 
 
@@ -189,7 +189,7 @@ def bits_per_weight(fmt: str, **params: Any) -> float:
     >>> bits_per_weight("q4_0"), bits_per_weight("q6_k"), bits_per_weight("nf4", double_quant=True)
     (4.5, 6.5625, 4.126953125)
     """
-    name = str(fmt).lower()
+    name = normalize_name(str(fmt))
 
     def take(defaults: dict[str, Any]) -> dict[str, Any]:
         unknown = set(params) - set(defaults)

@@ -39,7 +39,7 @@ from typing import Any
 
 import numpy as np
 
-from refquant._validate import check_choice, check_int, check_name
+from refquant._validate import check_choice, check_int, check_name, normalize_name
 from refquant.model.linear import CastLinear, IntLinear, Linear, WeightOnlyLinear
 
 __all__ = ["quantize_dynamic", "calibrate", "quantize_static", "quantize_weight_only", "quantize_nf4", "cast",
@@ -299,7 +299,7 @@ def quantize_microscaling(model: Any, fmt: str = "mxfp4", *, act_dtype: str = "f
     """
     from refquant.formats import mx, nvfp4
 
-    fmt = str(fmt).lower()
+    fmt = normalize_name(str(fmt))
     if fmt != "nvfp4":
         spec = mx.get_mx_format(fmt)
 

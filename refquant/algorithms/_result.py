@@ -13,13 +13,15 @@ from dataclasses import dataclass
 import numpy as np
 
 from refquant.algorithms import _quantizer
+from refquant.quantized_tensor import QuantizedTensor
 
 __all__ = ["QuantizedWeight"]
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class QuantizedWeight:
-    """A weight matrix quantized by a min-max group quantizer (RTN, GPTQ, AWQ, mixed).
+class QuantizedWeight(QuantizedTensor):
+    """A weight matrix quantized by a min-max group quantizer (RTN, GPTQ, AWQ, mixed);
+    a :class:`refquant.QuantizedTensor` whose ``format`` is ``method``.
 
     Attributes
     ----------
@@ -58,9 +60,28 @@ class QuantizedWeight:
     bits_per_weight: float
 
     @property
+    def format(self) -> str:
+        """``method``: the container's format name."""
+        return self.method
+
+    @property
     def shape(self) -> tuple[int, int]:
         """``(out_features, in_features)``."""
         return tuple(self.dequantized.shape)  # type: ignore[return-value]
+
+    def to_layout(self, layout: str = "gptq", *, version: int = 1) -> QuantizedTensor:
+        """This weight packed as a checkpoint stores it (``layout`` case-insensitive):
+        ``"gptq"`` (:class:`~refquant.layouts.packed.GPTQPacked`, ``version`` 1 or 2;
+        :func:`refquant.layouts.gptq.encode`) or ``"awq"`` (AutoAWQ GEMM,
+        :class:`~refquant.layouts.packed.AWQPacked`; :func:`refquant.layouts.awq.encode`).
+        Its ``parts()`` are the state-dict tensors (``qweight``, ``qzeros``, ``scales`` ...)."""
+        from refquant._validate import check_name
+        from refquant.layouts import awq, gptq
+        from refquant.layouts.packed import AWQPacked, GPTQPacked
+
+        if check_name("layout", layout, ("gptq", "awq")) == "gptq":
+            return GPTQPacked.from_state_dict(gptq.encode(self, version), self.bits, version)
+        return AWQPacked.from_state_dict(awq.encode(self), self.shape[1] // self.scales.shape[1])
 
     def dequantize(self) -> np.ndarray:
         """Rebuild ``scales[r, g_idx[c]] * (codes[r, c] - zeros[r, g_idx[c]])`` (float32).

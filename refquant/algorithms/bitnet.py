@@ -33,6 +33,7 @@ import numpy as np
 
 from refquant.algorithms import _quantizer
 from refquant._validate import as_float_array, check_int
+from refquant.quantized_tensor import QuantizedTensor
 
 __all__ = ["bitnet_b1", "bitnet_b158", "activation_quant_b1", "activation_quant_b158",
            "BitNetWeight", "QuantizedActivation"]
@@ -41,8 +42,8 @@ _EPS = np.float32(1e-5)
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class BitNetWeight:
-    """A BitNet-quantized weight.
+class BitNetWeight(QuantizedTensor):
+    """A BitNet-quantized weight (a :class:`refquant.QuantizedTensor`, ``format`` = ``method``).
 
     Attributes
     ----------
@@ -67,10 +68,25 @@ class BitNetWeight:
     alpha: float
     bits_per_weight: float
 
+    @property
+    def format(self) -> str:
+        return self.method
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.codes.shape)
+
+    def dequantize(self) -> np.ndarray:
+        """Rebuilt from the codes: ``codes * scale`` (b1) or ``codes / scale`` (b1.58), float32;
+        equal to :attr:`dequantized`."""
+        codes, scale = self.codes.astype(np.float32), np.float32(self.scale)
+        return codes * scale if self.method == "bitnet_b1" else codes / scale
+
 
 @dataclass(frozen=True, kw_only=True, eq=False)
-class QuantizedActivation:
-    """Absmax-quantized activations: ``dequantized = codes / scale``.
+class QuantizedActivation(QuantizedTensor):
+    """Absmax-quantized activations: ``dequantized = codes / scale`` (a
+    :class:`refquant.QuantizedTensor` of format ``"int8_absmax"``).
 
     Attributes
     ----------
@@ -84,6 +100,21 @@ class QuantizedActivation:
     codes: np.ndarray
     scale: np.ndarray
     dequantized: np.ndarray
+
+    format = "int8_absmax"
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return tuple(self.codes.shape)
+
+    @property
+    def bits_per_weight(self) -> float:
+        """8 bits per code plus one float32 scale per token (or per tensor)."""
+        return 8 + 32 * self.scale.size / self.codes.size if self.codes.size else float("nan")
+
+    def dequantize(self) -> np.ndarray:
+        """``codes / scale`` (float32), equal to :attr:`dequantized`."""
+        return self.codes.astype(np.float32) / self.scale
 
 
 def _weight(W: Any) -> np.ndarray:

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from refquant._validate import check_choice
+from refquant._validate import check_name
 from refquant.algorithms.awq import awq
 from refquant.algorithms.gptq import gptq
 from refquant.algorithms.rtn import rtn
@@ -26,7 +26,7 @@ FORMATS = ("3bit_g128", "4bit_g128", "4bit_perchannel")
 
 def format_args(fmt: str) -> dict[str, int]:
     """``"3bit_g128"`` -> ``{"bits": 3, "group_size": 128}``; ``"_perchannel"`` -> -1."""
-    check_choice("fmt", fmt, FORMATS)
+    fmt = check_name("fmt", fmt, FORMATS)
     bits, group = fmt.split("_")
     return {"bits": int(bits[:-3]), "group_size": -1 if group == "perchannel" else int(group[1:])}
 

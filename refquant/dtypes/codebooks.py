@@ -61,7 +61,7 @@ from typing import Any
 
 import numpy as np
 
-from refquant._validate import as_float_array, as_int_array
+from refquant._validate import as_float_array, as_int_array, normalize_name
 
 __all__ = ["Codebook", "CODEBOOKS", "TIE_RULES", "get_codebook", "codebook_encode", "codebook_decode"]
 
@@ -270,7 +270,7 @@ def get_codebook(name: str | Codebook) -> Codebook:
     if not isinstance(name, str):
         raise TypeError(f"name must be a codebook name (str) or Codebook, got {name!r} ({type(name).__name__})")
     try:
-        return CODEBOOKS[name.lower()]
+        return CODEBOOKS[normalize_name(name)]
     except KeyError:
         raise ValueError(f"name={name!r} is not a known codebook; allowed: {', '.join(CODEBOOKS)}") from None
 

@@ -74,7 +74,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from refquant._validate import as_float_array
+from refquant._validate import as_float_array, normalize_name
 
 __all__ = [
     "FloatSpec", "FLOAT_SPECS", "FLOAT_ALIASES", "get_float_spec", "encode_float", "decode_float",
@@ -267,11 +267,11 @@ def get_float_spec(fmt: str | FloatSpec) -> FloatSpec:
         return fmt
     if not isinstance(fmt, str):
         raise TypeError(f"fmt must be a format name (str) or FloatSpec, got {fmt!r} ({type(fmt).__name__})")
-    if fmt.strip().lower() in ("fp8", "float8", "f8"):
+    if normalize_name(fmt) in ("fp8", "float8", "f8"):
         raise ValueError(f"fmt={fmt!r} is ambiguous: 8-bit floats are 'float8_e4m3fn' ('e4m3': weights and "
                          "activations) or 'float8_e5m2' ('e5m2': gradients); name one")
     try:
-        return FLOAT_SPECS[FLOAT_ALIASES[fmt.strip().lower()]]
+        return FLOAT_SPECS[FLOAT_ALIASES[normalize_name(fmt)]]
     except KeyError:
         raise ValueError(f"fmt={fmt!r} is not a known float format; allowed: "
                          f"{', '.join(FLOAT_SPECS)} (aliases: {', '.join(sorted(set(FLOAT_ALIASES) - set(FLOAT_SPECS)))})"

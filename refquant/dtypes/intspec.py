@@ -28,7 +28,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from refquant._validate import check_int
+from refquant._validate import check_int, normalize_name
 
 __all__ = ["IntSpec", "INT_SPECS", "get_int_spec"]
 
@@ -134,7 +134,7 @@ def get_int_spec(name: str | IntSpec | None = None, *, bits: int | None = None, 
     if name is not None:
         if not isinstance(name, str):
             raise TypeError(f"name must be a str, got {name!r} ({type(name).__name__})")
-        key = name.lower()
+        key = normalize_name(name)
         spec = INT_SPECS.get(key)
         if spec is None:
             raise ValueError(f"name={name!r} is not a known integer type; allowed: {', '.join(INT_SPECS)}")

@@ -27,6 +27,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from refquant._validate import normalize_name
+
 __all__ = ["Mixture", "MIXTURES", "mixture_hint"]
 
 
@@ -40,7 +42,7 @@ class Mixture:
     output: str = "q6_k"  #: block type of output.weight
 
 
-MIXTURES: dict[str, Mixture] = {m.name.lower(): m for m in (
+MIXTURES: dict[str, Mixture] = {normalize_name(m.name): m for m in (
     Mixture("Q2_K", "q2_k", "attn_v q3_k (q4_k with GQA >= 4), ffn_down and attn_output q3_k"),
     Mixture("Q2_K_S", "q2_k", "attn_v q4_k with GQA >= 4, ffn_down q4_k in the first eighth of the layers; "
                               "needs an importance matrix"),
@@ -67,7 +69,7 @@ def mixture_hint(name: str) -> str | None:
     >>> mixture_hint("q4_k_m").startswith("'q4_k_m' is llama.cpp's Q4_K_M file type")
     True
     """
-    m = MIXTURES.get(name.strip().lower())
+    m = MIXTURES.get(normalize_name(name))
     if m is None:
         return None
     return (f"{name!r} is llama.cpp's {m.name} file type, a per-tensor mixture chosen by llama-quantize, not a "

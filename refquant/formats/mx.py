@@ -65,7 +65,7 @@ from typing import Any
 
 import numpy as np
 
-from refquant._validate import as_float_array, as_int_array, check_int
+from refquant._validate import as_float_array, as_int_array, check_int, normalize_name
 from refquant.dtypes.e8m0 import E8M0_BIAS, E8M0_NAN, decode_e8m0
 from refquant.dtypes.floatspec import FloatSpec, decode_float, encode_float, get_float_spec
 from refquant.packing import pack, unpack
@@ -136,7 +136,7 @@ def get_mx_format(fmt: str | MXFormat) -> MXFormat:
     if not isinstance(fmt, str):
         raise TypeError(f"fmt must be an MX format name (str), got {fmt!r} ({type(fmt).__name__})")
     try:
-        return MX_FORMATS[fmt.lower()]
+        return MX_FORMATS[normalize_name(fmt)]
     except KeyError:
         raise ValueError(f"fmt={fmt!r} is not an MX format; allowed: {', '.join(MX_FORMATS)}") from None
 

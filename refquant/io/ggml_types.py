@@ -60,6 +60,8 @@ from typing import Any
 
 import numpy as np
 
+from refquant._validate import normalize_name
+
 __all__ = ["GGMLType", "ggml_type", "block_size", "type_size", "row_nbytes", "tensor_nbytes"]
 
 QK_K = 256  # elements of a k-quant / i-quant super-block
@@ -159,7 +161,7 @@ PLAIN_DTYPES: dict[GGMLType, np.dtype] = {
     GGMLType.I64: np.dtype("<i8"),
 }
 
-_BY_NAME = {t.name.lower(): t for t in GGMLType}
+_BY_NAME = {normalize_name(t.name): t for t in GGMLType}
 
 
 def ggml_type(qtype: Any, name: str = "qtype") -> GGMLType:
@@ -176,7 +178,7 @@ def ggml_type(qtype: Any, name: str = "qtype") -> GGMLType:
     if isinstance(qtype, GGMLType):
         return qtype
     if isinstance(qtype, str):
-        t = _BY_NAME.get(qtype.strip().lower())
+        t = _BY_NAME.get(normalize_name(qtype))
         if t is None:
             raise ValueError(f"{name}={qtype!r} is not a ggml type; allowed: {', '.join(_BY_NAME)}")
         return t

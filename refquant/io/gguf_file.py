@@ -68,6 +68,7 @@ from refquant.io.gguf_metadata import (
     read_value,
     read_value_type,
 )
+from refquant.quantized_tensor import QuantizedTensor
 
 __all__ = ["GGUFFile", "GGUFTensor", "read", "parse", "write", "write_streaming", "replace_file",
            "GGUF_MAGIC", "GGUF_VERSION", "DEFAULT_ALIGNMENT", "MAX_DIMS", "MAX_NAME_BYTES"]
@@ -84,8 +85,10 @@ _MIN_KV_BYTES = 8 + 1 + 4 + min(MIN_VALUE_BYTES.values())  # key length, 1-byte 
 _MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8                     # name length, n_dims, type, offset
 
 
-class GGUFTensor:
-    """One tensor of a ``.gguf`` file.
+class GGUFTensor(QuantizedTensor):
+    """One tensor of a ``.gguf`` file, or ggml block bytes held in memory
+    (:func:`refquant.gguf.quantize_tensor`); a :class:`refquant.QuantizedTensor` whose
+    ``format`` is the ggml type name and ``dequantize()`` is :meth:`to_float`.
 
     Attributes
     ----------
@@ -94,16 +97,56 @@ class GGUFTensor:
         The ggml type (``str(qtype)`` is the lowercase name, e.g. ``"q4_k"``).
     shape : tuple of int
         NumPy order: ``shape[-1]`` is the row length (ggml's ``ne[0]``).
-    offset : int
-        Absolute byte offset of the data in the file.
+    offset : int or None
+        Absolute byte offset of the data in the file (None for a tensor not read from one).
     data : ndarray of uint8, shape (nbytes,)
-        The stored bytes (a read-only view of the file's memory map).
+        The stored bytes (for a file, a read-only view of its memory map).
     """
 
     __slots__ = ("name", "qtype", "shape", "offset", "data")
 
-    def __init__(self, name: str, qtype: GGMLType, shape: tuple[int, ...], offset: int, data: np.ndarray) -> None:
+    def __init__(self, name: str, qtype: GGMLType, shape: tuple[int, ...], offset: int | None,
+                 data: np.ndarray) -> None:
         self.name, self.qtype, self.shape, self.offset, self.data = name, qtype, shape, offset, data
+
+    @property
+    def format(self) -> str:
+        """The ggml type name, e.g. ``"q4_k"``."""
+        return str(self.qtype)
+
+    @property
+    def bits_per_weight(self) -> float:
+        """Bits per weight of the ggml type (:func:`refquant.metrics.bits_per_weight`;
+        for integer element types their width)."""
+        from refquant.metrics import bits_per_weight
+
+        try:
+            return bits_per_weight(str(self.qtype))
+        except ValueError:  # i8 ... i64 are not weight formats there
+            return 8 * type_size(self.qtype) / block_size(self.qtype)
+
+    def dequantize(self, *, backend: Any = None) -> np.ndarray:
+        """:meth:`to_float`: the values as float32 of ``shape``; ``backend`` (``"numba"``,
+        ``"cupy"`` ...) runs op ``gguf_dequantize`` of that backend for the block types
+        it implements (:func:`refquant.gguf.dequantize`)."""
+        if backend is None or self.qtype in PLAIN_DTYPES:
+            return self.to_float()
+        from refquant.gguf import dequantize
+
+        return dequantize(self.array(), str(self.qtype), self.shape, backend=backend)
+
+    def _to_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        return ({"data": np.asarray(self.data).reshape(-1)},
+                {"name": self.name, "qtype": str(self.qtype), "shape": [int(d) for d in self.shape], "offset": self.offset})
+
+    @classmethod
+    def _from_arrays(cls, arrays: dict[str, np.ndarray], fields: dict[str, Any]) -> GGUFTensor:
+        data = np.asarray(arrays.get("data", np.zeros(0, np.uint8)))
+        qtype, shape = ggml_type(fields.get("qtype")), tuple(int(d) for d in fields.get("shape", ()))
+        if data.dtype != np.uint8 or data.size != tensor_nbytes(qtype, shape):
+            raise ValueError(f"stored data ({data.dtype}, {data.size} bytes) is not the {tensor_nbytes(qtype, shape)} "
+                             f"bytes of {qtype} of shape {shape}")
+        return cls(str(fields.get("name", "")), qtype, shape, fields.get("offset"), data.reshape(-1))
 
     @property
     def nbytes(self) -> int:
@@ -159,7 +202,9 @@ class GGUFTensor:
         return np.asarray(dequantize(rows, str(self.qtype), self.shape), dtype=np.float32).reshape(self.shape)
 
     def __repr__(self) -> str:
-        return f"GGUFTensor({self.name!r}, {self.qtype}, shape={self.shape}, offset={self.offset}, nbytes={self.nbytes})"
+        where = "" if self.offset is None else f", offset={self.offset}"
+        return (f"GGUFTensor({self.name!r}, {self.qtype}, shape={self.shape}, {self.bits_per_weight:.4g} bits/weight, "
+                f"nbytes={self.nbytes}{where})")
 
 
 class GGUFFile:

@@ -41,7 +41,7 @@ from typing import Any
 import numpy as np
 
 from refquant import packing
-from refquant._validate import as_float_array, as_int_array, check_choice, check_int
+from refquant._validate import as_float_array, as_int_array, check_choice, check_int, check_name
 
 __all__ = ["gptq_pack", "gptq_unpack", "gptq_dequantize", "encode", "decode", "TENSOR_NAMES", "FORMATS"]
 
@@ -53,7 +53,7 @@ FORMATS = tuple(f"v{v}_{b}bit" for v in (1, 2) for b in _BITS)
 
 def format_args(fmt: str) -> dict[str, int]:
     """``"v1_4bit"`` -> ``{"bits": 4, "version": 1}``."""
-    check_choice("fmt", fmt, FORMATS)
+    fmt = check_name("fmt", fmt, FORMATS)
     version, bits = fmt.split("_")
     return {"bits": int(bits[:-3]), "version": int(version[1:])}
 
