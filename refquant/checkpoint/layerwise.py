@@ -127,8 +127,20 @@ def _propagate_task(ck: Checkpoint, layer: int, h_path: str, out_path: str,
     _save(out_path, run_block(ck.config, _layer_weights(ck, layer, quantized), np.load(h_path)))
 
 
+_EMBED_BLOCK_ELEMENTS = 1 << 24  # embedding rows read at once (64 MB of float32), not the whole table
+
+
 def _embed_task(ck: Checkpoint, ids: np.ndarray, out_path: str) -> None:
-    _save(out_path, ck.float32("model.embed_tokens.weight")[ids])
+    """The embedding rows of ``ids``, reading the table in row blocks (a 128k x 16k table is 8 GB of float32)."""
+    name = "model.embed_tokens.weight"
+    vocab, hidden = ck.tensors[name].shape
+    out = np.empty(ids.shape + (hidden,), dtype=np.float32)
+    step = max(1, _EMBED_BLOCK_ELEMENTS // hidden)
+    for start in range(0, vocab, step):
+        here = (ids >= start) & (ids < start + step)
+        if here.any():
+            out[here] = ck.float32(name, (start, min(vocab, start + step)))[ids[here] - start]
+    _save(out_path, out)
 
 
 def _save(path: str, a: np.ndarray) -> None:
@@ -143,6 +155,23 @@ def _map(executor: cf.Executor | None, fn: Callable[..., Any], calls: Sequence[t
         return [fn(*c) for c in calls]
     futures = [executor.submit(fn, *c) for c in calls]
     return [f.result() for f in futures]
+
+
+def _fold(executor: cf.Executor | None, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]],
+          merge: Callable[[Any, Any], Any]) -> Any:
+    """``merge(...merge(fn(*calls[0]), fn(*calls[1]))..., fn(*calls[-1]))``: the shards' statistics summed
+    in call order (so the bytes do not depend on which worker finishes first), each result dropped
+    once added, so that at most two sets of statistics are held besides those still in flight."""
+    if executor is None:
+        results = (fn(*c) for c in calls)
+    else:
+        futures = [executor.submit(fn, *c) for c in calls]
+        futures.reverse()
+        results = (futures.pop().result() for _ in range(len(futures)))
+    total = next(results)
+    for part in results:
+        total = merge(total, part)
+    return total
 
 
 def run_gptq(ck: Checkpoint, units: list[Any], journal: Journal, executor: cf.Executor | None,
@@ -195,11 +224,8 @@ def run_gptq(ck: Checkpoint, units: list[Any], journal: Journal, executor: cf.Ex
         if not todo:
             continue
         ensure_inputs(layer)
-        stats = _map(executor, _stats_task, [(ck, layer, p) for p in h_paths(layer)])
-        merged = stats[0]
-        for other in stats[1:]:
-            for kind in merged:
-                merged[kind].merge(other[kind])
+        merged = _fold(executor, _stats_task, [(ck, layer, p) for p in h_paths(layer)],
+                       lambda a, b: {k: a[k].merge(b[k]) for k in a})
         from refquant.model.llama import BLOCK_INPUTS
 
         first = {m: group[0] for group in BLOCK_INPUTS for m in group}

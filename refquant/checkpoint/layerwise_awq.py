@@ -61,7 +61,7 @@ from typing import Any
 import numpy as np
 
 from refquant.checkpoint.journal import Journal, JournalError
-from refquant.checkpoint.layerwise import _embed_task, _map, _save, capture_inputs, run_block
+from refquant.checkpoint.layerwise import _embed_task, _fold, _map, _save, capture_inputs, run_block
 from refquant.checkpoint.source import Checkpoint
 
 __all__ = ["run_awq", "awq_module_task", "awq_norm_task", "AWQ_PARAMS", "SCALING_GROUPS", "NO_CLIP"]
@@ -227,11 +227,9 @@ def run_awq(ck: Checkpoint, units: list[Any], journal: Journal, executor: cf.Exe
             raise JournalError(f"{calib} lacks the calibration states entering block {layer} needed to resume; "
                                f"restart the job")
         _map(executor, _embed_task, [(ck, shards[s], p) for s, p in missing])
-        parts = _map(executor, _stats_task, [(ck, layer, here[s], nxt, int(offsets[s]), stride)
-                                             for s, nxt in enumerate(h_paths(layer + 1))])
-        merged = parts[0]
-        for other in parts[1:]:
-            merged = {k: _merge(merged[k], other[k]) for k in merged}
+        merged = _fold(executor, _stats_task, [(ck, layer, here[s], nxt, int(offsets[s]), stride)
+                                               for s, nxt in enumerate(h_paths(layer + 1))],
+                       lambda a, b: {k: _merge(a[k], b[k]) for k in a})
         extra = _layer_tasks(ck, layer, merged, executor)
         run_units(todo, {i: extra[units[i].args[0]] for i in todo})
         for p in here:
