@@ -190,6 +190,8 @@ def test_architectures_outside_the_llama_layout_are_named(tmp_path: Path) -> Non
     with pytest.raises(ValueError, match=r"PhiForCausalLM.*allowed: LlamaForCausalLM \(llama\), MistralForCausalLM"):
         quantize(src, tmp_path / "q", RECIPE, calibration=np.zeros((1, 4), int), progress=False)
     assert not (tmp_path / "q").exists()
+    with pytest.raises(ValueError, match=r"PhiForCausalLM.*not supported by 'nf4'"):
+        quantize(src, tmp_path / "q", "nf4", progress=False)
     window = _config(architectures=["MistralForCausalLM"], model_type="mistral", sliding_window=3)
     cfg = LlamaConfig.from_dict(window)
     assert cfg.sliding_window == 3
@@ -201,3 +203,34 @@ def test_architectures_outside_the_llama_layout_are_named(tmp_path: Path) -> Non
     # the first 3 positions see the same keys with or without the window; later ones do not
     assert np.allclose(model(ids)[0, :3], full(ids)[0, :3], atol=1e-6)
     assert not np.allclose(model(ids)[0, 3:], full(ids)[0, 3:], atol=1e-3)
+
+
+@pytest.mark.oracle
+@pytest.mark.parametrize("arch", ["MistralForCausalLM", "Qwen2ForCausalLM"])
+def test_forward_matches_transformers(arch: str) -> None:
+    """CausalLM (the calibration's forward pass) against transformers' Mistral (sliding window 3) and
+    Qwen2 (q/k/v biases, tied embeddings), randomly initialized."""
+    torch = pytest.importorskip("torch")
+    transformers = pytest.importorskip("transformers")
+    base = {k: v for k, v in synthetic.llama_config(hidden=64, n_layers=2, n_heads=4, n_kv_heads=2, vocab=96,
+                                                    dtype="float32").items() if k not in ("architectures", "torch_dtype")}
+    if arch == "MistralForCausalLM":
+        cfg = {**base, "sliding_window": 3}
+        hf_config = transformers.MistralConfig(**{k: v for k, v in cfg.items() if k != "model_type"})
+    else:
+        cfg = {**base, "tie_word_embeddings": True, "use_sliding_window": False}
+        hf_config = transformers.Qwen2Config(**{k: v for k, v in cfg.items() if k != "model_type"})
+    torch.manual_seed(0)
+    hf = getattr(transformers, arch)(hf_config).eval()
+    sd = {k: v.detach().numpy() for k, v in hf.state_dict().items()}
+    if arch == "Qwen2ForCausalLM":
+        assert "model.layers.0.self_attn.q_proj.bias" in sd
+        for k in [k for k in sd if k.endswith("_proj.bias")]:  # random init leaves them 0
+            sd[k] = np.random.default_rng(1).standard_normal(sd[k].shape).astype(np.float32)
+            hf.state_dict()[k].copy_(torch.from_numpy(sd[k]))
+    ids = np.random.default_rng(2).integers(0, 96, (2, 7))
+    with torch.no_grad():
+        ref = hf(torch.from_numpy(ids)).logits.numpy()
+    config = {**cfg, "architectures": [arch], "model_type": hf_config.model_type}
+    got = CausalLM(LlamaConfig.from_dict(config), sd)(ids)
+    assert np.allclose(got, ref, atol=1e-4 * np.abs(ref).max()), np.abs(got - ref).max()

@@ -192,10 +192,14 @@ def _plan_hf(ck: Checkpoint, recipe: str) -> list[Unit]:
     from refquant.checkpoint.layerwise import gptq_module_task
     from refquant.checkpoint.layerwise_awq import awq_module_task, awq_norm_task
 
-    if recipe in CALIBRATED_RECIPES:
-        from refquant.model.llama import LlamaConfig
+    from refquant.model.llama import ARCHITECTURES, LlamaConfig
 
+    if recipe in CALIBRATED_RECIPES:
         LlamaConfig.from_dict(ck.config)  # the forward pass must be the source's (architecture named otherwise)
+    elif any(a not in ARCHITECTURES for a in ck.config.get("architectures") or []):
+        # the linears are found by their LLaMA names; another layout would be quantized in part, silently
+        raise ValueError(f"config.json architectures={ck.config['architectures']!r} is not supported by {recipe!r}; "
+                         f"allowed: {', '.join(ARCHITECTURES)}")
     units = []
     for name, info in ck.tensors.items():
         in_block = llama.layer_of(name) is not None
