@@ -232,10 +232,11 @@ def quantize(src: str | os.PathLike[str] | list[str], dst: str | os.PathLike[str
         A Hugging Face model folder (``config.json`` + ``model.safetensors`` or sharded
         safetensors with ``model.safetensors.index.json``), or safetensors files.
     dst : path
-        The ``.gguf`` file (GGUF recipes) or folder (``nf4``, ``nf4-dq``) to create.
+        The ``.gguf`` file (GGUF recipes) or folder (``nf4``, ``nf4-dq``, ``gptq-4bit-g128``,
+        ``awq-4bit-g128``) to create.
     recipe : str
         One of :data:`RECIPES` (case-insensitive): llama.cpp mixtures (``q4_k_m`` ...), single
-        ggml types, ``f32``/``f16``/``bf16``, ``nf4``, ``nf4-dq``.
+        ggml types, ``f32``/``f16``/``bf16``, ``nf4``, ``nf4-dq``, ``gptq-4bit-g128``, ``awq-4bit-g128``.
     executor : concurrent.futures.Executor, optional
         Where units run (``ProcessPoolExecutor``, ``ThreadPoolExecutor``, Dask's
         ``Client.get_executor()``); serial in this process when None. Workers must be able to

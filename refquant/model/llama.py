@@ -26,6 +26,10 @@ MLP                   SwiGLU: down_proj(silu(gate_proj(x)) · up_proj(x)), silu(
 head                  logits = lm_head(RMSNorm(h)) (tied to E when tie_word_embeddings)
 ====================  =============================================================================
 
+``MistralForCausalLM`` (``modeling_mistral.py``) is the same with an optional sliding attention
+window (query i sees keys j with i − j < sliding_window), ``Qwen2ForCausalLM``
+(``modeling_qwen2.py``) the same with biases on the q/k/v projections; both run here.
+
 Projections see hidden states as (tokens, hidden) rows (batch × sequence flattened), so a
 "per-token" activation scale is one per row.
 """
