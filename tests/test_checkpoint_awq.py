@@ -66,27 +66,35 @@ def _rel(a: np.ndarray, b: np.ndarray) -> float:
     return float(np.linalg.norm(a - b) / np.linalg.norm(b))
 
 
-def test_first_block_matches_a_hand_run(src: Path, ids: np.ndarray, tmp_path: Path) -> None:
-    """Block 0 (its input is the embedding) from the public AWQ steps on all tokens at once."""
-    out = _load(quantize(src, tmp_path / "one", RECIPE, calibration=ids, calib_shards=1, progress=False))
+def test_first_block_matches_a_hand_run(src: Path, ids: np.ndarray, serial: Path) -> None:
+    """Block 0 of the 2-shard run from the public AWQ steps: each shard's statistics, summed in shard order."""
+    out = _load(serial)
     ck = Checkpoint(src)
     p = "model.layers.0."
     w = {n[len(p):]: ck.float32(n) for n in ck.tensors if n.startswith(p)}
-    seen: dict[str, np.ndarray] = {}
-    run_block(ck.config, w, ck.float32("model.embed_tokens.weight")[ids], capture_inputs(seen))
+    shards = np.array_split(ids, 2)
+    stride = clip_stride(ids.size)
+    seen: list[dict[str, np.ndarray]] = [{}, {}]
+    for shard, captured in zip(shards, seen):
+        run_block(ck.config, w, ck.float32("model.embed_tokens.weight")[shard], capture_inputs(captured))
+    Xs = [{k: v.astype(np.float64) for k, v in c.items()} for c in seen]
 
     def scale(names: tuple[str, ...], first: str) -> np.ndarray:
-        X = seen[first].astype(np.float64)
         W = np.concatenate([w[n + ".weight"] for n in names])
-        return search_scale(W, np.abs(X).mean(0), X.T @ X, X.shape[0], 4, 128)[0]
+        n = sum(x[first].shape[0] for x in Xs)
+        abs_sum = np.abs(Xs[0][first]).sum(0) + np.abs(Xs[1][first]).sum(0)
+        xtx = Xs[0][first].T @ Xs[0][first] + Xs[1][first].T @ Xs[1][first]
+        return search_scale(W, abs_sum / n, xtx, n, 4, 128)[0]
 
     s_mlp = scale(("mlp.gate_proj", "mlp.up_proj"), "mlp.gate_proj")
     s_down = scale(("mlp.down_proj",), "mlp.down_proj")
     gamma = w["post_attention_layernorm.weight"].astype(np.float64)
     assert np.array_equal(out[p + "post_attention_layernorm.weight"], (gamma / s_mlp).astype(np.float16))
-    X = seen["mlp.down_proj"].astype(np.float64)
-    grams = group_grams(X / s_down, 128, clip_stride(X.shape[0]))
-    W = w["mlp.down_proj.weight"] * s_down.astype(np.float64)
+    offsets = (0, shards[0].size)
+    a, b = (group_grams(x["mlp.down_proj"], 128, stride, o) for x, o in zip(Xs, offsets))
+    s64 = s_down.astype(np.float64)
+    grams = [(x + y) / np.outer(s64[c:c + 128], s64[c:c + 128]) for x, y, c in zip(a, b, range(0, 256, 128))]
+    W = w["mlp.down_proj.weight"] * s64
     expected = layout.encode(quantize_scaled(W, search_clip(W, grams)))
     for k, v in expected.items():
         assert np.array_equal(out[f"{p}mlp.down_proj.{k}"], v), k
