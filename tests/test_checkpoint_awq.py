@@ -189,6 +189,8 @@ def test_qwen2_biases_and_grouped_query_attention(tmp_path: Path) -> None:
     ck = Checkpoint(src)
     fp = CausalLM(LlamaConfig.from_dict(ck.config), {n: ck.float32(n) for n in ck.tensors})
     assert _rel(_loaded_model(out)(ids[:1]), fp(ids[:1])) < 0.4
+    gptq_out = _load(quantize(src, tmp_path / "g", "gptq-4bit-g128", calibration=ids, progress=False))
+    assert np.array_equal(gptq_out[v_bias], biases[v_bias]) and gptq_out[v_bias.replace("bias", "g_idx")].size == 128
     with pytest.raises(ValueError, match=r"Qwen2ForCausalLM.*GGUF output supports LlamaForCausalLM"):
         quantize(src, tmp_path / "q.gguf", "q8_0", progress=False)
 

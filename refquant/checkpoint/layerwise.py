@@ -182,8 +182,9 @@ def run_gptq(ck: Checkpoint, units: list[Any], journal: Journal, executor: cf.Ex
     data-free recipes); ``extra_args[i]`` is appended to unit ``i``'s arguments.
     """
     from refquant.checkpoint import llama
+    from refquant.model.llama import LlamaConfig
 
-    n_layers = llama.hparams(ck.config)["n_layer"]
+    n_layers = LlamaConfig.from_dict(ck.config).num_hidden_layers
     by_layer: dict[int, list[int]] = {}
     for i, u in enumerate(units):
         if u.task is gptq_module_task:
