@@ -25,23 +25,12 @@ from typing import Any
 
 import numpy as np
 
+from refquant.model.llama import BLOCK_INPUTS
+
 __all__ = ["TRUE_SEQUENTIAL", "quantize_sequential"]
 
 #: The projection groups of one LLaMA block, in the order the block computes them.
-TRUE_SEQUENTIAL = (("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), ("self_attn.o_proj",),
-                   ("mlp.gate_proj", "mlp.up_proj"), ("mlp.down_proj",))
-
-
-class _Recorder:
-    """Passes inputs through a layer and keeps them (the layer's calibration activations)."""
-
-    def __init__(self, layer: Any) -> None:
-        self.layer = layer
-        self.inputs: list[np.ndarray] = []
-
-    def __call__(self, x: np.ndarray) -> np.ndarray:
-        self.inputs.append(np.asarray(x, np.float32).reshape(-1, x.shape[-1]))
-        return self.layer(x)
+TRUE_SEQUENTIAL = BLOCK_INPUTS
 
 
 def quantize_sequential(model: Any, calibration_ids: Any, make_layer: Callable[[str, Any, np.ndarray], Any], *,
@@ -83,10 +72,15 @@ def quantize_sequential(model: Any, calibration_ids: Any, make_layer: Callable[[
     for i in range(n_blocks):
         prefix = f"model.layers.{i}."
         for group in groups:
-            recorders = {prefix + n: _Recorder(layers[prefix + n]) for n in group}
-            model.with_linears({**replaced, **recorders}).block(i, h)
-            for name, rec in recorders.items():
-                replaced[name] = make_layer(name, layers[name], np.concatenate(rec.inputs, axis=0))
+            inputs: dict[str, np.ndarray] = {}
+
+            def record(name: str, x: np.ndarray, group: tuple[str, ...] = group) -> None:
+                if name in group:
+                    inputs[prefix + name] = np.asarray(x, np.float32).reshape(-1, x.shape[-1])
+
+            model.with_linears(replaced).block(i, h, on_input=record)
+            for name in (prefix + n for n in group):
+                replaced[name] = make_layer(name, layers[name], inputs[name])
                 done += 1
                 if progress is not None:
                     progress(done, len(layers))

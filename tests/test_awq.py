@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from refquant.algorithms import awq, rtn
-from refquant.algorithms.awq import activation_scale
+from refquant.algorithms.awq import (activation_scale, clip_stride, group_grams, quantize_scaled, search_clip,
+                                      search_scale)
 from refquant.evaluate import relative_error, synthetic_activations
 
 
@@ -131,3 +132,32 @@ def test_bad_parameters(kwargs, exc, words):
     args.update(kwargs)
     with pytest.raises(exc, match=words):
         awq(**args)
+
+
+def test_statistics_summed_over_shards_give_awq(layer):
+    """The public steps from statistics that are sums over tokens, computed on two shards and
+    added, give awq()'s scale, clip thresholds and codes (what a sharded checkpoint run relies on)."""
+    W, X = layer
+    X = X.astype(np.float64)
+    ref = awq(W, X, 4, 32)
+    cut = X.shape[0] // 3
+    parts = (X[:cut], X[cut:])
+    s, ratio, _ = search_scale(W, sum(np.abs(p).sum(0) for p in parts) / X.shape[0], sum(p.T @ p for p in parts),
+                               X.shape[0], 4, 32)
+    np.testing.assert_allclose(s, ref.input_scale, rtol=1e-6)  # sums in another order: last-bit differences
+    assert ratio == ref.ratio
+    s = ref.input_scale
+    stride = clip_stride(X.shape[0], 7)
+    a, b = (group_grams(p / s.astype(np.float64), 32, stride, offset) for p, offset in zip(parts, (0, cut)))
+    whole = group_grams(X / s.astype(np.float64), 32, stride)
+    for x, y, z in zip(a, b, whole):
+        np.testing.assert_allclose(x + y, z, rtol=1e-12, atol=1e-12)
+    Ws = W.astype(np.float64) * s.astype(np.float64)
+    clip_max = search_clip(Ws, whole, 4, 32)
+    np.testing.assert_allclose(clip_max, awq(W, X, 4, 32, n_sample_tokens=7).clip_max, rtol=1e-6)
+    q = quantize_scaled(Ws, clip_max, 4, 32)
+    np.testing.assert_array_equal(q.codes, awq(W, X, 4, 32, n_sample_tokens=7).codes)
+    with pytest.raises(ValueError, match="grams must be"):
+        search_clip(Ws, whole[:-1], 4, 32)
+    with pytest.raises(ValueError, match="x_mean and G"):
+        search_scale(W, np.ones(3), np.eye(3), 5)

@@ -289,7 +289,7 @@ def test_cli_with_dask_address_and_backend(model: Path, q4km: Path, tmp_path: Pa
 def test_llama_cpp_runs_the_file(model: Path, tmp_path: Path) -> None:
     """llama.cpp (llama-cpp-python) loads the f32 GGUF and its logits match the NumPy forward."""
     llama_cpp = pytest.importorskip("llama_cpp")
-    from refquant.model import llama_block as ref
+    from refquant.model import CausalLM
 
     from refquant.io.gguf_file import read, write
     from refquant.io.gguf_metadata import GGUFValue, GGUFValueType
@@ -315,13 +315,7 @@ def test_llama_cpp_runs_the_file(model: Path, tmp_path: Path) -> None:
 
     tokens = [3, 141, 59, 26, 5]
     got = run_llama_cpp(out, tokens)
-    ck = Checkpoint(model)
-    shape = ref.LlamaShape.from_config(ck.config)
-    h = ck.float32("model.embed_tokens.weight")[np.array([tokens])]
-    for layer in range(2):
-        p = f"model.layers.{layer}."
-        h, _ = ref.block(h, {n[len(p):]: ck.float32(n) for n in ck.tensors if n.startswith(p)}, shape)
-    logits = ref.rms_norm(h, ck.float32("model.norm.weight"), shape.eps) @ ck.float32("lm_head.weight").T
+    logits = CausalLM.from_pretrained(model).forward(np.array([tokens]))
     assert np.allclose(got, logits[0], atol=1e-3 * np.abs(logits).max())
     # a quantized file runs too (llama.cpp also quantizes the activations to 8 bits here)
     q8 = run_llama_cpp(quantize(model, tmp_path / "q8.gguf", "q8_0", progress=False), tokens)

@@ -49,7 +49,8 @@ from refquant.algorithms import _quantizer
 from refquant.algorithms._quantizer import AWQ_RULE
 from refquant.algorithms._result import QuantizedWeight
 
-__all__ = ["awq", "AWQResult", "activation_scale"]
+__all__ = ["awq", "AWQResult", "activation_scale", "clip_stride", "group_grams", "search_scale", "search_clip",
+           "quantize_scaled"]
 
 
 @dataclass(frozen=True, kw_only=True, eq=False)
@@ -89,6 +90,127 @@ def activation_scale(X: np.ndarray) -> np.ndarray:
 
 #: Largest ``n_grid``: each grid point is a full quantize-and-evaluate pass over the layer.
 MAX_GRID = 1000
+
+
+# --- the steps of awq() from statistics that are sums over tokens (shardable) ------------------
+
+def clip_stride(n_tokens: int, n_sample_tokens: int = 512) -> int:
+    """The clip search's token stride, ``max(1, n_tokens // n_sample_tokens)`` (``auto_clip_layer``)."""
+    return max(1, check_int("n_tokens", n_tokens, min=1) // check_int("n_sample_tokens", n_sample_tokens, min=1))
+
+
+def group_grams(X: Any, group_size: int, stride: int = 1, offset: int = 0) -> list[np.ndarray]:
+    """``Σ x_gᵀ x_g`` over the clip search's sampled tokens, one float64 matrix per column group.
+
+    Parameters
+    ----------
+    X : ndarray of float, shape (tokens, in) or (..., in)
+        Layer inputs (for the clip search: already divided by the scale ``s``).
+    group_size : int
+        Columns per group (the last group may be shorter).
+    stride, offset : int
+        Token ``t`` of ``X`` is sampled when ``(offset + t) % stride == 0``: a shard starting
+        at global token ``offset`` samples the same tokens as the whole set would.
+
+    Returns
+    -------
+    list of ndarray of float64, shapes (gs_g, gs_g)
+        Summing the lists of two shards elementwise gives the list of their union.
+    """
+    X = as_float_array("X", X, allow_nan=False, min_ndim=2)
+    X = X.reshape(-1, X.shape[-1]).astype(np.float64)
+    stride = check_int("stride", stride, min=1)
+    offset = check_int("offset", offset, min=0)
+    gs = check_int("group_size", group_size, min=1)
+    sample = X[(-offset) % stride::stride]
+    return [sample[:, c:c + gs].T @ sample[:, c:c + gs] for c in range(0, X.shape[1], gs)]
+
+
+def search_scale(W: Any, x_mean: Any, G: Any, n_tokens: int, bits: int = 4, group_size: int = 128, *,
+                 zero_point: bool = True, n_grid: int = 20) -> tuple[np.ndarray, float, float]:
+    """AWQ's scale search (step 1 of :func:`awq`) from the statistics of the inputs.
+
+    Parameters
+    ----------
+    W : ndarray of float, shape (out_features, in_features)
+        The weights sharing one input, stacked along the output axis (AutoAWQ's
+        ``torch.cat([m.weight for m in layers])`` for q/k/v or gate/up): the loss is then the
+        mean squared error over all of their outputs.
+    x_mean : ndarray of float, shape (in_features,)
+        ``mean_tokens |X|`` (:func:`activation_scale`).
+    G : ndarray of float, shape (in_features, in_features)
+        ``XᵀX`` over the same tokens.
+    n_tokens : int
+        Tokens summed into ``G``.
+
+    Returns
+    -------
+    s : ndarray of float32, shape (in_features,)
+    ratio : float
+        The chosen exponent ``alpha``.
+    loss : float
+        Its mean squared output error.
+    """
+    W = _quantizer.check_weight(W).astype(np.float64)
+    columns = W.shape[1]
+    x_mean = as_float_array("x_mean", x_mean, allow_nan=False).astype(np.float64)
+    G = as_float_array("G", G, allow_nan=False).astype(np.float64)
+    if x_mean.shape != (columns,) or G.shape != (columns, columns):
+        raise ValueError(f"x_mean and G must have shapes ({columns},) and ({columns}, {columns}) to match W, "
+                         f"got {x_mean.shape} and {G.shape}")
+    groupsize = _quantizer.check_group_size(group_size, columns)
+    s, ratio, loss = _search_scale(W, x_mean, G, check_int("n_tokens", n_tokens, min=1), _quantizer.check_bits(bits),
+                                   groupsize, not zero_point, check_int("n_grid", n_grid, min=1, max=MAX_GRID))
+    return s.astype(np.float32), ratio, loss
+
+
+def search_clip(W: Any, grams: list[Any], bits: int = 4, group_size: int = 128, *, zero_point: bool = True,
+                n_grid: int = 20, max_shrink: float = 0.5) -> np.ndarray:
+    """AWQ's clip search (step 2 of :func:`awq`) on a scaled weight, from :func:`group_grams`.
+
+    Parameters
+    ----------
+    W : ndarray of float, shape (out_features, in_features)
+        The weight as it will be quantized (``W diag(s)``, any row scaling folded in).
+    grams : list of ndarray
+        :func:`group_grams` of the inputs that multiply ``W`` (``X / s``).
+
+    Returns
+    -------
+    ndarray of float64, shape (out_features, n_groups)
+        The clip threshold of each row-group.
+    """
+    W = _quantizer.check_weight(W).astype(np.float64)
+    groupsize = _quantizer.check_group_size(group_size, W.shape[1])
+    widths = [min(groupsize, W.shape[1] - c) for c in range(0, W.shape[1], groupsize)]
+    grams = [as_float_array("grams", g, allow_nan=False).astype(np.float64) for g in grams]
+    if [g.shape for g in grams] != [(w, w) for w in widths]:
+        raise ValueError(f"grams must be {len(widths)} matrices of shapes {[(w, w) for w in widths][:2]}... to "
+                         f"match W {W.shape} and group_size={group_size}, got {[g.shape for g in grams][:2]}...")
+    return _search_clip(W, grams, _quantizer.check_bits(bits), groupsize, not zero_point,
+                        check_int("n_grid", n_grid, min=1, max=MAX_GRID),
+                        check_float("max_shrink", max_shrink, min=0.0, max=1.0))
+
+
+def quantize_scaled(W: Any, clip_max: Any = None, bits: int = 4, group_size: int = 128, *, zero_point: bool = True
+                    ) -> QuantizedWeight:
+    """Step 3 of :func:`awq`: clamp each row-group of the scaled weight to ``clip_max`` and quantize.
+
+    Returns a :class:`QuantizedWeight` of ``W`` itself (``dequantized`` is ``Q(clip(W))``,
+    without dividing by any scale), which :func:`refquant.layouts.awq.encode` stores.
+    """
+    W = _quantizer.check_weight(W).astype(np.float64)
+    bits = _quantizer.check_bits(bits)
+    groupsize = _quantizer.check_group_size(group_size, W.shape[1])
+    if clip_max is not None:
+        W = _clip_groups(W, np.asarray(clip_max, dtype=np.float64), groupsize)
+    sym = not zero_point
+    codes, scales, zeros = _quantizer.quantize_groups(W, bits, groupsize, sym, AWQ_RULE)
+    g_idx = _quantizer.natural_g_idx(W.shape[1], groupsize)
+    return QuantizedWeight(method="awq", dequantized=_quantizer.dequantize_groups(codes, scales, zeros, g_idx)
+                           .astype(np.float32), codes=codes.astype(np.uint8), scales=scales.astype(np.float32),
+                           zeros=zeros.astype(np.float32), g_idx=g_idx, bits=bits, group_size=int(group_size), sym=sym,
+                           bits_per_weight=_quantizer.group_bits_per_weight(bits, groupsize, W.shape[1]))
 
 
 def awq(W: Any, X: Any, bits: int = 4, group_size: int = 128, *, zero_point: bool = True, n_grid: int = 20,
@@ -138,11 +260,12 @@ def awq(W: Any, X: Any, bits: int = 4, group_size: int = 128, *, zero_point: boo
     W64 = W_in.astype(np.float64)
     X64 = X.astype(np.float64)
 
-    s, ratio, loss = _search_scale(W64, X64, bits, groupsize, sym, n_grid)
+    s, ratio, loss = _search_scale(W64, activation_scale(X64), X64.T @ X64, X64.shape[0], bits, groupsize, sym, n_grid)
     W_scaled = W64 * s  # the checkpoint's weight; the previous op divides by s
     clip_max = None
     if clip:
-        clip_max = _search_clip(W_scaled, X64 / s, bits, groupsize, sym, n_grid, max_shrink, n_sample_tokens)
+        grams = group_grams(X64 / s, groupsize, clip_stride(X64.shape[0], n_sample_tokens))
+        clip_max = _search_clip(W_scaled, grams, bits, groupsize, sym, n_grid, max_shrink)
         W_scaled = _clip_groups(W_scaled, clip_max, groupsize)
 
     codes, scales, zeros = _quantizer.quantize_groups(W_scaled, bits, groupsize, sym, AWQ_RULE)
@@ -172,14 +295,12 @@ def _pseudo_quantize(W: np.ndarray, bits: int, groupsize: int, sym: bool) -> np.
     return _quantizer.dequantize_groups(codes, scales, zeros, _quantizer.natural_g_idx(W.shape[1], groupsize))
 
 
-def _search_scale(W: np.ndarray, X: np.ndarray, bits: int, groupsize: int, sym: bool, n_grid: int
-                  ) -> tuple[np.ndarray, float, float]:
+def _search_scale(W: np.ndarray, x_mean: np.ndarray, G: np.ndarray, n_tokens: int, bits: int, groupsize: int,
+                  sym: bool, n_grid: int) -> tuple[np.ndarray, float, float]:
     """``_search_module_scale`` for one linear layer: the best ``s`` (float32 values)."""
-    x_mean = activation_scale(X)
     # mean((X W^T - X Wq^T)^2) = sum((D G) * D) / (tokens * out) with D = W - Wq, G = X^T X:
-    # the same loss in out*in^2 instead of tokens*in*out flops per ratio
-    G = X.T @ X
-    denominator = X.shape[0] * W.shape[0]
+    # the same loss in out*in^2 instead of tokens*in*out flops per ratio, and G is a sum over tokens
+    denominator = n_tokens * W.shape[0]
     best = (np.ones(W.shape[1]), 0.0, np.inf)
     for k in range(n_grid):
         ratio = k / n_grid
@@ -195,24 +316,27 @@ def _search_scale(W: np.ndarray, X: np.ndarray, bits: int, groupsize: int, sym: 
     return best
 
 
-def _search_clip(W: np.ndarray, X: np.ndarray, bits: int, groupsize: int, sym: bool, n_grid: int,
-                 max_shrink: float, n_sample_tokens: int) -> np.ndarray:
-    """``auto_clip_layer``: the best clip threshold of every row-group, (rows, n_groups)."""
+def _search_clip(W: np.ndarray, grams: list[np.ndarray], bits: int, groupsize: int, sym: bool, n_grid: int,
+                 max_shrink: float) -> np.ndarray:
+    """``auto_clip_layer``: the best clip threshold of every row-group, (rows, n_groups).
+
+    The error of a row-group is the mean over the sampled tokens of its squared partial dot
+    product error, ``mean_t (x_t,g · d_g)^2 = d_g G_g d_gᵀ / n`` with ``G_g`` the group's
+    Gram matrix of the sampled tokens; ``n`` is common to all candidates and drops out.
+    """
     rows, columns = W.shape
-    X = X[:: max(1, X.shape[0] // n_sample_tokens)]  # token subsampling
     n_groups = -(-columns // groupsize)
     best_max = np.empty((rows, n_groups))
     for g in range(n_groups):
-        cols = slice(g * groupsize, min((g + 1) * groupsize, columns))
-        w, x = W[:, cols], X[:, cols]  # (rows, gs), (tokens, gs)
+        w = W[:, g * groupsize:min((g + 1) * groupsize, columns)]  # (rows, gs)
         org_max = np.max(np.abs(w), axis=1)
         best_err = np.full(rows, np.inf)
         best_max[:, g] = org_max
         for i_s in range(int(max_shrink * n_grid)):
             max_val = org_max * (1 - i_s / n_grid)
             w_clipped = np.clip(w, -max_val[:, None], max_val[:, None])
-            q = _pseudo_quantize(w_clipped, bits, w.shape[1], sym)
-            err = np.mean((x @ (q - w).T) ** 2, axis=0)  # partial dot products, (rows,)
+            d = _pseudo_quantize(w_clipped, bits, w.shape[1], sym) - w
+            err = np.sum((d @ grams[g]) * d, axis=1)  # partial dot products' squared error, (rows,)
             better = err < best_err
             best_err[better] = err[better]
             best_max[better, g] = max_val[better]

@@ -63,7 +63,7 @@ def register(subparsers: Any) -> None:
     """Add the ``quantize`` subcommand."""
     from refquant.checkpoint.quantize import RECIPES
 
-    p = subparsers.add_parser("quantize", help="quantize a whole checkpoint to GGUF, or a bitsandbytes / GPTQ folder",
+    p = subparsers.add_parser("quantize", help="quantize a whole checkpoint to GGUF, or a bitsandbytes / GPTQ / AWQ folder",
                               description="Stream a Hugging Face checkpoint through a recipe into a .gguf file or a "
                                           "quantized Hugging Face folder. Interrupted runs resume from DST.partial.")
     p.add_argument("src", nargs="+", help="model folder, or .safetensors files")
@@ -75,7 +75,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--restart", action="store_true", help="discard an unfinished job instead of resuming it")
     p.add_argument("--name", help="general.name of a GGUF (default: the source folder's name)")
     p.add_argument("--calib", metavar="IDS.npy", help="calibration token ids, int array (samples, seq_len): "
-                                                      "required by gptq-4bit-g128")
+                                                      "required by gptq-4bit-g128 and awq-4bit-g128")
     p.add_argument("--calib-shards", type=int, default=2, help="calibration shards (statistics tasks per block)")
     p.add_argument("--imatrix", metavar="FILE", help="importance matrix (.gguf or legacy .dat) for GGUF recipes")
     p.add_argument("--backend", help="accel backend for GGUF block quantization (e.g. numba; bit-exact)")

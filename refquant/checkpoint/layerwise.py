@@ -8,7 +8,8 @@ quantized*), cut into executor tasks:
    hidden states entering block ``l`` live in ``DST.partial/calib/h{l}_s{s}.npy``
    (the embedding rows for ``l = 0``).
 2. Statistics: one task per shard runs block ``l`` (float weights,
-   :func:`refquant.model.llama_block.block`) and returns the :class:`HessianAccumulator` of each
+   :func:`refquant.model.llama.decoder_block`, the forward pass of
+   :class:`~refquant.model.CausalLM`, its ``on_input`` hook capturing the linears' inputs) and returns the :class:`HessianAccumulator` of each
    linear input (``ΣXᵀX``); the main process merges them in shard order (so the sums,
    and the bytes, do not depend on which worker finished first).
 3. The seven linear layers of block ``l`` are quantized in parallel, one task each
@@ -42,7 +43,7 @@ import numpy as np
 from refquant.checkpoint.journal import Journal, JournalError
 from refquant.checkpoint.source import Checkpoint
 
-__all__ = ["run_gptq", "gptq_module_task", "GPTQ_PARAMS"]
+__all__ = ["run_gptq", "gptq_module_task", "run_block", "GPTQ_PARAMS"]
 
 #: the ``gptq-4bit-g128`` recipe: AutoGPTQ's defaults besides bits and group size
 GPTQ_PARAMS = {"bits": 4, "group_size": 128, "desc_act": False, "sym": True, "damp_percent": 0.01}
@@ -67,6 +68,31 @@ def gptq_module_task(ck: Checkpoint, hf_name: str, H: np.ndarray
             for k, v in layout.encode(r, version=1).items()]
 
 
+def run_block(config: dict[str, Any], w: dict[str, np.ndarray], h: np.ndarray,
+              on_input: Callable[[str, np.ndarray], None] | None = None) -> np.ndarray:
+    """Block ``h -> h'`` with one layer's weights ``w`` (float32, by their names after ``model.layers.{i}.``),
+    through :func:`refquant.model.llama.decoder_block`; biases (Qwen2's q/k/v) are used when present."""
+    from refquant.model.linear import Linear
+    from refquant.model.llama import BLOCK_LINEARS, LlamaConfig, decoder_block
+
+    norms = {n: w[n + ".weight"] for n in ("input_layernorm", "post_attention_layernorm")}
+    linears = {n: Linear(w[n + ".weight"], w.get(n + ".bias")) for n in BLOCK_LINEARS}
+    return decoder_block(LlamaConfig.from_dict(config), h, norms, linears, "", on_input)
+
+
+def capture_inputs(captured: dict[str, np.ndarray]) -> Callable[[str, np.ndarray], None]:
+    """An ``on_input`` hook storing each shared input once, under the first projection of its
+    :data:`~refquant.model.llama.BLOCK_INPUTS` group (``self_attn.q_proj``, ``self_attn.o_proj``, ...)."""
+    from refquant.model.llama import BLOCK_INPUTS
+
+    first = {name: group[0] for group in BLOCK_INPUTS for name in group}
+
+    def hook(name: str, x: np.ndarray) -> None:
+        captured.setdefault(first[name], x)
+
+    return hook
+
+
 def _layer_weights(ck: Checkpoint, layer: int, quantized: dict[str, list[tuple[str, str, tuple[int, ...], int, str]]]
                    ) -> dict[str, np.ndarray]:
     """Block ``layer``'s weights (float32) by local name; linears decoded from their journaled GPTQ parts."""
@@ -74,7 +100,8 @@ def _layer_weights(ck: Checkpoint, layer: int, quantized: dict[str, list[tuple[s
     from refquant.layouts import gptq as layout
 
     prefix = f"model.layers.{layer}."
-    w = {n[len(prefix):]: ck.float32(n) for n in ck.tensors if n.startswith(prefix) and n.endswith("norm.weight")}
+    w = {n[len(prefix):]: ck.float32(n) for n in ck.tensors
+         if n.startswith(prefix) and n.endswith(("norm.weight", ".bias"))}
     for module, parts in quantized.items():
         tensors = {}
         for name, kind, shape, offset, path in parts:
@@ -89,23 +116,31 @@ def _layer_weights(ck: Checkpoint, layer: int, quantized: dict[str, list[tuple[s
 
 def _stats_task(ck: Checkpoint, layer: int, h_path: str) -> dict[str, Any]:
     from refquant.calibration.hessian import HessianAccumulator
-    from refquant.model import llama_block as model
 
-    h = np.load(h_path)
-    _, seen = model.block(h, _layer_weights(ck, layer, {}), model.LlamaShape.from_config(ck.config), capture=True)
-    return {kind: HessianAccumulator().add(x) for kind, x in seen.items()}
+    seen: dict[str, np.ndarray] = {}
+    run_block(ck.config, _layer_weights(ck, layer, {}), np.load(h_path), capture_inputs(seen))
+    return {first: HessianAccumulator().add(x) for first, x in seen.items()}
 
 
 def _propagate_task(ck: Checkpoint, layer: int, h_path: str, out_path: str,
                     quantized: dict[str, list[tuple[str, str, tuple[int, ...], int, str]]]) -> None:
-    from refquant.model import llama_block as model
+    _save(out_path, run_block(ck.config, _layer_weights(ck, layer, quantized), np.load(h_path)))
 
-    h, _ = model.block(np.load(h_path), _layer_weights(ck, layer, quantized), model.LlamaShape.from_config(ck.config))
-    _save(out_path, h)
+
+_EMBED_BLOCK_ELEMENTS = 1 << 24  # embedding rows read at once (64 MB of float32), not the whole table
 
 
 def _embed_task(ck: Checkpoint, ids: np.ndarray, out_path: str) -> None:
-    _save(out_path, ck.float32("model.embed_tokens.weight")[ids])
+    """The embedding rows of ``ids``, reading the table in row blocks (a 128k x 16k table is 8 GB of float32)."""
+    name = "model.embed_tokens.weight"
+    vocab, hidden = ck.tensors[name].shape
+    out = np.empty(ids.shape + (hidden,), dtype=np.float32)
+    step = max(1, _EMBED_BLOCK_ELEMENTS // hidden)
+    for start in range(0, vocab, step):
+        here = (ids >= start) & (ids < start + step)
+        if here.any():
+            out[here] = ck.float32(name, (start, min(vocab, start + step)))[ids[here] - start]
+    _save(out_path, out)
 
 
 def _save(path: str, a: np.ndarray) -> None:
@@ -122,6 +157,23 @@ def _map(executor: cf.Executor | None, fn: Callable[..., Any], calls: Sequence[t
     return [f.result() for f in futures]
 
 
+def _fold(executor: cf.Executor | None, fn: Callable[..., Any], calls: Sequence[tuple[Any, ...]],
+          merge: Callable[[Any, Any], Any]) -> Any:
+    """``merge(...merge(fn(*calls[0]), fn(*calls[1]))..., fn(*calls[-1]))``: the shards' statistics summed
+    in call order (so the bytes do not depend on which worker finishes first), each result dropped
+    once added, so that at most two sets of statistics are held besides those still in flight."""
+    if executor is None:
+        results = (fn(*c) for c in calls)
+    else:
+        futures = [executor.submit(fn, *c) for c in calls]
+        futures.reverse()
+        results = (futures.pop().result() for _ in range(len(futures)))
+    total = next(results)
+    for part in results:
+        total = merge(total, part)
+    return total
+
+
 def run_gptq(ck: Checkpoint, units: list[Any], journal: Journal, executor: cf.Executor | None,
              calibration: np.ndarray, n_shards: int, run_units: Callable[..., None]) -> None:
     """Run the GPTQ units (``unit.args[0]`` the weight's name, block by block); see the module.
@@ -130,8 +182,9 @@ def run_gptq(ck: Checkpoint, units: list[Any], journal: Journal, executor: cf.Ex
     data-free recipes); ``extra_args[i]`` is appended to unit ``i``'s arguments.
     """
     from refquant.checkpoint import llama
+    from refquant.model.llama import LlamaConfig
 
-    n_layers = llama.hparams(ck.config)["n_layer"]
+    n_layers = LlamaConfig.from_dict(ck.config).num_hidden_layers
     by_layer: dict[int, list[int]] = {}
     for i, u in enumerate(units):
         if u.task is gptq_module_task:
@@ -172,21 +225,15 @@ def run_gptq(ck: Checkpoint, units: list[Any], journal: Journal, executor: cf.Ex
         if not todo:
             continue
         ensure_inputs(layer)
-        stats = _map(executor, _stats_task, [(ck, layer, p) for p in h_paths(layer)])
-        merged = stats[0]
-        for other in stats[1:]:
-            for kind in merged:
-                merged[kind].merge(other[kind])
-        kind_of = {m: kind for kind, modules in _module_inputs() for m in modules}
-        extra = {i: (merged[kind_of[units[i].args[0].split(".", 3)[3][: -len(".weight")]]].H,) for i in todo}
+        merged = _fold(executor, _stats_task, [(ck, layer, p) for p in h_paths(layer)],
+                       lambda a, b: {k: a[k].merge(b[k]) for k in a})
+        from refquant.model.llama import BLOCK_INPUTS
+
+        first = {m: group[0] for group in BLOCK_INPUTS for m in group}
+        extra = {i: (merged[first[units[i].args[0].split(".", 3)[3][: -len(".weight")]]].H,) for i in todo}
         run_units(todo, extra)
         if layer + 1 < n_layers and any(i not in journal.done for i in by_layer.get(layer + 1, [])):
             ensure_inputs(layer + 1)
         for p in h_paths(layer):
             Path(p).unlink(missing_ok=True)
 
-
-def _module_inputs() -> tuple[tuple[str, tuple[str, ...]], ...]:
-    from refquant.model.llama_block import LINEARS
-
-    return LINEARS

@@ -21,6 +21,10 @@ GGUF recipes           one ``.gguf`` with llama.cpp's tensor names, Q/K rows in 
 ``gptq-4bit-g128``     a Hugging Face folder in the AutoGPTQ v1 layout (``qweight``, ``qzeros``,
                        ``scales``, ``g_idx``) and ``quantization_config`` (``quant_method: gptq``);
                        layer-sequential with calibration data (:mod:`refquant.checkpoint.layerwise`)
+``awq-4bit-g128``      a Hugging Face folder in AutoAWQ's GEMM layout (``qweight``, ``qzeros``,
+                       ``scales``; norms with the input scales folded in) and
+                       ``quantization_config`` (``quant_method: awq``); layer-sequential with
+                       calibration data (:mod:`refquant.checkpoint.layerwise_awq`)
 =====================  ================================================================
 
 Memory: a GGUF unit reads its tensor in row blocks (:func:`_gguf_task`) and holds one
@@ -57,9 +61,9 @@ from refquant.checkpoint.source import Checkpoint
 __all__ = ["quantize", "RECIPES", "HF_RECIPES", "plan_units", "Unit"]
 
 #: recipes whose output is a Hugging Face folder
-HF_RECIPES = ("nf4", "nf4-dq", "gptq-4bit-g128")
-#: recipes that need calibration token ids (layer-sequential, refquant.checkpoint.layerwise)
-CALIBRATED_RECIPES = ("gptq-4bit-g128",)
+HF_RECIPES = ("nf4", "nf4-dq", "gptq-4bit-g128", "awq-4bit-g128")
+#: recipes that need calibration token ids (layer-sequential: refquant.checkpoint.layerwise, layerwise_awq)
+CALIBRATED_RECIPES = ("gptq-4bit-g128", "awq-4bit-g128")
 RECIPES = recipes.GGUF_RECIPES + HF_RECIPES
 DEFAULT_SHARD_BYTES = 5 * 10**9  # transformers' save_pretrained max_shard_size="5GB"
 _COPIED_SUFFIXES = (".json", ".txt", ".model", ".jinja", ".tiktoken", ".md", ".py")
@@ -157,20 +161,7 @@ def plan_units(ck: Checkpoint, recipe: str, quantizer: Callable[..., np.ndarray]
     without an entry is quantized without one; an entry of the wrong length is an error.
     """
     if recipe in HF_RECIPES:
-        from refquant.checkpoint.layerwise import gptq_module_task
-
-        if recipe in CALIBRATED_RECIPES:
-            llama.hparams(ck.config)  # a LLaMA config is needed for the forward pass
-        units = []
-        for name, info in ck.tensors.items():
-            linear = llama.layer_of(name) is not None and name.endswith("_proj.weight") and len(info.shape) == 2
-            if linear and recipe in CALIBRATED_RECIPES:
-                units.append(Unit(name, gptq_module_task, (name,), info.nbytes))
-            elif linear:
-                units.append(Unit(name, _bnb_task, (name, recipe == "nf4-dq"), info.nbytes))
-            else:
-                units.append(Unit(name, _copy_task, (name,), info.nbytes))
-        return units, {}
+        return _plan_hf(ck, recipe), {}
     hp = llama.hparams(ck.config)
     has_output = "lm_head.weight" in ck.tensors
     entries = []
@@ -195,6 +186,37 @@ def plan_units(ck: Checkpoint, recipe: str, quantizer: Callable[..., np.ndarray]
     return units, hp
 
 
+def _plan_hf(ck: Checkpoint, recipe: str) -> list[Unit]:
+    """Units of a Hugging Face output: the block linears quantized, the rest copied (AWQ: the block
+    norms get the input scales folded in, and a linear's bias travels with it)."""
+    from refquant.checkpoint.layerwise import gptq_module_task
+    from refquant.checkpoint.layerwise_awq import awq_module_task, awq_norm_task
+
+    from refquant.model.llama import ARCHITECTURES, LlamaConfig
+
+    if recipe in CALIBRATED_RECIPES:
+        LlamaConfig.from_dict(ck.config)  # the forward pass must be the source's (architecture named otherwise)
+    elif any(a not in ARCHITECTURES for a in ck.config.get("architectures") or []):
+        # the linears are found by their LLaMA names; another layout would be quantized in part, silently
+        raise ValueError(f"config.json architectures={ck.config['architectures']!r} is not supported by {recipe!r}; "
+                         f"allowed: {', '.join(ARCHITECTURES)}")
+    units = []
+    for name, info in ck.tensors.items():
+        in_block = llama.layer_of(name) is not None
+        linear = in_block and name.endswith("_proj.weight") and len(info.shape) == 2
+        if linear:
+            task, args = {"gptq-4bit-g128": (gptq_module_task, (name,)), "awq-4bit-g128": (awq_module_task, (name,))
+                          }.get(recipe, (_bnb_task, (name, recipe == "nf4-dq")))
+            units.append(Unit(name, task, args, info.nbytes))
+        elif recipe == "awq-4bit-g128" and in_block and name.endswith("_proj.bias"):
+            continue  # written by its linear's unit (divided by the next group's scale)
+        elif recipe == "awq-4bit-g128" and in_block and name.endswith("layernorm.weight"):
+            units.append(Unit(name, awq_norm_task, (name,), info.nbytes))
+        else:
+            units.append(Unit(name, _copy_task, (name,), info.nbytes))
+    return units
+
+
 # --- running ----------------------------------------------------------------------------
 
 def quantize(src: str | os.PathLike[str] | list[str], dst: str | os.PathLike[str], recipe: str, *,
@@ -210,10 +232,11 @@ def quantize(src: str | os.PathLike[str] | list[str], dst: str | os.PathLike[str
         A Hugging Face model folder (``config.json`` + ``model.safetensors`` or sharded
         safetensors with ``model.safetensors.index.json``), or safetensors files.
     dst : path
-        The ``.gguf`` file (GGUF recipes) or folder (``nf4``, ``nf4-dq``) to create.
+        The ``.gguf`` file (GGUF recipes) or folder (``nf4``, ``nf4-dq``, ``gptq-4bit-g128``,
+        ``awq-4bit-g128``) to create.
     recipe : str
         One of :data:`RECIPES` (case-insensitive): llama.cpp mixtures (``q4_k_m`` ...), single
-        ggml types, ``f32``/``f16``/``bf16``, ``nf4``, ``nf4-dq``.
+        ggml types, ``f32``/``f16``/``bf16``, ``nf4``, ``nf4-dq``, ``gptq-4bit-g128``, ``awq-4bit-g128``.
     executor : concurrent.futures.Executor, optional
         Where units run (``ProcessPoolExecutor``, ``ThreadPoolExecutor``, Dask's
         ``Client.get_executor()``); serial in this process when None. Workers must be able to
@@ -229,7 +252,7 @@ def quantize(src: str | os.PathLike[str] | list[str], dst: str | os.PathLike[str
     max_shard_bytes : int
         Largest safetensors shard of a Hugging Face output.
     calibration : array_like of int, shape (samples, seq_len)
-        Token ids for the calibrated recipes (``gptq-4bit-g128``); ignored by the others.
+        Token ids for the calibrated recipes (``gptq-4bit-g128``, ``awq-4bit-g128``); ignored by the others.
     calib_shards : int
         Pieces the calibration set is cut into; each is processed by one task (statistics
         are summed over them). Part of the job: changing it changes the result slightly.
@@ -293,9 +316,12 @@ def quantize(src: str | os.PathLike[str] | list[str], dst: str | os.PathLike[str
 
         if r in CALIBRATED_RECIPES:
             from refquant.checkpoint.layerwise import gptq_module_task, run_gptq
+            from refquant.checkpoint.layerwise_awq import awq_module_task, awq_norm_task, run_awq
 
-            run_units([i for i, u in enumerate(units) if u.task is not gptq_module_task and i not in journal.done])
-            run_gptq(ck, units, journal, executor, calibration, calib_shards, run_units)
+            layerwise = (gptq_module_task, awq_module_task, awq_norm_task)
+            run_units([i for i, u in enumerate(units) if u.task not in layerwise and i not in journal.done])
+            (run_gptq if r == "gptq-4bit-g128" else run_awq)(ck, units, journal, executor, calibration, calib_shards,
+                                                             run_units)
         else:
             run_units([i for i in range(len(units)) if i not in journal.done])
         bar.close()
@@ -407,7 +433,12 @@ def _write_hf(ck: Checkpoint, units: list[Unit], journal: Journal, dst: Path, re
                      "weight_map": {tensors[i].name: fname for fname, members in zip(names, shards) for i in members}}
             (tmp / "model.safetensors.index.json").write_text(json.dumps(index, indent=2) + "\n")
         config = dict(ck.config)
-        config["quantization_config"] = _gptq_config() if recipe in CALIBRATED_RECIPES else _bnb_config(config, recipe)
+        if recipe == "awq-4bit-g128":
+            config["quantization_config"] = _awq_config()
+            config["torch_dtype"] = "float16"  # AutoAWQ exports float16 (the norms folded here are)
+        else:
+            config["quantization_config"] = _gptq_config() if recipe in CALIBRATED_RECIPES else _bnb_config(config,
+                                                                                                            recipe)
         (tmp / "config.json").write_text(json.dumps(config, indent=2) + "\n")
         if ck.folder:  # tokenizer, generation config, chat template...: small files, never other weights
             for extra in sorted(Path(ck.folder).iterdir()):
@@ -425,6 +456,14 @@ def _gptq_config() -> dict[str, Any]:
             "damp_percent": GPTQ_PARAMS["damp_percent"], "desc_act": GPTQ_PARAMS["desc_act"],
             "sym": GPTQ_PARAMS["sym"], "true_sequential": False, "checkpoint_format": "gptq", "format": "gptq",
             "model_seqlen": None, "block_name_to_quantize": "model.layers", "modules_in_block_to_quantize": None}
+
+
+def _awq_config() -> dict[str, Any]:
+    """What AutoAWQ's ``save_quantized`` writes and transformers ``AwqConfig`` reads (``utils/quantization_config.py``)."""
+    from refquant.checkpoint.layerwise_awq import AWQ_PARAMS
+
+    return {"quant_method": "awq", "bits": AWQ_PARAMS["bits"], "group_size": AWQ_PARAMS["group_size"],
+            "zero_point": AWQ_PARAMS["zero_point"], "version": AWQ_PARAMS["version"], "modules_to_not_convert": None}
 
 
 def _bnb_config(config: dict[str, Any], recipe: str) -> dict[str, Any]:

@@ -24,7 +24,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Mixture", "MIXTURES", "GGUF_RECIPES", "tensor_type", "is_quantized", "file_type", "check_recipe"]
+__all__ = ["Mixture", "MIXTURES", "UNIMPLEMENTED_MIXTURES", "GGUF_RECIPES", "tensor_type", "is_quantized", "file_type",
+           "check_recipe"]
 
 
 @dataclass(frozen=True)
@@ -47,6 +48,12 @@ MIXTURES: dict[str, Mixture] = {
     "q6_k": Mixture(18, "q6_k"),
     "iq4_nl": Mixture(25, "iq4_nl"), "iq4_xs": Mixture(30, "iq4_xs"),
     "tq1_0": Mixture(36, "tq1_0"), "tq2_0": Mixture(37, "tq2_0"),
+}
+#: llama_ftype values whose per-tensor rules are not written out here (they need an importance
+#: matrix, types refquant lacks, or are for mixture-of-experts models): named, not recipes
+UNIMPLEMENTED_MIXTURES: dict[str, Mixture] = {
+    "q2_k_s": Mixture(21, "q2_k"), "iq3_xs": Mixture(22, "iq3_s"), "iq3_m": Mixture(27, "iq3_s"),
+    "iq2_m": Mixture(29, "iq2_s"), "mxfp4_moe": Mixture(38, "mxfp4"),
 }
 _FLOAT_TYPES = ("f32", "f16", "bf16")
 # ggml block sizes of the types that appear below (refquant.io.ggml_types holds them all)

@@ -1,26 +1,13 @@
-"""llama.cpp's file types (``Q4_K_M``, ``Q3_K_S``, ``IQ3_M`` ...) as data: mixtures, not block types.
+"""llama.cpp's file types (``Q4_K_M``, ``Q3_K_S``, ``IQ3_M`` ...) named where a block type is expected.
 
 ``llama-quantize model.gguf out.gguf Q4_K_M`` does not write one block type: it picks a
-block type *per tensor* from the tensor's role and layer. ``Q4_K_M`` is Q4_K for most
-tensors and Q6_K for ``output.weight`` and for ``attn_v`` / ``ffn_down`` in a subset of
-layers. refquant's codec (:func:`refquant.gguf.quantize`) works on one tensor and one
-block type; this table lets it answer a mixture name with what the name means and the
-block type to use instead.
-
-``base`` is the block type of the tensors no rule changes (``llama_ftype_get_default_type``);
-``rules`` summarizes ``llama_tensor_get_type_impl``. Common to every k-quant and i-quant
-mixture: ``output.weight`` (and a tied ``token_embd``) becomes Q6_K (Q5_K for the IQ1 / IQ2
-mixtures, Q8_0 when its rows are not a multiple of 256), and a tensor whose rows are not a
-multiple of the block size falls back to a 32-block type (Q4_K -> Q5_0, Q6_K -> Q8_0, ...).
-"In use_more_bits layers" means the first and last eighth of the layers and every third
-layer in between. Rules for 70B, Falcon and 8-expert models are left out. A name that is also
-a block type (``Q2_K``, and the file types that are one type throughout: ``Q4_0``, ``Q8_0``,
-``Q6_K``, ``IQ4_XS`` ...) means the block type to :func:`refquant.gguf.quantize`.
-
-References
-----------
-ggml-org/llama.cpp ``src/llama-quant.cpp`` at 007dbbf3fd17eefe9b47fee45f48f7ba5e62b714:
-``llama_ftype_get_default_type``, ``llama_tensor_get_type_impl``, ``tensor_type_fallback``.
+block type *per tensor* from the tensor's role and layer. refquant's codec
+(:func:`refquant.gguf.quantize`) works on one tensor and one block type, so when it is
+given a file type's name it answers with what the name means and the block type to use
+instead. The rules themselves live in one place, :mod:`refquant.checkpoint.recipes`
+(``llama_tensor_get_type`` of llama.cpp ``src/llama-quant.cpp``, cited there); this module
+only describes what they give for a LLaMA-7B-shaped model (32 blocks, hidden 4096, FFN
+11008, vocabulary 32000, no grouped-query attention).
 """
 
 from __future__ import annotations
@@ -28,39 +15,69 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from refquant._validate import normalize_name
+from refquant.checkpoint import recipes
 
 __all__ = ["Mixture", "MIXTURES", "mixture_hint"]
+
+# the model the descriptions are computed for (llama.cpp's 7B class)
+_N_LAYERS = 32
+_SHAPES = {"token_embd": (32000, 4096), "attn_q": (4096, 4096), "attn_k": (4096, 4096), "attn_v": (4096, 4096),
+           "attn_output": (4096, 4096), "ffn_gate": (11008, 4096), "ffn_up": (11008, 4096),
+           "ffn_down": (4096, 11008), "output": (32000, 4096)}
 
 
 @dataclass(frozen=True)
 class Mixture:
-    """One llama-quantize file type: the block type of most tensors and the exceptions."""
+    """One llama-quantize file type: the block type of most tensors and what the others get."""
 
     name: str             #: llama-quantize's spelling, "Q4_K_M"
     base: str             #: block type of the tensors no rule changes (lowercase GGUF name)
-    rules: str            #: the other tensors that get another type
-    output: str = "q6_k"  #: block type of output.weight
+    rules: str            #: the other tensors' types for a 7B model (refquant.checkpoint.recipes)
+    implemented: bool = True  #: refquant.checkpoint.recipes has its rules (``refquant quantize --to``)
 
 
-MIXTURES: dict[str, Mixture] = {normalize_name(m.name): m for m in (
-    Mixture("Q2_K", "q2_k", "attn_v q3_k (q4_k with GQA >= 4), ffn_down and attn_output q3_k"),
-    Mixture("Q2_K_S", "q2_k", "attn_v q4_k with GQA >= 4, ffn_down q4_k in the first eighth of the layers; "
-                              "needs an importance matrix"),
-    Mixture("Q3_K_S", "q3_k", "no other exceptions"),
-    Mixture("Q3_K_M", "q3_k", "attn_v q5_k in the first two layers and q4_k after, ffn_down q5_k in the first "
-                              "16th of the layers and q4_k after, attn_output and attn_qkv q4_k"),
-    Mixture("Q3_K_L", "q3_k", "attn_v, ffn_down and attn_output q5_k, attn_qkv q4_k"),
-    Mixture("Q4_K_S", "q4_k", "attn_v q5_k in the first four layers, ffn_down q5_k in the first eighth"),
-    Mixture("Q4_K_M", "q4_k", "attn_v and ffn_down q6_k in use_more_bits layers, attn_qkv q5_k"),
-    Mixture("Q5_K_S", "q5_k", "no other exceptions"),
-    Mixture("Q5_K_M", "q5_k", "attn_v and ffn_down q6_k in use_more_bits layers, attn_qkv q6_k"),
-    Mixture("IQ2_M", "iq2_s", "attn_v and attn_output iq3_s (attn_v q4_k with GQA >= 4), ffn_down iq3_s in the "
-                              "first eighth of the layers, token_embd iq3_s; needs an importance matrix", "q5_k"),
-    Mixture("IQ3_XS", "iq3_s", "attn_q, attn_k iq3_xxs, ffn_gate / ffn_up iq3_xxs in the middle layers, attn_v "
-                               "q4_k with GQA >= 4"),
-    Mixture("IQ3_M", "iq3_s", "attn_v q4_k, attn_output q4_k, ffn_down q4_k in the first eighth, attn_qkv q4_k"),
-    Mixture("MXFP4_MOE", "mxfp4", "expert (3-D) tensors mxfp4, every other tensor q8_0", "q8_0"),
-)}
+def _layers(ids: list[int]) -> str:
+    """``[0, 1, 2, 3, 6, 9]`` -> ``"0-3, 6, 9"``."""
+    runs: list[list[int]] = []
+    for i in ids:
+        if runs and i == runs[-1][-1] + 1:
+            runs[-1].append(i)
+        else:
+            runs.append([i])
+    return ", ".join(f"{r[0]}-{r[-1]}" if len(r) > 1 else f"{r[0]}" for r in runs)
+
+
+def _rules(key: str, base: str) -> str:
+    """What :func:`refquant.checkpoint.recipes.tensor_type` gives the tensors that are not ``base``."""
+    parts = []
+    for role, shape in _SHAPES.items():
+        if role in ("token_embd", "output"):
+            kind = recipes.tensor_type(f"{role}.weight", shape, key, _N_LAYERS)
+            if kind != base:
+                parts.append(f"{role} {kind}")
+            continue
+        by_type: dict[str, list[int]] = {}
+        for i in range(_N_LAYERS):
+            by_type.setdefault(recipes.tensor_type(f"blk.{i}.{role}.weight", shape, key, _N_LAYERS), []).append(i)
+        for kind, ids in by_type.items():
+            if kind != base:
+                where = "" if len(ids) == _N_LAYERS else f" in layers {_layers(ids)}"
+                parts.append(f"{role} {kind}{where}")
+    return "; ".join(parts) or "no other types"
+
+
+def _table() -> dict[str, Mixture]:
+    table = {}
+    for key, m in recipes.MIXTURES.items():
+        if key not in ("f32", "f16", "bf16"):
+            table[key] = Mixture(key.upper(), m.default, _rules(key, m.default))
+    for key, m in recipes.UNIMPLEMENTED_MIXTURES.items():
+        table[key] = Mixture(key.upper(), m.default, "", implemented=False)
+    return table
+
+
+#: llama-quantize file types by lowercase name (the float ones are plain types, left out)
+MIXTURES: dict[str, Mixture] = _table()
 
 
 def mixture_hint(name: str) -> str | None:
@@ -72,6 +89,11 @@ def mixture_hint(name: str) -> str | None:
     m = MIXTURES.get(normalize_name(name))
     if m is None:
         return None
+    if m.implemented:
+        rules = f"for a 32-layer 7B model {m.rules}"
+        whole = f"; refquant quantize --to {m.name.lower()} writes the whole mixture"
+    else:
+        rules, whole = "its other per-tensor rules are not implemented in refquant", ""
     return (f"{name!r} is llama.cpp's {m.name} file type, a per-tensor mixture chosen by llama-quantize, not a "
-            f"block type: {m.base} for most tensors; {m.rules}; output.weight {m.output}. Use a block type instead, "
-            f"e.g. {m.base!r} (refquant.gguf quantizes one tensor with one block type)")
+            f"block type: {m.base} for most tensors; {rules}. Use a block type instead, e.g. {m.base!r} "
+            f"(refquant.gguf quantizes one tensor with one block type{whole})")

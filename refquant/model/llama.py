@@ -26,6 +26,10 @@ MLP                   SwiGLU: down_proj(silu(gate_proj(x)) · up_proj(x)), silu(
 head                  logits = lm_head(RMSNorm(h)) (tied to E when tie_word_embeddings)
 ====================  =============================================================================
 
+``MistralForCausalLM`` (``modeling_mistral.py``) is the same with an optional sliding attention
+window (query i sees keys j with i − j < sliding_window), ``Qwen2ForCausalLM``
+(``modeling_qwen2.py``) the same with biases on the q/k/v projections; both run here.
+
 Projections see hidden states as (tokens, hidden) rows (batch × sequence flattened), so a
 "per-token" activation scale is one per row.
 """
@@ -33,7 +37,7 @@ Projections see hidden states as (tokens, hidden) rows (batch × sequence flatte
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,11 +46,20 @@ import numpy as np
 
 from refquant.model.linear import Linear, _check_replacements
 
-__all__ = ["LlamaConfig", "CausalLM", "rms_norm", "silu", "rotary_cos_sin", "apply_rotary", "BLOCK_LINEARS"]
+__all__ = ["LlamaConfig", "CausalLM", "rms_norm", "silu", "rotary_cos_sin", "apply_rotary", "decoder_block",
+           "BLOCK_LINEARS", "BLOCK_INPUTS", "ARCHITECTURES"]
 
 #: The projections of one decoder block, in the order the block uses them (HF names).
 BLOCK_LINEARS = ("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj", "self_attn.o_proj",
                  "mlp.gate_proj", "mlp.up_proj", "mlp.down_proj")
+#: The projections grouped by the input they share (RMSNorm(h), the attention context, RMSNorm(h'),
+#: the gated MLP activation): what GPTQ's Hessians and AWQ's statistics are computed from.
+BLOCK_INPUTS = (("self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"), ("self_attn.o_proj",),
+                ("mlp.gate_proj", "mlp.up_proj"), ("mlp.down_proj",))
+#: ``config.json`` ``architectures`` / ``model_type`` whose decoder is this forward pass:
+#: Mistral is LLaMA with an optional sliding attention window (``modeling_mistral.py``);
+#: Qwen2 is LLaMA with biases on the q/k/v projections (``modeling_qwen2.py``).
+ARCHITECTURES = {"LlamaForCausalLM": "llama", "MistralForCausalLM": "mistral", "Qwen2ForCausalLM": "qwen2"}
 
 
 @dataclass(frozen=True)
@@ -63,6 +76,9 @@ class LlamaConfig:
         Longest sequence the forward pass accepts.
     tie_word_embeddings : bool
         The LM head reuses the embedding matrix.
+    sliding_window : int or None
+        Mistral's attention window: query ``i`` sees keys ``j`` with ``0 <= i - j < sliding_window``
+        (None: every earlier key).
     """
 
     vocab_size: int
@@ -76,6 +92,7 @@ class LlamaConfig:
     rope_theta: float = 10000.0
     max_position_embeddings: int = 2048
     tie_word_embeddings: bool = False
+    sliding_window: int | None = None
 
     def __post_init__(self) -> None:
         if self.num_attention_heads % self.num_key_value_heads:
@@ -86,19 +103,36 @@ class LlamaConfig:
 
     @classmethod
     def from_folder(cls, model_dir: str | Path) -> "LlamaConfig":
-        """Read a Hugging Face LLaMA ``config.json``; unsupported variants raise ValueError."""
-        cfg = json.loads((Path(model_dir) / "config.json").read_text())
+        """Read a Hugging Face ``config.json`` (see :meth:`from_dict`)."""
+        return cls.from_dict(json.loads((Path(model_dir) / "config.json").read_text()))
+
+    @classmethod
+    def from_dict(cls, cfg: Mapping[str, Any]) -> "LlamaConfig":
+        """The forward pass's fields of a ``config.json`` of one of :data:`ARCHITECTURES`.
+
+        Raises
+        ------
+        ValueError
+            Another architecture, or a variant this forward pass does not compute (rope scaling,
+            another activation, LLaMA's optional biases, Qwen2's per-layer sliding window), named.
+        """
+        model_type = cfg.get("model_type")
+        archs = cfg.get("architectures") or []
+        if model_type not in ARCHITECTURES.values() or any(ARCHITECTURES.get(a) != model_type for a in archs):
+            raise ValueError(f"config.json architectures={archs!r} model_type={model_type!r} is not supported; "
+                             f"allowed: {', '.join(f'{a} ({t})' for a, t in ARCHITECTURES.items())}")
         checks = {
-            "model_type": (cfg.get("model_type"), ("llama",)),
             "hidden_act": (cfg.get("hidden_act", "silu"), ("silu",)),
             "rope_scaling": (cfg.get("rope_scaling"), (None,)),
             "attention_bias": (cfg.get("attention_bias", False), (False,)),
             "mlp_bias": (cfg.get("mlp_bias", False), (False,)),
+            "use_sliding_window": (cfg.get("use_sliding_window", False), (False,)),
         }
         for key, (value, allowed) in checks.items():
             if value not in allowed:
-                raise ValueError(f"config.json {key}={value!r} is not supported; allowed: {allowed!r}")
+                raise ValueError(f"config.json {key}={value!r} is not supported for {model_type}; allowed: {allowed!r}")
         heads = int(cfg["num_attention_heads"])
+        window = cfg.get("sliding_window") if model_type == "mistral" else None
         return cls(
             vocab_size=int(cfg["vocab_size"]),
             hidden_size=int(cfg["hidden_size"]),
@@ -111,6 +145,7 @@ class LlamaConfig:
             rope_theta=float(cfg.get("rope_theta", 10000.0)),
             max_position_embeddings=int(cfg.get("max_position_embeddings", 2048)),
             tie_word_embeddings=bool(cfg.get("tie_word_embeddings", False)),
+            sliding_window=None if window is None else int(window),
         )
 
 
@@ -237,8 +272,9 @@ class CausalLM:
             p = f"model.layers.{i}."
             for name in ("input_layernorm", "post_attention_layernorm"):
                 self._norms[p + name] = _f32(weights[p + name + ".weight"])
-            for name in BLOCK_LINEARS:
-                self._linears[p + name] = Linear(weights[p + name + ".weight"])
+            for name in BLOCK_LINEARS:  # Qwen2's q/k/v projections have biases
+                bias = p + name + ".bias"
+                self._linears[p + name] = Linear(weights[p + name + ".weight"], weights[bias] if bias in weights else None)
         kv = cfg.num_key_value_heads * cfg.head_dim
         expected = {"self_attn.q_proj": (cfg.num_attention_heads * cfg.head_dim, cfg.hidden_size),
                     "self_attn.k_proj": (kv, cfg.hidden_size), "self_attn.v_proj": (kv, cfg.hidden_size),
@@ -335,35 +371,9 @@ class CausalLM:
             raise ValueError(f"input_ids must lie in [0, {cfg.vocab_size}), got [{ids.min()}, {ids.max()}]")
         return self._embed[ids]
 
-    def block(self, i: int, h: np.ndarray) -> np.ndarray:
-        """Decoder block ``i`` applied to hidden states ``h`` (float32, (batch, seq, hidden))."""
-        cfg = self.config
-        p = f"model.layers.{i}."
-        lin = self._linears
-        batch, seq, hidden = h.shape
-        heads, kv_heads, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
-        x = rms_norm(h, self._norms[p + "input_layernorm"], cfg.rms_norm_eps).reshape(-1, hidden)
-
-        def split(y: np.ndarray, n: int) -> np.ndarray:  # (tokens, n·d) -> (batch, n, seq, d)
-            # contiguous, so that the batched matmuls below go to BLAS rather than NumPy's generic loop
-            return np.ascontiguousarray(y.reshape(batch, seq, n, d).transpose(0, 2, 1, 3))
-
-        cos, sin = rotary_cos_sin(np.arange(seq), d, cfg.rope_theta)
-        q = apply_rotary(split(_call(lin[p + "self_attn.q_proj"], x), heads), cos, sin)
-        k = apply_rotary(split(_call(lin[p + "self_attn.k_proj"], x), kv_heads), cos, sin)
-        v = split(_call(lin[p + "self_attn.v_proj"], x), kv_heads)
-        k = np.repeat(k, heads // kv_heads, axis=1)  # repeat_kv: query head j reads kv head j // group
-        v = np.repeat(v, heads // kv_heads, axis=1)
-        scores = np.matmul(q, np.ascontiguousarray(k.transpose(0, 1, 3, 2))) * np.float32(d ** -0.5)
-        causal = np.triu(np.ones((seq, seq), bool), k=1)
-        scores = np.where(causal, np.float32(-np.inf), scores)
-        scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
-        probs = scores / scores.sum(axis=-1, keepdims=True)
-        context = np.matmul(probs, v).transpose(0, 2, 1, 3).reshape(-1, heads * d)
-        h = h + _call(lin[p + "self_attn.o_proj"], context).reshape(batch, seq, hidden)
-        x = rms_norm(h, self._norms[p + "post_attention_layernorm"], cfg.rms_norm_eps).reshape(-1, hidden)
-        gated = silu(_call(lin[p + "mlp.gate_proj"], x)) * _call(lin[p + "mlp.up_proj"], x)
-        return h + _call(lin[p + "mlp.down_proj"], gated).reshape(batch, seq, hidden)
+    def block(self, i: int, h: np.ndarray, on_input: Callable[[str, np.ndarray], None] | None = None) -> np.ndarray:
+        """Decoder block ``i`` applied to hidden states ``h`` (float32, (batch, seq, hidden)); see :func:`decoder_block`."""
+        return decoder_block(self.config, h, self._norms, self._linears, f"model.layers.{i}.", on_input)
 
     def head(self, h: np.ndarray) -> np.ndarray:
         """Logits from the last hidden states: float32 (batch, seq, vocab)."""
@@ -389,6 +399,65 @@ class CausalLM:
         return self.head(h)
 
     __call__ = forward
+
+
+def decoder_block(cfg: LlamaConfig, h: np.ndarray, norms: Mapping[str, np.ndarray], linears: Mapping[str, Any],
+                  prefix: str = "", on_input: Callable[[str, np.ndarray], None] | None = None) -> np.ndarray:
+    """One decoder layer (``LlamaDecoderLayer``): ``h + o_proj(attn(RMSNorm(h)))``, then ``+ mlp(RMSNorm(.))``.
+
+    Parameters
+    ----------
+    cfg : LlamaConfig
+    h : ndarray of float32, shape (batch, seq, hidden)
+    norms : mapping
+        ``prefix + "input_layernorm"`` and ``prefix + "post_attention_layernorm"`` weights, float32 (hidden,).
+    linears : mapping
+        ``prefix + name`` for each of :data:`BLOCK_LINEARS`: callables ``(tokens, in) -> (tokens, out)``
+        (:class:`~refquant.model.linear.Linear` or a quantized one).
+    prefix : str
+        ``"model.layers.{i}."`` in a :class:`CausalLM`; ``""`` for one layer's own mapping.
+    on_input : callable, optional
+        ``on_input(name, x)`` is called before each projection with its name (from
+        :data:`BLOCK_LINEARS`) and its input ``x`` (float32, (tokens, in)); the projections of
+        one group of :data:`BLOCK_INPUTS` receive the same array. Calibration (GPTQ Hessians,
+        AWQ statistics) reads the inputs this way.
+
+    Returns
+    -------
+    ndarray of float32, shape (batch, seq, hidden)
+    """
+    batch, seq, hidden = h.shape
+    heads, kv_heads, d = cfg.num_attention_heads, cfg.num_key_value_heads, cfg.head_dim
+
+    def lin(name: str, x: np.ndarray) -> np.ndarray:
+        if on_input is not None:
+            on_input(name, x)
+        return _call(linears[prefix + name], x)
+
+    def split(y: np.ndarray, n: int) -> np.ndarray:  # (tokens, n·d) -> (batch, n, seq, d)
+        # contiguous, so that the batched matmuls below go to BLAS rather than NumPy's generic loop
+        return np.ascontiguousarray(y.reshape(batch, seq, n, d).transpose(0, 2, 1, 3))
+
+    x = rms_norm(h, norms[prefix + "input_layernorm"], cfg.rms_norm_eps).reshape(-1, hidden)
+    cos, sin = rotary_cos_sin(np.arange(seq), d, cfg.rope_theta)
+    q = apply_rotary(split(lin("self_attn.q_proj", x), heads), cos, sin)
+    k = apply_rotary(split(lin("self_attn.k_proj", x), kv_heads), cos, sin)
+    v = split(lin("self_attn.v_proj", x), kv_heads)
+    k = np.repeat(k, heads // kv_heads, axis=1)  # repeat_kv: query head j reads kv head j // group
+    v = np.repeat(v, heads // kv_heads, axis=1)
+    scores = np.matmul(q, np.ascontiguousarray(k.transpose(0, 1, 3, 2))) * np.float32(d ** -0.5)
+    offset = np.arange(seq)[:, None] - np.arange(seq)[None, :]  # query i - key j
+    hidden_keys = offset < 0
+    if cfg.sliding_window is not None:
+        hidden_keys |= offset >= cfg.sliding_window
+    scores = np.where(hidden_keys, np.float32(-np.inf), scores)
+    scores = np.exp(scores - scores.max(axis=-1, keepdims=True))
+    probs = scores / scores.sum(axis=-1, keepdims=True)
+    context = np.matmul(probs, v).transpose(0, 2, 1, 3).reshape(-1, heads * d)
+    h = h + lin("self_attn.o_proj", context).reshape(batch, seq, hidden)
+    x = rms_norm(h, norms[prefix + "post_attention_layernorm"], cfg.rms_norm_eps).reshape(-1, hidden)
+    gated = silu(lin("mlp.gate_proj", x)) * lin("mlp.up_proj", x)
+    return h + lin("mlp.down_proj", gated).reshape(batch, seq, hidden)
 
 
 def _call(layer: Any, x: np.ndarray) -> np.ndarray:
