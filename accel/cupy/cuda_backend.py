@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Callable
 
-from accel.cupy import affine, bnb, codebooks, floats, gguf, layouts, matmul, packing
+from accel.cupy import affine, bnb, codebooks, floats, gguf, layouts, matmul, microscaling, packing
 from accel.cupy.device import CupyDevice, SimDevice
 from accel.ops import OP_SPECS
 from accel.protocol import OpCapability
@@ -68,6 +68,11 @@ _OPS: dict[str, tuple[Callable[..., Any], OpCapability]] = {
     "gguf_dequant_matmul": (gguf.gguf_dequant_matmul,
                             _cap("gguf_dequant_matmul", gguf.MATMUL_QTYPES, bit_exact=False,
                                  notes="fused block decode + float32 GEMV/GEMM (Nmse)")),
+    "mx_quantize": (microscaling.mx_quantize, _cap("mx_quantize")),
+    "mx_dequantize": (microscaling.mx_dequantize, _cap("mx_dequantize")),
+    "nvfp4_quantize": (microscaling.nvfp4_quantize, _cap("nvfp4_quantize", notes="global max |x| by a device "
+                                                         "reduction (atomicMax on the magnitudes' bits)")),
+    "nvfp4_dequantize": (microscaling.nvfp4_dequantize, _cap("nvfp4_dequantize")),
     "gptq_pack": (layouts.gptq_pack, _cap("gptq_pack")),
     "gptq_unpack": (layouts.gptq_unpack, _cap("gptq_unpack")),
     "gptq_dequantize": (layouts.gptq_dequantize, _cap("gptq_dequantize")),
