@@ -58,6 +58,7 @@ _OPS: dict[str, tuple[Callable[..., Any], OpCapability]] = {
     "int8_matmul": (matmul.int8_matmul, _cap("int8_matmul", notes="dp4a, int32 partial sums")),
     "int8_matmul_zp": (matmul.int8_matmul_zp, _cap("int8_matmul_zp")),
     "dequantize_int32": (matmul.dequantize_int32, _cap("dequantize_int32")),
+    "ternary_matmul": (matmul.ternary_matmul, _cap("ternary_matmul", notes="adds/subtracts only")),
     "llm_int8_matmul": (matmul.llm_int8_matmul,
                         _cap("llm_int8_matmul", bit_exact=False, notes="float64 dequantization and outlier columns")),
     "bnb_dequant_matmul_4bit": (matmul.bnb_dequant_matmul_4bit,

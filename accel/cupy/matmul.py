@@ -13,7 +13,8 @@ from refquant.dtypes.codebooks import get_codebook
 from refquant.formats.bnb import BLOCKSIZES_4BIT
 from refquant.matmul import _scale, _zero_point   # the reference's own argument rules and messages
 
-__all__ = ["int8_matmul", "int8_matmul_zp", "dequantize_int32", "llm_int8_matmul", "bnb_dequant_matmul_4bit"]
+__all__ = ["int8_matmul", "int8_matmul_zp", "dequantize_int32", "llm_int8_matmul", "ternary_matmul",
+           "bnb_dequant_matmul_4bit"]
 
 _CODES = (np.dtype(np.int8), np.dtype(np.uint8))
 
@@ -113,6 +114,19 @@ def llm_int8_matmul(dev: Any, x: Any, w: Any, threshold: float = 6.0) -> tuple[A
     dev.launch("matmul", "llm_int8_epilogue", grid, block,
                [acc, i64(rows), i64(out_f), xs, ws, xo, wo, i64(host_cols.size), out])
     return out.reshape(*x.shape[:-1], out_f), cols
+
+
+def ternary_matmul(dev: Any, a_q: Any, t: Any) -> Any:
+    """Backend op: same contract as :func:`refquant.matmul.ternary_matmul` (exact int32,
+    adds and subtracts only); prepared int8 (m, k) and ternary int8 (k, n)."""
+    (m, k), n = a_q.shape, t.shape[1]
+    out, bad = dev.empty((m, n), np.int32), dev.zeros(1, np.int32)
+    grid, block = stride_grid(dev, m * n)
+    dev.launch("matmul", "ternary_gemm", grid, block,
+               [dev.contiguous(a_q, np.int8), dev.contiguous(t, np.int8), i64(m), i64(n), i64(k), out, bad])
+    if int(bad[0]):
+        raise_reference_error(dev, "ternary_matmul", a_q, t)
+    return out
 
 
 def bnb_dequant_matmul_4bit(dev: Any, x: Any, packed: Any, absmax: Any, quant_type: str, blocksize: int,

@@ -102,3 +102,27 @@ extern "C" __global__ void bnb_matmul_4bit(const float* __restrict__ x, i64 toke
         }
     }
 }
+
+// BitNet b1.58's ternary GEMM out (m, n) = a (m, k) @ t (k, n), t in {-1, 0, +1}: one thread
+// per output, adds and subtracts only (no multiply). Partial sums are int32 over runs of
+// 2**24 (|sum| <= 2**24 * 128 < 2**31), carried in int64; a result outside int32 flags bad.
+extern "C" __global__ void ternary_gemm(const i8* __restrict__ a, const i8* __restrict__ t, i64 m, i64 n, i64 k,
+                                        int* __restrict__ out, int* bad) {
+    GRID_STRIDE(idx, m * n) {
+        const i64 i = idx / n, j = idx - i * n;
+        const i8* row = a + i * k;
+        i64 total = 0;
+        for (i64 k0 = 0; k0 < k; k0 += (1LL << 24)) {
+            const i64 k1 = k0 + (1LL << 24) < k ? k0 + (1LL << 24) : k;
+            int acc = 0;
+            for (i64 kk = k0; kk < k1; ++kk) {
+                const int w = t[kk * n + j];
+                const int x = row[kk];
+                acc += w == 1 ? x : (w == -1 ? -x : 0);
+            }
+            total += acc;
+        }
+        if (total > 2147483647LL || total < -2147483648LL) flag_bad(bad);
+        out[idx] = static_cast<int>(total);
+    }
+}
