@@ -48,5 +48,6 @@ extern "C" __global__ void gguf_matmul_tq2_0(GGUF_MATMUL_ARGS) { matmul_rows<K_T
 extern "C" __global__ void gguf_matmul_iq4_nl(GGUF_MATMUL_ARGS) { matmul_rows<K_IQ4_NL, 32, 18>(x, tokens, w, out_f, in_f, out); }
 extern "C" __global__ void gguf_matmul_iq4_xs(GGUF_MATMUL_ARGS) { matmul_rows<K_IQ4_XS, 256, 136>(x, tokens, w, out_f, in_f, out); }
 extern "C" __global__ void gguf_matmul_mxfp4(GGUF_MATMUL_ARGS) { matmul_rows<K_MXFP4, 32, 17>(x, tokens, w, out_f, in_f, out); }
+extern "C" __global__ void gguf_matmul_nvfp4(GGUF_MATMUL_ARGS) { matmul_rows<K_NVFP4, 64, 36>(x, tokens, w, out_f, in_f, out); }
 extern "C" __global__ void gguf_matmul_f16(GGUF_MATMUL_ARGS) { matmul_rows<K_F16, 1, 2>(x, tokens, w, out_f, in_f, out); }
 extern "C" __global__ void gguf_matmul_bf16(GGUF_MATMUL_ARGS) { matmul_rows<K_BF16, 1, 2>(x, tokens, w, out_f, in_f, out); }
