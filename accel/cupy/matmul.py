@@ -11,7 +11,6 @@ from accel.cupy import bnb
 from accel.cupy._launch import empty_matmul, fix_nonfinite_products, i32, i64, raise_reference_error, require, stride_grid
 from refquant.dtypes.codebooks import get_codebook
 from refquant.formats.bnb import BLOCKSIZES_4BIT
-from refquant.matmul import _scale, _zero_point   # the reference's own argument rules and messages
 
 __all__ = ["int8_matmul", "int8_matmul_zp", "dequantize_int32", "llm_int8_matmul", "ternary_matmul",
            "bnb_dequant_matmul_4bit"]
@@ -33,7 +32,7 @@ def _signed_rows(dev: Any, src: Any, rows: int, k: int, row_stride: int, col_str
 
 
 def _gemm_nt(dev: Any, a: Any, a_rs: int, a_cs: int, b: Any, b_rs: int, b_cs: int, m: int, n: int, k: int,
-             za: np.ndarray, zb: np.ndarray) -> tuple[Any, bool]:
+             za: Any, zb: Any) -> tuple[Any, bool]:
     """(a - za) . (b - zb)^T over k for a's m rows and b's n rows, int32 (m, n), and
     whether some result left int32."""
     a_s, row_sums, oa = _signed_rows(dev, a, m, k, a_rs, a_cs)
@@ -42,8 +41,7 @@ def _gemm_nt(dev: Any, a: Any, a_rs: int, a_cs: int, b: Any, b_rs: int, b_cs: in
     grid, block = stride_grid(dev, m * n)
     dev.launch("matmul", "int8_gemm_nt", grid, block,
                [a_s.view(np.int32), b_s.view(np.int32), i64(m), i64(n), i64(a_s.shape[1] // 4), i64(k),
-                dev.contiguous(np.asarray(za, np.int64) - oa, np.int64), dev.contiguous(np.asarray(zb, np.int64) - ob,
-                                                                                      np.int64),
+                dev.contiguous(dev.asarray(za) - oa, np.int64), dev.contiguous(dev.asarray(zb) - ob, np.int64),
                 row_sums, col_sums, out, bad])
     return out, bool(int(bad[0]))
 
@@ -67,11 +65,8 @@ def int8_matmul_zp(dev: Any, a_q: Any, b_q: Any, a_zero: Any, b_zero: Any) -> An
     """Backend op: same contract as :func:`refquant.matmul.int8_matmul_zp` (exact int32)."""
     require(dev, _operands_ok(a_q, b_q), "int8_matmul_zp", a_q, b_q, a_zero, b_zero)
     (m, k), n = a_q.shape, b_q.shape[1]
-    za = _zero_point("a_zero", dev.to_numpy(a_zero) if hasattr(a_zero, "shape") else a_zero, m,
-                     np.empty(0, a_q.dtype), "row of a_q")
-    zb = _zero_point("b_zero", dev.to_numpy(b_zero) if hasattr(b_zero, "shape") else b_zero, n,
-                     np.empty(0, b_q.dtype), "column of b_q")
-    out, bad = _gemm_nt(dev, a_q, k, 1, b_q, 1, n, m, n, k, za, zb)
+    # prepared zero points: int64 (m,) and (n,)
+    out, bad = _gemm_nt(dev, a_q, k, 1, b_q, 1, n, m, n, k, a_zero, b_zero)
     if bad:
         raise_reference_error(dev, "int8_matmul_zp", a_q, b_q, a_zero, b_zero)
     return out
@@ -82,14 +77,12 @@ def dequantize_int32(dev: Any, acc: Any, a_scale: Any, b_scale: Any) -> Any:
     the same two float64 products and one rounding)."""
     require(dev, hasattr(acc, "dtype") and np.dtype(acc.dtype) == np.int32 and acc.ndim == 2,
             "dequantize_int32", acc, a_scale, b_scale)
-    m, n = acc.shape
-    host = [dev.to_numpy(s) if hasattr(s, "shape") else s for s in (a_scale, b_scale)]
-    sa, sb = _scale("a_scale", host[0], m, "row"), _scale("b_scale", host[1], n, "column")
+    m, n = acc.shape   # prepared scales: float64 (m,) and (n,)
     out = dev.empty((m, n), np.float32)
     grid, block = stride_grid(dev, m * n)
     dev.launch("matmul", "dequantize_int32", grid, block,
-               [dev.contiguous(acc, np.int32), i64(m), i64(n), dev.contiguous(sa, np.float64),
-                dev.contiguous(sb, np.float64), out])
+               [dev.contiguous(acc, np.int32), i64(m), i64(n), dev.contiguous(a_scale, np.float64),
+                dev.contiguous(b_scale, np.float64), out])
     return out
 
 
