@@ -86,14 +86,38 @@ def test_synchronizing_kernels_do_not_depend_on_thread_order(monkeypatch):
             np.testing.assert_array_equal(got, want)
 
 
+@needs_gxx
+def test_fused_matmul_recomputes_overflowed_outputs_on_the_device():
+    """Products past FLT_MAX make the float32 sums inf - inf = NaN; the device's float64
+    recompute gives the reference's result (here exactly 0 and +-inf)."""
+    from refquant.gguf import dequant_matmul, quantize
+
+    b = accel.get_backend("cuda-sim")
+    w = np.concatenate([np.full((2, 32), 7e6, np.float32), np.full((2, 32), -7e6, np.float32)], axis=1)
+    w[1, 32:] = 7e6                                                  # row 1: no cancellation, +inf
+    data = quantize(w, "q8_0")
+    x = np.full((3, 64), 1e32, np.float32)
+    x[2] = 1.0                                                        # a finite row stays as computed
+    got = b.gguf_dequant_matmul(x, data, "q8_0", (2, 64))
+    want = dequant_matmul(x, data, "q8_0", (2, 64))
+    assert np.isnan(want).sum() == 0 and np.isinf(want).any() and (want == 0).any()
+    np.testing.assert_array_equal(got[:2], want[:2])
+    np.testing.assert_allclose(got[2], want[2], rtol=1e-6)
+
+
 @pytest.mark.gpu
 def test_gpu_matches_the_simulator_bit_for_bit():
+    from refquant.gguf import quantize
+
     gpu, sim = accel.get_backend("cupy"), accel.get_backend("cuda-sim")
     rng = np.random.default_rng(5)
     x = rng.standard_normal((64, 256)).astype(np.float32)
     checks = [("encode_float", (x, "bfloat16")), ("bnb_quantize_4bit", (x, "nf4", 64)),
               ("bnb_quantize_blockwise", (x, 256)), ("gguf_quantize", (x, "q8_0")),
-              ("int8_vectorwise_quant", (x, 2.0))]
+              ("int8_vectorwise_quant", (x, 2.0)), ("mx_quantize", (x, "mxfp6_e2m3")), ("nvfp4_quantize", (x,)),
+              ("gguf_dequantize", (quantize(x, "iq2_xs", np.ones(256, np.float32)),
+                                   "iq2_xs", x.shape)),
+              ("ternary_matmul", (np.round(x * 20).astype(np.int8), np.sign(x.T).astype(np.int8)))]
     for op, args in checks:
         got = gpu.to_numpy(getattr(gpu, op)(*[gpu.asarray(a) if isinstance(a, np.ndarray) else a for a in args]))
         want = getattr(sim, op)(*args)

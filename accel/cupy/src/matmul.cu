@@ -126,3 +126,28 @@ extern "C" __global__ void ternary_gemm(const i8* __restrict__ a, const i8* __re
         out[idx] = static_cast<int>(total);
     }
 }
+
+// The fused dequant-matmuls accumulate in float32, so a product or partial sum beyond
+// FLT_MAX gives inf - inf = NaN where the reference's float64 sum rounds to +-inf once.
+// count_nonfinite flags whether any output is NaN or inf; recompute_nonfinite_f64 then
+// recomputes only those outputs as float64 dot products of x (rows, in) and the decoded
+// weight w (out, in), rounded once to float32 (one thread per output; finite ones return).
+extern "C" __global__ void count_nonfinite(const u32* __restrict__ out, i64 n, int* flag) {
+    GRID_STRIDE(i, n) {
+        if ((out[i] & 0x7f800000u) == 0x7f800000u) flag_bad(flag);
+    }
+}
+
+extern "C" __global__ void recompute_nonfinite_f64(const float* __restrict__ x, const float* __restrict__ w, i64 rows,
+                                                   i64 out_f, i64 in_f, float* __restrict__ out) {
+    GRID_STRIDE(idx, rows * out_f) {
+        if ((__float_as_uint(out[idx]) & 0x7f800000u) != 0x7f800000u) continue;
+        const i64 r = idx / out_f, o = idx - r * out_f;
+        const float* xr = x + r * in_f;
+        const float* wr = w + o * in_f;
+        double acc = 0.0;
+        for (i64 k = 0; k < in_f; ++k)
+            acc = __dadd_rn(acc, __dmul_rn(static_cast<double>(xr[k]), static_cast<double>(wr[k])));
+        out[idx] = __double2float_rn(acc);
+    }
+}
