@@ -88,7 +88,7 @@ def gguf_dequant_matmul(dev: Any, x: Any, data: Any, qtype: Any, shape: Any) -> 
 _ROW_KERNELS = {"q4_0": "gguf_quantize", "q4_1": "gguf_quantize", "q5_0": "gguf_quantize", "q5_1": "gguf_quantize",
                 "q2_k": "gguf_kquants", "q3_k": "gguf_kquants", "q4_k": "gguf_kquants", "q5_k": "gguf_kquants",
                 "q6_k": "gguf_kquants", "iq4_nl": "gguf_iquants", "iq4_xs": "gguf_iquants"}
-QUANTIZE_QTYPES = frozenset({"f16", "bf16", "q8_0", "q8_1", "q8_k", "tq1_0", "tq2_0", "mxfp4", *_ROW_KERNELS})
+QUANTIZE_QTYPES = frozenset({"f16", "bf16", "q8_0", "q8_1", "q8_k", "tq1_0", "tq2_0", "mxfp4", "nvfp4", *_ROW_KERNELS})
 
 
 @functools.lru_cache(maxsize=None)
@@ -144,6 +144,11 @@ def gguf_quantize(dev: Any, x: Any, qtype: Any, imatrix: Any = None) -> Any:
         grid, block = stride_grid(dev, nb, 64)
         dev.launch("gguf_iquants", "gguf_quantize_mxfp4", grid, block,
                    [flat, i64(nb), out, dev.contiguous(log2_bump_table(), np.uint32), bad])
+    elif fmt.name == "nvfp4":
+        nb = n // fmt.block_size
+        out = dev.empty(nb * fmt.type_size, np.uint8)
+        grid, block = stride_grid(dev, nb, 64)
+        dev.launch("gguf_iquants", "gguf_quantize_nvfp4", grid, block, [flat, i64(nb), out, bad])
     elif fmt.name in ("f16", "bf16"):
         out = dev.empty(n, np.uint16)
         grid, block = stride_grid(dev, n)

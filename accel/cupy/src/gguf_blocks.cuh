@@ -167,15 +167,6 @@ __device__ __forceinline__ void dq_mxfp4(const u8* q, float* y) {
     }
 }
 
-// ggml_ue4m3_to_fp32 halved (ggml-impl.h @ d99724f2): bit 7 ignored, 0x7F is 0 (not NaN);
-// exponent field e, mantissa m: m * 2**-10 for e = 0, else (8 + m) * 2**(e - 11) (exact).
-__device__ __forceinline__ float ue4m3_to_f32_half(u32 c) {
-    const u32 e = (c >> 3) & 0xFu, m = c & 7u;
-    if (c == 0x7Fu) return 0.0f;
-    return e == 0 ? static_cast<float>(m) * 0.0009765625f
-                  : static_cast<float>(8u + m) * __uint_as_float((e + 116u) << 23);
-}
-
 // ggml's NVFP4 (dequantize_row_nvfp4): four sub-blocks of 16, each kv[q] * ue4m3_half(d[s]),
 // byte 8s + j holding code j (low nibble) and j + 8 (high nibble).
 __device__ __forceinline__ void dq_nvfp4(const u8* q, float* y) {
