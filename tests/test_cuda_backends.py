@@ -133,3 +133,24 @@ def test_gpu_sources_inline_their_headers_once():
         text = inline_source(path)
         assert "#include" not in text, path.name
         assert text.count("typedef unsigned char u8;") == 1, path.name   # common.cuh exactly once
+
+
+@needs_gxx
+def test_ggml_nvfp4_scales_on_every_rounding_boundary():
+    """ggml's UE4M3 encoder rounds half up and has its own subnormal rule: sub-block
+    maxima 6·v for v on both sides of every E4M3 rounding point and binade edge, and
+    across the subnormal range, give the reference's bytes."""
+    from refquant.gguf import quantize
+
+    grid = np.concatenate([np.ldexp(1.0 + np.arange(8) / 8, e) for e in range(-6, 9)] +
+                          [np.arange(1, 8) * 2.0**-9])
+    mids = np.sort(np.concatenate([grid, (grid[:-1] + grid[1:]) / 2]))
+    v = np.concatenate([np.nextafter(mids.astype(np.float32), np.float32(0)), mids.astype(np.float32),
+                        np.nextafter(mids.astype(np.float32), np.float32(np.inf)), np.float32([300, 448, 500, 1e-7])])
+    v = v[: v.size // 4 * 4].astype(np.float32) * np.float32(6.0)
+    x = np.zeros((v.size, 16), np.float32)
+    x[:, 0] = v
+    x[:, 1:] = v[:, None] * np.linspace(-1, 1, 15, dtype=np.float32)
+    x = x.reshape(-1, 64)
+    got = accel.get_backend("cuda-sim").gguf_quantize(x, "nvfp4")
+    np.testing.assert_array_equal(got, quantize(x, "nvfp4"))
