@@ -68,7 +68,8 @@ _OPS: dict[str, tuple[Callable[..., Any], OpCapability]] = {
     "gguf_dequantize": (gguf.gguf_dequantize, _cap("gguf_dequantize", gguf.DEQUANT_QTYPES)),
     "gguf_dequant_matmul": (gguf.gguf_dequant_matmul,
                             _cap("gguf_dequant_matmul", gguf.MATMUL_QTYPES, bit_exact=False,
-                                 notes="fused block decode + float32 GEMV/GEMM (Nmse)")),
+                                 notes="fused block decode + float32 GEMV/GEMM (Nmse); non-finite outputs "
+                                       "recomputed in float64 on the device")),
     "mx_quantize": (microscaling.mx_quantize, _cap("mx_quantize")),
     "mx_dequantize": (microscaling.mx_dequantize, _cap("mx_dequantize")),
     "nvfp4_quantize": (microscaling.nvfp4_quantize, _cap("nvfp4_quantize", notes="global max |x| by a device "

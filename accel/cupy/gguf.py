@@ -18,15 +18,22 @@ from refquant.gguf import get_format
 
 __all__ = ["DEQUANT_QTYPES", "MATMUL_QTYPES", "gguf_dequantize", "gguf_dequant_matmul"]
 
-# grid-codebook types (src/gguf_iqgrid.cu): their grid and whether the kernel takes ksigns
-_IQ_GRIDS = {"iq2_xxs": ("iq2xxs_grid", True), "iq2_xs": ("iq2xs_grid", True), "iq2_s": ("iq2s_grid", False),
-             "iq3_xxs": ("iq3xxs_grid", True), "iq3_s": ("iq3s_grid", False), "iq1_s": ("iq1s_grid", False),
-             "iq1_m": ("iq1s_grid", False)}
+# grid-codebook types (src/gguf_iqgrid.cuh): the grid their kernels take (with ksigns_iq2xs)
+_IQ_GRIDS = {"iq2_xxs": "iq2xxs_grid", "iq2_xs": "iq2xs_grid", "iq2_s": "iq2s_grid", "iq3_xxs": "iq3xxs_grid",
+             "iq3_s": "iq3s_grid", "iq1_s": "iq1s_grid", "iq1_m": "iq1s_grid"}
 
-MATMUL_QTYPES = frozenset({"f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1", "q2_k", "q3_k", "q4_k",
-                           "q5_k", "q6_k", "q8_k", "tq1_0", "tq2_0", "iq4_nl", "iq4_xs", "mxfp4", "nvfp4"})
-# src/gguf.cu (the types of src/gguf_matmul.cu, one entry point each) and src/gguf_iqgrid.cu
-DEQUANT_QTYPES = MATMUL_QTYPES | frozenset(_IQ_GRIDS)
+# src/gguf.cu + src/gguf_iqgrid.cu (dequantize) and src/gguf_matmul.cu: one entry point per type each
+DEQUANT_QTYPES = frozenset({"f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1", "q2_k", "q3_k", "q4_k",
+                            "q5_k", "q6_k", "q8_k", "tq1_0", "tq2_0", "iq4_nl", "iq4_xs", "mxfp4", "nvfp4",
+                            *_IQ_GRIDS})
+MATMUL_QTYPES = DEQUANT_QTYPES
+
+
+def _grid_tables(dev: Any, qtype: str) -> list[Any]:
+    """The device tables a grid type's kernels take: its lattice (uint8 bytes; IQ1's int8
+    entries as their bytes) and ksigns_iq2xs."""
+    table = grid(_IQ_GRIDS[qtype])
+    return [dev.contiguous(table.view(np.uint8), np.uint8), dev.contiguous(KSIGNS_IQ2XS, np.uint8)]
 
 
 def _elements(shape: Any, block_size: int) -> int | None:
@@ -51,12 +58,10 @@ def gguf_dequantize(dev: Any, data: Any, qtype: Any, shape: Any) -> Any:
         grid_, block = stride_grid(dev, n)
         dev.launch("gguf", f"gguf_dequantize_{fmt.name}", grid_, block, [flat.view(np.uint16), i64(n), out])
     elif fmt.name in _IQ_GRIDS:
-        name, signed = _IQ_GRIDS[fmt.name]
-        table = grid(name)
-        tables = [dev.contiguous(table, table.dtype)] + ([dev.contiguous(KSIGNS_IQ2XS, np.uint8)] if signed else [])
         nb = n // fmt.block_size
         grid_, block = stride_grid(dev, nb, 64)
-        dev.launch("gguf_iqgrid", f"gguf_dequantize_{fmt.name}", grid_, block, [flat, i64(nb), *tables, out])
+        dev.launch("gguf_iqgrid", f"gguf_dequantize_{fmt.name}", grid_, block,
+                   [flat, i64(nb), *_grid_tables(dev, fmt.name), out])
     else:
         nb = n // fmt.block_size
         grid_, block = stride_grid(dev, nb, 64)
@@ -78,8 +83,9 @@ def gguf_dequant_matmul(dev: Any, x: Any, data: Any, qtype: Any, shape: Any) -> 
         return empty
     x2 = dev.contiguous(x, np.float32).reshape(-1, in_f)
     out = dev.empty((x2.shape[0], out_f), np.float32)
+    tables = _grid_tables(dev, fmt.name) if fmt.name in _IQ_GRIDS else []
     dev.launch("gguf_matmul", f"gguf_matmul_{fmt.name}", (max(1, min(out_f, dev.max_blocks)),), (64,),
-               [x2, i64(x2.shape[0]), dev.contiguous(data, np.uint8).reshape(-1), i64(out_f), i64(in_f), out])
+               [x2, i64(x2.shape[0]), dev.contiguous(data, np.uint8).reshape(-1), i64(out_f), i64(in_f), *tables, out])
     out = fix_nonfinite_products(dev, out, x2, lambda: gguf_dequantize(dev, data, qtype, (out_f, in_f)))
     return out.reshape(*x.shape[:-1], out_f)
 
