@@ -13,6 +13,11 @@ __device__ __forceinline__ u32 load_u32(const u8* p) {
            (static_cast<u32>(p[3]) << 24);
 }
 
+// d * (0.5f + s) * factor, left to right (the IQ2 / IQ3_XXS sub-block scales).
+__device__ __forceinline__ float half_scale(float d, u32 s, float factor) {
+    return d * (0.5f + static_cast<float>(s)) * factor;
+}
+
 // 8 values (db * g[j]) negated where bit j of signs is set (ggml multiplies by -1 or 1).
 __device__ __forceinline__ void put8(float* y, float db, const u8* g, u32 signs) {
     for (int j = 0; j < 8; ++j) {
@@ -37,27 +42,24 @@ __device__ __forceinline__ void put_iq1(float* y, float dl, const i8* g, float d
 
 // IQ2_XXS (66 bytes): d, then per 32-element sub-block two uint32: four grid indices, and
 // 4 x 7 sign bits + a 4-bit scale.
-__device__ __forceinline__ void dq_iq2_xxs(const u8* __restrict__ q, float* __restrict__ y, const u8* __restrict__ grid_bytes,
+__device__ __forceinline__ void dq_iq2_xxs(const u8* __restrict__ q, float* __restrict__ y, const u8* __restrict__ grid,
     const u8* __restrict__ ksigns) {
-    const u8* grid = grid_bytes;
     const float d = load_fp16(q);
     for (int ib = 0; ib < 8; ++ib) {
         const u8* s = q + 2 + 8 * ib;
         const u32 a1 = load_u32(s + 4);
-        const float db = d * (0.5f + static_cast<float>(a1 >> 28)) * 0.25f;
+        const float db = half_scale(d, a1 >> 28, 0.25f);
         for (int l = 0; l < 4; ++l) put8(y + 32 * ib + 8 * l, db, grid + 8 * s[l], ksigns[(a1 >> (7 * l)) & 127u]);
     }
 }
 
 // IQ2_XS (74 bytes): d, qs:u16[32] (9-bit index, 7-bit sign index), scales[8] (two nibbles).
-__device__ __forceinline__ void dq_iq2_xs(const u8* __restrict__ q, float* __restrict__ y, const u8* __restrict__ grid_bytes,
+__device__ __forceinline__ void dq_iq2_xs(const u8* __restrict__ q, float* __restrict__ y, const u8* __restrict__ grid,
     const u8* __restrict__ ksigns) {
-    const u8* grid = grid_bytes;
     const float d = load_fp16(q);
     for (int ib = 0; ib < 8; ++ib) {
         const u32 sc = q[66 + ib];
-        const float db0 = d * (0.5f + static_cast<float>(sc & 0xFu)) * 0.25f;
-        const float db1 = d * (0.5f + static_cast<float>(sc >> 4)) * 0.25f;
+        const float db0 = half_scale(d, sc & 0xFu, 0.25f), db1 = half_scale(d, sc >> 4, 0.25f);
         for (int l = 0; l < 4; ++l) {
             const u32 v = load_u16(q + 2 + 2 * (4 * ib + l));
             put8(y + 32 * ib + 8 * l, l < 2 ? db0 : db1, grid + 8 * (v & 511u), ksigns[v >> 9]);
@@ -67,15 +69,13 @@ __device__ __forceinline__ void dq_iq2_xs(const u8* __restrict__ q, float* __res
 
 // IQ2_S (82 bytes): d, qs[64] (32 low index bytes, 32 sign bytes), qh[8] (2 index bits a
 // group), scales[8].
-__device__ __forceinline__ void dq_iq2_s(const u8* __restrict__ q, float* __restrict__ y, const u8* __restrict__ grid_bytes,
+__device__ __forceinline__ void dq_iq2_s(const u8* __restrict__ q, float* __restrict__ y, const u8* __restrict__ grid,
     const u8* __restrict__ ksigns) {
-    const u8* grid = grid_bytes;
     (void)ksigns;   // the sign bytes are stored whole
     const float d = load_fp16(q);
     for (int ib = 0; ib < 8; ++ib) {
         const u32 sc = q[74 + ib], qh = q[66 + ib];
-        const float db0 = d * (0.5f + static_cast<float>(sc & 0xFu)) * 0.25f;
-        const float db1 = d * (0.5f + static_cast<float>(sc >> 4)) * 0.25f;
+        const float db0 = half_scale(d, sc & 0xFu, 0.25f), db1 = half_scale(d, sc >> 4, 0.25f);
         for (int l = 0; l < 4; ++l) {
             const u32 idx = q[2 + 4 * ib + l] | ((qh << (8 - 2 * l)) & 0x300u);
             put8(y + 32 * ib + 8 * l, l < 2 ? db0 : db1, grid + 8 * idx, q[2 + 32 + 4 * ib + l]);
@@ -85,13 +85,12 @@ __device__ __forceinline__ void dq_iq2_s(const u8* __restrict__ q, float* __rest
 
 // IQ3_XXS (98 bytes): d, qs[64] grid indices (two per group of 8), then per sub-block a
 // uint32 of 4 x 7 sign bits + a 4-bit scale.
-__device__ __forceinline__ void dq_iq3_xxs(const u8* __restrict__ q, float* __restrict__ y, const u8* __restrict__ grid_bytes,
+__device__ __forceinline__ void dq_iq3_xxs(const u8* __restrict__ q, float* __restrict__ y, const u8* __restrict__ grid,
     const u8* __restrict__ ksigns) {
-    const u8* grid = grid_bytes;
     const float d = load_fp16(q);
     for (int ib = 0; ib < 8; ++ib) {
         const u32 a = load_u32(q + 2 + 64 + 4 * ib);
-        const float db = d * (0.5f + static_cast<float>(a >> 28)) * 0.5f;
+        const float db = half_scale(d, a >> 28, 0.5f);
         for (int l = 0; l < 4; ++l) {
             const u8* g = q + 2 + 8 * ib + 2 * l;
             put4x2(y + 32 * ib + 8 * l, db, grid + 4 * g[0], grid + 4 * g[1], ksigns[(a >> (7 * l)) & 127u]);
@@ -100,9 +99,8 @@ __device__ __forceinline__ void dq_iq3_xxs(const u8* __restrict__ q, float* __re
 }
 
 // IQ3_S (110 bytes): d, qs[64], qh[8] (9th index bits), signs[32], scales[4] (nibbles).
-__device__ __forceinline__ void dq_iq3_s(const u8* __restrict__ q, float* __restrict__ y, const u8* __restrict__ grid_bytes,
+__device__ __forceinline__ void dq_iq3_s(const u8* __restrict__ q, float* __restrict__ y, const u8* __restrict__ grid,
     const u8* __restrict__ ksigns) {
-    const u8* grid = grid_bytes;
     (void)ksigns;   // the sign bytes are stored whole
     const float d = load_fp16(q);
     for (int ib = 0; ib < 8; ++ib) {
