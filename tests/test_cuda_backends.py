@@ -75,7 +75,9 @@ def _runs(schedule: str, monkeypatch) -> list[np.ndarray]:
     q, stats, cols = b.int8_vectorwise_quant(w * np.float32(3), 6.0)
     wp, wa = b.bnb_quantize_4bit(w, "fp4", 64)
     y = b.bnb_dequant_matmul_4bit(w[:2], wp, wa, "fp4", 64, (8, 96))
-    return [packed, absmax, codes, amax8, q, stats, cols, y]
+    mx = b.mx_quantize(x[:1536].reshape(3, 512), "mxfp4")
+    nv = b.nvfp4_quantize(x[:1552])                                  # 97 blocks of 16: a half warp at the end
+    return [packed, absmax, codes, amax8, q, stats, cols, y, *mx, *nv[:2], np.float32(nv[2])]
 
 
 @needs_gxx

@@ -35,9 +35,9 @@ def mx_quantize(dev: Any, x: Any, fmt: str) -> tuple[Any, Any]:
     flat = dev.contiguous(x, np.float32).reshape(-1)
     nb = flat.size // 32
     scales, codes = dev.empty(nb, np.uint8), dev.empty(flat.size, np.uint8)
-    grid, block = stride_grid(dev, nb, 64)
+    grid, block = stride_grid(dev, flat.size)   # one lane per element, a warp per MX block
     dev.launch("microscaling", "mx_quantize", grid, block,
-               [flat.view(np.uint32), i64(nb), table, i32(emax_elem), i32(is_int8), scales, codes])
+               [flat.view(np.uint32), i64(flat.size), table, i32(emax_elem), i32(is_int8), scales, codes])
     return scales.reshape(tuple(x.shape[:-1]) + (x.shape[-1] // 32,)), codes.reshape(x.shape)
 
 
@@ -66,9 +66,9 @@ def nvfp4_quantize(dev: Any, x: Any, *, global_amax: float | None = None) -> tup
     else:
         amax = dev.contiguous(np.array([global_amax], np.float32).view(np.uint32), np.uint32)
     packed, scales, g = dev.empty(flat.size // 2, np.uint8), dev.empty(nb, np.uint8), dev.empty(1, np.float32)
-    grid, block = stride_grid(dev, nb, 64)
+    grid, block = stride_grid(dev, flat.size)   # one lane per element, 16 per NVFP4 block
     dev.launch("microscaling", "nvfp4_quantize", grid, block,
-               [flat.view(np.uint32), i64(nb), amax, dev.contiguous(_E4M3, np.int32), dev.contiguous(_E2M1, np.int32),
+               [flat.view(np.uint32), i64(flat.size), amax, dev.contiguous(_E4M3, np.int32), dev.contiguous(_E2M1, np.int32),
                 packed, scales, g])
     lead = tuple(x.shape[:-1])
     return (packed.reshape(lead + (x.shape[-1] // 2,)), scales.reshape(lead + (x.shape[-1] // 16,)),

@@ -5,26 +5,33 @@
 // without FMA contraction.
 #include "float_codes.cuh"
 
-// MX quantize (section 6.3), one thread per block of 32: shared_exp = floor(log2(amax)) -
-// emax_elem from amax's float32 exponent (clamped to -127; -127 for an all-zero block),
-// P_i = element(V_i * 2**-shared_exp) rounded to nearest even, saturating. A block holding
-// NaN or inf gets the NaN scale 0xFF and zero codes. is_int8: MXINT8 (rint(64 v), +-127).
-extern "C" __global__ void mx_quantize(const u32* __restrict__ x, i64 nb, const int* __restrict__ fmt, int emax_elem,
+// max of v over groups of `width` lanes (a power of two <= 32) of a full warp.
+__device__ __forceinline__ u32 group_max_u32(u32 v, int width) {
+    for (int off = width / 2; off > 0; off >>= 1) {
+        const u32 o = __shfl_xor_sync(0xffffffffu, v, off, width);
+        v = o > v ? o : v;
+    }
+    return v;
+}
+
+// MX quantize (section 6.3), one lane per element, one warp per block of 32 (reads and
+// writes coalesced): shared_exp = floor(log2(amax)) - emax_elem from amax's float32
+// exponent (clamped to -127; -127 for an all-zero block), P_i = element(V_i * 2**-shared_exp)
+// rounded to nearest even, saturating. A block holding NaN or inf gets the NaN scale 0xFF
+// and zero codes. is_int8: MXINT8 (rint(64 v), +-127). n is a multiple of 32 and the block
+// size of the launch too, so a warp's lanes are all in range or all out (full-mask shuffles).
+extern "C" __global__ void mx_quantize(const u32* __restrict__ x, i64 n, const int* __restrict__ fmt, int emax_elem,
                                        int is_int8, u8* __restrict__ scales, u8* __restrict__ codes) {
     const FloatFormat f = load_format(fmt);
-    GRID_STRIDE(b, nb) {
-        const u32* v = x + b * 32;
-        u32 amax = 0;
-        bool finite = true;
-        for (int i = 0; i < 32; ++i) {
-            const u32 a = v[i] & 0x7fffffffu;
-            finite &= a < 0x7f800000u;
-            amax = a > amax ? a : amax;   // finite magnitudes order as their bit patterns
-        }
-        u8* q = codes + b * 32;
+    GRID_STRIDE(i, n) {
+        const u32 v = x[i];
+        const u32 a = v & 0x7fffffffu;
+        const bool finite = __all_sync(0xffffffffu, a < 0x7f800000u);
+        const u32 amax = group_max_u32(a, 32);   // finite magnitudes order as their bit patterns
+        const bool lane0 = (i & 31) == 0;
         if (!finite) {
-            scales[b] = 0xFF;
-            for (int i = 0; i < 32; ++i) q[i] = 0;
+            if (lane0) scales[i / 32] = 0xFF;
+            codes[i] = 0;
             continue;
         }
         int shared = -127;
@@ -33,17 +40,13 @@ extern "C" __global__ void mx_quantize(const u32* __restrict__ x, i64 nb, const 
             const int fl = e32 > 0 ? e32 - 127 : (31 - __clz(static_cast<int>(amax))) - 149;   // floor(log2 amax)
             shared = max(fl - emax_elem, -127);
         }
-        scales[b] = static_cast<u8>(shared + 127);
-        const float inv_x = exp2_exact(-shared);   // 2**-shared: exact (shared >= emax_elem - 127 ... 127)
-        for (int i = 0; i < 32; ++i) {
-            const float p = __fmul_rn(__uint_as_float(v[i]), inv_x);   // V_i / X, one rounding (as ldexp)
-            if (is_int8) {
-                const float r = rintf(__fmul_rn(p, 64.0f));            // exact scaling, ties to even
-                const int k = static_cast<int>(fminf(fmaxf(r, -127.0f), 127.0f));
-                q[i] = static_cast<u8>(static_cast<i8>(k));
-            } else {
-                q[i] = static_cast<u8>(encode_bits(__float_as_uint(p), f));
-            }
+        if (lane0) scales[i / 32] = static_cast<u8>(shared + 127);
+        const float p = __fmul_rn(__uint_as_float(v), exp2_exact(-shared));   // V_i / X, one rounding (as ldexp)
+        if (is_int8) {
+            const float r = rintf(__fmul_rn(p, 64.0f));                      // exact scaling, ties to even
+            codes[i] = static_cast<u8>(static_cast<i8>(static_cast<int>(fminf(fmaxf(r, -127.0f), 127.0f))));
+        } else {
+            codes[i] = static_cast<u8>(encode_bits(__float_as_uint(p), f));
         }
     }
 }
@@ -87,25 +90,27 @@ __device__ __forceinline__ float nvfp4_global(u32 amax_bits) {
     return amax == 0.0f ? 1.0f : __fdiv_rn(amax, 2688.0f);
 }
 
-// NVFP4 quantize, one thread per block of 16 (refquant.formats.nvfp4 steps 2-3): the E4M3
-// block scale of block_amax / (6 g), then each value divided by e4m3(s) * g and rounded to
-// E2M1 on its magnitude (saturating), the sign bit for a non-zero negative quotient. e4m3 and
-// e2m1 are the two formats' fields (float_format_table, saturating). Block 0's thread 0
-// writes g.
-extern "C" __global__ void nvfp4_quantize(const u32* __restrict__ x, i64 nb, const u32* __restrict__ amax_bits,
+// NVFP4 quantize (refquant.formats.nvfp4 steps 2-3), one lane per element, 16 lanes per
+// block (coalesced): the E4M3 block scale of block_amax / (6 g), then each value divided by
+// e4m3(s) * g and rounded to E2M1 on its magnitude (saturating), the sign bit for a
+// non-zero negative quotient; even lanes write a byte (their code low, the next lane's
+// high). e4m3 and e2m1 are the two formats' fields (format_fields, saturating). The loop
+// runs per warp (while its first element is in range), so the full-mask shuffles always
+// have every lane; when n % 32 == 16 the upper half-warp joins them with zeros and writes
+// nothing. Block 0's thread 0 writes g.
+extern "C" __global__ void nvfp4_quantize(const u32* __restrict__ x, i64 n, const u32* __restrict__ amax_bits,
                                           const int* __restrict__ e4m3, const int* __restrict__ e2m1,
                                           u8* __restrict__ packed, u8* __restrict__ block_scales,
                                           float* __restrict__ global_scale) {
     const FloatFormat fs = load_format(e4m3), fe = load_format(e2m1);
     const float g = nvfp4_global(*amax_bits);
     if (blockIdx.x == 0 && threadIdx.x == 0) *global_scale = g;
-    GRID_STRIDE(b, nb) {
-        const u32* v = x + b * 16;
-        u32 amax = 0;
-        for (int i = 0; i < 16; ++i) {
-            const u32 a = v[i] & 0x7fffffffu;
-            amax = a > amax ? a : amax;
-        }
+    const i64 stride = static_cast<i64>(gridDim.x) * blockDim.x;
+    for (i64 w0 = (static_cast<i64>(blockIdx.x) * blockDim.x + threadIdx.x) & ~31LL; w0 < n; w0 += stride) {
+        const i64 i = w0 + (threadIdx.x & 31);   // the warp's first element is in range
+        const bool in = i < n;
+        const u32 v = in ? x[i] : 0u;
+        const u32 amax = group_max_u32(v & 0x7fffffffu, 16);
         float s = __fdiv_rn(__uint_as_float(amax), __fmul_rn(6.0f, g));
         if (s == 0.0f) s = 1.0f;
         if (s < 0.001953125f) s = 0.001953125f;   // 2**-9, E4M3's smallest subnormal; NaN stays (np.maximum)
@@ -113,20 +118,14 @@ extern "C" __global__ void nvfp4_quantize(const u32* __restrict__ x, i64 nb, con
         // gives x86's default NaN, whose sign bit is set, and encodes it with that sign.
         if (s != s) s = __uint_as_float(0xffc00000u);
         const u32 sc = encode_bits(__float_as_uint(s), fs);
-        block_scales[b] = static_cast<u8>(sc);
         const float d = __fmul_rn(__uint_as_float(decode_bits(sc, fs)), g);
-        for (int j = 0; j < 8; ++j) {
-            u32 q2[2];
-            for (int h = 0; h < 2; ++h) {
-                const float xv = __uint_as_float(v[2 * j + h]);
-                const float q = __fdiv_rn(xv, d);
-                // 0 / 0 or a NaN scale (a block whose scale underflowed): x86's default NaN,
-                // sign bit set, as the reference's host division gives.
-                const bool neg = q != q ? true : (q < 0.0f);
-                q2[h] = encode_bits(__float_as_uint(fabsf(q)), fe) | (neg ? 8u : 0u);
-            }
-            packed[b * 8 + j] = static_cast<u8>(q2[0] | (q2[1] << 4));
-        }
+        const float q = __fdiv_rn(__uint_as_float(v), d);
+        // 0 / 0 or a NaN scale: x86's default NaN, sign bit set, as the reference's host division gives.
+        const bool neg = q != q ? true : (q < 0.0f);
+        const u32 code = encode_bits(__float_as_uint(fabsf(q)), fe) | (neg ? 8u : 0u);
+        const u32 high = __shfl_down_sync(0xffffffffu, code, 1);
+        if (in && (i & 15) == 0) block_scales[i / 16] = static_cast<u8>(sc);
+        if (in && (i & 1) == 0) packed[i / 2] = static_cast<u8>(code | (high << 4));
     }
 }
 
