@@ -156,3 +156,28 @@ def test_ggml_nvfp4_scales_on_every_rounding_boundary():
     x = x.reshape(-1, 64)
     got = accel.get_backend("cuda-sim").gguf_quantize(x, "nvfp4")
     np.testing.assert_array_equal(got, quantize(x, "nvfp4"))
+
+
+def test_cupy_device_copies_each_constant_table_once():
+    """Tables the kernels take (codebooks, LUTs, ggml's grids) go to the GPU once per key
+    (checked with a stand-in for CuPy's array functions: no GPU needed)."""
+    from accel.cupy.device import CupyDevice
+
+    copies = []
+
+    class FakeCupy:
+        @staticmethod
+        def asarray(a):
+            copies.append(a)
+            return np.array(a)
+
+        ascontiguousarray = staticmethod(np.ascontiguousarray)
+
+    dev = object.__new__(CupyDevice)
+    dev.cp, dev._constants = FakeCupy, {}
+    table = np.arange(8, dtype=np.uint8)
+    first = dev.constant("t", table)
+    assert dev.constant("t", table) is first and len(copies) == 1
+    dev.constant("u", table)
+    assert len(copies) == 2
+    np.testing.assert_array_equal(first, table)

@@ -32,8 +32,8 @@ MATMUL_QTYPES = DEQUANT_QTYPES
 def _grid_tables(dev: Any, qtype: str) -> list[Any]:
     """The device tables a grid type's kernels take: its lattice (uint8 bytes; IQ1's int8
     entries as their bytes) and ksigns_iq2xs."""
-    table = grid(_IQ_GRIDS[qtype])
-    return [dev.contiguous(table.view(np.uint8), np.uint8), dev.contiguous(KSIGNS_IQ2XS, np.uint8)]
+    name = _IQ_GRIDS[qtype]
+    return [dev.constant(name, grid(name).view(np.uint8)), dev.constant("ksigns_iq2xs", KSIGNS_IQ2XS)]
 
 
 def _elements(shape: Any, block_size: int) -> int | None:
@@ -149,7 +149,7 @@ def gguf_quantize(dev: Any, x: Any, qtype: Any, imatrix: Any = None) -> Any:
         out = dev.empty(nb * fmt.type_size, np.uint8)
         grid, block = stride_grid(dev, nb, 64)
         dev.launch("gguf_iquants", "gguf_quantize_mxfp4", grid, block,
-                   [flat, i64(nb), out, dev.contiguous(log2_bump_table(), np.uint32), bad])
+                   [flat, i64(nb), out, dev.constant("log2f_bump", log2_bump_table()), bad])
     elif fmt.name == "nvfp4":
         nb = n // fmt.block_size
         out = dev.empty(nb * fmt.type_size, np.uint8)

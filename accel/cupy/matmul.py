@@ -141,7 +141,7 @@ def bnb_dequant_matmul_4bit(dev: Any, x: Any, packed: Any, absmax: Any, quant_ty
     dev.launch("matmul", "bnb_matmul_4bit", (max(1, min(out_f, dev.max_blocks)),), (128,),
                [x2, i64(x2.shape[0]), dev.contiguous(packed, np.uint8).reshape(-1),
                 dev.contiguous(absmax, np.float32).reshape(-1),
-                dev.contiguous(get_codebook(quant_type).table, np.float32), i64(out_f), i64(in_f),
+                dev.constant(f"codebook:{quant_type}", np.asarray(get_codebook(quant_type).table, np.float32)), i64(out_f), i64(in_f),
                 i32(int(blocksize).bit_length() - 1), out])
     out = fix_nonfinite_products(dev, out, x2,
                                  lambda: bnb.bnb_dequantize_4bit(dev, packed, absmax, quant_type, blocksize, shape))

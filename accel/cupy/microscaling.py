@@ -26,7 +26,7 @@ def _element(dev: Any, fmt: str) -> tuple[Any, int, int]:
     """The MX format's element table (saturating), emax_elem and whether it is MXINT8."""
     f = get_mx_format(fmt)
     fields = format_fields(f.spec, True) if f.spec is not None else np.zeros(11, np.int32)
-    return dev.contiguous(fields, np.int32), f.emax_elem, int(f.spec is None)
+    return dev.constant(f"float_format:{f.name}", fields), f.emax_elem, int(f.spec is None)
 
 
 def mx_quantize(dev: Any, x: Any, fmt: str) -> tuple[Any, Any]:
@@ -68,7 +68,7 @@ def nvfp4_quantize(dev: Any, x: Any, *, global_amax: float | None = None) -> tup
     packed, scales, g = dev.empty(flat.size // 2, np.uint8), dev.empty(nb, np.uint8), dev.empty(1, np.float32)
     grid, block = stride_grid(dev, flat.size)   # one lane per element, 16 per NVFP4 block
     dev.launch("microscaling", "nvfp4_quantize", grid, block,
-               [flat.view(np.uint32), i64(flat.size), amax, dev.contiguous(_E4M3, np.int32), dev.contiguous(_E2M1, np.int32),
+               [flat.view(np.uint32), i64(flat.size), amax, dev.constant("float_format:e4m3", _E4M3), dev.constant("float_format:e2m1", _E2M1),
                 packed, scales, g])
     lead = tuple(x.shape[:-1])
     return (packed.reshape(lead + (x.shape[-1] // 2,)), scales.reshape(lead + (x.shape[-1] // 16,)),
@@ -82,5 +82,5 @@ def nvfp4_dequantize(dev: Any, packed: Any, block_scales: Any, global_scale: Any
     grid, block = stride_grid(dev, p.size)
     dev.launch("microscaling", "nvfp4_dequantize", grid, block,
                [p, dev.contiguous(block_scales, np.uint8).reshape(-1), i64(p.size), f32(global_scale),
-                dev.contiguous(_E4M3, np.int32), dev.contiguous(_E2M1, np.int32), out])
+                dev.constant("float_format:e4m3", _E4M3), dev.constant("float_format:e2m1", _E2M1), out])
     return out.reshape(tuple(packed.shape[:-1]) + (2 * packed.shape[-1],))
