@@ -75,7 +75,9 @@ def _runs(schedule: str, monkeypatch) -> list[np.ndarray]:
     q, stats, cols = b.int8_vectorwise_quant(w * np.float32(3), 6.0)
     wp, wa = b.bnb_quantize_4bit(w, "fp4", 64)
     y = b.bnb_dequant_matmul_4bit(w[:2], wp, wa, "fp4", 64, (8, 96))
-    return [packed, absmax, codes, amax8, q, stats, cols, y]
+    mx = b.mx_quantize(x[:1536].reshape(3, 512), "mxfp4")
+    nv = b.nvfp4_quantize(x[:1552])                                  # 97 blocks of 16: a half warp at the end
+    return [packed, absmax, codes, amax8, q, stats, cols, y, *mx, *nv[:2], np.float32(nv[2])]
 
 
 @needs_gxx
@@ -86,14 +88,38 @@ def test_synchronizing_kernels_do_not_depend_on_thread_order(monkeypatch):
             np.testing.assert_array_equal(got, want)
 
 
+@needs_gxx
+def test_fused_matmul_recomputes_overflowed_outputs_on_the_device():
+    """Products past FLT_MAX make the float32 sums inf - inf = NaN; the device's float64
+    recompute gives the reference's result (here exactly 0 and +-inf)."""
+    from refquant.gguf import dequant_matmul, quantize
+
+    b = accel.get_backend("cuda-sim")
+    w = np.concatenate([np.full((2, 32), 7e6, np.float32), np.full((2, 32), -7e6, np.float32)], axis=1)
+    w[1, 32:] = 7e6                                                  # row 1: no cancellation, +inf
+    data = quantize(w, "q8_0")
+    x = np.full((3, 64), 1e32, np.float32)
+    x[2] = 1.0                                                        # a finite row stays as computed
+    got = b.gguf_dequant_matmul(x, data, "q8_0", (2, 64))
+    want = dequant_matmul(x, data, "q8_0", (2, 64))
+    assert np.isnan(want).sum() == 0 and np.isinf(want).any() and (want == 0).any()
+    np.testing.assert_array_equal(got[:2], want[:2])
+    np.testing.assert_allclose(got[2], want[2], rtol=1e-6)
+
+
 @pytest.mark.gpu
 def test_gpu_matches_the_simulator_bit_for_bit():
+    from refquant.gguf import quantize
+
     gpu, sim = accel.get_backend("cupy"), accel.get_backend("cuda-sim")
     rng = np.random.default_rng(5)
     x = rng.standard_normal((64, 256)).astype(np.float32)
     checks = [("encode_float", (x, "bfloat16")), ("bnb_quantize_4bit", (x, "nf4", 64)),
               ("bnb_quantize_blockwise", (x, 256)), ("gguf_quantize", (x, "q8_0")),
-              ("int8_vectorwise_quant", (x, 2.0))]
+              ("int8_vectorwise_quant", (x, 2.0)), ("mx_quantize", (x, "mxfp6_e2m3")), ("nvfp4_quantize", (x,)),
+              ("gguf_dequantize", (quantize(x, "iq2_xs", np.ones(256, np.float32)),
+                                   "iq2_xs", x.shape)),
+              ("ternary_matmul", (np.round(x * 20).astype(np.int8), np.sign(x.T).astype(np.int8)))]
     for op, args in checks:
         got = gpu.to_numpy(getattr(gpu, op)(*[gpu.asarray(a) if isinstance(a, np.ndarray) else a for a in args]))
         want = getattr(sim, op)(*args)
@@ -109,3 +135,49 @@ def test_gpu_sources_inline_their_headers_once():
         text = inline_source(path)
         assert "#include" not in text, path.name
         assert text.count("typedef unsigned char u8;") == 1, path.name   # common.cuh exactly once
+
+
+@needs_gxx
+def test_ggml_nvfp4_scales_on_every_rounding_boundary():
+    """ggml's UE4M3 encoder rounds half up and has its own subnormal rule: sub-block
+    maxima 6·v for v on both sides of every E4M3 rounding point and binade edge, and
+    across the subnormal range, give the reference's bytes."""
+    from refquant.gguf import quantize
+
+    grid = np.concatenate([np.ldexp(1.0 + np.arange(8) / 8, e) for e in range(-6, 9)] +
+                          [np.arange(1, 8) * 2.0**-9])
+    mids = np.sort(np.concatenate([grid, (grid[:-1] + grid[1:]) / 2]))
+    v = np.concatenate([np.nextafter(mids.astype(np.float32), np.float32(0)), mids.astype(np.float32),
+                        np.nextafter(mids.astype(np.float32), np.float32(np.inf)), np.float32([300, 448, 500, 1e-7])])
+    v = v[: v.size // 4 * 4].astype(np.float32) * np.float32(6.0)
+    x = np.zeros((v.size, 16), np.float32)
+    x[:, 0] = v
+    x[:, 1:] = v[:, None] * np.linspace(-1, 1, 15, dtype=np.float32)
+    x = x.reshape(-1, 64)
+    got = accel.get_backend("cuda-sim").gguf_quantize(x, "nvfp4")
+    np.testing.assert_array_equal(got, quantize(x, "nvfp4"))
+
+
+def test_cupy_device_copies_each_constant_table_once():
+    """Tables the kernels take (codebooks, LUTs, ggml's grids) go to the GPU once per key
+    (checked with a stand-in for CuPy's array functions: no GPU needed)."""
+    from accel.cupy.device import CupyDevice
+
+    copies = []
+
+    class FakeCupy:
+        @staticmethod
+        def asarray(a):
+            copies.append(a)
+            return np.array(a)
+
+        ascontiguousarray = staticmethod(np.ascontiguousarray)
+
+    dev = object.__new__(CupyDevice)
+    dev.cp, dev._constants = FakeCupy, {}
+    table = np.arange(8, dtype=np.uint8)
+    first = dev.constant("t", table)
+    assert dev.constant("t", table) is first and len(copies) == 1
+    dev.constant("u", table)
+    assert len(copies) == 2
+    np.testing.assert_array_equal(first, table)

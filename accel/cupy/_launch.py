@@ -51,28 +51,31 @@ def require(dev: Any, ok: bool, op: str, *args: Any, **kwargs: Any) -> None:
 
 
 def fix_nonfinite_products(dev: Any, out: Any, x2: Any, dequantized_weight: Any) -> Any:
-    """Recompute in float64 the outputs of a fused dequant-matmul that came out non-finite.
+    """Recompute in float64, on the device, the outputs of a fused dequant-matmul that came
+    out non-finite (``src/matmul.cu``: ``count_nonfinite``, ``recompute_nonfinite_f64``).
 
     The kernels accumulate in float32, so a product or partial sum past FLT_MAX gives
     inf - inf = NaN where the reference's float64 sum rounds to +-inf once. Such outputs
-    are rare (weights and activations near float32's limits); for them the weight is
-    decoded by the backend's own dequantize kernel (``dequantized_weight()``: float32
-    (out, in)) and the affected dot products are summed in float64 on the host.
+    are rare (weights and activations near float32's limits): one flag is read back, and
+    only when it is set is the weight decoded by the backend's own dequantize kernel
+    (``dequantized_weight()``: float32 (out, in)) and the affected dot products summed in
+    float64 by one thread each. ``out`` (rows, out) float32 is fixed in place and returned.
     """
-    host = np.array(dev.to_numpy(out), copy=True)
-    bad = ~np.isfinite(host)
-    if not bad.any():
+    rows, out_f = out.shape
+    flag = dev.zeros(1, np.int32)
+    grid, block = stride_grid(dev, out.size)
+    dev.launch("matmul", "count_nonfinite", grid, block, [out.reshape(-1).view(np.uint32), i64(out.size), flag])
+    if not int(flag[0]):
         return out
-    rows, cols = np.nonzero(bad)
-    x64 = np.asarray(dev.to_numpy(x2), np.float64)
-    w64 = np.asarray(dev.to_numpy(dequantized_weight()), np.float64)
-    with np.errstate(over="ignore", invalid="ignore"):
-        host[rows, cols] = np.einsum("ij,ij->i", x64[rows], w64[cols]).astype(np.float32)
-    return dev.asarray(host)
+    w = dev.contiguous(dequantized_weight(), np.float32)
+    dev.launch("matmul", "recompute_nonfinite_f64", grid, block,
+               [dev.contiguous(x2, np.float32), w, i64(rows), i64(out_f), i64(x2.shape[1]), out])
+    return out
 
 
 def empty_matmul(dev: Any, lead: tuple[int, ...], in_f: int, out_f: int) -> Any | None:
-    """The result of a matmul with no rows, no columns or no reduction (zeros), else None."""
+    """The result of a matmul with no rows, no columns or no reduction (zeros allocated on
+    the device), else None: a decision on the shapes alone, no data leaves the device."""
     rows = int(np.prod(lead, dtype=np.int64))
     if rows and in_f and out_f:
         return None

@@ -14,11 +14,9 @@ from typing import Any
 import numpy as np
 
 from accel.cupy._launch import i32, i64, raise_reference_error, stride_grid
-from refquant._validate import check_float
 from refquant.errors import UnsupportedError
 from refquant.granularity import Granularity
 from refquant.mapping import QuantParams, qparams_from_range
-from refquant.mapping import resolve_granularity  # the reference's own argument rules and messages
 
 __all__ = ["NDIM", "choose_qparams", "quantize_affine", "dequantize_affine"]
 
@@ -54,14 +52,11 @@ def choose_qparams(dev: Any, x: Any, bits: int = 8, symmetric: bool = True, *, s
                    restricted_range: bool | None = None, granularity: Granularity | str | None = None,
                    axis: int | None = None, group_size: int | None = None,
                    clip: tuple[float, float] | float | None = None) -> QuantParams:
-    """Backend op: same contract as :func:`refquant.mapping.choose_qparams`."""
-    gran = resolve_granularity(granularity, axis, group_size)
-    if np.dtype(x.dtype) not in (np.float16, np.float32, np.float64):
-        raise_reference_error(dev, "choose_qparams", x, bits, symmetric, granularity=gran)
-    try:
-        geo = _geo(dev, gran, tuple(x.shape))
-    except ValueError:
-        raise_reference_error(dev, "choose_qparams", x, bits, symmetric, granularity=gran)
+    """Backend op: same contract as :func:`refquant.mapping.choose_qparams`, on prepared
+    arguments (``refquant.prepare.affine``: finite float32 ``x``, ``granularity`` resolved
+    and fitting ``x``, ``clip`` checked; ``axis`` / ``group_size`` already folded in)."""
+    gran = granularity
+    geo = _geo(dev, gran, tuple(x.shape))
     grid = gran.grid_shape(tuple(x.shape))
     n_groups = int(np.prod(grid, dtype=np.int64))
     flat = _float32(dev, x)
@@ -73,14 +68,9 @@ def choose_qparams(dev: Any, x: Any, bits: int = 8, symmetric: bool = True, *, s
     keys = [dev.to_numpy(k)[:n_groups] for k in (lo, hi)]
     lo_f, hi_f = [(k ^ ((k >> 31) & np.int32(0x7FFFFFFF))).view(np.float32).reshape(grid) for k in keys]
     if isinstance(clip, tuple):
-        if len(clip) != 2:
-            raise ValueError(f"clip={clip!r} must be a (lo, hi) pair or a ratio in (0, 1]")
-        c_lo, c_hi = check_float("clip[0]", clip[0]), check_float("clip[1]", clip[1])
-        if c_lo > c_hi:
-            raise ValueError(f"clip={clip!r} must satisfy lo <= hi")
-        lo_f, hi_f = np.full(grid, c_lo, np.float32), np.full(grid, c_hi, np.float32)
+        lo_f, hi_f = np.full(grid, clip[0], np.float32), np.full(grid, clip[1], np.float32)
     elif clip is not None:
-        ratio = np.float32(check_float("clip", clip, min=0.0, max=1.0, min_inclusive=False))
+        ratio = np.float32(clip)
         lo_f, hi_f = lo_f * ratio, hi_f * ratio
     return qparams_from_range(lo_f, hi_f, bits, symmetric, signed=signed, restricted_range=restricted_range,
                               granularity=gran)

@@ -75,7 +75,7 @@ def bnb_dequantize_4bit(dev: Any, packed: Any, absmax: Any, quant_type: str, blo
     grid, block = stride_grid(dev, -(-n // 2))
     dev.launch("bnb", "bnb_dequantize_4bit", grid, block,
                [dev.contiguous(packed, np.uint8).reshape(-1), dev.contiguous(absmax, np.float32).reshape(-1),
-                dev.contiguous(get_codebook(quant_type).table, np.float32), i64(n), i32(blocksize), out])
+                dev.constant(f"codebook:{quant_type}", np.asarray(get_codebook(quant_type).table, np.float32)), i64(n), i32(blocksize), out])
     return out.reshape(_shape(shape))
 
 
@@ -85,7 +85,7 @@ def _quantize_8bit(dev: Any, flat: Any, offset: Any, blocksize: int) -> tuple[An
     codes, absmax, bad = dev.empty(n, np.uint8), dev.empty(n_blocks, np.float32), dev.zeros(1, np.int32)
     grid, block = _block_grid(dev, n_blocks, blocksize)
     dev.launch("bnb", "bnb_quantize_8bit", grid, block,
-               [flat, offset, codes, absmax, i64(n), i32(blocksize), dev.contiguous(lut_8bit(), np.uint8), bad])
+               [flat, offset, codes, absmax, i64(n), i32(blocksize), dev.constant("bnb_lut_8bit", np.asarray(lut_8bit(), np.uint8)), bad])
     return codes, absmax, bool(int(bad[0]))
 
 
@@ -108,7 +108,7 @@ def bnb_dequantize_blockwise(dev: Any, codes: Any, absmax: Any, blocksize: int, 
     grid, block = stride_grid(dev, n)
     dev.launch("bnb", "bnb_dequantize_8bit", grid, block,
                [dev.contiguous(codes, np.uint8).reshape(-1), dev.contiguous(absmax, np.float32).reshape(-1),
-                dev.contiguous(dynamic_map(), np.float32), i64(n), i32(blocksize), out])
+                dev.constant("bnb_dynamic_map", np.asarray(dynamic_map(), np.float32)), i64(n), i32(blocksize), out])
     return out.reshape(_shape(shape))
 
 

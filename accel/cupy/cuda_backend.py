@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Callable
 
-from accel.cupy import affine, bnb, codebooks, floats, gguf, layouts, matmul, packing
+from accel.cupy import affine, bnb, codebooks, floats, gguf, layouts, matmul, microscaling, packing
 from accel.cupy.device import CupyDevice, SimDevice
 from accel.ops import OP_SPECS
 from accel.protocol import OpCapability
@@ -58,6 +58,7 @@ _OPS: dict[str, tuple[Callable[..., Any], OpCapability]] = {
     "int8_matmul": (matmul.int8_matmul, _cap("int8_matmul", notes="dp4a, int32 partial sums")),
     "int8_matmul_zp": (matmul.int8_matmul_zp, _cap("int8_matmul_zp")),
     "dequantize_int32": (matmul.dequantize_int32, _cap("dequantize_int32")),
+    "ternary_matmul": (matmul.ternary_matmul, _cap("ternary_matmul", notes="adds/subtracts only")),
     "llm_int8_matmul": (matmul.llm_int8_matmul,
                         _cap("llm_int8_matmul", bit_exact=False, notes="float64 dequantization and outlier columns")),
     "bnb_dequant_matmul_4bit": (matmul.bnb_dequant_matmul_4bit,
@@ -67,7 +68,13 @@ _OPS: dict[str, tuple[Callable[..., Any], OpCapability]] = {
     "gguf_dequantize": (gguf.gguf_dequantize, _cap("gguf_dequantize", gguf.DEQUANT_QTYPES)),
     "gguf_dequant_matmul": (gguf.gguf_dequant_matmul,
                             _cap("gguf_dequant_matmul", gguf.MATMUL_QTYPES, bit_exact=False,
-                                 notes="fused block decode + float32 GEMV/GEMM (Nmse)")),
+                                 notes="fused block decode + float32 GEMV/GEMM (Nmse); non-finite outputs "
+                                       "recomputed in float64 on the device")),
+    "mx_quantize": (microscaling.mx_quantize, _cap("mx_quantize")),
+    "mx_dequantize": (microscaling.mx_dequantize, _cap("mx_dequantize")),
+    "nvfp4_quantize": (microscaling.nvfp4_quantize, _cap("nvfp4_quantize", notes="global max |x| by a device "
+                                                         "reduction (atomicMax on the magnitudes' bits)")),
+    "nvfp4_dequantize": (microscaling.nvfp4_dequantize, _cap("nvfp4_dequantize")),
     "gptq_pack": (layouts.gptq_pack, _cap("gptq_pack")),
     "gptq_unpack": (layouts.gptq_unpack, _cap("gptq_unpack")),
     "gptq_dequantize": (layouts.gptq_dequantize, _cap("gptq_dequantize")),

@@ -5,7 +5,8 @@ Both devices offer the same small interface to the launch code of every op
 (``accel/cupy/<area>.py``): ``asarray`` / ``to_numpy`` / ``empty`` / ``zeros`` /
 ``contiguous`` for arrays, ``launch(module, kernel, grid, block, args)`` for a kernel
 (arrays as pointers, NumPy scalars by value as their dtype, the ``cupy.RawKernel``
-convention), and ``max_blocks``, the grid size beyond which grid-stride kernels gain
+convention), ``constant(key, host)`` for a small read-only table the kernels take (copied
+to the device once per key), and ``max_blocks``, the grid size beyond which grid-stride kernels gain
 nothing on this device. The op's geometry and argument list are computed once, in its
 launch code, for both devices, so the CPU path runs the real launch code.
 """
@@ -63,6 +64,10 @@ class SimDevice:
     def contiguous(self, x: Any, dtype: Any) -> np.ndarray:
         return np.ascontiguousarray(x, dtype=dtype)
 
+    def constant(self, key: str, host: np.ndarray) -> np.ndarray:
+        """A read-only table for the kernels (the host array itself: already in CPU memory)."""
+        return np.ascontiguousarray(host)
+
     def launch(self, module: str, kernel: str, grid: Sequence[int], block: Sequence[int], args: Sequence[Any]) -> None:
         self._runtime.load_module(module).launch(kernel, tuple(grid), tuple(block), args, schedule=self.schedule)
 
@@ -101,6 +106,7 @@ class CupyDevice:
         props = cupy.cuda.runtime.getDeviceProperties(cupy.cuda.Device().id)
         self.name = props["name"].decode() if isinstance(props["name"], bytes) else str(props["name"])
         self.max_blocks = int(props["multiProcessorCount"]) * 16
+        self._constants: dict[str, Any] = {}
 
     def asarray(self, x: Any) -> Any:
         arr = np.asarray(x) if isinstance(x, np.ndarray) or not hasattr(x, "__cuda_array_interface__") else x
@@ -121,6 +127,14 @@ class CupyDevice:
 
     def contiguous(self, x: Any, dtype: Any) -> Any:
         return self.cp.ascontiguousarray(self.cp.asarray(x, dtype=dtype))
+
+    def constant(self, key: str, host: np.ndarray) -> Any:
+        """A read-only table for the kernels (codebooks, LUTs, ggml's grids, format fields),
+        copied to the device on first use of ``key`` and kept: no host-to-device copy per call."""
+        table = self._constants.get(key)
+        if table is None:
+            table = self._constants[key] = self.cp.ascontiguousarray(self.cp.asarray(host))
+        return table
 
     def launch(self, module: str, kernel: str, grid: Sequence[int], block: Sequence[int], args: Sequence[Any]) -> None:
         _raw_module(module).get_function(kernel)(tuple(grid), tuple(block), tuple(args))

@@ -9,13 +9,20 @@ import numpy as np
 from accel.cupy._launch import i32, i64, raise_reference_error, stride_grid
 from refquant.dtypes.floatspec import FloatSpec, get_float_spec
 
-__all__ = ["encode_float", "decode_float"]
+__all__ = ["encode_float", "decode_float", "format_fields"]
 
 
 def _over_code(spec: FloatSpec, saturate: bool) -> int:
     if saturate or spec.nan == "none":
         return spec.max_code
     return spec.inf_code if spec.has_inf else spec.nan_code
+
+
+def format_fields(spec: FloatSpec, saturate: bool) -> np.ndarray:
+    """int32 (11,): the fields of ``FloatFormat`` (``src/float_codes.cuh``) for ``spec``, in order."""
+    return np.array([spec.mant_bits, spec.bias, spec.bits, spec.exp_bits, spec.min_exp, spec.max_code,
+                     _over_code(spec, saturate), spec.encode_nan == "payload", spec.nan_code,
+                     {"ieee": 0, "fn": 1, "none": 2}[spec.nan], spec.decode_nan == "payload"], np.int32)
 
 
 def encode_float(dev: Any, x: Any, fmt: str, *, saturate: bool = False) -> Any:

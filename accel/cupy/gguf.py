@@ -10,15 +10,30 @@ from typing import Any
 import numpy as np
 
 from accel.cupy._launch import empty_matmul, fix_nonfinite_products, i32, i64, raise_reference_error, require, stride_grid
-from refquant.formats.gguf_mx import _log2f   # the reference's log2f rule (MXFP4's exponent)
+# ggml's IQ lattice grids and ksigns table: data (ggml-common.h's arrays as the reference
+# stores them), passed to the kernels as device tables so no grid is retyped in CUDA
+from refquant.formats._iq_grids import KSIGNS_IQ2XS, grid
+from refquant.formats.gguf_mx import shared_exponent   # MXFP4's exponent rule, to tabulate where log2f rounds up
 from refquant.gguf import get_format
 
 __all__ = ["DEQUANT_QTYPES", "MATMUL_QTYPES", "gguf_dequantize", "gguf_dequant_matmul"]
 
-DEQUANT_QTYPES = frozenset({"f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1", "q2_k", "q3_k", "q4_k",
-                            "q5_k", "q6_k", "q8_k", "tq1_0", "tq2_0", "iq4_nl", "iq4_xs", "mxfp4"})
+# grid-codebook types (src/gguf_iqgrid.cuh): the grid their kernels take (with ksigns_iq2xs)
+_IQ_GRIDS = {"iq2_xxs": "iq2xxs_grid", "iq2_xs": "iq2xs_grid", "iq2_s": "iq2s_grid", "iq3_xxs": "iq3xxs_grid",
+             "iq3_s": "iq3s_grid", "iq1_s": "iq1s_grid", "iq1_m": "iq1s_grid"}
 
-MATMUL_QTYPES = DEQUANT_QTYPES   # src/gguf_matmul.cu: one entry point per type
+# src/gguf.cu + src/gguf_iqgrid.cu (dequantize) and src/gguf_matmul.cu: one entry point per type each
+DEQUANT_QTYPES = frozenset({"f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1", "q2_k", "q3_k", "q4_k",
+                            "q5_k", "q6_k", "q8_k", "tq1_0", "tq2_0", "iq4_nl", "iq4_xs", "mxfp4", "nvfp4",
+                            *_IQ_GRIDS})
+MATMUL_QTYPES = DEQUANT_QTYPES
+
+
+def _grid_tables(dev: Any, qtype: str) -> list[Any]:
+    """The device tables a grid type's kernels take: its lattice (uint8 bytes; IQ1's int8
+    entries as their bytes) and ksigns_iq2xs."""
+    name = _IQ_GRIDS[qtype]
+    return [dev.constant(name, grid(name).view(np.uint8)), dev.constant("ksigns_iq2xs", KSIGNS_IQ2XS)]
 
 
 def _elements(shape: Any, block_size: int) -> int | None:
@@ -40,12 +55,17 @@ def gguf_dequantize(dev: Any, data: Any, qtype: Any, shape: Any) -> Any:
     flat = dev.contiguous(data, np.uint8).reshape(-1)
     out = dev.empty(n, np.float32)
     if fmt.name in ("f16", "bf16"):
-        grid, block = stride_grid(dev, n)
-        dev.launch("gguf", f"gguf_dequantize_{fmt.name}", grid, block, [flat.view(np.uint16), i64(n), out])
+        grid_, block = stride_grid(dev, n)
+        dev.launch("gguf", f"gguf_dequantize_{fmt.name}", grid_, block, [flat.view(np.uint16), i64(n), out])
+    elif fmt.name in _IQ_GRIDS:
+        nb = n // fmt.block_size
+        grid_, block = stride_grid(dev, nb, 64)
+        dev.launch("gguf_iqgrid", f"gguf_dequantize_{fmt.name}", grid_, block,
+                   [flat, i64(nb), *_grid_tables(dev, fmt.name), out])
     else:
         nb = n // fmt.block_size
-        grid, block = stride_grid(dev, nb, 64)
-        dev.launch("gguf", f"gguf_dequantize_{fmt.name}", grid, block, [flat, i64(nb), out])
+        grid_, block = stride_grid(dev, nb, 64)
+        dev.launch("gguf", f"gguf_dequantize_{fmt.name}", grid_, block, [flat, i64(nb), out])
     return out.reshape(dims)
 
 
@@ -63,8 +83,9 @@ def gguf_dequant_matmul(dev: Any, x: Any, data: Any, qtype: Any, shape: Any) -> 
         return empty
     x2 = dev.contiguous(x, np.float32).reshape(-1, in_f)
     out = dev.empty((x2.shape[0], out_f), np.float32)
+    tables = _grid_tables(dev, fmt.name) if fmt.name in _IQ_GRIDS else []
     dev.launch("gguf_matmul", f"gguf_matmul_{fmt.name}", (max(1, min(out_f, dev.max_blocks)),), (64,),
-               [x2, i64(x2.shape[0]), dev.contiguous(data, np.uint8).reshape(-1), i64(out_f), i64(in_f), out])
+               [x2, i64(x2.shape[0]), dev.contiguous(data, np.uint8).reshape(-1), i64(out_f), i64(in_f), *tables, out])
     out = fix_nonfinite_products(dev, out, x2, lambda: gguf_dequantize(dev, data, qtype, (out_f, in_f)))
     return out.reshape(*x.shape[:-1], out_f)
 
@@ -73,25 +94,26 @@ def gguf_dequant_matmul(dev: Any, x: Any, data: Any, qtype: Any, shape: Any) -> 
 _ROW_KERNELS = {"q4_0": "gguf_quantize", "q4_1": "gguf_quantize", "q5_0": "gguf_quantize", "q5_1": "gguf_quantize",
                 "q2_k": "gguf_kquants", "q3_k": "gguf_kquants", "q4_k": "gguf_kquants", "q5_k": "gguf_kquants",
                 "q6_k": "gguf_kquants", "iq4_nl": "gguf_iquants", "iq4_xs": "gguf_iquants"}
-QUANTIZE_QTYPES = frozenset({"f16", "bf16", "q8_0", "q8_1", "q8_k", "tq1_0", "tq2_0", "mxfp4", *_ROW_KERNELS})
+QUANTIZE_QTYPES = frozenset({"f16", "bf16", "q8_0", "q8_1", "q8_k", "tq1_0", "tq2_0", "mxfp4", "nvfp4", *_ROW_KERNELS})
 
 
 @functools.lru_cache(maxsize=None)
 def log2_bump_table() -> np.ndarray:
     """uint32 (277,): for E = -149..127, the bits of the smallest float32 in [2**E, 2**(E+1))
     whose ``floor(log2f(x))`` is E + 1 (log2f rounding up to the next integer), by the
-    reference's own log2f rule (refquant.formats.gguf_mx._log2f); 2**(E+1) when none.
-    Only values within a few hundred float32 steps below 2**(E+1) can round up, so the
-    top 4096 of each binade are searched (the lowest of them must not)."""
+    reference's own exponent rule (:func:`refquant.formats.gguf_mx.shared_exponent`, whose
+    E8M0 byte is ``floor(log2f(x)) + 125`` mod 256); 2**(E+1) when none. Only values within
+    a few hundred float32 steps below 2**(E+1) can round up, so the top 4096 of each binade
+    are searched (the lowest of them must not)."""
     out = np.empty(277, np.uint32)
     for k, E in enumerate(range(-149, 128)):
         lo = (E + 127) << 23 if E >= -126 else 1 << (E + 149)
         hi = (E + 128) << 23 if E >= -127 else 1 << (E + 150)
         bits = np.arange(max(lo, hi - 4096), hi, dtype=np.uint32)
-        fl = np.floor(_log2f(bits.view(np.float32)).astype(np.float64))
-        if fl[0] != E:  # pragma: no cover - the window assumption failed
+        byte = shared_exponent(bits.view(np.float32))                  # floor(log2f) is E or E + 1
+        if byte[0] != (E + 125) % 256:  # pragma: no cover - the window assumption failed
             raise AssertionError(f"log2f rounds up already 4096 steps below 2**{E + 1}")
-        up = np.flatnonzero(fl == E + 1)
+        up = np.flatnonzero(byte == (E + 126) % 256)
         out[k] = bits[up[0]] if up.size else hi
     return out
 
@@ -127,7 +149,12 @@ def gguf_quantize(dev: Any, x: Any, qtype: Any, imatrix: Any = None) -> Any:
         out = dev.empty(nb * fmt.type_size, np.uint8)
         grid, block = stride_grid(dev, nb, 64)
         dev.launch("gguf_iquants", "gguf_quantize_mxfp4", grid, block,
-                   [flat, i64(nb), out, dev.contiguous(log2_bump_table(), np.uint32), bad])
+                   [flat, i64(nb), out, dev.constant("log2f_bump", log2_bump_table()), bad])
+    elif fmt.name == "nvfp4":
+        nb = n // fmt.block_size
+        out = dev.empty(nb * fmt.type_size, np.uint8)
+        grid, block = stride_grid(dev, nb, 64)
+        dev.launch("gguf_iquants", "gguf_quantize_nvfp4", grid, block, [flat, i64(nb), out, bad])
     elif fmt.name in ("f16", "bf16"):
         out = dev.empty(n, np.uint16)
         grid, block = stride_grid(dev, n)

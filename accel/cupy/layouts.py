@@ -1,9 +1,10 @@
 """Checkpoint layouts (GPTQ v1/v2, AutoAWQ GEMM): launch code for ``src/layouts.cu``.
 
-Arguments are normalized by the reference's own helpers (``refquant.layouts.*._pack_args``
-/ ``_unpack_args`` / ``_dequantize_args``, same messages; they run on the host, so a
-CuPy input makes one host round trip there). Packing and unpacking compose the packing
-kernels (:mod:`accel.cupy.packing`); dequantization is one fused kernel per layout.
+Arguments arrive prepared by the dispatcher (``refquant.prepare.layouts``: uint8 codes and
+int64 zero points in range, float16 scales, int64 ``g_idx``, consistent int32 word
+tensors, GPTQ v1 zero fields that decode to a real zero point), so nothing is checked here.
+Packing and unpacking compose the packing kernels (:mod:`accel.cupy.packing`);
+dequantization is one fused kernel per layout.
 """
 
 from __future__ import annotations
@@ -14,98 +15,74 @@ import numpy as np
 
 from accel.cupy import packing
 from accel.cupy._launch import i32, i64, raise_reference_error, stride_grid
-from refquant.layouts.awq import _dequantize_args as _awq_dequantize_args
-from refquant.layouts.awq import _pack_args as _awq_pack_args
-from refquant.layouts.gptq import _pack_args as _gptq_pack_args
-from refquant.layouts.gptq import _unpack_args as _gptq_unpack_args
-from refquant.layouts.gptq import _words
 
 __all__ = ["gptq_pack", "gptq_unpack", "gptq_dequantize", "awq_pack", "awq_unpack", "awq_dequantize"]
 
 
-def _host(dev: Any, *arrays: Any) -> list[Any]:
-    return [dev.to_numpy(a) if hasattr(a, "shape") else a for a in arrays]
-
-
 def _t(dev: Any, a: Any) -> Any:
     """The transpose of a 2-D array, contiguous, on the device."""
-    return dev.contiguous(dev.asarray(a).T, dev.asarray(a).dtype)
+    a = dev.asarray(a)
+    return dev.contiguous(a.T, a.dtype)
 
 
 def gptq_pack(dev: Any, codes: Any, zeros: Any, scales: Any, g_idx: Any, bits: int, version: int = 1
               ) -> tuple[Any, Any, Any, Any]:
     """Backend op: same contract as :func:`refquant.layouts.gptq.gptq_pack`."""
-    bits, codes_h, stored_zeros, scales16, g_idx_h = _gptq_pack_args(*_host(dev, codes, zeros, scales, g_idx),
-                                                                     bits, version)
-    packed = packing.pack(dev, dev.asarray(codes_h), bits, "low_first", "int32")      # (out, in*bits/32)
-    qzeros = packing.pack(dev, _t(dev, stored_zeros), bits, "low_first", "int32")      # (G, out*bits/32)
-    return (_t(dev, packed), qzeros, _t(dev, scales16), dev.contiguous(g_idx_h, np.int32))
+    stored = dev.asarray(zeros) - (1 if version == 1 else 0)                          # v1 stores zero - 1
+    packed = packing.pack(dev, dev.contiguous(codes, np.uint8), bits, "low_first", "int32")   # (out, in*bits/32)
+    qzeros = packing.pack(dev, _t(dev, stored), bits, "low_first", "int32")          # (G, out*bits/32)
+    return _t(dev, packed), qzeros, _t(dev, scales), dev.contiguous(g_idx, np.int32)
 
 
-def _gptq_zeros(dev: Any, qzeros: Any, bits: int, version: int, out_features: int, args: tuple) -> Any:
+def _gptq_zeros(dev: Any, qzeros: Any, bits: int, version: int, out_features: int) -> Any:
+    """Zero points (G, out) from qzeros (v1 fields checked by preparation)."""
     stored = packing.unpack(dev, dev.asarray(qzeros), bits, out_features, "low_first", "int32")  # (G, out)
-    if version == 1:
-        if bool((stored == 2**bits - 1).any()):
-            raise_reference_error(dev, "gptq_unpack", *args)
-        return stored + np.uint8(1)
-    return stored
+    return stored + np.uint8(1) if version == 1 else stored
 
 
 def gptq_unpack(dev: Any, qweight: Any, qzeros: Any, scales: Any, g_idx: Any, bits: int, version: int = 1
                 ) -> tuple[Any, Any]:
     """Backend op: same contract as :func:`refquant.layouts.gptq.gptq_unpack`."""
-    qw, qz, sc, gi, bits, version, in_features = _gptq_unpack_args(*_host(dev, qweight, qzeros, scales, g_idx),
-                                                                   bits, version)
-    codes = packing.unpack(dev, _t(dev, qw), bits, in_features, "low_first", "int32")   # (out, in)
-    zeros = _gptq_zeros(dev, qz, bits, version, sc.shape[1], (qweight, qzeros, scales, g_idx, bits, version))
-    return codes, _t(dev, zeros)
+    codes = packing.unpack(dev, _t(dev, qweight), bits, g_idx.shape[0], "low_first", "int32")   # (out, in)
+    return codes, _t(dev, _gptq_zeros(dev, qzeros, bits, version, scales.shape[1]))
 
 
 def gptq_dequantize(dev: Any, qweight: Any, qzeros: Any, scales: Any, g_idx: Any, bits: int, version: int = 1) -> Any:
     """Backend op: same contract as :func:`refquant.layouts.gptq.gptq_dequantize` (fused)."""
-    qw, qz, sc, gi, bits, version, in_features = _gptq_unpack_args(*_host(dev, qweight, qzeros, scales, g_idx),
-                                                                   bits, version)
-    out_f = sc.shape[1]
-    out, bad = dev.empty((out_f, in_features), np.float32), dev.zeros(1, np.int32)
-    grid, block = stride_grid(dev, out_f * in_features)
+    out_f, in_f = scales.shape[1], g_idx.shape[0]
+    out, bad = dev.empty((out_f, in_f), np.float32), dev.zeros(1, np.int32)
+    grid, block = stride_grid(dev, out_f * in_f)
     dev.launch("layouts", "gptq_dequantize", grid, block,
-               [dev.contiguous(qw, qw.dtype).view(np.uint32), dev.contiguous(qz, qz.dtype).view(np.uint32),
-                dev.contiguous(sc, np.float32), dev.contiguous(gi, np.int32), i64(out_f), i64(in_features),
-                i64(qw.shape[0]), i64(qz.shape[1]), i32(bits), i32(version), out, bad])
-    if int(bad[0]):
+               [dev.contiguous(qweight, np.int32).view(np.uint32), dev.contiguous(qzeros, np.int32).view(np.uint32),
+                dev.contiguous(scales, np.float32), dev.contiguous(g_idx, np.int32), i64(out_f), i64(in_f),
+                i64(qweight.shape[0]), i64(qzeros.shape[1]), i32(bits), i32(version), out, bad])
+    if int(bad[0]):   # a v1 zero field 2**bits - 1: preparation refuses it, so only unprepared calls land here
         raise_reference_error(dev, "gptq_dequantize", qweight, qzeros, scales, g_idx, bits, version)
     return out
 
 
 def awq_pack(dev: Any, codes: Any, zeros: Any, scales: Any) -> tuple[Any, Any, Any]:
     """Backend op: same contract as :func:`refquant.layouts.awq.awq_pack`."""
-    codes_h, zeros_h, scales16 = _awq_pack_args(*_host(dev, codes, zeros, scales))
-    qweight = packing.pack(dev, _t(dev, codes_h), 4, "awq", "int32")     # (in, out/8)
-    qzeros = packing.pack(dev, _t(dev, zeros_h), 4, "awq", "int32")      # (G, out/8)
-    return qweight, qzeros, _t(dev, scales16)
+    qweight = packing.pack(dev, _t(dev, codes), 4, "awq", "int32")     # (in, out/8)
+    qzeros = packing.pack(dev, _t(dev, zeros), 4, "awq", "int32")      # (G, out/8)
+    return qweight, qzeros, _t(dev, scales)
 
 
 def awq_unpack(dev: Any, qweight: Any, qzeros: Any) -> tuple[Any, Any]:
     """Backend op: same contract as :func:`refquant.layouts.awq.awq_unpack`."""
-    qw, qz = (_words(name, a) for name, a in zip(("qweight", "qzeros"), _host(dev, qweight, qzeros)))
-    if qw.shape[1] != qz.shape[1]:
-        raise_reference_error(dev, "awq_unpack", qweight, qzeros)
-    out_features = qw.shape[1] * 8
-    codes = packing.unpack(dev, dev.asarray(qw), 4, out_features, "awq", "int32")   # (in, out)
-    zeros = packing.unpack(dev, dev.asarray(qz), 4, out_features, "awq", "int32")   # (G, out)
+    out_features = qweight.shape[1] * 8
+    codes = packing.unpack(dev, dev.asarray(qweight), 4, out_features, "awq", "int32")   # (in, out)
+    zeros = packing.unpack(dev, dev.asarray(qzeros), 4, out_features, "awq", "int32")    # (G, out)
     return _t(dev, codes), _t(dev, zeros)
 
 
 def awq_dequantize(dev: Any, qweight: Any, qzeros: Any, scales: Any, group_size: int) -> Any:
     """Backend op: same contract as :func:`refquant.layouts.awq.awq_dequantize` (fused)."""
-    qw_h, qz_h, sc_h = _host(dev, qweight, qzeros, scales)
-    qw, _, _, group_size, _ = _awq_dequantize_args(qw_h, qz_h, sc_h, group_size)
-    in_f, words = qw.shape
+    in_f, words = qweight.shape
     out_f = words * 8
     out = dev.empty((out_f, in_f), np.float32)
     grid, block = stride_grid(dev, out_f * in_f)
     dev.launch("layouts", "awq_dequantize", grid, block,
-               [dev.contiguous(qw, qw.dtype).view(np.uint32),
-                dev.contiguous(_words("qzeros", qz_h), qz_h.dtype).view(np.uint32),
-                dev.contiguous(sc_h, np.float32), i64(out_f), i64(in_f), i64(group_size), out])
+               [dev.contiguous(qweight, np.int32).view(np.uint32), dev.contiguous(qzeros, np.int32).view(np.uint32),
+                dev.contiguous(scales, np.float32), i64(out_f), i64(in_f), i64(group_size), out])
     return out

@@ -11,9 +11,9 @@ from accel.cupy import bnb
 from accel.cupy._launch import empty_matmul, fix_nonfinite_products, i32, i64, raise_reference_error, require, stride_grid
 from refquant.dtypes.codebooks import get_codebook
 from refquant.formats.bnb import BLOCKSIZES_4BIT
-from refquant.matmul import _scale, _zero_point   # the reference's own argument rules and messages
 
-__all__ = ["int8_matmul", "int8_matmul_zp", "dequantize_int32", "llm_int8_matmul", "bnb_dequant_matmul_4bit"]
+__all__ = ["int8_matmul", "int8_matmul_zp", "dequantize_int32", "llm_int8_matmul", "ternary_matmul",
+           "bnb_dequant_matmul_4bit"]
 
 _CODES = (np.dtype(np.int8), np.dtype(np.uint8))
 
@@ -32,7 +32,7 @@ def _signed_rows(dev: Any, src: Any, rows: int, k: int, row_stride: int, col_str
 
 
 def _gemm_nt(dev: Any, a: Any, a_rs: int, a_cs: int, b: Any, b_rs: int, b_cs: int, m: int, n: int, k: int,
-             za: np.ndarray, zb: np.ndarray) -> tuple[Any, bool]:
+             za: Any, zb: Any) -> tuple[Any, bool]:
     """(a - za) . (b - zb)^T over k for a's m rows and b's n rows, int32 (m, n), and
     whether some result left int32."""
     a_s, row_sums, oa = _signed_rows(dev, a, m, k, a_rs, a_cs)
@@ -41,8 +41,7 @@ def _gemm_nt(dev: Any, a: Any, a_rs: int, a_cs: int, b: Any, b_rs: int, b_cs: in
     grid, block = stride_grid(dev, m * n)
     dev.launch("matmul", "int8_gemm_nt", grid, block,
                [a_s.view(np.int32), b_s.view(np.int32), i64(m), i64(n), i64(a_s.shape[1] // 4), i64(k),
-                dev.contiguous(np.asarray(za, np.int64) - oa, np.int64), dev.contiguous(np.asarray(zb, np.int64) - ob,
-                                                                                      np.int64),
+                dev.contiguous(dev.asarray(za) - oa, np.int64), dev.contiguous(dev.asarray(zb) - ob, np.int64),
                 row_sums, col_sums, out, bad])
     return out, bool(int(bad[0]))
 
@@ -66,11 +65,8 @@ def int8_matmul_zp(dev: Any, a_q: Any, b_q: Any, a_zero: Any, b_zero: Any) -> An
     """Backend op: same contract as :func:`refquant.matmul.int8_matmul_zp` (exact int32)."""
     require(dev, _operands_ok(a_q, b_q), "int8_matmul_zp", a_q, b_q, a_zero, b_zero)
     (m, k), n = a_q.shape, b_q.shape[1]
-    za = _zero_point("a_zero", dev.to_numpy(a_zero) if hasattr(a_zero, "shape") else a_zero, m,
-                     np.empty(0, a_q.dtype), "row of a_q")
-    zb = _zero_point("b_zero", dev.to_numpy(b_zero) if hasattr(b_zero, "shape") else b_zero, n,
-                     np.empty(0, b_q.dtype), "column of b_q")
-    out, bad = _gemm_nt(dev, a_q, k, 1, b_q, 1, n, m, n, k, za, zb)
+    # prepared zero points: int64 (m,) and (n,)
+    out, bad = _gemm_nt(dev, a_q, k, 1, b_q, 1, n, m, n, k, a_zero, b_zero)
     if bad:
         raise_reference_error(dev, "int8_matmul_zp", a_q, b_q, a_zero, b_zero)
     return out
@@ -81,14 +77,12 @@ def dequantize_int32(dev: Any, acc: Any, a_scale: Any, b_scale: Any) -> Any:
     the same two float64 products and one rounding)."""
     require(dev, hasattr(acc, "dtype") and np.dtype(acc.dtype) == np.int32 and acc.ndim == 2,
             "dequantize_int32", acc, a_scale, b_scale)
-    m, n = acc.shape
-    host = [dev.to_numpy(s) if hasattr(s, "shape") else s for s in (a_scale, b_scale)]
-    sa, sb = _scale("a_scale", host[0], m, "row"), _scale("b_scale", host[1], n, "column")
+    m, n = acc.shape   # prepared scales: float64 (m,) and (n,)
     out = dev.empty((m, n), np.float32)
     grid, block = stride_grid(dev, m * n)
     dev.launch("matmul", "dequantize_int32", grid, block,
-               [dev.contiguous(acc, np.int32), i64(m), i64(n), dev.contiguous(sa, np.float64),
-                dev.contiguous(sb, np.float64), out])
+               [dev.contiguous(acc, np.int32), i64(m), i64(n), dev.contiguous(a_scale, np.float64),
+                dev.contiguous(b_scale, np.float64), out])
     return out
 
 
@@ -115,6 +109,19 @@ def llm_int8_matmul(dev: Any, x: Any, w: Any, threshold: float = 6.0) -> tuple[A
     return out.reshape(*x.shape[:-1], out_f), cols
 
 
+def ternary_matmul(dev: Any, a_q: Any, t: Any) -> Any:
+    """Backend op: same contract as :func:`refquant.matmul.ternary_matmul` (exact int32,
+    adds and subtracts only); prepared int8 (m, k) and ternary int8 (k, n)."""
+    (m, k), n = a_q.shape, t.shape[1]
+    out, bad = dev.empty((m, n), np.int32), dev.zeros(1, np.int32)
+    grid, block = stride_grid(dev, m * n)
+    dev.launch("matmul", "ternary_gemm", grid, block,
+               [dev.contiguous(a_q, np.int8), dev.contiguous(t, np.int8), i64(m), i64(n), i64(k), out, bad])
+    if int(bad[0]):
+        raise_reference_error(dev, "ternary_matmul", a_q, t)
+    return out
+
+
 def bnb_dequant_matmul_4bit(dev: Any, x: Any, packed: Any, absmax: Any, quant_type: str, blocksize: int,
                             shape: Any) -> Any:
     """Backend op: same contract as :func:`refquant.matmul.bnb_dequant_matmul_4bit`,
@@ -134,7 +141,7 @@ def bnb_dequant_matmul_4bit(dev: Any, x: Any, packed: Any, absmax: Any, quant_ty
     dev.launch("matmul", "bnb_matmul_4bit", (max(1, min(out_f, dev.max_blocks)),), (128,),
                [x2, i64(x2.shape[0]), dev.contiguous(packed, np.uint8).reshape(-1),
                 dev.contiguous(absmax, np.float32).reshape(-1),
-                dev.contiguous(get_codebook(quant_type).table, np.float32), i64(out_f), i64(in_f),
+                dev.constant(f"codebook:{quant_type}", np.asarray(get_codebook(quant_type).table, np.float32)), i64(out_f), i64(in_f),
                 i32(int(blocksize).bit_length() - 1), out])
     out = fix_nonfinite_products(dev, out, x2,
                                  lambda: bnb.bnb_dequantize_4bit(dev, packed, absmax, quant_type, blocksize, shape))

@@ -136,6 +136,49 @@ def test_gguf_quantize(benchmark, gpu, weight, qtype):
     _run(benchmark, lambda: gpu.gguf_quantize(weight, qtype), weight.nbytes + data.nbytes)
 
 
+@pytest.mark.parametrize("fmt", ["mxfp8_e4m3", "mxfp4", "mxint8"])
+def test_mx_quantize(benchmark, gpu, weight, fmt):
+    scales, codes = gpu.mx_quantize(weight, fmt)
+    _run(benchmark, lambda: gpu.mx_quantize(weight, fmt), weight.nbytes + scales.nbytes + codes.nbytes)
+
+
+@pytest.mark.parametrize("fmt", ["mxfp8_e4m3", "mxfp4"])
+def test_mx_dequantize(benchmark, gpu, weight, fmt):
+    scales, codes = gpu.mx_quantize(weight, fmt)
+    _run(benchmark, lambda: gpu.mx_dequantize(scales, codes, fmt), scales.nbytes + codes.nbytes + weight.nbytes)
+
+
+def test_nvfp4_quantize(benchmark, gpu, weight):
+    """Two passes: the tensor's max |x| (a device reduction), then the blocks."""
+    packed, scales, _ = gpu.nvfp4_quantize(weight)
+    _run(benchmark, lambda: gpu.nvfp4_quantize(weight), 2 * weight.nbytes + packed.nbytes + scales.nbytes)
+
+
+def test_nvfp4_dequantize(benchmark, gpu, weight):
+    packed, scales, g = gpu.nvfp4_quantize(weight)
+    _run(benchmark, lambda: gpu.nvfp4_dequantize(packed, scales, g), packed.nbytes + scales.nbytes + weight.nbytes)
+
+
+def _random_blocks(qtype: str) -> np.ndarray:
+    """Random bytes of a SHAPE tensor of ``qtype``, each block's leading float16 d set to
+    0.01 where the type has one (the grid types' search makes host quantization of a
+    4096 x 4096 layer slow; any bytes decode)."""
+    from refquant.gguf import get_format
+
+    fmt = get_format(qtype)
+    nb = SHAPE[0] * SHAPE[1] // fmt.block_size
+    data = np.random.default_rng(4).integers(0, 256, (nb, fmt.type_size), dtype=np.uint8)
+    if qtype not in ("iq1_m", "nvfp4"):   # d elsewhere (iq1_m) or four UE4M3 bytes (nvfp4)
+        data[:, :2] = np.array([0.01], np.float16).view(np.uint8)
+    return data.reshape(SHAPE[0], -1)
+
+
+@pytest.mark.parametrize("qtype", ["iq2_xxs", "iq2_s", "iq3_xxs", "iq3_s", "iq1_s", "iq1_m", "nvfp4"])
+def test_gguf_dequantize_grid_types(benchmark, gpu, weight, qtype):
+    data = gpu.asarray(_random_blocks(qtype))
+    _run(benchmark, lambda: gpu.gguf_dequantize(data, qtype, SHAPE), data.nbytes + weight.nbytes)
+
+
 @pytest.fixture(scope="module")
 def numba_2_cores():
     """The Numba backend limited to 2 threads (the CPU the K-quant target is set against),
@@ -188,6 +231,15 @@ def test_nf4_gemv(benchmark, gpu, weight):
     x = gpu.asarray(np.random.default_rng(1).standard_normal((1, SHAPE[1])).astype(np.float32))
     _run(benchmark, lambda: gpu.bnb_dequant_matmul_4bit(x, packed, absmax, "nf4", 64, SHAPE),
          packed.nbytes + absmax.nbytes + x.nbytes + 4 * SHAPE[0])
+
+
+def test_ternary_matmul(benchmark, gpu):
+    """BitNet's ternary GEMM (adds / subtracts only), 64 tokens through a 4096 x 4096 layer."""
+    rng = np.random.default_rng(1)
+    a = gpu.asarray(rng.integers(-128, 128, (64, 4096)).astype(np.int8))
+    t = gpu.asarray(rng.integers(-1, 2, (4096, 4096)).astype(np.int8))
+    info = _run(benchmark, lambda: gpu.ternary_matmul(a, t), a.nbytes + t.nbytes + 4 * 64 * 4096)
+    benchmark.extra_info["Gadds/s"] = round(64 * 4096 * 4096 / info["seconds_cuda_events"] / 1e9, 2)
 
 
 def test_int8_matmul(benchmark, gpu):

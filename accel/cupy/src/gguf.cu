@@ -63,3 +63,6 @@ extern "C" __global__ void gguf_dequantize_iq4_xs(const u8* data, i64 nb, float*
 extern "C" __global__ void gguf_dequantize_mxfp4(const u8* data, i64 nb, float* out) {
     GRID_STRIDE(b, nb) { dq_mxfp4(data + b * 17, out + b * 32); }
 }
+extern "C" __global__ void gguf_dequantize_nvfp4(const u8* data, i64 nb, float* out) {
+    GRID_STRIDE(b, nb) { dq_nvfp4(data + b * 36, out + b * 64); }
+}

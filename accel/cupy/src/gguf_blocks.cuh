@@ -167,10 +167,23 @@ __device__ __forceinline__ void dq_mxfp4(const u8* q, float* y) {
     }
 }
 
+// ggml's NVFP4 (dequantize_row_nvfp4): four sub-blocks of 16, each kv[q] * ue4m3_half(d[s]),
+// byte 8s + j holding code j (low nibble) and j + 8 (high nibble).
+__device__ __forceinline__ void dq_nvfp4(const u8* q, float* y) {
+    for (int s = 0; s < 4; ++s) {
+        const float d = ue4m3_to_f32_half(q[s]);
+        for (int j = 0; j < 8; ++j) {
+            const int v = q[4 + 8 * s + j];
+            y[16 * s + j] = kvalue_mxfp4(v & 0xF) * d;
+            y[16 * s + 8 + j] = kvalue_mxfp4(v >> 4) * d;
+        }
+    }
+}
+
 // Block type ids (template arguments of gguf_matmul.cu).
 enum GgufKind {
     K_Q4_0, K_Q4_1, K_Q5_0, K_Q5_1, K_Q8_0, K_Q8_1, K_Q2_K, K_Q3_K, K_Q4_K, K_Q5_K, K_Q6_K, K_Q8_K,
-    K_TQ1_0, K_TQ2_0, K_IQ4_NL, K_IQ4_XS, K_MXFP4, K_F16, K_BF16
+    K_TQ1_0, K_TQ2_0, K_IQ4_NL, K_IQ4_XS, K_MXFP4, K_NVFP4, K_F16, K_BF16
 };
 
 // Any block type by id (the fused kernels take the type as a parameter).
@@ -193,6 +206,7 @@ __device__ __forceinline__ void dq_block(int kind, const u8* q, float* y) {
         case K_IQ4_NL: dq_iq4_nl(q, y); break;
         case K_IQ4_XS: dq_iq4_xs(q, y); break;
         case K_MXFP4: dq_mxfp4(q, y); break;
+        case K_NVFP4: dq_nvfp4(q, y); break;
         case K_F16: y[0] = fp16_to_f32(load_u16(q)); break;       // one element per "block"
         default: y[0] = __uint_as_float(load_u16(q) << 16); break;  // K_BF16
     }

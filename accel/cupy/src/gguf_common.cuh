@@ -103,3 +103,12 @@ __device__ __forceinline__ void flag_nonfinite(const float* x, int n, int* bad) 
     for (int j = 0; j < n; ++j)
         if (!(fabsf(x[j]) <= 3.402823466e38f)) flag_bad(bad);
 }
+
+// ggml_ue4m3_to_fp32 halved (ggml-impl.h @ d99724f2): bit 7 ignored, 0x7F is 0 (not NaN);
+// exponent field e, mantissa m: m * 2**-10 for e = 0, else (8 + m) * 2**(e - 11) (exact).
+__device__ __forceinline__ float ue4m3_to_f32_half(u32 c) {
+    const u32 e = (c >> 3) & 0xFu, m = c & 7u;
+    if (c == 0x7Fu) return 0.0f;
+    return e == 0 ? static_cast<float>(m) * 0.0009765625f
+                  : static_cast<float>(8u + m) * __uint_as_float((e + 116u) << 23);
+}

@@ -1,6 +1,6 @@
 // gguf_iquants.cu: ggml's quantizers of the non-linear 4-bit types IQ4_NL, IQ4_XS and
-// MXFP4 (ggml-quants.c @ d99724f2: quantize_row_iq4_nl_impl with ntry = 7,
-// quantize_row_iq4_xs_impl, quantize_row_mxfp4_ref). One thread per block / super-block
+// MXFP4 / NVFP4 (ggml-quants.c @ d99724f2: quantize_row_iq4_nl_impl with ntry = 7,
+// quantize_row_iq4_xs_impl, quantize_row_mxfp4_ref, quantize_row_nvfp4_ref). One thread per block / super-block
 // (grid-stride), C's float32 operations in its order (no FMA contraction): bit-exact.
 #include "gguf_search.cuh"
 
@@ -128,6 +128,20 @@ __device__ __forceinline__ int floor_log2f(float a, const u32* log2_bump) {
     return E + (bits >= log2_bump[E + 149] ? 1 : 0);
 }
 
+// best_index_mxfp4: the first entry of least |kv[i] * d - x|.
+__device__ __forceinline__ int best_index_mxfp4(float v, float d) {
+    int bi = 0;
+    float best_err = fabsf(kvalue_mxfp4(0) * d - v);
+    for (int i = 1; i < 16; ++i) {
+        const float err = fabsf(kvalue_mxfp4(i) * d - v);
+        if (err < best_err) {
+            bi = i;
+            best_err = err;
+        }
+    }
+    return bi;
+}
+
 extern "C" __global__ void gguf_quantize_mxfp4(const float* x, i64 nb, u8* out, const u32* log2_bump, int* bad) {
     GRID_STRIDE(b, nb) {
         const float* xb = x + b * 32;
@@ -142,21 +156,48 @@ extern "C" __global__ void gguf_quantize_mxfp4(const float* x, i64 nb, u8* out, 
         const float d = e8m0_to_f32_half(e);
         o[0] = static_cast<u8>(e);
         for (int j = 0; j < 16; ++j) {
-            int best[2];
-            for (int h = 0; h < 2; ++h) {   // best_index_mxfp4: first entry of least |kv * d - x|
-                const float v = xb[j + 16 * h];
-                int bi = 0;
-                float best_err = fabsf(kvalue_mxfp4(0) * d - v);
-                for (int i = 1; i < 16; ++i) {
-                    const float err = fabsf(kvalue_mxfp4(i) * d - v);
-                    if (err < best_err) {
-                        bi = i;
-                        best_err = err;
-                    }
-                }
-                best[h] = bi;
+            o[1 + j] = static_cast<u8>(best_index_mxfp4(xb[j], d) | (best_index_mxfp4(xb[j + 16], d) << 4));
+        }
+    }
+}
+
+// ggml_fp32_to_ue4m3 (ggml-impl.h): 0 unless x > 0; min(x, 448); the float32 exponent
+// rebiased and the top 3 mantissa bits rounded half up (+ bit 19, carrying into the
+// exponent); 0x7E from exponent 15 up; subnormals (int)(x * 512 + 0.5f), at most 7.
+__device__ __forceinline__ u32 fp32_to_ue4m3(float x) {
+    if (!(x > 0.0f)) return 0;
+    const float xc = x < 448.0f ? x : 448.0f;
+    const u32 bits = __float_as_uint(xc);
+    int exp = static_cast<int>((bits >> 23) & 0xFFu) - 127 + 7;
+    const int man = static_cast<int>((bits >> 20) & 7u) + static_cast<int>((bits >> 19) & 1u);
+    const int carry = man > 7;
+    exp += carry;
+    if (exp - carry <= 0) {
+        const int sub = static_cast<int>(xc * 512.0f + 0.5f);
+        return static_cast<u32>(sub < 1 ? 0 : (sub > 7 ? 7 : sub));
+    }
+    return exp >= 15 ? 0x7Eu : static_cast<u32>((exp << 3) | (carry ? 0 : man));
+}
+
+// quantize_row_nvfp4_ref: per sub-block of 16, ue = fp32_to_ue4m3(amax / 6), d = half its
+// value, codes by best_index_mxfp4; byte 8s + j = code j | code j + 8 << 4. One thread per
+// block of 64 (36 bytes). Non-finite input flags bad (the reference refuses it).
+extern "C" __global__ void gguf_quantize_nvfp4(const float* x, i64 nb, u8* out, int* bad) {
+    GRID_STRIDE(b, nb) {
+        u8* o = out + b * 36;
+        for (int s = 0; s < 4; ++s) {
+            const float* xs = x + b * 64 + 16 * s;
+            float amax = 0.0f;
+            for (int j = 0; j < 16; ++j) {
+                const float a = fabsf(xs[j]);
+                if (!(a <= 3.402823466e38f)) flag_bad(bad);
+                amax = a > amax ? a : amax;
             }
-            o[1 + j] = static_cast<u8>(best[0] | (best[1] << 4));
+            const u32 ue = fp32_to_ue4m3(amax / 6.0f);
+            const float d = ue4m3_to_f32_half(ue);
+            o[s] = static_cast<u8>(ue);
+            for (int j = 0; j < 8; ++j)
+                o[4 + 8 * s + j] = static_cast<u8>(best_index_mxfp4(xs[j], d) | (best_index_mxfp4(xs[j + 8], d) << 4));
         }
     }
 }

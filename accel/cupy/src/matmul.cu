@@ -102,3 +102,52 @@ extern "C" __global__ void bnb_matmul_4bit(const float* __restrict__ x, i64 toke
         }
     }
 }
+
+// BitNet b1.58's ternary GEMM out (m, n) = a (m, k) @ t (k, n), t in {-1, 0, +1}: one thread
+// per output, adds and subtracts only (no multiply). Partial sums are int32 over runs of
+// 2**24 (|sum| <= 2**24 * 128 < 2**31), carried in int64; a result outside int32 flags bad.
+extern "C" __global__ void ternary_gemm(const i8* __restrict__ a, const i8* __restrict__ t, i64 m, i64 n, i64 k,
+                                        int* __restrict__ out, int* bad) {
+    GRID_STRIDE(idx, m * n) {
+        const i64 i = idx / n, j = idx - i * n;
+        const i8* row = a + i * k;
+        i64 total = 0;
+        for (i64 k0 = 0; k0 < k; k0 += (1LL << 24)) {
+            const i64 k1 = k0 + (1LL << 24) < k ? k0 + (1LL << 24) : k;
+            int acc = 0;
+            for (i64 kk = k0; kk < k1; ++kk) {
+                const int w = t[kk * n + j];
+                const int x = row[kk];
+                acc += w == 1 ? x : (w == -1 ? -x : 0);
+            }
+            total += acc;
+        }
+        if (total > 2147483647LL || total < -2147483648LL) flag_bad(bad);
+        out[idx] = static_cast<int>(total);
+    }
+}
+
+// The fused dequant-matmuls accumulate in float32, so a product or partial sum beyond
+// FLT_MAX gives inf - inf = NaN where the reference's float64 sum rounds to +-inf once.
+// count_nonfinite flags whether any output is NaN or inf; recompute_nonfinite_f64 then
+// recomputes only those outputs as float64 dot products of x (rows, in) and the decoded
+// weight w (out, in), rounded once to float32 (one thread per output; finite ones return).
+extern "C" __global__ void count_nonfinite(const u32* __restrict__ out, i64 n, int* flag) {
+    GRID_STRIDE(i, n) {
+        if ((out[i] & 0x7f800000u) == 0x7f800000u) flag_bad(flag);
+    }
+}
+
+extern "C" __global__ void recompute_nonfinite_f64(const float* __restrict__ x, const float* __restrict__ w, i64 rows,
+                                                   i64 out_f, i64 in_f, float* __restrict__ out) {
+    GRID_STRIDE(idx, rows * out_f) {
+        if ((__float_as_uint(out[idx]) & 0x7f800000u) != 0x7f800000u) continue;
+        const i64 r = idx / out_f, o = idx - r * out_f;
+        const float* xr = x + r * in_f;
+        const float* wr = w + o * in_f;
+        double acc = 0.0;
+        for (i64 k = 0; k < in_f; ++k)
+            acc = __dadd_rn(acc, __dmul_rn(static_cast<double>(xr[k]), static_cast<double>(wr[k])));
+        out[idx] = __double2float_rn(acc);
+    }
+}
