@@ -124,7 +124,11 @@ def repro_line(backend: Any, op: str, inputs: dict[str, Any]) -> str:
     saved to an ``.npz`` file in :func:`repro_dir` that the line loads."""
     from accel.registry import spec_of
 
-    spec = spec_of(backend) or backend.name
+    spec = spec_of(backend)
+    note = ""
+    if spec is None:  # not loaded by accel.get_backend: its name may not resolve
+        spec = backend.name
+        note = f"  # {spec!r}: the backend's name; give its module:factory if it is not registered"
     literals, saved = {}, {}
     for key, value in inputs.items():
         text = _inline(value)
@@ -147,7 +151,7 @@ def repro_line(backend: Any, op: str, inputs: dict[str, Any]) -> str:
     names = inspect.signature(reference_function(op)).parameters
     args = ", ".join([v for k, v in literals.items() if k not in names]
                      + [f"{k}={v}" for k, v in literals.items() if k in names])
-    return f"{prefix}print(accel.get_backend({spec!r}).{op}({args}))"
+    return f"{prefix}print(accel.get_backend({spec!r}).{op}({args})){note}"
 
 
 def _fingerprint(value: Any) -> str:

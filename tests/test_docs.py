@@ -50,8 +50,8 @@ def test_page_examples_run(page, tmp_path, monkeypatch):
                 raise AssertionError(f"{page}, python block {number} fails: {type(exc).__name__}: {exc}\n{code}") from exc
 
 
-def _ops_doc_tool():
-    spec = importlib.util.spec_from_file_location("backend_ops_doc", ROOT / "tools" / "backend_ops_doc.py")
+def _tool(name: str):  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tools" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -60,7 +60,7 @@ def _ops_doc_tool():
 def test_backend_guide_lists_every_op():
     from accel.ops import OP_SPECS
 
-    tool = _ops_doc_tool()
+    tool = _tool("backend_ops_doc")
     listed = tool.section((ROOT / "docs" / "backends.md").read_text())
     assert listed == tool.render(), "docs/backends.md's op list is out of date: run python tools/backend_ops_doc.py"
     for op, spec in OP_SPECS.items():
@@ -78,3 +78,25 @@ def test_minimal_backend_passes_conformance():
     assert len(verdict) == 1 and verdict[0].startswith(
         "verdict examples.minimal_backend:make_backend: PASS: 9 cells passed, 0 failed, 5 not implemented, "), verdict
     assert "| decode_float | ✅ | ✅ | ⬜ | ⬜ | ⬜ | ⬜ | ⬜ |" in result.stdout
+
+
+@pytest.mark.slow
+def test_api_reference_builds_without_warnings(tmp_path):
+    """The pdoc API reference of the public modules (tools/build_api_docs.py), warnings as errors."""
+    pytest.importorskip("pdoc", reason="the API reference needs pdoc: pip install -e '.[docs]'")
+    pages, problems = _tool("build_api_docs").build(tmp_path)
+    assert not problems, "\n".join(problems)
+    names = {p.relative_to(tmp_path).as_posix() for p in pages}
+    assert {"refquant.html", "refquant/gguf.html", "refquant/bnb.html", "accel/protocol.html", "accel/ops.html",
+            "accel/registry.html", "conformance/harness.html"} <= names
+    assert "quantize_4bit" in (tmp_path / "refquant" / "bnb.html").read_text()
+
+
+def test_report_columns_are_documented():
+    """Every column of both report tables is explained in the tutorial, as under the table."""
+    from refquant.lm_report import PERPLEXITY_COLUMNS
+    from refquant.report import COLUMNS
+
+    text = (ROOT / "docs" / "tutorial-quantize.md").read_text()
+    for name, _ in (*COLUMNS, *PERPLEXITY_COLUMNS):
+        assert f"\n| {name} | " in text, f"column {name!r} is not explained in docs/tutorial-quantize.md"
