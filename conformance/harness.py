@@ -109,12 +109,12 @@ def _inline(value: Any) -> str | None:
             value.dtype.kind not in "biuf" or value.dtype.type.__module__ != "numpy"  # e.g. ml_dtypes.bfloat16
             or (value.dtype.kind == "f" and not np.isfinite(value).all())):
         return None
-    if isinstance(value, np.generic):
-        return f"np.{value.dtype}({value.item()!r})"
+    if isinstance(value, np.generic):  # the scalar type's own name: np.float32, np.bool_ / np.bool
+        return f"np.{type(value).__name__}({value.item()!r})"
     if isinstance(value, np.ndarray) and value.size == 0:
-        return f"np.empty({value.shape!r}, dtype=np.{value.dtype})"
+        return f"np.empty({value.shape!r}, dtype={str(value.dtype)!r})"
     if isinstance(value, np.ndarray) and value.size <= INLINE_ELEMENTS:
-        return f"np.array({value.tolist()!r}, dtype=np.{value.dtype})"
+        return f"np.array({value.tolist()!r}, dtype={str(value.dtype)!r})"
     return None
 
 

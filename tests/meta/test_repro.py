@@ -61,8 +61,10 @@ def test_repro_values_without_literals_and_positional_keys(tmp_path, monkeypatch
     backend = accel.get_backend(SPEC)
     bits = np.array([0x7E00, 0x3C00], dtype=np.uint16)  # NaN and 1.0: no exact literal for the NaN result
     line = repro_line(backend, "decode_float", {"arg0": bits, "fmt": "float16", })
-    assert "decode_float(np.array([32256, 15360], dtype=np.uint16), fmt='float16')" in line
+    assert "decode_float(np.array([32256, 15360], dtype='uint16'), fmt='float16')" in line
     assert _run(line) == f"{backend.decode_float(bits, 'float16')}\n"
     x = np.array([np.nan, 1.0], dtype=np.float32)
     line = repro_line(backend, "int8_matmul", {"a_q": np.empty((2, 0), np.int8), "b_q": x})
-    assert "np.empty((2, 0), dtype=np.int8)" in line and "d['b_q']" in line
+    assert "np.empty((2, 0), dtype='int8')" in line and "d['b_q']" in line
+    line = repro_line(backend, "int8_matmul", {"a_q": np.float32(1.5), "b_q": np.bool_(True), "c": (1,), "d": -0.0})
+    assert "a_q=np.float32(1.5), b_q=np.bool" in line and "(1,), -0.0" in line
