@@ -16,8 +16,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 # Pages whose python blocks run (each page's blocks in order, in one namespace).
-PAGES = ("README.md", "docs/backends.md", "docs/tutorial-quantize.md", "docs/tutorial-backend.md",
-         "docs/tutorial-compare.md")
+# Page -> the optional packages its examples use (the page is skipped, naming them, without).
+PAGES = {"README.md": ("numba", "safetensors"), "docs/backends.md": (), "docs/tutorial-quantize.md": ("safetensors",),
+         "docs/tutorial-backend.md": (), "docs/tutorial-compare.md": ("safetensors", "tokenizers")}
 _BLOCK = re.compile(r"^```python\n(.*?)^```", re.S | re.M)
 MINIMAL_OPS = "decode_float,codebook_decode,int8_matmul,int8_vectorwise_dequant"
 
@@ -35,6 +36,8 @@ def test_python_blocks_found():
 
 @pytest.mark.parametrize("page", PAGES)
 def test_page_examples_run(page, tmp_path, monkeypatch):
+    for module in PAGES[page]:
+        pytest.importorskip(module, reason=f"the examples of {page} use {module}")
     path = ROOT / page
     blocks = python_blocks(path.read_text())
     assert blocks, f"{page} has no ```python block"
