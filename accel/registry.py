@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 from accel.dispatch import dispatched
 
-__all__ = ["BackendLoadError", "BackendInfo", "get_backend", "available_backends", "registered_backends"]
+__all__ = ["BackendLoadError", "BackendInfo", "get_backend", "available_backends", "registered_backends", "spec_of"]
 
 GROUP = "refquant.backends"
 
@@ -126,6 +126,16 @@ def get_backend(name: str) -> Any:
     backend = dispatched(backend)  # every op call runs the reference's argument preparation first
     _CACHE[name] = backend
     return backend
+
+
+def spec_of(backend: Any) -> str | None:
+    """The name or ``"module:factory"`` that :func:`get_backend` loaded ``backend`` from (the
+    dispatched object or its raw backend), so that a message can name a spec that resolves;
+    None for a backend made some other way."""
+    for spec, loaded in _CACHE.items():
+        if backend is loaded or backend is getattr(loaded, "raw", None):
+            return spec
+    return None
 
 
 def available_backends() -> dict[str, BackendInfo]:

@@ -38,8 +38,12 @@ def _header(backend: object, name: str, profile: str, examples: int | None, work
     return f"**{name}**: " + ", ".join(parts), warning
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m conformance", description=__doc__.splitlines()[0])
+def main(argv: list[str] | None = None, prog: str = "python -m conformance") -> int:
+    """Run the matrix; ``prog`` is the command name shown in ``--help`` (``refquant conformance``)."""
+    parser = argparse.ArgumentParser(
+        prog=prog, description="Run the conformance suite against each backend (default: every backend that "
+        "loads), print the op x format matrix with a verdict line per backend, optionally write it as "
+        "Markdown / JSON; exit non-zero if any cell failed or the suite could not run.")
     parser.add_argument("--backend", action="append", default=None,
                         help="registered name or module:factory (repeatable; default: every backend that loads)")
     parser.add_argument("--profile", default="ci", choices=tuple(PROFILE_EXAMPLES),

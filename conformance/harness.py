@@ -18,7 +18,13 @@ the ``op`` marker and the ``fmt`` parameter place the test in the matrix.
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import os
+import re
+import tempfile
 from dataclasses import fields, is_dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,7 +35,7 @@ from accel.protocol import supports
 from accel.reference import reference_function
 from conformance.contracts import contract_for
 
-__all__ = ["require", "call", "ref", "check", "check_refused", "check_like_reference", "NOT_IMPLEMENTED"]
+__all__ = ["require", "call", "ref", "check", "check_refused", "check_like_reference", "repro_line", "NOT_IMPLEMENTED"]
 
 NOT_IMPLEMENTED = "not implemented"
 
@@ -81,10 +87,76 @@ def ref(op: str, *args: Any, **kwargs: Any) -> Any:
     return reference_function(op)(*args, **kwargs)
 
 
-def _describe(value: Any) -> str:
-    if isinstance(value, np.ndarray):
-        with np.printoptions(threshold=40, precision=9):
-            return f"np.array({np.array2string(value, separator=', ')}, dtype=np.{value.dtype})"
+#: Arrays up to this many elements are written into a repro line; larger ones (and arrays that
+#: have no exact literal: NaN, inf, ml_dtypes types) go into an .npz file the line loads.
+INLINE_ELEMENTS = 16
+
+
+def repro_dir() -> Path:
+    """Where repro inputs are saved: ``$REFQUANT_REPRO_DIR``, else ``<tmp>/refquant-repro``."""
+    return Path(os.environ.get("REFQUANT_REPRO_DIR") or Path(tempfile.gettempdir()) / "refquant-repro")
+
+
+def _inline(value: Any) -> str | None:
+    """A Python literal that rebuilds ``value`` exactly, or None if it has none."""
+    if value is None or isinstance(value, (bool, int, str)):
+        return repr(value)
+    if isinstance(value, float):
+        return repr(value) if np.isfinite(value) else f"float({str(value)!r})"
+    if isinstance(value, tuple) and all(_inline(v) is not None for v in value):
+        return "(" + "".join(f"{_inline(v)}, " for v in value).rstrip(" ") + ")" if value else "()"
+    if isinstance(value, (np.generic, np.ndarray)) and (
+            value.dtype.kind not in "biuf" or value.dtype.type.__module__ != "numpy"  # e.g. ml_dtypes.bfloat16
+            or (value.dtype.kind == "f" and not np.isfinite(value).all())):
+        return None
+    if isinstance(value, np.generic):  # the scalar type's own name: np.float32, np.bool_ / np.bool
+        return f"np.{type(value).__name__}({value.item()!r})"
+    if isinstance(value, np.ndarray) and value.size == 0:
+        return f"np.empty({value.shape!r}, dtype={str(value.dtype)!r})"
+    if isinstance(value, np.ndarray) and value.size <= INLINE_ELEMENTS:
+        return f"np.array({value.tolist()!r}, dtype={str(value.dtype)!r})"
+    return None
+
+
+def repro_line(backend: Any, op: str, inputs: dict[str, Any]) -> str:
+    """A line of Python that reruns ``op`` on ``backend`` with ``inputs`` (keyword arguments
+    named as in the op's signature), runnable as printed: values without an exact literal are
+    saved to an ``.npz`` file in :func:`repro_dir` that the line loads."""
+    from accel.registry import spec_of
+
+    spec = spec_of(backend)
+    note = ""
+    if spec is None:  # not loaded by accel.get_backend: its name may not resolve
+        spec = backend.name
+        note = f"  # {spec!r}: the backend's name; give its module:factory if it is not registered"
+    literals, saved = {}, {}
+    for key, value in inputs.items():
+        text = _inline(value)
+        if text is None:
+            if isinstance(value, np.ndarray):
+                saved[key] = value
+            else:  # a parameter object, pickled in a 0-d object array
+                saved[key] = np.empty((), dtype=object)
+                saved[key][()] = value
+            text = f"d[{key!r}]" if isinstance(value, np.ndarray) else f"d[{key!r}][()]"
+        literals[key] = text
+    prefix = "import numpy as np, accel; "
+    if saved:
+        digest = hashlib.sha1(repr(sorted((k, _fingerprint(v)) for k, v in saved.items())).encode()).hexdigest()[:12]
+        path = repro_dir() / f"{re.sub(r'[^A-Za-z0-9_.-]+', '_', spec)}-{op}-{digest}.npz"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(path, **saved)
+        prefix += f"d = np.load({str(path)!r}, allow_pickle=True); "
+    # the op's parameter names as keywords; other keys (arg0, arg1 ...) positional, in order
+    names = inspect.signature(reference_function(op)).parameters
+    args = ", ".join([v for k, v in literals.items() if k not in names]
+                     + [f"{k}={v}" for k, v in literals.items() if k in names])
+    return f"{prefix}print(accel.get_backend({spec!r}).{op}({args})){note}"
+
+
+def _fingerprint(value: Any) -> str:
+    if isinstance(value, np.ndarray) and value.dtype != object:
+        return hashlib.sha1(value.tobytes() + str((value.shape, value.dtype)).encode()).hexdigest()
     return repr(value)
 
 
@@ -101,8 +173,10 @@ def check(op: str, fmt: str | None, got: Any, expected: Any, *, backend: Any,
         return
     repro = ""
     if inputs:
-        args = ", ".join(f"{k}={_describe(v)}" for k, v in inputs.items())
-        repro = f"\nrepro: accel.get_backend({backend.name!r}).{op}({args})"
+        try:
+            repro = f"\nrepro: {repro_line(backend, op, inputs)}"
+        except Exception as exc:  # noqa: BLE001 - the finding above matters more than its repro line
+            repro = f"\n(no repro line: {type(exc).__name__}: {exc})"
     raise AssertionError(f"[{backend.name}] {op}[{fmt}] violates {contract!r}: {problem}{repro}")
 
 

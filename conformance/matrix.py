@@ -87,7 +87,8 @@ class Matrix:
     def verdict(self) -> str:
         c = self.counts()
         word = "PASS" if self.ok else "FAIL"
-        return (f"{self.backend}: {word}: {c['pass']} cells passed, {c['fail']} failed, "
+        cells = "cell" if c["pass"] == 1 else "cells"
+        return (f"{self.backend}: {word}: {c['pass']} {cells} passed, {c['fail']} failed, "
                 f"{c['not_implemented']} not implemented" + (f", {c['not_run']} not run" if c["not_run"] else ""))
 
     def to_records(self) -> list[dict[str, Any]]:

@@ -33,7 +33,7 @@ from hypothesis import strategies as st
 from accel.ops import OP_SPECS
 from conformance import strategies
 from conformance.contracts import Exact, contract_for
-from conformance.harness import _describe, call, check, ref, require
+from conformance.harness import call, check, ref, repro_line, require
 from refquant.algorithms.ops import FORMATS, format_args
 
 ALGORITHM_FORMATS = OP_SPECS["rtn_quantize"].formats
@@ -92,9 +92,8 @@ def _check_search(refquant_backend, op: str, fmt: str, got, expected, W, error, 
         try:
             context = layer_errors(op, got, expected, W, error)
         except AssertionError as problem:
-            args = ", ".join(f"{k}={_describe(v)}" for k, v in inputs.items())
-            raise AssertionError(f"[{refquant_backend.name}] {problem}\nrepro: accel.get_backend({refquant_backend.name!r}).{op}({args})"
-                                 ) from None
+            raise AssertionError(f"[{refquant_backend.name}] {problem}\n"
+                                 f"repro: {repro_line(refquant_backend, op, inputs)}") from None
     check(op, fmt, got, expected, backend=refquant_backend, inputs=inputs, **context)
 
 

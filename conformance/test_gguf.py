@@ -35,7 +35,7 @@ from hypothesis import strategies as st
 from accel.ops import OP_SPECS
 from conformance import strategies
 from conformance.contracts import Exact, contract_for
-from conformance.harness import _describe, call, check, ref, require
+from conformance.harness import call, check, ref, repro_line, require
 from refquant.gguf import get_format
 
 QTYPES = OP_SPECS["gguf_quantize"].formats
@@ -107,9 +107,8 @@ def test_gguf_quantize(refquant_backend, fmt, data):
         try:
             errors = reconstruction_errors(got, expected, x, fmt, imatrix)
         except AssertionError as problem:
-            args = ", ".join(f"{k}={_describe(v)}" for k, v in inputs.items())
-            raise AssertionError(f"[{refquant_backend.name}] {problem}\nrepro: accel.get_backend({refquant_backend.name!r})"
-                                 f".gguf_quantize({args})") from None
+            raise AssertionError(f"[{refquant_backend.name}] {problem}\n"
+                                 f"repro: {repro_line(refquant_backend, 'gguf_quantize', inputs)}") from None
     check("gguf_quantize", fmt, got, expected, backend=refquant_backend, inputs=inputs, **errors)
 
 

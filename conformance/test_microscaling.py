@@ -69,7 +69,7 @@ def test_mx_dequantize_every_scale(refquant_backend, fmt):
     codes = np.tile((np.arange(128) % (1 << bits)).astype(np.uint8), (64, 1))
     check("mx_dequantize", fmt, call(refquant_backend, "mx_dequantize", scales, codes, fmt),
           ref("mx_dequantize", scales, codes, fmt), backend=refquant_backend,
-          inputs={"scales": "arange(256)", "fmt": fmt})
+          inputs={"scales": scales, "codes": codes, "fmt": fmt})
 
 
 @pytest.mark.op("nvfp4_quantize")

@@ -58,7 +58,7 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["Method", "METHODS", "register_method", "run_perplexity_report", "format_perplexity_table",
+__all__ = ["Method", "METHODS", "PERPLEXITY_COLUMNS", "register_method", "run_perplexity_report", "format_perplexity_table",
            "load_texts"]
 
 
@@ -319,11 +319,22 @@ def run_perplexity_report(model_dir: str | Path, methods: Sequence[str] | None =
     return records
 
 
+#: The perplexity table's columns and what each means (printed under the table).
+PERPLEXITY_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("method", "quantization method; fp32 is the float32 baseline"),
+    ("bits/w", "storage bits per block-projection weight, scales, zero points and outliers included"),
+    ("model MB", "whole model in 10^6 bytes: quantized projections + float32 embedding, norms, LM head"),
+    ("ppl", "perplexity on the held-out text (exp of the mean next-token negative log-likelihood)"),
+    ("Δ vs fp32", "ppl − ppl(fp32); lower is better"),
+    ("seconds", "wall time to quantize the model and evaluate it"),
+)
+
+
 def format_perplexity_table(records: Sequence[dict[str, Any]]) -> str:
     """The records as an aligned text table (one line per method)."""
     from refquant.report import _aligned
 
-    head = ("method", "bits/w", "model MB", "ppl", "Δ vs fp32", "seconds")
+    head = tuple(name for name, _ in PERPLEXITY_COLUMNS)
     rows = [head] + [(r["method"], f"{r['bits_per_weight']:.3f}", f"{r['model_bytes'] / 1e6:.2f}",
                       f"{r['perplexity']:.3f}", f"{r['delta_ppl']:+.3f}", f"{r['seconds']:.1f}") for r in records]
     return _aligned(rows)

@@ -15,6 +15,7 @@ function follows, checked across every landed area:
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import importlib.metadata
 import re
@@ -268,19 +269,49 @@ def test_console_script():
 
 
 def test_cli_formats():
-    """``refquant formats`` lists every format with its bits per weight (it once printed
-    'no formats registered' and exited 1: the CLI asked metrics for a function that did not exist)."""
-    from refquant.cli import main
+    """``refquant formats`` lists every format once with its bits per weight, what refquant
+    implements apart from what ggml only defines (it once printed 'no formats registered' and
+    exited 1; then listed f32 next to float32 and types that cannot be produced)."""
+    from refquant.cli import format_rows, main
 
     r = _run(sys.executable, "-m", "refquant", "formats")
     assert r.returncode == 0, r.stderr
-    rows = dict(line.split() for line in r.stdout.splitlines()[1:])
-    assert rows["q4_k"] == "4.5" and rows["q6_k"] == "6.5625" and rows["nf4"] == "4.5" and rows["float16"] == "16"
-    assert set(rows) == set(metrics.known_formats())
-    for name in metrics.known_formats():
-        assert metrics.bits_per_weight(name) > 0
-    assert set(gguf.qtypes()) <= set(metrics.known_formats())
+    implemented, _, ggml_only = r.stdout.partition("Defined by ggml but not implemented")
+    rows = {re.split(r"\s{2,}", line.strip())[1]: line for line in implemented.splitlines()[2:] if line.strip()}
+    assert re.search(r"\bq4_k\s+4\.5\s", rows["q4_k"]) and re.search(r"\s6\.5625\s", rows["q6_k"])
+    assert re.search(r"\bfloat16\s+16\s+f16, fp16\s", rows["float16"]) and "refquant.bnb" in rows["nf4"]
+    rows_data, ggml_names = format_rows()
+    names = [name for _, name, _, _ in rows_data]
+    aliases = [a for _, _, alias, _ in rows_data for a in alias.split(", ") if a]
+    assert len(names + aliases) == len(set(names + aliases)), "a format is listed twice"
+    assert set(names) == set(rows)
+    assert set(names) | set(aliases) | set(ggml_names) >= set(metrics.known_formats())
+    assert set(gguf.qtypes()) <= set(names) | set(aliases)
+    assert ggml_names and not set(ggml_names) & set(gguf.qtypes())
+    assert all(name in ggml_only for name in ggml_names)
+    for _, name, alias, _ in rows_data:
+        for a in filter(None, alias.split(", ")):
+            assert metrics.bits_per_weight(a) == metrics.bits_per_weight(name), a
     assert main(["formats"]) == 0
+
+
+def test_cli_help_texts():
+    """Every subcommand has a description and every option a help text, in plain text."""
+    from refquant.cli import build_parser
+
+    parser = build_parser()
+    (sub,) = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    markup = re.compile(r"``|:(func|mod|data|class|meth):`")
+    helps = {a.dest: a.help for a in sub._choices_actions}
+    for name, p in sub.choices.items():
+        assert helps.get(name) and p.description, name
+        assert not markup.search(p.description), (name, p.description)
+        for action in p._actions:
+            if not isinstance(action, argparse._HelpAction):
+                assert action.help and not markup.search(action.help), (name, action.dest)
+        assert not markup.search(p.format_help()), name
+    r = _run(sys.executable, "-m", "refquant", "conformance", "--help")
+    assert r.returncode == 0 and r.stdout.startswith("usage: refquant conformance"), r.stdout[:200]
 
 
 def test_cli_backends():

@@ -6,6 +6,7 @@ the MiniLM tests (marked ``model``) check the fidelity claims on the real encode
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import numpy as np
@@ -263,10 +264,27 @@ def test_format_table_and_json_safety():
     from refquant.report import _json_safe, format_table
 
     rec = {"scheme": "fp32", "bits_per_weight": 32.0, "model_bytes": 1_000_000, "weight_sqnr_db": float("inf"),
-           "act_sqnr_db": float("inf"), "act_nmse": 0.0, "cosine_mean": 1.0, "cosine_min": 1.0}
+           "act_sqnr_db": float("inf"), "act_nmse": 0.0, "act_sqnr_db_min": float("inf"), "cosine_mean": 1.0,
+           "cosine_min": 1.0}
     table = format_table([rec])
     assert table.splitlines()[0].split()[:2] == ["scheme", "bits/w"] and "inf" in table
     assert json.loads(json.dumps(_json_safe([rec])))[0]["weight_sqnr_db"] is None
+
+
+def test_every_report_column_is_explained():
+    from refquant.lm_report import PERPLEXITY_COLUMNS, format_perplexity_table
+    from refquant.report import COLUMNS, format_legend, format_table
+
+    rec = {"scheme": "int8", "bits_per_weight": 8.0, "model_bytes": 1, "weight_sqnr_db": 40.0, "act_sqnr_db": 30.0,
+           "act_nmse": 1e-3, "act_sqnr_db_min": 20.0, "cosine_mean": 0.99, "cosine_min": 0.98}
+    header = format_table([rec]).splitlines()[0]
+    names = [name for name, _ in COLUMNS]
+    assert [c for c in re.split(r"\s{2,}", header.strip())] == names
+    assert [line.split("  ")[1] for line in format_legend().splitlines()] == names
+    ppl = {"method": "fp32", "bits_per_weight": 32.0, "model_bytes": 1, "perplexity": 9.0, "delta_ppl": 0.0,
+           "seconds": 1.0}
+    header = format_perplexity_table([ppl]).splitlines()[0]
+    assert re.split(r"\s{2,}", header.strip()) == [name for name, _ in PERPLEXITY_COLUMNS]
 
 
 def test_progress_bar_writes_to_given_stream():
@@ -369,6 +387,15 @@ class TestMiniLMReport:
         assert r["nvfp4"]["cosine_mean"] > r["mxfp4"]["cosine_mean"] > 0.95
         assert r["nvfp4"]["weight_sqnr_db"] > r["mxfp4"]["weight_sqnr_db"] + 1.5
 
+    def test_activation_statistics_share_one_definition(self, minilm_report):
+        for name, r in minilm_report.items():
+            if name == "fp32":
+                assert r["act_sqnr_db"] == r["act_sqnr_db_min"] == float("inf") and r["act_nmse"] == 0.0
+                continue
+            assert r["act_nmse"] == pytest.approx(10 ** (-r["act_sqnr_db"] / 10), rel=1e-12)
+            assert r["act_sqnr_db_min"] < r["act_sqnr_db"]
+            assert r["act_worst_layer"].startswith("encoder.layer.")
+
     def test_cli_json_and_progress(self, tmp_path, capsys):
         from refquant.cli import main
 
@@ -376,6 +403,8 @@ class TestMiniLMReport:
         assert main(["report", "--model", str(_minilm_dir()), "--schemes", "bf16", "--json", str(out)]) == 0
         captured = capsys.readouterr()
         assert "bf16" in captured.out and "cos mean" in captured.out
+        legend = captured.out.split("\ncolumns:\n")[1]
+        assert [line.split("  ")[1] for line in legend.splitlines()][:3] == ["scheme", "bits/w", "model MB"]
         assert "] 3/3" in captured.err  # the progress bar
         records = json.loads(out.read_text())
         assert [r["scheme"] for r in records] == ["fp32", "bf16"]

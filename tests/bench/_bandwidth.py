@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import functools
 import time
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 
@@ -34,3 +36,33 @@ def record(benchmark, bytes_moved: int) -> dict[str, float]:  # type: ignore[no-
     info = {"GB/s": round(gbs, 3), "copy_GB/s": round(copy, 3), "fraction_of_copy": round(gbs / copy, 4)}
     benchmark.extra_info.update(info)
     return info
+
+
+def summary_lines(benchmarks: Iterable[Any]) -> list[str]:
+    """The end-of-run table: one line per benchmark that recorded its bandwidth (:func:`record`
+    or the GPU benchmarks' same keys), with its best time, GB/s and fraction of copy bandwidth.
+
+    ``benchmarks`` are pytest-benchmark's finished runs (``.fullname``, ``.extra_info``,
+    ``.stats.min``); the others are left out. Empty when none recorded a bandwidth.
+    """
+    rows = []
+    copies = set()
+    for bench in benchmarks:
+        info = getattr(bench, "extra_info", {}) or {}
+        if "GB/s" not in info or "fraction_of_copy" not in info:
+            continue
+        name = getattr(bench, "fullname", None) or getattr(bench, "name", "?")
+        name = name.split("tests/bench/", 1)[-1]
+        seconds = info.get("seconds_cuda_events", getattr(getattr(bench, "stats", None), "min", float("nan")))
+        rows.append((name, f"{seconds * 1e3:.3f}", f"{info['GB/s']:.2f}", f"{100 * info['fraction_of_copy']:.1f}%"))
+        if "copy_GB/s" in info:
+            copies.add(f"{info['copy_GB/s']:.2f}")
+    if not rows:
+        return []
+    head = ("benchmark", "best ms", "GB/s", "of copy")
+    widths = [max(len(r[i]) for r in [head, *rows]) for i in range(4)]
+    lines = [f"bandwidth (bytes read + written per call / best time; copy bandwidth measured in this run: "
+             f"{', '.join(sorted(copies)) or '?'} GB/s)"]
+    for r in [head, *rows]:
+        lines.append("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths))))
+    return lines

@@ -1,7 +1,9 @@
 """Benchmarks run only when asked for: ``pytest tests/bench --benchmark-only``.
 
 In the default test run (``pytest``) every test in this folder is skipped, so the
-suite stays fast; performance is measured here, never asserted in unit tests.
+suite stays fast; performance is measured here, never asserted in unit tests. At the end of
+a run, after pytest-benchmark's timing table, GB/s and the fraction of this machine's copy
+bandwidth are printed for every benchmark that recorded them (``_bandwidth.record``).
 """
 
 from __future__ import annotations
@@ -16,3 +18,15 @@ def pytest_collection_modifyitems(config, items):  # type: ignore[no-untyped-def
     for item in items:
         if "tests/bench/" in item.nodeid.replace("\\", "/"):
             item.add_marker(skip)
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_terminal_summary(terminalreporter, exitstatus, config):  # type: ignore[no-untyped-def]
+    from tests.bench._bandwidth import summary_lines
+
+    session = getattr(config, "_benchmarksession", None)  # pytest-benchmark's, when it is installed
+    lines = summary_lines(getattr(session, "benchmarks", ()))
+    if lines:
+        terminalreporter.section("GB/s and fraction of copy bandwidth")
+        for line in lines:
+            terminalreporter.write_line(line)
