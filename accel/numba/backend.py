@@ -75,7 +75,7 @@ _OPS: dict[str, tuple[Callable[..., Any], OpCapability]] = {
     "awq_dequantize": (layouts.awq_dequantize, OpCapability(None, bit_exact=True)),
     # --- gguf (issue 8: accel/numba/gguf*.py) ---
     "gguf_quantize": (gguf_ops.gguf_quantize, OpCapability(gguf_ops.QTYPES, bit_exact=True)),
-    "gguf_dequantize": (gguf_ops.gguf_dequantize, OpCapability(gguf_ops.QTYPES, bit_exact=True)),
+    "gguf_dequantize": (gguf_ops.gguf_dequantize, OpCapability(gguf_ops.DEQUANTIZE_QTYPES, bit_exact=True)),
     "gguf_dequant_matmul": (gguf_ops.gguf_dequant_matmul,
                             OpCapability(gguf_ops.MATMUL_QTYPES, bit_exact=False,
                                          notes="fused Q4_0/Q4_K decode + float32 GEMV/GEMM (Nmse)")),
