@@ -28,13 +28,14 @@ from typing import Any
 
 import numpy as np
 
-from accel.numba import gguf_iqgrid, gguf_iquants, gguf_kquants, gguf_legacy
+from accel.numba import gguf_iqgrid, gguf_iqgrid_search, gguf_iquants, gguf_kquants, gguf_legacy
 from refquant.errors import UnsupportedError
 from refquant.formats import FORMATS
 
 __all__ = ["QTYPES", "DEQUANTIZE_QTYPES", "MATMUL_QTYPES", "gguf_quantize", "gguf_dequantize", "gguf_dequant_matmul"]
 
-_QUANTIZE = {**gguf_legacy.QUANTIZE, **gguf_kquants.QUANTIZE, **gguf_iquants.QUANTIZE}
+_QUANTIZE = {**gguf_legacy.QUANTIZE, **gguf_kquants.QUANTIZE, **gguf_iquants.QUANTIZE,
+             **gguf_iqgrid_search.QUANTIZE}
 _DEQUANTIZE = {**gguf_legacy.DEQUANTIZE, **gguf_kquants.DEQUANTIZE, **gguf_iquants.DEQUANTIZE,
                **gguf_iqgrid.DEQUANTIZE}
 QTYPES = frozenset(_QUANTIZE)
