@@ -418,3 +418,320 @@ def _quantizer(kind: int):  # type: ignore[no-untyped-def]
 
 
 QUANTIZE = {name: _quantizer(k) for k, name in enumerate(("iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s"))}
+
+
+# --- IQ1_S, IQ1_M: the exhaustive 3-level split over the sorted sub-block --------------------
+
+_X_P = np.array([-1 + 0.125, 0.125, 1 + 0.125], np.float32)      # x_p / x_m of quantize_row_iq1_s_impl
+_X_M = np.array([-1 - 0.125, -0.125, 1 - 0.125], np.float32)
+_MASKS_IQ1M = np.array([0x00, 0x80, 0x08, 0x88], np.int64)
+_NEG_FLT_MAX = np.float32(-np.finfo(np.float32).max)
+IQ1_S, IQ1_M = 5, 6
+
+
+@ghelper
+def _sort_order(x, n, order):  # type: ignore[no-untyped-def]
+    """Indices sorting x ascending, equal values in index order (a stable insertion sort;
+    glibc's ``qsort`` in the golden vectors' ggml keeps that order, see the reference)."""
+    for i in range(n):
+        j = i
+        while j > 0 and x[order[j - 1]] > x[i]:
+            order[j] = order[j - 1]
+            j -= 1
+        order[j] = i
+
+
+@ghelper
+def _iq1_neighbour(L, k, xs, ws, scale, xx, levels, kmap, nbr, cnt):  # type: ignore[no-untyped-def]
+    """``iq1_find_best_neighbour2`` for group k of 8: the grid index of ``u`` or, off the
+    grid, the neighbour minimizing ``Σ w·(scale·xx[l] - x)²`` (the first on a tie)."""
+    u = _point(L, k, 8, 2)
+    gi = kmap[u]
+    if gi >= 0:
+        return gi, False
+    best = -1
+    bestd = _ZERO
+    for c in range(cnt[u]):
+        cand = nbr[u, c]
+        d2 = _ZERO
+        for i in range(8):
+            diff = scale * xx[levels[cand, i]] - xs[8 * k + i]
+            d2 += ws[8 * k + i] * diff * diff
+        if best < 0 or d2 < bestd:
+            best = cand
+            bestd = d2
+    return best, True
+
+
+@ghelper
+def _iq1s_split(xs, ws, n, order, sumx, sumw):  # type: ignore[no-untyped-def]
+    """The reference's ``_iq1_best_split`` on one sub-block: (scale, i1, i2, shift)."""
+    _sort_order(xs, n, order)
+    sumx[0] = _ZERO
+    sumw[0] = _ZERO
+    for i in range(n):
+        t = ws[order[i]] * xs[order[i]]
+        sumx[i + 1] = t if i == 0 else sumx[i] + t           # np.add.accumulate: starts at the first term
+        sumw[i + 1] = ws[order[i]] if i == 0 else sumw[i] + ws[order[i]]
+    best = _NEG_FLT_MAX
+    scale = np.abs(xs[0])
+    for i in range(1, n):
+        a = np.abs(xs[i])
+        scale = a if a > scale else scale
+    b1 = -1
+    b2 = -1
+    shift = 0
+    for i1 in range(n + 1):
+        a = sumx[i1] - sumx[0]
+        aw = sumw[i1] - sumw[0]
+        for i2 in range(i1, n + 1):
+            b = sumx[i2] - sumx[i1]
+            c = sumx[n] - sumx[i2]
+            bw = sumw[i2] - sumw[i1]
+            cw = sumw[n] - sumw[i2]
+            for sgn in (1, -1):
+                xx = _X_P if sgn == 1 else _X_M
+                sumqx = a * xx[0] + b * xx[1] + c * xx[2]
+                sumq2 = aw * xx[0] * xx[0] + bw * xx[1] * xx[1] + cw * xx[2] * xx[2]
+                if sumq2 > _ZERO and sumqx * sumqx > best * sumq2:
+                    scale = sumqx / sumq2
+                    best = scale * sumqx
+                    b1 = i1
+                    b2 = i2
+                    shift = sgn
+    return scale, b1, b2, shift
+
+
+@ghelper
+def _iq1s_super_block(xb, qw, ob, levels, kmap, nbr, cnt, w, waux, L, order, sumx, sumw, idx, scales, shifts,
+                      alive):  # type: ignore[no-untyped-def]
+    """One IQ1_S super-block (``quantize_row_iq1_s_impl``) into ``ob`` (50 bytes)."""
+    _weights(xb, qw, True, 2, 32, w, waux)
+    for ib in range(8):
+        xs = xb[32 * ib:32 * ib + 32]
+        ws = w[32 * ib:32 * ib + 32]
+        Ls = L[32 * ib:32 * ib + 32]
+        vmax = np.abs(xs[0])
+        for i in range(1, 32):
+            a = np.abs(xs[i])
+            vmax = a if a > vmax else vmax
+        scale, b1, b2, shift = _iq1s_split(xs, ws, 32, order, sumx, sumw)
+        live = not (vmax < np.float32(1e-12)) and shift != 0
+        for pos in range(32):
+            Ls[order[pos]] = (1 if pos >= b1 else 0) + (1 if pos >= b2 else 0)
+        if scale < _ZERO:
+            for i in range(32):
+                Ls[i] = 2 - Ls[i]
+            scale = -scale
+            shift = -shift
+        xx = _X_P if shift == 1 else _X_M
+        redo = False
+        for k in range(4):
+            gi, off = _iq1_neighbour(Ls, k, xs, ws, scale, xx, levels, kmap, nbr, cnt)
+            idx[4 * ib + k] = gi if live else 0
+            redo |= off and live
+        if redo:
+            sumqx = _ZERO
+            sumq2 = _ZERO
+            for k in range(4):
+                for i in range(8):
+                    q = xx[levels[idx[4 * ib + k], i]]
+                    sumqx += ws[8 * k + i] * q * xs[8 * k + i]
+                    sumq2 += ws[8 * k + i] * q * q
+            if sumqx > _ZERO and sumq2 > _ZERO:
+                scale = sumqx / sumq2
+        scales[ib] = scale if live else _ZERO
+        shifts[ib] = shift if live else 1
+    max_scale = scales[0]
+    for i in range(1, 8):
+        max_scale = scales[i] if scales[i] > max_scale else max_scale
+    for i in range(50):
+        ob[i] = 0
+    if max_scale == _ZERO:
+        return
+    d = max_scale / np.float32(15.0)
+    _put_fp16_bits(ob, 0, fp32_to_fp16(d * np.float32(1.125)))
+    inv_d = _ONE / d
+    for ib in range(8):
+        ls = max(0, min(7, nearest_int(_HALF * (inv_d * scales[ib] - _ONE))))
+        ls |= 8 if shifts[ib] == -1 else 0
+        h = ls << 12
+        for k in range(4):
+            ob[2 + 4 * ib + k] = np.uint8(idx[4 * ib + k] & 255)
+            h |= (idx[4 * ib + k] >> 8) << (3 * k)
+        _put_fp16_bits(ob, 34 + 2 * ib, h)
+
+
+@ghelper
+def _iq1m_xx(k, half):  # type: ignore[no-untyped-def]
+    """The shifted values of half ``half`` (0, 1) of a sub-block under shift pair ``k``
+    (bit 1: first half -1/8, bit 0: second half -1/8)."""
+    neg = (k >= 2) if half == 0 else (k % 2 == 1)
+    return _X_M if neg else _X_P
+
+
+@ghelper
+def _iq1m_split(xs, ws, order, scale):  # type: ignore[no-untyped-def]
+    """The split search of ``quantize_row_iq1_m_impl`` on one sub-block of 16 (sorted; sums
+    recomputed in sorted order for every split and shift pair): (scale, i1, i2, k)."""
+    _sort_order(xs, 16, order)
+    best = _NEG_FLT_MAX
+    b1 = -1
+    b2 = -1
+    bk = -1
+    for i1 in range(17):
+        for i2 in range(i1, 17):
+            for k in range(4):
+                sumqx = _ZERO
+                sumq2 = _ZERO
+                for pos in range(16):
+                    e = order[pos]
+                    lev = (1 if pos >= i1 else 0) + (1 if pos >= i2 else 0)
+                    c = _iq1m_xx(k, 1 if e >= 8 else 0)[lev]
+                    wc = ws[e] * c
+                    sumqx += wc * xs[e]
+                    sumq2 += wc * c
+                if sumq2 > _ZERO and sumqx * sumqx > best * sumq2:
+                    scale = sumqx / sumq2
+                    best = scale * sumqx
+                    b1 = i1
+                    b2 = i2
+                    bk = k
+    return scale, b1, b2, bk
+
+
+@ghelper
+def _iq1m_super_block(xb, qw, has_im, ob, levels, kmap, nbr, cnt, w, waux, L, order, idx, scales, shifts,
+                      alive):  # type: ignore[no-untyped-def]
+    """One IQ1_M super-block (``quantize_row_iq1_m_impl``) into ``ob`` (56 bytes)."""
+    _weights(xb, qw, has_im, 2, 16, w, waux)
+    for ib in range(16):
+        xs = xb[16 * ib:16 * ib + 16]
+        ws = w[16 * ib:16 * ib + 16]
+        Ls = L[16 * ib:16 * ib + 16]
+        vmax = np.abs(xs[0])
+        for i in range(1, 16):
+            a = np.abs(xs[i])
+            vmax = a if a > vmax else vmax
+        scale, b1, b2, bk = _iq1m_split(xs, ws, order, vmax)
+        live = not (vmax < np.float32(1e-7)) and bk >= 0
+        if bk < 0:                                        # nothing accepted: the first split (all level 2)
+            b1 = 0
+            b2 = 0
+        for pos in range(16):
+            Ls[order[pos]] = (1 if pos >= b1 else 0) + (1 if pos >= b2 else 0)
+        if scale < _ZERO:
+            for i in range(16):
+                Ls[i] = 2 - Ls[i]
+            scale = -scale
+            bk = 3 - bk
+        redo = False
+        for k in range(2):
+            gi, off = _iq1_neighbour(Ls, k, xs, ws, scale, _iq1m_xx(bk, k), levels, kmap, nbr, cnt)
+            idx[2 * ib + k] = gi if live else 0
+            redo |= off and live
+        if redo:
+            sumqx = _ZERO
+            sumq2 = _ZERO
+            for k in range(2):
+                xx = _iq1m_xx(bk, k)
+                for i in range(8):
+                    q = xx[levels[idx[2 * ib + k], i]]
+                    sumqx += ws[8 * k + i] * q * xs[8 * k + i]
+                    sumq2 += ws[8 * k + i] * q * q
+            if sumqx > _ZERO and sumq2 > _ZERO:
+                scale = sumqx / sumq2
+        scales[ib] = scale if live else _ZERO
+        shifts[ib] = bk if live else 0
+    max_scale = scales[0]
+    for i in range(1, 16):
+        max_scale = scales[i] if scales[i] > max_scale else max_scale
+    for i in range(56):
+        ob[i] = 0
+    if max_scale == _ZERO:
+        return
+    d = max_scale / np.float32(15.0)
+    inv_d = _ONE / d
+    sumqx = _ZERO
+    sumq2 = _ZERO
+    sc0 = 0
+    sc1 = 0
+    sc2 = 0
+    sc3 = 0
+    for ib in range(16):
+        ls = max(0, min(7, nearest_int(_HALF * (inv_d * scales[ib] - _ONE))))
+        word = ls << (3 * (ib % 4))
+        if ib < 4:
+            sc0 |= word
+        elif ib < 8:
+            sc1 |= word
+        elif ib < 12:
+            sc2 |= word
+        else:
+            sc3 |= word
+        fl = f32(2 * ls + 1)
+        for k in range(2):
+            xx = _iq1m_xx(shifts[ib], k)
+            for i in range(8):
+                e = 16 * ib + 8 * k + i
+                q = xx[levels[idx[2 * ib + k], i]] * fl
+                sumqx += w[e] * q * xb[e]
+                sumq2 += w[e] * q * q
+        ob[2 * ib] = np.uint8(idx[2 * ib] & 255)
+        ob[2 * ib + 1] = np.uint8(idx[2 * ib + 1] & 255)
+        ob[32 + ib] = np.uint8((idx[2 * ib] >> 8) | ((idx[2 * ib + 1] >> 8) << 4) | _MASKS_IQ1M[shifts[ib]])
+    if sumq2 > _ZERO:
+        d = sumqx / sumq2
+    h = fp32_to_fp16(d * np.float32(1.1125))
+    sc0 |= (h & 0xF) << 12
+    sc1 |= (h & 0xF0) << 8
+    sc2 |= (h & 0xF00) << 4
+    sc3 |= h & 0xF000
+    _put_fp16_bits(ob, 48, sc0)
+    _put_fp16_bits(ob, 50, sc1)
+    _put_fp16_bits(ob, 52, sc2)
+    _put_fp16_bits(ob, 54, sc3)
+
+
+@gkernel
+def _quantize_iq1(kind, x, imatrix, has_im, out, levels, kmap, nbr, cnt):  # type: ignore[no-untyped-def]
+    rows, n = x.shape
+    nbr_row = n // 256
+    total = rows * nbr_row
+    size = out.shape[1] // nbr_row
+    for c in prange((total + CHUNK - 1) // CHUNK):
+        w = np.empty(256, np.float32)
+        waux = np.empty(256, np.float32)
+        L = np.empty(256, np.int32)
+        order = np.empty(32, np.int64)
+        sumx = np.empty(33, np.float32)
+        sumw = np.empty(33, np.float32)
+        idx = np.empty(32, np.int64)
+        scales = np.empty(16, np.float32)
+        shifts = np.empty(16, np.int64)
+        alive = np.empty(16, np.bool_)
+        for b in range(c * CHUNK, min(total, (c + 1) * CHUNK)):
+            r = b // nbr_row
+            j = b - r * nbr_row
+            qw = imatrix[j * 256:(j + 1) * 256] if has_im else imatrix
+            ob = out[r, j * size:(j + 1) * size]
+            if kind == IQ1_S:
+                _iq1s_super_block(x[r, j * 256:(j + 1) * 256], qw, ob, levels, kmap, nbr, cnt, w, waux, L, order,
+                                  sumx, sumw, idx, scales, shifts, alive)
+            else:
+                _iq1m_super_block(x[r, j * 256:(j + 1) * 256], qw, has_im, ob, levels, kmap, nbr, cnt, w, waux, L,
+                                  order, idx, scales, shifts, alive)
+
+
+def _iq1_quantizer(kind: int):  # type: ignore[no-untyped-def]
+    cache: list = []
+
+    def run(x, imatrix, sigma2, has_im, out):  # type: ignore[no-untyped-def]
+        if not cache:
+            t = grid_tables("iq1s_grid", 3)
+            cache.extend(np.ascontiguousarray(a) for a in (t.levels, t.kmap, t.neighbours, t.counts.astype(np.int32)))
+        _quantize_iq1(kind, x, imatrix, has_im, out, *cache)
+    return run
+
+
+QUANTIZE.update({"iq1_s": _iq1_quantizer(IQ1_S), "iq1_m": _iq1_quantizer(IQ1_M)})
