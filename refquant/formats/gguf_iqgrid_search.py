@@ -603,18 +603,19 @@ def quantize_iq1_m(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarra
     wc = wo[:, :, None, None] * cv                                                  # (S, 16, 3, 2)
     down = np.where(second[:, :, None], np.arange(4) % 2 == 1, np.arange(4) >= 2)   # (S, 16, k)
     pick = np.repeat(down[:, :, None, :].astype(np.intp), 3, axis=2)
-    tx = np.take_along_axis(wc * xo[:, :, None, None], pick, axis=3)                # (S, 16, 3, k)
-    t2 = np.take_along_axis(wc * cv, pick, axis=3)
-    sum_qx = tx[:, 0, lev[:, 0], :]                                                 # (S, P, k), seq_sum order
-    sum_q2 = t2[:, 0, lev[:, 0], :]
+    # laid out (16, 3, S, k) so that a split's terms at a position are whole rows
+    tx = np.take_along_axis(wc * xo[:, :, None, None], pick, axis=3).transpose(1, 2, 0, 3).reshape(16, 3, -1)
+    t2 = np.take_along_axis(wc * cv, pick, axis=3).transpose(1, 2, 0, 3).reshape(16, 3, -1)
+    sum_qx = tx[0][lev[:, 0]]                                                       # (P, S·k), seq_sum order
+    sum_q2 = t2[0][lev[:, 0]]
     for pos in range(1, 16):
-        sum_qx += tx[:, pos, lev[:, pos], :]
-        sum_q2 += t2[:, pos, lev[:, pos], :]
-    sum_qx += F32(0)
-    sum_q2 += F32(0)
+        sum_qx += tx[pos][lev[:, pos]]
+        sum_q2 += t2[pos][lev[:, pos]]
+    sum_qx = (sum_qx + F32(0)).reshape(len(pairs), S, 4)
+    sum_q2 = (sum_q2 + F32(0)).reshape(len(pairs), S, 4)
     for p in range(len(pairs)):
         for k in range(4):
-            sumqx, sumq2 = sum_qx[:, p, k], sum_q2[:, p, k]
+            sumqx, sumq2 = sum_qx[p, :, k], sum_q2[p, :, k]
             take = (sumq2 > 0) & (sumqx * sumqx > best * sumq2)
             if take.any():
                 scale = np.where(take, sumqx / np.where(take, sumq2, F32(1)), scale)
