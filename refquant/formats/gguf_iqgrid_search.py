@@ -35,7 +35,9 @@ Per 32-element sub-block (float32 throughout, sums in index order):
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -83,28 +85,58 @@ class GridTables:
         t.flags.writeable = False
         return t
 
-    def nearest(self, u: np.ndarray, terms: np.ndarray) -> np.ndarray:
+    @functools.cached_property
+    def _term_index_t(self) -> np.ndarray:
+        t = np.ascontiguousarray(self._term_index.T).astype(np.int32)
+        t.flags.writeable = False
+        return t
+
+    @functools.cached_property
+    def _flat_neighbours(self) -> tuple[np.ndarray, np.ndarray]:
+        """The neighbour lists back to back, and where each point's list starts."""
+        flat = self.neighbours[self.neighbours >= 0]                  # row-major: point by point, in order
+        first = np.concatenate([[0], np.cumsum(self.counts)[:-1]])
+        return flat, first
+
+    def nearest(self, u: np.ndarray, terms: np.ndarray | Callable[[int, np.ndarray, np.ndarray], np.ndarray]
+                ) -> np.ndarray:
         """For off-grid points ``u`` (m,), the neighbour with the least score (the first on a
         tie, as ggml's strict ``<`` scan). A candidate's score is the in-order float32 sum
-        over its elements i of ``terms[row, i, level_i]``: terms float32 (m, group, nlev),
-        each the C expression for that element at that level (computed once per level, the
-        same rounding as per candidate). Only the real neighbours are scored (the lists are
-        ragged, 5-73 entries on average)."""
+        over its elements i of one term each: ``terms`` is either float32 (m, group, nlev), the
+        C expression for each element at each level (computed once per level, the same
+        rounding as per candidate), or a function ``terms(i, rows, cand)`` giving element i's
+        terms for the flattened (point, neighbour) pairs (cheaper where the lists are short).
+        Only the real neighbours are scored (the lists are ragged, 5-73 entries on average)."""
         cnt = self.counts[u]
         rows = np.repeat(np.arange(u.size), cnt)
         starts = np.concatenate([[0], np.cumsum(cnt)[:-1]])
-        cand = self.neighbours[u[rows], np.arange(rows.size) - starts[rows]]
-        at = self._term_index[cand].T + (rows * (self.group * self.nlev))           # (group, pairs)
-        flat = terms.reshape(-1)
-        d = flat[at[0]].copy()                                                      # seq_sum, gathered term by term
+        flat_nb, first_nb = self._flat_neighbours
+        cand = flat_nb[np.repeat(first_nb[u] - starts, cnt) + np.arange(rows.size)]
+        if callable(terms):
+            term = terms
+        else:
+            base = rows * (self.group * self.nlev)
+            flat = terms.reshape(-1)
+            col = self._term_index_t          # 1-D takes per element: much faster than a (pairs, group) gather
+
+            def term(i: int, rows: np.ndarray, cand: np.ndarray) -> np.ndarray:
+                return flat[np.take(col[i], cand) + base]
+        d = term(0, rows, cand)                                                     # seq_sum, term by term
         for i in range(1, self.group):
-            d += flat[at[i]]
+            d += term(i, rows, cand)
         d += F32(0)
         best = np.minimum.reduceat(d, starts)
         first = np.flatnonzero(d == best[rows])
         r = rows[first]                                       # sorted: keep each row's first
         keep = np.concatenate([[True], r[1:] != r[:-1]])
         return cand[first[keep]]
+
+    @functools.cached_property
+    def level_values(self) -> np.ndarray:
+        """The quantizer's value ``2l + 1`` of each point's elements, float32 (group, G)."""
+        v = np.ascontiguousarray((2 * self.levels + 1).astype(F32).T)
+        v.flags.writeable = False
+        return v
 
     def index(self, L: np.ndarray) -> np.ndarray:
         """u of each group: levels (S, n) -> int (S, n / group)."""
@@ -178,10 +210,18 @@ def _snap(L: np.ndarray, xval: np.ndarray, waux: np.ndarray, scale: np.ndarray, 
     if s.size:
         xv = xval.reshape(xval.shape[0], -1, g)[s, k]                               # (m_off, g)
         wa = waux.reshape(waux.shape[0], -1, g)[s, k]
-        q = (2 * np.arange(t.nlev) + 1).astype(F32)
-        diff = scale[s][:, None, None] * q - xv[:, :, None]                         # (m_off, g, nlev)
+        sc = scale[s]
+        if t.counts[u[s, k]].mean() > t.nlev:   # long lists: every level's term once per group
+            diff = sc[:, None, None] * (2 * np.arange(t.nlev) + 1).astype(F32) - xv[:, :, None]
+            terms: Any = wa[:, :, None] * diff * diff                                # (m_off, g, nlev)
+        else:
+            xv_t, wa_t = np.ascontiguousarray(xv.T), np.ascontiguousarray(wa.T)
+
+            def terms(i: int, rows: np.ndarray, cand: np.ndarray) -> np.ndarray:
+                d = sc[rows] * np.take(t.level_values[i], cand) - xv_t[i][rows]
+                return wa_t[i][rows] * d * d
         Lg = Lg.copy()
-        Lg[s, k] = t.levels[t.nearest(u[s, k], wa[:, :, None] * diff * diff)]
+        Lg[s, k] = t.levels[t.nearest(u[s, k], terms)]
     return Lg.reshape(L.shape), on
 
 
