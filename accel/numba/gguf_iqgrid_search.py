@@ -32,9 +32,9 @@ OFF, ALL_IF_OFF, ALL = range(3)  # which groups the final re-pick redoes
 
 
 @ghelper
-def _weights(xb, qw, has_im, factor, sub, w, waux):  # type: ignore[no-untyped-def]
+def _weights(xb, qw, has_im, factor, w, waux):  # type: ignore[no-untyped-def]
     """Step 1 on a super-block: ``w = x²``, or ``qw·sqrtf(sigma2 + x²)`` with
-    ``sigma2 = factor·Σx²/256``; ``waux = sqrtf(w)``. (``sub`` is unused: the imatrix is per element.)"""
+    ``sigma2 = factor·Σx²/256``; ``waux = sqrtf(w)``."""
     s = _ZERO
     for i in range(256):
         s += xb[i] * xb[i]
@@ -255,7 +255,7 @@ def _grid_super_block(kind, xb, qw, has_im, ob, levels, kmap, nbr, cnt, w, waux,
             w[i] = np.float32(0.25) * sigma2 + xb[i] * xb[i]
             waux[i] = np.sqrt(w[i])
     else:
-        _weights(xb, qw, has_im, 1 if (kind == IQ2_XXS or kind == IQ2_XS) else 2, sub, w, waux)
+        _weights(xb, qw, has_im, 1 if (kind == IQ2_XXS or kind == IQ2_XS) else 2, w, waux)
     ng = sub // g
     ns = sub // 8
     for ib in range(nsub):
@@ -372,54 +372,6 @@ def _grid_super_block(kind, xb, qw, has_im, ob, levels, kmap, nbr, cnt, w, waux,
                 ob[106 + i] = np.uint8(ls[2 * i] | (ls[2 * i + 1] << 4))
 
 
-@gkernel
-def _quantize_grid(kind, x, imatrix, has_im, out, levels, kmap, nbr, cnt):  # type: ignore[no-untyped-def]
-    rows, n = x.shape
-    nbr_row = n // 256
-    total = rows * nbr_row
-    size = out.shape[1] // nbr_row
-    for c in prange((total + CHUNK - 1) // CHUNK):
-        w = np.empty(256, np.float32)
-        waux = np.empty(256, np.float32)
-        xval = np.empty(256, np.float32)
-        L = np.empty(256, np.int32)
-        Laux = np.empty(32, np.int32)
-        Lqp = np.empty(32, np.uint8)
-        on = np.empty(8, np.bool_)
-        alive = np.empty(16, np.bool_)
-        onaux = np.empty(8, np.bool_)
-        todo = np.empty(8, np.bool_)
-        signs = np.empty(32, np.int64)
-        idx = np.empty(64, np.int64)
-        scales = np.empty(16, np.float32)
-        ls = np.empty(16, np.int64)
-        for b in range(c * CHUNK, min(total, (c + 1) * CHUNK)):
-            r = b // nbr_row
-            j = b - r * nbr_row
-            qw = imatrix[j * 256:(j + 1) * 256] if has_im else imatrix
-            _grid_super_block(kind, x[r, j * 256:(j + 1) * 256], qw, has_im, out[r, j * size:(j + 1) * size],
-                              levels, kmap, nbr, cnt, w, waux, xval, L, Laux, Lqp, on, onaux, todo, alive, signs, idx,
-                              scales, ls)
-
-
-_TABLES = {IQ2_XXS: ("iq2xxs_grid", 2), IQ2_XS: ("iq2xs_grid", 2), IQ2_S: ("iq2s_grid", 1),
-           IQ3_XXS: ("iq3xxs_grid", 2), IQ3_S: ("iq3s_grid", 3)}
-
-
-def _quantizer(kind: int):  # type: ignore[no-untyped-def]
-    cache: list = []
-
-    def run(x, imatrix, sigma2, has_im, out):  # type: ignore[no-untyped-def]
-        if not cache:
-            t = grid_tables(*_TABLES[kind])
-            cache.extend(np.ascontiguousarray(a) for a in (t.levels, t.kmap, t.neighbours, t.counts.astype(np.int32)))
-        _quantize_grid(kind, x, imatrix, has_im, out, *cache)
-    return run
-
-
-QUANTIZE = {name: _quantizer(k) for k, name in enumerate(("iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s"))}
-
-
 # --- IQ1_S, IQ1_M: the exhaustive 3-level split over the sorted sub-block --------------------
 
 _X_P = np.array([-1 + 0.125, 0.125, 1 + 0.125], np.float32)      # x_p / x_m of quantize_row_iq1_s_impl
@@ -503,10 +455,10 @@ def _iq1s_split(xs, ws, n, order, sumx, sumw):  # type: ignore[no-untyped-def]
 
 
 @ghelper
-def _iq1s_super_block(xb, qw, ob, levels, kmap, nbr, cnt, w, waux, L, order, sumx, sumw, idx, scales, shifts,
-                      alive):  # type: ignore[no-untyped-def]
+def _iq1s_super_block(xb, qw, ob, levels, kmap, nbr, cnt, w, waux, L, order, sumx, sumw, idx, scales,
+                      shifts):  # type: ignore[no-untyped-def]
     """One IQ1_S super-block (``quantize_row_iq1_s_impl``) into ``ob`` (50 bytes)."""
-    _weights(xb, qw, True, 2, 32, w, waux)
+    _weights(xb, qw, True, 2, w, waux)
     for ib in range(8):
         xs = xb[32 * ib:32 * ib + 32]
         ws = w[32 * ib:32 * ib + 32]
@@ -601,10 +553,10 @@ def _iq1m_split(xs, ws, order, scale):  # type: ignore[no-untyped-def]
 
 
 @ghelper
-def _iq1m_super_block(xb, qw, has_im, ob, levels, kmap, nbr, cnt, w, waux, L, order, idx, scales, shifts,
-                      alive):  # type: ignore[no-untyped-def]
+def _iq1m_super_block(xb, qw, has_im, ob, levels, kmap, nbr, cnt, w, waux, L, order, idx, scales,
+                      shifts):  # type: ignore[no-untyped-def]
     """One IQ1_M super-block (``quantize_row_iq1_m_impl``) into ``ob`` (56 bytes)."""
-    _weights(xb, qw, has_im, 2, 16, w, waux)
+    _weights(xb, qw, has_im, 2, w, waux)
     for ib in range(16):
         xs = xb[16 * ib:16 * ib + 16]
         ws = w[16 * ib:16 * ib + 16]
@@ -694,7 +646,9 @@ def _iq1m_super_block(xb, qw, has_im, ob, levels, kmap, nbr, cnt, w, waux, L, or
 
 
 @gkernel
-def _quantize_iq1(kind, x, imatrix, has_im, out, levels, kmap, nbr, cnt):  # type: ignore[no-untyped-def]
+def _quantize(kind, x, imatrix, has_im, out, levels, kmap, nbr, cnt):  # type: ignore[no-untyped-def]
+    """Rows x float32 (rows, 256 k) into out uint8 (rows, k·block bytes), a few super-blocks per
+    prange iteration with their scratch arrays."""
     rows, n = x.shape
     nbr_row = n // 256
     total = rows * nbr_row
@@ -702,36 +656,52 @@ def _quantize_iq1(kind, x, imatrix, has_im, out, levels, kmap, nbr, cnt):  # typ
     for c in prange((total + CHUNK - 1) // CHUNK):
         w = np.empty(256, np.float32)
         waux = np.empty(256, np.float32)
+        xval = np.empty(256, np.float32)
         L = np.empty(256, np.int32)
+        Laux = np.empty(32, np.int32)
+        Lqp = np.empty(32, np.uint8)
+        on = np.empty(8, np.bool_)
+        alive = np.empty(16, np.bool_)
+        onaux = np.empty(8, np.bool_)
+        todo = np.empty(8, np.bool_)
+        signs = np.empty(32, np.int64)
+        idx = np.empty(64, np.int64)
+        scales = np.empty(16, np.float32)
+        ls = np.empty(16, np.int64)
         order = np.empty(32, np.int64)
         sumx = np.empty(33, np.float32)
         sumw = np.empty(33, np.float32)
-        idx = np.empty(32, np.int64)
-        scales = np.empty(16, np.float32)
-        shifts = np.empty(16, np.int64)
-        alive = np.empty(16, np.bool_)
         for b in range(c * CHUNK, min(total, (c + 1) * CHUNK)):
             r = b // nbr_row
             j = b - r * nbr_row
             qw = imatrix[j * 256:(j + 1) * 256] if has_im else imatrix
+            xb = x[r, j * 256:(j + 1) * 256]
             ob = out[r, j * size:(j + 1) * size]
             if kind == IQ1_S:
-                _iq1s_super_block(x[r, j * 256:(j + 1) * 256], qw, ob, levels, kmap, nbr, cnt, w, waux, L, order,
-                                  sumx, sumw, idx, scales, shifts, alive)
+                _iq1s_super_block(xb, qw, ob, levels, kmap, nbr, cnt, w, waux, L, order, sumx, sumw, idx, scales,
+                                  ls)
+            elif kind == IQ1_M:
+                _iq1m_super_block(xb, qw, has_im, ob, levels, kmap, nbr, cnt, w, waux, L, order, idx, scales, ls)
             else:
-                _iq1m_super_block(x[r, j * 256:(j + 1) * 256], qw, has_im, ob, levels, kmap, nbr, cnt, w, waux, L,
-                                  order, idx, scales, shifts, alive)
+                _grid_super_block(kind, xb, qw, has_im, ob, levels, kmap, nbr, cnt, w, waux, xval, L, Laux, Lqp, on,
+                                  onaux, todo, alive, signs, idx, scales, ls)
 
 
-def _iq1_quantizer(kind: int):  # type: ignore[no-untyped-def]
+_TABLES = {IQ2_XXS: ("iq2xxs_grid", 2), IQ2_XS: ("iq2xs_grid", 2), IQ2_S: ("iq2s_grid", 1),
+           IQ3_XXS: ("iq3xxs_grid", 2), IQ3_S: ("iq3s_grid", 3), IQ1_S: ("iq1s_grid", 3), IQ1_M: ("iq1s_grid", 3)}
+
+
+def _quantizer(kind: int):  # type: ignore[no-untyped-def]
+    """The registered op for one type: its grid tables (built once, on first use) and the kernel."""
     cache: list = []
 
     def run(x, imatrix, sigma2, has_im, out):  # type: ignore[no-untyped-def]
         if not cache:
-            t = grid_tables("iq1s_grid", 3)
+            t = grid_tables(*_TABLES[kind])
             cache.extend(np.ascontiguousarray(a) for a in (t.levels, t.kmap, t.neighbours, t.counts.astype(np.int32)))
-        _quantize_iq1(kind, x, imatrix, has_im, out, *cache)
+        _quantize(kind, x, imatrix, has_im, out, *cache)
     return run
 
 
-QUANTIZE.update({"iq1_s": _iq1_quantizer(IQ1_S), "iq1_m": _iq1_quantizer(IQ1_M)})
+QUANTIZE = {name: _quantizer(k) for k, name in enumerate(("iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s", "iq1_s",
+                                                          "iq1_m"))}
