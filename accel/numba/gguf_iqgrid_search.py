@@ -14,10 +14,11 @@ ggml's bit trick, strict comparisons so the first candidate wins a tie. The grid
 
 from __future__ import annotations
 
+import numba
 import numpy as np
-from numba import prange
+from numba import prange, types
 
-from accel.numba.gguf_math import GROUP_MAX_EPS, f32, fp32_to_fp16, ghelper, gkernel, nearest_int, store_fp16
+from accel.numba.gguf_math import _lanes_alloca, GROUP_MAX_EPS, f32, fp32_to_fp16, ghelper, gkernel, nearest_int, store_fp16
 from accel.numba.gguf_search import make_qp_quants
 from refquant.formats.gguf_iqgrid_search import grid_tables
 
@@ -29,6 +30,7 @@ _HALF = np.float32(0.5)
 _EPS8 = np.float32(1e-8)        # GROUP_MAX_EPS_IQ3_XXS, GROUP_MAX_EPS_IQ2_S
 CHUNK = 4                       # super-blocks per prange iteration
 OFF, ALL_IF_OFF, ALL = range(3)  # which groups the final re-pick redoes
+_stack_terms = _lanes_alloca(types.float32, 24)  # a group's 8 x 3 neighbour-score terms, on the stack
 
 
 @ghelper
@@ -119,15 +121,30 @@ def _snap(L, xval, waux, scale, n, g, bits, levels, kmap, nbr, cnt, todo, on):  
             continue
         best = -1
         bestd = _ZERO
-        for c in range(cnt[u]):
-            gi = nbr[u, c]
-            d2 = _ZERO
-            for i in range(g):
-                diff = scale * f32(2 * levels[gi, i] + 1) - xval[g * k + i]
-                d2 += waux[g * k + i] * diff * diff
-            if best < 0 or d2 < bestd:
-                best = gi
-                bestd = d2
+        if g == 8:  # 2-bit grids, long lists: each element's term for its 3 levels once, then lookups
+            T = numba.carray(_stack_terms(), 24)
+            for i in range(8):
+                for lev in range(3):
+                    diff = scale * f32(2 * lev + 1) - xval[8 * k + i]
+                    T[3 * i + lev] = waux[8 * k + i] * diff * diff
+            for c in range(cnt[u]):
+                gi = nbr[u, c]
+                d2 = _ZERO
+                for i in range(8):
+                    d2 += T[3 * i + levels[gi, i]]
+                if best < 0 or d2 < bestd:
+                    best = gi
+                    bestd = d2
+        else:
+            for c in range(cnt[u]):
+                gi = nbr[u, c]
+                d2 = _ZERO
+                for i in range(g):
+                    diff = scale * f32(2 * levels[gi, i] + 1) - xval[g * k + i]
+                    d2 += waux[g * k + i] * diff * diff
+                if best < 0 or d2 < bestd:
+                    best = gi
+                    bestd = d2
         for i in range(g):
             L[g * k + i] = levels[best, i]
 
@@ -403,12 +420,16 @@ def _iq1_neighbour(L, k, xs, ws, scale, xx, levels, kmap, nbr, cnt):  # type: ig
         return gi, False
     best = -1
     bestd = _ZERO
+    T = numba.carray(_stack_terms(), 24)            # each element's term for its 3 levels, then lookups
+    for i in range(8):
+        for lev in range(3):
+            diff = scale * xx[lev] - xs[8 * k + i]
+            T[3 * i + lev] = ws[8 * k + i] * diff * diff
     for c in range(cnt[u]):
         cand = nbr[u, c]
         d2 = _ZERO
         for i in range(8):
-            diff = scale * xx[levels[cand, i]] - xs[8 * k + i]
-            d2 += ws[8 * k + i] * diff * diff
+            d2 += T[3 * i + levels[cand, i]]
         if best < 0 or d2 < bestd:
             best = cand
             bestd = d2
