@@ -18,7 +18,7 @@ import numba
 import numpy as np
 from numba import prange, types
 
-from accel.numba.gguf_math import _lanes_alloca, GROUP_MAX_EPS, f32, fp32_to_fp16, ghelper, gkernel, nearest_int, store_fp16
+from accel.numba.gguf_math import _lanes_alloca, GROUP_MAX_EPS, f32, fp32_to_fp16, ghelper, gkernel, nearest_int
 from accel.numba.gguf_search import make_qp_quants
 from refquant.formats.gguf_iqgrid_search import grid_tables
 
@@ -437,6 +437,27 @@ def _iq1_neighbour(L, k, xs, ws, scale, xx, levels, kmap, nbr, cnt):  # type: ig
 
 
 @ghelper
+def _group_ls_sums(xx, gi, levels, ws, xs, off, sumqx, sumq2):  # type: ignore[no-untyped-def]
+    """The least-squares sums continued over one group of 8 at ``off`` (grid point ``gi``)."""
+    for i in range(8):
+        q = xx[levels[gi, i]]
+        sumqx += ws[off + i] * q * xs[off + i]
+        sumq2 += ws[off + i] * q * q
+    return sumqx, sumq2
+
+
+@ghelper
+def _max_and_clear(scales, m, ob):  # type: ignore[no-untyped-def]
+    """The largest of the ``m`` sub-block scales; the block's bytes set to 0."""
+    max_scale = scales[0]
+    for i in range(1, m):
+        max_scale = scales[i] if scales[i] > max_scale else max_scale
+    for i in range(ob.size):
+        ob[i] = 0
+    return max_scale
+
+
+@ghelper
 def _iq1s_split(xs, ws, n, order, sumx, sumw):  # type: ignore[no-untyped-def]
     """The reference's ``_iq1_best_split`` on one sub-block: (scale, i1, i2, shift)."""
     _sort_order(xs, n, order)
@@ -507,19 +528,12 @@ def _iq1s_super_block(xb, qw, ob, levels, kmap, nbr, cnt, w, waux, L, order, sum
             sumqx = _ZERO
             sumq2 = _ZERO
             for k in range(4):
-                for i in range(8):
-                    q = xx[levels[idx[4 * ib + k], i]]
-                    sumqx += ws[8 * k + i] * q * xs[8 * k + i]
-                    sumq2 += ws[8 * k + i] * q * q
+                sumqx, sumq2 = _group_ls_sums(xx, idx[4 * ib + k], levels, ws, xs, 8 * k, sumqx, sumq2)
             if sumqx > _ZERO and sumq2 > _ZERO:
                 scale = sumqx / sumq2
         scales[ib] = scale if live else _ZERO
         shifts[ib] = shift if live else 1
-    max_scale = scales[0]
-    for i in range(1, 8):
-        max_scale = scales[i] if scales[i] > max_scale else max_scale
-    for i in range(50):
-        ob[i] = 0
+    max_scale = _max_and_clear(scales, 8, ob)
     if max_scale == _ZERO:
         return
     d = max_scale / np.float32(15.0)
@@ -607,20 +621,12 @@ def _iq1m_super_block(xb, qw, has_im, ob, levels, kmap, nbr, cnt, w, waux, L, or
             sumqx = _ZERO
             sumq2 = _ZERO
             for k in range(2):
-                xx = _iq1m_xx(bk, k)
-                for i in range(8):
-                    q = xx[levels[idx[2 * ib + k], i]]
-                    sumqx += ws[8 * k + i] * q * xs[8 * k + i]
-                    sumq2 += ws[8 * k + i] * q * q
+                sumqx, sumq2 = _group_ls_sums(_iq1m_xx(bk, k), idx[2 * ib + k], levels, ws, xs, 8 * k, sumqx, sumq2)
             if sumqx > _ZERO and sumq2 > _ZERO:
                 scale = sumqx / sumq2
         scales[ib] = scale if live else _ZERO
         shifts[ib] = bk if live else 0
-    max_scale = scales[0]
-    for i in range(1, 16):
-        max_scale = scales[i] if scales[i] > max_scale else max_scale
-    for i in range(56):
-        ob[i] = 0
+    max_scale = _max_and_clear(scales, 16, ob)
     if max_scale == _ZERO:
         return
     d = max_scale / np.float32(15.0)
