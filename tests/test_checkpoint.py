@@ -410,3 +410,11 @@ def test_importance_matrix(model: Path, q4km: Path, tmp_path: Path) -> None:
         quantize(model, tmp_path / "bad.gguf", "q4_k_m", imatrix=bad, progress=False)
     with pytest.raises(ValueError, match="imatrix applies to the GGUF recipes"):
         quantize(model, tmp_path / "bad", "nf4", imatrix=bad, progress=False)
+
+
+def test_iq_mixture_without_imatrix_is_refused(model: Path, tmp_path: Path) -> None:
+    """llama-quantize's rule: IQ2_XXS / IQ2_XS / IQ2_S / IQ1_S (IQ1_M) tensors need an imatrix."""
+    with pytest.raises(ValueError, match=r"recipe='iq2_xxs' writes tensor 'blk\.0\.\w+\.weight' as iq2_xxs.*"
+                                         r"importance matrix"):
+        quantize(model, tmp_path / "noim.gguf", "iq2_xxs", progress=False)
+    assert not (tmp_path / "noim.gguf").exists()

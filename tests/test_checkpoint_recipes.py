@@ -91,3 +91,51 @@ def test_file_types_and_errors() -> None:
     assert set(MIXTURES) <= set(GGUF_RECIPES)
     with pytest.raises(ValueError, match="recipe='q4_k_x'.*allowed"):
         tensor_type("output.weight", VOCAB, "q4_k_x", 32)
+
+
+def test_iq_mixtures() -> None:
+    """The IQ1/IQ2/IQ3 mixtures (llama_tensor_get_type's low-bit branch and its IQ3 cases)."""
+    from refquant.checkpoint.recipes import requires_imatrix
+
+    first_eighth = lambda a, b: [a] * 4 + [b] * 28  # noqa: E731  (i_layer < 32 / 8)
+    assert set(_types("iq2_xxs", "attn_v", SQ)) == {"q2_k"}
+    assert set(_types("iq2_xxs", "attn_v", SQ, n_gqa=4)) == {"q4_k"}
+    assert _types("iq2_xxs", "ffn_down", FFN_DOWN) == first_eighth("q2_k", "iq2_xxs")
+    assert set(_types("iq2_xxs", "attn_output", SQ)) == {"iq2_xxs"}
+    assert set(_types("iq2_xxs", "attn_output", SQ, n_expert=8)) == {"q5_k"}
+    assert set(_types("iq2_xxs", "attn_q", SQ)) == {"iq2_xxs"}
+    assert tensor_type("output.weight", VOCAB, "iq2_xxs", 32) == "q5_k"
+    assert tensor_type("token_embd.weight", VOCAB, "iq2_xxs", 32) == "q2_k"
+    for recipe, base in (("iq2_s", "iq2_xs"), ("iq2_m", "iq2_s")):     # llama.cpp's naming: IQ2_S is mostly IQ2_XS
+        assert set(_types(recipe, "attn_q", SQ)) == {base}
+        assert set(_types(recipe, "attn_v", SQ)) == {"iq3_s"}
+        assert set(_types(recipe, "attn_output", SQ)) == {"iq3_s"}
+        assert _types(recipe, "ffn_down", FFN_DOWN) == first_eighth("iq3_s", base)
+        assert tensor_type("token_embd.weight", VOCAB, recipe, 32) == "iq3_s"
+    assert set(_types("iq1_s", "attn_output", SQ)) == {"iq2_xxs"}
+    assert set(_types("iq1_m", "ffn_up", FFN_UP)) == {"iq1_m"}
+    assert tensor_type("token_embd.weight", VOCAB, "iq1_m", 32) == "q2_k"
+    # IQ3_XXS: attn_v depends on the imatrix; without one ffn_down is q4_k / q3_k
+    assert set(_types("iq3_xxs", "attn_v", SQ)) == {"iq3_s"}
+    assert set(_types("iq3_xxs", "attn_v", SQ, has_imatrix=True)) == {"iq3_xxs"}
+    assert set(_types("iq3_xxs", "attn_v", SQ, n_gqa=8)) == {"q4_k"}
+    assert set(_types("iq3_xxs", "attn_k", SQ)) == set(_types("iq3_xxs", "attn_q", SQ)) == {"iq2_s"}
+    assert _types("iq3_xxs", "ffn_down", FFN_DOWN) == first_eighth("q4_k", "q3_k")
+    assert set(_types("iq3_xxs", "ffn_down", FFN_DOWN, has_imatrix=True)) == {"iq3_xxs"}
+    assert set(_types("iq3_xxs", "attn_output", SQ)) == {"iq3_s"}
+    assert tensor_type("output.weight", VOCAB, "iq3_xxs", 32) == "q5_k"
+    # IQ3_XS / IQ3_S / IQ3_M (default IQ3_S)
+    assert _types("iq3_xs", "ffn_gate", FFN_UP) == ["iq3_s"] * 4 + ["iq3_xxs"] * 24 + ["iq3_s"] * 4
+    assert set(_types("iq3_xs", "attn_k", SQ)) == {"iq3_xxs"}
+    assert set(_types("iq3_xs", "attn_v", SQ)) == {"iq3_s"}
+    assert set(_types("iq3_s", "attn_v", SQ, n_gqa=4)) == {"q4_k"}
+    assert tensor_type("output.weight", VOCAB, "iq3_s", 32) == "q6_k"
+    assert set(_types("iq3_m", "attn_v", SQ)) == set(_types("iq3_m", "attn_output", SQ)) == {"q4_k"}
+    assert _types("iq3_m", "ffn_down", FFN_DOWN) == first_eighth("q4_k", "iq3_s")
+    assert set(_types("iq3_m", "attn_qkv", (12288, 4096))) == {"q4_k"}
+    # the grid types fall back to IQ4_NL; file types; the imatrix rule
+    assert tensor_type("blk.5.attn_q.weight", (4096, 4000), "iq2_xxs", 32) == "iq4_nl"
+    assert [file_type(r) for r in ("iq2_xxs", "iq2_xs", "iq3_xs", "iq3_xxs", "iq1_s", "iq3_s", "iq3_m", "iq2_s",
+                                   "iq2_m", "iq1_m")] == [19, 20, 22, 23, 24, 26, 27, 28, 29, 31]
+    assert all(requires_imatrix("blk.0.attn_q.weight", t) for t in ("iq2_xxs", "iq2_xs", "iq2_s", "iq1_s", "iq1_m"))
+    assert not requires_imatrix("token_embd.weight", "iq1_m") and not requires_imatrix("blk.0.attn_q.weight", "iq3_xxs")

@@ -14,10 +14,10 @@ from typing import Any, Callable
 
 import numpy as np
 
-from accel.numba import affine, bnb, codebooks, floats, layouts, matmul, packing, ternary
+from accel.numba import affine, bnb, codebooks, floats, layouts, matmul, microscaling, packing, ternary
 from accel.numba import gguf as gguf_ops
 from accel.numba._threads import configure_threads
-from accel.ops import FLOAT_FORMATS, GRANULARITIES, OP_SPECS
+from accel.ops import FLOAT_FORMATS, GRANULARITIES, MX_FORMATS, OP_SPECS
 from refquant.formats.bnb import BLOCKSIZES_4BIT, BLOCKSIZES_8BIT
 from refquant.packing import LAYOUTS
 from accel.protocol import OpCapability
@@ -75,10 +75,15 @@ _OPS: dict[str, tuple[Callable[..., Any], OpCapability]] = {
     "awq_dequantize": (layouts.awq_dequantize, OpCapability(None, bit_exact=True)),
     # --- gguf (issue 8: accel/numba/gguf*.py) ---
     "gguf_quantize": (gguf_ops.gguf_quantize, OpCapability(gguf_ops.QTYPES, bit_exact=True)),
-    "gguf_dequantize": (gguf_ops.gguf_dequantize, OpCapability(gguf_ops.QTYPES, bit_exact=True)),
+    "gguf_dequantize": (gguf_ops.gguf_dequantize, OpCapability(gguf_ops.DEQUANTIZE_QTYPES, bit_exact=True)),
     "gguf_dequant_matmul": (gguf_ops.gguf_dequant_matmul,
                             OpCapability(gguf_ops.MATMUL_QTYPES, bit_exact=False,
                                          notes="fused Q4_0/Q4_K decode + float32 GEMV/GEMM (Nmse)")),
+    # --- microscaling (issue 17: accel/numba/microscaling.py) ---
+    "mx_quantize": (microscaling.mx_quantize, OpCapability(frozenset(MX_FORMATS), bit_exact=True)),
+    "mx_dequantize": (microscaling.mx_dequantize, OpCapability(frozenset(MX_FORMATS), bit_exact=True)),
+    "nvfp4_quantize": (microscaling.nvfp4_quantize, OpCapability(None, bit_exact=True)),
+    "nvfp4_dequantize": (microscaling.nvfp4_dequantize, OpCapability(None, bit_exact=True)),
 }
 
 

@@ -11,6 +11,7 @@ the reference's bit for bit:
 - :mod:`accel.numba.gguf_legacy`: f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q8_1, tq1_0, tq2_0
 - :mod:`accel.numba.gguf_kquants`: q2_k, q3_k, q4_k, q5_k, q6_k, q8_k
 - :mod:`accel.numba.gguf_iquants`: iq4_nl, iq4_xs, mxfp4, nvfp4
+- :mod:`accel.numba.gguf_iqgrid`: the grid types iq2_xxs ... iq1_m
 - :mod:`accel.numba.gguf_search`: ggml's scale searches (make_qx_quants ...)
 - :mod:`accel.numba.gguf_math`: nearest_int, fp16/bf16 bits, roundf
 
@@ -27,15 +28,18 @@ from typing import Any
 
 import numpy as np
 
-from accel.numba import gguf_iquants, gguf_kquants, gguf_legacy
+from accel.numba import gguf_iqgrid, gguf_iqgrid_search, gguf_iquants, gguf_kquants, gguf_legacy
 from refquant.errors import UnsupportedError
 from refquant.formats import FORMATS
 
-__all__ = ["QTYPES", "MATMUL_QTYPES", "gguf_quantize", "gguf_dequantize", "gguf_dequant_matmul"]
+__all__ = ["QTYPES", "DEQUANTIZE_QTYPES", "MATMUL_QTYPES", "gguf_quantize", "gguf_dequantize", "gguf_dequant_matmul"]
 
-_QUANTIZE = {**gguf_legacy.QUANTIZE, **gguf_kquants.QUANTIZE, **gguf_iquants.QUANTIZE}
-_DEQUANTIZE = {**gguf_legacy.DEQUANTIZE, **gguf_kquants.DEQUANTIZE, **gguf_iquants.DEQUANTIZE}
+_QUANTIZE = {**gguf_legacy.QUANTIZE, **gguf_kquants.QUANTIZE, **gguf_iquants.QUANTIZE,
+             **gguf_iqgrid_search.QUANTIZE}
+_DEQUANTIZE = {**gguf_legacy.DEQUANTIZE, **gguf_kquants.DEQUANTIZE, **gguf_iquants.DEQUANTIZE,
+               **gguf_iqgrid.DEQUANTIZE}
 QTYPES = frozenset(_QUANTIZE)
+DEQUANTIZE_QTYPES = frozenset(_DEQUANTIZE)
 
 
 def kernel_name(fmt: Any, table: Any) -> str:

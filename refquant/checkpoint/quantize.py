@@ -180,6 +180,9 @@ def plan_units(ck: Checkpoint, recipe: str, quantizer: Callable[..., np.ndarray]
             if importance.shape != (info.shape[-1],):
                 raise ValueError(f"imatrix entry {gname!r} has shape {importance.shape}; tensor {name!r} has rows "
                                  f"of {info.shape[-1]}")
+        if importance is None and recipes.requires_imatrix(gname, qtype):
+            raise ValueError(f"recipe={recipe!r} writes tensor {gname!r} as {qtype}, which llama-quantize refuses "
+                             "without an importance matrix; pass an imatrix with an entry for it")
         rope = hp["n_head"] if gname.endswith("attn_q.weight") else hp["n_head_kv"] if gname.endswith("attn_k.weight") \
             else 0
         units.append(Unit(gname, _gguf_task, (name, gname, qtype, rope, quantizer, importance), info.nbytes, (gname,)))

@@ -6,7 +6,11 @@ One table (:data:`MIXTURES`: llama.cpp ``llama_ftype`` -> its id and default typ
 ``llama_model_quantize_impl``), both from ``src/llama-quant.cpp`` in ggml-org/llama.cpp at
 commit 8784689fee07c6daabf3487d24e1535534ef6e6b. Only the branches reachable for the
 mixtures listed here and for a dense (``n_expert <= 1``, non-Falcon) model or an 8-expert
-one are written out; the IQ1/IQ2/IQ3 mixtures need types refquant does not implement.
+one are written out. The IQ1/IQ2/IQ3 mixtures (``IQ2_XXS`` ... ``IQ1_M``, ``IQ3_XS``) are the
+low-bit branch of ``llama_tensor_get_type`` and its IQ3 cases; llama-quantize refuses them
+without an importance matrix for the tensors :func:`requires_imatrix` names. Note that the
+mixture ``iq2_s`` stores most tensors as IQ2_XS and ``iq2_m`` as IQ2_S (llama.cpp's naming);
+a single ``iq2_s`` type is therefore not available as a ``--pure`` recipe.
 
 Layer counters. llama-quantize counts ``attn_v`` / ``ffn_down`` tensors in the order of its
 weight map, which sorts names by block number then by name (``weight_name_comparer`` in
@@ -25,7 +29,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 __all__ = ["Mixture", "MIXTURES", "UNIMPLEMENTED_MIXTURES", "GGUF_RECIPES", "tensor_type", "is_quantized", "file_type",
-           "check_recipe"]
+           "check_recipe", "requires_imatrix"]
 
 
 @dataclass(frozen=True)
@@ -48,21 +52,33 @@ MIXTURES: dict[str, Mixture] = {
     "q6_k": Mixture(18, "q6_k"),
     "iq4_nl": Mixture(25, "iq4_nl"), "iq4_xs": Mixture(30, "iq4_xs"),
     "tq1_0": Mixture(36, "tq1_0"), "tq2_0": Mixture(37, "tq2_0"),
+    # the grid-codebook mixtures
+    "iq2_xxs": Mixture(19, "iq2_xxs"), "iq2_xs": Mixture(20, "iq2_xs"), "iq3_xs": Mixture(22, "iq3_s"),
+    "iq3_xxs": Mixture(23, "iq3_xxs"), "iq1_s": Mixture(24, "iq1_s"), "iq3_s": Mixture(26, "iq3_s"),
+    "iq3_m": Mixture(27, "iq3_s"), "iq2_s": Mixture(28, "iq2_xs"), "iq2_m": Mixture(29, "iq2_s"),
+    "iq1_m": Mixture(31, "iq1_m"),
 }
 #: llama_ftype values whose per-tensor rules are not written out here (they need an importance
 #: matrix, types refquant lacks, or are for mixture-of-experts models): named, not recipes
 UNIMPLEMENTED_MIXTURES: dict[str, Mixture] = {
-    "q2_k_s": Mixture(21, "q2_k"), "iq3_xs": Mixture(22, "iq3_s"), "iq3_m": Mixture(27, "iq3_s"),
-    "iq2_m": Mixture(29, "iq2_s"), "mxfp4_moe": Mixture(38, "mxfp4"),
+    "q2_k_s": Mixture(21, "q2_k"), "mxfp4_moe": Mixture(38, "mxfp4"),
 }
 _FLOAT_TYPES = ("f32", "f16", "bf16")
 # ggml block sizes of the types that appear below (refquant.io.ggml_types holds them all)
 _BLOCK = {"f32": 1, "f16": 1, "bf16": 1, "q4_0": 32, "q4_1": 32, "q5_0": 32, "q5_1": 32, "q8_0": 32,
           "q2_k": 256, "q3_k": 256, "q4_k": 256, "q5_k": 256, "q6_k": 256, "iq4_nl": 32, "iq4_xs": 256,
-          "tq1_0": 256, "tq2_0": 256, "mxfp4": 32}
+          "tq1_0": 256, "tq2_0": 256, "mxfp4": 32,
+          "iq2_xxs": 256, "iq2_xs": 256, "iq2_s": 256, "iq3_xxs": 256, "iq3_s": 256, "iq1_s": 256, "iq1_m": 256}
 # llama_tensor_get_type's fallback when the row length is not a multiple of the block size
 _FALLBACK = {"tq1_0": "q4_0", "tq2_0": "q4_0", "q2_k": "iq4_nl", "q3_k": "iq4_nl", "iq4_xs": "iq4_nl",
-             "q4_k": "q5_0", "q5_k": "q5_1", "q6_k": "q8_0"}
+             "q4_k": "q5_0", "q5_k": "q5_1", "q6_k": "q8_0",
+             **{t: "iq4_nl" for t in ("iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s", "iq1_s", "iq1_m")}}
+# the mixtures that take llama_tensor_get_type's low-bit branch, and those whose output gets Q5_K
+_IQ_LOW = ("iq2_xxs", "iq2_xs", "iq1_s", "iq2_s", "iq2_m", "iq1_m")
+_IQ_OUTPUT_Q5K = _IQ_LOW + ("iq3_xxs",)
+# ggml types llama-quantize refuses to write without an importance matrix (IQ1_M and the
+# Q2_K of Q2_K_S not for token_embd / output)
+_NEEDS_IMATRIX = ("iq2_xxs", "iq2_xs", "iq2_s", "iq1_s")
 #: every GGUF recipe name: the mixtures and single ggml types (``--pure``)
 GGUF_RECIPES: tuple[str, ...] = tuple(MIXTURES) + tuple(t for t in _BLOCK if t not in MIXTURES)
 # substrings of names llama-quantize never quantizes (besides 1-D tensors and norms)
@@ -95,6 +111,15 @@ def is_quantized(name: str, shape: tuple[int, ...]) -> bool:
     return (name.endswith("weight") and len(shape) >= 2 and "_norm.weight" not in name
             and name not in ("position_embd.weight", "token_types.weight")
             and not any(s in name for s in _NOT_QUANTIZED))
+
+
+def requires_imatrix(name: str, qtype: str) -> bool:
+    """Whether llama-quantize refuses to write tensor ``name`` as ggml type ``qtype`` without
+    an importance matrix ("Missing importance matrix for tensor ... in a very low-bit
+    quantization", ``llama_model_quantize_impl``): IQ2_XXS, IQ2_XS, IQ2_S, IQ1_S always,
+    IQ1_M except for ``token_embd.weight`` and ``output.weight``."""
+    q = str(qtype).lower()
+    return q in _NEEDS_IMATRIX or (q == "iq1_m" and name not in ("token_embd.weight", "output.weight"))
 
 
 def _use_more_bits(i_layer: int, n_layers: int) -> bool:
@@ -162,11 +187,23 @@ def _mixture_rule(name: str, shape: tuple[int, ...], ftype: str, new: str, n_lay
     if name == "output.weight" or (not has_output and name == "token_embd.weight"):
         if shape[-1] % _BLOCK[new]:
             return "q8_0"
+        if ftype in _IQ_OUTPUT_Q5K:
+            return "q5_k"
         return new if new == "q8_0" else "q6_k"
     if name in ("token_embd.weight", "per_layer_token_embd.weight"):
+        if ftype in ("iq2_xxs", "iq2_xs", "iq1_s", "iq1_m"):
+            return "q2_k"
+        if ftype in ("iq2_s", "iq2_m", "iq3_xxs"):
+            return "iq3_s"
         return "q4_k" if ftype in ("tq1_0", "tq2_0") else new
+    if ftype in _IQ_LOW:
+        return _iq_low_rule(name, ftype, new, i_layer, n_layers, n_gqa, n_expert)
     if "attn_v.weight" in name:
-        if ftype == "q2_k":
+        if ftype == "iq3_xxs":
+            new = "q4_k" if n_gqa >= 4 else ("iq3_xxs" if has_imatrix else "iq3_s")
+        elif (ftype in ("iq3_xs", "iq3_s") and n_gqa >= 4) or ftype == "iq3_m":
+            new = "q4_k"
+        elif ftype == "q2_k":
             new = "q4_k" if n_gqa >= 4 else "q3_k"
         elif ftype == "q3_k_m":
             new = "q5_k" if i_layer < 2 else "q4_k"
@@ -182,11 +219,19 @@ def _mixture_rule(name: str, shape: tuple[int, ...], ftype: str, new: str, n_lay
             new = "q5_k"
         return "q8_0" if n_expert == 8 else new
     if "attn_k.weight" in name:
-        return "q8_0" if n_expert == 8 else new
+        if n_expert == 8:
+            return "q8_0"
+        return {"iq3_xs": "iq3_xxs", "iq3_xxs": "iq2_s"}.get(ftype, new)
+    if "attn_q.weight" in name:
+        return {"iq3_xs": "iq3_xxs", "iq3_xxs": "iq2_s"}.get(ftype, new)
     if "ffn_down" in name:
         n = n_layers
         if ftype == "q2_k":
             return "q3_k"
+        if ftype == "iq3_xxs" and not has_imatrix:
+            return "q4_k" if i_layer < n // 8 else "q3_k"
+        if ftype == "iq3_m" and (i_layer < n // 8 or (n_expert == 8 and _use_more_bits(i_layer, n))):
+            return "q4_k"
         if ftype == "q3_k_m":
             return "q5_k" if i_layer < n // 16 else "q4_k"
         if ftype == "q3_k_l":
@@ -204,8 +249,34 @@ def _mixture_rule(name: str, shape: tuple[int, ...], ftype: str, new: str, n_lay
         return new
     if "attn_output.weight" in name:
         if n_expert == 8:
-            return "q5_k" if ftype in ("q2_k", "q3_k_s", "q3_k_m", "iq4_nl", "q4_k_s", "q4_k_m", "iq4_xs") else new
-        return {"q2_k": "q3_k", "q3_k_m": "q4_k", "q3_k_l": "q5_k"}.get(ftype, new)
+            return "q5_k" if ftype in ("q2_k", "q3_k_s", "q3_k_m", "iq4_nl", "q4_k_s", "q4_k_m", "iq4_xs", "iq3_xs",
+                                       "iq3_xxs", "iq3_s", "iq3_m") else new
+        return {"q2_k": "q3_k", "q3_k_m": "q4_k", "q3_k_l": "q5_k", "iq3_xxs": "iq3_s", "iq3_m": "q4_k"}.get(ftype, new)
     if "attn_qkv.weight" in name:
-        return {"q3_k_m": "q4_k", "q3_k_l": "q4_k", "q4_k_m": "q5_k", "q5_k_m": "q6_k"}.get(ftype, new)
+        return {"q3_k_m": "q4_k", "q3_k_l": "q4_k", "iq3_m": "q4_k", "q4_k_m": "q5_k", "q5_k_m": "q6_k"}.get(ftype, new)
+    if "ffn_gate" in name or "ffn_up" in name:
+        return "iq3_xxs" if ftype == "iq3_xs" and n_layers // 8 <= i_layer < 7 * n_layers // 8 else new
+    return new
+
+
+def _iq_low_rule(name: str, ftype: str, new: str, i_layer: int, n_layers: int, n_gqa: int, n_expert: int) -> str:
+    """``llama_tensor_get_type``'s branch for the IQ1/IQ2 mixtures (attention V and output,
+    the first eighth of ``ffn_down``); its ``ffn_down`` counter is the layer of a dense model."""
+    two_bit_s = ftype in ("iq2_s", "iq2_m")
+    if "attn_v.weight" in name:
+        if n_gqa >= 4 or n_expert >= 4:
+            return "q4_k"
+        return "iq3_s" if two_bit_s else "q2_k"
+    if n_expert == 8 and "attn_k.weight" in name:
+        return "q4_k"
+    if "ffn_down" in name:
+        if i_layer < n_layers // 8:
+            return "iq3_s" if two_bit_s else "q2_k"
+        return new
+    if "attn_output.weight" in name:
+        if n_expert == 8:
+            return "q5_k"
+        if ftype in ("iq1_s", "iq1_m"):
+            return "iq2_xxs"
+        return "iq3_s" if two_bit_s else new
     return new

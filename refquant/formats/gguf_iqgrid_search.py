@@ -37,6 +37,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -72,20 +73,70 @@ class GridTables:
         """Number of neighbours of each point (0 on the grid): int (2**(bits·group),)."""
         return (self.neighbours >= 0).sum(axis=1)
 
-    def nearest(self, u: np.ndarray, score: Callable[[np.ndarray, np.ndarray], np.ndarray]) -> np.ndarray:
-        """For off-grid points ``u`` (m,), the neighbour with the least ``score`` (the first
-        on a tie, as ggml's strict ``<`` scan). ``score(rows, cand)`` gives float32 scores of
-        the flattened (point, neighbour) pairs: rows index into ``u``, cand are grid indices.
+    @functools.cached_property
+    def nlev(self) -> int:
+        """Number of levels a position can take (3 for the 2-bit grids, 8 for IQ3's)."""
+        return int(self.levels.max()) + 1
+
+    @functools.cached_property
+    def _term_index(self) -> np.ndarray:
+        """Per grid point, where its elements' terms sit in a row of (group, nlev) terms."""
+        t = np.arange(self.group) * self.nlev + self.levels
+        t.flags.writeable = False
+        return t
+
+    @functools.cached_property
+    def _term_index_t(self) -> np.ndarray:
+        t = np.ascontiguousarray(self._term_index.T).astype(np.int32)
+        t.flags.writeable = False
+        return t
+
+    @functools.cached_property
+    def _flat_neighbours(self) -> tuple[np.ndarray, np.ndarray]:
+        """The neighbour lists back to back, and where each point's list starts."""
+        flat = self.neighbours[self.neighbours >= 0]                  # row-major: point by point, in order
+        first = np.concatenate([[0], np.cumsum(self.counts)[:-1]])
+        return flat, first
+
+    def nearest(self, u: np.ndarray, terms: np.ndarray | Callable[[int, np.ndarray, np.ndarray], np.ndarray]
+                ) -> np.ndarray:
+        """For off-grid points ``u`` (m,), the neighbour with the least score (the first on a
+        tie, as ggml's strict ``<`` scan). A candidate's score is the in-order float32 sum
+        over its elements i of one term each: ``terms`` is either float32 (m, group, nlev), the
+        C expression for each element at each level (computed once per level, the same
+        rounding as per candidate), or a function ``terms(i, rows, cand)`` giving element i's
+        terms for the flattened (point, neighbour) pairs (cheaper where the lists are short).
         Only the real neighbours are scored (the lists are ragged, 5-73 entries on average)."""
         cnt = self.counts[u]
         rows = np.repeat(np.arange(u.size), cnt)
         starts = np.concatenate([[0], np.cumsum(cnt)[:-1]])
-        cand = self.neighbours[u[rows], np.arange(rows.size) - starts[rows]]
-        d = score(rows, cand)
+        flat_nb, first_nb = self._flat_neighbours
+        cand = flat_nb[np.repeat(first_nb[u] - starts, cnt) + np.arange(rows.size)]
+        if callable(terms):
+            term = terms
+        else:
+            base = rows * (self.group * self.nlev)
+            flat = terms.reshape(-1)
+            col = self._term_index_t          # 1-D takes per element: much faster than a (pairs, group) gather
+
+            def term(i: int, rows: np.ndarray, cand: np.ndarray) -> np.ndarray:
+                return flat[np.take(col[i], cand) + base]
+        d = term(0, rows, cand)                                                     # seq_sum, term by term
+        for i in range(1, self.group):
+            d += term(i, rows, cand)
+        d += F32(0)
         best = np.minimum.reduceat(d, starts)
         first = np.flatnonzero(d == best[rows])
-        _, at = np.unique(rows[first], return_index=True)
-        return cand[first[at]]
+        r = rows[first]                                       # sorted: keep each row's first
+        keep = np.concatenate([[True], r[1:] != r[:-1]])
+        return cand[first[keep]]
+
+    @functools.cached_property
+    def level_values(self) -> np.ndarray:
+        """The quantizer's value ``2l + 1`` of each point's elements, float32 (group, G)."""
+        v = np.ascontiguousarray((2 * self.levels + 1).astype(F32).T)
+        v.flags.writeable = False
+        return v
 
     def index(self, L: np.ndarray) -> np.ndarray:
         """u of each group: levels (S, n) -> int (S, n / group)."""
@@ -160,13 +211,17 @@ def _snap(L: np.ndarray, xval: np.ndarray, waux: np.ndarray, scale: np.ndarray, 
         xv = xval.reshape(xval.shape[0], -1, g)[s, k]                               # (m_off, g)
         wa = waux.reshape(waux.shape[0], -1, g)[s, k]
         sc = scale[s]
+        if t.counts[u[s, k]].mean() > t.nlev:   # long lists: every level's term once per group
+            diff = sc[:, None, None] * (2 * np.arange(t.nlev) + 1).astype(F32) - xv[:, :, None]
+            terms: Any = wa[:, :, None] * diff * diff                                # (m_off, g, nlev)
+        else:
+            xv_t, wa_t = np.ascontiguousarray(xv.T), np.ascontiguousarray(wa.T)
 
-        def score(rows: np.ndarray, cand: np.ndarray) -> np.ndarray:
-            diff = sc[rows][:, None] * (2 * t.levels[cand] + 1).astype(F32) - xv[rows]
-            return seq_sum(wa[rows] * diff * diff)
-
+            def terms(i: int, rows: np.ndarray, cand: np.ndarray) -> np.ndarray:
+                d = sc[rows] * np.take(t.level_values[i], cand) - xv_t[i][rows]
+                return wa_t[i][rows] * d * d
         Lg = Lg.copy()
-        Lg[s, k] = t.levels[t.nearest(u[s, k], score)]
+        Lg[s, k] = t.levels[t.nearest(u[s, k], terms)]
     return Lg.reshape(L.shape), on
 
 
@@ -544,15 +599,9 @@ def _iq1_snap(idx: np.ndarray, u: np.ndarray, xs: np.ndarray, w: np.ndarray, sca
         return idx
     xv = xs.reshape(xs.shape[0], -1, 8)[s, k]                                       # (m_off, 8)
     wv = w.reshape(w.shape[0], -1, 8)[s, k]
-    xxs, sc = xx[s, k], scale[s]                                                    # (m_off, 3), (m_off,)
-
-    def score(rows: np.ndarray, cand: np.ndarray) -> np.ndarray:
-        q = np.take_along_axis(xxs[rows], t.levels[cand], axis=1)
-        diff = sc[rows][:, None] * q - xv[rows]
-        return seq_sum(wv[rows] * diff * diff)
-
+    diff = scale[s][:, None, None] * xx[s, k][:, None, :] - xv[:, :, None]          # (m_off, 8, 3)
     idx = idx.copy()
-    idx[s, k] = t.nearest(u[s, k], score)
+    idx[s, k] = t.nearest(u[s, k], wv[:, :, None] * diff * diff)
     return idx
 
 
@@ -588,16 +637,25 @@ def quantize_iq1_m(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarra
     scale = vmax.copy()
     bpair = np.full(S, -1)
     bk = np.full(S, -1)
-    sums = []
-    for k in range(4):
-        first_xx = _X_M if k >= 2 else _X_P
-        second_xx = _X_M if k % 2 else _X_P
-        c = np.where(second[:, None, :], second_xx[lev][None], first_xx[lev][None])  # (S, P, 16)
-        wc = wo[:, None, :] * c
-        sums.append((seq_sum(wc * xo[:, None, :]), seq_sum(wc * c)))                # (S, P) each
+    # every sorted element's terms (w·c)·x and (w·c)·c for its 3 levels under either shift
+    # (computed once; each split and shift pair sums its own 16 of them in sorted order)
+    cv = np.stack([_X_P, _X_M], axis=-1)                                           # (level, shifted down)
+    wc = wo[:, :, None, None] * cv                                                  # (S, 16, 3, 2)
+    down = np.where(second[:, :, None], np.arange(4) % 2 == 1, np.arange(4) >= 2)   # (S, 16, k)
+    pick = np.repeat(down[:, :, None, :].astype(np.intp), 3, axis=2)
+    # laid out (16, 3, S, k) so that a split's terms at a position are whole rows
+    tx = np.take_along_axis(wc * xo[:, :, None, None], pick, axis=3).transpose(1, 2, 0, 3).reshape(16, 3, -1)
+    t2 = np.take_along_axis(wc * cv, pick, axis=3).transpose(1, 2, 0, 3).reshape(16, 3, -1)
+    sum_qx = tx[0][lev[:, 0]]                                                       # (P, S·k), seq_sum order
+    sum_q2 = t2[0][lev[:, 0]]
+    for pos in range(1, 16):
+        sum_qx += tx[pos][lev[:, pos]]
+        sum_q2 += t2[pos][lev[:, pos]]
+    sum_qx = (sum_qx + F32(0)).reshape(len(pairs), S, 4)
+    sum_q2 = (sum_q2 + F32(0)).reshape(len(pairs), S, 4)
     for p in range(len(pairs)):
         for k in range(4):
-            sumqx, sumq2 = sums[k][0][:, p], sums[k][1][:, p]
+            sumqx, sumq2 = sum_qx[p, :, k], sum_q2[p, :, k]
             take = (sumq2 > 0) & (sumqx * sumqx > best * sumq2)
             if take.any():
                 scale = np.where(take, sumqx / np.where(take, sumq2, F32(1)), scale)

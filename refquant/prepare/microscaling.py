@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from refquant._validate import as_float_array, check_float
+from refquant.dtypes.floatspec import check_codes
 from refquant.formats.mx import MXFormat, _blocks, check_mx_blocks, get_mx_format
 from refquant.formats.nvfp4 import check_nvfp4_input, check_nvfp4_packed
 from refquant.prepare import Prepared
@@ -34,6 +35,8 @@ def prepare_mx_dequantize(scales: Any, codes: Any, fmt: str | MXFormat) -> Prepa
     """Arguments of :func:`refquant.formats.mx.mx_dequantize`: one E8M0 scale per block of codes."""
     f = get_mx_format(fmt)
     check_mx_blocks(scales, codes, f)
+    if f.spec is not None:
+        check_codes(codes, f.spec)          # decode_float's rule, which mx_dequantize applies
     return Prepared((_c(scales), _c(codes), f.name))
 
 

@@ -39,7 +39,9 @@ from tests.bench._bandwidth import record  # noqa: E402
 
 N = accel.get_backend("numba")  # ops behind the dispatcher: arguments prepared by refquant, as users call them
 SHAPE = (4096, 4096)
-QTYPES = tuple(sorted(FORMATS, key=lambda n: FORMATS[n].type_id))
+# the grid types (IQ1/IQ2/IQ3) have their own benchmarks on fewer rows (test_bench_numba_iqgrid.py):
+# their reference searches take minutes on a 4096 x 4096 layer
+QTYPES = tuple(sorted((n for n in FORMATS if not n.startswith(("iq1", "iq2", "iq3"))), key=lambda n: FORMATS[n].type_id))
 IMATRIX_TYPES = tuple(t for t in QTYPES if FORMATS[t].uses_imatrix)
 REPO = Path(__file__).resolve().parents[2]
 
