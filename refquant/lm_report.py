@@ -158,11 +158,16 @@ def _mixture(recipe: str) -> Callable[[Any, dict], Any]:
 
 def _mixture_methods() -> list[Method]:
     """One row per llama-quantize file type that mixes types or quantizes every tensor
-    (:data:`refquant.checkpoint.recipes.MIXTURES`, float outputs left out)."""
-    from refquant.checkpoint.recipes import MIXTURES
+    (:data:`refquant.checkpoint.recipes.MIXTURES`, float outputs left out).
+
+    The grid-codebook file types (IQ2_XXS ... IQ1_M) are left out: llama-quantize refuses them
+    without an importance matrix (:func:`refquant.checkpoint.recipes.requires_imatrix`), and
+    these rows quantize data-free."""
+    from refquant.checkpoint.recipes import MIXTURES, requires_imatrix
 
     return [Method(f"llama.cpp-{name.upper()}", f"llama-quantize {name.upper()}: per-tensor types, embedding and head "
-                   f"included", _mixture(name)) for name in MIXTURES if name not in ("f32", "f16", "bf16")]
+                   f"included", _mixture(name)) for name, m in MIXTURES.items()
+            if name not in ("f32", "f16", "bf16") and not requires_imatrix("blk.0.ffn_up.weight", m.default)]
 
 
 def _builtin_methods() -> list[Method]:
