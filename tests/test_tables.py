@@ -64,3 +64,17 @@ def test_backend_op_axes_are_the_reference_registries():
 def test_recipe_block_sizes_come_from_the_ggml_table():
     assert recipes._BLOCK["q4_k"] == 256 and recipes._BLOCK["q4_0"] == 32 and recipes._BLOCK["f16"] == 1
     assert all(recipes._BLOCK[t] == block_size(t) for t in recipes._BLOCK)
+
+
+def test_cuda_sources_hold_the_reference_tables():
+    """CUDA C cannot import the Python tables; its copies (``gguf_common.cuh``) must equal them."""
+    import re
+    from pathlib import Path
+
+    from refquant.formats.gguf_mx import KVALUES_MXFP4
+
+    src = (Path(accel.ops.__file__).parent / "cupy" / "src" / "gguf_common.cuh").read_text()
+    for fn, table in (("kvalue_iq4nl", KVALUES_IQ4NL), ("kvalue_mxfp4", KVALUES_MXFP4)):
+        body = re.search(rf"{fn}\(int i\) \{{\s*const signed char kv\[16\] = \{{([^}}]*)\}}", src)
+        assert body is not None, fn
+        assert [int(v) for v in body.group(1).split(",")] == table.tolist(), fn
