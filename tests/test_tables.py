@@ -78,3 +78,23 @@ def test_cuda_sources_hold_the_reference_tables():
         body = re.search(rf"{fn}\(int i\) \{{\s*const signed char kv\[16\] = \{{([^}}]*)\}}", src)
         assert body is not None, fn
         assert [int(v) for v in body.group(1).split(",")] == table.tolist(), fn
+
+
+def test_metrics_looks_bits_per_weight_up_in_each_format():
+    from refquant import metrics
+    from refquant.algorithms._quantizer import group_bits_per_weight
+    from refquant.algorithms.spqr import average_bits
+    from refquant.formats.bnb import bits_per_weight_4bit
+
+    for name, fmt in FORMATS.items():
+        assert metrics.bits_per_weight(name) == fmt.bits_per_weight() == 8 * fmt.type_size / fmt.block_size, name
+    for name, fmt in MX_FORMATS.items():
+        assert metrics.bits_per_weight(name) == fmt.bits_per_weight(), name
+    for name, spec in FLOAT_SPECS.items():
+        assert metrics.bits_per_weight(name) == spec.bits, name
+    assert metrics.bits_per_weight("nf4", blocksize=128, double_quant=True) == bits_per_weight_4bit(128, True)
+    assert metrics.bits_per_weight("awq", bits=3, group_size=64) == group_bits_per_weight(3, 64) == 3 + 19 / 64
+    assert metrics.bits_per_weight("spqr", round_zero=True, wbits=4) == average_bits(4, 16, 3, 3, 16, 0.0, True)
+    # golden values: ggml-common.h block sizes, QLoRA section 3, SpQR's 3.625 (+ 1/16 with round_zero, wbits 4)
+    assert (metrics.bits_per_weight("q6_k"), bits_per_weight_4bit(64, True)) == (6.5625, 4 + 8 / 64 + 32 / (64 * 256))
+    assert average_bits(3, 16, 3, 3, 16) == 3.625 and average_bits(4, 16, 3, 3, 16, 0.0, True) == 4.6875

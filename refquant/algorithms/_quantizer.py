@@ -234,13 +234,16 @@ def natural_g_idx(in_features: int, group_size: int) -> np.ndarray:
     return (np.arange(in_features) // group_size).astype(np.int32)
 
 
-def group_bits_per_weight(bits: int, group_size: int, in_features: int, scale_bits: int = 16) -> float:
+def group_bits_per_weight(bits: int, group_size: int, in_features: int | None = None, scale_bits: int = 16) -> float:
     """Storage cost of a group quantizer: ``bits + (scale_bits + bits) / group_size``.
 
     One fp16 scale and one ``bits``-wide packed zero per group, as GPTQ and AWQ
     checkpoints store them (4-bit g128 = 4.15625). ``g_idx`` is not
-    counted (a convention); a per-channel group spans the whole row.
+    counted (a convention); a per-channel group (``group_size <= 0``) spans the whole row,
+    and a group never spans more than the row (``in_features``, None: no row given).
     """
+    if in_features is None:
+        in_features = group_size
     g = min(group_size, in_features) if group_size > 0 else in_features
     return bits + (scale_bits + bits) / max(g, 1)
 

@@ -111,9 +111,14 @@ class SpQRResult(QuantizedWeight):
 
 
 def average_bits(bits: int, group_size: int, qq_scale_bits: int, qq_zero_bits: int, qq_groupsize: int,
-                 outlier_fraction: float = 0.0) -> float:
-    """SpQR's ``get_average_number_of_bits`` (round_zero=False, 16-bit second-level stats)."""
-    return (bits + (qq_scale_bits + qq_zero_bits) / group_size
+                 outlier_fraction: float = 0.0, round_zero: bool = False) -> float:
+    """SpQR's ``get_average_number_of_bits`` (16-bit second-level statistics): ``bits +
+    (qq_scale_bits + zero_bits) / group_size + 2 * (16 + 16) / (group_size * qq_groupsize)
+    + 32 * outlier_fraction``, where ``zero_bits`` is ``qq_zero_bits``, or ``bits`` with
+    ``round_zero`` (the zero stored as a first-level code instead of a second-level one).
+    Vahe1994/SpQR ``main.py`` ``get_average_number_of_bits`` (see the module docstring)."""
+    zero_bits = bits if round_zero else qq_zero_bits
+    return (bits + (qq_scale_bits + zero_bits) / group_size
             + 2 * (16 + 16) / (group_size * qq_groupsize) + 32 * outlier_fraction)
 
 

@@ -28,6 +28,7 @@ from typing import ClassVar
 
 import numpy as np
 
+from refquant.io.ggml_types import bits_per_weight as ggml_bits_per_weight
 from refquant.io.ggml_types import block_size, ggml_type, type_size
 
 __all__ = ["Field", "BlockFormat", "FORMATS", "FORMATS_BY_ID"]
@@ -175,8 +176,8 @@ class BlockFormat:
 
     @classmethod
     def bits_per_weight(cls) -> float:
-        """Stored bits per element: 8 * type_size / block_size."""
-        return 8.0 * cls.type_size / cls.block_size
+        """Stored bits per element: 8 * type_size / block_size (:func:`refquant.io.ggml_types.bits_per_weight`)."""
+        return ggml_bits_per_weight(cls.name)
 
     def __init__(self) -> None:  # formats are used as classes, never instantiated
         raise TypeError(f"{type(self).__name__} is a format description; use its classmethods")
