@@ -46,7 +46,6 @@ _EXPORTS: dict[str, str] = {
     "PerGroup": "refquant.granularity",
     "PerToken": "refquant.granularity",
     "PerBlock": "refquant.granularity",
-    "QuantScheme": "refquant.scheme",
     # integer matmul
     "int8_matmul": "refquant.matmul",
     "llm_int8_matmul": "refquant.matmul",
@@ -65,7 +64,7 @@ _EXPORTS: dict[str, str] = {
 _SUBMODULES = (
     "gguf", "bnb", "algorithms", "calibration", "model", "metrics", "packing",
     "rounding", "dtypes", "layouts", "ptq", "testing", "mapping", "granularity",
-    "scheme", "matmul", "formats", "io", "errors", "checkpoint",
+    "matmul", "formats", "io", "errors", "checkpoint",
 )
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES) + ["__version__"]
