@@ -129,3 +129,13 @@ def test_gguf_fp16_block_scale_limit_is_ggmls():
     assert np.isfinite(gguf.dequantize(gguf.quantize(ok, "q4_0"), "q4_0", ok.shape)).all()
     big = np.full((1, 32), 6.0e5, F32)
     assert np.isinf(gguf.dequantize(gguf.quantize(big, "q4_0"), "q4_0", big.shape)).any()
+
+
+@pytest.mark.parametrize("name", ["rtn", "gptq", "awq", "spqr"])
+def test_group_size_beyond_int64_is_one_group_per_row(name):
+    """A group size above the row (even above int64) is clamped to the row: nothing is sized
+    by it and nothing overflows (SpQR raised OverflowError from 2**63)."""
+    W, X, H = _layer(1.0)
+    run = {"rtn": lambda g: rtn(W, 4, g), "gptq": lambda g: gptq(W, H, 4, g), "awq": lambda g: awq(W, X, 4, g),
+           "spqr": lambda g: spqr(W, H, group_size=g)}[name]
+    np.testing.assert_array_equal(run(2**64).dequantized, run(W.shape[1]).dequantized)

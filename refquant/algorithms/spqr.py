@@ -137,7 +137,8 @@ def spqr(W: Any, H: Any, bits: int = 3, group_size: int = 16, *, qq_scale_bits: 
     bits : {2, 3, 4, 8}
         First-level code width (3 in the paper's ~3.6-bit configuration).
     group_size : int
-        Columns per first-level group (``beta_1``, 16).
+        Columns per first-level group (``beta_1``, 16), >= 1; a size above ``in_features``
+        is one group per row (clamped to ``in_features``, as RTN/GPTQ/AWQ do).
     qq_scale_bits, qq_zero_bits : int
         Second-level code widths of the scales and zero-points (3), 1..8.
     qq_groupsize : int
@@ -166,7 +167,7 @@ def spqr(W: Any, H: Any, bits: int = 3, group_size: int = 16, *, qq_scale_bits: 
     rows, columns = W_in.shape
     H_in = _check_hessian(H, columns)
     bits = _quantizer.check_bits(bits)
-    group_size = check_int("group_size", group_size, min=1)
+    group_size = min(check_int("group_size", group_size, min=1), max(columns, 1))  # nothing sized by it
     qq_scale_bits = check_int("qq_scale_bits", qq_scale_bits, min=1, max=8)
     qq_zero_bits = check_int("qq_zero_bits", qq_zero_bits, min=1, max=8)
     qq_groupsize = check_int("qq_groupsize", qq_groupsize, min=1)
