@@ -180,3 +180,18 @@ def test_a_leaf_module_imports_alone_without_its_package_siblings():
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=REPO)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["False", "True"]  # bnb needs formats.bnb; nothing needs the .gguf reader
+
+
+def test_sources_are_cited_inside_the_repository():
+    """Docstrings and comments cite papers and upstream files (collected in docs/sources.md),
+    never the project's design notes outside the repository."""
+    notes = [n + ".md" for n in ("DESIGN", "FACTS", "FAILURES", "STYLE")] + ["/work/" + "shared"]
+    offending = []
+    for folder in ("refquant", "accel", "conformance", "tests", "docs", "tools"):
+        for path in sorted((REPO / folder).rglob("*")):
+            if path.suffix not in (".py", ".md", ".cu", ".cuh", ".h", ".txt") or not path.is_file():
+                continue
+            text = path.read_text(errors="replace")
+            offending += [f"{path.relative_to(REPO)} cites {n}" for n in notes if n in text]
+    assert not offending, "\n".join(offending)
+    assert "ggml-org/ggml" in (REPO / "docs" / "sources.md").read_text()
