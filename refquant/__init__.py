@@ -18,8 +18,7 @@ Public submodules: ``gguf``, ``bnb``, ``algorithms``, ``calibration``, ``model``
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from refquant._lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -70,16 +69,7 @@ _SUBMODULES = (
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES) + ["__version__"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    if name in _SUBMODULES:
-        module = importlib.import_module(f"refquant.{name}")
-        globals()[name] = module
-        return module
-    raise AttributeError(f"module 'refquant' has no attribute {name!r}")
+__getattr__ = lazy_getattr(globals(), _EXPORTS, _SUBMODULES)
 
 
 def __dir__() -> list[str]:

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from refquant._backend import call_op, is_reference
+from refquant._lazy import lazy_getattr
 from refquant._validate import as_float_array, normalize_name
 from refquant.formats import FORMATS, FORMATS_BY_ID, BlockFormat
 
@@ -55,14 +56,7 @@ _FILE_API = {"read": "refquant.io.gguf_file", "write": "refquant.io.gguf_file",
              "dequant_matmul": "refquant.formats.gguf_matmul"}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _FILE_API:
-        import importlib
-
-        value = getattr(importlib.import_module(_FILE_API[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'refquant.gguf' has no attribute {name!r}")
+__getattr__ = lazy_getattr(globals(), _FILE_API)
 
 _CHUNK_ELEMS = 1 << 16  # elements per quantize_blocks call (256 KiB of float32)
 

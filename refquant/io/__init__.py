@@ -10,8 +10,7 @@ Modules: :mod:`~refquant.io.gguf_file` (GGUF v3 reader for untrusted files and w
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from refquant._lazy import lazy_getattr
 
 # public name -> module that defines it. Resolved on first use, so importing one module of
 # this package (refquant.gguf needs only ggml_types) does not load the file reader.
@@ -29,12 +28,7 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'refquant.io' has no attribute {name!r}")
+__getattr__ = lazy_getattr(globals(), _EXPORTS)
 
 
 def __dir__() -> list[str]:
