@@ -133,7 +133,10 @@ def block_bits(qtype: Any) -> tuple[int, int]:
 
 
 def row_bytes(qtype: Any, n_per_row: int) -> int:
-    """Bytes of one quantized row of ``n_per_row`` elements (ggml's ``ggml_row_size``)."""
+    """Bytes of one quantized row of ``n_per_row`` elements (ggml's ``ggml_row_size``).
+
+    ``qtype`` is a supported type (:func:`qtypes`: name, id or :class:`~refquant.io.GGMLType`);
+    ``n_per_row`` a non-negative multiple of its block size (ValueError otherwise)."""
     fmt = get_format(qtype)
     _check_row_length(fmt, int(n_per_row), "n_per_row")
     return int(n_per_row) // fmt.block_size * fmt.type_size

@@ -535,7 +535,8 @@ def quantize(x: Any, params: QuantParams, *, rounding: str = "half_even",
 
 
 def dequantize(q: Any, params: QuantParams) -> np.ndarray:
-    """float32 values of codes ``q`` (public name of :func:`dequantize_affine`)."""
+    """float32 values of codes ``q`` under ``params`` (public name of :func:`dequantize_affine`,
+    same arguments and rules)."""
     return dequantize_affine(q, params)
 
 

@@ -85,7 +85,8 @@ def bits_per_weight_4bit(blocksize: int = 64, double_quant: bool = False,
     Quantization": 0.5 -> 0.127 bits per parameter at blocksize 64).
 
     ``blocksize`` and ``double_quant_blocksize`` are positive ints (any value: the cost of a
-    hypothetical layout too; the codecs accept only :data:`BLOCKSIZES_4BIT`).
+    hypothetical layout too; the codecs accept only :data:`BLOCKSIZES_4BIT`); ``double_quant``
+    a bool.
     """
     if not double_quant:
         return 4 + 32 / blocksize
