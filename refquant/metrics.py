@@ -234,13 +234,13 @@ def bits_per_weight(fmt: str, **params: Any) -> float:
         return bits_per_weight_4bit(check_int("blocksize", p["blocksize"], min=1), bool(p["double_quant"]),
                                     check_int("double_quant_blocksize", p["double_quant_blocksize"], min=1))
     if name in ("gptq", "awq"):
-        from refquant.algorithms._quantizer import group_bits_per_weight
+        from refquant.formats.groupwise import group_bits_per_weight
 
         p = take({"bits": 4, "group_size": 128})
         return group_bits_per_weight(check_int("bits", p["bits"], min=1, max=8),
                                      check_int("group_size", p["group_size"], min=1))
     if name == "spqr":
-        from refquant.algorithms.spqr import average_bits
+        from refquant.formats.groupwise import spqr_average_bits as average_bits
 
         p = take({"wbits": 3, "groupsize": 16, "qq_scale_bits": 3, "qq_zero_bits": 3, "qq_groupsize": 16,
                   "outlier_fraction": 0.0, "round_zero": False})

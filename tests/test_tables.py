@@ -82,8 +82,12 @@ def test_cuda_sources_hold_the_reference_tables():
 
 def test_metrics_looks_bits_per_weight_up_in_each_format():
     from refquant import metrics
-    from refquant.algorithms._quantizer import group_bits_per_weight
-    from refquant.algorithms.spqr import average_bits
+    import importlib
+
+    from refquant.algorithms import _quantizer
+    from refquant.formats.groupwise import group_bits_per_weight
+    from refquant.formats.groupwise import spqr_average_bits as average_bits
+    from refquant.layouts.packed import AWQPacked, GPTQPacked
     from refquant.formats.bnb import bits_per_weight_4bit
 
     for name, fmt in FORMATS.items():
@@ -98,3 +102,7 @@ def test_metrics_looks_bits_per_weight_up_in_each_format():
     # golden values: ggml-common.h block sizes, QLoRA section 3, SpQR's 3.625 (+ 1/16 with round_zero, wbits 4)
     assert (metrics.bits_per_weight("q6_k"), bits_per_weight_4bit(64, True)) == (6.5625, 4 + 8 / 64 + 32 / (64 * 256))
     assert average_bits(3, 16, 3, 3, 16) == 3.625 and average_bits(4, 16, 3, 3, 16, 0.0, True) == 4.6875
+    # one computation: the algorithms and the packed layouts use the same functions
+    assert _quantizer.group_bits_per_weight is group_bits_per_weight and importlib.import_module("refquant.algorithms.spqr").average_bits is average_bits
+    assert "group_bits_per_weight" in GPTQPacked.bits_per_weight.fget.__doc__
+    assert "group_bits_per_weight" in AWQPacked.bits_per_weight.fget.__doc__

@@ -48,6 +48,7 @@ import scipy.sparse
 
 from refquant._validate import check_choice, check_float, check_int
 from refquant.algorithms import _quantizer
+from refquant.formats.groupwise import spqr_average_bits as average_bits
 from refquant.algorithms._quantizer import SPQR_RULE
 from refquant.algorithms._result import QuantizedWeight
 from refquant.algorithms.gptq import _check_hessian, inverse_hessian_cholesky, reconstruction_error
@@ -108,18 +109,6 @@ class SpQRResult(QuantizedWeight):
         coo = self.outliers.tocoo()
         out[coo.row, coo.col] = coo.data.astype(np.float32)
         return out
-
-
-def average_bits(bits: int, group_size: int, qq_scale_bits: int, qq_zero_bits: int, qq_groupsize: int,
-                 outlier_fraction: float = 0.0, round_zero: bool = False) -> float:
-    """SpQR's ``get_average_number_of_bits`` (16-bit second-level statistics): ``bits +
-    (qq_scale_bits + zero_bits) / group_size + 2 * (16 + 16) / (group_size * qq_groupsize)
-    + 32 * outlier_fraction``, where ``zero_bits`` is ``qq_zero_bits``, or ``bits`` with
-    ``round_zero`` (the zero stored as a first-level code instead of a second-level one).
-    Vahe1994/SpQR ``main.py`` ``get_average_number_of_bits`` (see the module docstring)."""
-    zero_bits = bits if round_zero else qq_zero_bits
-    return (bits + (qq_scale_bits + zero_bits) / group_size
-            + 2 * (16 + 16) / (group_size * qq_groupsize) + 32 * outlier_fraction)
 
 
 def spqr(W: Any, H: Any, bits: int = 3, group_size: int = 16, *, qq_scale_bits: int = 3, qq_zero_bits: int = 3,
