@@ -16,7 +16,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["OpSpec", "OP_SPECS", "FLOAT_FORMATS", "GRANULARITIES", "GGUF_FORMATS", "MX_FORMATS"]
+from refquant.dtypes.codebooks import CODEBOOKS
+from refquant.dtypes.floatspec import FLOAT_SPECS
+from refquant.formats.mx import MX_FORMATS as _MX_FORMATS
+from refquant.gguf import qtypes
+from refquant.granularity import GRANULARITY_NAMES
+
+__all__ = ["OpSpec", "OP_SPECS", "FLOAT_FORMATS", "CODEBOOK_NAMES", "GRANULARITIES", "GGUF_FORMATS", "MX_FORMATS"]
 
 
 @dataclass(frozen=True)
@@ -56,16 +62,15 @@ class OpSpec:
     out: bool = False
 
 
-FLOAT_FORMATS = ("float16", "bfloat16", "float8_e4m3fn", "float8_e5m2", "float6_e3m2fn", "float6_e2m3fn",
-                 "float4_e2m1fn")
-GRANULARITIES = ("per_tensor", "per_channel", "per_group", "per_token", "per_block")
-# ggml block types with a reference implementation (lowercase GGUF names); a type joins
-# when refquant.formats registers it (the K-quants add theirs here).
-GGUF_FORMATS = ("f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q8_1",
-                "q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_k",
-                "tq1_0", "tq2_0", "iq4_nl", "iq4_xs", "mxfp4", "nvfp4", "iq3_xxs", "iq3_s", "iq2_xxs", "iq2_xs", "iq2_s", "iq1_s", "iq1_m")
-# OCP Microscaling v1.0 concrete formats (refquant.formats.mx.MX_FORMATS)
-MX_FORMATS = ("mxfp8_e4m3", "mxfp8_e5m2", "mxfp6_e3m2", "mxfp6_e2m3", "mxfp4", "mxint8")
+# The format axes, read from the reference's own tables (never retyped here): a format joins
+# an axis when refquant registers it.
+FLOAT_FORMATS: tuple[str, ...] = tuple(FLOAT_SPECS)
+CODEBOOK_NAMES: tuple[str, ...] = tuple(CODEBOOKS)
+GRANULARITIES: tuple[str, ...] = GRANULARITY_NAMES
+# ggml block types with a reference implementation (lowercase GGUF names, ggml type-id order)
+GGUF_FORMATS: tuple[str, ...] = qtypes()
+# OCP Microscaling v1.0 concrete formats
+MX_FORMATS: tuple[str, ...] = tuple(_MX_FORMATS)
 
 _ROWS: list[OpSpec] = [
     # --- floats (issue 3) ---
@@ -78,12 +83,12 @@ _ROWS: list[OpSpec] = [
            "decode_float(bits: uint16/uint8 (...), fmt) -> float32 (...), exact",
            prepare="refquant.prepare.floats:prepare_decode_float", out=True),
     OpSpec("codebook_encode", "refquant.dtypes.codebooks:codebook_encode",
-           ("nf4", "fp4", "iq4_nl", "ternary", "binary"), "codebooks",
+           CODEBOOK_NAMES, "codebooks",
            "codebook_encode(x: float32 (...), name) -> uint8 codes (...) of the nearest table value; "
            "ties by the codebook's rule",
            prepare="refquant.prepare.floats:prepare_codebook_encode", out=True),
     OpSpec("codebook_decode", "refquant.dtypes.codebooks:codebook_decode",
-           ("nf4", "fp4", "iq4_nl", "ternary", "binary"), "codebooks",
+           CODEBOOK_NAMES, "codebooks",
            "codebook_decode(codes: uint8 (...), name) -> float32 (...) table values",
            prepare="refquant.prepare.floats:prepare_codebook_decode", out=True),
     # --- affine mapping (issue 3) ---

@@ -18,8 +18,7 @@ Public submodules: ``gguf``, ``bnb``, ``algorithms``, ``calibration``, ``model``
 
 from __future__ import annotations
 
-import importlib
-from typing import Any
+from refquant._lazy import lazy_getattr
 
 __version__ = "0.1.0"
 
@@ -46,7 +45,6 @@ _EXPORTS: dict[str, str] = {
     "PerGroup": "refquant.granularity",
     "PerToken": "refquant.granularity",
     "PerBlock": "refquant.granularity",
-    "QuantScheme": "refquant.scheme",
     # integer matmul
     "int8_matmul": "refquant.matmul",
     "llm_int8_matmul": "refquant.matmul",
@@ -65,22 +63,13 @@ _EXPORTS: dict[str, str] = {
 _SUBMODULES = (
     "gguf", "bnb", "algorithms", "calibration", "model", "metrics", "packing",
     "rounding", "dtypes", "layouts", "ptq", "testing", "mapping", "granularity",
-    "scheme", "matmul", "formats", "io", "errors", "checkpoint",
+    "matmul", "formats", "io", "errors", "checkpoint",
 )
 
 __all__ = sorted(_EXPORTS) + list(_SUBMODULES) + ["__version__"]
 
 
-def __getattr__(name: str) -> Any:
-    if name in _EXPORTS:
-        value = getattr(importlib.import_module(_EXPORTS[name]), name)
-        globals()[name] = value
-        return value
-    if name in _SUBMODULES:
-        module = importlib.import_module(f"refquant.{name}")
-        globals()[name] = module
-        return module
-    raise AttributeError(f"module 'refquant' has no attribute {name!r}")
+__getattr__ = lazy_getattr(globals(), _EXPORTS, _SUBMODULES)
 
 
 def __dir__() -> list[str]:

@@ -1,5 +1,5 @@
 """``python -m refquant ...`` is the same as the ``refquant`` console script."""
 
-from refquant.cli import main
+from refquant.apps.cli import main
 
 raise SystemExit(main())

@@ -42,6 +42,7 @@ from typing import Any
 import numpy as np
 
 from refquant._backend import call_op, is_reference
+from refquant._lazy import lazy_getattr
 from refquant._validate import as_float_array, normalize_name
 from refquant.formats import FORMATS, FORMATS_BY_ID, BlockFormat
 
@@ -55,14 +56,7 @@ _FILE_API = {"read": "refquant.io.gguf_file", "write": "refquant.io.gguf_file",
              "dequant_matmul": "refquant.formats.gguf_matmul"}
 
 
-def __getattr__(name: str) -> Any:
-    if name in _FILE_API:
-        import importlib
-
-        value = getattr(importlib.import_module(_FILE_API[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'refquant.gguf' has no attribute {name!r}")
+__getattr__ = lazy_getattr(globals(), _FILE_API)
 
 _CHUNK_ELEMS = 1 << 16  # elements per quantize_blocks call (256 KiB of float32)
 
@@ -139,7 +133,10 @@ def block_bits(qtype: Any) -> tuple[int, int]:
 
 
 def row_bytes(qtype: Any, n_per_row: int) -> int:
-    """Bytes of one quantized row of ``n_per_row`` elements (ggml's ``ggml_row_size``)."""
+    """Bytes of one quantized row of ``n_per_row`` elements (ggml's ``ggml_row_size``).
+
+    ``qtype`` is a supported type (:func:`qtypes`: name, id or :class:`~refquant.io.GGMLType`);
+    ``n_per_row`` a non-negative multiple of its block size (ValueError otherwise)."""
     fmt = get_format(qtype)
     _check_row_length(fmt, int(n_per_row), "n_per_row")
     return int(n_per_row) // fmt.block_size * fmt.type_size

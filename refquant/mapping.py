@@ -150,8 +150,22 @@ class QuantParams:
         """Check consistency; return self or raise ValidationError.
 
         Checks: bits in 1..16 and ``qmin < qmax`` fitting in ``bits``; scale float32,
-        finite and > 0; zero_point int32, same shape, within ``[qmin, qmax]``; and, if
-        ``shape`` is given, that the scale grid matches an array of that shape.
+        finite and > 0; zero_point int32, same shape, within ``[qmin, qmax]``; every grid
+        end finite (below); and, if ``shape`` is given, that the scale grid matches an
+        array of that shape.
+
+        Grid ends: ``float32(qmin - zero_point) * scale`` and ``float32(qmax -
+        zero_point) * scale``, what :func:`dequantize_affine` computes for the end codes,
+        must be finite float32. A range close to float32's maximum F = 3.4028235e38 can
+        put an end past it: symmetric int8 with the full range [-128, 127] (scale
+        amax / 127.5) for amax above F * 127.5 / 128, the restricted range when the
+        rounded scale lands an end one rounding past F, affine ranges whose end code is
+        past F. torch.ao (``MinMaxObserver`` + ``fake_quantize_per_tensor_affine``,
+        torch 2.x) computes the same scales and its grid then holds inf, or, when the range
+        width itself overflows float32, an inf scale and NaN. No finite grid has torch.ao's
+        scale there, so refquant refuses such params (choose_qparams raises) instead of
+        saturating to a scale torch.ao would not produce: finite codes always dequantize
+        to finite values.
         """
         if not isinstance(self.granularity, Granularity):
             raise ValidationError(f"granularity={self.granularity!r} is not a refquant.granularity object")
@@ -180,9 +194,26 @@ class QuantParams:
             if zp.size and (zp.min() < self.qmin or zp.max() > self.qmax):
                 bad = zp[(zp < self.qmin) | (zp > self.qmax)].flat[0]
                 raise ValidationError(f"zero_point contains {int(bad)}, outside the code range [{self.qmin}, {self.qmax}]")
+        if scale.size:
+            _check_grid_ends(self, scale)
         if shape is not None:
             _check_grid(self, tuple(shape))
         return self
+
+
+def _check_grid_ends(params: QuantParams, scale: np.ndarray) -> None:
+    """ValidationError if an end code of some group dequantizes to inf (:meth:`QuantParams.validate`)."""
+    zp = np.int32(0) if params.zero_point is None else np.asarray(params.zero_point, np.int32)
+    with np.errstate(over="ignore"):
+        ends = [(np.int32(k) - zp).astype(np.float32) * scale for k in (params.qmin, params.qmax)]
+    for k, end in zip((params.qmin, params.qmax), ends):
+        if not np.isfinite(end).all():
+            i = np.flatnonzero(~np.isfinite(end))[0]
+            z = int(np.broadcast_to(zp, scale.shape).flat[i])
+            raise ValidationError(
+                f"scale {float(scale.flat[i])!r} (zero point {z}) puts end code {k} at ({k} - {z}) * scale, beyond "
+                f"float32's maximum {float(np.finfo(np.float32).max)!r}, where it would dequantize to inf (torch.ao's "
+                "grid holds inf/NaN there); the range is too close to float32's maximum: scale the input down or clip it")
 
 
 def _check_grid(params: QuantParams, shape: tuple[int, ...]) -> None:
@@ -504,7 +535,8 @@ def quantize(x: Any, params: QuantParams, *, rounding: str = "half_even",
 
 
 def dequantize(q: Any, params: QuantParams) -> np.ndarray:
-    """float32 values of codes ``q`` (public name of :func:`dequantize_affine`)."""
+    """float32 values of codes ``q`` under ``params`` (public name of :func:`dequantize_affine`,
+    same arguments and rules)."""
     return dequantize_affine(q, params)
 
 

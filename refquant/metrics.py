@@ -142,9 +142,21 @@ def gguf_block_bytes(qtype: str) -> tuple[int, int]:
     return GGUF_BLOCKS[key]
 
 
-_PLAIN_BITS = {"fp64": 64, "float64": 64, "fp32": 32, "float32": 32, "fp16": 16, "float16": 16,
-               "bf16": 16, "bfloat16": 16, "fp8": 8, "float8_e4m3fn": 8, "float8_e5m2": 8,
-               "float6_e3m2fn": 6, "float6_e2m3fn": 6, "fp4_e2m1": 4, "float4_e2m1fn": 4}
+# short spellings of plain element types -> their ml_dtypes / NumPy names
+_PLAIN_ALIASES = {"fp64": "float64", "fp32": "float32", "fp16": "float16", "bf16": "bfloat16", "fp8": "float8_e4m3fn",
+                  "fp4_e2m1": "float4_e2m1fn"}
+
+
+def _plain_bits() -> dict[str, int]:
+    """Element bits of the plain (unscaled) float types: NumPy's float64/float32 and every
+    :data:`refquant.dtypes.floatspec.FLOAT_SPECS` type, under their names and aliases."""
+    from refquant.dtypes.floatspec import FLOAT_SPECS
+
+    bits = {"float64": 64, "float32": 32} | {name: spec.bits for name, spec in FLOAT_SPECS.items()}
+    return bits | {alias: bits[name] for alias, name in _PLAIN_ALIASES.items()}
+
+
+_PLAIN_BITS = _plain_bits()
 _INT_RE = re.compile(r"u?int(\d+)$")
 
 
@@ -198,10 +210,12 @@ def bits_per_weight(fmt: str, **params: Any) -> float:
                             f"allowed: {sorted(defaults)}")
         return {**defaults, **params}
 
+    # each family's own cost function; this function only finds the family and checks params
     if name in GGUF_BLOCKS:
         take({})
-        qk, nbytes = gguf_block_bytes(name)
-        return nbytes * 8 / qk
+        from refquant.io.ggml_types import bits_per_weight as ggml_bits_per_weight
+
+        return ggml_bits_per_weight(name)
     if name in _PLAIN_BITS:
         take({})
         return float(_PLAIN_BITS[name])
@@ -214,25 +228,28 @@ def bits_per_weight(fmt: str, **params: Any) -> float:
         take({})
         return float(check_int("bits of " + name, int(m.group(1)), min=1, max=64))
     if name in ("nf4", "fp4"):
+        from refquant.formats.bnb import bits_per_weight_4bit
+
         p = take({"blocksize": 64, "double_quant": False, "double_quant_blocksize": 256})
-        bs = check_int("blocksize", p["blocksize"], min=1)
-        if not p["double_quant"]:
-            return 4 + 32 / bs
-        bs2 = check_int("double_quant_blocksize", p["double_quant_blocksize"], min=1)
-        return 4 + 8 / bs + 32 / (bs * bs2)
+        return bits_per_weight_4bit(check_int("blocksize", p["blocksize"], min=1), bool(p["double_quant"]),
+                                    check_int("double_quant_blocksize", p["double_quant_blocksize"], min=1))
     if name in ("gptq", "awq"):
+        from refquant.formats.groupwise import group_bits_per_weight
+
         p = take({"bits": 4, "group_size": 128})
-        bits = check_int("bits", p["bits"], min=1, max=8)
-        return bits + (16 + bits) / check_int("group_size", p["group_size"], min=1)
+        return group_bits_per_weight(check_int("bits", p["bits"], min=1, max=8),
+                                     check_int("group_size", p["group_size"], min=1))
     if name == "spqr":
+        from refquant.formats.groupwise import spqr_average_bits as average_bits
+
         p = take({"wbits": 3, "groupsize": 16, "qq_scale_bits": 3, "qq_zero_bits": 3, "qq_groupsize": 16,
                   "outlier_fraction": 0.0, "round_zero": False})
-        wbits = check_int("wbits", p["wbits"], min=1, max=16)
-        gs, qgs = check_int("groupsize", p["groupsize"], min=1), check_int("qq_groupsize", p["qq_groupsize"], min=1)
-        zero_bits = wbits if p["round_zero"] else check_int("qq_zero_bits", p["qq_zero_bits"], min=1)
-        frac = check_float("outlier_fraction", p["outlier_fraction"], min=0.0, max=1.0)
-        return (wbits + (check_int("qq_scale_bits", p["qq_scale_bits"], min=1) + zero_bits) / gs
-                + 2 * (16 + 16) / (gs * qgs) + 32 * frac)
+        return average_bits(check_int("wbits", p["wbits"], min=1, max=16), check_int("groupsize", p["groupsize"], min=1),
+                            check_int("qq_scale_bits", p["qq_scale_bits"], min=1),
+                            check_int("qq_zero_bits", p["qq_zero_bits"], min=1),
+                            check_int("qq_groupsize", p["qq_groupsize"], min=1),
+                            check_float("outlier_fraction", p["outlier_fraction"], min=0.0, max=1.0),
+                            bool(p["round_zero"]))
     from refquant.formats.gguf_mixtures import mixture_hint
 
     hint = mixture_hint(fmt) if isinstance(fmt, str) else None
@@ -253,8 +270,7 @@ def known_formats() -> tuple[str, ...]:
     """
     from refquant.formats.mx import MX_FORMATS
 
-    plain = ("float64", "float32", "float16", "bfloat16", "float8_e4m3fn", "float8_e5m2", "float6_e3m2fn",
-             "float6_e2m3fn", "float4_e2m1fn", "int8", "int4", "int3", "int2")
+    plain = tuple(n for n in _PLAIN_BITS if n not in _PLAIN_ALIASES) + ("int8", "int4", "int3", "int2")
     mx = tuple(name for name in MX_FORMATS if name not in GGUF_BLOCKS)
     return plain + tuple(GGUF_BLOCKS) + mx + ("nf4", "fp4", "gptq", "awq", "spqr")
 

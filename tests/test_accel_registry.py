@@ -100,20 +100,3 @@ def test_reference_backend_rejects_unknown_op():
         accel.get_backend("reference").frobnicate
 
 
-def test_refquant_never_imports_accel_or_conformance():
-    """The separation rule (refquant never imports accel or conformance), checked on the source text.
-
-    cli.py is the application edge, not library code: its `backends` and
-    `conformance` subcommands import accel / conformance lazily, inside the command.
-    _backend.py is the edge of the ``backend=`` arguments: it imports accel inside the call,
-    only when a backend other than the reference is asked for.
-    """
-    from pathlib import Path
-
-    import refquant
-
-    root = Path(refquant.__file__).parent
-    offenders = [str(p) for p in root.rglob("*.py")
-                 if p.name not in ("cli.py", "_backend.py") and any(line.strip().startswith(("import accel", "from accel", "import conformance", "from conformance"))
-                        for line in p.read_text().splitlines())]
-    assert offenders == []

@@ -8,7 +8,7 @@ import pytest
 from refquant.algorithms import awq, rtn
 from refquant.algorithms.awq import (activation_scale, clip_stride, group_grams, quantize_scaled, search_clip,
                                       search_scale)
-from refquant.evaluate import relative_error, synthetic_activations
+from refquant.apps.evaluate import relative_error, synthetic_activations
 
 
 @pytest.fixture

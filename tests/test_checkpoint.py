@@ -161,7 +161,7 @@ def test_resume_after_sigkill(model: Path, q4km: Path, tmp_path: Path) -> None:
     slow = [sys.executable, "-c",
             "import sys, time, refquant.checkpoint; q = sys.modules['refquant.checkpoint.quantize']; real = q._call\n"
             "def call(u, ck):\n    time.sleep(0.1); return real(u, ck)\n"
-            "q._call = call\nimport sys; from refquant.cli import main; sys.exit(main(sys.argv[1:]))",
+            "q._call = call\nimport sys; from refquant.apps.cli import main; sys.exit(main(sys.argv[1:]))",
             *cmd[3:]]
     proc = subprocess.Popen(slow, env=env)
     deadline = time.monotonic() + 180
@@ -268,7 +268,7 @@ def test_nf4_folder(model: Path, tmp_path: Path) -> None:
 
 
 def test_cli_help_lists_recipes() -> None:
-    from refquant.cli import build_parser
+    from refquant.apps.cli import build_parser
 
     text = build_parser()._subparsers._group_actions[0].choices["quantize"].format_help()
     assert "q4_k_m" in text and "nf4-dq" in text and "--dask" in text
@@ -277,7 +277,7 @@ def test_cli_help_lists_recipes() -> None:
 def test_cli_with_dask_address_and_backend(model: Path, q4km: Path, tmp_path: Path) -> None:
     distributed = pytest.importorskip("distributed")
     pytest.importorskip("numba")
-    from refquant.cli import main
+    from refquant.apps.cli import main
 
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False, dashboard_address=None) as cl:
         assert main(["quantize", str(model), "--to", "Q4_K_M", "--out", str(tmp_path / "c.gguf"), "-q",

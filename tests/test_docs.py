@@ -97,8 +97,8 @@ def test_api_reference_builds_without_warnings(tmp_path):
 
 def test_report_columns_are_documented():
     """Every column of both report tables is explained in the tutorial, as under the table."""
-    from refquant.lm_report import PERPLEXITY_COLUMNS
-    from refquant.report import COLUMNS
+    from refquant.apps.lm_report import PERPLEXITY_COLUMNS
+    from refquant.apps.report import COLUMNS
 
     text = (ROOT / "docs" / "tutorial-quantize.md").read_text()
     for name, _ in (*COLUMNS, *PERPLEXITY_COLUMNS):

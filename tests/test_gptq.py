@@ -8,7 +8,7 @@ import pytest
 
 from refquant.algorithms import gptq, rtn
 from refquant.algorithms.gptq import inverse_hessian_cholesky, reconstruction_error
-from refquant.evaluate import synthetic_activations
+from refquant.apps.evaluate import synthetic_activations
 
 
 def hessian(X: np.ndarray) -> np.ndarray:

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from refquant.algorithms import awq, gptq, rtn
-from refquant.evaluate import synthetic_activations
+from refquant.apps.evaluate import synthetic_activations
 from refquant.layouts import awq as awq_layout
 from refquant.layouts import gptq as gptq_layout
 from refquant.layouts.gptq import gptq_dequantize, gptq_pack, gptq_unpack

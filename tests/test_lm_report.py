@@ -125,7 +125,7 @@ def test_ternary_matmul_reference():
 
 @needs_model
 def test_perplexity_table_on_the_tiny_llama():
-    from refquant.lm_report import METHODS, format_perplexity_table, run_perplexity_report
+    from refquant.apps.lm_report import METHODS, format_perplexity_table, run_perplexity_report
 
     methods = ["fp16", "rtn-int4-g128", "gptq-int4-g128", "llama.cpp-Q4_K_M", "bitnet-b1.58"]
     records = run_perplexity_report(TINY_LLAMA, methods, context=64, max_tokens=192, n_calibration=2,
@@ -161,7 +161,7 @@ def test_perplexity_table_on_the_tiny_llama():
 
 @needs_model
 def test_report_command_writes_json(tmp_path, capsys):
-    from refquant.cli import main
+    from refquant.apps.cli import main
 
     out = tmp_path / "ppl.json"
     rc = main(["report", "--model", str(TINY_LLAMA), "--perplexity", "--schemes", "rtn-int8-channel",

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from refquant.algorithms import mixed, rtn
-from refquant.evaluate import relative_error, synthetic_activations
+from refquant.apps.evaluate import relative_error, synthetic_activations
 
 
 @pytest.fixture

@@ -1,4 +1,4 @@
-"""refquant.ptq, the quantized linear layers of refquant.model.linear, and refquant.report.
+"""refquant.ptq, the quantized linear layers of refquant.model.linear, and refquant.apps.report.
 
 Unit tests run on a toy two-layer model (any object with linears()/with_linears() works);
 the MiniLM tests (marked ``model``) check the fidelity claims on the real encoder."""
@@ -261,7 +261,7 @@ def test_cast_model(toy, rng):
 # --- report pieces without the model ----------------------------------------------------------
 
 def test_format_table_and_json_safety():
-    from refquant.report import _json_safe, format_table
+    from refquant.apps.report import _json_safe, format_table
 
     rec = {"scheme": "fp32", "bits_per_weight": 32.0, "model_bytes": 1_000_000, "weight_sqnr_db": float("inf"),
            "act_sqnr_db": float("inf"), "act_nmse": 0.0, "act_sqnr_db_min": float("inf"), "cosine_mean": 1.0,
@@ -272,8 +272,8 @@ def test_format_table_and_json_safety():
 
 
 def test_every_report_column_is_explained():
-    from refquant.lm_report import PERPLEXITY_COLUMNS, format_perplexity_table
-    from refquant.report import COLUMNS, format_legend, format_table
+    from refquant.apps.lm_report import PERPLEXITY_COLUMNS, format_perplexity_table
+    from refquant.apps.report import COLUMNS, format_legend, format_table
 
     rec = {"scheme": "int8", "bits_per_weight": 8.0, "model_bytes": 1, "weight_sqnr_db": 40.0, "act_sqnr_db": 30.0,
            "act_nmse": 1e-3, "act_sqnr_db_min": 20.0, "cosine_mean": 0.99, "cosine_min": 0.98}
@@ -321,7 +321,7 @@ def test_progress_bar_writes_to_given_stream():
 
 
 def test_report_rejects_unknown_scheme(tmp_path):
-    from refquant.report import run_report
+    from refquant.apps.report import run_report
 
     with pytest.raises(ValueError, match="not known"):
         run_report(tmp_path, schemes=["int3-magic"], progress=False)
@@ -342,7 +342,7 @@ REPORT_SCHEMES = ["fp16", "int8-dynamic", "int8-static-minmax", "int8-static-mse
 
 @pytest.fixture(scope="module")
 def minilm_report():
-    from refquant.report import run_report
+    from refquant.apps.report import run_report
 
     return {r["scheme"]: r for r in run_report(_minilm_dir(), schemes=REPORT_SCHEMES, progress=False)}
 
@@ -397,7 +397,7 @@ class TestMiniLMReport:
             assert r["act_worst_layer"].startswith("encoder.layer.")
 
     def test_cli_json_and_progress(self, tmp_path, capsys):
-        from refquant.cli import main
+        from refquant.apps.cli import main
 
         out = tmp_path / "r.json"
         assert main(["report", "--model", str(_minilm_dir()), "--schemes", "bf16", "--json", str(out)]) == 0
@@ -411,14 +411,14 @@ class TestMiniLMReport:
         assert records[0]["weight_sqnr_db"] is None and records[1]["cosine_min"] > 0.9999
 
     def test_cli_errors(self, tmp_path, capsys):
-        from refquant.cli import main
+        from refquant.apps.cli import main
 
         assert main(["report", "--model", str(tmp_path), "--no-progress", "--schemes", "fp16"]) == 2
         assert "config.json" in capsys.readouterr().err
 
     def test_plot(self, tmp_path):
         pytest.importorskip("matplotlib")
-        from refquant.report import run_report, save_plot
+        from refquant.apps.report import run_report, save_plot
 
         records = run_report(_minilm_dir(), schemes=["fp16"], progress=False)
         save_plot(records, tmp_path / "p.png")

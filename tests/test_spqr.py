@@ -9,7 +9,7 @@ import scipy.sparse
 from refquant.algorithms import rtn, spqr
 from refquant.algorithms.gptq import reconstruction_error
 from refquant.algorithms.spqr import average_bits
-from refquant.evaluate import synthetic_activations
+from refquant.apps.evaluate import synthetic_activations
 
 
 @pytest.fixture

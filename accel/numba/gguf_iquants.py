@@ -34,14 +34,15 @@ from accel.numba.gguf_math import (
     max_abs, GROUP_MAX_EPS, LANES, e8m0_to_fp32_half, f32, f32_bits, gkernel, ghelper, load_fp16, nearest_int, stack_f32,
     store_fp16,
 )
-from refquant.formats.gguf_mx import ue4m3_to_fp32_half
+from refquant.formats.gguf_iquants import KVALUES_IQ4NL as REF_KVALUES_IQ4NL
+from refquant.formats.gguf_mx import KVALUES_MXFP4 as REF_KVALUES_MXFP4, ue4m3_to_fp32_half
 
 __all__ = ["QUANTIZE", "DEQUANTIZE"]
 
 _ZERO = np.float32(0.0)
 _ONE = np.float32(1.0)
-KVALUES_IQ4NL = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], np.int32)
-KVALUES_MXFP4 = np.array([0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12], np.int32)
+KVALUES_IQ4NL = REF_KVALUES_IQ4NL.astype(np.int32)
+KVALUES_MXFP4 = REF_KVALUES_MXFP4.astype(np.int32)
 _KVF = KVALUES_IQ4NL.astype(np.float32)
 _KMF = KVALUES_MXFP4.astype(np.float32)
 NTRY = 7

@@ -43,6 +43,7 @@ from typing import Any
 import numpy as np
 
 from refquant._validate import check_int
+from refquant.formats.groupwise import group_bits_per_weight  # noqa: F401  (the format owns the cost)
 
 __all__: list[str] = []  # internal module: used by rtn, gptq, awq, spqr, mixed
 
@@ -232,17 +233,6 @@ def dequantize_groups(codes: np.ndarray, scales: np.ndarray, zeros: np.ndarray, 
 def natural_g_idx(in_features: int, group_size: int) -> np.ndarray:
     """``g_idx[c] = c // group_size`` (int32), the group of each input column."""
     return (np.arange(in_features) // group_size).astype(np.int32)
-
-
-def group_bits_per_weight(bits: int, group_size: int, in_features: int, scale_bits: int = 16) -> float:
-    """Storage cost of a group quantizer: ``bits + (scale_bits + bits) / group_size``.
-
-    One fp16 scale and one ``bits``-wide packed zero per group, as GPTQ and AWQ
-    checkpoints store them (4-bit g128 = 4.15625). ``g_idx`` is not
-    counted (a convention); a per-channel group spans the whole row.
-    """
-    g = min(group_size, in_features) if group_size > 0 else in_features
-    return bits + (scale_bits + bits) / max(g, 1)
 
 
 def _as_f32(scale: np.ndarray, dtype: np.dtype) -> np.ndarray:

@@ -48,6 +48,7 @@ import scipy.sparse
 
 from refquant._validate import check_choice, check_float, check_int
 from refquant.algorithms import _quantizer
+from refquant.formats.groupwise import spqr_average_bits as average_bits
 from refquant.algorithms._quantizer import SPQR_RULE
 from refquant.algorithms._result import QuantizedWeight
 from refquant.algorithms.gptq import _check_hessian, inverse_hessian_cholesky, reconstruction_error
@@ -110,13 +111,6 @@ class SpQRResult(QuantizedWeight):
         return out
 
 
-def average_bits(bits: int, group_size: int, qq_scale_bits: int, qq_zero_bits: int, qq_groupsize: int,
-                 outlier_fraction: float = 0.0) -> float:
-    """SpQR's ``get_average_number_of_bits`` (round_zero=False, 16-bit second-level stats)."""
-    return (bits + (qq_scale_bits + qq_zero_bits) / group_size
-            + 2 * (16 + 16) / (group_size * qq_groupsize) + 32 * outlier_fraction)
-
-
 def spqr(W: Any, H: Any, bits: int = 3, group_size: int = 16, *, qq_scale_bits: int = 3, qq_zero_bits: int = 3,
          qq_groupsize: int = 16, outlier_threshold: float = 0.2, act_order: bool = True, sym: bool = False,
          damp: float = 0.01, block_size: int = 128, simplified_outliers: bool = False,
@@ -132,7 +126,8 @@ def spqr(W: Any, H: Any, bits: int = 3, group_size: int = 16, *, qq_scale_bits: 
     bits : {2, 3, 4, 8}
         First-level code width (3 in the paper's ~3.6-bit configuration).
     group_size : int
-        Columns per first-level group (``beta_1``, 16).
+        Columns per first-level group (``beta_1``, 16), >= 1; a size above ``in_features``
+        is one group per row (clamped to ``in_features``, as RTN/GPTQ/AWQ do).
     qq_scale_bits, qq_zero_bits : int
         Second-level code widths of the scales and zero-points (3), 1..8.
     qq_groupsize : int
@@ -161,7 +156,7 @@ def spqr(W: Any, H: Any, bits: int = 3, group_size: int = 16, *, qq_scale_bits: 
     rows, columns = W_in.shape
     H_in = _check_hessian(H, columns)
     bits = _quantizer.check_bits(bits)
-    group_size = check_int("group_size", group_size, min=1)
+    group_size = min(check_int("group_size", group_size, min=1), max(columns, 1))  # nothing sized by it
     qq_scale_bits = check_int("qq_scale_bits", qq_scale_bits, min=1, max=8)
     qq_zero_bits = check_int("qq_zero_bits", qq_zero_bits, min=1, max=8)
     qq_groupsize = check_int("qq_groupsize", qq_groupsize, min=1)

@@ -32,6 +32,7 @@ then), and everything is deterministic, so the result is byte-identical.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import math
 import os
 import uuid
 from collections.abc import Callable, Sequence
@@ -106,7 +107,7 @@ def _layer_weights(ck: Checkpoint, layer: int, quantized: dict[str, list[tuple[s
         tensors = {}
         for name, kind, shape, offset, path in parts:
             dt = DTYPES[kind]
-            count = int(np.prod(shape))
+            count = math.prod(shape)
             tensors[name.rsplit(".", 1)[1]] = np.fromfile(path, dtype=dt, count=count, offset=offset).reshape(shape)
         w[module[len(prefix):]] = layout.decode(tensors, GPTQ_PARAMS["bits"], GPTQ_PARAMS["group_size"], version=1)
     if quantized:

@@ -44,6 +44,7 @@ from __future__ import annotations
 import concurrent.futures as cf
 import hashlib
 import json
+import math
 import os
 import shutil
 from collections.abc import Callable
@@ -98,7 +99,7 @@ def _gguf_task(ck: Checkpoint, hf_name: str, gname: str, qtype: str, rope_heads:
 
     shape = ck.tensors[hf_name].shape
     rows = shape[0] if len(shape) > 1 else 1
-    row_elems = int(np.prod(shape[1:])) if len(shape) > 1 else int(np.prod(shape))
+    row_elems = math.prod(shape[1:]) if len(shape) > 1 else math.prod(shape)
     step = max(1, _CHUNK_ELEMENTS // max(row_elems, 1))
     if rope_heads:
         head_rows = rows // rope_heads

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from refquant.io.ggml_types import block_size
+
 __all__ = ["Mixture", "MIXTURES", "UNIMPLEMENTED_MIXTURES", "GGUF_RECIPES", "tensor_type", "is_quantized", "file_type",
            "check_recipe", "requires_imatrix"]
 
@@ -64,11 +66,10 @@ UNIMPLEMENTED_MIXTURES: dict[str, Mixture] = {
     "q2_k_s": Mixture(21, "q2_k"), "mxfp4_moe": Mixture(38, "mxfp4"),
 }
 _FLOAT_TYPES = ("f32", "f16", "bf16")
-# ggml block sizes of the types that appear below (refquant.io.ggml_types holds them all)
-_BLOCK = {"f32": 1, "f16": 1, "bf16": 1, "q4_0": 32, "q4_1": 32, "q5_0": 32, "q5_1": 32, "q8_0": 32,
-          "q2_k": 256, "q3_k": 256, "q4_k": 256, "q5_k": 256, "q6_k": 256, "iq4_nl": 32, "iq4_xs": 256,
-          "tq1_0": 256, "tq2_0": 256, "mxfp4": 32,
-          "iq2_xxs": 256, "iq2_xs": 256, "iq2_s": 256, "iq3_xxs": 256, "iq3_s": 256, "iq1_s": 256, "iq1_m": 256}
+# the single ggml types a recipe may name, with their block sizes (from refquant.io.ggml_types)
+_BLOCK = {t: block_size(t) for t in ("f32", "f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "q2_k", "q3_k",
+                                     "q4_k", "q5_k", "q6_k", "iq4_nl", "iq4_xs", "tq1_0", "tq2_0", "mxfp4",
+                                     "iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s", "iq1_s", "iq1_m")}
 # llama_tensor_get_type's fallback when the row length is not a multiple of the block size
 _FALLBACK = {"tq1_0": "q4_0", "tq2_0": "q4_0", "q2_k": "iq4_nl", "q3_k": "iq4_nl", "iq4_xs": "iq4_nl",
              "q4_k": "q5_0", "q5_k": "q5_1", "q6_k": "q8_0",

@@ -11,6 +11,7 @@ megabytes of memory and the same seed gives the same bytes.
 from __future__ import annotations
 
 import json
+import math
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -86,7 +87,7 @@ def write_llama(folder: str | os.PathLike[str], config: dict, *, seed: int = 0, 
             write_safetensors(f, specs, lambda i, n: _values(n, dict(group)[n], seed, dtype), {"format": "pt"})
         weight_map.update({n: fname for n, _ in group})
     if len(groups) > 1:
-        total = sum(int(np.prod(s)) * dtype.itemsize for _, s in shapes)
+        total = sum(math.prod(s) * dtype.itemsize for _, s in shapes)
         (folder / "model.safetensors.index.json").write_text(
             json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
     (folder / "config.json").write_text(json.dumps(config, indent=2))

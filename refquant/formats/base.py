@@ -2,7 +2,7 @@
 
 A format is a subclass of :class:`BlockFormat` registered by name::
 
-    class Q4_0(BlockFormat, name="q4_0", type_id=2, block_size=32):
+    class Q4_0(BlockFormat, name="q4_0"):
         fields = (Field("d", "<f2"), Field("qs", "u1", 16))
 
         @classmethod
@@ -12,7 +12,9 @@ A format is a subclass of :class:`BlockFormat` registered by name::
 
 From ``fields`` the class derives a packed NumPy structured dtype (:attr:`dtype`, the C
 struct of ggml-common.h with no padding, little-endian) and :attr:`type_size`, the bytes
-per block. Shapes, validation and the byte view live once, in :mod:`refquant.gguf`
+per block; ggml's type id and block size come from the one table of ggml types,
+:mod:`refquant.io.ggml_types`, which the declared fields must agree with (checked when the
+class is created). Shapes, validation and the byte view live once, in :mod:`refquant.gguf`
 (gguf-py's ``quants.py`` split between a generic codec and per-type block rules).
 
 ``FORMATS`` maps the lowercase GGUF name to the class; ``FORMATS_BY_ID`` maps ggml's
@@ -25,6 +27,9 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 import numpy as np
+
+from refquant.io.ggml_types import bits_per_weight as ggml_bits_per_weight
+from refquant.io.ggml_types import block_size, ggml_type, type_size
 
 __all__ = ["Field", "BlockFormat", "FORMATS", "FORMATS_BY_ID"]
 
@@ -60,10 +65,14 @@ class Field:
 class BlockFormat:
     """A ggml block type: declared byte fields, ``quantize_blocks``, ``dequantize_blocks``.
 
-    Subclass with keyword arguments ``name`` (lowercase GGUF spelling), ``type_id``
-    (``enum ggml_type``) and ``block_size`` (elements per block) and a ``fields`` tuple.
-    Class attributes derived at registration:
+    Subclass with the keyword argument ``name`` (lowercase GGUF spelling, a type of
+    :mod:`refquant.io.ggml_types`) and a ``fields`` tuple. Class attributes derived at
+    registration:
 
+    type_id : int
+        ggml's type id (``enum ggml_type``), from :mod:`refquant.io.ggml_types`.
+    block_size : int
+        Elements per block, from :mod:`refquant.io.ggml_types`.
     dtype : numpy.dtype
         Packed structured dtype of one block.
     type_size : int
@@ -92,8 +101,7 @@ class BlockFormat:
     allows_nonfinite: ClassVar[bool] = False
     requires_imatrix: ClassVar[bool] = False
 
-    def __init_subclass__(cls, *, name: str | None = None, type_id: int | None = None,
-                          block_size: int | None = None, **kwargs: object) -> None:
+    def __init_subclass__(cls, *, name: str | None = None, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
         if name is None:  # an abstract intermediate (a family base class)
             return
@@ -101,17 +109,18 @@ class BlockFormat:
             raise ValueError(f"BlockFormat name {name!r} must be lowercase (GGUF spelling)")
         if name in FORMATS:
             raise ValueError(f"BlockFormat {name!r} is registered twice ({FORMATS[name].__module__} and {cls.__module__})")
-        if type_id is None or block_size is None:
-            raise TypeError(f"BlockFormat {name!r} needs type_id= and block_size=")
-        if type_id in FORMATS_BY_ID:
-            raise ValueError(f"ggml type id {type_id} of {name!r} is already used by {FORMATS_BY_ID[type_id].name!r}")
         if "fields" not in cls.__dict__:
             raise TypeError(f"BlockFormat {name!r} must declare its byte fields")
+        t = ggml_type(name, "BlockFormat name")  # ValueError for a name that is not a ggml type
+        dtype = np.dtype([f.as_dtype_entry() for f in cls.fields])  # packed: no align
+        if dtype.itemsize != type_size(t):
+            raise TypeError(f"BlockFormat {name!r} declares {dtype.itemsize} bytes of fields; a {name} block is "
+                            f"{type_size(t)} bytes (refquant.io.ggml_types)")
         cls.name = name
-        cls.type_id = int(type_id)
-        cls.block_size = int(block_size)
-        cls.dtype = np.dtype([f.as_dtype_entry() for f in cls.fields])  # packed: no align
-        cls.type_size = cls.dtype.itemsize
+        cls.type_id = int(t)
+        cls.block_size = block_size(t)
+        cls.dtype = dtype
+        cls.type_size = dtype.itemsize
         FORMATS[name] = cls
         FORMATS_BY_ID[cls.type_id] = cls
 
@@ -167,8 +176,8 @@ class BlockFormat:
 
     @classmethod
     def bits_per_weight(cls) -> float:
-        """Stored bits per element: 8 * type_size / block_size."""
-        return 8.0 * cls.type_size / cls.block_size
+        """Stored bits per element: 8 * type_size / block_size (:func:`refquant.io.ggml_types.bits_per_weight`)."""
+        return ggml_bits_per_weight(cls.name)
 
     def __init__(self) -> None:  # formats are used as classes, never instantiated
         raise TypeError(f"{type(self).__name__} is a format description; use its classmethods")

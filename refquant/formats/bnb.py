@@ -59,7 +59,7 @@ from refquant.dtypes.codebooks import get_codebook
 from refquant.packing import pack, unpack
 
 __all__ = [
-    "BLOCKSIZES_4BIT", "BLOCKSIZES_8BIT", "NESTED_BLOCKSIZE", "QUANT_TYPES_4BIT",
+    "BLOCKSIZES_4BIT", "BLOCKSIZES_8BIT", "NESTED_BLOCKSIZE", "QUANT_TYPES_4BIT", "bits_per_weight_4bit",
     "code_4bit", "dynamic_map", "quantize_4bit_blocks", "dequantize_4bit_blocks",
     "quantize_blockwise_8bit", "dequantize_blockwise_8bit", "torch_sum_float32",
     "double_quantize", "double_dequantize", "vectorwise_quantize_rows", "vectorwise_dequantize_rows",
@@ -74,6 +74,23 @@ BLOCKSIZES_8BIT = (64, 128, 256, 512, 1024, 2048, 4096)
 #: Block size of the second-level (nested) quantization of the absmax.
 NESTED_BLOCKSIZE = 256
 QUANT_TYPES_4BIT = ("nf4", "fp4")
+
+
+def bits_per_weight_4bit(blocksize: int = 64, double_quant: bool = False,
+                         double_quant_blocksize: int = NESTED_BLOCKSIZE) -> float:
+    """Stored bits per weight of NF4/FP4: ``4 + 32 / blocksize`` (a float32 absmax per block),
+    or with double quantization ``4 + 8 / blocksize + 32 / (blocksize * double_quant_blocksize)``
+    (8-bit absmax codes plus a float32 second-level absmax per ``double_quant_blocksize``
+    blocks; the one float32 offset per tensor is not counted). QLoRA section 3 ("Double
+    Quantization": 0.5 -> 0.127 bits per parameter at blocksize 64).
+
+    ``blocksize`` and ``double_quant_blocksize`` are positive ints (any value: the cost of a
+    hypothetical layout too; the codecs accept only :data:`BLOCKSIZES_4BIT`); ``double_quant``
+    a bool.
+    """
+    if not double_quant:
+        return 4 + 32 / blocksize
+    return 4 + 8 / blocksize + 32 / (blocksize * double_quant_blocksize)
 
 # torch's default backend guards its reciprocal with absmax.clamp(min=1e-38) (a float32
 # subnormal), so an all-zero block scales to 0 instead of NaN.

@@ -25,7 +25,7 @@ from refquant.formats.base import BlockFormat, Field
 __all__ = ["F16", "BF16"]
 
 
-class F16(BlockFormat, name="f16", type_id=1, block_size=1):
+class F16(BlockFormat, name="f16"):
     """IEEE half precision (``GGML_FP32_TO_FP16``)."""
 
     fields = (Field("x", "<f2"),)
@@ -43,7 +43,7 @@ class F16(BlockFormat, name="f16", type_id=1, block_size=1):
         return fp16_to_fp32(blocks["x"])[:, None]
 
 
-class BF16(BlockFormat, name="bf16", type_id=30, block_size=1):
+class BF16(BlockFormat, name="bf16"):
     """bfloat16 (``ggml_compute_fp32_to_bf16``); stored as its uint16 bit pattern."""
 
     fields = (Field("x", "<u2"),)

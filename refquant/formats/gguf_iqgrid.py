@@ -90,7 +90,7 @@ class _GridFormat(BlockFormat):
     """The grid types' family base (no behaviour of its own)."""
 
 
-class IQ2_XXS(_GridFormat, name="iq2_xxs", type_id=16, block_size=256):
+class IQ2_XXS(_GridFormat, name="iq2_xxs"):
     """2.0625 bpw: 8-element groups from a 256-entry grid, 7 sign bits + parity, 4-bit scale per 32."""
 
     fields = (Field("d", "<f2"), Field("qs", "<u2", 32))
@@ -117,7 +117,7 @@ class IQ2_XXS(_GridFormat, name="iq2_xxs", type_id=16, block_size=256):
         return _expand(np.repeat(db[..., None], 4, axis=-1), values, signs)
 
 
-class IQ2_XS(_GridFormat, name="iq2_xs", type_id=17, block_size=256):
+class IQ2_XS(_GridFormat, name="iq2_xs"):
     """2.3125 bpw: 9-bit grid index + 7 sign bits per group, two 4-bit scales per 32."""
 
     fields = (Field("d", "<f2"), Field("qs", "<u2", 32), Field("scales", "u1", 8))
@@ -146,7 +146,7 @@ def _pair_scales(blocks: np.ndarray) -> np.ndarray:
     return np.repeat(db, 2, axis=-1)                                 # (n, ib, [lo, lo, hi, hi])
 
 
-class IQ2_S(_GridFormat, name="iq2_s", type_id=22, block_size=256):
+class IQ2_S(_GridFormat, name="iq2_s"):
     """2.5625 bpw: 10-bit grid index (1024 entries), a full sign byte per group."""
 
     fields = (Field("d", "<f2"), Field("qs", "u1", 64), Field("qh", "u1", 8), Field("scales", "u1", 8))
@@ -173,7 +173,7 @@ def _two_quads(g: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return g[idx].astype(F32).reshape(idx.shape[:-1] + (8,))
 
 
-class IQ3_XXS(_GridFormat, name="iq3_xxs", type_id=18, block_size=256):
+class IQ3_XXS(_GridFormat, name="iq3_xxs"):
     """3.0625 bpw: two 8-bit indices into a 256-entry 4-element grid per group of 8."""
 
     fields = (Field("d", "<f2"), Field("qs", "u1", 96))
@@ -197,7 +197,7 @@ class IQ3_XXS(_GridFormat, name="iq3_xxs", type_id=18, block_size=256):
         return _expand(np.repeat(db[..., None], 4, axis=-1), _two_quads(grid("iq3xxs_grid"), idx), signs)
 
 
-class IQ3_S(_GridFormat, name="iq3_s", type_id=21, block_size=256):
+class IQ3_S(_GridFormat, name="iq3_s"):
     """3.4375 bpw: 9-bit indices into a 512-entry 4-element grid, sign bytes, odd 4-bit scales."""
 
     fields = (Field("d", "<f2"), Field("qs", "u1", 64), Field("qh", "u1", 8), Field("signs", "u1", 32),
@@ -226,7 +226,7 @@ def _iq1_values(idx: np.ndarray, delta: np.ndarray, dl: np.ndarray) -> np.ndarra
     return (dl[..., None] * (g + delta[..., None])).reshape(idx.shape[0], 256)
 
 
-class IQ1_S(_GridFormat, name="iq1_s", type_id=19, block_size=256):
+class IQ1_S(_GridFormat, name="iq1_s"):
     """1.5625 bpw: 11-bit indices into a 2048-entry {-1, 0, 1} grid, a ±1/8 shift per 32."""
 
     fields = (Field("d", "<f2"), Field("qs", "u1", 32), Field("qh", "<u2", 8))
@@ -250,7 +250,7 @@ class IQ1_S(_GridFormat, name="iq1_s", type_id=19, block_size=256):
         return _iq1_values(idx, np.repeat(delta[..., None], 4, -1), np.repeat(dl[..., None], 4, -1))
 
 
-class IQ1_M(_GridFormat, name="iq1_m", type_id=29, block_size=256):
+class IQ1_M(_GridFormat, name="iq1_m"):
     """1.75 bpw: IQ1_S's grid, a ±1/8 shift per 8, 3-bit scales per 16, fp16 d in the scales' top nibbles."""
 
     fields = (Field("qs", "u1", 32), Field("qh", "u1", 16), Field("scales", "u1", 8))

@@ -7,8 +7,8 @@ IQ4_NL   20  18     d:f16, qs[16]                                d·kv[q]; 32 pe
 IQ4_XS   23  136    d:f16, scales_h:u16, scales_l[4], qs[128]    d·(ls_i - 32)·kv[q]; 256
 =======  ==  =====  ===========================================  ===========================
 
-kv = ``kvalues_iq4nl`` = -127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69,
-89, 113. Nibbles: in each 32-element sub-block, byte j holds element j (low) and j + 16
+kv = ``kvalues_iq4nl`` (ggml-common.h), the 16 int8 values -127 ... 113 of the ``iq4_nl``
+codebook (:mod:`refquant.dtypes.codebooks` holds the one table). Nibbles: in each 32-element sub-block, byte j holds element j (low) and j + 16
 (high). IQ4_XS sub-block scale ls_i (6 bits, i = 0..7): low nibble in ``scales_l[i/2]``
 (even i low half, odd i high half), top 2 bits at bits 2i of ``scales_h``.
 
@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from refquant.dtypes.codebooks import get_codebook
 from refquant.formats._ggml_math import (
     F32, GROUP_MAX_EPS, fp16_to_fp32, fp32_to_fp16, nearest_int, pack_nibbles_halves, safe_divide,
     safe_reciprocal, seq_sum, signed_absmax, unpack_nibbles_halves,
@@ -41,7 +42,10 @@ from refquant.formats.base import BlockFormat, Field
 
 __all__ = ["IQ4_NL", "IQ4_XS", "KVALUES_IQ4NL", "best_index_iq4nl"]
 
-KVALUES_IQ4NL = np.array([-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113], dtype=np.int8)
+# ggml's kvalues_iq4nl, from the one table of them (the "iq4_nl" codebook: small integers,
+# exact in float32)
+KVALUES_IQ4NL = get_codebook("iq4_nl").table.astype(np.int8)
+KVALUES_IQ4NL.flags.writeable = False
 _KV = KVALUES_IQ4NL.astype(F32)
 NTRY = 7  # quantize_iq4_nl / quantize_iq4_xs
 # mu for floor(x) = -128..113: the number of codebook entries <= floor(x), clamped to 1..15
@@ -100,7 +104,7 @@ def _sub_block_scales(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return np.where(zero, F32(0), d).astype(F32)
 
 
-class IQ4_NL(BlockFormat, name="iq4_nl", type_id=20, block_size=32):
+class IQ4_NL(BlockFormat, name="iq4_nl"):
     """Non-linear 4-bit codebook, one fp16 scale per 32 (4.5 bpw)."""
 
     fields = (Field("d", "<f2"), Field("qs", "u1", 16))
@@ -119,7 +123,7 @@ class IQ4_NL(BlockFormat, name="iq4_nl", type_id=20, block_size=32):
         return fp16_to_fp32(blocks["d"])[:, None] * _KV[unpack_nibbles_halves(blocks["qs"])]
 
 
-class IQ4_XS(BlockFormat, name="iq4_xs", type_id=23, block_size=256):
+class IQ4_XS(BlockFormat, name="iq4_xs"):
     """IQ4_NL codebook with 6-bit sub-block scales under one fp16 scale per 256 (4.25 bpw)."""
 
     fields = (Field("d", "<f2"), Field("scales_h", "<u2"), Field("scales_l", "u1", 4), Field("qs", "u1", 128))

@@ -204,7 +204,7 @@ class _KQuant(BlockFormat):
         raise NotImplementedError(cls.__name__)
 
 
-class Q2_K(_KQuant, name="q2_k", type_id=10, block_size=QK_K):
+class Q2_K(_KQuant, name="q2_k"):
     """2-bit affine: 16 sub-blocks of 16, 4-bit scale and min each (2.625 bpw)."""
 
     fields = (Field("scales", "u1", 16), Field("qs", "u1", 64), Field("d", "<f2"), Field("dmin", "<f2"))
@@ -249,7 +249,7 @@ class Q2_K(_KQuant, name="q2_k", type_id=10, block_size=QK_K):
         return (dl[..., None] * q - ml[..., None]).reshape(-1, QK_K)
 
 
-class Q3_K(_KQuant, name="q3_k", type_id=11, block_size=QK_K):
+class Q3_K(_KQuant, name="q3_k"):
     """3-bit symmetric: 16 sub-blocks of 16, 6-bit scale each (3.4375 bpw). Codes are
     stored as q + 4 (0..7): bits 0-1 in ``qs``, bit 2 in ``hmask``."""
 
@@ -335,7 +335,7 @@ def _dequantize_q45(blocks: np.ndarray, q: np.ndarray) -> np.ndarray:
     return (d1[..., None] * q.reshape(-1, 8, 32).astype(F32) - m1[..., None]).reshape(-1, QK_K)
 
 
-class Q4_K(_KQuant, name="q4_k", type_id=12, block_size=QK_K):
+class Q4_K(_KQuant, name="q4_k"):
     """4-bit affine: 8 sub-blocks of 32, 6-bit scale and min each (4.5 bpw)."""
 
     fields = (Field("d", "<f2"), Field("dmin", "<f2"), Field("scales", "u1", 12), Field("qs", "u1", 128))
@@ -351,7 +351,7 @@ class Q4_K(_KQuant, name="q4_k", type_id=12, block_size=QK_K):
         return _dequantize_q45(blocks, _unpack_nibbles(blocks["qs"]))
 
 
-class Q5_K(_KQuant, name="q5_k", type_id=13, block_size=QK_K):
+class Q5_K(_KQuant, name="q5_k"):
     """5-bit affine: as Q4_K, plus a fifth code bit per value in ``qh`` (5.5 bpw)."""
 
     fields = (Field("d", "<f2"), Field("dmin", "<f2"), Field("scales", "u1", 12),
@@ -370,7 +370,7 @@ class Q5_K(_KQuant, name="q5_k", type_id=13, block_size=QK_K):
         return _dequantize_q45(blocks, q)
 
 
-class Q6_K(_KQuant, name="q6_k", type_id=14, block_size=QK_K):
+class Q6_K(_KQuant, name="q6_k"):
     """6-bit symmetric: 16 sub-blocks of 16, int8 scale each (6.5625 bpw). Codes are
     stored as q + 32 (0..63): 4 bits in ``ql``, 2 in ``qh``. The imatrix path weights
     the search by the raw importance (no sigma² term)."""
@@ -414,7 +414,7 @@ class Q6_K(_KQuant, name="q6_k", type_id=14, block_size=QK_K):
         return (ds[..., None] * q.reshape(-1, 16, 16).astype(F32)).reshape(-1, QK_K)
 
 
-class Q8_K(_KQuant, name="q8_k", type_id=15, block_size=QK_K):
+class Q8_K(_KQuant, name="q8_k"):
     """8-bit symmetric with a float32 scale and per-16 sums (9.125 bpw), the activation
     type of the K-quant dot products: ``quantize_row_q8_K_ref``. ggml leaves ``bsums``
     of an all-zero block unwritten; here they are 0, the sum of its codes."""

@@ -96,7 +96,7 @@ class _Legacy(BlockFormat):
 
 # --- the types ------------------------------------------------------------------------------
 
-class Q4_0(_Legacy, name="q4_0", type_id=2, block_size=QK):
+class Q4_0(_Legacy, name="q4_0"):
     """4-bit symmetric, one fp16 scale per 32 (4.5 bpw)."""
 
     fields = (Field("d", "<f2"), Field("qs", "u1", 16))
@@ -118,7 +118,7 @@ class Q4_0(_Legacy, name="q4_0", type_id=2, block_size=QK):
         return q * fp16_to_fp32(blocks["d"])[:, None]
 
 
-class Q4_1(_Legacy, name="q4_1", type_id=3, block_size=QK):
+class Q4_1(_Legacy, name="q4_1"):
     """4-bit affine, fp16 scale and min per 32 (5.0 bpw)."""
 
     fields = (Field("d", "<f2"), Field("m", "<f2"), Field("qs", "u1", 16))
@@ -143,7 +143,7 @@ class Q4_1(_Legacy, name="q4_1", type_id=3, block_size=QK):
         return q * fp16_to_fp32(blocks["d"])[:, None] + fp16_to_fp32(blocks["m"])[:, None]
 
 
-class Q5_0(_Legacy, name="q5_0", type_id=6, block_size=QK):
+class Q5_0(_Legacy, name="q5_0"):
     """5-bit symmetric, one fp16 scale per 32 (5.5 bpw)."""
 
     fields = (Field("d", "<f2"), Field("qh", "u1", 4), Field("qs", "u1", 16))
@@ -166,7 +166,7 @@ class Q5_0(_Legacy, name="q5_0", type_id=6, block_size=QK):
         return (_codes5(blocks) - F32(16)) * fp16_to_fp32(blocks["d"])[:, None]
 
 
-class Q5_1(_Legacy, name="q5_1", type_id=7, block_size=QK):
+class Q5_1(_Legacy, name="q5_1"):
     """5-bit affine, fp16 scale and min per 32 (6.0 bpw)."""
 
     fields = (Field("d", "<f2"), Field("m", "<f2"), Field("qh", "u1", 4), Field("qs", "u1", 16))
@@ -198,7 +198,7 @@ def _q8_codes(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return d.astype(F32), q
 
 
-class Q8_0(BlockFormat, name="q8_0", type_id=8, block_size=QK):
+class Q8_0(BlockFormat, name="q8_0"):
     """8-bit symmetric, one fp16 scale per 32 (8.5 bpw); ignores the imatrix."""
 
     fields = (Field("d", "<f2"), Field("qs", "i1", 32))
@@ -217,7 +217,7 @@ class Q8_0(BlockFormat, name="q8_0", type_id=8, block_size=QK):
         return blocks["qs"].astype(F32) * fp16_to_fp32(blocks["d"])[:, None]
 
 
-class Q8_1(BlockFormat, name="q8_1", type_id=9, block_size=QK):
+class Q8_1(BlockFormat, name="q8_1"):
     """Q8_0 plus s = fp16(Σq · d) with the float32 d (9.0 bpw); ignores the imatrix."""
 
     fields = (Field("d", "<f2"), Field("s", "<f2"), Field("qs", "i1", 32))

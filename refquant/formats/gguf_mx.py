@@ -73,7 +73,7 @@ def nearest_fp4(x: np.ndarray, d: np.ndarray) -> np.ndarray:
     return best + ((x < 0) & (best > 0)).astype(np.uint8) * np.uint8(8)
 
 
-class MXFP4(BlockFormat, name="mxfp4", type_id=39, block_size=32):
+class MXFP4(BlockFormat, name="mxfp4"):
     """OCP MXFP4: E2M1 codes with one E8M0 scale per 32 (4.25 bpw); ignores the imatrix."""
 
     fields = (Field("e", "u1"), Field("qs", "u1", 16))
@@ -142,7 +142,7 @@ def fp32_to_ue4m3(x: np.ndarray) -> np.ndarray:
     return np.where(pos, code, 0).astype(np.uint8)
 
 
-class NVFP4(BlockFormat, name="nvfp4", type_id=40, block_size=64):
+class NVFP4(BlockFormat, name="nvfp4"):
     """ggml's NVFP4: E2M1 codes with a UE4M3 scale per 16 (4.5 bpw); ignores the imatrix."""
 
     fields = (Field("d", "u1", 4), Field("qs", "u1", 32))

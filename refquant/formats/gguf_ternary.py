@@ -59,7 +59,7 @@ def _unpack_strided(b: np.ndarray, trits_per_byte: int) -> np.ndarray:
     return t.transpose(0, 2, 1).reshape(b.shape[0], -1)
 
 
-class TQ1_0(BlockFormat, name="tq1_0", type_id=34, block_size=QK_K):
+class TQ1_0(BlockFormat, name="tq1_0"):
     """Ternary, 5 trits per byte (1.6875 bpw)."""
 
     fields = (Field("qs", "u1", 48), Field("qh", "u1", 4), Field("d", "<f2"))
@@ -87,7 +87,7 @@ class TQ1_0(BlockFormat, name="tq1_0", type_id=34, block_size=QK_K):
         return (t.astype(F32) - F32(1)) * fp16_to_fp32(blocks["d"])[:, None]
 
 
-class TQ2_0(BlockFormat, name="tq2_0", type_id=35, block_size=QK_K):
+class TQ2_0(BlockFormat, name="tq2_0"):
     """Ternary, 2 bits per weight (2.0625 bpw); code 3 is never written (it would read +2d)."""
 
     fields = (Field("qs", "u1", 64), Field("d", "<f2"))

@@ -10,19 +10,26 @@ Modules: :mod:`~refquant.io.gguf_file` (GGUF v3 reader for untrusted files and w
 
 from __future__ import annotations
 
-from refquant.io.ggml_types import GGMLType, ggml_type
-from refquant.io.gguf_file import GGUFFile, GGUFTensor, parse, read, write
-from refquant.io.gguf_metadata import GGUFValue, GGUFValueType
-from refquant.io.imatrix import (
-    Imatrix,
-    ImatrixCollector,
-    ImatrixEntry,
-    compute_imatrix,
-    read_imatrix,
-    write_imatrix,
-)
+from refquant._lazy import lazy_getattr
+
+# public name -> module that defines it. Resolved on first use, so importing one module of
+# this package (refquant.gguf needs only ggml_types) does not load the file reader.
+_EXPORTS: dict[str, str] = {
+    **dict.fromkeys(("GGMLType", "ggml_type"), "refquant.io.ggml_types"),
+    **dict.fromkeys(("GGUFFile", "GGUFTensor", "parse", "read", "write"), "refquant.io.gguf_file"),
+    **dict.fromkeys(("GGUFValue", "GGUFValueType"), "refquant.io.gguf_metadata"),
+    **dict.fromkeys(("Imatrix", "ImatrixCollector", "ImatrixEntry", "compute_imatrix", "read_imatrix",
+                     "write_imatrix"), "refquant.io.imatrix"),
+}
 
 __all__ = [
     "read", "write", "parse", "GGUFFile", "GGUFTensor", "GGUFValue", "GGUFValueType", "GGMLType", "ggml_type",
     "Imatrix", "ImatrixEntry", "ImatrixCollector", "compute_imatrix", "read_imatrix", "write_imatrix",
 ]
+
+
+__getattr__ = lazy_getattr(globals(), _EXPORTS)
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

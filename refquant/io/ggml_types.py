@@ -62,7 +62,7 @@ import numpy as np
 
 from refquant._validate import normalize_name
 
-__all__ = ["GGMLType", "ggml_type", "block_size", "type_size", "row_nbytes", "tensor_nbytes"]
+__all__ = ["GGMLType", "ggml_type", "block_size", "type_size", "bits_per_weight", "row_nbytes", "tensor_nbytes"]
 
 QK_K = 256  # elements of a k-quant / i-quant super-block
 
@@ -199,6 +199,13 @@ def block_size(qtype: Any) -> int:
 def type_size(qtype: Any) -> int:
     """Bytes per block of ``qtype``."""
     return _SIZES[ggml_type(qtype)][1]
+
+
+def bits_per_weight(qtype: Any) -> float:
+    """Stored bits per element of ``qtype``, block scales included: ``8 * type_size / block_size``
+    (q4_0: 4.5, q4_k: 4.5, q6_k: 6.5625)."""
+    blck, size = _SIZES[ggml_type(qtype)]
+    return 8.0 * size / blck
 
 
 def row_nbytes(qtype: Any, n: int) -> int:

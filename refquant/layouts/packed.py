@@ -59,11 +59,11 @@ class GPTQPacked(QuantizedTensor):
 
     @property
     def bits_per_weight(self) -> float:
-        """:func:`refquant.metrics.bits_per_weight` of ``"gptq"`` at ``bits`` and
+        """:func:`refquant.formats.groupwise.group_bits_per_weight` at ``bits`` and
         ``in_features / G`` columns per group (``g_idx`` not counted)."""
-        from refquant.metrics import bits_per_weight
+        from refquant.formats.groupwise import group_bits_per_weight
 
-        return bits_per_weight("gptq", bits=self.bits, group_size=max(1, self.shape[1] // self.scales.shape[0]))
+        return group_bits_per_weight(self.bits, max(1, self.shape[1] // self.scales.shape[0]))
 
     @property
     def nbytes(self) -> int:
@@ -109,10 +109,10 @@ class AWQPacked(QuantizedTensor):
 
     @property
     def bits_per_weight(self) -> float:
-        """:func:`refquant.metrics.bits_per_weight` of ``"awq"`` (4 bits, ``group_size``)."""
-        from refquant.metrics import bits_per_weight
+        """:func:`refquant.formats.groupwise.group_bits_per_weight` (4 bits, ``group_size``)."""
+        from refquant.formats.groupwise import group_bits_per_weight
 
-        return bits_per_weight("awq", bits=4, group_size=self.group_size)
+        return group_bits_per_weight(4, self.group_size)
 
     @property
     def nbytes(self) -> int:

