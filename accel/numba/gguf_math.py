@@ -33,7 +33,7 @@ from numba.extending import intrinsic
 
 from accel.numba._jit import KERNEL
 
-__all__ = ["first_absmax", "max_abs", "first_min_max", "gkernel", "ghelper", "ginline", "f32", "LANES", "stack_f32", "stack_i32", "stack_block_i32", "nearest_int", "fp32_to_fp16", "fp16_to_fp32", "roundf",
+__all__ = ["first_absmax", "max_abs", "first_min_max", "gkernel", "ghelper", "ginline", "f32", "LANES", "stack_f32", "stack_i32", "stack_block_i32", "stack_quad_f32", "nearest_int", "fp32_to_fp16", "fp16_to_fp32", "roundf",
            "f32_bits", "bits_f32", "fp32_to_bf16", "e8m0_to_fp32_half", "store_fp16", "load_fp16", "GROUP_MAX_EPS"]
 
 _OPTIONS = dict(KERNEL, error_model="numpy")
@@ -210,6 +210,7 @@ def _lanes_alloca(dtype, size=LANES):  # type: ignore[no-untyped-def]
 stack_f32 = _lanes_alloca(types.float32)
 stack_i32 = _lanes_alloca(types.int32)
 stack_block_i32 = _lanes_alloca(types.int32, 32)  #: codes of one 32-element block
+stack_quad_f32 = _lanes_alloca(types.float32, 64)  #: four 16-value runs of a decoder
 
 
 # --- scans with ggml's tie rules, vectorizable -------------------------------------------
