@@ -33,9 +33,18 @@ from numba import prange
 
 from accel.numba.gguf_math import gkernel
 
-__all__ = ["CHUNK", "field_offsets", "instantiate", "gguf_kernels"]
+__all__ = ["CHUNK", "COMPILED", "field_offsets", "instantiate", "gguf_kernels", "register"]
 
 CHUNK = 256  # blocks per prange iteration
+
+#: Every kernel built here, in build order (tests inspect their machine code).
+COMPILED: list[Any] = []
+
+
+def register(kernel: Any) -> Any:
+    """Record a factory-built kernel in :data:`COMPILED`; returns it."""
+    COMPILED.append(kernel)
+    return kernel
 
 
 def field_offsets(fmt: Any) -> Any:
@@ -86,5 +95,5 @@ def gguf_kernels(fmt: Any, quantize_chunk: Any, decode: Any, *, chunk: int = CHU
                                    CHUNK_BLOCKS=blocks, quantize_chunk=quantize_chunk))
     dequantize = gkernel(instantiate(_dequantize_template, f"{fmt.name}_dequantize", CHUNK_BLOCKS=blocks,
                                      decode=decode))
-    return quantize, dequantize
+    return register(quantize), register(dequantize)
 

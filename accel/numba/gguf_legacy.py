@@ -27,7 +27,7 @@ from accel.numba.gguf_math import (
     first_absmax, first_min_max, max_abs, bits_f32, f32, f32_bits, fp16_to_fp32, fp32_to_bf16, fp32_to_fp16, gkernel, ghelper, ginline, load_fp16, roundf,
     stack_block_i32, store_fp16,
 )
-from accel.numba.gguf_blocks import CHUNK, field_offsets, gguf_kernels, instantiate
+from accel.numba.gguf_blocks import CHUNK, field_offsets, gguf_kernels, instantiate, register
 from accel.numba.gguf_search import LANES, make_qkx_lanes, make_qx_lanes
 from refquant.formats import FORMATS
 
@@ -254,42 +254,42 @@ def _chunk_template(x, imatrix, sigma2, has_im, out, start, stop, nbr):  # type:
             r += 1
 
 
-@ghelper
+@ginline
 def _q4_0(xb, ob):  # type: ignore[no-untyped-def]
     _q40_block(xb, ob, 8)
 
 
-@ghelper
+@ginline
 def _q5_0(xb, ob):  # type: ignore[no-untyped-def]
     _q40_block(xb, ob, 16)
 
 
-@ghelper
+@ginline
 def _q4_1(xb, ob):  # type: ignore[no-untyped-def]
     _q41_block(xb, ob, 15)
 
 
-@ghelper
+@ginline
 def _q5_1(xb, ob):  # type: ignore[no-untyped-def]
     _q41_block(xb, ob, 31)
 
 
-@ghelper
+@ginline
 def _q8_0(xb, ob):  # type: ignore[no-untyped-def]
     _q80_block(xb, ob, False)
 
 
-@ghelper
+@ginline
 def _q8_1(xb, ob):  # type: ignore[no-untyped-def]
     _q80_block(xb, ob, True)
 
 
-@ghelper
+@ginline
 def _tq1_0(xb, ob):  # type: ignore[no-untyped-def]
     _ternary_block(xb, ob, True)
 
 
-@ghelper
+@ginline
 def _tq2_0(xb, ob):  # type: ignore[no-untyped-def]
     _ternary_block(xb, ob, False)
 
@@ -430,8 +430,8 @@ def _bf16_to_fp32(h):  # type: ignore[no-untyped-def]
 
 
 def _float_kernels(name, encode, decode):  # type: ignore[no-untyped-def]
-    quantize = gkernel(instantiate(_quantize_float_template, f"{name}_quantize", encode=encode))
-    dequantize = gkernel(instantiate(_dequantize_float_template, f"{name}_dequantize", decode=decode))
+    quantize = register(gkernel(instantiate(_quantize_float_template, f"{name}_quantize", encode=encode)))
+    dequantize = register(gkernel(instantiate(_dequantize_float_template, f"{name}_dequantize", decode=decode)))
     return ((lambda x, im, s2, has, out: quantize(x, out.view(np.uint16))),
             (lambda data, out: dequantize(np.ascontiguousarray(data).view(np.uint16).reshape(-1), out.reshape(-1))))
 
@@ -439,7 +439,7 @@ def _float_kernels(name, encode, decode):  # type: ignore[no-untyped-def]
 def _block_kernels(name, quantize_block, decode, levels=0, affine=False):  # type: ignore[no-untyped-def]
     """The type's (quantize, dequantize) kernels; ``levels`` > 0: an imatrix is searched."""
     fmt = FORMATS[name]
-    chunk = ghelper(instantiate(_chunk_template, f"{name}_quantize_chunk", QK=fmt.block_size, SIZE=fmt.type_size,
+    chunk = ginline(instantiate(_chunk_template, f"{name}_quantize_chunk", QK=fmt.block_size, SIZE=fmt.type_size,
                                 SEARCHED=levels > 0, LEVELS=levels, AFFINE=affine, quantize_block=quantize_block))
     return gguf_kernels(fmt, chunk, decode)
 
