@@ -192,6 +192,10 @@ def is_peers_run(data: dict[str, Any]) -> bool:
     return any(b.get("extra_info", {}).get("group") == "peers" for b in data["benchmarks"])
 
 
+def _mbs(v: float) -> str:
+    return f"{v:.0f}" if v >= 10 else f"{v:.2g}"
+
+
 def _peer(qtype: str) -> str:
     return "bitsandbytes" if qtype in ("nf4", "fp4") else "ggml"
 
@@ -219,7 +223,7 @@ def _peers_section(data: dict[str, Any], heading: str) -> list[str]:
         peer, nb = row.get(_peer(qtype)), row.get("numba-1")
         ratio = f"{nb / peer:.2f}x" if nb and peer else "-"
         frac = f"{row['of_copy']:.0%}" if op == "dequantize_out" and "of_copy" in row else "-"
-        lines.append(f"| {qtype} | {op} | " + " | ".join(f"{row[i]:.0f}" if i in row else "-" for i in PEER_IMPLS)
+        lines.append(f"| {qtype} | {op} | " + " | ".join(_mbs(row[i]) if i in row else "-" for i in PEER_IMPLS)
                      + f" | {ratio} | {frac} |")
     return [line for line in lines if line is not None] + [""]
 

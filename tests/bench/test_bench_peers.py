@@ -16,7 +16,10 @@ Environment knobs (the defaults are the full run, a few minutes on 2 idle cores)
 
 - ``REFQUANT_BENCH_SHAPE`` (default ``1024x4096``): the float32 weight's shape;
 - ``REFQUANT_BENCH_TYPES`` (default: all 19 GGUF types): comma-separated GGUF types;
-- ``REFQUANT_BENCH_ROUNDS`` (default 5): timed rounds per fast case (searches: 1).
+- ``REFQUANT_BENCH_ROUNDS`` (default 5): timed rounds per fast case (searches: 1);
+- ``REFQUANT_BENCH_GRID_ROWS`` (default 32): the IQ1/IQ2/IQ3 grid searches quantize only
+  this many rows of the weight (the reference and ggml need tens of seconds to minutes
+  for 1024 rows); MB/s stays comparable, every implementation gets the same rows.
 
 Each case's ``extra_info`` holds ``group="peers"``, ``qtype``, ``op``, ``impl``, ``MB/s`` (of
 float32 weights), ``GB/s`` and ``fraction_of_copy``.
@@ -39,6 +42,7 @@ ALL_TYPES = tuple(sorted(FORMATS, key=lambda n: FORMATS[n].type_id))
 QTYPES = tuple(t for t in os.environ.get("REFQUANT_BENCH_TYPES", ",".join(ALL_TYPES)).split(",") if t)
 IMATRIX_TYPES = tuple(t for t in QTYPES if FORMATS[t].uses_imatrix)
 ROUNDS = int(os.environ.get("REFQUANT_BENCH_ROUNDS", "5"))
+GRID_ROWS = int(os.environ.get("REFQUANT_BENCH_GRID_ROWS", "32"))
 GGUFPY_QUANTIZES = ("f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "tq1_0", "tq2_0", "mxfp4")
 IMPLS = ("reference", "numba-1", "numba-2", "gguf-py", "ggml")
 NO_GGML_API = ("q8_1", "q8_k")  # intermediate types: not quantizable through ggml_quantize_chunk
@@ -69,14 +73,19 @@ def _info(benchmark, qtype: str, op: str, impl: str, weights_bytes: int, other_b
                                 **{"MB/s": round(weights_bytes / benchmark.stats.stats.min / 1e6, 1)})
 
 
-def _numba(threads: int):  # type: ignore[no-untyped-def]
+def _numba(threads: int, op: str | None = None, qtype: str | None = None):  # type: ignore[no-untyped-def]
+    """The Numba backend at ``threads`` threads; a skip if it lacks ``op`` for ``qtype``."""
     numba = pytest.importorskip("numba")
     import accel
 
     if threads > numba.config.NUMBA_NUM_THREADS:
         pytest.skip(f"numba has {numba.config.NUMBA_NUM_THREADS} threads")
     numba.set_num_threads(threads)  # the benchmark, not a kernel, picks the thread count
-    return accel.get_backend("numba")
+    backend = accel.get_backend("numba")
+    cap = backend.capabilities().get(op) if op else None
+    if op and (cap is None or (cap.formats is not None and qtype not in cap.formats)):
+        pytest.skip(f"the numba backend has no {op} for {qtype}")
+    return backend
 
 
 def _quantizer(impl: str, qtype: str, weight: np.ndarray, im: np.ndarray | None):  # type: ignore[no-untyped-def]
@@ -85,7 +94,7 @@ def _quantizer(impl: str, qtype: str, weight: np.ndarray, im: np.ndarray | None)
     if impl == "reference":
         return lambda: G.quantize(weight, qtype, im)
     if impl.startswith("numba"):
-        backend = _numba(int(impl.split("-")[1]))
+        backend = _numba(int(impl.split("-")[1]), "gguf_quantize", qtype)
         return lambda: backend.gguf_quantize(weight, qtype, im)
     if impl == "gguf-py":
         gq = pytest.importorskip("gguf.quants")
@@ -102,6 +111,7 @@ def _quantizer(impl: str, qtype: str, weight: np.ndarray, im: np.ndarray | None)
     if im is None and ggml.requires_imatrix(fmt.type_id):
         pytest.skip(f"ggml requires an imatrix for {qtype}")
     out = np.empty((weight.shape[0], weight.shape[1] // fmt.block_size * fmt.type_size), np.uint8)
+    ggml.lib.ggml_quantize_init(fmt.type_id)  # the IQ grids' tables, built once, outside the timing
     return lambda: ggml.quantize(weight, fmt.type_id, out, im)
 
 
@@ -114,6 +124,8 @@ def test_quantize(benchmark, weight, imatrix, qtype, with_imatrix, impl):
     im = imatrix if with_imatrix else None
     if im is None and qtype.startswith("iq") and qtype not in ("iq4_nl", "iq4_xs"):
         pytest.skip(f"{qtype} needs an imatrix (ggml's rule)")
+    if qtype.startswith(("iq1", "iq2", "iq3")):
+        weight = weight[:GRID_ROWS]
     fn = _quantizer(impl, qtype, weight, im)
     q = _time(benchmark, fn, _rounds(qtype, "quantize", with_imatrix))
     _info(benchmark, qtype, "quantize_imatrix" if with_imatrix else "quantize", impl, weight.nbytes, q.nbytes)
@@ -126,7 +138,13 @@ def encoded(weight, imatrix):
     def get(qtype: str) -> np.ndarray:
         if qtype not in cache:
             im = imatrix if FORMATS[qtype].uses_imatrix and qtype.startswith("iq") else None
-            cache[qtype] = _numba(2).gguf_quantize(weight, qtype, im)  # bit-identical to the reference
+            if qtype.startswith(("iq1", "iq2", "iq3")):  # a slow search: GRID_ROWS rows, repeated
+                rows = G.quantize(weight[:GRID_ROWS], qtype, im)
+                cache[qtype] = np.tile(rows, (-(-SHAPE[0] // GRID_ROWS), 1))[:SHAPE[0]]
+            elif qtype in (_numba(2).capabilities()["gguf_quantize"].formats or ()):
+                cache[qtype] = _numba(2).gguf_quantize(weight, qtype, im)  # the reference's bytes, faster
+            else:
+                cache[qtype] = G.quantize(weight, qtype, im)
         return cache[qtype]
 
     return get
@@ -145,7 +163,7 @@ def test_dequantize(benchmark, weight, encoded, qtype, impl, into):
             pytest.skip("refquant.gguf.dequantize has no out=")
         fn = lambda: G.dequantize(data, qtype, SHAPE)  # noqa: E731
     elif impl.startswith("numba"):
-        backend = _numba(int(impl.split("-")[1]))
+        backend = _numba(int(impl.split("-")[1]), "gguf_dequantize", qtype)
         fn = ((lambda: backend.gguf_dequantize(data, qtype, SHAPE, out=buf)) if into == "out"  # noqa: E731
               else (lambda: backend.gguf_dequantize(data, qtype, SHAPE)))
     elif impl == "gguf-py":
