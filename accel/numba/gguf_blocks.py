@@ -13,9 +13,12 @@ compile-time constants. No kernel switches on a type code at run time.
 How: :func:`instantiate` copies a template function with some of its global names bound
 to the type's values. Numba freezes globals at compile time, so each copy is its own
 compiled function calling its block functions directly (inlined), and each copy is
-named after its type, so Numba's on-disk cache keeps one entry per type (a closure
+named after its type and attributed to its family's source file, so Numba's on-disk
+cache keeps one entry per type and drops it when the family's file changes (a closure
 over the block functions would miss the cache in every process: Numba keys closures on
-the pickled dispatchers, which carry a per-process id).
+the pickled dispatchers, which carry a per-process id). As for every Numba cache, an
+edit to a helper in another file (:mod:`accel.numba.gguf_math`) is not seen: clear the
+cache (``accel/numba/__pycache__``) after such an edit.
 
 Block loops use the block's run-time length (``y.shape[0]``), not the constant: LLVM
 fully unrolls a constant 32-iteration loop and then cannot vectorize it (the input and
@@ -56,14 +59,20 @@ def field_offsets(fmt: Any) -> Any:
     return offsets(*(int(fmt.dtype.fields[name][1]) for name in names))
 
 
-def instantiate(template: Callable[..., Any], name: str, **bindings: Any) -> Callable[..., Any]:
+def instantiate(template: Callable[..., Any], name: str, origin: str | None = None,
+                **bindings: Any) -> Callable[..., Any]:
     """A copy of ``template`` named ``name`` whose globals ``bindings`` are replaced
-    (constants and block functions; Numba compiles them in as constants)."""
+    (constants and block functions; Numba compiles them in as constants).
+
+    ``origin``: the source file the copy is attributed to (default: the template's).
+    Numba's cache keeps a function's compiled code next to that file and discards it
+    when the file changes, so a kernel built from a family's block functions names the
+    family's file: editing the block rules then recompiles the kernel."""
     missing = set(bindings) - set(template.__code__.co_names)
     if missing:  # a binding the template never reads is a typo, not a specialisation
         raise TypeError(f"{template.__name__} does not use {sorted(missing)}")
-    fn = types.FunctionType(template.__code__, {**template.__globals__, **bindings}, name,
-                            template.__defaults__)
+    code = template.__code__ if origin is None else template.__code__.replace(co_filename=origin)
+    fn = types.FunctionType(code, {**template.__globals__, **bindings}, name, template.__defaults__)
     fn.__qualname__ = name
     fn.__doc__ = template.__doc__
     return fn
@@ -90,10 +99,10 @@ def _dequantize_template(data, out):  # type: ignore[no-untyped-def]
 def gguf_kernels(fmt: Any, quantize_chunk: Any, decode: Any, *, chunk: int = CHUNK) -> tuple[Any, Any]:
     """``(quantize(x, imatrix, sigma2, has_im, out), dequantize(data, out))`` for the
     block type ``fmt``, compiled on first call; ``chunk`` blocks per prange iteration."""
-    blocks = chunk
-    quantize = gkernel(instantiate(_quantize_template, f"{fmt.name}_quantize", QK=fmt.block_size,
-                                   CHUNK_BLOCKS=blocks, quantize_chunk=quantize_chunk))
-    dequantize = gkernel(instantiate(_dequantize_template, f"{fmt.name}_dequantize", CHUNK_BLOCKS=blocks,
+    origin = decode.py_func.__code__.co_filename  # the family's module (see instantiate)
+    quantize = gkernel(instantiate(_quantize_template, f"{fmt.name}_quantize", origin, QK=fmt.block_size,
+                                   CHUNK_BLOCKS=chunk, quantize_chunk=quantize_chunk))
+    dequantize = gkernel(instantiate(_dequantize_template, f"{fmt.name}_dequantize", origin, CHUNK_BLOCKS=chunk,
                                      decode=decode))
     return register(quantize), register(dequantize)
 

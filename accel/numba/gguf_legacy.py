@@ -95,6 +95,14 @@ def _q40_block(xb, ob, levels):  # type: ignore[no-untyped-def]
     idd = _ONE / d if d != _ZERO else _ZERO
     shift = f32(levels) + _HALF
     top = 2 * levels - 1
+    if levels == 8:  # Q4_0: codes straight into packed bytes (one vectorized loop)
+        store_fp16(ob, _Q4_0.d, d)
+        qs, lo, hi = ob[_Q4_0.qs:_Q4_0.qs + 16], xb[:16], xb[16:]
+        for j in range(qs.shape[0]):
+            a = min(top, _trunc_i8(lo[j] * idd + shift))
+            b = min(top, _trunc_i8(hi[j] * idd + shift))
+            qs[j] = np.uint8((a & 0xF) | ((b & 0xF) << 4))
+        return
     for j in range(32):
         L[j] = min(top, _trunc_i8(xb[j] * idd + shift)) & 0xFF
     _store_q40(ob, d, L, levels)
