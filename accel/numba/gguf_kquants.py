@@ -566,12 +566,16 @@ def _dequant_q5k(q, y):  # type: ignore[no-untyped-def]
         sc, m = _scale_min_k4(2 * c2 + 1, q, _Q5K.scales)
         d2 = d * f32(sc)
         m2 = dmin * f32(m)
-        qs, lo, hi = q[_Q5K.qs + 32 * c2:_Q5K.qs + 32 * c2 + 32], y[64 * c2:64 * c2 + 32], y[64 * c2 + 32:64 * c2 + 64]
-        for l in range(qs.shape[0]):
+        qs = q[_Q5K.qs + 32 * c2:_Q5K.qs + 32 * c2 + 32]
+        t = numba.carray(stack_quad_f32(), 64)  # on the stack: aliases neither q nor y (as Q6_K)
+        for l in range(32):
             v = np.int32(qs[l])
             h = np.int32(qh[l])
-            lo[l] = d1 * f32((v & 0xF) + (((h >> (2 * c2)) & 1) << 4)) - m1
-            hi[l] = d2 * f32((v >> 4) + (((h >> (2 * c2 + 1)) & 1) << 4)) - m2
+            t[l] = d1 * f32((v & 0xF) + (((h >> (2 * c2)) & 1) << 4)) - m1
+            t[32 + l] = d2 * f32((v >> 4) + (((h >> (2 * c2 + 1)) & 1) << 4)) - m2
+        dst = y[64 * c2:64 * c2 + 64]
+        for l in range(dst.shape[0]):
+            dst[l] = t[l]
 
 
 @ginline

@@ -127,6 +127,15 @@ def _q41_block(xb, ob, levels):  # type: ignore[no-untyped-def]
     mn, mx = first_min_max(xb, 32)  # from FLT_MAX / -FLT_MAX, first extreme wins
     d = (mx - mn) / f32(levels)
     idd = _ONE / d if d != _ZERO else _ZERO
+    if levels == 15:  # Q4_1: codes straight into packed bytes (one vectorized loop)
+        store_fp16(ob, _Q4_1.d, d)
+        store_fp16(ob, _Q4_1.m, mn)
+        qs, lo, hi = ob[_Q4_1.qs:_Q4_1.qs + 16], xb[:16], xb[16:]
+        for j in range(qs.shape[0]):
+            a = min(15, _trunc_i8(np.int32((lo[j] - mn) * idd + _HALF)))
+            b = min(15, _trunc_i8(np.int32((hi[j] - mn) * idd + _HALF)))
+            qs[j] = np.uint8((a & 0xF) | ((b & 0xF) << 4))
+        return
     for j in range(xb.shape[0]):
         q = np.int64(np.int32((xb[j] - mn) * idd + _HALF))
         if levels == 15:  # MIN(15, (int8_t)v)
