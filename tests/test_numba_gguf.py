@@ -311,11 +311,11 @@ from numba.core import caching
 FMA = r"\\bv?f(n)?m(add|sub)[0-9]"
 import refquant.gguf as G
 import accel
-from accel.numba import gguf_iquants as I, gguf_kquants as K, gguf_legacy as L, gguf_matmul as M
+from accel.numba import gguf_blocks as B, gguf_iquants as I, gguf_legacy as L, gguf_matmul as M
 from accel.numba import gguf_iqgrid as GD, gguf_iqgrid_search as GS
 N = accel.get_backend("numba")
-kernels = [L._quantize, L._dequantize, L._dequantize_float, L.row_sigma2, K._quantize, K._dequantize,
-           I._quantize, I._dequantize, M._matmul, GD._dequantize, GS._quantize]
+kernels = [*B.COMPILED, L.row_sigma2, I._quantize, I._dequantize, M._matmul,  # B: one pair per type
+           GD._dequantize, GS._quantize]
 for k in kernels:
     k._cache = caching.NullCache()  # compile here, so that the machine code can be inspected
 x = np.random.default_rng(0).standard_normal((2, 512)).astype(np.float32)

@@ -3,10 +3,11 @@
 
 Same contract as :func:`refquant.gguf.quantize` / :func:`refquant.gguf.dequantize`
 (on arguments prepared by :mod:`refquant.prepare.gguf`) and
-:func:`refquant.formats.gguf_matmul.dequant_matmul`. The block rules are Numba kernels,
-one module per family, each a per-block loop over ``prange`` chunks that mirrors ggml's
-C (``ggml-quants.c`` @ d99724f2) operation by operation, so the bytes are ggml's and
-the reference's bit for bit:
+:func:`refquant.formats.gguf_matmul.dequant_matmul`. The block rules are Numba
+functions, one module per family, that mirror ggml's C (``ggml-quants.c`` @ d99724f2)
+operation by operation, so the bytes are ggml's and the reference's bit for bit; each
+type's quantize and dequantize kernel (a ``prange`` over chunks of blocks) is compiled
+separately by the factory :mod:`accel.numba.gguf_blocks` (legacy and K-quant families):
 
 - :mod:`accel.numba.gguf_legacy`: f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q8_1, tq1_0, tq2_0
 - :mod:`accel.numba.gguf_kquants`: q2_k, q3_k, q4_k, q5_k, q6_k, q8_k

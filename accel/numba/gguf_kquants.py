@@ -26,14 +26,15 @@ Q8_K  292    d:f32 @0, qs[256]:i8 @4, bsums[16]:i16 @260
 from __future__ import annotations
 
 import numpy as np
-from numba import prange
 
 import numba
 
+from accel.numba.gguf_blocks import field_offsets, gguf_kernels, instantiate
 from accel.numba.gguf_math import (
-    first_absmax, GROUP_MAX_EPS, LANES, bits_f32, f32, f32_bits, gkernel, ghelper, ginline, load_fp16, nearest_int, stack_f32, store_fp16,
+    first_absmax, GROUP_MAX_EPS, LANES, bits_f32, f32, f32_bits, ghelper, ginline, load_fp16, nearest_int, stack_f32, stack_quad_f32, store_fp16,
 )
 from accel.numba.gguf_search import make_q3_lanes, make_qkx_lanes, make_qp_quants, make_qx_lanes, make_qx_quants
+from refquant.formats import FORMATS
 
 __all__ = ["QUANTIZE", "DEQUANTIZE", "dequant_q4k_block"]
 
@@ -452,64 +453,93 @@ def _q8k_block(xb, ob):  # type: ignore[no-untyped-def]
         ob[k] = np.uint8((u >> (8 * k)) & 0xFF)
 
 
-Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K = range(6)
-_SIZE = (84, 110, 144, 176, 210, 292)
+# --- chunk quantizers: one compiled copy per type (accel.numba.gguf_blocks.instantiate) ---
 
 
-@gkernel
-def _quantize(kind, x, imatrix, has_im, out):  # type: ignore[no-untyped-def]
-    """Quantize float32 rows ``x`` (rows, n) into ``out`` (rows, row_bytes), one
-    super-block of 256 at a time."""
-    rows, n = x.shape
-    size = 84
-    if kind == Q3_K:
-        size = 110
-    elif kind == Q4_K:
-        size = 144
-    elif kind == Q5_K:
-        size = 176
-    elif kind == Q6_K:
-        size = 210
-    elif kind == Q8_K:
-        size = 292
-    nbr = n // 256
-    total = rows * nbr
-    for c in prange((total + CHUNK - 1) // CHUNK):
-        L = np.empty(256, np.int32)
-        sc = (np.zeros((32, LANES), np.float32), np.zeros((32, LANES), np.float32),  # X, W
-              np.zeros((32, LANES), np.int32), np.zeros((32, LANES), np.int32),      # Lt, Laux
-              np.zeros(LANES, np.float32), np.zeros(LANES, np.float32), np.zeros(LANES, np.float32),  # scales, mins, sw
-              np.zeros(LANES, np.int32), np.zeros(LANES, np.int32))                   # Ls, Lm
-        start = c * CHUNK
-        stop = min(total, start + CHUNK)
-        if kind == Q4_K or kind == Q5_K:  # two super-blocks per 16-lane search
-            for b in range(start, stop, 2):
-                _q45k_group(x, imatrix, has_im, out, b, min(2, stop - b), nbr, size, 15 if kind == Q4_K else 31, L, sc)
-            continue
-        for b in range(start, stop):
-            r = b // nbr
-            j = b - r * nbr
-            xb = x[r, j * 256:(j + 1) * 256]
-            ob = out[r, j * size:(j + 1) * size]
-            qw = imatrix[j * 256:(j + 1) * 256] if has_im else imatrix
-            if kind == Q2_K:
-                _q2k_block(xb, ob, qw, has_im, L, sc)
-            elif kind == Q3_K:
-                _q3k_block(xb, ob, qw, has_im, L, sc)
-            elif kind == Q6_K:
-                _q6k_block(xb, ob, qw, has_im, L, sc)
-            else:
-                _q8k_block(xb, ob)
+def _blockwise_template(x, imatrix, sigma2, has_im, out, start, stop, nbr):  # type: ignore[no-untyped-def]
+    """Super-blocks ``start .. stop`` of the rows ``x``, one ``quantize_block`` each."""
+    L = np.empty(256, np.int32)
+    sc = _scratch()
+    for b in range(start, stop):
+        r = b // nbr
+        j = b - r * nbr
+        qw = imatrix[j * 256:(j + 1) * 256] if has_im else imatrix
+        quantize_block(x[r, j * 256:(j + 1) * 256], out[r, j * SIZE:(j + 1) * SIZE], qw, has_im, L, sc)  # noqa: F821
 
 
-# --- dequantizers ---------------------------------------------------------------------
+def _paired_template(x, imatrix, sigma2, has_im, out, start, stop, nbr):  # type: ignore[no-untyped-def]
+    """Q4_K / Q5_K: two super-blocks (16 sub-blocks) per lane-wise search."""
+    L = np.empty(256, np.int32)
+    sc = _scratch()
+    for b in range(start, stop, 2):
+        _q45k_group(x, imatrix, has_im, out, b, min(2, stop - b), nbr, SIZE, NMAX, L, sc)  # noqa: F821
+
+
+@ghelper
+def _scratch():  # type: ignore[no-untyped-def]
+    """Per-chunk buffers of the searches: X, W, Lt, Laux, scales, mins, sw, Ls, Lm."""
+    return (np.zeros((32, LANES), np.float32), np.zeros((32, LANES), np.float32),
+            np.zeros((32, LANES), np.int32), np.zeros((32, LANES), np.int32),
+            np.zeros(LANES, np.float32), np.zeros(LANES, np.float32), np.zeros(LANES, np.float32),
+            np.zeros(LANES, np.int32), np.zeros(LANES, np.int32))
+
+
+@ghelper
+def _q8k(xb, ob, qw, has_im, L, sc):  # type: ignore[no-untyped-def]
+    _q8k_block(xb, ob)  # Q8_K has no imatrix rule
+
+
+# --- block decoders (ggml's dequantize_row_qX_K, one super-block) -----------------------
+#
+# Inner loops run over views to their run-time length (see accel.numba.gguf_blocks).
+
+_Q2K, _Q3K, _Q4K, _Q5K, _Q6K, _Q8K = (field_offsets(FORMATS[t]) for t in ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_k"))
+
+
+@ginline
+def _dequant_q2k(q, y):  # type: ignore[no-untyped-def]
+    """y = d·(sc & 0xF)·q − dmin·(sc >> 4), 2-bit q."""
+    d = load_fp16(q, _Q2K.d)
+    dmin = load_fp16(q, _Q2K.dmin)
+    for j in range(16):
+        s = np.int32(q[_Q2K.scales + j])
+        dl = d * f32(s & 0xF)
+        ml = dmin * f32(s >> 4)
+        h = j // 8  # 128-element half
+        shift = 2 * ((j % 8) // 2)
+        base = _Q2K.qs + 32 * h + 16 * (j % 2)
+        qs, yy = q[base:base + 16], y[16 * j:16 * j + 16]
+        for l in range(qs.shape[0]):
+            yy[l] = dl * f32((np.int32(qs[l]) >> shift) & 3) - ml
+
+
+@ginline
+def _dequant_q3k(q, y):  # type: ignore[no-untyped-def]
+    """y = d·(sc − 32)·(low 2 bits − 4·!hmask bit), 6-bit scales."""
+    dall = load_fp16(q, _Q3K.d)
+    for j in range(16):
+        if j < 8:
+            sc = np.int32(q[_Q3K.scales + j]) & 0xF
+        else:
+            sc = np.int32(q[_Q3K.scales + j - 8]) >> 4
+        sc = (sc | (((np.int32(q[_Q3K.scales + 8 + j % 4]) >> (2 * (j // 4))) & 3) << 4)) - 32
+        dl = dall * f32(sc)
+        e0 = 16 * j  # elements e0 .. e0 + 15 share their 32-group and 128-half
+        base = _Q3K.qs + 32 * (e0 // 128) + (e0 % 32)
+        shift = 2 * ((e0 % 128) // 32)
+        hbit = e0 // 32
+        qs, hm, yy = q[base:base + 16], q[_Q3K.hmask + e0 % 32:_Q3K.hmask + e0 % 32 + 16], y[e0:e0 + 16]
+        for l in range(qs.shape[0]):
+            low = (np.int32(qs[l]) >> shift) & 3
+            hb = (np.int32(hm[l]) >> hbit) & 1
+            yy[l] = dl * f32(low - (4 - 4 * hb))
 
 
 @ginline
 def dequant_q4k_block(q, y):  # type: ignore[no-untyped-def]
     """``dequantize_row_q4_K``: y = (d·sc)·q − dmin·m."""
-    d = load_fp16(q, 0)
-    dmin = load_fp16(q, 2)
+    d = load_fp16(q, _Q4K.d)
+    dmin = load_fp16(q, _Q4K.dmin)
     for c in range(4):
         sc, m = _scale_min_k4(2 * c, q, 4)
         d1 = d * f32(sc)
@@ -523,79 +553,70 @@ def dequant_q4k_block(q, y):  # type: ignore[no-untyped-def]
             y[64 * c + 32 + l] = d2 * f32(v >> 4) - m2
 
 
-@gkernel
-def _dequantize(kind, data, out):  # type: ignore[no-untyped-def]
-    """Decode ``data`` (n_blocks, type_size) into ``out`` (n_blocks, 256) as ggml's
-    ``dequantize_row_qX_K``."""
-    nb = data.shape[0]
-    for c in prange((nb + CHUNK - 1) // CHUNK):
-        for b in range(c * CHUNK, min(nb, (c + 1) * CHUNK)):
-            q = data[b]
-            y = out[b]
-            if kind == Q2_K:
-                d = load_fp16(q, 80)
-                dmin = load_fp16(q, 82)
-                for j in range(16):
-                    s = np.int32(q[j])
-                    dl = d * f32(s & 0xF)
-                    ml = dmin * f32(s >> 4)
-                    h = j // 8  # 128-element half
-                    shift = 2 * ((j % 8) // 2)
-                    base = 16 + 32 * h + 16 * (j % 2)
-                    for l in range(16):
-                        y[16 * j + l] = dl * f32((np.int32(q[base + l]) >> shift) & 3) - ml
-            elif kind == Q3_K:
-                dall = load_fp16(q, 108)
-                for j in range(16):
-                    if j < 8:
-                        sc = np.int32(q[96 + j]) & 0xF
-                    else:
-                        sc = np.int32(q[96 + j - 8]) >> 4
-                    sc = (sc | (((np.int32(q[104 + j % 4]) >> (2 * (j // 4))) & 3) << 4)) - 32
-                    dl = dall * f32(sc)
-                    for l in range(16):
-                        e = 16 * j + l
-                        low = (np.int32(q[32 + 32 * (e // 128) + (e % 32)]) >> (2 * ((e % 128) // 32))) & 3
-                        hb = (np.int32(q[e % 32]) >> (e // 32)) & 1
-                        y[e] = dl * f32(low - (0 if hb else 4))
-            elif kind == Q4_K:
-                dequant_q4k_block(q, y)
-            elif kind == Q5_K:
-                d = load_fp16(q, 0)
-                dmin = load_fp16(q, 2)
-                for c2 in range(4):
-                    sc, m = _scale_min_k4(2 * c2, q, 4)
-                    d1 = d * f32(sc)
-                    m1 = dmin * f32(m)
-                    sc, m = _scale_min_k4(2 * c2 + 1, q, 4)
-                    d2 = d * f32(sc)
-                    m2 = dmin * f32(m)
-                    for l in range(32):
-                        v = np.int32(q[48 + 32 * c2 + l])
-                        h = np.int32(q[16 + l])
-                        y[64 * c2 + l] = d1 * f32((v & 0xF) + (16 if (h >> (2 * c2)) & 1 else 0)) - m1
-                        y[64 * c2 + 32 + l] = d2 * f32((v >> 4) + (16 if (h >> (2 * c2 + 1)) & 1 else 0)) - m2
-            elif kind == Q6_K:
-                d = load_fp16(q, 208)
-                for c2 in range(2):
-                    for l in range(32):
-                        is_ = 192 + 8 * c2 + l // 16
-                        a = np.int32(q[64 * c2 + l])
-                        b2 = np.int32(q[64 * c2 + l + 32])
-                        h = np.int32(q[128 + 32 * c2 + l])
-                        q1 = ((a & 0xF) | ((h & 3) << 4)) - 32
-                        q2 = ((b2 & 0xF) | (((h >> 2) & 3) << 4)) - 32
-                        q3 = ((a >> 4) | (((h >> 4) & 3) << 4)) - 32
-                        q4 = ((b2 >> 4) | (((h >> 6) & 3) << 4)) - 32
-                        base = 128 * c2 + l
-                        y[base] = d * f32(_i8(q[is_])) * f32(q1)
-                        y[base + 32] = d * f32(_i8(q[is_ + 2])) * f32(q2)
-                        y[base + 64] = d * f32(_i8(q[is_ + 4])) * f32(q3)
-                        y[base + 96] = d * f32(_i8(q[is_ + 6])) * f32(q4)
-            else:  # Q8_K
-                d = bits_f32(np.int64(q[0]) | (np.int64(q[1]) << 8) | (np.int64(q[2]) << 16) | (np.int64(q[3]) << 24))
-                for j in range(256):
-                    y[j] = d * f32(_i8(q[4 + j]))
+@ginline
+def _dequant_q5k(q, y):  # type: ignore[no-untyped-def]
+    """``dequantize_row_q5_K``: as Q4_K with a fifth bit from qh."""
+    d = load_fp16(q, _Q5K.d)
+    dmin = load_fp16(q, _Q5K.dmin)
+    qh = q[_Q5K.qh:_Q5K.qh + 32]
+    for c2 in range(4):
+        sc, m = _scale_min_k4(2 * c2, q, _Q5K.scales)
+        d1 = d * f32(sc)
+        m1 = dmin * f32(m)
+        sc, m = _scale_min_k4(2 * c2 + 1, q, _Q5K.scales)
+        d2 = d * f32(sc)
+        m2 = dmin * f32(m)
+        qs = q[_Q5K.qs + 32 * c2:_Q5K.qs + 32 * c2 + 32]
+        t = numba.carray(stack_quad_f32(), 64)  # on the stack: aliases neither q nor y (as Q6_K)
+        for l in range(32):
+            v = np.int32(qs[l])
+            h = np.int32(qh[l])
+            t[l] = d1 * f32((v & 0xF) + (((h >> (2 * c2)) & 1) << 4)) - m1
+            t[32 + l] = d2 * f32((v >> 4) + (((h >> (2 * c2 + 1)) & 1) << 4)) - m2
+        dst = y[64 * c2:64 * c2 + 64]
+        for l in range(dst.shape[0]):
+            dst[l] = t[l]
+
+
+@ginline
+def _dequant_q6k(q, y):  # type: ignore[no-untyped-def]
+    """``dequantize_row_q6_K``: y = d·sc·(6-bit q − 32), q from ql nibbles and qh pairs."""
+    d = load_fp16(q, _Q6K.d)
+    for c2 in range(2):
+        for half in range(2):  # elements l = 16·half .. 16·half + 15 share their four scales
+            ql0 = _Q6K.ql + 64 * c2 + 16 * half
+            qh0 = _Q6K.qh + 32 * c2 + 16 * half
+            is0 = _Q6K.scales + 8 * c2 + half
+            d1 = d * f32(_i8(q[is0]))
+            d2 = d * f32(_i8(q[is0 + 2]))
+            d3 = d * f32(_i8(q[is0 + 4]))
+            d4 = d * f32(_i8(q[is0 + 6]))
+            qa, qb, qh = q[ql0:ql0 + 16], q[ql0 + 32:ql0 + 48], q[qh0:qh0 + 16]
+            t = numba.carray(stack_quad_f32(), 64)  # on the stack: aliases neither q nor y
+            for l in range(16):
+                a = np.int32(qa[l])
+                b2 = np.int32(qb[l])
+                h = np.int32(qh[l])
+                t[l] = d1 * f32(((a & 0xF) | ((h & 3) << 4)) - 32)
+                t[16 + l] = d2 * f32(((b2 & 0xF) | (((h >> 2) & 3) << 4)) - 32)
+                t[32 + l] = d3 * f32(((a >> 4) | (((h >> 4) & 3) << 4)) - 32)
+                t[48 + l] = d4 * f32(((b2 >> 4) | (((h >> 6) & 3) << 4)) - 32)
+            y0 = 128 * c2 + 16 * half
+            for k in range(4):
+                src, dst = t[16 * k:16 * k + 16], y[y0 + 32 * k:y0 + 32 * k + 16]
+                for l in range(dst.shape[0]):
+                    dst[l] = src[l]
+
+
+@ginline
+def _dequant_q8k(q, y):  # type: ignore[no-untyped-def]
+    """``dequantize_row_q8_K``: y = d·q, d a float32."""
+    p = _Q8K.d
+    d = bits_f32(np.int64(q[p]) | (np.int64(q[p + 1]) << 8) | (np.int64(q[p + 2]) << 16) | (np.int64(q[p + 3]) << 24))
+    qs = q[_Q8K.qs:_Q8K.qs + 256]
+    for j in range(qs.shape[0]):
+        v = np.int32(qs[j])
+        y[j] = d * f32(v - ((v >> np.int32(7)) << np.int32(8)))
 
 
 @ghelper
@@ -604,6 +625,26 @@ def _i8(v):  # type: ignore[no-untyped-def]
     return v - 256 if v > 127 else v
 
 
-_NAMES = ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_k")
-QUANTIZE = {name: (lambda x, im, s2, has, out, k=k: _quantize(k, x, im, has, out)) for k, name in enumerate(_NAMES)}
-DEQUANTIZE = {name: (lambda data, out, k=k: _dequantize(k, data, out)) for k, name in enumerate(_NAMES)}
+def _kernels(name, decode, quantize_block=None, nmax=0):  # type: ignore[no-untyped-def]
+    """The type's (quantize, dequantize) kernels: per super-block ``quantize_block``, or
+    the paired Q4_K/Q5_K search with ``nmax`` levels."""
+    fmt = FORMATS[name]
+    if quantize_block is None:
+        chunk = instantiate(_paired_template, f"{name}_quantize_chunk", SIZE=fmt.type_size, NMAX=nmax)
+    else:
+        chunk = instantiate(_blockwise_template, f"{name}_quantize_chunk", SIZE=fmt.type_size,
+                            quantize_block=quantize_block)
+    quantize, dequantize = gguf_kernels(fmt, ghelper(chunk), decode, chunk=CHUNK)
+    return (lambda x, im, s2, has, out: quantize(x, im, s2, has, out)), dequantize
+
+
+_KERNELS = {
+    "q2_k": _kernels("q2_k", _dequant_q2k, _q2k_block),
+    "q3_k": _kernels("q3_k", _dequant_q3k, _q3k_block),
+    "q4_k": _kernels("q4_k", dequant_q4k_block, nmax=15),
+    "q5_k": _kernels("q5_k", _dequant_q5k, nmax=31),
+    "q6_k": _kernels("q6_k", _dequant_q6k, _q6k_block),
+    "q8_k": _kernels("q8_k", _dequant_q8k, _q8k),
+}
+QUANTIZE = {name: kernels[0] for name, kernels in _KERNELS.items()}
+DEQUANTIZE = {name: kernels[1] for name, kernels in _KERNELS.items()}

@@ -1,7 +1,14 @@
 """Render saved benchmark JSON (pytest-benchmark ``--benchmark-json``) into docs/benchmarks.md.
 
     pytest tests/bench/test_bench_numba.py --benchmark-only --benchmark-json=bench-numba.json
-    python tests/bench/report.py bench-numba.json [more.json ...] [--out docs/benchmarks.md] [--plot docs/benchmarks.png]
+    pytest tests/bench/test_bench_peers.py --benchmark-only --benchmark-json=bench-peers.json
+    python tests/bench/report.py bench-peers.json bench-numba.json [--out docs/benchmarks.md] [--plot docs/benchmarks.png]
+
+A ``test_bench_peers.py`` run gets a side-by-side table: MB/s of refquant's reference,
+Numba at 1 and 2 threads, gguf-py, ggml's C and bitsandbytes per type and direction
+(dequantize into a fresh array and into ``out=``), Numba's ratio to ggml / bitsandbytes,
+and the ``out=`` decode as a fraction of the copy bandwidth; the plot is then the ratio
+per type.
 
 One row per benchmarked call of ``test_bench_numba.py``: the Numba backend's time and
 GB/s (bytes in + bytes out), that as a fraction of the copy bandwidth measured in the
@@ -157,29 +164,146 @@ def _run_section(data: dict[str, Any], heading: str, misses: dict[str, set[str]]
     return lines + ["", f"{met} of {len(rows)} calls meet every target that applies to them.", ""]
 
 
+# --- the side-by-side run of test_bench_peers.py -----------------------------------------
+
+PEER_IMPLS = ("reference", "numba-1", "numba-2", "gguf-py", "ggml", "bitsandbytes")
+PEER_OPS = ("quantize", "quantize_imatrix", "dequantize", "dequantize_out")
+
+
+def _peer_cells(data: dict[str, Any]) -> tuple[dict[tuple[str, str], dict[str, float]], float | None, float | None]:
+    """{(qtype, op): {impl: MB/s}}, the copy bandwidth (GB/s) and the fresh-copy MB/s."""
+    cells: dict[tuple[str, str], dict[str, float]] = {}
+    copy = fresh = None
+    for bench in data["benchmarks"]:
+        info = bench.get("extra_info", {})
+        if info.get("group") != "peers":
+            continue
+        if info["op"] == "copy_fresh":
+            fresh = info["MB/s"]
+            continue
+        cells.setdefault((info["qtype"], info["op"]), {})[info["impl"]] = info["MB/s"]
+        if info["impl"] == "numba-1":
+            cells[(info["qtype"], info["op"])]["of_copy"] = info["fraction_of_copy"]
+        copy = info["copy_GB/s"] if copy is None else max(copy, info["copy_GB/s"])
+    return cells, copy, fresh
+
+
+def is_peers_run(data: dict[str, Any]) -> bool:
+    return any(b.get("extra_info", {}).get("group") == "peers" for b in data["benchmarks"])
+
+
+def _mbs(v: float) -> str:
+    return f"{v:.0f}" if v >= 10 else f"{v:.2g}"
+
+
+def _peer(qtype: str) -> str:
+    return "bitsandbytes" if qtype in ("nf4", "fp4") else "ggml"
+
+
+def _peers_section(data: dict[str, Any], heading: str) -> list[str]:
+    cells, copy, fresh = _peer_cells(data)
+    commit = data.get("commit_info", {})
+    lines: list[str | None] = [
+        f"## {heading}",
+        "",
+        f"- run: {data.get('datetime', '?')}, commit {str(commit.get('id', '?'))[:10]}"
+        f"{' (dirty)' if commit.get('dirty') else ''}",
+        f"- copy bandwidth (`np.copyto` into a preallocated array, read + write): **{copy:.1f} GB/s**"
+        if copy else "- copy bandwidth: not recorded",
+        f"- copy into a fresh array (`x.copy()`): **{fresh:.0f} MB/s** of float32" if fresh else None,
+        "- MB/s of float32 weights (quantize: read; dequantize: written), best of the rounds; "
+        "`ratio` = Numba 1 thread / the peer (ggml's C at one thread; bitsandbytes CPU for NF4/FP4); "
+        "`of copy` = Numba 1 thread into `out=`, GB/s (bytes in + out) / copy bandwidth",
+        "",
+        "| type | op | " + " | ".join(PEER_IMPLS) + " | ratio | of copy |",
+        "|---|---|" + "---:|" * (len(PEER_IMPLS) + 2),
+    ]
+    order = {op: k for k, op in enumerate(PEER_OPS)}
+    for (qtype, op), row in sorted(cells.items(), key=lambda kv: (kv[0][0], order.get(kv[0][1], 9))):
+        peer, nb = row.get(_peer(qtype)), row.get("numba-1")
+        ratio = f"{nb / peer:.2f}x" if nb and peer else "-"
+        frac = f"{row['of_copy']:.0%}" if op == "dequantize_out" and "of_copy" in row else "-"
+        lines.append(f"| {qtype} | {op} | " + " | ".join(_mbs(row[i]) if i in row else "-" for i in PEER_IMPLS)
+                     + f" | {ratio} | {frac} |")
+    return [line for line in lines if line is not None] + [""]
+
+
+def draw_peers(data: dict[str, Any], path: Path) -> bool:
+    """Per type, Numba (1 thread) / the peer for each op, on one axis (False without matplotlib)."""
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return False
+    cells, _, _ = _peer_cells(data)
+    types = sorted({q for q, _ in cells})
+    fig, ax = plt.subplots(figsize=(9, 0.45 * len(types) + 1.5))
+    width = 0.8 / len(PEER_OPS)
+    for k, op in enumerate(PEER_OPS):
+        ys, xs = [], []
+        for i, qtype in enumerate(types):
+            row = cells.get((qtype, op), {})
+            if row.get("numba-1") and row.get(_peer(qtype)):
+                ys.append(i + k * width)
+                xs.append(row["numba-1"] / row[_peer(qtype)])
+        ax.barh(ys, xs, height=width, label=op)
+    ax.axvline(1.0, linestyle="--", color="black", linewidth=0.8)
+    ax.set_yticks([i + 0.4 - width / 2 for i in range(len(types))], types)
+    ax.set_xscale("log")
+    ax.set_xlabel("Numba (1 thread) / ggml C (1 thread) or bitsandbytes CPU; > 1 is faster")
+    ax.invert_yaxis()
+    ax.legend(fontsize="small")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    return True
+
+
 def render(runs: list[dict[str, Any]], plot: str | None = None) -> str:
     """Markdown for one or more benchmark runs (e.g. the default thread count and 1 thread)."""
     machine = runs[0].get("machine_info", {})
+    peers = is_peers_run(runs[0])
     lines = [
-        "# Benchmarks: Numba backend vs the NumPy reference",
+        "# Benchmarks: refquant side by side with ggml, gguf-py and bitsandbytes" if peers
+        else "# Benchmarks: Numba backend vs the NumPy reference",
         "",
         "Generated by `python tests/bench/report.py` from "
-        "`pytest tests/bench/test_bench_numba.py --benchmark-only --benchmark-json=FILE` "
-        "(one table per JSON file); do not edit by hand.",
+        + ("`pytest tests/bench/test_bench_peers.py --benchmark-only --benchmark-json=FILE` " if peers else
+           "`pytest tests/bench/test_bench_numba.py --benchmark-only --benchmark-json=FILE` ")
+        + "(one table per JSON file); do not edit by hand.",
         "",
         f"- machine: {machine.get('cpu', {}).get('brand_raw', machine.get('processor', '?'))}, "
         f"{machine.get('cpu', {}).get('count', '?')} logical CPUs, Python {machine.get('python_version', '?')}",
-        "- input: one 4096 x 4096 float32 weight (64 MiB) and the codes/packed bytes/activations derived from it; "
-        "GB/s counts the bytes of every input and output array; times are the best of 7 (Numba) / 3 (reference) runs",
-        "- targets: dequantize >= 50% of copy bandwidth, quantize >= 25%, every op >= 10x the reference "
-        "(matmuls: speed-up only)",
-        "- on a machine shared with other jobs, timings vary from run to run, and a parallel call waits for "
-        "its slowest thread: compare the runs with different thread counts",
-        "",
     ]
+    if peers:
+        lines += [
+            "- input: one float32 weight (`REFQUANT_BENCH_SHAPE`, default 1024 x 4096) and the bytes derived "
+            "from it; every implementation in the same process on the same input; searches (K/IQ quantize, "
+            "imatrix paths) timed once, the rest best of `REFQUANT_BENCH_ROUNDS` (5)",
+            "- targets (issue 14): Numba >= 1.0x ggml's C per core for every GGUF type in both directions and "
+            ">= 1.0x bitsandbytes CPU; dequantize into `out=` >= 50% of the copy bandwidth",
+            "- on a machine shared with other jobs the numbers vary from run to run: compare ratios within one run",
+            "",
+        ]
+    else:
+        lines += [
+            "- input: one 4096 x 4096 float32 weight (64 MiB) and the codes/packed bytes/activations derived from it; "
+            "GB/s counts the bytes of every input and output array; times are the best of 7 (Numba) / 3 (reference) runs",
+            "- targets: dequantize >= 50% of copy bandwidth, quantize >= 25%, every op >= 10x the reference "
+            "(matmuls: speed-up only)",
+            "- on a machine shared with other jobs, timings vary from run to run, and a parallel call waits for "
+            "its slowest thread: compare the runs with different thread counts",
+            "",
+        ]
     misses: dict[str, set[str]] = {}
     for k, data in enumerate(runs, 1):
-        lines += _run_section(data, f"Run {k}" if len(runs) > 1 else "Results", misses)
+        heading = f"Run {k}" if len(runs) > 1 else "Results"
+        if is_peers_run(data):
+            lines += _peers_section(data, f"{heading}: side by side with ggml, gguf-py and bitsandbytes "
+                                          "(`tests/bench/test_bench_peers.py`)")
+        else:
+            lines += _run_section(data, heading, misses)
     if misses:
         lines += ["## Why targets are missed", ""]
         for op in sorted(misses):
@@ -206,7 +330,8 @@ def render(runs: list[dict[str, Any]], plot: str | None = None) -> str:
         if slow:
             lines += ["Slowest to compile: " + ", ".join(f"`{k}` {v:.1f} s" for k, v in slow) + ".", ""]
     if plot:
-        lines += [f"![fraction of copy bandwidth, run 1]({Path(plot).name})", ""]
+        what = "Numba / peer per type" if is_peers_run(runs[0]) else "fraction of copy bandwidth"
+        lines += [f"![{what}, run 1]({Path(plot).name})", ""]
     return "\n".join(lines)
 
 
@@ -244,7 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runs = [_load(path) for path in args.json]
     plot = args.plot or args.out.with_suffix(".png")
-    drawn = draw(runs[0], plot)
+    drawn = (draw_peers if is_peers_run(runs[0]) else draw)(runs[0], plot)
     text = render(runs, str(plot) if drawn else None)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text + "\n")
