@@ -8,6 +8,7 @@ bandwidth are printed for every benchmark that recorded them (``_bandwidth.recor
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 
@@ -30,3 +31,16 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):  # type: igno
         terminalreporter.section("GB/s and fraction of copy bandwidth")
         for line in lines:
             terminalreporter.write_line(line)
+
+
+# The GGUF benchmark modules share their inputs; each module sets its own SHAPE.
+@pytest.fixture(scope="module")
+def weight(request):  # type: ignore[no-untyped-def]
+    """float32 weights of the module's ``SHAPE``, standard normal (seed 0)."""
+    return np.random.default_rng(0).standard_normal(request.module.SHAPE).astype(np.float32)
+
+
+@pytest.fixture(scope="module")
+def imatrix(request):  # type: ignore[no-untyped-def]
+    """A positive importance vector over the module's ``SHAPE[1]`` input columns (seed 1)."""
+    return np.random.default_rng(1).gamma(1.0, 1.0, request.module.SHAPE[1]).astype(np.float32)

@@ -27,16 +27,6 @@ IMATRIX_TYPES = tuple(t for t in QTYPES if FORMATS[t].uses_imatrix)
 GGUFPY_QUANTIZES = ("f16", "bf16", "q4_0", "q4_1", "q5_0", "q5_1", "q8_0", "tq1_0", "tq2_0", "mxfp4")
 
 
-@pytest.fixture(scope="module")
-def weight():
-    return np.random.default_rng(0).standard_normal(SHAPE).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def imatrix():
-    return np.random.default_rng(1).gamma(1.0, 1.0, SHAPE[1]).astype(np.float32)
-
-
 def _run(benchmark, fn, *args):
     return benchmark.pedantic(fn, args=args, rounds=1, iterations=1)
 

@@ -46,16 +46,6 @@ IMATRIX_TYPES = tuple(t for t in QTYPES if FORMATS[t].uses_imatrix)
 REPO = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="module")
-def weight():
-    return np.random.default_rng(0).standard_normal(SHAPE).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def imatrix():
-    return np.random.default_rng(1).gamma(1.0, 1.0, SHAPE[1]).astype(np.float32)
-
-
 def _ref_seconds(fn, *args) -> float:  # type: ignore[no-untyped-def]
     t0 = time.perf_counter()
     fn(*args)

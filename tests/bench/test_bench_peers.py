@@ -48,16 +48,6 @@ IMPLS = ("reference", "numba-1", "numba-2", "gguf-py", "ggml")
 NO_GGML_API = ("q8_1", "q8_k")  # intermediate types: not quantizable through ggml_quantize_chunk
 
 
-@pytest.fixture(scope="module")
-def weight():
-    return np.random.default_rng(0).standard_normal(SHAPE).astype(np.float32)
-
-
-@pytest.fixture(scope="module")
-def imatrix():
-    return np.random.default_rng(1).gamma(1.0, 1.0, SHAPE[1]).astype(np.float32)
-
-
 def _rounds(qtype: str, op: str, with_imatrix: bool) -> int:
     searched = with_imatrix or "_k" in qtype or qtype.startswith("iq")
     return 1 if op == "quantize" and searched else ROUNDS
