@@ -1,4 +1,4 @@
-"""``python -m conformance [--backend NAME] [--profile P] [--examples N] [--markdown PATH] [--json PATH]``.
+"""``python -m conformance [--backend NAME] [--profile P] [--examples N] [--no-shrink] [--markdown PATH] [--json PATH]``.
 
 Runs the conformance suite against each backend (default: every backend that loads),
 shows progress area by area, prints the op x format matrix with a verdict line per
@@ -50,6 +50,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m conformance") -> 
                         help="Hypothesis profile: ci (20 examples, derandomized; default), dev (50), thorough (1000)")
     parser.add_argument("--examples", type=int, default=None, help="Hypothesis examples per property test "
                         "(overrides the profile's number)")
+    parser.add_argument("--no-shrink", action="store_true",
+                        help="report each failing test's first failing example without shrinking it (a faster verdict)")
     parser.add_argument("--xfails-file", default=None, help="known failures: one test id per line, '# reason'")
     parser.add_argument("--markdown", default=None, help="write the matrix as Markdown to this path")
     parser.add_argument("--json", default=None, help="write the matrix as JSON to this path")
@@ -118,7 +120,8 @@ def main(argv: list[str] | None = None, prog: str = "python -m conformance") -> 
     sys.stdout.flush()
 
     matrices, error = run_matrices(list(ids.values()), profile=args.profile, examples=args.examples,
-                                   xfails_file=args.xfails_file, ops=ops, workers=workers, verbose=args.verbose,
+                                   xfails_file=args.xfails_file, ops=ops, workers=workers, shrink=not args.no_shrink,
+                                   verbose=args.verbose,
                                    headers=headers)
     if error:
         print(f"cannot run the conformance suite: {error}", file=sys.stderr)

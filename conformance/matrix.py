@@ -294,13 +294,15 @@ def _terminal_writer() -> Callable[[str], None]:
 
 def run_matrices(backends: list[str], *, profile: str = "ci", examples: int | None = None,
                  xfails_file: str | None = None, ops: list[str] | None = None, workers: int = 0,
+                 shrink: bool = True,
                  verbose: bool = False, heartbeat_s: float = 10.0, headers: dict[str, str] | None = None,
                  write: Callable[[str], None] | None = None) -> tuple[list[Matrix], str | None]:
     """Run the conformance suite once for all ``backends``: one matrix each, and the
     reason the suite could not run (collection error, usage error), or None.
 
     ``workers`` > 1 runs the tests in that many pytest-xdist processes (when
-    pytest-xdist is installed). Progress is written with ``write`` (default: the
+    pytest-xdist is installed); ``shrink=False`` passes ``--no-shrink`` (failures are
+    reported unshrunk: a faster pass/fail verdict). Progress is written with ``write`` (default: the
     terminal), never silent for more than ``heartbeat_s`` seconds.
     """
     write = write or _terminal_writer()
@@ -309,6 +311,8 @@ def run_matrices(backends: list[str], *, profile: str = "ci", examples: int | No
             "-p", "no:cacheprovider"]
     if examples is not None:
         args += ["--examples", str(examples)]
+    if not shrink:
+        args += ["--no-shrink"]
     if not verbose:
         args += ["-qq", "--no-header", "-rN", "--disable-warnings", "--tb=line"]
     if xfails_file:

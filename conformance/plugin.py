@@ -10,7 +10,8 @@ entry point. The plugin is loaded
 Options: ``--backend NAME[,NAME...]`` (registered name or ``module:factory``; env var
 ``REFQUANT_BACKEND``; default ``reference``), ``--profile ci|dev|thorough`` (env var
 ``REFQUANT_PROFILE``, ini option ``refquant_profile``), ``--examples N`` (Hypothesis examples per test, overriding the
-profile), ``--xfails-file PATH`` (known failures, one test id per line with a
+profile), ``--no-shrink`` (a failing property test reports its first failing example,
+unshrunk), ``--xfails-file PATH`` (known failures, one test id per line with a
 ``# reason``) and ``--ops a,b`` (only the conformance tests of these ops).
 
 What it changes, and only then:
@@ -32,7 +33,7 @@ from typing import Any
 import pytest
 
 try:
-    from hypothesis import HealthCheck, settings
+    from hypothesis import HealthCheck, Phase, settings
 except ImportError:  # pragma: no cover - hypothesis comes with the conformance extra
     settings = None  # type: ignore[assignment]
 
@@ -56,15 +57,25 @@ def _profile_name(name: str) -> str:
     return f"refquant-{name}"
 
 
-def hypothesis_settings(profile: str, examples: int | None = None) -> Any:
-    """The Hypothesis ``settings`` object of a refquant profile (``examples`` overrides its size)."""
+def hypothesis_settings(profile: str, examples: int | None = None, shrink: bool = True) -> Any:
+    """The Hypothesis ``settings`` object of a refquant profile (``examples`` overrides its size).
+
+    ``shrink=False`` drops Hypothesis' shrink and explain phases: a failing test reports the
+    first failing example it generated, as found. Shrinking a large failing array can take
+    minutes; a pass/fail gate (CI on a backend known to be broken, the mutant tests) does
+    not need the minimal example.
+    """
     if profile not in PROFILES:
         raise ValueError(f"profile={profile!r}: expected one of {', '.join(PROFILES)}")
     if examples is not None and examples < 1:
         raise ValueError(f"examples={examples!r}: expected a positive number of Hypothesis examples")
     max_examples, derandomize = _PROFILE_SETTINGS[profile]
+    phases = settings.default.phases
+    if not shrink:
+        phases = tuple(p for p in phases if p not in (Phase.shrink, Phase.explain))
     return settings(
         max_examples=examples or max_examples,
+        phases=phases,
         derandomize=derandomize,
         deadline=None,
         suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
@@ -81,6 +92,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
                          "dev, thorough")
     group.addoption("--examples", action="store", type=int, default=None,
                     help="Hypothesis examples per property test (overrides the profile's number)")
+    group.addoption("--no-shrink", action="store_true", default=False,
+                    help="report the first failing example as found, without shrinking it (faster pass/fail)")
     group.addoption("--xfails-file", action="store", default=None,
                     help="file of known-failing test ids (one per line, '# reason' comments)")
     group.addoption("--ops", action="store", default=None,
@@ -108,10 +121,11 @@ def pytest_configure(config: pytest.Config) -> None:
         config.addinivalue_line("markers", line)
     asked = _chosen_profile(config)
     examples = config.getoption("--examples")
+    shrink = not config.getoption("--no-shrink")
     if settings is not None:
-        chosen = hypothesis_settings(asked or DEFAULT_PROFILE, examples)
+        chosen = hypothesis_settings(asked or DEFAULT_PROFILE, examples, shrink)
         config._refquant_settings = chosen  # type: ignore[attr-defined]
-        if asked is not None or examples is not None:
+        if asked is not None or examples is not None or not shrink:
             # Asked for by name: the whole session runs under it (property tests bind
             # their settings when their module is imported, so this is the moment).
             settings.register_profile(_profile_name(asked or DEFAULT_PROFILE), chosen)

@@ -12,6 +12,7 @@ a lone K-quant super-block in a two-super-block group, rows spanning a group.
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 
 import numpy as np
@@ -305,44 +306,92 @@ def test_dequant_matmul_errors():
                     exc)
 
 
-_NO_FMA_SCRIPT = """
-import re, numpy as np
-from numba.core import caching
-FMA = r"\\bv?f(n)?m(add|sub)[0-9]"
-import refquant.gguf as G
-import accel
-from accel.numba import gguf_blocks as B, gguf_iquants as I, gguf_legacy as L, gguf_matmul as M
-from accel.numba import gguf_iqgrid as GD, gguf_iqgrid_search as GS
-N = accel.get_backend("numba")
-kernels = [*B.COMPILED, L.row_sigma2, I._quantize, I._dequantize, M._matmul,  # B: one pair per type
-           GD._dequantize, GS._quantize]
-for k in kernels:
-    k._cache = caching.NullCache()  # compile here, so that the machine code can be inspected
-x = np.random.default_rng(0).standard_normal((2, 512)).astype(np.float32)
-for t in sorted(N.capabilities()["gguf_quantize"].formats):
-    needs_im = getattr(G.get_format(t), "requires_imatrix", False)
-    for im in ((np.ones(512, np.float32),) if needs_im else (None, np.ones(512, np.float32))):
-        N.gguf_dequantize(N.gguf_quantize(x, t, im), t, x.shape)
-for t in sorted(M.MATMUL_QTYPES):
-    N.gguf_dequant_matmul(x, N.gguf_quantize(x, t), t, x.shape)
-assert re.findall(FMA, "vfmadd231ps %zmm1, %zmm2, %zmm3") and not re.findall(FMA, "vmulps %zmm1")
-print(sum(len(re.findall(FMA, k.inspect_asm(s))) for k in kernels for s in k.signatures))
-"""
+_FMA = re.compile(r"\bv?f(n)?m(add|sub)[0-9]")  # x86-64 FMA3 mnemonics: vfmadd231ps, vfnmsub132sd, ...
+
+
+def _gguf_dispatchers() -> list:
+    """Every Numba dispatcher the GGUF modules of accel.numba hold (module globals and
+    the tables of compiled kernels one level down, as the per-type factories store them)."""
+    import importlib
+    import pkgutil
+
+    from numba.core.registry import CPUDispatcher
+
+    import accel.numba as package
+    from accel.numba._jit import Kernel
+
+    found: dict[int, CPUDispatcher] = {}
+
+    def visit(value: object, depth: int) -> None:
+        value = value.dispatcher if isinstance(value, Kernel) else value
+        if isinstance(value, CPUDispatcher):
+            found[id(value)] = value
+        elif depth and isinstance(value, (list, tuple, dict)):
+            for item in value.values() if isinstance(value, dict) else value:
+                visit(item, depth - 1)
+
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name.startswith("gguf"):
+            for value in vars(importlib.import_module(f"accel.numba.{info.name}")).values():
+                visit(value, 2)
+    return list(found.values())
+
+
+def _object_code(dispatcher, signature, library) -> bytes | None:
+    """The machine code of one compiled overload: kept by the library when it was compiled
+    in this process, else read back from Numba's on-disk cache (a library loaded from the
+    cache hands its object code to the JIT and keeps no copy to inspect)."""
+    if getattr(library, "_compiled_object", None):
+        return library._compiled_object
+    cache = dispatcher._cache
+    payload = cache._cache_file.load(cache._index_key(signature, dispatcher.targetctx.codegen()))
+    if payload is None:
+        return None
+    _name, kind, data = payload[0]  # CompileResult._reduce(): libdata first
+    return data[0] if kind == "object" else None
 
 
 @pytest.mark.slow
-def test_kernels_contain_no_fma():
+def test_kernels_contain_no_fma(tmp_path):
     """fastmath=False must keep every multiply and add separately rounded (ggml's x86-64
-    build has no FMA): no fused multiply-add instruction in any GGUF kernel's machine code."""
-    import os
+    build has no FMA): no fused multiply-add instruction in the machine code of any
+    compiled GGUF kernel. Every type is quantized (with and without an imatrix) and
+    dequantized, and every fused matmul type run, so that each kernel is compiled or loaded
+    from the cache; each overload's object code is then disassembled with objdump."""
+    import shutil
     import subprocess
-    import sys
-    import tempfile
 
-    repo = Path(__file__).resolve().parents[1]
-    with tempfile.TemporaryDirectory() as cache:
-        env = dict(os.environ, NUMBA_CACHE_DIR=cache, PYTHONPATH=str(repo))
-        out = subprocess.run([sys.executable, "-c", _NO_FMA_SCRIPT], env=env, cwd=repo,
-                             capture_output=True, text=True)
-    assert out.returncode == 0, out.stderr[-3000:]
-    assert out.stdout.strip().splitlines()[-1] == "0", out.stdout
+    objdump = shutil.which("objdump")
+    if objdump is None:
+        pytest.skip("objdump (GNU binutils) is not installed: the machine code cannot be disassembled")
+    from accel.numba import gguf_matmul as M
+
+    assert _FMA.findall("vfmadd231ps %zmm1,%zmm2,%zmm3") and not _FMA.findall("vmulps %zmm1,%zmm2,%zmm3")
+    x = np.random.default_rng(0).standard_normal((2, 512)).astype(np.float32)
+    for t in sorted(N.capabilities()["gguf_quantize"].formats):
+        needs_im = getattr(G.get_format(t), "requires_imatrix", False)
+        for im in ((np.ones(512, np.float32),) if needs_im else (None, np.ones(512, np.float32))):
+            N.gguf_dequantize(N.gguf_quantize(x, t, im), t, x.shape)
+    for t in sorted(M.MATMUL_QTYPES):
+        N.gguf_dequant_matmul(x, N.gguf_quantize(x, t), t, x.shape)
+
+    checked, fused, unreadable = 0, {}, []
+    for dispatcher in _gguf_dispatchers():
+        for signature, cres in dispatcher.overloads.items():
+            code = _object_code(dispatcher, signature, cres.library)
+            name = f"{dispatcher.py_func.__module__}.{dispatcher.py_func.__qualname__}{signature}"
+            if code is None:
+                unreadable.append(name)
+                continue
+            obj = tmp_path / "kernel.o"
+            obj.write_bytes(code)
+            asm = subprocess.run([objdump, "-d", "--no-show-raw-insn", str(obj)], capture_output=True,
+                                 text=True, check=True).stdout
+            assert "\tret" in asm, name  # really disassembled
+            checked += 1
+            if _FMA.findall(asm):
+                fused[name] = len(_FMA.findall(asm))
+    assert not unreadable, f"no machine code found for {unreadable}"
+    assert not fused, f"FMA instructions in {fused}"
+    # a floor against a walk that finds nothing (types share kernels: the IQ families, F16/BF16)
+    assert checked >= len(N.capabilities()["gguf_quantize"].formats), checked
