@@ -520,8 +520,7 @@ def int8_vectorwise_dequant(q: Any, row_stats: Any, *, out: Any = None) -> np.nd
     q : ndarray of int8, shape (rows, k)
     row_stats : ndarray of float32, shape (rows,)
     out : ndarray, optional
-        The result's array, written and returned instead of a new one; checked by
-        :func:`refquant.prepare.output` (shape, dtype, C-contiguous, no shared memory).
+        An array to write the result into (:func:`refquant.prepare.into`).
 
     Returns
     -------
@@ -581,8 +580,7 @@ def bnb_quantize_4bit(x: Any, quant_type: str, blocksize: int, *, out: Any = Non
     Parameters
     ----------
     out : tuple of ndarray or None, optional
-        One array per result, in order (an entry None: allocated), written
-        and returned instead of new arrays; checked by :func:`refquant.prepare.outputs`.
+        Arrays to write the results into, in order (:func:`refquant.prepare.into`).
 
     Returns
     -------
@@ -605,8 +603,7 @@ def bnb_dequantize_4bit(packed: Any, absmax: Any, quant_type: str, blocksize: in
     blocksize : int
     shape : tuple of int
     out : ndarray, optional
-        The result's array, written and returned instead of a new one; checked by
-        :func:`refquant.prepare.output` (shape, dtype, C-contiguous, no shared memory).
+        An array to write the result into (:func:`refquant.prepare.into`).
 
     Returns
     -------
@@ -622,8 +619,7 @@ def bnb_quantize_blockwise(x: Any, blocksize: int, *, out: Any = None) -> tuple[
     Parameters
     ----------
     out : tuple of ndarray or None, optional
-        One array per result, in order (an entry None: allocated), written
-        and returned instead of new arrays; checked by :func:`refquant.prepare.outputs`.
+        Arrays to write the results into, in order (:func:`refquant.prepare.into`).
 
     Returns
     -------
@@ -640,8 +636,7 @@ def bnb_dequantize_blockwise(codes: Any, absmax: Any, blocksize: int, shape: Any
     Parameters
     ----------
     out : ndarray, optional
-        The result's array, written and returned instead of a new one; checked by
-        :func:`refquant.prepare.output` (shape, dtype, C-contiguous, no shared memory).
+        An array to write the result into (:func:`refquant.prepare.into`).
     """
     blocksize = _check_blocksize(blocksize, BLOCKSIZES_8BIT)
     shape = _shape(shape)
@@ -658,8 +653,7 @@ def bnb_double_quantize(absmax: Any, *, out: Any = None) -> tuple[np.ndarray, np
     absmax : ndarray of float32, shape (n_blocks,)
         Finite, non-empty.
     out : tuple of ndarray or None, optional
-        One array per result, in order (an entry None: allocated), written
-        and returned instead of new arrays; checked by :func:`refquant.prepare.outputs`.
+        Arrays to write the results into, in order (:func:`refquant.prepare.into`).
 
     Returns
     -------

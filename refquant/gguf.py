@@ -244,8 +244,7 @@ def quantize(x: Any, qtype: Any, imatrix: Any = None, *, backend: Any = None, ou
         ``accel.registry``) through the dispatcher instead of the reference; same bytes,
         same return type. None or ``"reference"``: this function.
     out : ndarray of uint8, optional
-        The result's array, written and returned instead of a new one; checked by
-        :func:`refquant.prepare.output` (shape, dtype, C-contiguous, no shared memory).
+        An array to write the result into (:func:`refquant.prepare.into`).
 
     Returns
     -------

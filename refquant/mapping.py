@@ -475,8 +475,7 @@ def quantize_affine(x: Any, params: QuantParams, *, rounding: str = "half_even",
     rng : numpy.random.Generator, optional
         Required for ``rounding="stochastic"``.
     out : ndarray, optional
-        The result's array, written and returned instead of a new one; checked by
-        :func:`refquant.prepare.output` (shape, dtype, C-contiguous, no shared memory).
+        An array to write the result into (:func:`refquant.prepare.into`).
 
     Returns
     -------
@@ -511,8 +510,7 @@ def dequantize_affine(q: Any, params: QuantParams, *, out: Any = None) -> np.nda
         Codes within ``[params.qmin, params.qmax]``.
     params : QuantParams
     out : ndarray, optional
-        The result's array, written and returned instead of a new one; checked by
-        :func:`refquant.prepare.output` (shape, dtype, C-contiguous, no shared memory).
+        An array to write the result into (:func:`refquant.prepare.into`).
 
     Returns
     -------

@@ -183,8 +183,7 @@ def dequantize_int32(acc: Any, a_scale: Any, b_scale: Any, *, out: Any = None) -
     a_scale : float or ndarray of float32/float64, shape (m,)
     b_scale : float or ndarray of float32/float64, shape (n,)
     out : ndarray, optional
-        The result's array, written and returned instead of a new one; checked by
-        :func:`refquant.prepare.output` (shape, dtype, C-contiguous, no shared memory).
+        An array to write the result into (:func:`refquant.prepare.into`).
 
     Returns
     -------

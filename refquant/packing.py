@@ -142,8 +142,7 @@ def pack(codes: Any, bits: int, order: str = "low_first", container: str = "uint
         Position of consecutive codes in a container (module docstring).
     container : {"uint8", "int32"}
     out : ndarray, optional
-        The result's array, written and returned instead of a new one; checked by
-        :func:`refquant.prepare.output` (shape, dtype, C-contiguous, no shared memory).
+        An array to write the result into (:func:`refquant.prepare.into`).
 
     Returns
     -------
@@ -215,8 +214,7 @@ def unpack(packed: Any, bits: int, count: int, order: str = "low_first", contain
     count : int
         Real codes per row (padding codes are dropped; padding bits are not checked).
     out : ndarray, optional
-        The result's array, written and returned instead of a new one; checked by
-        :func:`refquant.prepare.output` (shape, dtype, C-contiguous, no shared memory).
+        An array to write the result into (:func:`refquant.prepare.into`).
 
     Returns
     -------
@@ -252,8 +250,7 @@ def pack_ternary(trits: Any, *, out: Any = None) -> np.ndarray:
     trits : ndarray of any integer dtype, shape (..., n), values in {0, 1, 2}
         For a ternary weight ``t`` in {-1, 0, +1} pass ``t + 1``.
     out : ndarray, optional
-        The result's array, written and returned instead of a new one; checked by
-        :func:`refquant.prepare.output` (shape, dtype, C-contiguous, no shared memory).
+        An array to write the result into (:func:`refquant.prepare.into`).
 
     Returns
     -------
@@ -295,8 +292,7 @@ def unpack_ternary(packed: Any, count: int, *, out: Any = None) -> np.ndarray:
     packed : ndarray of uint8, shape (..., ceil(count / 5))
     count : int
     out : ndarray, optional
-        The result's array, written and returned instead of a new one; checked by
-        :func:`refquant.prepare.output` (shape, dtype, C-contiguous, no shared memory).
+        An array to write the result into (:func:`refquant.prepare.into`).
 
     Returns
     -------

@@ -285,8 +285,7 @@ def codebook_encode(x: Any, name: str | Codebook, *, out: Any = None) -> np.ndar
     name : str or Codebook
         ``"nf4"``, ``"fp4"``, ``"iq4_nl"``, ``"ternary"``, ``"binary"``.
     out : ndarray, optional
-        The result's array, written and returned instead of a new one; checked by
-        :func:`refquant.prepare.output` (shape, dtype, C-contiguous, no shared memory).
+        An array to write the result into (:func:`refquant.prepare.into`).
 
     Returns
     -------
@@ -303,8 +302,7 @@ def codebook_decode(codes: Any, name: str | Codebook, *, out: Any = None) -> np.
     codes : array_like of integers, any shape
     name : str or Codebook
     out : ndarray, optional
-        The result's array, written and returned instead of a new one; checked by
-        :func:`refquant.prepare.output` (shape, dtype, C-contiguous, no shared memory).
+        An array to write the result into (:func:`refquant.prepare.into`).
 
     Returns
     -------

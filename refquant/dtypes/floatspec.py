@@ -403,8 +403,7 @@ def encode_float(x: Any, fmt: str | FloatSpec, *, saturate: bool = False, out: A
         ±max for e2m1). True: finite overflow and ±inf become ±max; NaN input is
         still encoded as NaN (as far as the format has one; e2m1 writes ∓0).
     out : ndarray, optional
-        The result's array, written and returned instead of a new one; checked by
-        :func:`refquant.prepare.output` (shape, dtype, C-contiguous, no shared memory).
+        An array to write the result into (:func:`refquant.prepare.into`).
 
     Returns
     -------
@@ -457,8 +456,7 @@ def decode_float(bits: Any, fmt: str | FloatSpec, *, out: Any = None) -> np.ndar
     fmt : str or FloatSpec
         Format name or alias, as for :func:`encode_float`.
     out : ndarray, optional
-        The result's array, written and returned instead of a new one; checked by
-        :func:`refquant.prepare.output` (shape, dtype, C-contiguous, no shared memory).
+        An array to write the result into (:func:`refquant.prepare.into`).
 
     Returns
     -------

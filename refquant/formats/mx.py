@@ -217,8 +217,7 @@ def mx_quantize(x: Any, fmt: str | MXFormat, *, out: Any = None) -> tuple[np.nda
     fmt : str or MXFormat
         A key of :data:`MX_FORMATS`.
     out : tuple of ndarray or None, optional
-        One array per result, in order (an entry None: allocated), written
-        and returned instead of new arrays; checked by :func:`refquant.prepare.outputs`.
+        Arrays to write the results into, in order (:func:`refquant.prepare.into`).
 
     Returns
     -------
@@ -268,8 +267,7 @@ def mx_dequantize(scales: Any, codes: Any, fmt: str | MXFormat, *, out: Any = No
         As returned by :func:`mx_quantize` (unpack packed bytes with :func:`mx_unpack`).
     fmt : str or MXFormat
     out : ndarray, optional
-        The result's array, written and returned instead of a new one; checked by
-        :func:`refquant.prepare.output` (shape, dtype, C-contiguous, no shared memory).
+        An array to write the result into (:func:`refquant.prepare.into`).
 
     Returns
     -------

@@ -162,8 +162,7 @@ def nvfp4_dequantize(packed: Any, block_scales: Any, global_scale: Any, *, out: 
         float8_e4m3fn bit patterns (NaN codes decode to NaN blocks).
     global_scale : float
     out : ndarray, optional
-        The result's array, written and returned instead of a new one; checked by
-        :func:`refquant.prepare.output` (shape, dtype, C-contiguous, no shared memory).
+        An array to write the result into (:func:`refquant.prepare.into`).
 
     Returns
     -------

@@ -49,8 +49,7 @@ def awq_pack(codes: Any, zeros: Any, scales: Any, *, out: Any = None) -> tuple[n
     scales : ndarray of float, shape (out, G), representable in float16
         ``G = in / group_size`` groups of consecutive input columns.
     out : tuple of ndarray or None, optional
-        One array per result, in order (an entry None: allocated), written
-        and returned instead of new arrays; checked by :func:`refquant.prepare.outputs`.
+        Arrays to write the results into, in order (:func:`refquant.prepare.into`).
 
     Returns
     -------
@@ -100,8 +99,7 @@ def awq_unpack(qweight: Any, qzeros: Any, *, out: Any = None) -> tuple[np.ndarra
     Parameters
     ----------
     out : tuple of ndarray or None, optional
-        One array per result, in order (an entry None: allocated), written
-        and returned instead of new arrays; checked by :func:`refquant.prepare.outputs`.
+        Arrays to write the results into, in order (:func:`refquant.prepare.into`).
     """
     given = (qweight, qzeros)  # the caller's arrays, which out must not overlap
     qweight, qzeros = _unpack_args(qweight, qzeros)
@@ -126,8 +124,7 @@ def awq_dequantize(qweight: Any, qzeros: Any, scales: Any, group_size: int, *, o
     Parameters
     ----------
     out : ndarray, optional
-        The result's array, written and returned instead of a new one; checked by
-        :func:`refquant.prepare.output` (shape, dtype, C-contiguous, no shared memory).
+        An array to write the result into (:func:`refquant.prepare.into`).
 
     Raises
     ------

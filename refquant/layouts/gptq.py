@@ -94,8 +94,7 @@ def gptq_pack(codes: Any, zeros: Any, scales: Any, g_idx: Any, bits: int, versio
     bits : {2, 3, 4, 8}
     version : {1, 2}
     out : tuple of ndarray or None, optional
-        One array per result, in order (an entry None: allocated), written
-        and returned instead of new arrays; checked by :func:`refquant.prepare.outputs`.
+        Arrays to write the results into, in order (:func:`refquant.prepare.into`).
 
     Returns
     -------
@@ -131,8 +130,7 @@ def gptq_unpack(qweight: Any, qzeros: Any, scales: Any, g_idx: Any, bits: int, v
     bits : {2, 3, 4, 8}
     version : {1, 2}
     out : tuple of ndarray or None, optional
-        One array per result, in order (an entry None: allocated), written
-        and returned instead of new arrays; checked by :func:`refquant.prepare.outputs`.
+        Arrays to write the results into, in order (:func:`refquant.prepare.into`).
 
     Returns
     -------
@@ -161,8 +159,7 @@ def gptq_dequantize(qweight: Any, qzeros: Any, scales: Any, g_idx: Any, bits: in
     Parameters
     ----------
     out : ndarray, optional
-        The result's array, written and returned instead of a new one; checked by
-        :func:`refquant.prepare.output` (shape, dtype, C-contiguous, no shared memory).
+        An array to write the result into (:func:`refquant.prepare.into`).
     """
     codes, zeros = gptq_unpack(qweight, qzeros, scales, g_idx, bits, version)
     group = np.asarray(g_idx).astype(np.intp)

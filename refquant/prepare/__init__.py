@@ -129,11 +129,17 @@ def outputs(out: Any, specs: tuple[Any, ...], inputs: tuple[Any, ...] = ()) -> t
 
 def into(out: Any, result: Any, inputs: tuple[Any, ...] = (), fresh: tuple[int, ...] = ()) -> Any:
     """``result`` (an array or a tuple of arrays) as a reference function returns it: itself
-    when ``out`` is None, else written into the caller's ``out`` (checked first, as
-    :func:`output` / :func:`outputs` check it, so a refused ``out`` is left unchanged),
-    which is returned (for a tuple: the caller's arrays, and the computed result at
-    entries left None). ``fresh``: indices of tuple results the op allocates itself (a
-    scalar, or an array whose size depends on the data; their ``out`` entry must be None).
+    when ``out`` is None, else written into the caller's ``out`` and that returned.
+
+    ``out`` is what the reference functions' ``out=`` takes: for one array result an
+    ndarray of exactly the result's shape and dtype, C-contiguous, writeable, sharing no
+    memory with ``inputs`` (the caller's arrays); for a tuple result a tuple of such
+    arrays in the result's order (as NumPy ufuncs take it), an entry None where a new
+    array will do, and the returned tuple holds the caller's arrays and the computed
+    results at the None entries. It is checked before anything is written (:func:`output`
+    / :func:`outputs`), so a refused ``out`` is left unchanged. ``fresh``: indices of tuple
+    results the op allocates itself (a scalar, or an array whose size depends on the
+    data); their ``out`` entry must be None.
     """
     if out is None:
         return result
