@@ -97,7 +97,7 @@ def test_out_argument(name, spy_backend):
     buf = np.zeros(24, np.uint16)
     with pytest.raises(ValueError, match="shares memory"):   # checked before any kernel runs
         backend.encode_float(buf.view(np.float32).reshape(3, 4), "float16", out=buf[:12].reshape(3, 4))
-    # encode_float out= on the reference (copied into the caller's array)
+    # encode_float out= on the reference (its function writes the caller's array)
     if name == "reference":
         codes = np.empty((3, 4), np.uint16)
         assert backend.encode_float(x, "float16", out=codes) is codes

@@ -11,7 +11,8 @@ kernel, so kernels receive only inputs that passed these checks: a backend holds
 kernels and no argument checks, and a third-party backend gets the same safety.
 
 The prepared arguments still satisfy the reference function's signature (so the
-reference backend computes from them unchanged). The error messages are the
+reference backend computes from them unchanged); the reference functions take the same
+``out=`` and write their result into it through :func:`into`, with the same checks. The error messages are the
 reference's: the checks are the reference's own helpers.
 
 Resource rule (every parameter has a stated range): outputs are allocated from shapes
