@@ -8,9 +8,10 @@ and parameter objects rebuilt in their canonical class, and the output array all
 prepared arguments converted by its ``asarray``. So a backend holds kernels only: it
 needs no argument checks, and one written by a third party gets the same safety.
 
-Ops with one array result accept ``out=``: a backend whose capability declares
-``out=True`` writes the prepared array directly; for any other backend the result is
-copied into the caller's ``out``.
+Ops whose ``OpSpec.out`` is set accept ``out=`` (an array, or for a tuple result a
+tuple of arrays or None in the result's order): a backend whose capability declares
+``out=True`` writes the prepared arrays directly; for any other backend the result is
+copied into them.
 """
 
 from __future__ import annotations
@@ -74,6 +75,15 @@ def to_backend(backend: Any, x: Any) -> Any:
     return x
 
 
+def _copy_into(out: Any, result: Any) -> Any:
+    """``result`` (NumPy) written into the prepared ``out``: an array, or a tuple whose None
+    entries (results the op allocates itself) take the result's own."""
+    if not isinstance(out, tuple):
+        np.copyto(out, np.asarray(result), casting="no")
+        return out
+    return tuple(r if o is None else _copy_into(o, r) for o, r in zip(out, result))
+
+
 class Dispatched:
     """A backend behind the boundary (see the module docstring).
 
@@ -124,10 +134,9 @@ class Dispatched:
         if p.out is not None and getattr(cap, "out", False):
             return kernel(*b_args, out=p.out, **b_kwargs)
         result = kernel(*b_args, **b_kwargs)
-        if caller_out is not None:
-            np.copyto(p.out, np.asarray(self.raw.to_numpy(result)), casting="no")
-            return p.out
-        return result
+        if caller_out is None:
+            return result
+        return _copy_into(p.out, self.raw.to_numpy(result))
 
     def __getattr__(self, op: str) -> Any:
         if op.startswith("__") or op in ("raw", "_preparers"):

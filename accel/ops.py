@@ -49,8 +49,17 @@ class OpSpec:
         reference's signature (TypeError if they do not fit) and arrays made C-contiguous,
         with no value checks, so a backend of such an op must not rely on prepared input.
     out : bool
-        The op has one array result that the prepare function allocates (or takes from
-        the caller's ``out=``); backends whose capability says ``out=True`` write it.
+        The op takes ``out=``: its array result, or for an op with a tuple result a tuple
+        of arrays in the result's order (as NumPy ufuncs take it; an entry None is
+        allocated), is allocated by the prepare function or taken from the caller after
+        checks (shape, dtype, C-contiguous, writeable, no memory shared with the inputs or
+        the other entries; :func:`refquant.prepare.output` / ``outputs``), and the
+        reference function takes the same ``out=``. A result the op allocates itself (a
+        scalar, or an array whose size depends on the data) has entry None, always.
+        Backends whose capability says ``out=True`` write the prepared arrays
+        (``Prepared.out``); for the others the dispatcher copies into them. Every quantize
+        and dequantize op has it; ``choose_qparams`` (a parameter object, not arrays),
+        the matmuls and the algorithm ops do not.
     """
 
     name: str
@@ -125,7 +134,7 @@ _ROWS: list[OpSpec] = [
     OpSpec("bnb_quantize_4bit", "refquant.bnb:bnb_quantize_4bit", ("nf4", "fp4"), "bitsandbytes",
            "bnb_quantize_4bit(x: float32/float16/bfloat16 (...), quant_type, blocksize) -> (packed uint8 (ceil(n/2),), "
            "absmax float32 (ceil(n/blocksize),)): C-order blocks, partial last block, first code in the high nibble",
-           prepare="refquant.prepare.bnb:prepare_bnb_quantize_4bit"),
+           prepare="refquant.prepare.bnb:prepare_bnb_quantize_4bit", out=True),
     OpSpec("bnb_dequantize_4bit", "refquant.bnb:bnb_dequantize_4bit", ("nf4", "fp4"), "bitsandbytes",
            "bnb_dequantize_4bit(packed: uint8 (ceil(n/2),), absmax: float32 (n_blocks,), quant_type, blocksize, shape) "
            "-> float32 shape: code[nibble] * absmax[block], one float32 multiply",
@@ -133,18 +142,18 @@ _ROWS: list[OpSpec] = [
     OpSpec("bnb_quantize_blockwise", "refquant.bnb:bnb_quantize_blockwise", ("dynamic8",), "bitsandbytes",
            "bnb_quantize_blockwise(x: float32/float16/bfloat16 (...), blocksize) -> (codes uint8 (n,), absmax float32 "
            "(n_blocks,)): bitsandbytes CPU 65536-entry LUT over the dynamic map",
-           prepare="refquant.prepare.bnb:prepare_bnb_quantize_blockwise"),
+           prepare="refquant.prepare.bnb:prepare_bnb_quantize_blockwise", out=True),
     OpSpec("bnb_dequantize_blockwise", "refquant.bnb:bnb_dequantize_blockwise", ("dynamic8",), "bitsandbytes",
            "bnb_dequantize_blockwise(codes: uint8 (n,), absmax: float32 (n_blocks,), blocksize, shape) -> float32 shape",
            prepare="refquant.prepare.bnb:prepare_bnb_dequantize_blockwise", out=True),
     OpSpec("bnb_double_quantize", "refquant.bnb:bnb_double_quantize", None, "bitsandbytes",
            "bnb_double_quantize(absmax: float32 (n_blocks,)) -> (codes uint8 (n_blocks,), nested_absmax float32 "
            "(ceil(n_blocks/256),), offset float32 ()): offset = torch's float32 mean, 8-bit blocks of 256",
-           prepare="refquant.prepare.bnb:prepare_bnb_double_quantize"),
+           prepare="refquant.prepare.bnb:prepare_bnb_double_quantize", out=True),
     OpSpec("int8_vectorwise_quant", "refquant.bnb:int8_vectorwise_quant", None, "bitsandbytes",
            "int8_vectorwise_quant(x: float32/float16 (rows, k), threshold=0.0) -> (q int8 (rows, k), row_stats "
            "float32 (rows,), outlier_cols int64 (n,)): round_half_even(x * float32(127 / row absmax))",
-           prepare="refquant.prepare.bnb:prepare_int8_vectorwise_quant"),
+           prepare="refquant.prepare.bnb:prepare_int8_vectorwise_quant", out=True),
     OpSpec("int8_vectorwise_dequant", "refquant.bnb:int8_vectorwise_dequant", None, "bitsandbytes",
            "int8_vectorwise_dequant(q: int8 (rows, k), row_stats: float32 (rows,)) -> float32 (rows, k): "
            "(q * row_stat) * float32(1/127)",
@@ -189,29 +198,29 @@ _ROWS: list[OpSpec] = [
     OpSpec("mx_quantize", "refquant.formats.mx:mx_quantize", MX_FORMATS, "microscaling",
            "mx_quantize(x: float32 (..., 32k), fmt) -> (scales uint8 E8M0 (..., k), codes uint8 (..., 32k)): "
            "OCP MX v1.0 6.3, X = 2^(floor(log2 amax) - emax_elem), elements RNE saturating; NaN/inf block -> 0xFF",
-           prepare="refquant.prepare.microscaling:prepare_mx_quantize"),
+           prepare="refquant.prepare.microscaling:prepare_mx_quantize", out=True),
     OpSpec("mx_dequantize", "refquant.formats.mx:mx_dequantize", MX_FORMATS, "microscaling",
            "mx_dequantize(scales: uint8 (..., k), codes: uint8 (..., 32k), fmt) -> float32 (..., 32k): X * P_i, "
            "NaN blocks for scale 0xFF",
-           prepare="refquant.prepare.microscaling:prepare_mx_dequantize"),
+           prepare="refquant.prepare.microscaling:prepare_mx_dequantize", out=True),
     OpSpec("nvfp4_quantize", "refquant.formats.nvfp4:nvfp4_quantize", None, "microscaling",
            "nvfp4_quantize(x: float32 (..., 16k), *, global_amax=None) -> (packed uint8 (..., 8k), block_scales "
            "uint8 e4m3 (..., k), global_scale float32): NVIDIA Model Optimizer's two-level NVFP4",
-           prepare="refquant.prepare.microscaling:prepare_nvfp4_quantize"),
+           prepare="refquant.prepare.microscaling:prepare_nvfp4_quantize", out=True),
     OpSpec("nvfp4_dequantize", "refquant.formats.nvfp4:nvfp4_dequantize", None, "microscaling",
            "nvfp4_dequantize(packed: uint8 (..., 8k), block_scales: uint8 (..., k), global_scale) -> float32 (..., 16k)",
-           prepare="refquant.prepare.microscaling:prepare_nvfp4_dequantize"),
+           prepare="refquant.prepare.microscaling:prepare_nvfp4_dequantize", out=True),
     # --- layouts (issue 7) ---
     OpSpec("gptq_pack", "refquant.layouts.gptq:gptq_pack",
            ("v1_2bit", "v1_3bit", "v1_4bit", "v1_8bit", "v2_2bit", "v2_3bit", "v2_4bit", "v2_8bit"), "layouts",
            "gptq_pack(codes: uint (out, in), zeros: int (out, G), scales: float32 (out, G), g_idx: int (in,), bits, "
            "version=1) -> (qweight int32 (in*bits/32, out), qzeros int32 (G, out*bits/32), scales float16 (G, out), "
            "g_idx int32 (in,)); format = v{version}_{bits}bit",
-           prepare="refquant.prepare.layouts:prepare_gptq_pack"),
+           prepare="refquant.prepare.layouts:prepare_gptq_pack", out=True),
     OpSpec("gptq_unpack", "refquant.layouts.gptq:gptq_unpack",
            ("v1_2bit", "v1_3bit", "v1_4bit", "v1_8bit", "v2_2bit", "v2_3bit", "v2_4bit", "v2_8bit"), "layouts",
            "gptq_unpack(qweight, qzeros, scales, g_idx, bits, version=1) -> (codes uint8 (out, in), zeros uint8 (out, G))",
-           prepare="refquant.prepare.layouts:prepare_gptq_unpack"),
+           prepare="refquant.prepare.layouts:prepare_gptq_unpack", out=True),
     OpSpec("gptq_dequantize", "refquant.layouts.gptq:gptq_dequantize",
            ("v1_2bit", "v1_3bit", "v1_4bit", "v1_8bit", "v2_2bit", "v2_3bit", "v2_4bit", "v2_8bit"), "layouts",
            "gptq_dequantize(qweight, qzeros, scales, g_idx, bits, version=1) -> float32 (out, in): "
@@ -220,10 +229,10 @@ _ROWS: list[OpSpec] = [
     OpSpec("awq_pack", "refquant.layouts.awq:awq_pack", None, "layouts",
            "awq_pack(codes: uint (out, in), zeros: int (out, G), scales: float32 (out, G)) -> (qweight int32 (in, out/8), "
            "qzeros int32 (G, out/8), scales float16 (G, out)); AutoAWQ GEMM, nibble order 0,2,4,6,1,3,5,7",
-           prepare="refquant.prepare.layouts:prepare_awq_pack"),
+           prepare="refquant.prepare.layouts:prepare_awq_pack", out=True),
     OpSpec("awq_unpack", "refquant.layouts.awq:awq_unpack", None, "layouts",
            "awq_unpack(qweight int32 (in, out/8), qzeros int32 (G, out/8)) -> (codes uint8 (out, in), zeros uint8 (out, G))",
-           prepare="refquant.prepare.layouts:prepare_awq_unpack"),
+           prepare="refquant.prepare.layouts:prepare_awq_unpack", out=True),
     OpSpec("awq_dequantize", "refquant.layouts.awq:awq_dequantize", None, "layouts",
            "awq_dequantize(qweight, qzeros, scales float16 (G, out), group_size) -> float32 (out, in), exact in float32",
            prepare="refquant.prepare.layouts:prepare_awq_dequantize", out=True),

@@ -39,7 +39,10 @@ class OpCapability:
         Free text shown in the matrix (why something is missing or approximate).
     out : bool
         The op method takes ``out=``, the result array allocated by the op's prepare
-        function (``OpSpec.out`` ops only), and writes it; otherwise the dispatcher copies.
+        function (``OpSpec.out`` ops only; for a tuple result a tuple of arrays in the
+        result's order, None at a result the kernel allocates itself), writes it and
+        returns it (the tuple: with its own arrays at the None entries); otherwise the
+        dispatcher copies.
     """
 
     formats: frozenset[str] | None = None

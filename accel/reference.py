@@ -36,7 +36,8 @@ class ReferenceBackend:
 
     def capabilities(self) -> dict[str, OpCapability]:
         return {
-            op: OpCapability(formats=None if spec.formats is None else frozenset(spec.formats), bit_exact=True)
+            op: OpCapability(formats=None if spec.formats is None else frozenset(spec.formats), bit_exact=True,
+                             out=spec.out)
             for op, spec in OP_SPECS.items()
         }
 

@@ -46,6 +46,7 @@ from refquant.errors import ValidationError
 from refquant.formats import bnb as _fmt
 from refquant.formats.bnb import BLOCKSIZES_4BIT, BLOCKSIZES_8BIT, NESTED_BLOCKSIZE, dynamic_map
 from refquant.quantized_tensor import QuantizedTensor, _write
+from refquant.prepare import into
 
 __all__ = [
     "QuantState", "NestedAbsmax", "QUANT_TYPES", "DTYPES", "BLOCKSIZES_4BIT", "BLOCKSIZES_8BIT",
@@ -478,7 +479,8 @@ def dequantize_blockwise(q: QuantState) -> np.ndarray:
     return q.dequantize()
 
 
-def int8_vectorwise_quant(x: Any, threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def int8_vectorwise_quant(x: Any, threshold: float = 0.0, *, out: Any = None
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Row-wise absmax int8 (LLM.int8() "vector-wise quantization", bitsandbytes
     ``int8_vectorwise_quant``): ``q = round_half_even(x * 127 / max abs(row))``.
 
@@ -491,6 +493,10 @@ def int8_vectorwise_quant(x: Any, threshold: float = 0.0) -> tuple[np.ndarray, n
         row absmax and quantized to 0, and with more than one row their whole columns are
         0 (they go through the float path of :func:`refquant.matmul.llm_int8_matmul`).
         0 (bitsandbytes' default) disables this.
+    out : tuple of ndarray or None, optional
+        One array per result, in order (an entry None: allocated; the outlier columns'
+        entry is None, their count depends on the data), written and returned instead of
+        new arrays; checked by :func:`refquant.prepare.outputs`.
 
     Returns
     -------
@@ -503,22 +509,24 @@ def int8_vectorwise_quant(x: Any, threshold: float = 0.0) -> tuple[np.ndarray, n
     """
     arr = _vectorwise_input("x", x)
     threshold = check_float("threshold", threshold, min=0.0)
-    return _fmt.vectorwise_quantize_rows(arr, threshold)
+    return into(out, _fmt.vectorwise_quantize_rows(arr, threshold), (x,), fresh=(2,))
 
 
-def int8_vectorwise_dequant(q: Any, row_stats: Any) -> np.ndarray:
+def int8_vectorwise_dequant(q: Any, row_stats: Any, *, out: Any = None) -> np.ndarray:
     """``q * row_stat / 127`` per row as bitsandbytes computes it (two float32 roundings).
 
     Parameters
     ----------
     q : ndarray of int8, shape (rows, k)
     row_stats : ndarray of float32, shape (rows,)
+    out : ndarray, optional
+        An array to write the result into (:func:`refquant.prepare.into`).
 
     Returns
     -------
     ndarray of float32, shape (rows, k)
     """
-    return _fmt.vectorwise_dequantize_rows(*_vectorwise_codes(q, row_stats))
+    return into(out, _fmt.vectorwise_dequantize_rows(*_vectorwise_codes(q, row_stats)), (q, row_stats))
 
 
 def save(path: str | os.PathLike[str], q: QuantState, name: str = "weight") -> None:
@@ -566,8 +574,13 @@ def _dequantize_arrays(packed: np.ndarray, absmax: np.ndarray, quant_type: str, 
     return _fmt.dequantize_4bit_blocks(packed, absmax, quant_type, blocksize, n).reshape(shape)
 
 
-def bnb_quantize_4bit(x: Any, quant_type: str, blocksize: int) -> tuple[np.ndarray, np.ndarray]:
+def bnb_quantize_4bit(x: Any, quant_type: str, blocksize: int, *, out: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """NF4/FP4 codes and absmax of ``x`` (as :func:`quantize_4bit` without double quantization).
+
+    Parameters
+    ----------
+    out : tuple of ndarray or None, optional
+        Arrays to write the results into, in order (:func:`refquant.prepare.into`).
 
     Returns
     -------
@@ -575,10 +588,11 @@ def bnb_quantize_4bit(x: Any, quant_type: str, blocksize: int) -> tuple[np.ndarr
     absmax : ndarray of float32, shape (ceil(n / blocksize),)
     """
     q = quantize_4bit(x, quant_type, blocksize)
-    return q.packed, q.absmax
+    return into(out, (q.packed, q.absmax), (x,))
 
 
-def bnb_dequantize_4bit(packed: Any, absmax: Any, quant_type: str, blocksize: int, shape: Any) -> np.ndarray:
+def bnb_dequantize_4bit(packed: Any, absmax: Any, quant_type: str, blocksize: int, shape: Any, *,
+                        out: Any = None) -> np.ndarray:
     """float32 tensor of ``shape`` from packed NF4/FP4 codes and per-block absmax.
 
     Parameters
@@ -588,16 +602,24 @@ def bnb_dequantize_4bit(packed: Any, absmax: Any, quant_type: str, blocksize: in
     quant_type : {"nf4", "fp4"}
     blocksize : int
     shape : tuple of int
+    out : ndarray, optional
+        An array to write the result into (:func:`refquant.prepare.into`).
 
     Returns
     -------
     ndarray of float32, shape ``shape``
     """
-    return _dequantize_arrays(*_packed_4bit(packed, absmax, quant_type, blocksize, shape))
+    return into(out, _dequantize_arrays(*_packed_4bit(packed, absmax, quant_type, blocksize, shape)),
+                (packed, absmax))
 
 
-def bnb_quantize_blockwise(x: Any, blocksize: int) -> tuple[np.ndarray, np.ndarray]:
+def bnb_quantize_blockwise(x: Any, blocksize: int, *, out: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """8-bit dynamic-map codes and absmax of ``x`` (:func:`quantize_blockwise`).
+
+    Parameters
+    ----------
+    out : tuple of ndarray or None, optional
+        Arrays to write the results into, in order (:func:`refquant.prepare.into`).
 
     Returns
     -------
@@ -605,25 +627,33 @@ def bnb_quantize_blockwise(x: Any, blocksize: int) -> tuple[np.ndarray, np.ndarr
     absmax : ndarray of float32, shape (ceil(n / blocksize),)
     """
     q = quantize_blockwise(x, blocksize)
-    return q.packed, q.absmax
+    return into(out, (q.packed, q.absmax), (x,))
 
 
-def bnb_dequantize_blockwise(codes: Any, absmax: Any, blocksize: int, shape: Any) -> np.ndarray:
-    """float32 tensor of ``shape`` from 8-bit dynamic-map codes and per-block absmax."""
+def bnb_dequantize_blockwise(codes: Any, absmax: Any, blocksize: int, shape: Any, *, out: Any = None) -> np.ndarray:
+    """float32 tensor of ``shape`` from 8-bit dynamic-map codes and per-block absmax.
+
+    Parameters
+    ----------
+    out : ndarray, optional
+        An array to write the result into (:func:`refquant.prepare.into`).
+    """
     blocksize = _check_blocksize(blocksize, BLOCKSIZES_8BIT)
     shape = _shape(shape)
     n = math.prod(shape)
-    return _dequantize_arrays(_payload("codes", codes, n), _scales("absmax", absmax, -(-n // blocksize)),
-                              "dynamic8", blocksize, shape)
+    return into(out, _dequantize_arrays(_payload("codes", codes, n), _scales("absmax", absmax, -(-n // blocksize)),
+                              "dynamic8", blocksize, shape), (codes, absmax))
 
 
-def bnb_double_quantize(absmax: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def bnb_double_quantize(absmax: Any, *, out: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Double quantization of a float32 absmax vector (torch's one-thread mean order).
 
     Parameters
     ----------
     absmax : ndarray of float32, shape (n_blocks,)
         Finite, non-empty.
+    out : tuple of ndarray or None, optional
+        Arrays to write the results into, in order (:func:`refquant.prepare.into`).
 
     Returns
     -------
@@ -632,4 +662,4 @@ def bnb_double_quantize(absmax: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray
     offset : ndarray of float32, shape ()
     """
     codes, nested_absmax, offset = _fmt.double_quantize(_absmax_vector(absmax))
-    return codes, nested_absmax, np.asarray(offset, dtype=F32)
+    return into(out, (codes, nested_absmax, np.asarray(offset, dtype=F32)), (absmax,))

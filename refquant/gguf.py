@@ -45,6 +45,7 @@ from refquant._backend import call_op, is_reference
 from refquant._lazy import lazy_getattr
 from refquant._validate import as_float_array, normalize_name
 from refquant.formats import FORMATS, FORMATS_BY_ID, BlockFormat
+from refquant.prepare import into
 
 __all__ = ["quantize", "dequantize", "quantize_tensor", "block_bits", "row_bytes", "get_format", "qtypes", "read",
            "write", "dequant_matmul"]
@@ -225,7 +226,7 @@ def _quantize_args(x: Any, qtype: Any, imatrix: Any) -> tuple[type[BlockFormat],
     return fmt, x, im
 
 
-def quantize(x: Any, qtype: Any, imatrix: Any = None, *, backend: Any = None) -> np.ndarray:
+def quantize(x: Any, qtype: Any, imatrix: Any = None, *, backend: Any = None, out: Any = None) -> np.ndarray:
     """Quantize rows to ggml's block format ``qtype``.
 
     :func:`quantize_tensor` is the same with the result in a container that carries
@@ -242,6 +243,8 @@ def quantize(x: Any, qtype: Any, imatrix: Any = None, *, backend: Any = None) ->
         Run op ``gguf_quantize`` of this backend (``"numba"``, ``"cupy"``, ...; see
         ``accel.registry``) through the dispatcher instead of the reference; same bytes,
         same return type. None or ``"reference"``: this function.
+    out : ndarray of uint8, optional
+        An array to write the result into (:func:`refquant.prepare.into`).
 
     Returns
     -------
@@ -258,13 +261,14 @@ def quantize(x: Any, qtype: Any, imatrix: Any = None, *, backend: Any = None) ->
         Non-float x or imatrix.
     """
     if not is_reference(backend):
-        return call_op(backend, "gguf_quantize", quantize, x, qtype, imatrix, fmt=checked_format(qtype).name)
+        return call_op(backend, "gguf_quantize", quantize, x, qtype, imatrix, fmt=checked_format(qtype).name, out=out)
+    given = (x, imatrix)  # the caller's arrays, which out must not overlap
     fmt, x, im = _quantize_args(x, qtype, imatrix)
     n_per_row = x.shape[-1]
     lead = x.shape[:-1]
     n_blocks = x.size // fmt.block_size
     if n_blocks == 0:  # no rows, or rows of length 0 (reshape(-1, 0) would be ambiguous)
-        return np.zeros(lead + (n_per_row // fmt.block_size * fmt.type_size,), np.uint8)
+        return into(out, np.zeros(lead + (n_per_row // fmt.block_size * fmt.type_size,), np.uint8), given)
     rows = x.reshape(-1, n_per_row)
     # IEEE float32 results (overflow to inf, inf - inf = NaN in a search that then
     # rejects the candidate) are ggml's results too: they are computed, not warned about.
@@ -284,10 +288,10 @@ def quantize(x: Any, qtype: Any, imatrix: Any = None, *, backend: Any = None) ->
                 raise AssertionError(f"{fmt.__name__}.quantize_blocks returned {part.dtype} {part.shape}, "
                                      f"expected {fmt.dtype} ({min(step, n_blocks - start)},)")
             blocks[start:start + step] = part
-    return blocks.view(np.uint8).reshape(lead + (n_per_row // fmt.block_size * fmt.type_size,))
+    return into(out, blocks.view(np.uint8).reshape(lead + (n_per_row // fmt.block_size * fmt.type_size,)), given)
 
 
-def dequantize(data: Any, qtype: Any, shape: Any = None, *, backend: Any = None) -> np.ndarray:
+def dequantize(data: Any, qtype: Any, shape: Any = None, *, backend: Any = None, out: Any = None) -> np.ndarray:
     """Decode ggml block bytes to float32, as ggml's ``to_float`` does.
 
     Parameters
@@ -302,6 +306,8 @@ def dequantize(data: Any, qtype: Any, shape: Any = None, *, backend: Any = None)
         :func:`read` returns it; for ``data = quantize(W, qtype)`` it is ``W.shape``).
     backend : str or Backend, optional
         Run op ``gguf_dequantize`` of this backend instead (see :func:`quantize`).
+    out : ndarray of float32, optional
+        The result's array (``shape``), written and returned instead of a new one.
 
     Returns
     -------
@@ -318,16 +324,17 @@ def dequantize(data: Any, qtype: Any, shape: Any = None, *, backend: Any = None)
     if shape is None:
         raise TypeError(_missing_shape(data, fmt))
     if not is_reference(backend):
-        return call_op(backend, "gguf_dequantize", dequantize, data, qtype, shape, fmt=fmt.name)
+        return call_op(backend, "gguf_dequantize", dequantize, data, qtype, shape, fmt=fmt.name, out=out)
+    given = data
     data, shape = _check_data(data, fmt, shape)
     if data.size == 0:
-        return np.zeros(shape, np.float32)
+        return into(out, np.zeros(shape, np.float32), (given,))
     blocks = data.view(fmt.dtype)
     with np.errstate(all="ignore"):  # arbitrary bytes may hold inf/NaN scales: IEEE results
         y = fmt.dequantize_blocks(blocks)
     if y.dtype != np.float32 or y.shape != (blocks.size, fmt.block_size):  # postcondition
         raise AssertionError(f"{fmt.__name__}.dequantize_blocks returned {y.dtype} {y.shape}")
-    return y.reshape(shape)
+    return into(out, y.reshape(shape), (given,))
 
 
 def quantize_tensor(x: Any, qtype: Any, imatrix: Any = None, *, name: str = "", backend: Any = None) -> Any:

@@ -74,6 +74,7 @@ from refquant.errors import ValidationError
 from refquant.granularity import (Granularity, PerChannel, PerGroup, PerTensor, canonical_granularity,
                                   checked_geometry, granularity_from_name)
 from refquant.rounding import round_half_away, round_half_even, round_stochastic
+from refquant.prepare import into
 
 __all__ = ["QuantParams", "choose_qparams", "qparams_from_range", "quantize", "dequantize", "fake_quantize",
            "quantize_affine", "dequantize_affine", "ROUNDINGS", "SCALE_MIN"]
@@ -460,7 +461,7 @@ def _round(t: np.ndarray, rounding: str, rng: np.random.Generator | None) -> np.
 
 
 def quantize_affine(x: Any, params: QuantParams, *, rounding: str = "half_even",
-                    rng: np.random.Generator | None = None) -> np.ndarray:
+                    rng: np.random.Generator | None = None, out: Any = None) -> np.ndarray:
     """Integer codes ``clamp(round(x / scale) + zero_point, qmin, qmax)``.
 
     Parameters
@@ -473,6 +474,8 @@ def quantize_affine(x: Any, params: QuantParams, *, rounding: str = "half_even",
         Rounding of ``x / scale`` (``refquant.rounding``); half-even is torch.ao's.
     rng : numpy.random.Generator, optional
         Required for ``rounding="stochastic"``.
+    out : ndarray, optional
+        An array to write the result into (:func:`refquant.prepare.into`).
 
     Returns
     -------
@@ -495,10 +498,10 @@ def quantize_affine(x: Any, params: QuantParams, *, rounding: str = "half_even",
         zp = gran.expand(params.zero_point, arr.shape).astype(np.int32)
     # clamp before adding zp, in float32 (exact: |bounds| <= 2**17), so the integer add is exact
     r = np.clip(r, (params.qmin - zp).astype(np.float32), (params.qmax - zp).astype(np.float32))
-    return (r.astype(np.int32) + zp).astype(params.code_dtype)
+    return into(out, (r.astype(np.int32) + zp).astype(params.code_dtype), (x,))
 
 
-def dequantize_affine(q: Any, params: QuantParams) -> np.ndarray:
+def dequantize_affine(q: Any, params: QuantParams, *, out: Any = None) -> np.ndarray:
     """Float values ``float32(q - zero_point) * scale``.
 
     Parameters
@@ -506,6 +509,8 @@ def dequantize_affine(q: Any, params: QuantParams) -> np.ndarray:
     q : ndarray of any integer dtype
         Codes within ``[params.qmin, params.qmax]``.
     params : QuantParams
+    out : ndarray, optional
+        An array to write the result into (:func:`refquant.prepare.into`).
 
     Returns
     -------
@@ -525,7 +530,7 @@ def dequantize_affine(q: Any, params: QuantParams) -> np.ndarray:
     centered = codes.astype(np.int32)
     if params.zero_point is not None:
         centered = centered - gran.expand(params.zero_point, codes.shape).astype(np.int32)
-    return centered.astype(np.float32) * gran.expand(params.scale, codes.shape)
+    return into(out, centered.astype(np.float32) * gran.expand(params.scale, codes.shape), (q,))
 
 
 def quantize(x: Any, params: QuantParams, *, rounding: str = "half_even",

@@ -35,6 +35,7 @@ import numpy as np
 from refquant._backend import call_op
 from refquant._validate import as_float_array, as_int_array, check_float, flatten_leading
 from refquant.bnb import _packed_4bit, bnb_dequantize_4bit, int8_vectorwise_quant
+from refquant.prepare import into
 
 __all__ = ["int8_matmul", "int8_matmul_zp", "dequantize_int32", "llm_int8_matmul", "int8_linear",
            "bnb_dequant_matmul_4bit", "ternary_matmul"]
@@ -168,7 +169,7 @@ def _acc_scales(acc: Any, a_scale: Any, b_scale: Any) -> tuple[np.ndarray, np.nd
             _scale("b_scale", b_scale, acc_arr.shape[1], "column"))
 
 
-def dequantize_int32(acc: Any, a_scale: Any, b_scale: Any) -> np.ndarray:
+def dequantize_int32(acc: Any, a_scale: Any, b_scale: Any, *, out: Any = None) -> np.ndarray:
     """``acc * a_scale[:, None] * b_scale[None, :]``: the float result of an integer GEMM.
 
     Per-tensor scales are scalars; vector-wise ones give one scale per row of ``A`` and
@@ -181,6 +182,8 @@ def dequantize_int32(acc: Any, a_scale: Any, b_scale: Any) -> np.ndarray:
     acc : ndarray of int32, shape (m, n)
     a_scale : float or ndarray of float32/float64, shape (m,)
     b_scale : float or ndarray of float32/float64, shape (n,)
+    out : ndarray, optional
+        An array to write the result into (:func:`refquant.prepare.into`).
 
     Returns
     -------
@@ -188,7 +191,8 @@ def dequantize_int32(acc: Any, a_scale: Any, b_scale: Any) -> np.ndarray:
     """
     acc_arr, sa, sb = _acc_scales(acc, a_scale, b_scale)
     with np.errstate(over="ignore"):  # beyond float32's range the result is +-inf
-        return (acc_arr.astype(np.float64) * sa[:, None] * sb[None, :]).astype(np.float32)
+        result = (acc_arr.astype(np.float64) * sa[:, None] * sb[None, :]).astype(np.float32)
+    return into(out, result, (acc, a_scale, b_scale))
 
 
 def _llm_int8_args(x: Any, w: Any, threshold: Any) -> tuple[np.ndarray, np.ndarray, float]:

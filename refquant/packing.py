@@ -44,6 +44,7 @@ from typing import Any
 import numpy as np
 
 from refquant._validate import as_int_array, check_choice, check_int
+from refquant.prepare import into
 
 __all__ = ["pack", "unpack", "pack_ternary", "unpack_ternary", "packed_size", "ORDERS", "CONTAINERS",
            "AWQ_ORDER", "LAYOUTS"]
@@ -129,7 +130,7 @@ def _bytes_to_codes(data: np.ndarray, bits: int, msb_first: bool) -> np.ndarray:
     return out.reshape(lead + (v.shape[-1] * 8,))
 
 
-def pack(codes: Any, bits: int, order: str = "low_first", container: str = "uint8") -> np.ndarray:
+def pack(codes: Any, bits: int, order: str = "low_first", container: str = "uint8", *, out: Any = None) -> np.ndarray:
     """Pack ``bits``-bit codes along the last axis.
 
     Parameters
@@ -140,6 +141,8 @@ def pack(codes: Any, bits: int, order: str = "low_first", container: str = "uint
     order : {"low_first", "high_first", "awq"}
         Position of consecutive codes in a container (module docstring).
     container : {"uint8", "int32"}
+    out : ndarray, optional
+        An array to write the result into (:func:`refquant.prepare.into`).
 
     Returns
     -------
@@ -175,9 +178,10 @@ def pack(codes: Any, bits: int, order: str = "low_first", container: str = "uint
     msb_first = order == "high_first"
     data = _codes_to_bytes(arr, bits, msb_first)[..., : n_units * _WIDTH[container] // 8]
     if container == "uint8":
-        return np.ascontiguousarray(data)
+        return into(out, np.ascontiguousarray(data), (codes,))
     # bytes -> words: LSB-first streams fill a word from its low byte, MSB-first from its high byte
-    return np.ascontiguousarray(data).view(">i4" if msb_first else "<i4").astype(np.int32)
+    words = np.ascontiguousarray(data).view(">i4" if msb_first else "<i4").astype(np.int32)
+    return into(out, words, (codes,))
 
 
 def _check_packed(packed: Any, bits: Any, count: Any, order: str, container: str) -> tuple[int, int, np.ndarray]:
@@ -197,7 +201,8 @@ def _check_packed(packed: Any, bits: Any, count: Any, order: str, container: str
     return bits, count, arr
 
 
-def unpack(packed: Any, bits: int, count: int, order: str = "low_first", container: str = "uint8") -> np.ndarray:
+def unpack(packed: Any, bits: int, count: int, order: str = "low_first", container: str = "uint8", *,
+           out: Any = None) -> np.ndarray:
     """Inverse of :func:`pack`: the first ``count`` codes of each row.
 
     Parameters
@@ -208,6 +213,8 @@ def unpack(packed: Any, bits: int, count: int, order: str = "low_first", contain
         As given to :func:`pack`.
     count : int
         Real codes per row (padding codes are dropped; padding bits are not checked).
+    out : ndarray, optional
+        An array to write the result into (:func:`refquant.prepare.into`).
 
     Returns
     -------
@@ -229,19 +236,21 @@ def unpack(packed: Any, bits: int, count: int, order: str = "low_first", contain
     if order == "awq":
         grouped = codes.reshape(codes.shape[:-1] + (codes.shape[-1] // 8, 8))
         codes = grouped[..., list(_AWQ_INVERSE)].reshape(codes.shape)          # code k <- nibble inverse[k]
-    return np.ascontiguousarray(codes[..., :count])
+    return into(out, np.ascontiguousarray(codes[..., :count]), (packed,))
 
 
 _POW3 = np.array([81, 27, 9, 3, 1], dtype=np.uint16)   # trit 0 is the most significant
 
 
-def pack_ternary(trits: Any) -> np.ndarray:
+def pack_ternary(trits: Any, *, out: Any = None) -> np.ndarray:
     """Pack trits (codes 0, 1, 2) five per byte along the last axis (ggml TQ1_0 rule).
 
     Parameters
     ----------
     trits : ndarray of any integer dtype, shape (..., n), values in {0, 1, 2}
         For a ternary weight ``t`` in {-1, 0, +1} pass ``t + 1``.
+    out : ndarray, optional
+        An array to write the result into (:func:`refquant.prepare.into`).
 
     Returns
     -------
@@ -259,7 +268,7 @@ def pack_ternary(trits: Any) -> np.ndarray:
     n5 = -(-arr.shape[-1] // 5) * 5
     groups = _pad_last(arr, n5).astype(np.uint16).reshape(arr.shape[:-1] + (n5 // 5, 5))
     q = (groups * _POW3).sum(axis=-1, dtype=np.uint16)                   # 0..242
-    return ((q * np.uint16(256) + np.uint16(242)) // np.uint16(243)).astype(np.uint8)
+    return into(out, ((q * np.uint16(256) + np.uint16(242)) // np.uint16(243)).astype(np.uint8), (trits,))
 
 
 def check_ternary_packed(packed: Any, count: Any) -> tuple[int, np.ndarray]:
@@ -275,13 +284,15 @@ def check_ternary_packed(packed: Any, count: Any) -> tuple[int, np.ndarray]:
     return count, arr
 
 
-def unpack_ternary(packed: Any, count: int) -> np.ndarray:
+def unpack_ternary(packed: Any, count: int, *, out: Any = None) -> np.ndarray:
     """Inverse of :func:`pack_ternary`: the first ``count`` trits of each row.
 
     Parameters
     ----------
     packed : ndarray of uint8, shape (..., ceil(count / 5))
     count : int
+    out : ndarray, optional
+        An array to write the result into (:func:`refquant.prepare.into`).
 
     Returns
     -------
@@ -292,4 +303,4 @@ def unpack_ternary(packed: Any, count: int) -> np.ndarray:
     mult = _POW3[::-1]                                                       # 3**n for trit n
     v = (arr.astype(np.uint16)[..., None] * mult) & np.uint16(0xFF)          # (..., bytes, 5): (b * 3**n) mod 256
     trits = ((v * np.uint16(3)) >> np.uint16(8)).astype(np.uint8)
-    return np.ascontiguousarray(trits.reshape(arr.shape[:-1] + (need * 5,))[..., :count])
+    return into(out, np.ascontiguousarray(trits.reshape(arr.shape[:-1] + (need * 5,))[..., :count]), (packed,))

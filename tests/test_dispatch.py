@@ -4,6 +4,7 @@ the reference, so a third-party backend gets the boundary's safety for free."""
 from __future__ import annotations
 
 import textwrap
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -96,11 +97,35 @@ def test_out_argument(name, spy_backend):
     buf = np.zeros(24, np.uint16)
     with pytest.raises(ValueError, match="shares memory"):   # checked before any kernel runs
         backend.encode_float(buf.view(np.float32).reshape(3, 4), "float16", out=buf[:12].reshape(3, 4))
-    # encode_float out= on the reference (copied into the caller's array)
+    # encode_float out= on the reference (its function writes the caller's array)
     if name == "reference":
         codes = np.empty((3, 4), np.uint16)
         assert backend.encode_float(x, "float16", out=codes) is codes
         np.testing.assert_array_equal(codes, x.astype(np.float16).view(np.uint16))
+
+
+def test_tuple_out_is_copied_for_backends_without_out_capability():
+    """A backend that returns fresh tuples (no ``out`` capability): the dispatcher copies
+    each result into the caller's entry and keeps the result at None entries."""
+    from accel.reference import ReferenceBackend
+
+    class Copying(ReferenceBackend):
+        def capabilities(self):
+            return {op: replace(cap, out=False) for op, cap in super().capabilities().items()}
+
+    backend = Dispatched(Copying())
+    x = np.linspace(-3, 3, 64, dtype=np.float32).reshape(2, 32)
+    out = (np.empty((2, 1), np.uint8), np.empty((2, 32), np.uint8))
+    got = backend.mx_quantize(x, "mxfp8_e4m3", out=out)
+    assert got[0] is out[0] and got[1] is out[1]
+    for a, b in zip(out, accel.get_backend("reference").mx_quantize(x, "mxfp8_e4m3")):
+        np.testing.assert_array_equal(a, b)
+    x[0, 0] = 10.0                                       # an outlier column
+    q = np.empty((2, 32), np.int8)
+    got = backend.int8_vectorwise_quant(x, 6.0, out=(q, None, None))
+    assert got[0] is q and got[1].shape == (2,) and got[2].tolist() == [0]
+    with pytest.raises(ValueError, match=r"out\[2\] must be None"):
+        backend.int8_vectorwise_quant(x, 6.0, out=(q, None, np.empty(1, np.int64)))
 
 
 def test_every_op_prepare_function_is_public_and_owned_by_refquant():

@@ -29,7 +29,8 @@ def render() -> str:
         lines = [f"- **`{spec.name}`**: `{spec.doc}`",
                  f"  - formats: {formats}",
                  f"  - reference `{spec.reference}`; prepared by {prepare}"
-                 + ("; one array result: `out=` (capability `out=True` writes it)" if spec.out else "")]
+                 + ("; takes `out=` (an array, or a tuple in the result's order; capability `out=True` writes it)"
+                    if spec.out else "")]
         areas.setdefault(spec.area, []).append("\n".join(lines))
     parts = [f"{len(OP_SPECS)} ops in {len(areas)} areas (generated from `accel.ops.OP_SPECS` by "
              "`tools/backend_ops_doc.py`)."]

@@ -338,13 +338,14 @@ def _tasks(n_blocks: int, blocksize: int) -> int:
     return max(1, min(max(1, 16384 // blocksize), -(-n_blocks // (4 * threads))))
 
 
-def bnb_quantize_4bit(x: np.ndarray, quant_type: str, blocksize: int) -> tuple[np.ndarray, np.ndarray]:
+def bnb_quantize_4bit(x: np.ndarray, quant_type: str, blocksize: int, *,
+                      out: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Backend op :func:`refquant.bnb.bnb_quantize_4bit` on prepared arguments
-    (``refquant.prepare.bnb``: ``x`` flat, finite, float32, C-contiguous)."""
+    (``refquant.prepare.bnb``: ``x`` flat, finite, float32, C-contiguous; ``out`` the
+    packed uint8 (ceil(n/2),) and absmax float32 (n_blocks,) arrays)."""
     n = x.size
     n_blocks = -(-n // blocksize)
-    packed = np.empty(-(-n // 2), np.uint8)
-    absmax = np.empty(n_blocks, F32)
+    packed, absmax = out
     flags = np.zeros(n_blocks, np.uint8)                # non-finite blocks: none after preparation
     mid, delta, code0, zero = _tables_4bit(quant_type)
     _quantize_4bit(x, x.view(np.uint32), blocksize, mid, delta, code0, zero, _tasks(n_blocks, blocksize),
@@ -361,19 +362,21 @@ def bnb_dequantize_4bit(packed: np.ndarray, absmax: np.ndarray, quant_type: str,
     return out
 
 
-def _quantize_8bit_flat(flat: np.ndarray, blocksize: int) -> tuple[np.ndarray, np.ndarray]:
-    n_blocks = -(-flat.size // blocksize)
-    codes = np.empty(flat.size, np.uint8)
-    absmax = np.empty(n_blocks, F32)
+def _quantize_8bit_flat(flat: np.ndarray, blocksize: int, codes: np.ndarray, absmax: np.ndarray
+                        ) -> tuple[np.ndarray, np.ndarray]:
+    """Codes uint8 (n,) and absmax float32 (n_blocks,) of ``flat``, written into the arrays given."""
+    n_blocks = absmax.size
     flags = np.zeros(n_blocks, np.uint8)                # non-finite blocks: none after preparation
     _quantize_8bit(flat, flat.view(np.uint32), blocksize, lut_8bit(), _tasks(n_blocks, blocksize), codes, absmax,
                    flags)
     return codes, absmax
 
 
-def bnb_quantize_blockwise(x: np.ndarray, blocksize: int) -> tuple[np.ndarray, np.ndarray]:
-    """Backend op :func:`refquant.bnb.bnb_quantize_blockwise` on prepared arguments (flat finite float32)."""
-    return _quantize_8bit_flat(x, blocksize)
+def bnb_quantize_blockwise(x: np.ndarray, blocksize: int, *,
+                           out: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Backend op :func:`refquant.bnb.bnb_quantize_blockwise` on prepared arguments (flat finite
+    float32; ``out`` the codes and absmax arrays)."""
+    return _quantize_8bit_flat(x, blocksize, *out)
 
 
 def bnb_dequantize_blockwise(codes: np.ndarray, absmax: np.ndarray, blocksize: int, shape: tuple[int, ...], *,
@@ -384,18 +387,24 @@ def bnb_dequantize_blockwise(codes: np.ndarray, absmax: np.ndarray, blocksize: i
     return out
 
 
-def bnb_double_quantize(absmax: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def bnb_double_quantize(absmax: np.ndarray, *, out: tuple[np.ndarray, np.ndarray, np.ndarray]
+                        ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Backend op :func:`refquant.bnb.bnb_double_quantize` on prepared arguments (finite,
-    non-empty, 1-D float32): the offset in torch's one-thread summation order, then 8-bit
-    blocks of 256."""
-    offset = F32(_torch_sum(absmax) / F32(absmax.size))
-    codes, nested_absmax = _quantize_8bit_flat(absmax - offset, NESTED_BLOCKSIZE)
-    return codes, nested_absmax, np.asarray(offset, dtype=F32)
+    non-empty, 1-D float32; ``out`` codes, nested absmax and the 0-d offset): the offset in
+    torch's one-thread summation order, then 8-bit blocks of 256."""
+    codes, nested_absmax, offset = out
+    offset[()] = F32(_torch_sum(absmax) / F32(absmax.size))
+    _quantize_8bit_flat(absmax - offset[()], NESTED_BLOCKSIZE, codes, nested_absmax)
+    return out
 
 
-def int8_vectorwise_quant(x: np.ndarray, threshold: float = 0.0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def int8_vectorwise_quant(x: np.ndarray, threshold: float = 0.0, *,
+                          out: tuple[np.ndarray, np.ndarray, None] | None = None
+                          ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Backend op :func:`refquant.bnb.int8_vectorwise_quant` on prepared arguments (finite
-    2-D float16/bfloat16/float32 ``x``, C-contiguous; threshold >= 0)."""
+    2-D float16/bfloat16/float32 ``x``, C-contiguous; threshold >= 0; ``out`` the q and
+    row_stats arrays, and None for the outlier columns, allocated here; None: all allocated,
+    for this backend's own callers)."""
     x32 = np.ascontiguousarray(x, dtype=F32)
     rows, k = x32.shape
     flags = np.zeros(rows, np.uint8)                    # non-finite rows: none after preparation
@@ -403,13 +412,12 @@ def int8_vectorwise_quant(x: np.ndarray, threshold: float = 0.0) -> tuple[np.nda
     # the float32 values with the float32 value of the input-dtype threshold is the same
     limit = F32(np.asarray(F32(threshold)).astype(x.dtype)) if threshold > 0 else F32(np.inf)
     chunks = max(1, min(get_num_threads() * 4, rows))
-    stats = np.empty(rows, F32)
+    q, stats, _ = out or (np.empty((rows, k), np.int8), np.empty(rows, F32), None)
     col_flags = np.zeros((chunks, k), np.uint8)
     _vectorwise_stats(x32.view(np.uint32), np.array(limit, F32).view(np.uint32)[()], chunks, stats.view(np.uint32),
                       col_flags, flags)
     cols = col_flags.any(axis=0)
     outlier_cols = np.flatnonzero(cols).astype(np.int64)
-    q = np.empty((rows, k), np.int8)
     _vectorwise_codes(x32, limit, stats, cols, rows > 1 and outlier_cols.size > 0, q)
     return q, stats, outlier_cols
 

@@ -145,16 +145,18 @@ def _as_u32(words: np.ndarray) -> np.ndarray:
 
 
 def gptq_pack(codes: np.ndarray, zeros: np.ndarray, scales: np.ndarray, g_idx: np.ndarray, bits: int,
-              version: int = 1) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+              version: int = 1, *, out: tuple[np.ndarray, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Backend op :func:`refquant.layouts.gptq.gptq_pack` on prepared arguments
     (``refquant.prepare.layouts``: uint8 codes and int64 zero points in range, float16
-    scales (out, G), int64 g_idx)."""
+    scales (out, G), int64 g_idx; ``out`` the four result arrays)."""
+    qweight, qzeros, scales_t, g_idx32 = out
     stored_zeros = zeros - 1 if version == 1 else zeros                 # v1 stores zero - 1
     packed = nb_packing.pack_array(codes, bits, "low_first", "int32")  # (out, in*bits/32)
-    qweight = np.empty(packed.shape[::-1], np.int32)
     _transpose_u32(packed.view(np.uint32), qweight.view(np.uint32))     # (in*bits/32, out)
-    qzeros = nb_packing.pack_array(stored_zeros.T, bits, "low_first", "int32")  # (G, out*bits/32)
-    return qweight, qzeros, np.ascontiguousarray(scales.T), g_idx.astype(np.int32)
+    qzeros[...] = nb_packing.pack_array(stored_zeros.T, bits, "low_first", "int32")  # (G, out*bits/32), small
+    scales_t[...] = scales.T
+    g_idx32[...] = g_idx
+    return out
 
 
 def _gptq_zeros(qzeros: np.ndarray, bits: int, version: int, out_features: int) -> np.ndarray:
@@ -164,12 +166,13 @@ def _gptq_zeros(qzeros: np.ndarray, bits: int, version: int, out_features: int) 
 
 
 def gptq_unpack(qweight: np.ndarray, qzeros: np.ndarray, scales: np.ndarray, g_idx: np.ndarray, bits: int,
-                version: int = 1) -> tuple[np.ndarray, np.ndarray]:
-    """Backend op :func:`refquant.layouts.gptq.gptq_unpack` on prepared arguments (consistent word tensors)."""
-    in_features = g_idx.shape[0]
-    codes = nb_packing.unpack_array(qweight.T, bits, in_features, "low_first", "int32")  # (out, in)
-    zeros = _gptq_zeros(qzeros, bits, version, scales.shape[1])
-    return codes, np.ascontiguousarray(zeros.T.astype(np.uint8))
+                version: int = 1, *, out: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Backend op :func:`refquant.layouts.gptq.gptq_unpack` on prepared arguments (consistent word
+    tensors; ``out`` codes uint8 (out, in), zeros uint8 (out, G))."""
+    codes, zeros = out
+    nb_packing.unpack(np.ascontiguousarray(qweight.T), bits, g_idx.shape[0], "low_first", "int32", out=codes)
+    zeros[...] = _gptq_zeros(qzeros, bits, version, scales.shape[1]).T
+    return out
 
 
 def gptq_dequantize(qweight: np.ndarray, qzeros: np.ndarray, scales: np.ndarray, g_idx: np.ndarray, bits: int,
@@ -189,22 +192,25 @@ def gptq_dequantize(qweight: np.ndarray, qzeros: np.ndarray, scales: np.ndarray,
 # ---------------------------------------------------------------------------- AWQ
 
 
-def awq_pack(codes: np.ndarray, zeros: np.ndarray, scales: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def awq_pack(codes: np.ndarray, zeros: np.ndarray, scales: np.ndarray, *,
+             out: tuple[np.ndarray, np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Backend op :func:`refquant.layouts.awq.awq_pack` on prepared arguments (uint8 codes
-    and zeros in 0..15, float16 scales (out, G))."""
-    out_features, in_features = codes.shape
-    qweight = np.empty((in_features, out_features // 8), np.int32)
+    and zeros in 0..15, float16 scales (out, G); ``out`` the three result arrays)."""
+    qweight, qzeros, scales_t = out
     _awq_pack_words(codes, _AWQ_SHIFTS, qweight.view(np.uint32))        # (in, out/8)
-    qzeros = nb_packing.pack_array(zeros.T, 4, "awq", "int32")          # (G, out/8)
-    return qweight, qzeros, np.ascontiguousarray(scales.T)
+    qzeros[...] = nb_packing.pack_array(zeros.T, 4, "awq", "int32")     # (G, out/8), small
+    scales_t[...] = scales.T
+    return out
 
 
-def awq_unpack(qweight: np.ndarray, qzeros: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Backend op :func:`refquant.layouts.awq.awq_unpack` on prepared arguments."""
+def awq_unpack(qweight: np.ndarray, qzeros: np.ndarray, *,
+               out: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Backend op :func:`refquant.layouts.awq.awq_unpack` on prepared arguments (``out`` codes
+    uint8 (out, in), zeros uint8 (out, G))."""
     out_features = qweight.shape[1] * 8
-    codes = nb_packing.unpack_array(qweight, 4, out_features, "awq", "int32")  # (in, out)
-    zeros = nb_packing.unpack_array(qzeros, 4, out_features, "awq", "int32")   # (G, out)
-    return np.ascontiguousarray(codes.T), np.ascontiguousarray(zeros.T)
+    out[0][...] = nb_packing.unpack_array(qweight, 4, out_features, "awq", "int32").T  # from (in, out)
+    out[1][...] = nb_packing.unpack_array(qzeros, 4, out_features, "awq", "int32").T   # from (G, out)
+    return out
 
 
 def awq_dequantize(qweight: np.ndarray, qzeros: np.ndarray, scales: np.ndarray, group_size: int, *,

@@ -77,22 +77,21 @@ def _mx_scale_blocks(x, emax, is_int8, scales, v):  # type: ignore[no-untyped-de
             v[b, i] = q
 
 
-def mx_quantize(x: np.ndarray, fmt: str) -> tuple[np.ndarray, np.ndarray]:
+def mx_quantize(x: np.ndarray, fmt: str, *, out: tuple[np.ndarray, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     """Backend op :func:`refquant.formats.mx.mx_quantize` (prepared: C-contiguous float32,
-    last axis a multiple of 32, ``fmt`` a format name)."""
+    last axis a multiple of 32, ``fmt`` a format name; ``out`` the scales (..., k) and codes
+    (..., 32k) uint8 arrays)."""
     f = get_mx_format(fmt)
-    k = f.block_size
-    blocks = x.reshape(-1, k)
-    scales = np.empty(blocks.shape[0], np.uint8)
+    blocks = x.reshape(-1, f.block_size)
+    scales, codes = out[0].reshape(-1), out[1].reshape(blocks.shape)          # views: out is C-contiguous
     v = np.empty(blocks.shape, _F32)
     if blocks.shape[0]:
         _mx_scale_blocks(blocks, f.emax_elem, f.spec is None, scales, v)
     if f.spec is None:
-        codes = v.astype(np.int8).view(np.uint8)
+        codes[...] = v.astype(np.int8).view(np.uint8)
     else:
-        codes = np.empty(blocks.shape, np.uint8)
         floats.encode_float(v, f.spec, saturate=True, out=codes)
-    return scales.reshape(x.shape[:-1] + (x.shape[-1] // k,)), codes.reshape(x.shape)
+    return out
 
 
 @gkernel
@@ -125,18 +124,17 @@ def _element_table(spec_name: str | None, bits: int) -> np.ndarray:
 _TABLES: dict[str, np.ndarray] = {}
 
 
-def mx_dequantize(scales: np.ndarray, codes: np.ndarray, fmt: str) -> np.ndarray:
+def mx_dequantize(scales: np.ndarray, codes: np.ndarray, fmt: str, *, out: np.ndarray) -> np.ndarray:
     """Backend op :func:`refquant.formats.mx.mx_dequantize` (prepared: uint8, one scale per
-    32 codes, codes within the element width)."""
+    32 codes, codes within the element width; ``out`` float32 of codes' shape)."""
     f = get_mx_format(fmt)
     table = _TABLES.get(f.name)
     if table is None:
         table = _TABLES[f.name] = _element_table(None if f.spec is None else f.spec.name, f.bits)
     blocks = codes.reshape(-1, f.block_size)
-    out = np.empty(blocks.shape, _F32)
     if blocks.shape[0]:
-        _scaled_lookup(blocks, _E8M0_VALUES[scales.reshape(-1)], table, out)
-    return out.reshape(codes.shape)
+        _scaled_lookup(blocks, _E8M0_VALUES[scales.reshape(-1)], table, out.reshape(blocks.shape))
+    return out
 
 
 @gkernel
@@ -188,14 +186,16 @@ def _amax(x: np.ndarray) -> float:
     return float(part.max())
 
 
-def nvfp4_quantize(x: np.ndarray, *, global_amax: float | None = None) -> tuple[np.ndarray, np.ndarray, np.float32]:
+def nvfp4_quantize(x: np.ndarray, *, global_amax: float | None = None,
+                   out: tuple[np.ndarray, np.ndarray, None]) -> tuple[np.ndarray, np.ndarray, np.float32]:
     """Backend op :func:`refquant.formats.nvfp4.nvfp4_quantize` (prepared: finite C-contiguous
-    float32, last axis a multiple of 16, ``global_amax`` a float >= 0 or None)."""
+    float32, last axis a multiple of 16, ``global_amax`` a float >= 0 or None; ``out`` the
+    packed (..., 8k) and block scales (..., k) uint8 arrays, and None for the scalar)."""
     amax = _F32(_amax(x) if global_amax is None else global_amax)
     g = _F32(1.0) if amax == 0 else _F32(amax / _SCALE_RANGE)
     blocks = x.reshape(-1, 16)
     s = np.empty(blocks.shape[0], _F32)
-    scales = np.empty(blocks.shape[0], np.uint8)
+    packed, scales = out[0], out[1].reshape(-1)
     mag = np.empty(blocks.shape, _F32)
     neg = np.empty(blocks.shape, np.uint8)
     codes = np.empty(blocks.shape, np.uint8)
@@ -210,18 +210,18 @@ def nvfp4_quantize(x: np.ndarray, *, global_amax: float | None = None) -> tuple[
         floats.encode_float(mag, _E2M1, saturate=True, out=codes)
         codes |= neg
     q = codes.reshape(x.shape)
-    packed = q[..., 0::2] | (q[..., 1::2] << np.uint8(4))
-    return packed, scales.reshape(x.shape[:-1] + (x.shape[-1] // 16,)), g
+    np.bitwise_or(q[..., 0::2], q[..., 1::2] << np.uint8(4), out=packed)
+    return packed, out[1], g
 
 
-def nvfp4_dequantize(packed: np.ndarray, block_scales: np.ndarray, global_scale: np.float32) -> np.ndarray:
+def nvfp4_dequantize(packed: np.ndarray, block_scales: np.ndarray, global_scale: np.float32, *,
+                     out: np.ndarray) -> np.ndarray:
     """Backend op :func:`refquant.formats.nvfp4.nvfp4_dequantize` (prepared: two codes a byte,
-    one E4M3 scale per 16 values, ``global_scale`` float32)."""
+    one E4M3 scale per 16 values, ``global_scale`` float32; ``out`` float32 (..., 16k))."""
     q = np.stack([packed & np.uint8(0xF), packed >> np.uint8(4)], axis=-1).reshape(packed.shape[:-1] + (-1,))
     blocks = q.reshape(-1, 16)
-    out = np.empty(blocks.shape, _F32)
     if blocks.shape[0]:
         with np.errstate(over="ignore"):
             d = _E4M3_VALUES[block_scales.reshape(-1)] * _F32(global_scale)
-        _scaled_lookup(blocks, d, _E2M1_VALUES, out)
-    return out.reshape(q.shape)
+        _scaled_lookup(blocks, d, _E2M1_VALUES, out.reshape(blocks.shape))
+    return out

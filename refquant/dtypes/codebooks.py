@@ -62,6 +62,7 @@ from typing import Any
 import numpy as np
 
 from refquant._validate import as_float_array, as_int_array, normalize_name
+from refquant.prepare import into
 
 __all__ = ["Codebook", "CODEBOOKS", "TIE_RULES", "get_codebook", "codebook_encode", "codebook_decode"]
 
@@ -275,7 +276,7 @@ def get_codebook(name: str | Codebook) -> Codebook:
         raise ValueError(f"name={name!r} is not a known codebook; allowed: {', '.join(CODEBOOKS)}") from None
 
 
-def codebook_encode(x: Any, name: str | Codebook) -> np.ndarray:
+def codebook_encode(x: Any, name: str | Codebook, *, out: Any = None) -> np.ndarray:
     """Nearest-value codes of ``x`` in codebook ``name`` (see :meth:`Codebook.encode`).
 
     Parameters
@@ -283,24 +284,28 @@ def codebook_encode(x: Any, name: str | Codebook) -> np.ndarray:
     x : array_like of float32 or float64, any shape
     name : str or Codebook
         ``"nf4"``, ``"fp4"``, ``"iq4_nl"``, ``"ternary"``, ``"binary"``.
+    out : ndarray, optional
+        An array to write the result into (:func:`refquant.prepare.into`).
 
     Returns
     -------
     ndarray of uint8, shape of ``x``
     """
-    return get_codebook(name).encode(x)
+    return into(out, get_codebook(name).encode(x), (x,))
 
 
-def codebook_decode(codes: Any, name: str | Codebook) -> np.ndarray:
+def codebook_decode(codes: Any, name: str | Codebook, *, out: Any = None) -> np.ndarray:
     """Values of ``codes`` in codebook ``name`` (see :meth:`Codebook.decode`).
 
     Parameters
     ----------
     codes : array_like of integers, any shape
     name : str or Codebook
+    out : ndarray, optional
+        An array to write the result into (:func:`refquant.prepare.into`).
 
     Returns
     -------
     ndarray of float32, shape of ``codes``
     """
-    return get_codebook(name).decode(codes)
+    return into(out, get_codebook(name).decode(codes), (codes,))

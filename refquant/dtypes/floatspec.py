@@ -75,6 +75,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from refquant._validate import as_float_array, normalize_name
+from refquant.prepare import into
 
 __all__ = [
     "FloatSpec", "FLOAT_SPECS", "FLOAT_ALIASES", "get_float_spec", "encode_float", "decode_float",
@@ -384,7 +385,7 @@ def float_input(x: Any) -> np.ndarray:
     return arr if arr.dtype in (np.float32, np.float64) else arr.astype(np.float32)
 
 
-def encode_float(x: Any, fmt: str | FloatSpec, *, saturate: bool = False) -> np.ndarray:
+def encode_float(x: Any, fmt: str | FloatSpec, *, saturate: bool = False, out: Any = None) -> np.ndarray:
     """Round float32 or float64 values to the format ``fmt`` and return the bit patterns.
 
     Parameters
@@ -401,6 +402,8 @@ def encode_float(x: Any, fmt: str | FloatSpec, *, saturate: bool = False) -> np.
         False: overflow and ±inf follow ml_dtypes (±inf, the NaN code for fn formats,
         ±max for e2m1). True: finite overflow and ±inf become ±max; NaN input is
         still encoded as NaN (as far as the format has one; e2m1 writes ∓0).
+    out : ndarray, optional
+        An array to write the result into (:func:`refquant.prepare.into`).
 
     Returns
     -------
@@ -433,12 +436,13 @@ def encode_float(x: Any, fmt: str | FloatSpec, *, saturate: bool = False) -> np.
     arr = float_input(x)
     src = _BINARY64 if arr.dtype == np.float64 else _BINARY32
     u = np.ascontiguousarray(arr).reshape(-1).view(src.uint)  # (n,)
-    return _encode_bits(u, src, spec, bool(saturate)).astype(spec.storage_dtype).reshape(arr.shape)
+    codes = _encode_bits(u, src, spec, bool(saturate)).astype(spec.storage_dtype).reshape(arr.shape)
+    return into(out, codes, (x,))
 
 
 # ---- decode ---------------------------------------------------------------------------
 
-def decode_float(bits: Any, fmt: str | FloatSpec) -> np.ndarray:
+def decode_float(bits: Any, fmt: str | FloatSpec, *, out: Any = None) -> np.ndarray:
     """Decode bit patterns of format ``fmt`` to float32 (exact for every code).
 
     A lookup in the table of all ``2**bits`` codes, which is built once per format from
@@ -451,6 +455,8 @@ def decode_float(bits: Any, fmt: str | FloatSpec) -> np.ndarray:
         their width (float4_e2m1fn < 16, float6 < 64).
     fmt : str or FloatSpec
         Format name or alias, as for :func:`encode_float`.
+    out : ndarray, optional
+        An array to write the result into (:func:`refquant.prepare.into`).
 
     Returns
     -------
@@ -466,7 +472,7 @@ def decode_float(bits: Any, fmt: str | FloatSpec) -> np.ndarray:
         If ``fmt`` is unknown, or a 4-bit code is larger than 15.
     """
     spec = get_float_spec(fmt)
-    return _decode_table(spec)[check_codes(bits, spec)]
+    return into(out, _decode_table(spec)[check_codes(bits, spec)], (bits,))
 
 
 def check_codes(bits: Any, spec: FloatSpec) -> np.ndarray:

@@ -70,6 +70,7 @@ from refquant.dtypes.e8m0 import E8M0_BIAS, E8M0_NAN, decode_e8m0
 from refquant.dtypes.floatspec import FloatSpec, decode_float, encode_float, get_float_spec
 from refquant.packing import pack, unpack
 from refquant.rounding import round_half_even
+from refquant.prepare import into
 
 __all__ = ["MXFormat", "MX_FORMATS", "get_mx_format", "mx_quantize", "mx_dequantize", "mx_pack", "mx_unpack",
            "shared_exponent"]
@@ -206,7 +207,7 @@ def _decode_elements(fmt: MXFormat, codes: np.ndarray) -> np.ndarray:
     return decode_float(codes, fmt.spec)
 
 
-def mx_quantize(x: Any, fmt: str | MXFormat) -> tuple[np.ndarray, np.ndarray]:
+def mx_quantize(x: Any, fmt: str | MXFormat, *, out: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """Quantize to an MX format along the last axis (MX v1.0 section 6.3).
 
     Parameters
@@ -215,6 +216,8 @@ def mx_quantize(x: Any, fmt: str | MXFormat) -> tuple[np.ndarray, np.ndarray]:
         ``n`` a multiple of 32. NaN/inf are allowed (their block's scale is NaN).
     fmt : str or MXFormat
         A key of :data:`MX_FORMATS`.
+    out : tuple of ndarray or None, optional
+        Arrays to write the results into, in order (:func:`refquant.prepare.into`).
 
     Returns
     -------
@@ -251,10 +254,10 @@ def mx_quantize(x: Any, fmt: str | MXFormat) -> tuple[np.ndarray, np.ndarray]:
     v = np.ldexp(np.where(nan_block[..., None], F32(0), blocks), -exp[..., None]).astype(F32)   # V / X, exact
     codes = _encode_elements(f, v)
     codes = np.where(nan_block[..., None], np.uint8(0), codes)
-    return scales, codes.reshape(arr.shape)
+    return into(out, (scales, codes.reshape(arr.shape)), (x,))
 
 
-def mx_dequantize(scales: Any, codes: Any, fmt: str | MXFormat) -> np.ndarray:
+def mx_dequantize(scales: Any, codes: Any, fmt: str | MXFormat, *, out: Any = None) -> np.ndarray:
     """Decode MX blocks: ``X * P_i`` in float32, NaN for blocks with the NaN scale.
 
     Parameters
@@ -263,6 +266,8 @@ def mx_dequantize(scales: Any, codes: Any, fmt: str | MXFormat) -> np.ndarray:
     codes : ndarray of uint8, shape (..., n)
         As returned by :func:`mx_quantize` (unpack packed bytes with :func:`mx_unpack`).
     fmt : str or MXFormat
+    out : ndarray, optional
+        An array to write the result into (:func:`refquant.prepare.into`).
 
     Returns
     -------
@@ -279,7 +284,8 @@ def mx_dequantize(scales: Any, codes: Any, fmt: str | MXFormat) -> np.ndarray:
     blocks = check_mx_blocks(scales, codes, f)                          # (..., n_blocks, k)
     values = _decode_elements(f, blocks)
     with np.errstate(over="ignore"):   # e.g. 57344 * 2**127: float32 inf, as the hardware's float32 result
-        return (values * decode_e8m0(scales)[..., None]).astype(F32).reshape(codes.shape)
+        result = (values * decode_e8m0(scales)[..., None]).astype(F32).reshape(codes.shape)
+    return into(out, result, (scales, codes))
 
 
 def mx_pack(codes: Any, fmt: str | MXFormat) -> np.ndarray:

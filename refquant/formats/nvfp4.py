@@ -48,6 +48,7 @@ import numpy as np
 from refquant._validate import as_float_array, check_float
 from refquant.dtypes.floatspec import decode_float, encode_float, get_float_spec
 from refquant.formats.mx import check_uint8
+from refquant.prepare import into
 
 __all__ = ["NVFP4_BLOCK", "nvfp4_quantize", "nvfp4_dequantize", "nvfp4_global_scale"]
 
@@ -96,7 +97,8 @@ def check_nvfp4_packed(packed: Any, block_scales: Any, global_scale: Any) -> tup
     return q, blocks, g
 
 
-def nvfp4_quantize(x: Any, *, global_amax: float | None = None) -> tuple[np.ndarray, np.ndarray, np.float32]:
+def nvfp4_quantize(x: Any, *, global_amax: float | None = None, out: Any = None
+                   ) -> tuple[np.ndarray, np.ndarray, np.float32]:
     """Quantize to NVFP4 along the last axis (module docstring, steps 1-3).
 
     Parameters
@@ -106,6 +108,10 @@ def nvfp4_quantize(x: Any, *, global_amax: float | None = None) -> tuple[np.ndar
     global_amax : float, optional
         The tensor's absolute maximum for the global scale (a calibrated value for
         activations); default ``max |x|``. Values beyond it saturate.
+    out : tuple of ndarray or None, optional
+        One array per result, in order (an entry None: allocated; the scalar global scale's
+        entry is None), written and returned instead of new arrays; checked by
+        :func:`refquant.prepare.outputs`.
 
     Returns
     -------
@@ -143,10 +149,10 @@ def nvfp4_quantize(x: Any, *, global_amax: float | None = None) -> tuple[np.ndar
     q = encode_float(np.abs(v), _E2M1, saturate=True) | (np.signbit(v) & (v != 0)).astype(np.uint8) << np.uint8(3)
     q = q.reshape(arr.shape)
     packed = q[..., 0::2] | (q[..., 1::2] << np.uint8(4))
-    return packed, block_scales, g
+    return into(out, (packed, block_scales, g), (x,), fresh=(2,))
 
 
-def nvfp4_dequantize(packed: Any, block_scales: Any, global_scale: Any) -> np.ndarray:
+def nvfp4_dequantize(packed: Any, block_scales: Any, global_scale: Any, *, out: Any = None) -> np.ndarray:
     """Decode NVFP4 (step 4): ``e2m1(q) * (float32(block_scale) * global_scale)``.
 
     Parameters
@@ -155,6 +161,8 @@ def nvfp4_dequantize(packed: Any, block_scales: Any, global_scale: Any) -> np.nd
     block_scales : ndarray of uint8, shape (..., n // 16)
         float8_e4m3fn bit patterns (NaN codes decode to NaN blocks).
     global_scale : float
+    out : ndarray, optional
+        An array to write the result into (:func:`refquant.prepare.into`).
 
     Returns
     -------
@@ -170,4 +178,5 @@ def nvfp4_dequantize(packed: Any, block_scales: Any, global_scale: Any) -> np.nd
     q, blocks, g = check_nvfp4_packed(packed, block_scales, global_scale)
     with np.errstate(over="ignore"):
         d = decode_float(block_scales, _E4M3) * g
-        return (decode_float(blocks, _E2M1) * d[..., None]).astype(F32).reshape(q.shape)
+        result = (decode_float(blocks, _E2M1) * d[..., None]).astype(F32).reshape(q.shape)
+    return into(out, result, (packed, block_scales))

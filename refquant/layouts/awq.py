@@ -31,6 +31,7 @@ import numpy as np
 from refquant import packing
 from refquant._validate import as_float_array, as_int_array, check_int
 from refquant.layouts.gptq import _check_range, _check_result, _integer_valued, _to_float16, _words
+from refquant.prepare import into
 
 __all__ = ["awq_pack", "awq_unpack", "awq_dequantize", "encode", "decode", "TENSOR_NAMES"]
 
@@ -38,7 +39,7 @@ TENSOR_NAMES = ("qweight", "qzeros", "scales")
 BITS = 4
 
 
-def awq_pack(codes: Any, zeros: Any, scales: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def awq_pack(codes: Any, zeros: Any, scales: Any, *, out: Any = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pack 4-bit codes and parameters into AWQ GEMM's ``(qweight, qzeros, scales)``.
 
     Parameters
@@ -47,6 +48,8 @@ def awq_pack(codes: Any, zeros: Any, scales: Any) -> tuple[np.ndarray, np.ndarra
     zeros : ndarray of int (or integer-valued float), shape (out, G), values in 0..15
     scales : ndarray of float, shape (out, G), representable in float16
         ``G = in / group_size`` groups of consecutive input columns.
+    out : tuple of ndarray or None, optional
+        Arrays to write the results into, in order (:func:`refquant.prepare.into`).
 
     Returns
     -------
@@ -59,10 +62,11 @@ def awq_pack(codes: Any, zeros: Any, scales: Any) -> tuple[np.ndarray, np.ndarra
     ValueError
         ``out % 8 != 0``, ``in`` not a multiple of the group count, values out of range.
     """
+    given = (codes, zeros, scales)  # the caller's arrays, which out must not overlap
     codes, zeros, scales16 = _pack_args(codes, zeros, scales)
     qweight = packing.pack(codes.T, BITS, "awq", "int32")  # (in, out/8)
     qzeros = packing.pack(zeros.T, BITS, "awq", "int32")  # (G, out/8)
-    return qweight, qzeros, np.ascontiguousarray(scales16.T)
+    return into(out, (qweight, qzeros, np.ascontiguousarray(scales16.T)), given)
 
 
 def _pack_args(codes: Any, zeros: Any, scales: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -89,13 +93,20 @@ def _pack_args(codes: Any, zeros: Any, scales: Any) -> tuple[np.ndarray, np.ndar
     return codes, zeros, scales16
 
 
-def awq_unpack(qweight: Any, qzeros: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Unpack AWQ GEMM words into ``(codes uint8 (out, in), zeros uint8 (out, G))``."""
+def awq_unpack(qweight: Any, qzeros: Any, *, out: Any = None) -> tuple[np.ndarray, np.ndarray]:
+    """Unpack AWQ GEMM words into ``(codes uint8 (out, in), zeros uint8 (out, G))``.
+
+    Parameters
+    ----------
+    out : tuple of ndarray or None, optional
+        Arrays to write the results into, in order (:func:`refquant.prepare.into`).
+    """
+    given = (qweight, qzeros)  # the caller's arrays, which out must not overlap
     qweight, qzeros = _unpack_args(qweight, qzeros)
     out_features = qweight.shape[1] * 8
     codes = packing.unpack(qweight, BITS, out_features, "awq", "int32")  # (in, out)
     zeros = packing.unpack(qzeros, BITS, out_features, "awq", "int32")  # (G, out)
-    return np.ascontiguousarray(codes.T), np.ascontiguousarray(zeros.T)
+    return into(out, (np.ascontiguousarray(codes.T), np.ascontiguousarray(zeros.T)), given)
 
 
 def _unpack_args(qweight: Any, qzeros: Any) -> tuple[np.ndarray, np.ndarray]:
@@ -107,20 +118,26 @@ def _unpack_args(qweight: Any, qzeros: Any) -> tuple[np.ndarray, np.ndarray]:
     return qweight, qzeros
 
 
-def awq_dequantize(qweight: Any, qzeros: Any, scales: Any, group_size: int) -> np.ndarray:
+def awq_dequantize(qweight: Any, qzeros: Any, scales: Any, group_size: int, *, out: Any = None) -> np.ndarray:
     """The float32 weight (out, in) stored in AWQ GEMM tensors, checking their shapes.
+
+    Parameters
+    ----------
+    out : ndarray, optional
+        An array to write the result into (:func:`refquant.prepare.into`).
 
     Raises
     ------
     ValueError
         ``scales``/``qzeros`` shapes that do not match ``qweight`` and ``group_size``.
     """
+    given = (qweight, qzeros, scales)  # the caller's arrays, which out must not overlap
     qweight, qzeros, scales, group_size, n_groups = _dequantize_args(qweight, qzeros, scales, group_size)
     in_features = qweight.shape[0]
     codes, zeros = awq_unpack(qweight, qzeros)
     g_idx = np.arange(in_features) // group_size
     scale = np.asarray(scales).astype(np.float32).T[:, g_idx]  # (out, in)
-    return scale * (codes.astype(np.float32) - zeros[:, g_idx].astype(np.float32))
+    return into(out, scale * (codes.astype(np.float32) - zeros[:, g_idx].astype(np.float32)), given)
 
 
 def _dequantize_args(qweight: Any, qzeros: Any, scales: Any, group_size: Any

@@ -42,6 +42,7 @@ import numpy as np
 
 from refquant import packing
 from refquant._validate import as_float_array, as_int_array, check_choice, check_int, check_name
+from refquant.prepare import into
 
 __all__ = ["gptq_pack", "gptq_unpack", "gptq_dequantize", "encode", "decode", "TENSOR_NAMES", "FORMATS"]
 
@@ -78,7 +79,7 @@ def _check_multiple(name: str, value: int, bits: int) -> None:
                          f"(int32 words hold whole runs of codes)")
 
 
-def gptq_pack(codes: Any, zeros: Any, scales: Any, g_idx: Any, bits: int, version: int = 1
+def gptq_pack(codes: Any, zeros: Any, scales: Any, g_idx: Any, bits: int, version: int = 1, *, out: Any = None
               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
     """Pack codes and parameters into GPTQ's ``(qweight, qzeros, scales, g_idx)``.
 
@@ -92,6 +93,8 @@ def gptq_pack(codes: Any, zeros: Any, scales: Any, g_idx: Any, bits: int, versio
     g_idx : ndarray of int, shape (in,), values in 0..G - 1
     bits : {2, 3, 4, 8}
     version : {1, 2}
+    out : tuple of ndarray or None, optional
+        Arrays to write the results into, in order (:func:`refquant.prepare.into`).
 
     Returns
     -------
@@ -106,15 +109,16 @@ def gptq_pack(codes: Any, zeros: Any, scales: Any, g_idx: Any, bits: int, versio
         Shapes that do not fit, codes or zeros out of range, a zero of 0 in v1, scales
         that overflow (or underflow to 0 in) float16.
     """
+    given = (codes, zeros, scales, g_idx)  # the caller's arrays, which out must not overlap
     bits, codes, stored_zeros, scales16, g_idx = _pack_args(codes, zeros, scales, g_idx, bits, version)
     qweight = packing.pack(codes, bits, "low_first", "int32").T  # (in*bits/32, out)
     qzeros = packing.pack(stored_zeros.T, bits, "low_first", "int32")  # (G, out*bits/32)
-    return (np.ascontiguousarray(qweight), np.ascontiguousarray(qzeros),
-            np.ascontiguousarray(scales16.T), g_idx.astype(np.int32))
+    return into(out, (np.ascontiguousarray(qweight), np.ascontiguousarray(qzeros),
+                      np.ascontiguousarray(scales16.T), g_idx.astype(np.int32)), given)
 
 
-def gptq_unpack(qweight: Any, qzeros: Any, scales: Any, g_idx: Any, bits: int, version: int = 1
-                ) -> tuple[np.ndarray, np.ndarray]:
+def gptq_unpack(qweight: Any, qzeros: Any, scales: Any, g_idx: Any, bits: int, version: int = 1, *,
+                out: Any = None) -> tuple[np.ndarray, np.ndarray]:
     """Unpack GPTQ tensors into ``(codes, zeros)``, validating their consistency.
 
     Parameters
@@ -125,6 +129,8 @@ def gptq_unpack(qweight: Any, qzeros: Any, scales: Any, g_idx: Any, bits: int, v
     g_idx : int (in,), values in 0..G - 1
     bits : {2, 3, 4, 8}
     version : {1, 2}
+    out : tuple of ndarray or None, optional
+        Arrays to write the results into, in order (:func:`refquant.prepare.into`).
 
     Returns
     -------
@@ -136,22 +142,30 @@ def gptq_unpack(qweight: Any, qzeros: Any, scales: Any, g_idx: Any, bits: int, v
     ValueError
         Inconsistent shapes, or (version 1) a zero field of ``2^bits - 1``.
     """
+    given = (qweight, qzeros, scales, g_idx)  # the caller's arrays, which out must not overlap
     qweight, qzeros, scales, g_idx, bits, version, in_features = _unpack_args(qweight, qzeros, scales, g_idx,
                                                                                 bits, version)
     out_features = scales.shape[1]
     codes = packing.unpack(qweight.T, bits, in_features, "low_first", "int32")  # (out, in)
     stored = packing.unpack(qzeros, bits, out_features, "low_first", "int32")  # (G, out)
     zeros = stored + 1 if version == 1 else stored
-    return codes, np.ascontiguousarray(zeros.T.astype(np.uint8))
+    return into(out, (codes, np.ascontiguousarray(zeros.T.astype(np.uint8))), given)
 
 
-def gptq_dequantize(qweight: Any, qzeros: Any, scales: Any, g_idx: Any, bits: int, version: int = 1) -> np.ndarray:
-    """The float32 weight (out, in) of GPTQ tensors: ``scales[g, o] * (q - zero[g, o])``."""
+def gptq_dequantize(qweight: Any, qzeros: Any, scales: Any, g_idx: Any, bits: int, version: int = 1, *,
+                    out: Any = None) -> np.ndarray:
+    """The float32 weight (out, in) of GPTQ tensors: ``scales[g, o] * (q - zero[g, o])``.
+
+    Parameters
+    ----------
+    out : ndarray, optional
+        An array to write the result into (:func:`refquant.prepare.into`).
+    """
     codes, zeros = gptq_unpack(qweight, qzeros, scales, g_idx, bits, version)
-    g_idx = np.asarray(g_idx).astype(np.intp)
-    scale = np.asarray(scales).astype(np.float32).T[:, g_idx]  # (out, in)
-    diff = codes.astype(np.float32) - zeros[:, g_idx].astype(np.float32)
-    return scale * diff
+    group = np.asarray(g_idx).astype(np.intp)
+    scale = np.asarray(scales).astype(np.float32).T[:, group]  # (out, in)
+    diff = codes.astype(np.float32) - zeros[:, group].astype(np.float32)
+    return into(out, scale * diff, (qweight, qzeros, scales, g_idx))
 
 
 def encode(result: Any, version: int = 1) -> dict[str, np.ndarray]:

@@ -32,7 +32,8 @@ def prepare_gguf_quantize(x: Any, qtype: Any, imatrix: Any = None, *, out: Any =
     n_per_row = rows.shape[-1]
     shape = rows.shape[:-1] + (n_per_row // fmt.block_size * fmt.type_size,)
     im = None if im is None else np.require(im, requirements="C")
-    return Prepared((np.require(rows, requirements="C"), _name_or_format(fmt), im), {}, output(out, shape, np.uint8, (x,)))
+    return Prepared((np.require(rows, requirements="C"), _name_or_format(fmt), im), {},
+                    output(out, shape, np.uint8, (x, imatrix)))
 
 
 def prepare_gguf_dequantize(data: Any, qtype: Any, shape: Any = None, *, out: Any = None) -> Prepared:

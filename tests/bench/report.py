@@ -10,7 +10,8 @@ Numba at 1 and 2 threads, gguf-py, ggml's C and bitsandbytes per type and direct
 and the ``out=`` decode as a fraction of the copy bandwidth; the plot is then the ratio
 per type.
 
-One row per benchmarked call of ``test_bench_numba.py``: the Numba backend's time and
+One row per benchmarked call of ``test_bench_numba.py`` (dequantize ops twice: a fresh
+output and a row ``... out=`` into a preallocated array): the Numba backend's time and
 GB/s (bytes in + bytes out), that as a fraction of the copy bandwidth measured in the
 same run, the NumPy reference's time and the speed-up, and whether the targets hold
 (dequantize >= 50% of copy bandwidth, quantize >= 25%, every op >= 10x the reference).
@@ -292,6 +293,8 @@ def render(runs: list[dict[str, Any]], plot: str | None = None) -> str:
             "GB/s counts the bytes of every input and output array; times are the best of 7 (Numba) / 3 (reference) runs",
             "- targets: dequantize >= 50% of copy bandwidth, quantize >= 25%, every op >= 10x the reference "
             "(matmuls: speed-up only)",
+            "- dequantize ops are timed twice: into a fresh array (what the call returns) and into a "
+            "preallocated `out=` (rows ending in `out=`, both backends; no page faults of a new output)",
             "- on a machine shared with other jobs, timings vary from run to run, and a parallel call waits for "
             "its slowest thread: compare the runs with different thread counts",
             "",

@@ -9,7 +9,9 @@ Run with::
 Every op runs on both backends with the same arguments; each result records GB/s
 (bytes in + bytes out), the copy bandwidth measured in the same run and the fraction
 of it, plus ``op``, ``impl``, ``kind`` (quantize / dequantize / matmul, which decides the
-target) so ``report.py`` can pair them and compute the speed-up. Kernels are compiled
+target) so ``report.py`` can pair them and compute the speed-up. Dequantize ops are timed
+twice: into a fresh array (what the call returns) and into ``out=`` (a preallocated
+array; case id suffixed `` out=``), on both backends. Kernels are compiled
 (or loaded from the cache) before timing; ``test_first_call_jit`` measures what that
 costs in a fresh process, with an empty and with a filled cache.
 """
@@ -150,6 +152,8 @@ def _cases() -> list[tuple[str, str, str, Callable[[Data], tuple]]]:
 
 
 CASES = _cases()
+#: (case, "fresh" | "out"): dequantize ops also write into ``out=``
+TIMED = [(c, into) for c in CASES for into in (("fresh", "out") if c[2] == "dequantize" else ("fresh",))]
 
 
 @pytest.fixture(scope="module")
@@ -158,12 +162,16 @@ def data() -> Data:
 
 
 @pytest.mark.parametrize("impl", ["numba", "reference"])
-@pytest.mark.parametrize("case_id, op, kind, make", CASES, ids=[c[0] for c in CASES])
-def test_op(benchmark, data, impl, case_id, op, kind, make):
+@pytest.mark.parametrize("case, into", TIMED, ids=[f"{c[0]}-{into}" for c, into in TIMED])
+def test_op(benchmark, data, impl, case, into):
+    case_id, op, kind, make = case
     backend = accel.get_backend(impl)
     args, kwargs = make(data)
     fn = getattr(backend, op)
     out = fn(*args, **kwargs)                   # compile (or load from the cache) outside the timing
+    if into == "out":
+        kwargs = {**kwargs, "out": np.empty_like(out)}
+        case_id += " out="
     benchmark.pedantic(fn, args=args, kwargs=kwargs, rounds=ROUNDS[impl], iterations=1, warmup_rounds=0)
     moved = sum(_nbytes(a) for a in args) + _nbytes(out)
     record(benchmark, moved)

@@ -8,9 +8,9 @@ reference, the Numba backend at 1 and 2 threads (through ``accel.get_backend``, 
 arguments prepared as users' calls are), gguf-py's NumPy codec (the types it has), ggml's
 own C (``tests/bench/_ggml.py``: llama-cpp-python's libggml-base, the ``peers`` extra, one
 thread) and, for NF4/FP4, bitsandbytes' CPU kernels (torch with 1 thread). Dequantize is
-timed twice: into a fresh array (what the call returns; the OS zeroes the new pages)
-and into ``out=`` (a preallocated array, the figure that compares with the copy
-bandwidth; the reference has no ``out=``). A missing peer is a skip with its reason.
+timed twice (GGUF types and NF4/FP4): into a fresh array (what the call returns; the OS
+zeroes the new pages) and into ``out=`` (a preallocated array, the figure that compares
+with the copy bandwidth). A missing peer is a skip with its reason.
 
 Environment knobs (the defaults are the full run, a few minutes on 2 idle cores):
 
@@ -149,9 +149,8 @@ def test_dequantize(benchmark, weight, encoded, qtype, impl, into):
     flat = data.reshape(-1)
     buf = np.empty(SHAPE, np.float32)
     if impl == "reference":
-        if into == "out":
-            pytest.skip("refquant.gguf.dequantize has no out=")
-        fn = lambda: G.dequantize(data, qtype, SHAPE)  # noqa: E731
+        fn = ((lambda: G.dequantize(data, qtype, SHAPE, out=buf)) if into == "out"  # noqa: E731
+              else (lambda: G.dequantize(data, qtype, SHAPE)))
     elif impl.startswith("numba"):
         backend = _numba(int(impl.split("-")[1]), "gguf_dequantize", qtype)
         fn = ((lambda: backend.gguf_dequantize(data, qtype, SHAPE, out=buf)) if into == "out"  # noqa: E731
@@ -183,29 +182,33 @@ def test_dequantize(benchmark, weight, encoded, qtype, impl, into):
 
 
 @pytest.mark.parametrize("impl", ["reference", "numba-1", "numba-2", "bitsandbytes"])
-@pytest.mark.parametrize("op", ["quantize", "dequantize"])
+@pytest.mark.parametrize("op", ["quantize", "dequantize", "dequantize_out"])
 @pytest.mark.parametrize("quant_type", ["nf4", "fp4"])
 def test_bnb_4bit(benchmark, weight, quant_type, op, impl):
     import refquant.bnb as B
 
     flat = weight.reshape(-1)
     packed, absmax = B.bnb_quantize_4bit(flat, quant_type, 64)
+    buf = np.empty_like(flat)
     if impl == "reference":
         q = lambda: B.bnb_quantize_4bit(flat, quant_type, 64)  # noqa: E731
-        d = lambda: B.bnb_dequantize_4bit(packed, absmax, quant_type, 64, flat.shape)  # noqa: E731
+        d = lambda **out: B.bnb_dequantize_4bit(packed, absmax, quant_type, 64, flat.shape, **out)  # noqa: E731
     elif impl.startswith("numba"):
         backend = _numba(int(impl.split("-")[1]))
         q = lambda: backend.bnb_quantize_4bit(flat, quant_type, 64)  # noqa: E731
-        d = lambda: backend.bnb_dequantize_4bit(packed, absmax, quant_type, 64, flat.shape)  # noqa: E731
+        d = lambda **out: backend.bnb_dequantize_4bit(packed, absmax, quant_type, 64, flat.shape, **out)  # noqa: E731
     else:
         torch = pytest.importorskip("torch")
         F = pytest.importorskip("bitsandbytes.functional")
+        if op == "dequantize_out":
+            pytest.skip("bitsandbytes registers no CPU kernel for dequantize_4bit's out= variant")
         torch.set_num_threads(1)
         t = torch.from_numpy(flat)
         qt, state = F.quantize_4bit(t, blocksize=64, quant_type=quant_type)
         q = lambda: F.quantize_4bit(t, blocksize=64, quant_type=quant_type)  # noqa: E731
         d = lambda: F.dequantize_4bit(qt, state, blocksize=64, quant_type=quant_type)  # noqa: E731
-    _time(benchmark, q if op == "quantize" else d, ROUNDS)
+    fn = {"quantize": q, "dequantize": d, "dequantize_out": lambda: d(out=buf)}[op]
+    _time(benchmark, fn, ROUNDS)
     _info(benchmark, quant_type, op, impl, weight.nbytes, packed.nbytes + absmax.nbytes)
 
 
