@@ -33,6 +33,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,7 +46,8 @@ from refquant._validate import (as_float_array, as_int_array, check_choice, chec
 from refquant.errors import ValidationError
 from refquant.formats import bnb as _fmt
 from refquant.formats.bnb import BLOCKSIZES_4BIT, BLOCKSIZES_8BIT, NESTED_BLOCKSIZE, dynamic_map
-from refquant.quantized_tensor import QuantizedTensor, _write
+from refquant.layouts.bnb_state import read_state_dict, to_state_dict
+from refquant.quantized_tensor import QuantizedTensor, _read, _write
 
 __all__ = [
     "QuantState", "NestedAbsmax", "QUANT_TYPES", "DTYPES", "BLOCKSIZES_4BIT", "BLOCKSIZES_8BIT",
@@ -194,20 +196,37 @@ class QuantState(QuantizedTensor):
         """Write under bitsandbytes' state-dict keys (:func:`save`): safetensors (the very
         file bitsandbytes writes), or ``.npz`` when ``path`` ends so. No refquant header is
         needed: :func:`refquant.load_quantized` recognizes the keys."""
-        from refquant.layouts.bnb_state import to_state_dict
-
         _write(path, to_state_dict(self, name), None)
 
-    def _to_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        from refquant.layouts.bnb_state import to_state_dict
+    @classmethod
+    def from_state_dict(cls, tensors: Mapping[str, np.ndarray], name: str = "weight") -> QuantState:
+        """The state stored under ``name`` in a (bitsandbytes or refquant) state dict
+        (:func:`refquant.layouts.bnb_state.read_state_dict`), validated.
 
+        Raises
+        ------
+        KeyError
+            No ``name`` tensor or no quant_state entry for it.
+        refquant.errors.ValidationError
+            Missing companion tensors, unreadable JSON, or inconsistent fields.
+        """
+        fields = read_state_dict(tensors, name)
+        nested = None if fields["nested"] is None else NestedAbsmax(**fields["nested"])
+        absmax = fields["absmax"]
+        if nested is not None:
+            try:
+                absmax = nested.dequantize()
+            except (TypeError, ValueError, IndexError):
+                # Malformed nested fields: validate() below names the one at fault.
+                absmax = np.full(nested.codes.size, np.nan, dtype=np.float32)
+        return cls(**{**fields, "absmax": absmax, "nested": nested}).validate()
+
+    def _to_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         return to_state_dict(self, "weight"), {"name": "weight"}
 
     @classmethod
     def _from_arrays(cls, arrays: dict[str, np.ndarray], fields: dict[str, Any]) -> QuantState:
-        from refquant.layouts.bnb_state import from_state_dict
-
-        return from_state_dict(arrays, fields.get("name", "weight"))
+        return cls.from_state_dict(arrays, fields.get("name", "weight"))
 
     def __repr__(self) -> str:
         nested = ", double-quantized" if self.nested is not None else ""
@@ -549,10 +568,7 @@ def load(path: str | os.PathLike[str], name: str = "weight") -> QuantState:
     refquant.errors.ValidationError
         The stored fields are inconsistent.
     """
-    from refquant.layouts.bnb_state import from_state_dict
-    from refquant.quantized_tensor import _read
-
-    return from_state_dict(_read(os.fspath(path))[0], name)
+    return QuantState.from_state_dict(_read(os.fspath(path))[0], name)
 
 
 # ------------------------------------------------ array ops (accel/ops.py Backend ops)

@@ -52,6 +52,8 @@ __all__ = ["quantize", "dequantize", "quantize_tensor", "block_bits", "row_bytes
 # .gguf files live in refquant.io (reader for untrusted files, writer); re-exported lazily
 # so that the codec does not load the file machinery.
 _FILE_API = {"read": "refquant.io.gguf_file", "write": "refquant.io.gguf_file",
+             # quantize() wrapped in the container of ggml bytes, which lives with the file layer
+             "quantize_tensor": "refquant.io.gguf_file",
              # the emulated W4A16 product y = x @ W.T with W as GGUF rows
              "dequant_matmul": "refquant.formats.gguf_matmul"}
 
@@ -328,31 +330,3 @@ def dequantize(data: Any, qtype: Any, shape: Any = None, *, backend: Any = None)
     if y.dtype != np.float32 or y.shape != (blocks.size, fmt.block_size):  # postcondition
         raise AssertionError(f"{fmt.__name__}.dequantize_blocks returned {y.dtype} {y.shape}")
     return y.reshape(shape)
-
-
-def quantize_tensor(x: Any, qtype: Any, imatrix: Any = None, *, name: str = "", backend: Any = None) -> Any:
-    """:func:`quantize`, returned as a :class:`refquant.io.GGUFTensor`, the container of
-    ggml bytes that carries their type and the float shape (as a tensor read from a
-    ``.gguf`` file does): ``.dequantize()``, ``.bits_per_weight``, ``.save()``, and
-    :func:`write` takes it as a tensor.
-
-    Parameters
-    ----------
-    x, qtype, imatrix, backend
-        As :func:`quantize`.
-    name : str
-        The tensor's name (used by :func:`write` when it is written to a file).
-
-    Returns
-    -------
-    GGUFTensor
-        ``data`` the bytes (uint8, flat), ``qtype``, ``shape`` the float shape (a 1-D
-        ``x`` is one row), ``offset`` None.
-    """
-    from refquant.io.ggml_types import ggml_type
-    from refquant.io.gguf_file import GGUFTensor
-
-    fmt = checked_format(qtype)
-    data = quantize(x, qtype, imatrix, backend=backend)
-    shape = data.shape[:-1] + (data.shape[-1] // fmt.type_size * fmt.block_size,)
-    return GGUFTensor(str(name), ggml_type(fmt.type_id), shape, None, data.reshape(-1))

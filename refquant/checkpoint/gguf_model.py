@@ -1,7 +1,7 @@
 """llama.cpp's quantization mixtures applied to a :class:`~refquant.model.CausalLM`, and a LLaMA ``.gguf`` read back.
 
 :func:`quantize_mixture` gives every tensor of the model the ggml type that
-:func:`refquant.checkpoint.recipes.tensor_type` (llama-quantize's per-tensor rule) assigns it,
+:func:`refquant.formats.gguf_recipes.tensor_type` (llama-quantize's per-tensor rule) assigns it,
 quantizes it with :func:`refquant.gguf.quantize` and keeps the dequantized values: the model
 that a ``refquant quantize --to q4_k_m`` file computes, without writing the file. The
 embedding and the LM head are quantized too (llama.cpp quantizes ``token_embd`` to the
@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from refquant.checkpoint import llama, recipes
+from refquant.checkpoint import llama
+from refquant.formats import gguf_recipes
 
 __all__ = ["tensor_types", "quantize_mixture", "load_gguf"]
 
@@ -34,14 +35,14 @@ def tensor_types(recipe: str, shapes: Mapping[str, tuple[int, ...]], *, n_layer:
     """Hugging Face tensor name -> (llama.cpp name, ggml type) under ``recipe``.
 
     The arguments are those :func:`refquant.checkpoint.quantize.plan_units` passes to
-    :func:`~refquant.checkpoint.recipes.tensor_type`: ``n_layer`` blocks, ``n_gqa = n_head /
+    :func:`~refquant.formats.gguf_recipes.tensor_type`: ``n_layer`` blocks, ``n_gqa = n_head /
     n_head_kv``, ``has_output`` false for tied embeddings. Tensors the converter drops are left out.
     """
     out = {}
     for name, shape in shapes.items():
         gname = llama.gguf_name(name)
         if gname is not None:
-            out[name] = (gname, recipes.tensor_type(gname, tuple(shape), recipe, n_layer, n_gqa=n_gqa,
+            out[name] = (gname, gguf_recipes.tensor_type(gname, tuple(shape), recipe, n_layer, n_gqa=n_gqa,
                                                     has_output=has_output))
     return out
 
@@ -69,7 +70,7 @@ def quantize_mixture(model: Any, recipe: str) -> Any:
     ----------
     model : refquant.model.CausalLM
     recipe : str
-        A GGUF recipe (:data:`refquant.checkpoint.recipes.GGUF_RECIPES`): a mixture such as
+        A GGUF recipe (:data:`refquant.formats.gguf_recipes.GGUF_RECIPES`): a mixture such as
         ``"q4_k_m"`` or a single ggml type.
 
     Returns
@@ -79,7 +80,7 @@ def quantize_mixture(model: Any, recipe: str) -> Any:
         activations) whose ``weight_bytes`` are the stored bytes; ``other_parameter_bytes()``
         counts the embedding and head in their ggml types.
     """
-    recipe = recipes.check_recipe(recipe)
+    recipe = gguf_recipes.check_recipe(recipe)
     cfg = model.config
     weights = model.tensors()
     plan = tensor_types(recipe, {n: w.shape for n, w in weights.items()}, n_layer=cfg.num_hidden_layers,

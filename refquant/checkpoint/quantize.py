@@ -14,7 +14,7 @@ recipe                 output
 =====================  ================================================================
 GGUF recipes           one ``.gguf`` with llama.cpp's tensor names, Q/K rows in llama.cpp's
 (``q4_k_m``, ``q8_0``,   rotary order and the converter's metadata; types per tensor from
-``q4_k``, ``f16`` ...)   :func:`refquant.checkpoint.recipes.tensor_type`
+``q4_k``, ``f16`` ...)   :func:`refquant.formats.gguf_recipes.tensor_type`
 ``nf4``, ``nf4-dq``    a Hugging Face folder with bitsandbytes 4-bit Linear weights
                        (``weight``, ``weight.absmax``, ``weight.quant_map``, ``...quant_state``)
                        and ``quantization_config`` (``quant_method: bitsandbytes``)
@@ -54,7 +54,8 @@ from typing import Any
 
 import numpy as np
 
-from refquant.checkpoint import llama, recipes
+from refquant.checkpoint import llama
+from refquant.formats import gguf_recipes
 from refquant.checkpoint.journal import Journal, Progress, atomic_path
 from refquant.checkpoint.safetensors_io import dtype_name, write_safetensors
 from refquant.checkpoint.source import Checkpoint
@@ -65,7 +66,7 @@ __all__ = ["quantize", "RECIPES", "HF_RECIPES", "plan_units", "Unit"]
 HF_RECIPES = ("nf4", "nf4-dq", "gptq-4bit-g128", "awq-4bit-g128")
 #: recipes that need calibration token ids (layer-sequential: refquant.checkpoint.layerwise, layerwise_awq)
 CALIBRATED_RECIPES = ("gptq-4bit-g128", "awq-4bit-g128")
-RECIPES = recipes.GGUF_RECIPES + HF_RECIPES
+RECIPES = gguf_recipes.GGUF_RECIPES + HF_RECIPES
 DEFAULT_SHARD_BYTES = 5 * 10**9  # transformers' save_pretrained max_shard_size="5GB"
 _COPIED_SUFFIXES = (".json", ".txt", ".model", ".jinja", ".tiktoken", ".md", ".py")
 
@@ -173,15 +174,15 @@ def plan_units(ck: Checkpoint, recipe: str, quantizer: Callable[..., np.ndarray]
     entries.sort(key=lambda e: _llama_order(e[0]))
     units = []
     for gname, name, info in entries:
-        qtype = recipes.tensor_type(gname, info.shape, recipe, hp["n_layer"], n_gqa=hp["n_head"] // hp["n_head_kv"],
+        qtype = gguf_recipes.tensor_type(gname, info.shape, recipe, hp["n_layer"], n_gqa=hp["n_head"] // hp["n_head_kv"],
                                     has_output=has_output, has_imatrix=imatrix is not None)
         importance = None
-        if imatrix is not None and gname in imatrix.entries and recipes.is_quantized(gname, info.shape):
+        if imatrix is not None and gname in imatrix.entries and gguf_recipes.is_quantized(gname, info.shape):
             importance = imatrix.importance(gname)
             if importance.shape != (info.shape[-1],):
                 raise ValueError(f"imatrix entry {gname!r} has shape {importance.shape}; tensor {name!r} has rows "
                                  f"of {info.shape[-1]}")
-        if importance is None and recipes.requires_imatrix(gname, qtype):
+        if importance is None and gguf_recipes.requires_imatrix(gname, qtype):
             raise ValueError(f"recipe={recipe!r} writes tensor {gname!r} as {qtype}, which llama-quantize refuses "
                              "without an importance matrix; pass an imatrix with an entry for it")
         rope = hp["n_head"] if gname.endswith("attn_q.weight") else hp["n_head_kv"] if gname.endswith("attn_k.weight") \
@@ -403,7 +404,7 @@ def _write_gguf(ck: Checkpoint, units: list[Unit], journal: Journal, dst: Path, 
 
     infos = [(t.name, t.kind, t.shape) for u in range(len(units)) for t in journal.done[u][0]]
     label = name or (Path(ck.folder).name if ck.folder else Path(ck.files[0]).stem)
-    meta = llama.gguf_metadata(ck.config, label, recipes.file_type(recipe), folder=ck.folder)
+    meta = llama.gguf_metadata(ck.config, label, gguf_recipes.file_type(recipe), folder=ck.folder)
     with atomic_path(dst) as tmp, open(tmp, "wb") as f:
         write_streaming(f, infos, meta, _chunks_of(journal, units))
         f.flush()

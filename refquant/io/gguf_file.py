@@ -56,7 +56,8 @@ import numpy as np
 
 from refquant.errors import GGUFError, UnsupportedError
 from refquant.io._reader import Cursor, pad_to
-from refquant.io.ggml_types import PLAIN_DTYPES, GGMLType, block_size, ggml_type, tensor_nbytes, type_size
+from refquant.io.ggml_types import (PLAIN_DTYPES, GGMLType, bits_per_weight, block_size, ggml_type, tensor_nbytes,
+                                   type_size)
 from refquant.io.gguf_metadata import (
     MIN_VALUE_BYTES,
     ObjectBudget,
@@ -70,7 +71,7 @@ from refquant.io.gguf_metadata import (
 )
 from refquant.quantized_tensor import QuantizedTensor
 
-__all__ = ["GGUFFile", "GGUFTensor", "read", "parse", "write", "write_streaming", "replace_file",
+__all__ = ["GGUFFile", "GGUFTensor", "quantize_tensor", "read", "parse", "write", "write_streaming", "replace_file",
            "GGUF_MAGIC", "GGUF_VERSION", "DEFAULT_ALIGNMENT", "MAX_DIMS", "MAX_NAME_BYTES"]
 
 GGUF_MAGIC = b"GGUF"
@@ -87,7 +88,7 @@ _MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8                     # name length, n_dims
 
 class GGUFTensor(QuantizedTensor):
     """One tensor of a ``.gguf`` file, or ggml block bytes held in memory
-    (:func:`refquant.gguf.quantize_tensor`); a :class:`refquant.QuantizedTensor` whose
+    (:func:`quantize_tensor`); a :class:`refquant.QuantizedTensor` whose
     ``format`` is the ggml type name and ``dequantize()`` is :meth:`to_float`.
 
     Attributes
@@ -116,14 +117,9 @@ class GGUFTensor(QuantizedTensor):
 
     @property
     def bits_per_weight(self) -> float:
-        """Bits per weight of the ggml type (:func:`refquant.metrics.bits_per_weight`;
-        for integer element types their width)."""
-        from refquant.metrics import bits_per_weight
-
-        try:
-            return bits_per_weight(str(self.qtype))
-        except ValueError:  # i8 ... i64 are not weight formats there
-            return 8 * type_size(self.qtype) / block_size(self.qtype)
+        """Bits per weight of the ggml type, ``8 * type_size / block_size`` (for plain
+        element types their width)."""
+        return bits_per_weight(self.qtype)
 
     def dequantize(self, *, backend: Any = None) -> np.ndarray:
         """:meth:`to_float`: the values as float32 of ``shape``; ``backend`` (``"numba"``,
@@ -205,6 +201,36 @@ class GGUFTensor(QuantizedTensor):
         where = "" if self.offset is None else f", offset={self.offset}"
         return (f"GGUFTensor({self.name!r}, {self.qtype}, shape={self.shape}, {self.bits_per_weight:.4g} bits/weight, "
                 f"nbytes={self.nbytes}{where})")
+
+
+def quantize_tensor(x: Any, qtype: Any, imatrix: Any = None, *, name: str = "", backend: Any = None) -> GGUFTensor:
+    """:func:`refquant.gguf.quantize`, returned as a :class:`GGUFTensor`, the container of
+    ggml bytes that carries their type and the float shape (as a tensor read from a
+    ``.gguf`` file does): ``.dequantize()``, ``.bits_per_weight``, ``.save()``, and
+    :func:`write` takes it as a tensor. Public as ``refquant.gguf.quantize_tensor``.
+
+    Parameters
+    ----------
+    x, qtype, imatrix, backend
+        As :func:`refquant.gguf.quantize` (float rows whose length is a multiple of the
+        type's block size; a supported ggml type name or id; one finite weight >= 0 per
+        column or None; None for the reference or a registered backend).
+    name : str
+        The tensor's name (used by :func:`write` when it is written to a file); any string.
+
+    Returns
+    -------
+    GGUFTensor
+        ``data`` the bytes (uint8, flat), ``qtype``, ``shape`` the float shape (a 1-D
+        ``x`` is one row), ``offset`` None.
+    """
+    # the codecs load only when a tensor is quantized (reading a file does not need them)
+    from refquant.gguf import checked_format, quantize
+
+    fmt = checked_format(qtype)
+    data = quantize(x, qtype, imatrix, backend=backend)
+    shape = data.shape[:-1] + (data.shape[-1] // fmt.type_size * fmt.block_size,)
+    return GGUFTensor(str(name), ggml_type(fmt.type_id), shape, None, data.reshape(-1))
 
 
 class GGUFFile:
