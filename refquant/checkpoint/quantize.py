@@ -55,10 +55,11 @@ from typing import Any
 import numpy as np
 
 from refquant.checkpoint import llama
-from refquant.formats import gguf_recipes
+from refquant.checkpoint.gguf_model import tensor_types
 from refquant.checkpoint.journal import Journal, Progress, atomic_path
 from refquant.checkpoint.safetensors_io import dtype_name, write_safetensors
 from refquant.checkpoint.source import Checkpoint
+from refquant.formats import gguf_recipes
 
 __all__ = ["quantize", "RECIPES", "HF_RECIPES", "plan_units", "Unit"]
 
@@ -148,12 +149,6 @@ def _bnb_task(ck: Checkpoint, hf_name: str, double_quant: bool) -> list[tuple[st
 
 # --- planning ---------------------------------------------------------------------------
 
-def _llama_order(name: str) -> tuple[int, str]:
-    """llama-model-loader's ``weight_name_comparer``: block number (-1 for none), then name."""
-    layer = llama.layer_of(name)
-    return (-1 if layer is None else layer, name)
-
-
 def plan_units(ck: Checkpoint, recipe: str, quantizer: Callable[..., np.ndarray] | None = None,
                imatrix: Any = None) -> tuple[list[Unit], dict[str, Any]]:
     """The work units of a job, in output order, and what the assembly needs (metadata).
@@ -165,17 +160,12 @@ def plan_units(ck: Checkpoint, recipe: str, quantizer: Callable[..., np.ndarray]
     if recipe in HF_RECIPES:
         return _plan_hf(ck, recipe), {}
     hp = llama.hparams(ck.config)
-    has_output = "lm_head.weight" in ck.tensors
-    entries = []
-    for name, info in ck.tensors.items():
-        gname = llama.gguf_name(name)
-        if gname is not None:
-            entries.append((gname, name, info))
-    entries.sort(key=lambda e: _llama_order(e[0]))
+    plan = tensor_types(recipe, {name: info.shape for name, info in ck.tensors.items()}, n_layer=hp["n_layer"],
+                        n_gqa=hp["n_head"] // hp["n_head_kv"], has_output="lm_head.weight" in ck.tensors,
+                        has_imatrix=imatrix is not None)
     units = []
-    for gname, name, info in entries:
-        qtype = gguf_recipes.tensor_type(gname, info.shape, recipe, hp["n_layer"], n_gqa=hp["n_head"] // hp["n_head_kv"],
-                                    has_output=has_output, has_imatrix=imatrix is not None)
+    for name, (gname, qtype) in plan.items():
+        info = ck.tensors[name]
         importance = None
         if imatrix is not None and gname in imatrix.entries and gguf_recipes.is_quantized(gname, info.shape):
             importance = imatrix.importance(gname)
