@@ -445,6 +445,11 @@ def quantize_4bit(x: Any, quant_type: str = "nf4", blocksize: int = 64, double_q
 def dequantize_4bit(q: QuantState) -> np.ndarray:
     """The float32 tensor a 4-bit :class:`QuantState` stands for: ``code[nibble] * absmax[block]``.
 
+    Parameters
+    ----------
+    q : QuantState
+        A 4-bit state (quant_type "nf4" or "fp4"), consistent (:meth:`QuantState.validate`).
+
     Raises
     ------
     TypeError
@@ -489,7 +494,13 @@ def quantize_blockwise(x: Any, blocksize: int = 4096, *, backend: Any = None) ->
 
 
 def dequantize_blockwise(q: QuantState) -> np.ndarray:
-    """The float32 tensor of an 8-bit state: ``dynamic_map()[code] * absmax[block]``."""
+    """The float32 tensor of an 8-bit state: ``dynamic_map()[code] * absmax[block]``.
+
+    Parameters
+    ----------
+    q : QuantState
+        An 8-bit state (quant_type "dynamic8"), consistent (:meth:`QuantState.validate`).
+    """
     if not isinstance(q, QuantState):
         raise TypeError(f"q must be a QuantState, got {type(q).__name__}")
     if q.quant_type != "dynamic8":
@@ -550,6 +561,15 @@ def save(path: str | os.PathLike[str], q: QuantState, name: str = "weight") -> N
     ``weight.quant_state.bitsandbytes__nf4`` (or ``__fp4``): the JSON of the remaining
     fields as uint8 bytes (``QuantState.as_dict(packed=True)``). See
     :mod:`refquant.layouts.bnb_state`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write (replaced); ``.npz`` suffix for NumPy's format, anything else is safetensors.
+    q : QuantState
+        Any consistent state (nf4, fp4, dynamic8; nested or not).
+    name : str
+        The weight's key; every other key starts with ``name + "."``.
     """
     if not isinstance(q, QuantState):
         raise TypeError(f"q must be a QuantState, got {type(q).__name__}")
@@ -560,6 +580,13 @@ def load(path: str | os.PathLike[str], name: str = "weight") -> QuantState:
     """Read a :class:`QuantState` written by :func:`save` or by bitsandbytes
     (``Linear4bit`` state dict / ``QuantState.as_dict(packed=True)`` in safetensors), or
     the same keys in an ``.npz`` file.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A safetensors or ``.npz`` file (told apart by its first bytes).
+    name : str
+        The weight's key in the file.
 
     Raises
     ------
@@ -584,6 +611,13 @@ def _dequantize_arrays(packed: np.ndarray, absmax: np.ndarray, quant_type: str, 
 
 def bnb_quantize_4bit(x: Any, quant_type: str, blocksize: int) -> tuple[np.ndarray, np.ndarray]:
     """NF4/FP4 codes and absmax of ``x`` (as :func:`quantize_4bit` without double quantization).
+
+    Parameters
+    ----------
+    x : ndarray of float32, float16 or bfloat16, any shape
+        Finite values (ValueError for NaN/inf, TypeError for other dtypes).
+    quant_type : {"nf4", "fp4"}
+    blocksize : {32, 64, 128, 256, 512, 1024, 2048, 4096}
 
     Returns
     -------
@@ -615,6 +649,12 @@ def bnb_dequantize_4bit(packed: Any, absmax: Any, quant_type: str, blocksize: in
 def bnb_quantize_blockwise(x: Any, blocksize: int) -> tuple[np.ndarray, np.ndarray]:
     """8-bit dynamic-map codes and absmax of ``x`` (:func:`quantize_blockwise`).
 
+    Parameters
+    ----------
+    x : ndarray of float32, float16 or bfloat16, any shape
+        Finite values (ValueError for NaN/inf, TypeError for other dtypes).
+    blocksize : {64, 128, 256, 512, 1024, 2048, 4096}
+
     Returns
     -------
     codes : ndarray of uint8, shape (n,)
@@ -625,7 +665,16 @@ def bnb_quantize_blockwise(x: Any, blocksize: int) -> tuple[np.ndarray, np.ndarr
 
 
 def bnb_dequantize_blockwise(codes: Any, absmax: Any, blocksize: int, shape: Any) -> np.ndarray:
-    """float32 tensor of ``shape`` from 8-bit dynamic-map codes and per-block absmax."""
+    """float32 tensor of ``shape`` from 8-bit dynamic-map codes and per-block absmax.
+
+    Parameters
+    ----------
+    codes : ndarray of uint8, prod(shape) values (any shape; read in C order)
+    absmax : ndarray of float32, ceil(prod(shape) / blocksize) values
+    blocksize : {64, 128, 256, 512, 1024, 2048, 4096}
+    shape : tuple of int >= 0
+        Shape of the result.
+    """
     blocksize = _check_blocksize(blocksize, BLOCKSIZES_8BIT)
     shape = _shape(shape)
     n = math.prod(shape)

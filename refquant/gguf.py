@@ -71,6 +71,11 @@ def qtypes() -> tuple[str, ...]:
 def get_format(qtype: Any) -> type[BlockFormat]:
     """The :class:`~refquant.formats.base.BlockFormat` for a qtype name or ggml type id.
 
+    Parameters
+    ----------
+    qtype : str, int or BlockFormat subclass
+        A supported block type (:func:`qtypes`): name (any case) or ggml id; a BlockFormat is returned as is.
+
     Raises
     ------
     ValueError
@@ -127,6 +132,11 @@ def _unknown_qtype(qtype: str) -> str:
 def block_bits(qtype: Any) -> tuple[int, int]:
     """``(block_bytes, block_elems)`` of a qtype: bits per weight = 8 * bytes / elems.
 
+    Parameters
+    ----------
+    qtype : str, int or GGMLType
+        A supported block type (:func:`qtypes`): name (any case), ggml id or GGMLType.
+
     >>> block_bits("q4_0")
     (18, 32)
     """
@@ -138,7 +148,15 @@ def row_bytes(qtype: Any, n_per_row: int) -> int:
     """Bytes of one quantized row of ``n_per_row`` elements (ggml's ``ggml_row_size``).
 
     ``qtype`` is a supported type (:func:`qtypes`: name, id or :class:`~refquant.io.GGMLType`);
-    ``n_per_row`` a non-negative multiple of its block size (ValueError otherwise)."""
+    ``n_per_row`` a non-negative multiple of its block size (ValueError otherwise).
+
+    Parameters
+    ----------
+    qtype : str, int or GGMLType
+        A supported block type (:func:`qtypes`): name (any case), ggml id or GGMLType.
+    n_per_row : int >= 0
+        A multiple of the type's block size.
+    """
     fmt = get_format(qtype)
     _check_row_length(fmt, int(n_per_row), "n_per_row")
     return int(n_per_row) // fmt.block_size * fmt.type_size

@@ -243,6 +243,11 @@ def load_quantized(path: str | os.PathLike[str]) -> QuantizedTensor:
     one weight (``weight`` + ``weight.quant_state.bitsandbytes__nf4`` ...; what
     :meth:`refquant.bnb.QuantState.save` writes).
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An ``.npz`` or safetensors file (any content: others raise ValueError).
+
     Raises
     ------
     ValueError

@@ -156,6 +156,18 @@ def plan_units(ck: Checkpoint, recipe: str, quantizer: Callable[..., np.ndarray]
     ``imatrix`` (:class:`refquant.io.Imatrix`, keyed by llama.cpp tensor names) gives each
     quantized tensor its importance vector, as llama-quantize ``--imatrix`` does: a tensor
     without an entry is quantized without one; an entry of the wrong length is an error.
+
+    Parameters
+    ----------
+    ck : refquant.checkpoint.source.Checkpoint
+        The source (a LLaMA-layout checkpoint for the GGUF recipes).
+    recipe : str
+        One of :data:`RECIPES` (lowercase).
+    quantizer : callable or None
+        ``quantizer(x, qtype, imatrix)`` replacing :func:`refquant.gguf.quantize` (a backend's op);
+        None: the reference.
+    imatrix : refquant.io.Imatrix or None
+        Importance vectors by llama.cpp tensor name; each of the tensor's row length.
     """
     if recipe in HF_RECIPES:
         return _plan_hf(ck, recipe), {}

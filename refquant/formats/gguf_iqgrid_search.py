@@ -187,7 +187,15 @@ def grid_tables(name: str, nwant: int) -> GridTables:
 
 
 def iq3_tables(name: str = "iq3xxs_grid", nwant: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(levels, kmap, neighbours) of an IQ3 grid (:func:`grid_tables`)."""
+    """(levels, kmap, neighbours) of an IQ3 grid (:func:`grid_tables`).
+
+    Parameters
+    ----------
+    name : {"iq3xxs_grid", "iq3s_grid", "iq2xxs_grid", "iq2xs_grid", "iq2s_grid", "iq1s_grid"}
+        The grid (KeyError otherwise).
+    nwant : int >= 1
+        Neighbours are kept within the ``nwant`` smallest squared distances (IQ3_XXS 2, IQ3_S 3).
+    """
     t = grid_tables(name, nwant)
     return t.levels, t.kmap, t.neighbours
 
@@ -325,6 +333,13 @@ def quantize_iq3_xxs(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndar
 
     Returns the block fields ``(d float16 (n,), qs uint8 (n, 96))``: the 64 grid-index bytes,
     then the 8 little-endian uint32 scales_and_signs words (signs, the 4-bit scale in bits 28-31).
+
+    Parameters
+    ----------
+    x : ndarray of float32, shape (n, 256)
+        Finite super-blocks (validated by :func:`refquant.gguf.quantize`).
+    weights : ndarray of float32, shape (n, 256), or None
+        Importance weights, finite and >= 0; None: ggml's default weighting.
     """
     t = grid_tables("iq3xxs_grid", 2)
     n = x.shape[0]
@@ -357,6 +372,13 @@ def quantize_iq3_s(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarra
     not advance ``qs`` / ``signs`` past a zero sub-block, so the following sub-blocks' bytes
     move up into its place (reproduced). Returns ``(d float16 (n,), qs uint8 (n, 64), qh
     uint8 (n, 8), signs uint8 (n, 32), scales uint8 (n, 4))``.
+
+    Parameters
+    ----------
+    x : ndarray of float32, shape (n, 256)
+        Finite super-blocks (validated by :func:`refquant.gguf.quantize`).
+    weights : ndarray of float32, shape (n, 256), or None
+        Importance weights, finite and >= 0; None: ggml's default weighting.
     """
     t = grid_tables("iq3s_grid", 3)
     n = x.shape[0]
@@ -400,6 +422,13 @@ def quantize_iq2_xxs(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np
     whenever ``scale > 0``; ``d = max_scale/31`` stored without a fudge factor. Returns the
     block fields ``(d float16 (n,), qs uint16 (n, 32))``: per sub-block two little-endian uint32
     words, the 4 grid-index bytes, then the signs with the 4-bit scale in bits 28-31.
+
+    Parameters
+    ----------
+    x : ndarray of float32, shape (n, 256)
+        Finite super-blocks (validated by :func:`refquant.gguf.quantize`).
+    weights : ndarray of float32, shape (n, 256)
+        Importance weights, finite and >= 0 (required: ggml asserts without them).
     """
     from refquant.formats.gguf_kquants_search import make_qp_quants
 
@@ -434,6 +463,13 @@ def quantize_iq2_xs(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.
     ``scale = max/5``, 19 trials ``id = (5 + 0.1·is)/max``, ``is = -9..9``; the off-grid groups
     are re-picked as in IQ3_XXS; ``d = max_scale/31`` (no fudge factor), one 4-bit scale per 16.
     Returns ``(d float16 (n,), qs uint16 (n, 32) = grid index | signs << 9, scales uint8 (n, 8))``.
+
+    Parameters
+    ----------
+    x : ndarray of float32, shape (n, 256)
+        Finite super-blocks (validated by :func:`refquant.gguf.quantize`).
+    weights : ndarray of float32, shape (n, 256)
+        Importance weights, finite and >= 0 (required: ggml asserts without them).
     """
     t = grid_tables("iq2xs_grid", 2)
     n = x.shape[0]
@@ -461,6 +497,13 @@ def quantize_iq2_s(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarra
     an imatrix, ``max < 1e-8`` a zero sub-block, and ``d·0.9875`` stored. Returns ``(d float16
     (n,), qs uint8 (n, 64): 32 index bytes then 32 sign bytes, qh uint8 (n, 8): index bits 8-9
     at 2·(i % 4) of qh[i / 4], scales uint8 (n, 8))``.
+
+    Parameters
+    ----------
+    x : ndarray of float32, shape (n, 256)
+        Finite super-blocks (validated by :func:`refquant.gguf.quantize`).
+    weights : ndarray of float32, shape (n, 256), or None
+        Importance weights, finite and >= 0; None: ggml's default weighting.
     """
     t = grid_tables("iq2s_grid", 1)
     n = x.shape[0]
@@ -550,6 +593,13 @@ def quantize_iq1_s(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.n
     sub-block if both sums are positive. ``d = max_scale/15`` is stored as fp16(``d·1.125``),
     the 3-bit scale ``clamp(nearest_int(0.5·(scale/d - 1)), 0, 7)`` goes to ``qh`` bits 12-14 and
     a -1/8 shift to bit 15. Returns ``(d float16 (n,), qs uint8 (n, 32), qh uint16 (n, 8))``.
+
+    Parameters
+    ----------
+    x : ndarray of float32, shape (n, 256)
+        Finite super-blocks (validated by :func:`refquant.gguf.quantize`).
+    weights : ndarray of float32, shape (n, 256)
+        Importance weights, finite and >= 0 (required: ggml asserts without them).
     """
     t = grid_tables("iq1s_grid", 3)
     n = x.shape[0]
@@ -619,6 +669,13 @@ def quantize_iq1_m(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarra
     stored as fp16(``d·1.1125``) in the top nibbles of the four scale words. Returns
     the block fields ``(qs uint8 (n, 32), qh uint8 (n, 16), scales uint8 (n, 8))``, the scales
     being the four little-endian uint16 scale words.
+
+    Parameters
+    ----------
+    x : ndarray of float32, shape (n, 256)
+        Finite super-blocks (validated by :func:`refquant.gguf.quantize`).
+    weights : ndarray of float32, shape (n, 256), or None
+        Importance weights, finite and >= 0; None: ggml's default weighting.
     """
     t = grid_tables("iq1s_grid", 3)
     n = x.shape[0]

@@ -83,6 +83,11 @@ MIXTURES: dict[str, Mixture] = _table()
 def mixture_hint(name: str) -> str | None:
     """What the llama.cpp file type ``name`` means and the block type to use, or None.
 
+    Parameters
+    ----------
+    name : str
+        Any string (case-insensitive); None when it is not a llama-quantize file type.
+
     >>> mixture_hint("q4_k_m").startswith("'q4_k_m' is llama.cpp's Q4_K_M file type")
     True
     """

@@ -211,12 +211,16 @@ def quantize_tensor(x: Any, qtype: Any, imatrix: Any = None, *, name: str = "", 
 
     Parameters
     ----------
-    x, qtype, imatrix, backend
-        As :func:`refquant.gguf.quantize` (float rows whose length is a multiple of the
-        type's block size; a supported ggml type name or id; one finite weight >= 0 per
-        column or None; None for the reference or a registered backend).
     name : str
         The tensor's name (used by :func:`write` when it is written to a file); any string.
+    x : array_like of float32 (float16/float64 accepted), shape (..., n_per_row)
+        Finite; ``n_per_row`` a multiple of the type's block size.
+    qtype : str or int
+        A supported block type (:func:`refquant.gguf.qtypes`): name (any case) or ggml id.
+    imatrix : array_like of float32, shape (n_per_row,), or None
+        Importance of each column, finite and >= 0; required for iq2_xxs, iq2_xs, iq1_s.
+    backend : str, Backend or None
+        None or ``"reference"``: the reference; else a registered backend's ``gguf_quantize``.
 
     Returns
     -------
@@ -298,6 +302,13 @@ def parse(buffer: Any, path: str | None = None) -> GGUFFile:
     """Parse a ``.gguf`` image held in ``buffer`` (bytes, bytearray, memoryview or mmap).
 
     Tensor ``data`` are views of ``buffer``; see :func:`read` for the checks and errors.
+
+    Parameters
+    ----------
+    buffer : bytes, bytearray, memoryview or mmap
+        A whole ``.gguf`` image (any content: malformed ones raise GGUFError).
+    path : str or None
+        Named in error messages; None: ``<buffer>``.
     """
     cur = Cursor(buffer)
     magic = cur.raw(4, "magic") if cur.remaining >= 4 else None
@@ -511,6 +522,19 @@ def write_streaming(f: BinaryIO, infos: list[tuple[str, Any, tuple[int, ...]]], 
     that of one chunk. ``infos`` are ``(name, qtype, shape)`` with shapes in NumPy order;
     names, shapes and metadata are checked as in :func:`write`. Returns the bytes written.
     Use with :func:`replace_file` for an atomic file.
+
+    Parameters
+    ----------
+    f : binary file
+        Open for writing, positioned at the start of the image.
+    infos : list of (str, qtype, tuple of int)
+        (name, ggml type, shape in NumPy order) of each tensor, in file order; names unique,
+        at most 63 bytes; at most 4 dimensions; row length a multiple of the block size.
+    metadata : mapping of str -> value, or None
+        Key/value pairs (:func:`refquant.io.gguf_metadata.as_value` types).
+    payload : callable
+        ``payload(i, name)`` yields tensor ``i``'s bytes in chunks, exactly the size its
+        type and shape imply (ValueError otherwise).
     """
     meta = normalize_metadata(metadata)
     alignment = _write_alignment(meta)
@@ -562,6 +586,11 @@ def replace_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     ``path`` keeps a memory map of it, and truncating a mapped file makes later reads of
     the map crash the process (SIGBUS). On error the partial file is removed and
     ``path`` is left as it was.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to create or replace; its folder must exist and be writable.
     """
     path = os.fspath(path)
     tmp = f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"

@@ -90,7 +90,14 @@ def _pack_args(codes: Any, zeros: Any, scales: Any) -> tuple[np.ndarray, np.ndar
 
 
 def awq_unpack(qweight: Any, qzeros: Any) -> tuple[np.ndarray, np.ndarray]:
-    """Unpack AWQ GEMM words into ``(codes uint8 (out, in), zeros uint8 (out, G))``."""
+    """Unpack AWQ GEMM words into ``(codes uint8 (out, in), zeros uint8 (out, G))``.
+
+    Parameters
+    ----------
+    qweight : ndarray of int32 or uint32, shape (in, out / 8)
+    qzeros : ndarray of int32 or uint32, shape (G, out / 8)
+        As many words per row as ``qweight``.
+    """
     qweight, qzeros = _unpack_args(qweight, qzeros)
     out_features = qweight.shape[1] * 8
     codes = packing.unpack(qweight, BITS, out_features, "awq", "int32")  # (in, out)
@@ -109,6 +116,14 @@ def _unpack_args(qweight: Any, qzeros: Any) -> tuple[np.ndarray, np.ndarray]:
 
 def awq_dequantize(qweight: Any, qzeros: Any, scales: Any, group_size: int) -> np.ndarray:
     """The float32 weight (out, in) stored in AWQ GEMM tensors, checking their shapes.
+
+    Parameters
+    ----------
+    qweight : ndarray of int32 or uint32, shape (in, out / 8)
+    qzeros : ndarray of int32 or uint32, shape (in / group_size, out / 8)
+    scales : ndarray of float16, float32 or float64, shape (in / group_size, out)
+    group_size : int >= 1
+        Divides ``in`` (the rows of ``qweight``).
 
     Raises
     ------
@@ -147,6 +162,11 @@ def encode(result: Any) -> dict[str, np.ndarray]:
 
     ``result`` is usually :func:`~refquant.algorithms.awq`'s (its codes quantize ``W s``);
     any 4-bit :class:`~refquant.algorithms.QuantizedWeight` without act-order works.
+
+    Parameters
+    ----------
+    result : QuantizedWeight
+        4-bit, natural column order (no act-order ``g_idx``), with integer zero-points.
     """
     _check_result(result)
     if result.bits != BITS:
@@ -162,7 +182,15 @@ def encode(result: Any) -> dict[str, np.ndarray]:
 
 
 def decode(tensors: dict[str, Any], group_size: int) -> np.ndarray:
-    """Dequantize AWQ GEMM tensors (``qweight``, ``qzeros``, ``scales``) to float32 (out, in)."""
+    """Dequantize AWQ GEMM tensors (``qweight``, ``qzeros``, ``scales``) to float32 (out, in).
+
+    Parameters
+    ----------
+    tensors : mapping
+        ``qweight``, ``qzeros``, ``scales`` (as :func:`awq_dequantize`); other keys ignored.
+    group_size : int >= 1
+        Divides ``in``.
+    """
     missing = [k for k in TENSOR_NAMES if k not in tensors]
     if missing:
         raise ValueError(f"AWQ tensors missing: {', '.join(missing)} (have {', '.join(sorted(tensors))})")

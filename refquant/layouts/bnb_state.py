@@ -51,19 +51,34 @@ _SUFFIX = {"nf4": "bitsandbytes__nf4", "fp4": "bitsandbytes__fp4", "dynamic8": "
 def quant_state_key(name: str, quant_type: str) -> str:
     """The key of the packed JSON tensor, e.g. ``weight.quant_state.bitsandbytes__nf4``.
 
-    ``name`` is the weight's key (any string); ``quant_type`` is one of ``"nf4"``, ``"fp4"``,
-    ``"dynamic8"`` (KeyError otherwise)."""
+    Parameters
+    ----------
+    name : str
+        The weight's key; any string.
+    quant_type : {"nf4", "fp4", "dynamic8"}
+        KeyError otherwise.
+    """
     return f"{name}.quant_state.{_SUFFIX[quant_type]}"
 
 
 def pack_json(fields: Mapping[str, Any]) -> np.ndarray:
-    """``fields`` as UTF-8 JSON bytes in a uint8 array (bitsandbytes ``pack_dict_to_tensor``)."""
+    """``fields`` as UTF-8 JSON bytes in a uint8 array (bitsandbytes ``pack_dict_to_tensor``).
+
+    Parameters
+    ----------
+    fields : mapping of str -> JSON-serializable value
+    """
     return np.frombuffer(json.dumps(dict(fields)).encode("utf-8"), dtype=np.uint8).copy()
 
 
 def unpack_json(data: np.ndarray) -> dict[str, Any]:
-    """Inverse of :func:`pack_json` (``unpack_tensor_to_dict``): ``data`` is UTF-8 JSON of an
-    object as uint8 bytes (any shape; read in C order)."""
+    """Inverse of :func:`pack_json` (``unpack_tensor_to_dict``).
+
+    Parameters
+    ----------
+    data : ndarray of uint8, any shape
+        UTF-8 JSON of an object (read in C order).
+    """
     return json.loads(np.asarray(data, dtype=np.uint8).tobytes().decode("utf-8"))
 
 

@@ -146,7 +146,19 @@ def gptq_unpack(qweight: Any, qzeros: Any, scales: Any, g_idx: Any, bits: int, v
 
 
 def gptq_dequantize(qweight: Any, qzeros: Any, scales: Any, g_idx: Any, bits: int, version: int = 1) -> np.ndarray:
-    """The float32 weight (out, in) of GPTQ tensors: ``scales[g, o] * (q - zero[g, o])``."""
+    """The float32 weight (out, in) of GPTQ tensors: ``scales[g, o] * (q - zero[g, o])``.
+
+    Parameters
+    ----------
+    qweight : ndarray of int32 or uint32, shape (in * bits / 32, out)
+    qzeros : ndarray of int32 or uint32, shape (G, out * bits / 32)
+    scales : ndarray of float, shape (G, out)
+    g_idx : ndarray of int, shape (in,)
+        Each column's group, in 0 .. G - 1.
+    bits : {2, 3, 4, 8}
+    version : {1, 2}
+        GPTQ v1 stores ``zero - 1``; v2 the zero itself.
+    """
     codes, zeros = gptq_unpack(qweight, qzeros, scales, g_idx, bits, version)
     g_idx = np.asarray(g_idx).astype(np.intp)
     scale = np.asarray(scales).astype(np.float32).T[:, g_idx]  # (out, in)
