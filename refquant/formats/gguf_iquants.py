@@ -62,7 +62,7 @@ def best_index_iq4nl(x: np.ndarray) -> np.ndarray:
     Parameters
     ----------
     x : ndarray of float32, any shape
-        Values on the codebook's int8 scale (any finite value; the ends clamp).
+        Values on the codebook's int8 scale (any value: the ends clamp, NaN gives 15).
     """
     x = np.asarray(x, dtype=F32)
     # The codebook holds integers, so val[k] <= x exactly when val[k] <= floor(x): the

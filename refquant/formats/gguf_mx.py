@@ -128,7 +128,7 @@ def ue4m3_to_fp32_half(ue: np.ndarray) -> np.ndarray:
     Parameters
     ----------
     ue : ndarray of uint8, any shape
-        Any byte (bit 7 is ignored as in ggml).
+        Any byte (the table has an entry for each of the 256).
     """
     return _UE4M3_HALF[np.asarray(ue, dtype=np.uint8)]
 

@@ -308,7 +308,7 @@ def parse(buffer: Any, path: str | None = None) -> GGUFFile:
     buffer : bytes, bytearray, memoryview or mmap
         A whole ``.gguf`` image (any content: malformed ones raise GGUFError).
     path : str or None
-        Named in error messages; None: ``<buffer>``.
+        Recorded as the file's ``path`` (None: not read from a file).
     """
     cur = Cursor(buffer)
     magic = cur.raw(4, "magic") if cur.remaining >= 4 else None
@@ -528,8 +528,8 @@ def write_streaming(f: BinaryIO, infos: list[tuple[str, Any, tuple[int, ...]]], 
     f : binary file
         Open for writing, positioned at the start of the image.
     infos : list of (str, qtype, tuple of int)
-        (name, ggml type, shape in NumPy order) of each tensor, in file order; names unique,
-        at most 63 bytes; at most 4 dimensions; row length a multiple of the block size.
+        (name, ggml type, shape in NumPy order) of each tensor, in file order: names non-empty,
+        at most 63 UTF-8 bytes; 1 to 4 dimensions; row length a multiple of the block size.
     metadata : mapping of str -> value, or None
         Key/value pairs (:func:`refquant.io.gguf_metadata.as_value` types).
     payload : callable

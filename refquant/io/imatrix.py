@@ -282,7 +282,8 @@ def write_imatrix(path: str | os.PathLike[str], imatrix: Imatrix, format: str = 
     path : str or os.PathLike
         The file to write (replaced).
     imatrix : Imatrix
-        Consistent entries (finite sums >= 0, counts >= 0).
+        Its entries ImatrixEntry objects with ``sums`` (n_mat >= 1, n), ``counts`` (n_mat,)
+        and ``in_sums`` None or of ``sums``' shape (ValueError/TypeError otherwise).
     format : {"gguf", "dat"}
     """
     if not isinstance(imatrix, Imatrix):
