@@ -44,9 +44,9 @@ def mse(x: Any, y: Any) -> float:
 
     Parameters
     ----------
-    x : array_like of float
+    x : array_like of float, int or bfloat16
         The reference (any shape, finite or not).
-    y : array_like of float
+    y : array_like of float, int or bfloat16
         Its reconstruction, x's shape.
     """
     a, b = _pair(x, y)
@@ -59,9 +59,9 @@ def max_abs_error(x: Any, y: Any) -> float:
 
     Parameters
     ----------
-    x : array_like of float
+    x : array_like of float, int or bfloat16
         The reference (any shape, finite or not).
-    y : array_like of float
+    y : array_like of float, int or bfloat16
         Its reconstruction, x's shape.
     """
     a, b = _pair(x, y)
@@ -78,9 +78,9 @@ def sqnr(x: Any, y: Any) -> float:
 
     Parameters
     ----------
-    x : array_like of float
+    x : array_like of float, int or bfloat16
         The reference (any shape, finite or not).
-    y : array_like of float
+    y : array_like of float, int or bfloat16
         Its reconstruction, x's shape.
     """
     a, b = _pair(x, y)
@@ -102,9 +102,9 @@ def cosine_similarity(x: Any, y: Any, axis: int | None = None) -> float | np.nda
 
     Parameters
     ----------
-    x : array_like of float
+    x : array_like of float, int or bfloat16
         The reference (any shape, finite or not).
-    y : array_like of float
+    y : array_like of float, int or bfloat16
         Its reconstruction, x's shape.
     axis : int or None
         An axis of x (negative counts from the end); None: the flattened arrays.
