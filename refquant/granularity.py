@@ -332,10 +332,8 @@ def checked_geometry(gran: Granularity, shape: tuple[int, ...]) -> tuple[tuple[i
 
     Parameters
     ----------
-    gran : Granularity
-        Any refquant.granularity object (TypeError otherwise).
-    shape : tuple of int >= 0
-        The tensor's shape.
+    gran : Granularity (any refquant.granularity object; TypeError otherwise)
+    shape : tuple of int >= 0, the tensor's shape
     """
     if not isinstance(gran, Granularity):
         raise TypeError(f"granularity must be a refquant.granularity object, got {gran!r}")
@@ -362,10 +360,8 @@ def canonical_granularity(gran: Granularity, shape: tuple[int, ...]) -> Granular
 
     Parameters
     ----------
-    gran : Granularity
-        Any refquant.granularity object (TypeError otherwise).
-    shape : tuple of int >= 0
-        The tensor's shape.
+    gran : Granularity (any refquant.granularity object; TypeError otherwise)
+    shape : tuple of int >= 0, the tensor's shape
     """
     runs, _ = checked_geometry(gran, shape)
     if type(gran) in (PerTensor, PerChannel, PerGroup, PerToken, PerBlock, FixedRuns):

@@ -541,14 +541,10 @@ def quantize(x: Any, params: QuantParams, *, rounding: str = "half_even",
 
     Parameters
     ----------
-    x : ndarray of float16, float32 or float64
-        Cast to float32 first; ``+-inf`` clamp to ``qmax``/``qmin``.
-    params : QuantParams
-        Its scale grid must fit ``x.shape`` (``granularity.grid_shape(x.shape)``).
+    x : ndarray of float16, float32 or float64 (cast to float32; ``+-inf`` clamp)
+    params : QuantParams whose scale grid fits ``x.shape``
     rounding : {"half_even", "half_away", "stochastic"}
-        Rounding of ``x / scale`` (``refquant.rounding``).
-    rng : numpy.random.Generator or None
-        Required for ``rounding="stochastic"``.
+    rng : numpy.random.Generator, required for ``rounding="stochastic"``, or None
     """
     return quantize_affine(x, params, rounding=rounding, rng=rng)
 
@@ -577,13 +573,9 @@ def fake_quantize(x: Any, params: QuantParams, *, rounding: str = "half_even",
 
     Parameters
     ----------
-    x : ndarray of float16, float32 or float64
-        Cast to float32 first; ``+-inf`` clamp to ``qmax``/``qmin``.
-    params : QuantParams
-        Its scale grid must fit ``x.shape`` (``granularity.grid_shape(x.shape)``).
+    x : ndarray of float16, float32 or float64 (cast to float32; ``+-inf`` clamp)
+    params : QuantParams whose scale grid fits ``x.shape``
     rounding : {"half_even", "half_away", "stochastic"}
-        Rounding of ``x / scale`` (``refquant.rounding``).
-    rng : numpy.random.Generator or None
-        Required for ``rounding="stochastic"``.
+    rng : numpy.random.Generator, required for ``rounding="stochastic"``, or None
     """
     return dequantize_affine(quantize_affine(x, params, rounding=rounding, rng=rng), params)

@@ -44,10 +44,8 @@ def mse(x: Any, y: Any) -> float:
 
     Parameters
     ----------
-    x : array_like of float, int or bfloat16
-        The reference (any shape, finite or not).
-    y : array_like of float, int or bfloat16
-        Its reconstruction, x's shape.
+    x : array_like of float, int or bfloat16, any shape
+    y : array_like of float, int or bfloat16, x's shape
     """
     a, b = _pair(x, y)
     with np.errstate(invalid="ignore"):
@@ -59,10 +57,8 @@ def max_abs_error(x: Any, y: Any) -> float:
 
     Parameters
     ----------
-    x : array_like of float, int or bfloat16
-        The reference (any shape, finite or not).
-    y : array_like of float, int or bfloat16
-        Its reconstruction, x's shape.
+    x : array_like of float, int or bfloat16, any shape
+    y : array_like of float, int or bfloat16, x's shape
     """
     a, b = _pair(x, y)
     with np.errstate(invalid="ignore"):
@@ -78,10 +74,8 @@ def sqnr(x: Any, y: Any) -> float:
 
     Parameters
     ----------
-    x : array_like of float, int or bfloat16
-        The reference (any shape, finite or not).
-    y : array_like of float, int or bfloat16
-        Its reconstruction, x's shape.
+    x : array_like of float, int or bfloat16, any shape
+    y : array_like of float, int or bfloat16, x's shape
     """
     a, b = _pair(x, y)
     with np.errstate(invalid="ignore"):
@@ -102,10 +96,8 @@ def cosine_similarity(x: Any, y: Any, axis: int | None = None) -> float | np.nda
 
     Parameters
     ----------
-    x : array_like of float, int or bfloat16
-        The reference (any shape, finite or not).
-    y : array_like of float, int or bfloat16
-        Its reconstruction, x's shape.
+    x : array_like of float, int or bfloat16, any shape
+    y : array_like of float, int or bfloat16, x's shape
     axis : int or None
         An axis of x (negative counts from the end); None: the flattened arrays.
     """

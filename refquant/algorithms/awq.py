@@ -157,11 +157,10 @@ def search_scale(W: Any, x_mean: Any, G: Any, n_tokens: int, bits: int = 4, grou
     n_tokens : int
         Tokens summed into ``G``.
     bits : {2, 3, 4, 8}
-        Code width (ValueError otherwise).
     group_size : int, -1 or >= 1
-        Columns per group; -1 (or a size >= in_features) is one group per row; 0 is a ValueError.
+        Columns per group; -1 (or a size >= in_features): one group per row.
     zero_point : bool
-        Asymmetric groups with a zero-point (AWQ's default); False is symmetric.
+        Asymmetric groups with a zero-point (AWQ's default); False: symmetric.
     n_grid : int in 1..1000
         Ratios tried, ``alpha = i / n_grid`` for ``i = 0 .. n_grid - 1``.
 
@@ -197,11 +196,10 @@ def search_clip(W: Any, grams: list[Any], bits: int = 4, group_size: int = 128, 
     grams : list of ndarray
         :func:`group_grams` of the inputs that multiply ``W`` (``X / s``).
     bits : {2, 3, 4, 8}
-        Code width (ValueError otherwise).
     group_size : int, -1 or >= 1
-        Columns per group; -1 (or a size >= in_features) is one group per row; 0 is a ValueError.
+        Columns per group; -1 (or a size >= in_features): one group per row.
     zero_point : bool
-        Asymmetric groups with a zero-point (AWQ's default); False is symmetric.
+        Asymmetric groups with a zero-point (AWQ's default); False: symmetric.
     n_grid : int in 1..1000
         Shrink step: thresholds ``(1 - i / n_grid) * absmax`` for ``i < max_shrink * n_grid``.
     max_shrink : float in [0, 1]
@@ -233,16 +231,14 @@ def quantize_scaled(W: Any, clip_max: Any = None, bits: int = 4, group_size: int
 
     Parameters
     ----------
-    W : ndarray of float32 or float64, shape (out_features, in_features)
-        Finite, non-empty, 2-D.
+    W : ndarray of float32 or float64, shape (out_features, in_features), finite, non-empty
     clip_max : ndarray of float, shape (out_features, n_groups), or None
         Clip threshold of each row-group (:func:`search_clip`); None clips nothing.
     bits : {2, 3, 4, 8}
-        Code width (ValueError otherwise).
     group_size : int, -1 or >= 1
-        Columns per group; -1 (or a size >= in_features) is one group per row; 0 is a ValueError.
+        Columns per group; -1 (or a size >= in_features): one group per row.
     zero_point : bool
-        Asymmetric groups with a zero-point (AWQ's default); False is symmetric.
+        Asymmetric groups with a zero-point (AWQ's default); False: symmetric.
     """
     W = _quantizer.check_weight(W).astype(np.float64)
     bits = _quantizer.check_bits(bits)

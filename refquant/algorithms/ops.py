@@ -42,12 +42,10 @@ def rtn_quantize(W: Any, bits: int = 4, group_size: int = 128, sym: bool = True)
 
     Parameters
     ----------
-    W : ndarray of float32 or float64, shape (out_features, in_features)
-        Finite, non-empty, 2-D.
+    W : ndarray of float32 or float64, shape (out_features, in_features), finite, non-empty
     bits : {2, 3, 4, 8}
-        Code width (ValueError otherwise).
     group_size : int, -1 or >= 1
-        Columns per group; -1 (or a size >= in_features) is one group per row; 0 is a ValueError.
+        Columns per group; -1 (or a size >= in_features): one group per row.
     sym : bool
         Symmetric grid (True) or asymmetric with a zero-point.
     """
@@ -61,14 +59,12 @@ def gptq_quantize(W: Any, H: Any, bits: int = 4, group_size: int = 128, act_orde
 
     Parameters
     ----------
-    W : ndarray of float32 or float64, shape (out_features, in_features)
-        Finite, non-empty, 2-D.
+    W : ndarray of float32 or float64, shape (out_features, in_features), finite, non-empty
     H : ndarray of float32 or float64, shape (in_features, in_features)
         Symmetric positive semi-definite Hessian ``2 XᵀX / N`` (finite).
     bits : {2, 3, 4, 8}
-        Code width (ValueError otherwise).
     group_size : int, -1 or >= 1
-        Columns per group; -1 (or a size >= in_features) is one group per row; 0 is a ValueError.
+        Columns per group; -1 (or a size >= in_features): one group per row.
     act_order : bool
         Quantize columns in order of decreasing ``diag(H)``.
     sym : bool
@@ -89,13 +85,11 @@ def awq_quantize(W: Any, X: Any, bits: int = 4, group_size: int = 128) -> np.nda
 
     Parameters
     ----------
-    W : ndarray of float32 or float64, shape (out_features, in_features)
-        Finite, non-empty, 2-D.
+    W : ndarray of float32 or float64, shape (out_features, in_features), finite, non-empty
     X : ndarray of float, shape (..., in_features)
         Finite calibration activations (leading axes are tokens).
     bits : {2, 3, 4, 8}
-        Code width (ValueError otherwise).
     group_size : int, -1 or >= 1
-        Columns per group; -1 (or a size >= in_features) is one group per row; 0 is a ValueError.
+        Columns per group; -1 (or a size >= in_features): one group per row.
     """
     return awq(W, X, bits, group_size, clip=False).dequantized

@@ -225,20 +225,8 @@ def run_awq(ck: Checkpoint, units: list[Any], journal: Journal, executor: cf.Exe
 
     Parameters
     ----------
-    ck : refquant.checkpoint.source.Checkpoint
-        The source checkpoint.
-    units : list of Unit
-        The job's units (:func:`refquant.checkpoint.quantize.plan_units`).
-    journal : Journal
-        The job's journal (``DST.partial``); units it records as done are skipped.
-    executor : concurrent.futures.Executor or None
-        Where the units of a block run; None runs them in this process.
-    calibration : ndarray of int, shape (samples, seq_len)
-        Token ids, each in 0 .. vocab_size - 1.
-    n_shards : int >= 1
-        Fixed shards the calibration samples are split into (the unit of work and of resuming).
-    run_units : callable
-        ``run_units(indices, extra_args)``: runs and journals units.
+    ck, units, journal, executor, calibration, n_shards, run_units : as :func:`refquant.checkpoint.layerwise.run_gptq`
+        (the same job, with the AWQ units).
     """
     from refquant.algorithms.awq import clip_stride
     from refquant.model.llama import LlamaConfig

@@ -336,10 +336,8 @@ def quantize_iq3_xxs(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndar
 
     Parameters
     ----------
-    x : ndarray of float32, shape (n, 256)
-        Finite super-blocks (validated by :func:`refquant.gguf.quantize`).
-    weights : ndarray of float32, shape (n, 256), or None
-        Importance weights, finite and >= 0; None: ggml's default weighting.
+    x : ndarray of float32, shape (n, 256), finite (:func:`refquant.gguf.quantize` checks)
+    weights : ndarray of float32, shape (n, 256), finite and >= 0; or None (ggml's default)
     """
     t = grid_tables("iq3xxs_grid", 2)
     n = x.shape[0]
@@ -375,10 +373,8 @@ def quantize_iq3_s(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarra
 
     Parameters
     ----------
-    x : ndarray of float32, shape (n, 256)
-        Finite super-blocks (validated by :func:`refquant.gguf.quantize`).
-    weights : ndarray of float32, shape (n, 256), or None
-        Importance weights, finite and >= 0; None: ggml's default weighting.
+    x : ndarray of float32, shape (n, 256), finite (:func:`refquant.gguf.quantize` checks)
+    weights : ndarray of float32, shape (n, 256), finite and >= 0; or None (ggml's default)
     """
     t = grid_tables("iq3s_grid", 3)
     n = x.shape[0]
@@ -425,10 +421,8 @@ def quantize_iq2_xxs(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np
 
     Parameters
     ----------
-    x : ndarray of float32, shape (n, 256)
-        Finite super-blocks (validated by :func:`refquant.gguf.quantize`).
-    weights : ndarray of float32, shape (n, 256)
-        Importance weights, finite and >= 0 (required: ggml asserts without them).
+    x : ndarray of float32, shape (n, 256), finite (:func:`refquant.gguf.quantize` checks)
+    weights : ndarray of float32, shape (n, 256), finite and >= 0; required (ggml asserts)
     """
     from refquant.formats.gguf_kquants_search import make_qp_quants
 
@@ -466,10 +460,8 @@ def quantize_iq2_xs(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.
 
     Parameters
     ----------
-    x : ndarray of float32, shape (n, 256)
-        Finite super-blocks (validated by :func:`refquant.gguf.quantize`).
-    weights : ndarray of float32, shape (n, 256)
-        Importance weights, finite and >= 0 (required: ggml asserts without them).
+    x : ndarray of float32, shape (n, 256), finite (:func:`refquant.gguf.quantize` checks)
+    weights : ndarray of float32, shape (n, 256), finite and >= 0; required (ggml asserts)
     """
     t = grid_tables("iq2xs_grid", 2)
     n = x.shape[0]
@@ -500,10 +492,8 @@ def quantize_iq2_s(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarra
 
     Parameters
     ----------
-    x : ndarray of float32, shape (n, 256)
-        Finite super-blocks (validated by :func:`refquant.gguf.quantize`).
-    weights : ndarray of float32, shape (n, 256), or None
-        Importance weights, finite and >= 0; None: ggml's default weighting.
+    x : ndarray of float32, shape (n, 256), finite (:func:`refquant.gguf.quantize` checks)
+    weights : ndarray of float32, shape (n, 256), finite and >= 0; or None (ggml's default)
     """
     t = grid_tables("iq2s_grid", 1)
     n = x.shape[0]
@@ -596,10 +586,8 @@ def quantize_iq1_s(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.n
 
     Parameters
     ----------
-    x : ndarray of float32, shape (n, 256)
-        Finite super-blocks (validated by :func:`refquant.gguf.quantize`).
-    weights : ndarray of float32, shape (n, 256)
-        Importance weights, finite and >= 0 (required: ggml asserts without them).
+    x : ndarray of float32, shape (n, 256), finite (:func:`refquant.gguf.quantize` checks)
+    weights : ndarray of float32, shape (n, 256), finite and >= 0; required (ggml asserts)
     """
     t = grid_tables("iq1s_grid", 3)
     n = x.shape[0]
@@ -672,10 +660,8 @@ def quantize_iq1_m(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarra
 
     Parameters
     ----------
-    x : ndarray of float32, shape (n, 256)
-        Finite super-blocks (validated by :func:`refquant.gguf.quantize`).
-    weights : ndarray of float32, shape (n, 256), or None
-        Importance weights, finite and >= 0; None: ggml's default weighting.
+    x : ndarray of float32, shape (n, 256), finite (:func:`refquant.gguf.quantize` checks)
+    weights : ndarray of float32, shape (n, 256), finite and >= 0; or None (ggml's default)
     """
     t = grid_tables("iq1s_grid", 3)
     n = x.shape[0]
