@@ -33,6 +33,7 @@ from __future__ import annotations
 import functools
 import math
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -45,8 +46,9 @@ from refquant._validate import (as_float_array, as_int_array, check_choice, chec
 from refquant.errors import ValidationError
 from refquant.formats import bnb as _fmt
 from refquant.formats.bnb import BLOCKSIZES_4BIT, BLOCKSIZES_8BIT, NESTED_BLOCKSIZE, dynamic_map
-from refquant.quantized_tensor import QuantizedTensor, _write
+from refquant.layouts.bnb_state import read_state_dict, to_state_dict
 from refquant.prepare import into
+from refquant.quantized_tensor import QuantizedTensor, _read, _write
 
 __all__ = [
     "QuantState", "NestedAbsmax", "QUANT_TYPES", "DTYPES", "BLOCKSIZES_4BIT", "BLOCKSIZES_8BIT",
@@ -195,20 +197,37 @@ class QuantState(QuantizedTensor):
         """Write under bitsandbytes' state-dict keys (:func:`save`): safetensors (the very
         file bitsandbytes writes), or ``.npz`` when ``path`` ends so. No refquant header is
         needed: :func:`refquant.load_quantized` recognizes the keys."""
-        from refquant.layouts.bnb_state import to_state_dict
-
         _write(path, to_state_dict(self, name), None)
 
-    def _to_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
-        from refquant.layouts.bnb_state import to_state_dict
+    @classmethod
+    def from_state_dict(cls, tensors: Mapping[str, np.ndarray], name: str = "weight") -> QuantState:
+        """The state stored under ``name`` in a (bitsandbytes or refquant) state dict
+        (:func:`refquant.layouts.bnb_state.read_state_dict`), validated.
 
+        Raises
+        ------
+        KeyError
+            No ``name`` tensor or no quant_state entry for it.
+        refquant.errors.ValidationError
+            Missing companion tensors, unreadable JSON, or inconsistent fields.
+        """
+        fields = read_state_dict(tensors, name)
+        nested = None if fields["nested"] is None else NestedAbsmax(**fields["nested"])
+        absmax = fields["absmax"]
+        if nested is not None:
+            try:
+                absmax = nested.dequantize()
+            except (TypeError, ValueError, IndexError):
+                # Malformed nested fields: validate() below names the one at fault.
+                absmax = np.full(nested.codes.size, np.nan, dtype=np.float32)
+        return cls(**{**fields, "absmax": absmax, "nested": nested}).validate()
+
+    def _to_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
         return to_state_dict(self, "weight"), {"name": "weight"}
 
     @classmethod
     def _from_arrays(cls, arrays: dict[str, np.ndarray], fields: dict[str, Any]) -> QuantState:
-        from refquant.layouts.bnb_state import from_state_dict
-
-        return from_state_dict(arrays, fields.get("name", "weight"))
+        return cls.from_state_dict(arrays, fields.get("name", "weight"))
 
     def __repr__(self) -> str:
         nested = ", double-quantized" if self.nested is not None else ""
@@ -427,6 +446,11 @@ def quantize_4bit(x: Any, quant_type: str = "nf4", blocksize: int = 64, double_q
 def dequantize_4bit(q: QuantState) -> np.ndarray:
     """The float32 tensor a 4-bit :class:`QuantState` stands for: ``code[nibble] * absmax[block]``.
 
+    Parameters
+    ----------
+    q : QuantState
+        A 4-bit state (quant_type "nf4" or "fp4"), consistent (:meth:`QuantState.validate`).
+
     Raises
     ------
     TypeError
@@ -471,7 +495,13 @@ def quantize_blockwise(x: Any, blocksize: int = 4096, *, backend: Any = None) ->
 
 
 def dequantize_blockwise(q: QuantState) -> np.ndarray:
-    """The float32 tensor of an 8-bit state: ``dynamic_map()[code] * absmax[block]``."""
+    """The float32 tensor of an 8-bit state: ``dynamic_map()[code] * absmax[block]``.
+
+    Parameters
+    ----------
+    q : QuantState
+        An 8-bit state (quant_type "dynamic8"), consistent (:meth:`QuantState.validate`).
+    """
     if not isinstance(q, QuantState):
         raise TypeError(f"q must be a QuantState, got {type(q).__name__}")
     if q.quant_type != "dynamic8":
@@ -539,6 +569,15 @@ def save(path: str | os.PathLike[str], q: QuantState, name: str = "weight") -> N
     ``weight.quant_state.bitsandbytes__nf4`` (or ``__fp4``): the JSON of the remaining
     fields as uint8 bytes (``QuantState.as_dict(packed=True)``). See
     :mod:`refquant.layouts.bnb_state`.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write (replaced); ``.npz`` suffix for NumPy's format, anything else is safetensors.
+    q : QuantState
+        Any consistent state (nf4, fp4, dynamic8; nested or not).
+    name : str
+        The weight's key; every other key starts with ``name + "."``.
     """
     if not isinstance(q, QuantState):
         raise TypeError(f"q must be a QuantState, got {type(q).__name__}")
@@ -550,6 +589,13 @@ def load(path: str | os.PathLike[str], name: str = "weight") -> QuantState:
     (``Linear4bit`` state dict / ``QuantState.as_dict(packed=True)`` in safetensors), or
     the same keys in an ``.npz`` file.
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A safetensors or ``.npz`` file (told apart by its first bytes).
+    name : str
+        The weight's key in the file.
+
     Raises
     ------
     KeyError
@@ -557,10 +603,7 @@ def load(path: str | os.PathLike[str], name: str = "weight") -> QuantState:
     refquant.errors.ValidationError
         The stored fields are inconsistent.
     """
-    from refquant.layouts.bnb_state import from_state_dict
-    from refquant.quantized_tensor import _read
-
-    return from_state_dict(_read(os.fspath(path))[0], name)
+    return QuantState.from_state_dict(_read(os.fspath(path))[0], name)
 
 
 # ------------------------------------------------ array ops (accel/ops.py Backend ops)
@@ -579,6 +622,10 @@ def bnb_quantize_4bit(x: Any, quant_type: str, blocksize: int, *, out: Any = Non
 
     Parameters
     ----------
+    x : ndarray of float32, float16 or bfloat16, any shape
+        Finite values (ValueError for NaN/inf, TypeError for other dtypes).
+    quant_type : {"nf4", "fp4"}
+    blocksize : {32, 64, 128, 256, 512, 1024, 2048, 4096}
     out : tuple of ndarray or None, optional
         Arrays to write the results into, in order (:func:`refquant.prepare.into`).
 
@@ -618,6 +665,9 @@ def bnb_quantize_blockwise(x: Any, blocksize: int, *, out: Any = None) -> tuple[
 
     Parameters
     ----------
+    x : ndarray of float32, float16 or bfloat16, any shape
+        Finite values (ValueError for NaN/inf, TypeError for other dtypes).
+    blocksize : {64, 128, 256, 512, 1024, 2048, 4096}
     out : tuple of ndarray or None, optional
         Arrays to write the results into, in order (:func:`refquant.prepare.into`).
 
@@ -635,6 +685,11 @@ def bnb_dequantize_blockwise(codes: Any, absmax: Any, blocksize: int, shape: Any
 
     Parameters
     ----------
+    codes : ndarray of uint8, prod(shape) values (any shape; read in C order)
+    absmax : ndarray of float32, ceil(prod(shape) / blocksize) values
+    blocksize : {64, 128, 256, 512, 1024, 2048, 4096}
+    shape : tuple of int >= 0
+        Shape of the result.
     out : ndarray, optional
         An array to write the result into (:func:`refquant.prepare.into`).
     """

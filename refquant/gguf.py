@@ -53,6 +53,8 @@ __all__ = ["quantize", "dequantize", "quantize_tensor", "block_bits", "row_bytes
 # .gguf files live in refquant.io (reader for untrusted files, writer); re-exported lazily
 # so that the codec does not load the file machinery.
 _FILE_API = {"read": "refquant.io.gguf_file", "write": "refquant.io.gguf_file",
+             # quantize() wrapped in the container of ggml bytes, which lives with the file layer
+             "quantize_tensor": "refquant.io.gguf_file",
              # the emulated W4A16 product y = x @ W.T with W as GGUF rows
              "dequant_matmul": "refquant.formats.gguf_matmul"}
 
@@ -69,6 +71,11 @@ def qtypes() -> tuple[str, ...]:
 
 def get_format(qtype: Any) -> type[BlockFormat]:
     """The :class:`~refquant.formats.base.BlockFormat` for a qtype name or ggml type id.
+
+    Parameters
+    ----------
+    qtype : str, int or BlockFormat subclass
+        A supported block type (:func:`qtypes`): name (any case) or ggml id; a BlockFormat is returned as is.
 
     Raises
     ------
@@ -126,6 +133,11 @@ def _unknown_qtype(qtype: str) -> str:
 def block_bits(qtype: Any) -> tuple[int, int]:
     """``(block_bytes, block_elems)`` of a qtype: bits per weight = 8 * bytes / elems.
 
+    Parameters
+    ----------
+    qtype : str, int or GGMLType
+        A supported block type (:func:`qtypes`): name (any case), ggml id or GGMLType.
+
     >>> block_bits("q4_0")
     (18, 32)
     """
@@ -137,7 +149,15 @@ def row_bytes(qtype: Any, n_per_row: int) -> int:
     """Bytes of one quantized row of ``n_per_row`` elements (ggml's ``ggml_row_size``).
 
     ``qtype`` is a supported type (:func:`qtypes`: name, id or :class:`~refquant.io.GGMLType`);
-    ``n_per_row`` a non-negative multiple of its block size (ValueError otherwise)."""
+    ``n_per_row`` a non-negative multiple of its block size (ValueError otherwise).
+
+    Parameters
+    ----------
+    qtype : str, int or GGMLType
+        A supported block type (:func:`qtypes`): name (any case), ggml id or GGMLType.
+    n_per_row : int >= 0
+        A multiple of the type's block size.
+    """
     fmt = get_format(qtype)
     _check_row_length(fmt, int(n_per_row), "n_per_row")
     return int(n_per_row) // fmt.block_size * fmt.type_size
@@ -335,31 +355,3 @@ def dequantize(data: Any, qtype: Any, shape: Any = None, *, backend: Any = None,
     if y.dtype != np.float32 or y.shape != (blocks.size, fmt.block_size):  # postcondition
         raise AssertionError(f"{fmt.__name__}.dequantize_blocks returned {y.dtype} {y.shape}")
     return into(out, y.reshape(shape), (given,))
-
-
-def quantize_tensor(x: Any, qtype: Any, imatrix: Any = None, *, name: str = "", backend: Any = None) -> Any:
-    """:func:`quantize`, returned as a :class:`refquant.io.GGUFTensor`, the container of
-    ggml bytes that carries their type and the float shape (as a tensor read from a
-    ``.gguf`` file does): ``.dequantize()``, ``.bits_per_weight``, ``.save()``, and
-    :func:`write` takes it as a tensor.
-
-    Parameters
-    ----------
-    x, qtype, imatrix, backend
-        As :func:`quantize`.
-    name : str
-        The tensor's name (used by :func:`write` when it is written to a file).
-
-    Returns
-    -------
-    GGUFTensor
-        ``data`` the bytes (uint8, flat), ``qtype``, ``shape`` the float shape (a 1-D
-        ``x`` is one row), ``offset`` None.
-    """
-    from refquant.io.ggml_types import ggml_type
-    from refquant.io.gguf_file import GGUFTensor
-
-    fmt = checked_format(qtype)
-    data = quantize(x, qtype, imatrix, backend=backend)
-    shape = data.shape[:-1] + (data.shape[-1] // fmt.type_size * fmt.block_size,)
-    return GGUFTensor(str(name), ggml_type(fmt.type_id), shape, None, data.reshape(-1))

@@ -292,6 +292,17 @@ def granularity_from_name(name: str, *, axis: int | None = None, group_size: int
 
     ``axis`` applies to per_channel (default 0) and per_group (default -1);
     ``group_size`` to per_group (required); ``block_shape`` to per_block (default (128, 128)).
+
+    Parameters
+    ----------
+    name : {"per_tensor", "per_channel", "per_group", "per_token", "per_block"}
+        Any case.
+    axis : int or None
+        per_channel (default 0) and per_group (default -1); checked against the tensor's rank on use.
+    group_size : int >= 1 or None
+        per_group only, required there.
+    block_shape : tuple of int >= 1, or None
+        per_block only (default (128, 128)).
     """
     original, name = name, name.strip().lower() if isinstance(name, str) else name  # names are case-insensitive
     if name == "per_tensor":
@@ -318,6 +329,11 @@ def checked_geometry(gran: Granularity, shape: tuple[int, ...]) -> tuple[tuple[i
     the grid must be ``ceil(L / run)`` (1 for a whole axis): a subclass whose
     ``block_size`` and ``grid_shape`` disagree, or that returns runs of the wrong count,
     is refused with ValueError (kernels index scale grids from these numbers).
+
+    Parameters
+    ----------
+    gran : Granularity (any refquant.granularity object; TypeError otherwise)
+    shape : tuple of int >= 0, the tensor's shape
     """
     if not isinstance(gran, Granularity):
         raise TypeError(f"granularity must be a refquant.granularity object, got {gran!r}")
@@ -340,7 +356,13 @@ def checked_geometry(gran: Granularity, shape: tuple[int, ...]) -> tuple[tuple[i
 
 def canonical_granularity(gran: Granularity, shape: tuple[int, ...]) -> Granularity:
     """``gran`` checked on ``shape`` (:func:`checked_geometry`); a built-in class is kept,
-    any other subclass replaced by the :class:`FixedRuns` of its checked geometry."""
+    any other subclass replaced by the :class:`FixedRuns` of its checked geometry.
+
+    Parameters
+    ----------
+    gran : Granularity (any refquant.granularity object; TypeError otherwise)
+    shape : tuple of int >= 0, the tensor's shape
+    """
     runs, _ = checked_geometry(gran, shape)
     if type(gran) in (PerTensor, PerChannel, PerGroup, PerToken, PerBlock, FixedRuns):
         return gran

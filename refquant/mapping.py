@@ -331,8 +331,15 @@ def qparams_from_range(lo: Any, hi: Any, bits: int = 8, symmetric: bool = True, 
     lo, hi : array_like of float, shape ``granularity.grid_shape(x.shape)`` (or broadcastable to each other)
         Smallest and largest value of each group; both must be finite with ``lo <= hi``.
         They are extended to contain 0.
-    bits, symmetric, signed, restricted_range
-        As in :func:`choose_qparams`.
+    bits : int
+        Code width: 2..16 for symmetric, 1..16 for asymmetric mappings.
+    symmetric : bool
+        True: absmax mapping; False: min/max mapping with an integer zero point.
+    signed : bool
+        Signed codes ``[-2**(bits-1), 2**(bits-1)-1]`` or unsigned ``[0, 2**bits-1]``.
+    restricted_range : bool or None
+        Signed codes only: drop the lowest code; None: True for signed symmetric (as
+        :func:`choose_qparams`).
     granularity : Granularity or str, default PerTensor()
 
     Returns
@@ -535,13 +542,29 @@ def dequantize_affine(q: Any, params: QuantParams, *, out: Any = None) -> np.nda
 
 def quantize(x: Any, params: QuantParams, *, rounding: str = "half_even",
              rng: np.random.Generator | None = None) -> np.ndarray:
-    """Integer codes of ``x`` (public name of :func:`quantize_affine`, same arguments)."""
+    """Integer codes of ``x`` (public name of :func:`quantize_affine`, same arguments).
+
+    Parameters
+    ----------
+    x : ndarray of float16, float32 or float64 (cast to float32; ``+-inf`` clamp)
+    params : QuantParams whose scale grid fits ``x.shape``
+    rounding : {"half_even", "half_away", "stochastic"}
+    rng : numpy.random.Generator, required for ``rounding="stochastic"``, or None
+    """
     return quantize_affine(x, params, rounding=rounding, rng=rng)
 
 
 def dequantize(q: Any, params: QuantParams) -> np.ndarray:
     """float32 values of codes ``q`` under ``params`` (public name of :func:`dequantize_affine`,
-    same arguments and rules)."""
+    same arguments and rules).
+
+    Parameters
+    ----------
+    q : ndarray of int
+        Codes in ``params``' range ``[qmin, qmax]``, shaped as the tensor.
+    params : QuantParams
+        Its scale grid must fit ``q.shape``.
+    """
     return dequantize_affine(q, params)
 
 
@@ -552,5 +575,12 @@ def fake_quantize(x: Any, params: QuantParams, *, rounding: str = "half_even",
     Idempotent for the deterministic roundings: ``fake_quantize(fake_quantize(x)) ==
     fake_quantize(x)`` bit for bit (the grid point ``k * scale`` divided by ``scale``
     is within ``2**16 * 2**-23`` of ``k``, far from a rounding boundary).
+
+    Parameters
+    ----------
+    x : ndarray of float16, float32 or float64 (cast to float32; ``+-inf`` clamp)
+    params : QuantParams whose scale grid fits ``x.shape``
+    rounding : {"half_even", "half_away", "stochastic"}
+    rng : numpy.random.Generator, required for ``rounding="stochastic"``, or None
     """
     return dequantize_affine(quantize_affine(x, params, rounding=rounding, rng=rng), params)

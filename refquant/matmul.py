@@ -313,8 +313,11 @@ def bnb_dequant_matmul_4bit(x: Any, packed: Any, absmax: Any, quant_type: str, b
     Parameters
     ----------
     x : ndarray of float16, bfloat16 or float32, shape (..., in)
-    packed, absmax, quant_type, blocksize
-        As :func:`refquant.bnb.bnb_dequantize_4bit`.
+    packed : ndarray of uint8, ceil(out * in / 2) bytes
+        NF4/FP4 codes, two per byte (any shape; read in C order).
+    absmax : ndarray of float32, ceil(out * in / blocksize) values
+    quant_type : {"nf4", "fp4"}
+    blocksize : {32, 64, 128, 256, 512, 1024, 2048, 4096}
     shape : tuple (out, in)
 
     Returns

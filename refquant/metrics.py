@@ -40,14 +40,26 @@ def _pair(x: Any, y: Any) -> tuple[np.ndarray, np.ndarray]:
 
 
 def mse(x: Any, y: Any) -> float:
-    """Mean squared error ``mean((x - y)**2)`` in float64 (0.0 for empty arrays)."""
+    """Mean squared error ``mean((x - y)**2)`` in float64 (0.0 for empty arrays).
+
+    Parameters
+    ----------
+    x : array_like of float, int or bfloat16, any shape
+    y : array_like of float, int or bfloat16, x's shape
+    """
     a, b = _pair(x, y)
     with np.errstate(invalid="ignore"):
         return float(np.mean((a - b) ** 2)) if a.size else 0.0
 
 
 def max_abs_error(x: Any, y: Any) -> float:
-    """``max(|x - y|)`` in float64 (0.0 for empty arrays)."""
+    """``max(|x - y|)`` in float64 (0.0 for empty arrays).
+
+    Parameters
+    ----------
+    x : array_like of float, int or bfloat16, any shape
+    y : array_like of float, int or bfloat16, x's shape
+    """
     a, b = _pair(x, y)
     with np.errstate(invalid="ignore"):
         return float(np.max(np.abs(a - b))) if a.size else 0.0
@@ -59,6 +71,11 @@ def sqnr(x: Any, y: Any) -> float:
     ``x`` is the reference signal, ``y`` its reconstruction. A perfect reconstruction
     (zero noise, including empty or all-zero ``x == y``) gives ``inf``; noise with a
     zero signal gives ``-inf``.
+
+    Parameters
+    ----------
+    x : array_like of float, int or bfloat16, any shape
+    y : array_like of float, int or bfloat16, x's shape
     """
     a, b = _pair(x, y)
     with np.errstate(invalid="ignore"):
@@ -76,6 +93,13 @@ def cosine_similarity(x: Any, y: Any, axis: int | None = None) -> float | np.nda
 
     Two zero vectors are identical (1.0); a zero vector against a non-zero one gives 0.0.
     NaN or inf in a vector gives NaN for it.
+
+    Parameters
+    ----------
+    x : array_like of float, int or bfloat16, any shape
+    y : array_like of float, int or bfloat16, x's shape
+    axis : int or None
+        An axis of x (negative counts from the end); None: the flattened arrays.
     """
     a, b = _pair(x, y)
     with np.errstate(invalid="ignore"):
@@ -95,6 +119,15 @@ def kl_divergence(p: Any, q: Any, axis: int | None = None) -> float | np.ndarray
     ``p`` and ``q`` are non-negative weights (histograms or probabilities), each
     normalized to sum 1 over ``axis`` (all elements when None), as ``scipy.stats.entropy``
     does. Terms with ``p == 0`` contribute 0; ``p > 0`` where ``q == 0`` gives ``inf``.
+
+    Parameters
+    ----------
+    p : array_like of float
+        Finite, non-negative weights with positive mass along ``axis``.
+    q : array_like of float
+        Same, p's shape.
+    axis : int or None
+        An axis of p; None: all elements.
 
     Raises
     ------
@@ -137,7 +170,13 @@ GGUF_BLOCKS: dict[str, tuple[int, int]] = _gguf_blocks()
 
 
 def gguf_block_bytes(qtype: str) -> tuple[int, int]:
-    """``(elements per block, bytes per block)`` of a GGUF type (:data:`GGUF_BLOCKS`)."""
+    """``(elements per block, bytes per block)`` of a GGUF type (:data:`GGUF_BLOCKS`).
+
+    Parameters
+    ----------
+    qtype : str
+        A key of :data:`GGUF_BLOCKS` (any case).
+    """
     key = check_choice("qtype", normalize_name(str(qtype)), GGUF_BLOCKS)
     return GGUF_BLOCKS[key]
 
@@ -189,8 +228,10 @@ def bits_per_weight(fmt: str, **params: Any) -> float:
           (qq_scale_bits + qq_zero_bits) / groupsize + 2 * (16 + 16) / (groupsize *
           qq_groupsize) + 32 * outlier_fraction``; with ``round_zero`` the zero costs
           ``wbits`` bits instead of ``qq_zero_bits``.
-    **params
-        Format parameters listed above; others raise TypeError.
+    **params : int, float or bool
+        The format's parameters listed above, in their ranges (``blocksize >= 1``; gptq/awq
+        ``bits`` 1..8, ``group_size >= 1``; spqr ``wbits`` 1..16, ``outlier_fraction`` in [0, 1],
+        the others >= 1); other names raise TypeError.
 
     Returns
     -------
@@ -284,6 +325,17 @@ def model_memory(n_params: float, fmt: str, unit: str = "GB", **params: Any) -> 
 
     ``unit`` is decimal (``"GB"`` = 1e9 bytes) or binary (``"GiB"`` = 2**30 bytes); see
     :data:`UNITS`. Metadata and alignment padding of real files are not counted.
+
+    Parameters
+    ----------
+    n_params : float >= 0
+        Number of weights.
+    fmt : str
+        A format :func:`bits_per_weight` knows.
+    unit : str
+        A key of :data:`UNITS`: ``"B"``, ``"KB"`` ... ``"TB"`` (powers of 1000), ``"KiB"`` ... ``"TiB"`` (of 1024).
+    **params : int, float or bool
+        The format's parameters (as :func:`bits_per_weight`).
 
     Examples
     --------

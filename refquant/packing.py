@@ -80,7 +80,15 @@ def _check_layout(bits: int, order: str, container: str) -> int:
 
 
 def packed_size(count: int, bits: int, container: str = "uint8") -> int:
-    """Containers needed for ``count`` codes of ``bits`` bits: ``ceil(count * bits / W)``."""
+    """Containers needed for ``count`` codes of ``bits`` bits: ``ceil(count * bits / W)``.
+
+    Parameters
+    ----------
+    count : int >= 0
+        Codes per row.
+    bits : int in 1..8
+    container : {"uint8", "int32"}
+    """
     count = check_int("count", count, min=0)
     bits = check_int("bits", bits, min=1, max=8)
     width = _WIDTH[check_choice("container", container, CONTAINERS)]
@@ -209,7 +217,11 @@ def unpack(packed: Any, bits: int, count: int, order: str = "low_first", contain
     ----------
     packed : ndarray, shape (..., packed_size(count, bits, container))
         uint8 for ``container="uint8"``; int32 or uint32 for ``"int32"``.
-    bits, order, container
+    bits : int
+        1..8, as given to :func:`pack`.
+    order : {"low_first", "high_first", "awq"}
+        As given to :func:`pack`.
+    container : {"uint8", "int32"}
         As given to :func:`pack`.
     count : int
         Real codes per row (padding codes are dropped; padding bits are not checked).

@@ -73,7 +73,17 @@ def _select(model: Any, layers: Layers) -> dict[str, Linear]:
 
 
 def replace_linears(model: Any, make: Callable[[str, Linear], Any], layers: Layers = None) -> Any:
-    """A new model whose chosen float layers are replaced by ``make(name, layer)``."""
+    """A new model whose chosen float layers are replaced by ``make(name, layer)``.
+
+    Parameters
+    ----------
+    model : model with ``linears()`` and ``with_linears()``
+        The float model (see the module docstring; ``refquant.model.Encoder`` / ``CausalLM``).
+    make : callable
+        ``make(name, layer)`` returns the replacement of float layer ``layer``.
+    layers : None, str, collection of str, or callable
+        Which linears (by name) are replaced; None: all (see the module docstring).
+    """
     chosen = _select(model, layers)
     return model.with_linears({name: make(name, lin) for name, lin in chosen.items()})
 
@@ -84,9 +94,9 @@ def quantize_dynamic(model: Any, *, weight_bits: int = 8, act_bits: int = 8, act
 
     Parameters
     ----------
-    model
-        See the module docstring.
-    weight_bits, act_bits : int
+    model : model with ``linears()`` and ``with_linears()``
+        The float model (see the module docstring; ``refquant.model.Encoder`` / ``CausalLM``).
+    weight_bits, act_bits : int in 2..8
         8 and 8 for W8A8.
     act_granularity : {"per_token", "per_tensor"}
         One activation scale per token (row), or one per call (torch.ao's dynamic quantization).
@@ -131,8 +141,8 @@ def calibrate(model: Any, run: Callable[[Any], Any], observer: str | Callable[[]
 
     Parameters
     ----------
-    model
-        The float model.
+    model : model with ``linears()`` and ``with_linears()``
+        The float model (see the module docstring; ``refquant.model.Encoder`` / ``CausalLM``).
     run : callable
         Called once with a copy of ``model`` whose layers observe their inputs; it should run
         the calibration data, e.g. ``lambda m: m.encode(calibration_sentences)``.
@@ -140,6 +150,9 @@ def calibrate(model: Any, run: Callable[[Any], Any], observer: str | Callable[[]
         A name from ``refquant.calibration.OBSERVERS`` (with ``observer_kwargs``), or a
         factory returning a fresh observer for each layer.
     layers : None, iterable of str, or callable
+        Which linears observe: None all, a name or names, or a predicate on the name.
+    **observer_kwargs : int, float, str or bool
+        Constructor arguments of the observer named by ``observer`` (TypeError with a factory).
 
     Returns
     -------
@@ -177,12 +190,12 @@ def quantize_static(model: Any, observers: dict[str, Any], *, weight_bits: int =
 
     Parameters
     ----------
-    model
-        The float model.
+    model : model with ``linears()`` and ``with_linears()``
+        The float model (see the module docstring; ``refquant.model.Encoder`` / ``CausalLM``).
     observers : dict of str to Observer or QuantParams
         From :func:`calibrate` (``observer.qparams(act_bits, act_symmetric)`` is used), or
         ready activation parameters per layer. Only these layers are quantized.
-    weight_bits, act_bits : int
+    weight_bits, act_bits : int in 2..8
     act_symmetric : bool
         False (default, torch.ao's activation default): unsigned codes with a zero point, which
         suits one-sided activations (GELU outputs). True: signed symmetric codes.
@@ -235,6 +248,8 @@ def quantize_weight_only(model: Any, *, bits: int = 4, group_size: int | None = 
     act_dtype : {"float32", "float16", "bfloat16"}
     scale_dtype : {"float32", "float16", "bfloat16"}
     layers : None, iterable of str, or callable
+    model : model with ``linears()`` and ``with_linears()``
+        The float model (see the module docstring; ``refquant.model.Encoder`` / ``CausalLM``).
 
     Returns
     -------
@@ -274,6 +289,19 @@ def quantize_nf4(model: Any, *, blocksize: int = 64, double_quant: bool = False,
 
     Uses :func:`refquant.bnb.quantize_4bit` / :func:`refquant.bnb.dequantize_4bit` (bit-exact
     with bitsandbytes); storage is the container's ``bits_per_weight`` times the weight count.
+
+    Parameters
+    ----------
+    model : model with ``linears()`` and ``with_linears()``
+        The float model (see the module docstring; ``refquant.model.Encoder`` / ``CausalLM``).
+    blocksize : {32, 64, 128, 256, 512, 1024, 2048, 4096}
+    double_quant : bool
+        Double-quantize the absmax (QLoRA).
+    quant_type : {"nf4", "fp4"}
+    act_dtype : {"float16", "bfloat16", "float32"}
+        The activation dtype the layer computes in.
+    layers : None, str, collection of str, or callable
+        Which linears (by name) are replaced; None: all (see the module docstring).
     """
     from refquant import bnb
 
@@ -318,6 +346,15 @@ def quantize_microscaling(model: Any, fmt: str = "mxfp4", *, act_dtype: str = "f
 
 
 def cast(model: Any, dtype: str = "float16", *, layers: Layers = None) -> Any:
-    """fp16 / bf16 weights and activations (:class:`CastLinear`) in the chosen layers."""
+    """fp16 / bf16 weights and activations (:class:`CastLinear`) in the chosen layers.
+
+    Parameters
+    ----------
+    model : model with ``linears()`` and ``with_linears()``
+        The float model (see the module docstring; ``refquant.model.Encoder`` / ``CausalLM``).
+    dtype : {"float16", "bfloat16"}
+    layers : None, str, collection of str, or callable
+        Which linears (by name) are replaced; None: all (see the module docstring).
+    """
     dtype = check_name("dtype", dtype, ("float16", "bfloat16"))
     return replace_linears(model, lambda _, lin: CastLinear(lin.weight, lin.bias, dtype=dtype), layers)

@@ -243,6 +243,11 @@ def load_quantized(path: str | os.PathLike[str]) -> QuantizedTensor:
     one weight (``weight`` + ``weight.quant_state.bitsandbytes__nf4`` ...; what
     :meth:`refquant.bnb.QuantState.save` writes).
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An ``.npz`` or safetensors file (any content: others raise ValueError).
+
     Raises
     ------
     ValueError
@@ -255,10 +260,8 @@ def load_quantized(path: str | os.PathLike[str]) -> QuantizedTensor:
     arrays, header = _read(path)
     if header is None:
         states = [k for k in arrays if ".quant_state." in k]
-        if len(states) == 1:
-            from refquant.layouts.bnb_state import from_state_dict
-
-            return from_state_dict(arrays, states[0].split(".quant_state.")[0])
+        if len(states) == 1:  # read as if its header named QuantState and the weight
+            return _class("refquant.bnb:QuantState")._from_arrays(arrays, {"name": states[0].split(".quant_state.")[0]})
         raise ValueError(f"{path!r} has no {HEADER_KEY!r} header (not written by QuantizedTensor.save) and "
                          f"is not a bitsandbytes state dict of one weight")
     if header.get("schema") != _SCHEMA:

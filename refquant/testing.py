@@ -93,6 +93,16 @@ def assert_bitexact(actual: Any, desired: Any, *, block_size: int | None = None,
 
     Signed zeros and NaN payloads count (use :func:`assert_ulp` for tolerant float
     comparisons). The message is :func:`block_diff_report`, prefixed by ``what``.
+
+    Parameters
+    ----------
+    actual : array_like
+    desired : array_like
+        Compared with ``actual`` bit for bit (any dtype).
+    block_size : int >= 1 or None
+        Elements per block along the last axis in the report; None: the whole last axis.
+    what : str
+        Prefix of the message.
     """
     report = block_diff_report(actual, desired, block_size=block_size)
     if report:
@@ -104,6 +114,15 @@ def assert_ulp(actual: Any, desired: Any, *, ulp: int = 1, what: str = "arrays")
 
     Units are those of ``desired``'s dtype at ``desired``'s magnitude (``np.spacing``);
     NaN must face NaN and infinities must be equal.
+
+    Parameters
+    ----------
+    actual : ndarray of float
+    desired : ndarray of float
+        actual's shape and dtype.
+    ulp : int >= 0
+    what : str
+        Prefix of the message.
     """
     ulp = check_int("ulp", ulp, min=0)
     a, d = np.asarray(actual), np.asarray(desired)

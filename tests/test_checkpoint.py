@@ -237,7 +237,6 @@ def test_shape_the_recipe_cannot_take(tmp_path: Path) -> None:
 
 def test_nf4_folder(model: Path, tmp_path: Path) -> None:
     from refquant import bnb
-    from refquant.layouts import bnb_state
     from safetensors.numpy import load_file
 
     out = quantize(model, tmp_path / "nf4", "nf4-dq", progress=False, max_shard_bytes=300_000)
@@ -257,7 +256,7 @@ def test_nf4_folder(model: Path, tmp_path: Path) -> None:
     assert {k: v for k, v in bc.to_dict().items() if k in qc} == {k: v for k, v in qc.items() if k in bc.to_dict()}
     ck = Checkpoint(model)
     name = "model.layers.1.self_attn.o_proj.weight"
-    q = bnb_state.from_state_dict(tensors, name)
+    q = bnb.QuantState.from_state_dict(tensors, name)
     assert q.shape == (256, 256) and q.dtype == "bfloat16" and q.nested is not None
     expected = bnb.quantize_4bit(np.asarray(ck.raw(name)), "nf4", 64, double_quant=True)
     assert np.array_equal(bnb.dequantize_4bit(q), bnb.dequantize_4bit(expected))

@@ -1,4 +1,4 @@
-"""llama.cpp's per-tensor mixture rules (refquant.checkpoint.recipes.tensor_type).
+"""llama.cpp's per-tensor mixture rules (refquant.formats.gguf_recipes.tensor_type).
 
 Expected values are worked out by hand from ``llama_tensor_get_type`` in llama.cpp's
 ``src/llama-quant.cpp`` (commit 8784689f) for a 32-layer LLaMA-7B (4096 hidden, 11008 ffn,
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from refquant.checkpoint.recipes import GGUF_RECIPES, MIXTURES, file_type, is_quantized, tensor_type
+from refquant.formats.gguf_recipes import GGUF_RECIPES, MIXTURES, file_type, is_quantized, tensor_type
 
 SQ, FFN_UP, FFN_DOWN, VOCAB = (4096, 4096), (11008, 4096), (4096, 11008), (32000, 4096)
 
@@ -95,7 +95,7 @@ def test_file_types_and_errors() -> None:
 
 def test_iq_mixtures() -> None:
     """The IQ1/IQ2/IQ3 mixtures (llama_tensor_get_type's low-bit branch and its IQ3 cases)."""
-    from refquant.checkpoint.recipes import requires_imatrix
+    from refquant.formats.gguf_recipes import requires_imatrix
 
     first_eighth = lambda a, b: [a] * 4 + [b] * 28  # noqa: E731  (i_layer < 32 / 8)
     assert set(_types("iq2_xxs", "attn_v", SQ)) == {"q2_k"}

@@ -11,7 +11,7 @@ import pytest
 
 import accel.ops
 from refquant import gguf
-from refquant.checkpoint import recipes
+from refquant.formats import gguf_recipes as recipes
 from refquant.dtypes.codebooks import CODEBOOKS, get_codebook
 from refquant.dtypes.floatspec import FLOAT_SPECS
 from refquant.formats import FORMATS, BlockFormat, Field

@@ -84,7 +84,13 @@ class AWQResult(QuantizedWeight):
 
 
 def activation_scale(X: np.ndarray) -> np.ndarray:
-    """``s_X``: mean absolute activation of each input channel (float64, shape (in,))."""
+    """``s_X``: mean absolute activation of each input channel (float64, shape (in,)).
+
+    Parameters
+    ----------
+    X : ndarray of float, shape (n_tokens, in_features)
+        Input activations (any real values; rows are tokens).
+    """
     return np.mean(np.abs(X), axis=0, dtype=np.float64)
 
 
@@ -95,7 +101,15 @@ MAX_GRID = 1000
 # --- the steps of awq() from statistics that are sums over tokens (shardable) ------------------
 
 def clip_stride(n_tokens: int, n_sample_tokens: int = 512) -> int:
-    """The clip search's token stride, ``max(1, n_tokens // n_sample_tokens)`` (``auto_clip_layer``)."""
+    """The clip search's token stride, ``max(1, n_tokens // n_sample_tokens)`` (``auto_clip_layer``).
+
+    Parameters
+    ----------
+    n_tokens : int >= 1
+        Tokens of the calibration set.
+    n_sample_tokens : int >= 1
+        Tokens the clip search samples (llm-awq's 512).
+    """
     return max(1, check_int("n_tokens", n_tokens, min=1) // check_int("n_sample_tokens", n_sample_tokens, min=1))
 
 
@@ -142,6 +156,13 @@ def search_scale(W: Any, x_mean: Any, G: Any, n_tokens: int, bits: int = 4, grou
         ``XᵀX`` over the same tokens.
     n_tokens : int
         Tokens summed into ``G``.
+    bits : {2, 3, 4, 8}
+    group_size : int, -1 or >= 1
+        Columns per group; -1 (or a size >= in_features): one group per row.
+    zero_point : bool
+        Asymmetric groups with a zero-point (AWQ's default); False: symmetric.
+    n_grid : int in 1..1000
+        Ratios tried, ``alpha = i / n_grid`` for ``i = 0 .. n_grid - 1``.
 
     Returns
     -------
@@ -174,6 +195,15 @@ def search_clip(W: Any, grams: list[Any], bits: int = 4, group_size: int = 128, 
         The weight as it will be quantized (``W diag(s)``, any row scaling folded in).
     grams : list of ndarray
         :func:`group_grams` of the inputs that multiply ``W`` (``X / s``).
+    bits : {2, 3, 4, 8}
+    group_size : int, -1 or >= 1
+        Columns per group; -1 (or a size >= in_features): one group per row.
+    zero_point : bool
+        Asymmetric groups with a zero-point (AWQ's default); False: symmetric.
+    n_grid : int in 1..1000
+        Shrink step: thresholds ``(1 - i / n_grid) * absmax`` for ``i < max_shrink * n_grid``.
+    max_shrink : float in [0, 1]
+        Largest fraction of the group's absmax removed by clipping.
 
     Returns
     -------
@@ -198,6 +228,17 @@ def quantize_scaled(W: Any, clip_max: Any = None, bits: int = 4, group_size: int
 
     Returns a :class:`QuantizedWeight` of ``W`` itself (``dequantized`` is ``Q(clip(W))``,
     without dividing by any scale), which :func:`refquant.layouts.awq.encode` stores.
+
+    Parameters
+    ----------
+    W : ndarray of float32 or float64, shape (out_features, in_features), finite, non-empty
+    clip_max : ndarray of float, shape (out_features, n_groups), or None
+        Clip threshold of each row-group (:func:`search_clip`); None clips nothing.
+    bits : {2, 3, 4, 8}
+    group_size : int, -1 or >= 1
+        Columns per group; -1 (or a size >= in_features): one group per row.
+    zero_point : bool
+        Asymmetric groups with a zero-point (AWQ's default); False: symmetric.
     """
     W = _quantizer.check_weight(W).astype(np.float64)
     bits = _quantizer.check_bits(bits)

@@ -114,7 +114,15 @@ def fake_quantize(x: Any, scale: Any, zero_point: Any, quant_min: int, quant_max
 
 
 def fake_quantize_backward(dy: Any, mask: Any) -> np.ndarray:
-    """Masked straight-through estimator: ``dx = dy * mask``."""
+    """Masked straight-through estimator: ``dx = dy * mask``.
+
+    Parameters
+    ----------
+    dy : ndarray of float, any shape
+        Upstream gradient.
+    mask : ndarray of bool, dy's shape
+        True where the forward value was not clamped (:func:`fake_quantize`'s second result).
+    """
     dy = as_float_array("dy", dy)
     mask = np.asarray(mask)
     if mask.dtype != np.bool_ or mask.shape != dy.shape:
@@ -123,7 +131,15 @@ def fake_quantize_backward(dy: Any, mask: Any) -> np.ndarray:
 
 
 def ste_forward(x: Any, x_quant: Any) -> np.ndarray:
-    """BitNet's straight-through forward ``x + (x_quant - x)`` in x's float dtype."""
+    """BitNet's straight-through forward ``x + (x_quant - x)`` in x's float dtype.
+
+    Parameters
+    ----------
+    x : ndarray of float, any shape
+        The full-precision input.
+    x_quant : ndarray of float, x's shape
+        Its quantized value (cast to x's dtype).
+    """
     x = as_float_array("x", x)
     x_quant = as_float_array("x_quant", x_quant)
     if x.shape != x_quant.shape:
@@ -132,12 +148,26 @@ def ste_forward(x: Any, x_quant: Any) -> np.ndarray:
 
 
 def ste_backward(dy: Any) -> np.ndarray:
-    """BitNet's straight-through backward: the identity (clipped values included)."""
+    """BitNet's straight-through backward: the identity (clipped values included).
+
+    Parameters
+    ----------
+    dy : ndarray of float, any shape
+        Upstream gradient (returned as a copy).
+    """
     return np.array(as_float_array("dy", dy), copy=True)
 
 
 def lsq_grad_factor(numel: int, quant_max: int) -> float:
-    """LSQ's gradient scale ``g = 1 / sqrt(numel * quant_max)`` (``use_grad_scaling``)."""
+    """LSQ's gradient scale ``g = 1 / sqrt(numel * quant_max)`` (``use_grad_scaling``).
+
+    Parameters
+    ----------
+    numel : int >= 1
+        Elements of the tensor the scale applies to.
+    quant_max : int >= 1
+        Upper end of the integer range.
+    """
     numel = check_int("numel", numel, min=1)
     quant_max = check_int("quant_max", quant_max, min=1)
     return 1.0 / float(np.sqrt(numel * quant_max))
@@ -157,6 +187,17 @@ def lsq_forward(x: Any, scale: Any, zero_point: Any, quant_min: int, quant_max: 
 
     ``zero_point`` (a float, learnable) is rounded half-to-even and clamped to the
     range, then :func:`fake_quantize` runs with it. Returns float32, x's shape.
+
+    Parameters
+    ----------
+    x : ndarray of float32, any shape
+        The input.
+    scale : float > 0
+        Finite per-tensor scale (a one-element array is accepted).
+    zero_point : float
+        Per-tensor learnable zero-point, rounded half-to-even and clamped to the range.
+    quant_min, quant_max : int in -2**31 .. 2**31 - 1
+        The integer range, ``quant_min <= quant_max``.
     """
     quant_min, quant_max = _check_range(quant_min, quant_max)
     s, z = _lsq_params(scale, zero_point)

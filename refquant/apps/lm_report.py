@@ -41,7 +41,7 @@ Methods (:data:`METHODS`; another module adds rows with :func:`register_method`)
   float32 (llama.cpp's CPU kernels also round activations to Q8; that is not modelled here).
 * ``llama.cpp-<mixture>``: llama-quantize's file types (``Q4_K_M``, ``Q3_K_M``, ``Q2_K`` ...):
   every tensor, the embedding and the LM head included, gets the ggml type of
-  :func:`refquant.checkpoint.recipes.tensor_type` (``llama_tensor_get_type`` in llama.cpp's
+  :func:`refquant.formats.gguf_recipes.tensor_type` (``llama_tensor_get_type`` in llama.cpp's
   ``src/llama-quant.cpp``), through :func:`refquant.checkpoint.gguf_model.quantize_mixture`; the
   same weights as the ``.gguf`` that ``refquant quantize --to <mixture>`` writes. bits/w counts
   the block projections, model MB every tensor in its ggml type.
@@ -158,12 +158,12 @@ def _mixture(recipe: str) -> Callable[[Any, dict], Any]:
 
 def _mixture_methods() -> list[Method]:
     """One row per llama-quantize file type that mixes types or quantizes every tensor
-    (:data:`refquant.checkpoint.recipes.MIXTURES`, float outputs left out).
+    (:data:`refquant.formats.gguf_recipes.MIXTURES`, float outputs left out).
 
     The grid-codebook file types (IQ2_XXS ... IQ1_M) are left out: llama-quantize refuses them
-    without an importance matrix (:func:`refquant.checkpoint.recipes.requires_imatrix`), and
+    without an importance matrix (:func:`refquant.formats.gguf_recipes.requires_imatrix`), and
     these rows quantize data-free."""
-    from refquant.checkpoint.recipes import MIXTURES, requires_imatrix
+    from refquant.formats.gguf_recipes import MIXTURES, requires_imatrix
 
     return [Method(f"llama.cpp-{name.upper()}", f"llama-quantize {name.upper()}: per-tensor types, embedding and head "
                    f"included", _mixture(name)) for name, m in MIXTURES.items()

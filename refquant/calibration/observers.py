@@ -443,7 +443,14 @@ OBSERVERS: dict[str, type[Observer]] = {
 
 def make_observer(name: str, **kwargs: Any) -> Observer:
     """An observer by name: ``"minmax"``, ``"moving_average"``, ``"percentile"``, ``"mse"``,
-    ``"entropy"``, ``"histogram"``; keyword arguments go to its constructor."""
+    ``"entropy"``, ``"histogram"``; keyword arguments go to its constructor.
+
+    Parameters
+    ----------
+    name : {"minmax", "moving_average", "percentile", "mse", "entropy", "histogram"}
+    **kwargs : int, float, str or bool
+        The observer's constructor arguments (see each class for their ranges).
+    """
     if name not in OBSERVERS:
         raise ValueError(f"observer={name!r} is not supported; allowed: {', '.join(map(repr, OBSERVERS))}")
     return OBSERVERS[name](**kwargs)

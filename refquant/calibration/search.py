@@ -28,6 +28,8 @@ from __future__ import annotations
 import numpy as np
 from scipy.special import rel_entr
 
+from refquant._validate import check_int
+
 __all__ = ["amax_percentile", "amax_entropy", "amax_mse", "l2_param_search"]
 
 
@@ -128,14 +130,23 @@ def amax_mse(counts: np.ndarray, edges: np.ndarray, num_bits: int = 8, unsigned:
     counts : ndarray, shape (m,)
         Histogram of |x| with ``edges[0] == 0``.
     edges : ndarray, shape (m + 1,)
+    num_bits : int in 2..16
+        Bits of the fake-quantized value.
+    unsigned : bool
+        One more bit of magnitude (all observed values >= 0).
+    stride : int >= 1
+        Step between candidate bins.
+    start_bin : int >= 0
+        First candidate bin; must be below the number of bins.
 
     Returns
     -------
     float
         The chosen centre.
     """
+    num_bits, stride = check_int("num_bits", num_bits, min=2, max=16), check_int("stride", stride, min=1)
     centers = (edges[1:] + edges[:-1]) / 2
-    cand = np.arange(start_bin, len(centers), stride)
+    cand = np.arange(check_int("start_bin", start_bin, min=0), len(centers), stride)
     if cand.size == 0:
         raise ValueError(f"start_bin={start_bin} leaves no candidate threshold for a histogram of "
                          f"{len(centers)} bins; it must be < {len(centers)}")

@@ -1,7 +1,7 @@
 """llama.cpp's quantization mixtures applied to a :class:`~refquant.model.CausalLM`, and a LLaMA ``.gguf`` read back.
 
 :func:`quantize_mixture` gives every tensor of the model the ggml type that
-:func:`refquant.checkpoint.recipes.tensor_type` (llama-quantize's per-tensor rule) assigns it,
+:func:`refquant.formats.gguf_recipes.tensor_type` (llama-quantize's per-tensor rule) assigns it,
 quantizes it with :func:`refquant.gguf.quantize` and keeps the dequantized values: the model
 that a ``refquant quantize --to q4_k_m`` file computes, without writing the file. The
 embedding and the LM head are quantized too (llama.cpp quantizes ``token_embd`` to the
@@ -24,26 +24,52 @@ from typing import Any
 
 import numpy as np
 
-from refquant.checkpoint import llama, recipes
+from refquant.checkpoint import llama
+from refquant.formats import gguf_recipes
 
 __all__ = ["tensor_types", "quantize_mixture", "load_gguf"]
 
 
 def tensor_types(recipe: str, shapes: Mapping[str, tuple[int, ...]], *, n_layer: int, n_gqa: int,
-                 has_output: bool) -> dict[str, tuple[str, str]]:
-    """Hugging Face tensor name -> (llama.cpp name, ggml type) under ``recipe``.
+                 has_output: bool, has_imatrix: bool = False) -> dict[str, tuple[str, str]]:
+    """Hugging Face tensor name -> (llama.cpp name, ggml type) under ``recipe``, in the order
+    llama-quantize writes (and checks) them: the plan of both the checkpoint pipeline
+    (:func:`refquant.checkpoint.quantize.plan_units`) and :func:`quantize_mixture`.
 
-    The arguments are those :func:`refquant.checkpoint.quantize.plan_units` passes to
-    :func:`~refquant.checkpoint.recipes.tensor_type`: ``n_layer`` blocks, ``n_gqa = n_head /
-    n_head_kv``, ``has_output`` false for tied embeddings. Tensors the converter drops are left out.
+    Parameters
+    ----------
+    recipe : str
+        A GGUF recipe (:data:`refquant.formats.gguf_recipes.GGUF_RECIPES`, lowercase).
+    shapes : mapping of str -> tuple of int
+        Hugging Face tensor name -> shape (NumPy order). Tensors the converter drops
+        (:func:`refquant.checkpoint.llama.gguf_name` gives None) are left out of the result.
+    n_layer : int
+        Number of blocks, >= 1.
+    n_gqa : int
+        ``n_head / n_head_kv``, >= 1.
+    has_output : bool
+        False for tied embeddings (no ``lm_head.weight``).
+    has_imatrix : bool
+        An importance matrix will be given (llama-quantize's choices depend on it).
+
+    Raises
+    ------
+    ValueError
+        As :func:`refquant.formats.gguf_recipes.tensor_type` (unknown recipe, a row length
+        the type cannot take).
     """
+    named = [(gname, name) for name in shapes if (gname := llama.gguf_name(name)) is not None]
     out = {}
-    for name, shape in shapes.items():
-        gname = llama.gguf_name(name)
-        if gname is not None:
-            out[name] = (gname, recipes.tensor_type(gname, tuple(shape), recipe, n_layer, n_gqa=n_gqa,
-                                                    has_output=has_output))
+    for gname, name in sorted(named, key=lambda e: _llama_order(e[0])):
+        out[name] = (gname, gguf_recipes.tensor_type(gname, tuple(shapes[name]), recipe, n_layer, n_gqa=n_gqa,
+                                                     has_output=has_output, has_imatrix=has_imatrix))
     return out
+
+
+def _llama_order(name: str) -> tuple[int, str]:
+    """llama-model-loader's ``weight_name_comparer``: block number (-1 for none), then name."""
+    layer = llama.layer_of(name)
+    return (-1 if layer is None else layer, name)
 
 
 def _round_trip(w: np.ndarray, qtype: str) -> tuple[np.ndarray, int]:
@@ -69,7 +95,7 @@ def quantize_mixture(model: Any, recipe: str) -> Any:
     ----------
     model : refquant.model.CausalLM
     recipe : str
-        A GGUF recipe (:data:`refquant.checkpoint.recipes.GGUF_RECIPES`): a mixture such as
+        A GGUF recipe (:data:`refquant.formats.gguf_recipes.GGUF_RECIPES`): a mixture such as
         ``"q4_k_m"`` or a single ggml type.
 
     Returns
@@ -79,7 +105,7 @@ def quantize_mixture(model: Any, recipe: str) -> Any:
         activations) whose ``weight_bytes`` are the stored bytes; ``other_parameter_bytes()``
         counts the embedding and head in their ggml types.
     """
-    recipe = recipes.check_recipe(recipe)
+    recipe = gguf_recipes.check_recipe(recipe)
     cfg = model.config
     weights = model.tensors()
     plan = tensor_types(recipe, {n: w.shape for n, w in weights.items()}, n_layer=cfg.num_hidden_layers,

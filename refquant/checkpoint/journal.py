@@ -199,6 +199,11 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
 
     An existing ``path`` is replaced only after the new one is complete; on error the
     temporary is removed and ``path`` is untouched.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file or folder to create or replace; its parent folder must exist.
     """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")

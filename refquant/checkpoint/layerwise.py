@@ -52,7 +52,17 @@ GPTQ_PARAMS = {"bits": 4, "group_size": 128, "desc_act": False, "sym": True, "da
 
 def gptq_module_task(ck: Checkpoint, hf_name: str, H: np.ndarray
                      ) -> list[tuple[str, str, tuple[int, ...], np.ndarray]]:
-    """GPTQ of one linear layer with Hessian ``H``, as its ``qweight/qzeros/scales/g_idx`` tensors."""
+    """GPTQ of one linear layer with Hessian ``H``, as its ``qweight/qzeros/scales/g_idx`` tensors.
+
+    Parameters
+    ----------
+    ck : refquant.checkpoint.source.Checkpoint
+        The source checkpoint (read lazily).
+    hf_name : str
+        A block linear's Hugging Face name in ``ck``.
+    H : ndarray of float, shape (in_features, in_features)
+        Its Hessian ``2 XᵀX / N`` (symmetric positive semi-definite).
+    """
     from refquant.algorithms import gptq
     from refquant.checkpoint.safetensors_io import dtype_name
     from refquant.layouts import gptq as layout
@@ -72,7 +82,19 @@ def gptq_module_task(ck: Checkpoint, hf_name: str, H: np.ndarray
 def run_block(config: dict[str, Any], w: dict[str, np.ndarray], h: np.ndarray,
               on_input: Callable[[str, np.ndarray], None] | None = None) -> np.ndarray:
     """Block ``h -> h'`` with one layer's weights ``w`` (float32, by their names after ``model.layers.{i}.``),
-    through :func:`refquant.model.llama.decoder_block`; biases (Qwen2's q/k/v) are used when present."""
+    through :func:`refquant.model.llama.decoder_block`; biases (Qwen2's q/k/v) are used when present.
+
+    Parameters
+    ----------
+    config : dict
+        The LLaMA ``config.json`` (:func:`refquant.checkpoint.llama.hparams`).
+    w : dict of str -> ndarray of float32
+        One block's weights by their names after ``model.layers.{i}.``.
+    h : ndarray of float32, shape (samples, seq_len, hidden)
+        The hidden states entering the block.
+    on_input : callable or None
+        ``on_input(name, x)`` sees the input ``x`` of each linear ``name``; None: nothing.
+    """
     from refquant.model.linear import Linear
     from refquant.model.llama import BLOCK_LINEARS, LlamaConfig, decoder_block
 
@@ -181,6 +203,23 @@ def run_gptq(ck: Checkpoint, units: list[Any], journal: Journal, executor: cf.Ex
 
     ``run_units(indices, extra_args)`` runs and journals units (the same runner as the
     data-free recipes); ``extra_args[i]`` is appended to unit ``i``'s arguments.
+
+    Parameters
+    ----------
+    ck : refquant.checkpoint.source.Checkpoint
+        The source checkpoint.
+    units : list of Unit
+        The job's units (:func:`refquant.checkpoint.quantize.plan_units`).
+    journal : Journal
+        The job's journal (``DST.partial``); units it records as done are skipped.
+    executor : concurrent.futures.Executor or None
+        Where the units of a block run; None runs them in this process.
+    calibration : ndarray of int, shape (samples, seq_len)
+        Token ids, each in 0 .. vocab_size - 1.
+    n_shards : int >= 1
+        Fixed shards the calibration samples are split into (the unit of work and of resuming).
+    run_units : callable
+        ``run_units(indices, extra_args)``: runs and journals units.
     """
     from refquant.checkpoint import llama
     from refquant.model.llama import LlamaConfig

@@ -122,6 +122,19 @@ def awq_module_task(ck: Checkpoint, hf_name: str, s_in: np.ndarray | None, s_row
     ``s_in``: its group's scale (columns multiplied; None: not scaled); ``s_rows``: the scale of
     the group it precedes (rows divided; None: none); ``grams``: the clip search's Gram
     matrices of its unscaled input (None: no clip search).
+
+    Parameters
+    ----------
+    ck : refquant.checkpoint.source.Checkpoint
+        The source checkpoint (read lazily).
+    hf_name : str
+        A block linear's Hugging Face name in ``ck``.
+    s_in : ndarray of float, shape (in_features,), or None
+        Its group's scale (columns multiplied); None: not scaled.
+    s_rows : ndarray of float, shape (out_features,), or None
+        The scale of the group it precedes (rows divided); None: none.
+    grams : list of ndarray or None
+        The clip search's Gram matrices of its unscaled input; None: no clip search.
     """
     from refquant.algorithms.awq import quantize_scaled, search_clip
     from refquant.checkpoint.safetensors_io import dtype_name
@@ -157,7 +170,17 @@ def awq_module_task(ck: Checkpoint, hf_name: str, s_in: np.ndarray | None, s_row
 
 
 def awq_norm_task(ck: Checkpoint, hf_name: str, s: np.ndarray) -> list[tuple[str, str, tuple[int, ...], np.ndarray]]:
-    """An RMSNorm weight with the scale of the linears it feeds folded in: ``γ / s`` (float16)."""
+    """An RMSNorm weight with the scale of the linears it feeds folded in: ``γ / s`` (float16).
+
+    Parameters
+    ----------
+    ck : refquant.checkpoint.source.Checkpoint
+        The source checkpoint (read lazily).
+    hf_name : str
+        An RMSNorm weight's Hugging Face name in ``ck``.
+    s : ndarray of float, shape (hidden,)
+        The (positive) scale of the linears it feeds.
+    """
     return [_float16(hf_name, ck.float32(hf_name).astype(np.float64) / s.astype(np.float64))]
 
 
@@ -198,7 +221,13 @@ def _layer_tasks(ck: Checkpoint, layer: int, stats: dict[str, _Stats], executor:
 
 def run_awq(ck: Checkpoint, units: list[Any], journal: Journal, executor: cf.Executor | None,
             calibration: np.ndarray, n_shards: int, run_units: Callable[..., None]) -> None:
-    """Run the AWQ units (linears and the norms folded into, ``unit.args[0]`` the name), block by block."""
+    """Run the AWQ units (linears and the norms folded into, ``unit.args[0]`` the name), block by block.
+
+    Parameters
+    ----------
+    ck, units, journal, executor, calibration, n_shards, run_units : as :func:`refquant.checkpoint.layerwise.run_gptq`
+        (the same job, with the AWQ units).
+    """
     from refquant.algorithms.awq import clip_stride
     from refquant.model.llama import LlamaConfig
 

@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from refquant._validate import check_int
+
 __all__ = ["gguf_name", "hf_name", "gguf_metadata", "permute_rope_rows", "unpermute_rope_rows", "layer_of",
            "LLAMA_ARCHITECTURES", "hparams"]
 
@@ -45,6 +47,11 @@ _SKIPPED = re.compile(r".*\.rotary_emb\.inv_freq")
 def gguf_name(hf_name: str) -> str | None:
     """The llama.cpp name of a Hugging Face LLaMA tensor, or None for tensors the converter drops.
 
+    Parameters
+    ----------
+    hf_name : str
+        A Hugging Face LLaMA tensor name (``"model.layers.3.self_attn.q_proj.weight"``).
+
     Raises
     ------
     ValueError
@@ -63,6 +70,11 @@ def gguf_name(hf_name: str) -> str | None:
 def hf_name(name: str) -> str:
     """The Hugging Face name of a llama.cpp LLaMA tensor (the inverse of :func:`gguf_name`).
 
+    Parameters
+    ----------
+    name : str
+        A llama.cpp LLaMA tensor name (``"blk.3.attn_q.weight"``).
+
     Raises
     ------
     ValueError
@@ -79,13 +91,25 @@ def hf_name(name: str) -> str:
 
 
 def layer_of(name: str) -> int | None:
-    """The block index of a llama.cpp (``blk.N.``) or Hugging Face (``model.layers.N.``) tensor name."""
+    """The block index of a llama.cpp (``blk.N.``) or Hugging Face (``model.layers.N.``) tensor name.
+
+    Parameters
+    ----------
+    name : str
+        Any tensor name; None when it has no ``blk.N.`` / ``model.layers.N.`` prefix.
+    """
     m = re.match(r"(?:blk|model\.layers)\.(\d+)\.", name)
     return int(m.group(1)) if m else None
 
 
 def hparams(config: dict[str, Any]) -> dict[str, int]:
     """n_layer, n_head, n_head_kv, n_embd, head_dim of a LLaMA ``config.json``.
+
+    Parameters
+    ----------
+    config : dict or None
+        A LLaMA ``config.json`` (``architectures[0]`` one of LLaMA's, ``num_hidden_layers``,
+        ``num_attention_heads``, ``hidden_size``; ``num_key_value_heads`` and ``head_dim`` optional).
 
     Raises
     ------
@@ -116,8 +140,15 @@ def permute_rope_rows(w: np.ndarray, n_head: int) -> np.ndarray:
     ``[x_0 .. x_{d/2-1}, y_0 .. y_{d/2-1}]`` to ``[x_0, y_0, x_1, y_1, ...]``:
     ``w.reshape(n_head, 2, d/2, in).swapaxes(1, 2).reshape(w.shape)``; for K pass
     ``n_head = num_key_value_heads``.
+
+    Parameters
+    ----------
+    w : ndarray, shape (rows, ...)
+        A Q or K projection (rows = n_head * head_dim); any dtype.
+    n_head : int >= 1
+        Heads of ``w``; ``rows / n_head`` must be even (ValueError otherwise).
     """
-    rows = w.shape[0]
+    rows, n_head = w.shape[0], check_int("n_head", n_head, min=1)
     if rows % (2 * n_head):
         raise ValueError(f"a projection of {rows} rows cannot be split into {n_head} heads of even size")
     return np.ascontiguousarray(w.reshape(n_head, 2, rows // n_head // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape))
@@ -127,8 +158,15 @@ def unpermute_rope_rows(w: np.ndarray, n_head: int) -> np.ndarray:
     """The inverse of :func:`permute_rope_rows`: llama.cpp's Q/K row order back to Hugging Face's.
 
     Head ``h``'s rows ``[x_0, y_0, x_1, y_1, ...]`` become ``[x_0 .. x_{d/2-1}, y_0 .. y_{d/2-1}]``.
+
+    Parameters
+    ----------
+    w : ndarray, shape (rows, ...)
+        A Q or K projection in llama.cpp's row order; any dtype.
+    n_head : int >= 1
+        Heads of ``w``; ``rows / n_head`` must be even (ValueError otherwise).
     """
-    rows = w.shape[0]
+    rows, n_head = w.shape[0], check_int("n_head", n_head, min=1)
     if rows % (2 * n_head):
         raise ValueError(f"a projection of {rows} rows cannot be split into {n_head} heads of even size")
     return np.ascontiguousarray(w.reshape(n_head, rows // n_head // 2, 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape))
@@ -147,6 +185,17 @@ def gguf_metadata(config: dict[str, Any], name: str, file_type: int, folder: str
     ``tokenizer.ggml.model = "no_vocab"``, which llama.cpp loads as a model without a
     vocabulary (``llama_vocab::impl::load``, ``LLAMA_VOCAB_TYPE_NONE``): it evaluates token
     ids but cannot tokenize text.
+
+    Parameters
+    ----------
+    config : dict
+        The folder's ``config.json`` (a LLaMA architecture, :func:`hparams`).
+    name : str
+        ``general.name``; any string.
+    file_type : int >= 0
+        ``general.file_type`` (a llama_ftype, :func:`refquant.formats.gguf_recipes.file_type`), stored as UINT32.
+    folder : str, Path or None
+        The folder whose ``tokenizer.json`` gives the vocabulary; None writes ``no_vocab``.
     """
     from refquant.checkpoint.gguf_vocab import tokenizer_metadata
     from refquant.io.gguf_metadata import GGUFValue, GGUFValueType

@@ -14,7 +14,7 @@ recipe                 output
 =====================  ================================================================
 GGUF recipes           one ``.gguf`` with llama.cpp's tensor names, Q/K rows in llama.cpp's
 (``q4_k_m``, ``q8_0``,   rotary order and the converter's metadata; types per tensor from
-``q4_k``, ``f16`` ...)   :func:`refquant.checkpoint.recipes.tensor_type`
+``q4_k``, ``f16`` ...)   :func:`refquant.formats.gguf_recipes.tensor_type`
 ``nf4``, ``nf4-dq``    a Hugging Face folder with bitsandbytes 4-bit Linear weights
                        (``weight``, ``weight.absmax``, ``weight.quant_map``, ``...quant_state``)
                        and ``quantization_config`` (``quant_method: bitsandbytes``)
@@ -54,10 +54,12 @@ from typing import Any
 
 import numpy as np
 
-from refquant.checkpoint import llama, recipes
+from refquant.checkpoint import llama
+from refquant.checkpoint.gguf_model import tensor_types
 from refquant.checkpoint.journal import Journal, Progress, atomic_path
 from refquant.checkpoint.safetensors_io import dtype_name, write_safetensors
 from refquant.checkpoint.source import Checkpoint
+from refquant.formats import gguf_recipes
 
 __all__ = ["quantize", "RECIPES", "HF_RECIPES", "plan_units", "Unit"]
 
@@ -65,7 +67,7 @@ __all__ = ["quantize", "RECIPES", "HF_RECIPES", "plan_units", "Unit"]
 HF_RECIPES = ("nf4", "nf4-dq", "gptq-4bit-g128", "awq-4bit-g128")
 #: recipes that need calibration token ids (layer-sequential: refquant.checkpoint.layerwise, layerwise_awq)
 CALIBRATED_RECIPES = ("gptq-4bit-g128", "awq-4bit-g128")
-RECIPES = recipes.GGUF_RECIPES + HF_RECIPES
+RECIPES = gguf_recipes.GGUF_RECIPES + HF_RECIPES
 DEFAULT_SHARD_BYTES = 5 * 10**9  # transformers' save_pretrained max_shard_size="5GB"
 _COPIED_SUFFIXES = (".json", ".txt", ".model", ".jinja", ".tiktoken", ".md", ".py")
 
@@ -147,12 +149,6 @@ def _bnb_task(ck: Checkpoint, hf_name: str, double_quant: bool) -> list[tuple[st
 
 # --- planning ---------------------------------------------------------------------------
 
-def _llama_order(name: str) -> tuple[int, str]:
-    """llama-model-loader's ``weight_name_comparer``: block number (-1 for none), then name."""
-    layer = llama.layer_of(name)
-    return (-1 if layer is None else layer, name)
-
-
 def plan_units(ck: Checkpoint, recipe: str, quantizer: Callable[..., np.ndarray] | None = None,
                imatrix: Any = None) -> tuple[list[Unit], dict[str, Any]]:
     """The work units of a job, in output order, and what the assembly needs (metadata).
@@ -160,28 +156,35 @@ def plan_units(ck: Checkpoint, recipe: str, quantizer: Callable[..., np.ndarray]
     ``imatrix`` (:class:`refquant.io.Imatrix`, keyed by llama.cpp tensor names) gives each
     quantized tensor its importance vector, as llama-quantize ``--imatrix`` does: a tensor
     without an entry is quantized without one; an entry of the wrong length is an error.
+
+    Parameters
+    ----------
+    ck : refquant.checkpoint.source.Checkpoint
+        The source (a LLaMA-layout checkpoint for the GGUF recipes).
+    recipe : str
+        One of :data:`RECIPES` (lowercase).
+    quantizer : callable or None
+        ``quantizer(x, qtype, imatrix)`` replacing :func:`refquant.gguf.quantize` (a backend's op);
+        None: the reference.
+    imatrix : refquant.io.Imatrix or None
+        Importance vectors by llama.cpp tensor name; each of the tensor's row length.
     """
     if recipe in HF_RECIPES:
         return _plan_hf(ck, recipe), {}
     hp = llama.hparams(ck.config)
-    has_output = "lm_head.weight" in ck.tensors
-    entries = []
-    for name, info in ck.tensors.items():
-        gname = llama.gguf_name(name)
-        if gname is not None:
-            entries.append((gname, name, info))
-    entries.sort(key=lambda e: _llama_order(e[0]))
+    plan = tensor_types(recipe, {name: info.shape for name, info in ck.tensors.items()}, n_layer=hp["n_layer"],
+                        n_gqa=hp["n_head"] // hp["n_head_kv"], has_output="lm_head.weight" in ck.tensors,
+                        has_imatrix=imatrix is not None)
     units = []
-    for gname, name, info in entries:
-        qtype = recipes.tensor_type(gname, info.shape, recipe, hp["n_layer"], n_gqa=hp["n_head"] // hp["n_head_kv"],
-                                    has_output=has_output, has_imatrix=imatrix is not None)
+    for name, (gname, qtype) in plan.items():
+        info = ck.tensors[name]
         importance = None
-        if imatrix is not None and gname in imatrix.entries and recipes.is_quantized(gname, info.shape):
+        if imatrix is not None and gname in imatrix.entries and gguf_recipes.is_quantized(gname, info.shape):
             importance = imatrix.importance(gname)
             if importance.shape != (info.shape[-1],):
                 raise ValueError(f"imatrix entry {gname!r} has shape {importance.shape}; tensor {name!r} has rows "
                                  f"of {info.shape[-1]}")
-        if importance is None and recipes.requires_imatrix(gname, qtype):
+        if importance is None and gguf_recipes.requires_imatrix(gname, qtype):
             raise ValueError(f"recipe={recipe!r} writes tensor {gname!r} as {qtype}, which llama-quantize refuses "
                              "without an importance matrix; pass an imatrix with an entry for it")
         rope = hp["n_head"] if gname.endswith("attn_q.weight") else hp["n_head_kv"] if gname.endswith("attn_k.weight") \
@@ -403,7 +406,7 @@ def _write_gguf(ck: Checkpoint, units: list[Unit], journal: Journal, dst: Path, 
 
     infos = [(t.name, t.kind, t.shape) for u in range(len(units)) for t in journal.done[u][0]]
     label = name or (Path(ck.folder).name if ck.folder else Path(ck.files[0]).stem)
-    meta = llama.gguf_metadata(ck.config, label, recipes.file_type(recipe), folder=ck.folder)
+    meta = llama.gguf_metadata(ck.config, label, gguf_recipes.file_type(recipe), folder=ck.folder)
     with atomic_path(dst) as tmp, open(tmp, "wb") as f:
         write_streaming(f, infos, meta, _chunks_of(journal, units))
         f.flush()

@@ -51,7 +51,13 @@ class SafetensorsError(RefquantError, ValueError):
 
 
 def dtype_name(dtype: Any) -> str:
-    """The safetensors name of a NumPy dtype (``float32`` -> ``"F32"``)."""
+    """The safetensors name of a NumPy dtype (``float32`` -> ``"F32"``).
+
+    Parameters
+    ----------
+    dtype : numpy dtype or anything ``np.dtype`` takes
+        One of F64, F32, F16, BF16 (ml_dtypes), I64 .. I8, U64 .. U8, BOOL (TypeError otherwise).
+    """
     dt = np.dtype(dtype)
     for name, d in DTYPES.items():
         if d == dt:
@@ -160,6 +166,13 @@ def header_bytes(specs: Iterable[tuple[str, str, tuple[int, ...]]], metadata: Ma
 
     Returns the bytes to write first (length + JSON padded with spaces to a multiple of 8)
     and each tensor's byte count.
+
+    Parameters
+    ----------
+    specs : iterable of (str, str, tuple of int)
+        (name, safetensors dtype name, shape) of each tensor, in file order.
+    metadata : mapping of str -> str, or None
+        The ``__metadata__`` entry.
     """
     header: dict[str, Any] = {}
     if metadata:
@@ -183,6 +196,18 @@ def write_safetensors(f: BinaryIO, specs: list[tuple[str, str, tuple[int, ...]]]
 
     ``payload(i, name)`` yields the bytes of tensor ``i`` (in chunks); their total must be
     the size its spec implies. Returns the number of bytes written.
+
+    Parameters
+    ----------
+    f : binary file
+        Open for writing, positioned at the start of the file.
+    specs : list of (str, str, tuple of int)
+        (name, safetensors dtype name, shape) of each tensor, in file order.
+    payload : callable
+        ``payload(i, name)`` yields tensor ``i``'s bytes (bytes or arrays, in chunks), exactly
+        the size its spec implies (ValueError otherwise).
+    metadata : mapping of str -> str, or None
+        The ``__metadata__`` entry.
     """
     head, sizes = header_bytes(specs, metadata)
     f.write(head)

@@ -29,7 +29,24 @@ _ROWS_PER_CHUNK_ELEMS = 1 << 22
 def llama_config(hidden: int = 64, n_layers: int = 2, n_heads: int = 4, n_kv_heads: int = 2,
                  intermediate: int | None = None, vocab: int = 256, dtype: str = "bfloat16",
                  tie_embeddings: bool = False) -> dict:
-    """A ``LlamaForCausalLM`` ``config.json``."""
+    """A ``LlamaForCausalLM`` ``config.json``.
+
+    Parameters
+    ----------
+    hidden : int >= 1
+        ``hidden_size``, a multiple of ``n_heads`` (not checked: a test-model builder).
+    n_layers : int >= 1
+    n_heads : int >= 1
+    n_kv_heads : int >= 1
+        Divides ``n_heads``.
+    intermediate : int >= 1 or None
+        ``intermediate_size``; None: ``4 * hidden``.
+    vocab : int >= 1
+    dtype : {"bfloat16", "float16", "float32"}
+        ``torch_dtype``, the dtype :func:`write_llama` stores.
+    tie_embeddings : bool
+        ``tie_word_embeddings`` (no ``lm_head.weight``).
+    """
     return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "hidden_size": hidden,
             "intermediate_size": intermediate or 4 * hidden, "num_hidden_layers": n_layers,
             "num_attention_heads": n_heads, "num_key_value_heads": n_kv_heads, "vocab_size": vocab,
@@ -38,7 +55,14 @@ def llama_config(hidden: int = 64, n_layers: int = 2, n_heads: int = 4, n_kv_hea
 
 
 def llama_tensor_shapes(config: dict) -> dict[str, tuple[int, ...]]:
-    """Tensor names and shapes of ``LlamaForCausalLM`` for ``config`` (transformers ``modeling_llama.py``)."""
+    """Tensor names and shapes of ``LlamaForCausalLM`` for ``config`` (transformers ``modeling_llama.py``).
+
+    Parameters
+    ----------
+    config : dict
+        A LLaMA ``config.json`` with ``hidden_size``, ``intermediate_size``, ``vocab_size``,
+        ``num_attention_heads``, ``num_key_value_heads``, ``num_hidden_layers``.
+    """
     h, f, v = config["hidden_size"], config["intermediate_size"], config["vocab_size"]
     hd = h // config["num_attention_heads"]
     kv = config["num_key_value_heads"] * hd
@@ -70,7 +94,19 @@ def _values(name: str, shape: tuple[int, ...], seed: int, dtype: np.dtype) -> It
 
 
 def write_llama(folder: str | os.PathLike[str], config: dict, *, seed: int = 0, n_shards: int = 1) -> Path:
-    """Write a synthetic checkpoint for ``config`` into ``folder`` (created); returns the folder."""
+    """Write a synthetic checkpoint for ``config`` into ``folder`` (created); returns the folder.
+
+    Parameters
+    ----------
+    folder : str or os.PathLike
+        Created if missing; existing files of the same names are replaced.
+    config : dict
+        As :func:`llama_config` returns (``torch_dtype`` bfloat16, float16 or float32).
+    seed : int >= 0
+        Seeds every tensor's values (with its name).
+    n_shards : int >= 1
+        Safetensors files the tensors are split over (an index file when that gives more than one).
+    """
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     dtype = {"bfloat16": np.dtype(ml_dtypes.bfloat16), "float16": np.dtype(np.float16),

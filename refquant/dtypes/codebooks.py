@@ -259,6 +259,11 @@ def get_codebook(name: str | Codebook) -> Codebook:
     ``"fp4"`` here is bitsandbytes' FP4 table; OCP E2M1 is the float format
     ``float4_e2m1fn`` (:func:`refquant.dtypes.floatspec.get_float_spec`).
 
+    Parameters
+    ----------
+    name : str or Codebook
+        A key of :data:`CODEBOOKS` (any case), or a Codebook (returned as is).
+
     Raises
     ------
     ValueError

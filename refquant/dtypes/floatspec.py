@@ -257,6 +257,12 @@ def get_float_spec(fmt: str | FloatSpec) -> FloatSpec:
     Note that ``"fp4"`` here is OCP ``float4_e2m1fn``; bitsandbytes' FP4 is a different
     table, :func:`refquant.dtypes.codebooks.get_codebook` ``("fp4")``.
 
+    Parameters
+    ----------
+    fmt : str or FloatSpec
+        A key or alias of :data:`FLOAT_SPECS` (any case; ``"fp8"`` is refused as ambiguous), or a
+        FloatSpec (returned as is).
+
     Raises
     ------
     ValueError
@@ -373,6 +379,11 @@ def float_input(x: Any) -> np.ndarray:
 
     float16 and ml_dtypes bfloat16 arrays are widened to float32, which is exact; Python
     floats and lists are float64; a CPU torch tensor is its own dtype.
+
+    Parameters
+    ----------
+    x : array_like of float
+        float16, bfloat16, float32 or float64 values (Python floats and lists are float64); any shape.
 
     Raises
     ------

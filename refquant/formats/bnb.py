@@ -87,6 +87,15 @@ def bits_per_weight_4bit(blocksize: int = 64, double_quant: bool = False,
     ``blocksize`` and ``double_quant_blocksize`` are positive ints (any value: the cost of a
     hypothetical layout too; the codecs accept only :data:`BLOCKSIZES_4BIT`); ``double_quant``
     a bool.
+
+    Parameters
+    ----------
+    blocksize : int >= 1
+        Values per absmax (unchecked here: the public callers validate: :func:`refquant.metrics.bits_per_weight`).
+    double_quant : bool
+        The absmax are stored as 8-bit codes with a second-level float32 absmax.
+    double_quant_blocksize : int >= 1
+        First-level blocks per second-level absmax (bitsandbytes: 256).
     """
     if not double_quant:
         return 4 + 32 / blocksize
@@ -116,6 +125,11 @@ def code_4bit(quant_type: str) -> np.ndarray:
     and in the ``quant_map`` bitsandbytes saves. Its own CPU dequantization is not
     consistent about it: the native kernel gives -0.0 for code 8 in the scalar tail of a
     row (length not a multiple of 16 on AVX-512), +0.0 elsewhere; CUDA gives -0.0.
+
+    Parameters
+    ----------
+    quant_type : {"nf4", "fp4"}
+        KeyError otherwise (the public functions check it first).
     """
     return get_codebook(quant_type).table
 
@@ -217,6 +231,16 @@ def dequantize_4bit_blocks(packed: np.ndarray, absmax: np.ndarray, quant_type: s
                            blocksize: int, n: int) -> np.ndarray:
     """``code[nibble] * absmax[block]`` in float32 (one rounding), for the first ``n`` codes.
 
+    Parameters
+    ----------
+    packed : ndarray of uint8, shape (ceil(n / 2),)
+        Two codes per byte, first in the high nibble.
+    absmax : ndarray of float32, shape (ceil(n / blocksize),)
+    quant_type : {"nf4", "fp4"}
+    blocksize : int, a power of two in 32..4096
+    n : int >= 0
+        Codes to decode (unchecked here: the public callers validate).
+
     Returns
     -------
     ndarray of float32, shape (n,)
@@ -287,7 +311,14 @@ def quantize_blockwise_8bit(x: np.ndarray, blocksize: int) -> tuple[np.ndarray, 
 
 
 def dequantize_blockwise_8bit(codes: np.ndarray, absmax: np.ndarray, blocksize: int) -> np.ndarray:
-    """``dynamic_map()[code] * absmax[block]`` in float32 (``dequantizeBlockwise8bitCpu``)."""
+    """``dynamic_map()[code] * absmax[block]`` in float32 (``dequantizeBlockwise8bitCpu``).
+
+    Parameters
+    ----------
+    codes : ndarray of uint8, shape (n,)
+    absmax : ndarray of float32, shape (ceil(n / blocksize),)
+    blocksize : int, a power of two in 64..4096 (unchecked here: the public callers validate)
+    """
     n = codes.size
     return dynamic_map()[codes] * np.repeat(absmax, blocksize)[:n]
 
@@ -416,6 +447,16 @@ def double_dequantize(codes: np.ndarray, nested_absmax: np.ndarray, offset: np.f
     """The absmax a double-quantized tensor dequantizes with: ``code[q] * absmax2 + offset``.
 
     Two float32 roundings, as bitsandbytes (``dequantize_blockwise`` then ``+= offset``).
+
+    Parameters
+    ----------
+    codes : ndarray of uint8, shape (n_blocks,)
+        Dynamic-map codes of ``absmax - offset``.
+    nested_absmax : ndarray of float32, shape (ceil(n_blocks / blocksize),)
+    offset : float32
+        The mean the codes are relative to.
+    blocksize : int >= 1
+        Second-level block size (bitsandbytes: 256) (unchecked here: the public callers validate).
     """
     return dequantize_blockwise_8bit(codes, nested_absmax, blocksize) + F32(offset)
 
@@ -478,6 +519,13 @@ def vectorwise_quantize_rows(x: np.ndarray, threshold: float) -> tuple[np.ndarra
 
 def vectorwise_dequantize_rows(q: np.ndarray, row_stats: np.ndarray) -> np.ndarray:
     """``(q * row_stat) * float32(1/127)``: two float32 roundings, as bitsandbytes'
-    ``int8_vectorwise_dequant`` (it multiplies by 7.874015718698502e-3)."""
+    ``int8_vectorwise_dequant`` (it multiplies by 7.874015718698502e-3).
+
+    Parameters
+    ----------
+    q : ndarray of int8, shape (rows, k)
+    row_stats : ndarray of float32, shape (rows,)
+        Each row's absmax (any float32; beyond float32's range the result is +-inf).
+    """
     with np.errstate(over="ignore"):  # beyond float32's range the value is +-inf
         return (q.astype(F32) * row_stats[:, None]) * F32(1 / 127)

@@ -47,6 +47,9 @@ there. All seven quantize bit-exactly as ggml's ``quantize_iq2_xxs`` ... ``quant
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import ClassVar
+
 import numpy as np
 
 from refquant.formats._ggml_math import F32
@@ -87,24 +90,28 @@ def _expand(db: np.ndarray, values: np.ndarray, signs: np.ndarray) -> np.ndarray
 
 
 class _GridFormat(BlockFormat):
-    """The grid types' family base (no behaviour of its own)."""
+    """The grid types' family base: each type names its ggml search
+    (:mod:`refquant.formats.gguf_iqgrid_search`), which returns the block's fields in order."""
+
+    #: ``search(x (n, 256) float32, weights (n, 256) or None) -> the fields, as stored``
+    search: ClassVar[Callable[..., tuple[np.ndarray, ...]]]
+
+    @classmethod
+    def quantize_blocks(cls, x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
+        if weights is None and cls.requires_imatrix:  # refquant.gguf.quantize refuses this first (ggml asserts)
+            raise ValueError(f"{cls.name} needs importance weights")
+        blocks = cls.empty_blocks(x.shape[0])
+        for field, value in zip(cls.fields, cls.search(x, weights), strict=True):
+            blocks[field.name] = value
+        return blocks
 
 
 class IQ2_XXS(_GridFormat, name="iq2_xxs"):
     """2.0625 bpw: 8-element groups from a 256-entry grid, 7 sign bits + parity, 4-bit scale per 32."""
 
     fields = (Field("d", "<f2"), Field("qs", "<u2", 32))
+    search = staticmethod(quantize_iq2_xxs)
     requires_imatrix = True
-
-    @classmethod
-    def quantize_blocks(cls, x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
-        if weights is None:  # refquant.gguf.quantize refuses this first (ggml asserts)
-            raise ValueError("iq2_xxs needs importance weights")
-        blocks = cls.empty_blocks(x.shape[0])
-        dh, q2 = quantize_iq2_xxs(x, weights)
-        blocks["d"] = dh
-        blocks["qs"] = q2.astype("<u4").view("<u2").reshape(-1, 32)
-        return blocks
 
     @classmethod
     def dequantize_blocks(cls, blocks: np.ndarray) -> np.ndarray:
@@ -121,15 +128,8 @@ class IQ2_XS(_GridFormat, name="iq2_xs"):
     """2.3125 bpw: 9-bit grid index + 7 sign bits per group, two 4-bit scales per 32."""
 
     fields = (Field("d", "<f2"), Field("qs", "<u2", 32), Field("scales", "u1", 8))
+    search = staticmethod(quantize_iq2_xs)
     requires_imatrix = True
-
-    @classmethod
-    def quantize_blocks(cls, x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
-        if weights is None:  # refquant.gguf.quantize refuses this first (ggml asserts)
-            raise ValueError("iq2_xs needs importance weights")
-        blocks = cls.empty_blocks(x.shape[0])
-        blocks["d"], blocks["qs"], blocks["scales"] = quantize_iq2_xs(x, weights)
-        return blocks
 
     @classmethod
     def dequantize_blocks(cls, blocks: np.ndarray) -> np.ndarray:
@@ -150,12 +150,7 @@ class IQ2_S(_GridFormat, name="iq2_s"):
     """2.5625 bpw: 10-bit grid index (1024 entries), a full sign byte per group."""
 
     fields = (Field("d", "<f2"), Field("qs", "u1", 64), Field("qh", "u1", 8), Field("scales", "u1", 8))
-
-    @classmethod
-    def quantize_blocks(cls, x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
-        blocks = cls.empty_blocks(x.shape[0])
-        blocks["d"], blocks["qs"], blocks["qh"], blocks["scales"] = quantize_iq2_s(x, weights)
-        return blocks
+    search = staticmethod(quantize_iq2_s)
 
     @classmethod
     def dequantize_blocks(cls, blocks: np.ndarray) -> np.ndarray:
@@ -177,14 +172,7 @@ class IQ3_XXS(_GridFormat, name="iq3_xxs"):
     """3.0625 bpw: two 8-bit indices into a 256-entry 4-element grid per group of 8."""
 
     fields = (Field("d", "<f2"), Field("qs", "u1", 96))
-
-    @classmethod
-    def quantize_blocks(cls, x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
-        dh, idx, sas = quantize_iq3_xxs(x, weights)      # refquant.formats.gguf_iqgrid_search
-        blocks = cls.empty_blocks(x.shape[0])
-        blocks["d"] = dh
-        blocks["qs"] = np.concatenate([idx, sas.astype("<u4").view(np.uint8).reshape(-1, 32)], axis=1)
-        return blocks
+    search = staticmethod(quantize_iq3_xxs)
 
     @classmethod
     def dequantize_blocks(cls, blocks: np.ndarray) -> np.ndarray:
@@ -202,12 +190,7 @@ class IQ3_S(_GridFormat, name="iq3_s"):
 
     fields = (Field("d", "<f2"), Field("qs", "u1", 64), Field("qh", "u1", 8), Field("signs", "u1", 32),
               Field("scales", "u1", 4))
-
-    @classmethod
-    def quantize_blocks(cls, x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
-        blocks = cls.empty_blocks(x.shape[0])
-        blocks["d"], blocks["qs"], blocks["qh"], blocks["signs"], blocks["scales"] = quantize_iq3_s(x, weights)
-        return blocks
+    search = staticmethod(quantize_iq3_s)
 
     @classmethod
     def dequantize_blocks(cls, blocks: np.ndarray) -> np.ndarray:
@@ -230,15 +213,8 @@ class IQ1_S(_GridFormat, name="iq1_s"):
     """1.5625 bpw: 11-bit indices into a 2048-entry {-1, 0, 1} grid, a ±1/8 shift per 32."""
 
     fields = (Field("d", "<f2"), Field("qs", "u1", 32), Field("qh", "<u2", 8))
+    search = staticmethod(quantize_iq1_s)
     requires_imatrix = True
-
-    @classmethod
-    def quantize_blocks(cls, x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
-        if weights is None:  # refquant.gguf.quantize refuses this first (ggml asserts)
-            raise ValueError("iq1_s needs importance weights")
-        blocks = cls.empty_blocks(x.shape[0])
-        blocks["d"], blocks["qs"], blocks["qh"] = quantize_iq1_s(x, weights)
-        return blocks
 
     @classmethod
     def dequantize_blocks(cls, blocks: np.ndarray) -> np.ndarray:
@@ -254,14 +230,7 @@ class IQ1_M(_GridFormat, name="iq1_m"):
     """1.75 bpw: IQ1_S's grid, a ±1/8 shift per 8, 3-bit scales per 16, fp16 d in the scales' top nibbles."""
 
     fields = (Field("qs", "u1", 32), Field("qh", "u1", 16), Field("scales", "u1", 8))
-
-    @classmethod
-    def quantize_blocks(cls, x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
-        blocks = cls.empty_blocks(x.shape[0])
-        qs, qh, sc = quantize_iq1_m(x, weights)
-        blocks["qs"], blocks["qh"] = qs, qh
-        blocks["scales"] = sc.astype("<u2").view(np.uint8).reshape(-1, 8)
-        return blocks
+    search = staticmethod(quantize_iq1_m)
 
     @classmethod
     def dequantize_blocks(cls, blocks: np.ndarray) -> np.ndarray:

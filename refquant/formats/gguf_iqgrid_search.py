@@ -187,7 +187,15 @@ def grid_tables(name: str, nwant: int) -> GridTables:
 
 
 def iq3_tables(name: str = "iq3xxs_grid", nwant: int = 2) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(levels, kmap, neighbours) of an IQ3 grid (:func:`grid_tables`)."""
+    """(levels, kmap, neighbours) of an IQ3 grid (:func:`grid_tables`).
+
+    Parameters
+    ----------
+    name : {"iq3xxs_grid", "iq3s_grid", "iq2xxs_grid", "iq2xs_grid", "iq2s_grid", "iq1s_grid"}
+        The grid (KeyError otherwise).
+    nwant : int >= 1
+        Neighbours are kept within the ``nwant`` smallest squared distances (IQ3_XXS 2, IQ3_S 3).
+    """
     t = grid_tables(name, nwant)
     return t.levels, t.kmap, t.neighbours
 
@@ -320,10 +328,16 @@ def _even_signs(xs: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return xval, bits.sum(axis=-1, dtype=np.uint32) & np.uint32(127)
 
 
-def quantize_iq3_xxs(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def quantize_iq3_xxs(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     """Steps 1-5 on super-blocks x float32 (n, 256), weights (n, 256) or None.
 
-    Returns ``(d float16 (n,), grid indices uint8 (n, 64), scales_and_signs uint32 (n, 8))``.
+    Returns the block fields ``(d float16 (n,), qs uint8 (n, 96))``: the 64 grid-index bytes,
+    then the 8 little-endian uint32 scales_and_signs words (signs, the 4-bit scale in bits 28-31).
+
+    Parameters
+    ----------
+    x : ndarray of float32, shape (n, 256), finite (:func:`refquant.gguf.quantize` checks)
+    weights : ndarray of float32, shape (n, 256), finite and >= 0; or None (ggml's default)
     """
     t = grid_tables("iq3xxs_grid", 2)
     n = x.shape[0]
@@ -344,7 +358,7 @@ def quantize_iq3_xxs(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndar
     dh, ls, zero = _super_scales(scale, n, 1.0125)
     sas = np.where(zero[:, None], np.uint32(0), sas | (ls.astype(np.uint32) << np.uint32(28)))
     idx = np.where(zero[:, None], 0, idx.reshape(n, 64)).astype(np.uint8)
-    return dh, idx, sas
+    return dh, np.concatenate([idx, sas.astype("<u4").view(np.uint8).reshape(n, 32)], axis=1)
 
 
 def quantize_iq3_s(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, ...]:
@@ -356,6 +370,11 @@ def quantize_iq3_s(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarra
     not advance ``qs`` / ``signs`` past a zero sub-block, so the following sub-blocks' bytes
     move up into its place (reproduced). Returns ``(d float16 (n,), qs uint8 (n, 64), qh
     uint8 (n, 8), signs uint8 (n, 32), scales uint8 (n, 4))``.
+
+    Parameters
+    ----------
+    x : ndarray of float32, shape (n, 256), finite (:func:`refquant.gguf.quantize` checks)
+    weights : ndarray of float32, shape (n, 256), finite and >= 0; or None (ggml's default)
     """
     t = grid_tables("iq3s_grid", 3)
     n = x.shape[0]
@@ -396,9 +415,14 @@ def quantize_iq2_xxs(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np
     distances) except: ``sigma2 = Σx²/256``; ``max < 1e-15`` is a zero sub-block; the start is
     ``make_qp_quants(32, 4, xval, w)``, with ``eff_max = 3·scale`` (``<= 0``: zero sub-block); 13
     trials ``id = (5 + 0.1·is)/eff_max``, ``is = -6..6``, levels 0..2; every group is re-picked
-    whenever ``scale > 0``; ``d = max_scale/31`` stored without a fudge factor. Returns ``(d
-    float16 (n,), qs uint32 (n, 16))``: per sub-block the 4 grid-index bytes, then the signs
-    word with the 4-bit scale in bits 28-31.
+    whenever ``scale > 0``; ``d = max_scale/31`` stored without a fudge factor. Returns the
+    block fields ``(d float16 (n,), qs uint16 (n, 32))``: per sub-block two little-endian uint32
+    words, the 4 grid-index bytes, then the signs with the 4-bit scale in bits 28-31.
+
+    Parameters
+    ----------
+    x : ndarray of float32, shape (n, 256), finite (:func:`refquant.gguf.quantize` checks)
+    weights : ndarray of float32, shape (n, 256), finite and >= 0; required (ggml asserts)
     """
     from refquant.formats.gguf_kquants_search import make_qp_quants
 
@@ -422,7 +446,7 @@ def quantize_iq2_xxs(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np
     dh, ls, zero = _super_scales(scale, n, 1.0)
     w1 = w1.reshape(n, 8) | (ls.astype(np.uint32) << np.uint32(28))
     q2 = np.stack([w0.reshape(n, 8), w1], axis=-1).reshape(n, 16)
-    return dh, np.where(zero[:, None], np.uint32(0), q2)
+    return dh, np.where(zero[:, None], np.uint32(0), q2).astype("<u4").view("<u2").reshape(n, 32)
 
 
 def quantize_iq2_xs(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -433,6 +457,11 @@ def quantize_iq2_xs(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.
     ``scale = max/5``, 19 trials ``id = (5 + 0.1·is)/max``, ``is = -9..9``; the off-grid groups
     are re-picked as in IQ3_XXS; ``d = max_scale/31`` (no fudge factor), one 4-bit scale per 16.
     Returns ``(d float16 (n,), qs uint16 (n, 32) = grid index | signs << 9, scales uint8 (n, 8))``.
+
+    Parameters
+    ----------
+    x : ndarray of float32, shape (n, 256), finite (:func:`refquant.gguf.quantize` checks)
+    weights : ndarray of float32, shape (n, 256), finite and >= 0; required (ggml asserts)
     """
     t = grid_tables("iq2xs_grid", 2)
     n = x.shape[0]
@@ -460,6 +489,11 @@ def quantize_iq2_s(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarra
     an imatrix, ``max < 1e-8`` a zero sub-block, and ``d·0.9875`` stored. Returns ``(d float16
     (n,), qs uint8 (n, 64): 32 index bytes then 32 sign bytes, qh uint8 (n, 8): index bits 8-9
     at 2·(i % 4) of qh[i / 4], scales uint8 (n, 8))``.
+
+    Parameters
+    ----------
+    x : ndarray of float32, shape (n, 256), finite (:func:`refquant.gguf.quantize` checks)
+    weights : ndarray of float32, shape (n, 256), finite and >= 0; or None (ggml's default)
     """
     t = grid_tables("iq2s_grid", 1)
     n = x.shape[0]
@@ -549,6 +583,11 @@ def quantize_iq1_s(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.n
     sub-block if both sums are positive. ``d = max_scale/15`` is stored as fp16(``d·1.125``),
     the 3-bit scale ``clamp(nearest_int(0.5·(scale/d - 1)), 0, 7)`` goes to ``qh`` bits 12-14 and
     a -1/8 shift to bit 15. Returns ``(d float16 (n,), qs uint8 (n, 32), qh uint16 (n, 8))``.
+
+    Parameters
+    ----------
+    x : ndarray of float32, shape (n, 256), finite (:func:`refquant.gguf.quantize` checks)
+    weights : ndarray of float32, shape (n, 256), finite and >= 0; required (ggml asserts)
     """
     t = grid_tables("iq1s_grid", 3)
     n = x.shape[0]
@@ -616,7 +655,13 @@ def quantize_iq1_m(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarra
     ``clamp(nearest_int(0.5·(scale/d - 1)), 0, 7)`` with ``d = max_scale/15``, then ``d`` is
     refit as ``Σw·q·x/Σw·q²`` over the whole super-block with ``q = xx[l]·(2·ls + 1)`` and
     stored as fp16(``d·1.1125``) in the top nibbles of the four scale words. Returns
-    ``(qs uint8 (n, 32), qh uint8 (n, 16), scales uint16 (n, 4))``.
+    the block fields ``(qs uint8 (n, 32), qh uint8 (n, 16), scales uint8 (n, 8))``, the scales
+    being the four little-endian uint16 scale words.
+
+    Parameters
+    ----------
+    x : ndarray of float32, shape (n, 256), finite (:func:`refquant.gguf.quantize` checks)
+    weights : ndarray of float32, shape (n, 256), finite and >= 0; or None (ggml's default)
     """
     t = grid_tables("iq1s_grid", 3)
     n = x.shape[0]
@@ -708,4 +753,4 @@ def quantize_iq1_m(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarra
     top = np.stack([(bits & 0xF) << 12, (bits & 0xF0) << 8, (bits & 0xF00) << 4, bits & 0xF000], 1)
     sc = (sc | top).astype(np.uint16)
     return (np.where(zero[:, None], 0, qs).astype(np.uint8), np.where(zero[:, None], 0, qh).astype(np.uint8),
-            np.where(zero[:, None], 0, sc).astype(np.uint16))
+            np.where(zero[:, None], 0, sc).astype("<u2").view(np.uint8).reshape(n, 8))

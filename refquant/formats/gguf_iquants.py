@@ -58,6 +58,11 @@ def best_index_iq4nl(x: np.ndarray) -> np.ndarray:
     x <= -127 gives 0 and x >= 113 gives 15; otherwise, with val[mu-1] <= x < val[mu], the
     lower neighbour is taken only when strictly closer (x - val[mu-1] < val[mu] - x), so
     a tie goes to the upper entry. Returns uint8 indices, same shape as ``x``.
+
+    Parameters
+    ----------
+    x : ndarray of float32, any shape
+        Values on the codebook's int8 scale (any value: the ends clamp, NaN gives 15).
     """
     x = np.asarray(x, dtype=F32)
     # The codebook holds integers, so val[k] <= x exactly when val[k] <= floor(x): the

@@ -88,13 +88,25 @@ def _scan_absmax(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def scan_absmax(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """:func:`_scan_absmax` over the last axis of (m, n): returns ``(max, amax)``,
-    each (m,)."""
+    each (m,).
+
+    Parameters
+    ----------
+    x : ndarray of float32, shape (m, n)
+        Any values (NaN never wins).
+    """
     return _scan_absmax(_columns(x))
 
 
 def scan_max(x: np.ndarray) -> np.ndarray:
     """ggml's ``if (v > max) max = v`` from ``max = 0`` over the last axis of (m, n):
-    the largest element if it is positive, else +0.0 (a NaN never wins). Shape (m,)."""
+    the largest element if it is positive, else +0.0 (a NaN never wins). Shape (m,).
+
+    Parameters
+    ----------
+    x : ndarray of float32, shape (m, n)
+        Any values (NaN never wins).
+    """
     vmax = np.zeros(x.shape[:-1], dtype=F32)
     for col in _columns(x):
         np.copyto(vmax, col, where=col > vmax)

@@ -24,7 +24,19 @@ __all__ = ["dequant_matmul", "matmul_args"]
 def matmul_args(x: Any, data: Any, qtype: Any, shape: Any) -> tuple[np.ndarray, np.ndarray, Any, tuple[int, ...]]:
     """The argument rule of :func:`dequant_matmul`: ``(x, data as flat uint8, format,
     (out_features, in_features))``, checked (2-D shape, bytes that fit it, finite x whose
-    last axis is ``in_features``)."""
+    last axis is ``in_features``).
+
+    Parameters
+    ----------
+    x : ndarray of float16, float32 or float64, shape (..., in_features)
+        Finite activations.
+    data : ndarray of uint8
+        The weight's ggml bytes, exactly ``out_features`` rows of ``in_features`` values.
+    qtype : str or int
+        A supported ggml type name or id (:func:`refquant.gguf.qtypes`).
+    shape : tuple of int
+        ``(out_features, in_features)``; ``in_features`` a multiple of the type's block size.
+    """
     from refquant.gguf import _check_data, checked_format  # refquant.gguf imports this module
 
     shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)

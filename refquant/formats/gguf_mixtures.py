@@ -4,7 +4,7 @@
 block type *per tensor* from the tensor's role and layer. refquant's codec
 (:func:`refquant.gguf.quantize`) works on one tensor and one block type, so when it is
 given a file type's name it answers with what the name means and the block type to use
-instead. The rules themselves live in one place, :mod:`refquant.checkpoint.recipes`
+instead. The rules themselves live in one place, :mod:`refquant.formats.gguf_recipes`
 (``llama_tensor_get_type`` of llama.cpp ``src/llama-quant.cpp``, cited there); this module
 only describes what they give for a LLaMA-7B-shaped model (32 blocks, hidden 4096, FFN
 11008, vocabulary 32000, no grouped-query attention).
@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from refquant._validate import normalize_name
-from refquant.checkpoint import recipes
+from refquant.formats import gguf_recipes
 
 __all__ = ["Mixture", "MIXTURES", "mixture_hint"]
 
@@ -32,8 +32,8 @@ class Mixture:
 
     name: str             #: llama-quantize's spelling, "Q4_K_M"
     base: str             #: block type of the tensors no rule changes (lowercase GGUF name)
-    rules: str            #: the other tensors' types for a 7B model (refquant.checkpoint.recipes)
-    implemented: bool = True  #: refquant.checkpoint.recipes has its rules (``refquant quantize --to``)
+    rules: str            #: the other tensors' types for a 7B model (refquant.formats.gguf_recipes)
+    implemented: bool = True  #: refquant.formats.gguf_recipes has its rules (``refquant quantize --to``)
 
 
 def _layers(ids: list[int]) -> str:
@@ -48,17 +48,17 @@ def _layers(ids: list[int]) -> str:
 
 
 def _rules(key: str, base: str) -> str:
-    """What :func:`refquant.checkpoint.recipes.tensor_type` gives the tensors that are not ``base``."""
+    """What :func:`refquant.formats.gguf_recipes.tensor_type` gives the tensors that are not ``base``."""
     parts = []
     for role, shape in _SHAPES.items():
         if role in ("token_embd", "output"):
-            kind = recipes.tensor_type(f"{role}.weight", shape, key, _N_LAYERS)
+            kind = gguf_recipes.tensor_type(f"{role}.weight", shape, key, _N_LAYERS)
             if kind != base:
                 parts.append(f"{role} {kind}")
             continue
         by_type: dict[str, list[int]] = {}
         for i in range(_N_LAYERS):
-            by_type.setdefault(recipes.tensor_type(f"blk.{i}.{role}.weight", shape, key, _N_LAYERS), []).append(i)
+            by_type.setdefault(gguf_recipes.tensor_type(f"blk.{i}.{role}.weight", shape, key, _N_LAYERS), []).append(i)
         for kind, ids in by_type.items():
             if kind != base:
                 where = "" if len(ids) == _N_LAYERS else f" in layers {_layers(ids)}"
@@ -68,10 +68,10 @@ def _rules(key: str, base: str) -> str:
 
 def _table() -> dict[str, Mixture]:
     table = {}
-    for key, m in recipes.MIXTURES.items():
+    for key, m in gguf_recipes.MIXTURES.items():
         if key not in ("f32", "f16", "bf16"):
             table[key] = Mixture(key.upper(), m.default, _rules(key, m.default))
-    for key, m in recipes.UNIMPLEMENTED_MIXTURES.items():
+    for key, m in gguf_recipes.UNIMPLEMENTED_MIXTURES.items():
         table[key] = Mixture(key.upper(), m.default, "", implemented=False)
     return table
 
@@ -82,6 +82,11 @@ MIXTURES: dict[str, Mixture] = _table()
 
 def mixture_hint(name: str) -> str | None:
     """What the llama.cpp file type ``name`` means and the block type to use, or None.
+
+    Parameters
+    ----------
+    name : str
+        Any string (case-insensitive); None when it is not a llama-quantize file type.
 
     >>> mixture_hint("q4_k_m").startswith("'q4_k_m' is llama.cpp's Q4_K_M file type")
     True

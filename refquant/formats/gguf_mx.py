@@ -123,12 +123,24 @@ _UE4M3_HALF = _ue4m3_table()
 
 
 def ue4m3_to_fp32_half(ue: np.ndarray) -> np.ndarray:
-    """``ggml_ue4m3_to_fp32``: half the UE4M3 value of each byte (uint8 (...) -> float32 (...))."""
+    """``ggml_ue4m3_to_fp32``: half the UE4M3 value of each byte (uint8 (...) -> float32 (...)).
+
+    Parameters
+    ----------
+    ue : ndarray of uint8, any shape
+        Any byte (the table has an entry for each of the 256).
+    """
     return _UE4M3_HALF[np.asarray(ue, dtype=np.uint8)]
 
 
 def fp32_to_ue4m3(x: np.ndarray) -> np.ndarray:
-    """``ggml_fp32_to_ue4m3`` on float32 ``x`` (...) -> uint8 (...): 0 unless x > 0."""
+    """``ggml_fp32_to_ue4m3`` on float32 ``x`` (...) -> uint8 (...): 0 unless x > 0.
+
+    Parameters
+    ----------
+    x : ndarray of float32, any shape
+        Any values; those not > 0 (NaN included) give 0.
+    """
     x = np.asarray(x, dtype=F32)
     pos = x > 0                                                    # False for NaN
     xc = np.where(pos, np.minimum(x, F32(448.0)), F32(1.0))

@@ -131,7 +131,13 @@ MX_FORMATS: dict[str, MXFormat] = {f.name: f for f in (
 
 
 def get_mx_format(fmt: str | MXFormat) -> MXFormat:
-    """The :class:`MXFormat` named ``fmt`` (case-insensitive); ValueError lists the allowed names."""
+    """The :class:`MXFormat` named ``fmt`` (case-insensitive); ValueError lists the allowed names.
+
+    Parameters
+    ----------
+    fmt : str or MXFormat
+        A key of :data:`MX_FORMATS` (any case), or an MXFormat (returned as is).
+    """
     if isinstance(fmt, MXFormat):
         return fmt
     if not isinstance(fmt, str):
@@ -292,6 +298,13 @@ def mx_pack(codes: Any, fmt: str | MXFormat) -> np.ndarray:
     """Pack element codes densely along the last axis (module docstring: bit-stream order).
 
     codes : uint8 (..., n) -> uint8 (..., n * bits // 8); FP8 and INT8 are returned as a copy.
+
+    Parameters
+    ----------
+    codes : ndarray of int, shape (..., n)
+        Element codes in 0 .. 2**bits - 1 of ``fmt`` (ValueError otherwise); at least 1-D.
+    fmt : str or MXFormat
+        As :func:`get_mx_format`.
     """
     f = get_mx_format(fmt)
     arr = as_int_array("codes", codes, min_ndim=1)
@@ -303,7 +316,17 @@ def mx_pack(codes: Any, fmt: str | MXFormat) -> np.ndarray:
 
 
 def mx_unpack(packed: Any, fmt: str | MXFormat, count: int) -> np.ndarray:
-    """Inverse of :func:`mx_pack`: uint8 (..., ceil(count * bits / 8)) -> uint8 codes (..., count)."""
+    """Inverse of :func:`mx_pack`: uint8 (..., ceil(count * bits / 8)) -> uint8 codes (..., count).
+
+    Parameters
+    ----------
+    packed : ndarray of uint8, shape (..., ceil(count * bits / 8))
+        At least 1-D.
+    fmt : str or MXFormat
+        As :func:`get_mx_format`.
+    count : int >= 0
+        Codes per row, at most what ``packed`` holds (``packed.shape[-1] * 8 // bits``).
+    """
     f = get_mx_format(fmt)
     if f.bits == 8:
         arr = as_int_array("packed", packed, min_ndim=1)

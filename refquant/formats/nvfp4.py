@@ -64,6 +64,11 @@ def nvfp4_global_scale(amax: float) -> np.float32:
     """Step 1: the per-tensor decode scale ``float32(amax) / 2688`` (1.0 for ``amax == 0``).
 
     Raises ValueError for a negative or non-finite ``amax``.
+
+    Parameters
+    ----------
+    amax : float >= 0
+        Finite per-tensor absmax (reported as ``global_amax``, the public argument).
     """
     amax = F32(check_float("global_amax", amax, min=0.0))
     return F32(1.0) if amax == 0 else F32(amax / _SCALE_RANGE)

@@ -168,6 +168,13 @@ def ggml_type(qtype: Any, name: str = "qtype") -> GGMLType:
     """Resolve ``qtype`` (a :class:`GGMLType`, its integer id, or a name such as ``"q4_k"``,
     case-insensitive) to a :class:`GGMLType`.
 
+    Parameters
+    ----------
+    qtype : str, int or GGMLType
+        A ggml type name (any case), id, or GGMLType.
+    name : str
+        The parameter name the error messages use.
+
     Raises
     ------
     TypeError
@@ -192,24 +199,49 @@ def ggml_type(qtype: Any, name: str = "qtype") -> GGMLType:
 
 
 def block_size(qtype: Any) -> int:
-    """Elements per block of ``qtype`` (1 for plain element types)."""
+    """Elements per block of ``qtype`` (1 for plain element types).
+
+    Parameters
+    ----------
+    qtype : str, int or GGMLType
+        Any ggml type: name (any case), id or GGMLType (ValueError/TypeError otherwise, :func:`ggml_type`).
+    """
     return _SIZES[ggml_type(qtype)][0]
 
 
 def type_size(qtype: Any) -> int:
-    """Bytes per block of ``qtype``."""
+    """Bytes per block of ``qtype``.
+
+    Parameters
+    ----------
+    qtype : str, int or GGMLType
+        Any ggml type: name (any case), id or GGMLType (ValueError/TypeError otherwise, :func:`ggml_type`).
+    """
     return _SIZES[ggml_type(qtype)][1]
 
 
 def bits_per_weight(qtype: Any) -> float:
     """Stored bits per element of ``qtype``, block scales included: ``8 * type_size / block_size``
-    (q4_0: 4.5, q4_k: 4.5, q6_k: 6.5625)."""
+    (q4_0: 4.5, q4_k: 4.5, q6_k: 6.5625).
+
+    Parameters
+    ----------
+    qtype : str, int or GGMLType
+        Any ggml type: name (any case), id or GGMLType (ValueError/TypeError otherwise, :func:`ggml_type`).
+    """
     blck, size = _SIZES[ggml_type(qtype)]
     return 8.0 * size / blck
 
 
 def row_nbytes(qtype: Any, n: int) -> int:
     """Bytes of a row of ``n`` elements; ``n`` must be a multiple of the block size.
+
+    Parameters
+    ----------
+    qtype : str, int or GGMLType
+        Any ggml type: name (any case), id or GGMLType (ValueError/TypeError otherwise, :func:`ggml_type`).
+    n : int >= 0
+        A multiple of the type's block size.
 
     Raises
     ------
@@ -224,7 +256,15 @@ def row_nbytes(qtype: Any, n: int) -> int:
 
 
 def tensor_nbytes(qtype: Any, shape: tuple[int, ...]) -> int:
-    """Bytes of a tensor of ``shape`` (NumPy order: ``shape[-1]`` is the row length)."""
+    """Bytes of a tensor of ``shape`` (NumPy order: ``shape[-1]`` is the row length).
+
+    Parameters
+    ----------
+    qtype : str, int or GGMLType
+        Any ggml type: name (any case), id or GGMLType (ValueError/TypeError otherwise, :func:`ggml_type`).
+    shape : tuple of int >= 0
+        NumPy order; ``shape[-1]`` a multiple of the block size (unchecked: the readers check).
+    """
     rows = int(np.prod(shape[:-1], dtype=object)) if len(shape) > 1 else 1
     n = shape[-1] if shape else 1
     return rows * row_nbytes(qtype, n)

@@ -56,7 +56,8 @@ import numpy as np
 
 from refquant.errors import GGUFError, UnsupportedError
 from refquant.io._reader import Cursor, pad_to
-from refquant.io.ggml_types import PLAIN_DTYPES, GGMLType, block_size, ggml_type, tensor_nbytes, type_size
+from refquant.io.ggml_types import (PLAIN_DTYPES, GGMLType, bits_per_weight, block_size, ggml_type, tensor_nbytes,
+                                   type_size)
 from refquant.io.gguf_metadata import (
     MIN_VALUE_BYTES,
     ObjectBudget,
@@ -70,7 +71,7 @@ from refquant.io.gguf_metadata import (
 )
 from refquant.quantized_tensor import QuantizedTensor
 
-__all__ = ["GGUFFile", "GGUFTensor", "read", "parse", "write", "write_streaming", "replace_file",
+__all__ = ["GGUFFile", "GGUFTensor", "quantize_tensor", "read", "parse", "write", "write_streaming", "replace_file",
            "GGUF_MAGIC", "GGUF_VERSION", "DEFAULT_ALIGNMENT", "MAX_DIMS", "MAX_NAME_BYTES"]
 
 GGUF_MAGIC = b"GGUF"
@@ -87,7 +88,7 @@ _MIN_TENSOR_INFO_BYTES = 8 + 4 + 4 + 8                     # name length, n_dims
 
 class GGUFTensor(QuantizedTensor):
     """One tensor of a ``.gguf`` file, or ggml block bytes held in memory
-    (:func:`refquant.gguf.quantize_tensor`); a :class:`refquant.QuantizedTensor` whose
+    (:func:`quantize_tensor`); a :class:`refquant.QuantizedTensor` whose
     ``format`` is the ggml type name and ``dequantize()`` is :meth:`to_float`.
 
     Attributes
@@ -116,14 +117,9 @@ class GGUFTensor(QuantizedTensor):
 
     @property
     def bits_per_weight(self) -> float:
-        """Bits per weight of the ggml type (:func:`refquant.metrics.bits_per_weight`;
-        for integer element types their width)."""
-        from refquant.metrics import bits_per_weight
-
-        try:
-            return bits_per_weight(str(self.qtype))
-        except ValueError:  # i8 ... i64 are not weight formats there
-            return 8 * type_size(self.qtype) / block_size(self.qtype)
+        """Bits per weight of the ggml type, ``8 * type_size / block_size`` (for plain
+        element types their width)."""
+        return bits_per_weight(self.qtype)
 
     def dequantize(self, *, backend: Any = None) -> np.ndarray:
         """:meth:`to_float`: the values as float32 of ``shape``; ``backend`` (``"numba"``,
@@ -207,6 +203,40 @@ class GGUFTensor(QuantizedTensor):
                 f"nbytes={self.nbytes}{where})")
 
 
+def quantize_tensor(x: Any, qtype: Any, imatrix: Any = None, *, name: str = "", backend: Any = None) -> GGUFTensor:
+    """:func:`refquant.gguf.quantize`, returned as a :class:`GGUFTensor`, the container of
+    ggml bytes that carries their type and the float shape (as a tensor read from a
+    ``.gguf`` file does): ``.dequantize()``, ``.bits_per_weight``, ``.save()``, and
+    :func:`write` takes it as a tensor. Public as ``refquant.gguf.quantize_tensor``.
+
+    Parameters
+    ----------
+    name : str
+        The tensor's name (used by :func:`write` when it is written to a file); any string.
+    x : array_like of float32 (float16/float64 accepted), shape (..., n_per_row)
+        Finite; ``n_per_row`` a multiple of the type's block size.
+    qtype : str or int
+        A supported block type (:func:`refquant.gguf.qtypes`): name (any case) or ggml id.
+    imatrix : array_like of float32, shape (n_per_row,), or None
+        Importance of each column, finite and >= 0; required for iq2_xxs, iq2_xs, iq1_s.
+    backend : str, Backend or None
+        None or ``"reference"``: the reference; else a registered backend's ``gguf_quantize``.
+
+    Returns
+    -------
+    GGUFTensor
+        ``data`` the bytes (uint8, flat), ``qtype``, ``shape`` the float shape (a 1-D
+        ``x`` is one row), ``offset`` None.
+    """
+    # the codecs load only when a tensor is quantized (reading a file does not need them)
+    from refquant.gguf import checked_format, quantize
+
+    fmt = checked_format(qtype)
+    data = quantize(x, qtype, imatrix, backend=backend)
+    shape = data.shape[:-1] + (data.shape[-1] // fmt.type_size * fmt.block_size,)
+    return GGUFTensor(str(name), ggml_type(fmt.type_id), shape, None, data.reshape(-1))
+
+
 class GGUFFile:
     """A parsed ``.gguf`` file.
 
@@ -272,6 +302,13 @@ def parse(buffer: Any, path: str | None = None) -> GGUFFile:
     """Parse a ``.gguf`` image held in ``buffer`` (bytes, bytearray, memoryview or mmap).
 
     Tensor ``data`` are views of ``buffer``; see :func:`read` for the checks and errors.
+
+    Parameters
+    ----------
+    buffer : bytes, bytearray, memoryview or mmap
+        A whole ``.gguf`` image (any content: malformed ones raise GGUFError).
+    path : str or None
+        Recorded as the file's ``path`` (None: not read from a file).
     """
     cur = Cursor(buffer)
     magic = cur.raw(4, "magic") if cur.remaining >= 4 else None
@@ -485,6 +522,19 @@ def write_streaming(f: BinaryIO, infos: list[tuple[str, Any, tuple[int, ...]]], 
     that of one chunk. ``infos`` are ``(name, qtype, shape)`` with shapes in NumPy order;
     names, shapes and metadata are checked as in :func:`write`. Returns the bytes written.
     Use with :func:`replace_file` for an atomic file.
+
+    Parameters
+    ----------
+    f : binary file
+        Open for writing, positioned at the start of the image.
+    infos : list of (str, qtype, tuple of int)
+        (name, ggml type, shape in NumPy order) of each tensor, in file order: names non-empty,
+        at most 63 UTF-8 bytes; 1 to 4 dimensions; row length a multiple of the block size.
+    metadata : mapping of str -> value, or None
+        Key/value pairs (:func:`refquant.io.gguf_metadata.as_value` types).
+    payload : callable
+        ``payload(i, name)`` yields tensor ``i``'s bytes in chunks, exactly the size its
+        type and shape imply (ValueError otherwise).
     """
     meta = normalize_metadata(metadata)
     alignment = _write_alignment(meta)
@@ -536,6 +586,11 @@ def replace_file(path: str | os.PathLike[str]) -> Iterator[BinaryIO]:
     ``path`` keeps a memory map of it, and truncating a mapped file makes later reads of
     the map crash the process (SIGBUS). On error the partial file is removed and
     ``path`` is left as it was.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to create or replace; its folder must exist and be writable.
     """
     path = os.fspath(path)
     tmp = f"{path}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"

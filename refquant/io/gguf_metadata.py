@@ -312,6 +312,13 @@ def as_value(v: Any, name: str = "value") -> GGUFValue:
     """``v`` as a :class:`GGUFValue`: returned as is if it already is one, else with the
     default type of the table in this module's docstring.
 
+    Parameters
+    ----------
+    v : GGUFValue, bool, int, float, str, bytes, NumPy scalar/array or list
+        A value with a GGUF type (see the table in this module's docstring).
+    name : str
+        Named in error messages.
+
     Raises
     ------
     TypeError

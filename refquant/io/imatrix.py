@@ -246,6 +246,13 @@ def read_imatrix(path: str | os.PathLike[str], chunk_size: int = DEFAULT_CHUNK_S
 
     ``chunk_size`` is used only for ``.dat`` files, which do not store it.
 
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A GGUF or legacy ``.dat`` imatrix file (any content: malformed ones raise GGUFError).
+    chunk_size : int >= 1
+        Tokens per chunk of a ``.dat`` file (which does not store it); ignored for GGUF.
+
     Raises
     ------
     GGUFError
@@ -269,6 +276,15 @@ def write_imatrix(path: str | os.PathLike[str], imatrix: Imatrix, format: str = 
     The GGUF file is byte-identical to llama-imatrix's for the same sums, counts and
     metadata. The ``.dat`` file stores ``(sums / count) * ncall`` (float32 arithmetic,
     as ``save_imatrix_legacy``) and skips entries whose counts are all zero.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The file to write (replaced).
+    imatrix : Imatrix
+        Its entries ImatrixEntry objects with ``sums`` (n_mat >= 1, n), ``counts`` (n_mat,)
+        and ``in_sums`` None or of ``sums``' shape (ValueError/TypeError otherwise).
+    format : {"gguf", "dat"}
     """
     if not isinstance(imatrix, Imatrix):
         raise TypeError(f"imatrix must be an Imatrix, got {type(imatrix).__name__}")

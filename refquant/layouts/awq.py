@@ -98,6 +98,9 @@ def awq_unpack(qweight: Any, qzeros: Any, *, out: Any = None) -> tuple[np.ndarra
 
     Parameters
     ----------
+    qweight : ndarray of int32 or uint32, shape (in, out / 8)
+    qzeros : ndarray of int32 or uint32, shape (G, out / 8)
+        As many words per row as ``qweight``.
     out : tuple of ndarray or None, optional
         Arrays to write the results into, in order (:func:`refquant.prepare.into`).
     """
@@ -123,6 +126,11 @@ def awq_dequantize(qweight: Any, qzeros: Any, scales: Any, group_size: int, *, o
 
     Parameters
     ----------
+    qweight : ndarray of int32 or uint32, shape (in, out / 8)
+    qzeros : ndarray of int32 or uint32, shape (in / group_size, out / 8)
+    scales : ndarray of float16, float32 or float64, shape (in / group_size, out)
+    group_size : int >= 1
+        Divides ``in`` (the rows of ``qweight``).
     out : ndarray, optional
         An array to write the result into (:func:`refquant.prepare.into`).
 
@@ -164,6 +172,11 @@ def encode(result: Any) -> dict[str, np.ndarray]:
 
     ``result`` is usually :func:`~refquant.algorithms.awq`'s (its codes quantize ``W s``);
     any 4-bit :class:`~refquant.algorithms.QuantizedWeight` without act-order works.
+
+    Parameters
+    ----------
+    result : QuantizedWeight
+        4-bit, natural column order (no act-order ``g_idx``), with integer zero-points.
     """
     _check_result(result)
     if result.bits != BITS:
@@ -179,7 +192,15 @@ def encode(result: Any) -> dict[str, np.ndarray]:
 
 
 def decode(tensors: dict[str, Any], group_size: int) -> np.ndarray:
-    """Dequantize AWQ GEMM tensors (``qweight``, ``qzeros``, ``scales``) to float32 (out, in)."""
+    """Dequantize AWQ GEMM tensors (``qweight``, ``qzeros``, ``scales``) to float32 (out, in).
+
+    Parameters
+    ----------
+    tensors : mapping
+        ``qweight``, ``qzeros``, ``scales`` (as :func:`awq_dequantize`); other keys ignored.
+    group_size : int >= 1
+        Divides ``in``.
+    """
     missing = [k for k in TENSOR_NAMES if k not in tensors]
     if missing:
         raise ValueError(f"AWQ tensors missing: {', '.join(missing)} (have {', '.join(sorted(tensors))})")

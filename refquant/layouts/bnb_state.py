@@ -1,5 +1,10 @@
 """bitsandbytes ``quant_state`` state-dict layout: a :class:`refquant.bnb.QuantState` as the
-tensors ``Linear4bit`` saves, and back.
+tensors ``Linear4bit`` saves, and back to the fields it is made of.
+
+This module knows the keys and the JSON, not the container: :func:`to_state_dict` reads a
+QuantState through its attributes and :func:`read_state_dict` returns plain fields, which
+:meth:`refquant.bnb.QuantState.from_state_dict` builds the container from (so that the
+container saves itself through this layout without the layout depending on it).
 
 bitsandbytes (``functional.QuantState.as_dict(packed=True)``, ``nn.Linear4bit
 ._save_to_state_dict``) stores a 4-bit weight called ``weight`` as:
@@ -36,36 +41,56 @@ from typing import Any
 
 import numpy as np
 
-from refquant.bnb import NestedAbsmax, QuantState
 from refquant.errors import ValidationError
 
-__all__ = ["to_state_dict", "from_state_dict", "pack_json", "unpack_json", "quant_state_key"]
+__all__ = ["to_state_dict", "read_state_dict", "pack_json", "unpack_json", "quant_state_key"]
 
 _SUFFIX = {"nf4": "bitsandbytes__nf4", "fp4": "bitsandbytes__fp4", "dynamic8": "refquant__dynamic8"}
 
 
 def quant_state_key(name: str, quant_type: str) -> str:
-    """The key of the packed JSON tensor, e.g. ``weight.quant_state.bitsandbytes__nf4``."""
+    """The key of the packed JSON tensor, e.g. ``weight.quant_state.bitsandbytes__nf4``.
+
+    Parameters
+    ----------
+    name : str
+        The weight's key; any string.
+    quant_type : {"nf4", "fp4", "dynamic8"}
+        KeyError otherwise.
+    """
     return f"{name}.quant_state.{_SUFFIX[quant_type]}"
 
 
 def pack_json(fields: Mapping[str, Any]) -> np.ndarray:
-    """``fields`` as UTF-8 JSON bytes in a uint8 array (bitsandbytes ``pack_dict_to_tensor``)."""
+    """``fields`` as UTF-8 JSON bytes in a uint8 array (bitsandbytes ``pack_dict_to_tensor``).
+
+    Parameters
+    ----------
+    fields : mapping of str -> JSON-serializable value
+    """
     return np.frombuffer(json.dumps(dict(fields)).encode("utf-8"), dtype=np.uint8).copy()
 
 
 def unpack_json(data: np.ndarray) -> dict[str, Any]:
-    """Inverse of :func:`pack_json` (``unpack_tensor_to_dict``)."""
+    """Inverse of :func:`pack_json` (``unpack_tensor_to_dict``).
+
+    Parameters
+    ----------
+    data : ndarray of uint8, any shape
+        UTF-8 JSON of an object (read in C order).
+    """
     return json.loads(np.asarray(data, dtype=np.uint8).tobytes().decode("utf-8"))
 
 
-def to_state_dict(q: QuantState, name: str = "weight") -> dict[str, np.ndarray]:
+def to_state_dict(q: Any, name: str = "weight") -> dict[str, np.ndarray]:
     """The tensors bitsandbytes would save for ``q`` under ``name``.
 
     Parameters
     ----------
-    q : QuantState
-        Validated first (an inconsistent state is never written).
+    q : refquant.bnb.QuantState
+        Validated first (an inconsistent state is never written); read through its
+        attributes (``packed``, ``absmax``, ``shape``, ``quant_type``, ``blocksize``,
+        ``code``, ``dtype``, ``nested``).
     name : str
         The weight's key; every other key starts with ``name + "."``.
 
@@ -100,15 +125,33 @@ def _get(tensors: Mapping[str, np.ndarray], key: str) -> np.ndarray:
         raise ValidationError(f"bitsandbytes state dict: missing key {key!r}") from None
 
 
-def from_state_dict(tensors: Mapping[str, np.ndarray], name: str = "weight") -> QuantState:
-    """The :class:`QuantState` stored under ``name`` in a (bitsandbytes or refquant) state dict.
+def read_state_dict(tensors: Mapping[str, np.ndarray], name: str = "weight") -> dict[str, Any]:
+    """The fields of the :class:`refquant.bnb.QuantState` stored under ``name`` in a
+    (bitsandbytes or refquant) state dict, checked for the keys and the JSON only
+    (:meth:`refquant.bnb.QuantState.from_state_dict` builds and validates the container).
+
+    Parameters
+    ----------
+    tensors : mapping of str -> array
+        The state dict (any other keys are ignored).
+    name : str
+        The weight's key.
+
+    Returns
+    -------
+    dict
+        ``packed``, ``shape``, ``quant_type``, ``blocksize``, ``code``, ``dtype`` as stored;
+        ``absmax`` the stored float32 absmax, or None when double-quantized; ``nested`` None,
+        or the fields of :class:`refquant.bnb.NestedAbsmax` (``codes``, ``absmax``,
+        ``offset``, ``blocksize``, ``code``, ``dtype``).
 
     Raises
     ------
     KeyError
         No ``name`` tensor or no quant_state entry for it.
     refquant.errors.ValidationError
-        Missing companion tensors, unreadable JSON, or inconsistent fields.
+        Missing companion tensors, unreadable JSON, or JSON fields missing or disagreeing
+        with the key.
     """
     keys = [k for k in tensors if k.startswith(f"{name}.quant_state.")]
     if name not in tensors or not keys:
@@ -129,21 +172,15 @@ def from_state_dict(tensors: Mapping[str, np.ndarray], name: str = "weight") -> 
     shape = tuple(fields["shape"]) if fields["shape"] is not None else None
     if shape is None or not all(isinstance(d, int) and d >= 0 for d in shape):
         raise ValidationError(f"shape {fields['shape']!r} in {keys[0]} must be a list of non-negative ints")
-    packed = _get(tensors, name).reshape(-1)
     absmax = _get(tensors, f"{name}.absmax").reshape(-1)
     nested = None
     if f"{name}.nested_absmax" in tensors or "nested_offset" in fields:
         for k in ("nested_blocksize", "nested_dtype", "nested_offset"):
             if k not in fields:
                 raise ValidationError(f"{keys[0]} lacks {k!r} although the state is double-quantized")
-        nested = NestedAbsmax(codes=absmax, absmax=_get(tensors, f"{name}.nested_absmax").reshape(-1),
-                              offset=float(fields["nested_offset"]), blocksize=fields["nested_blocksize"],
-                              code=_get(tensors, f"{name}.nested_quant_map").reshape(-1), dtype=fields["nested_dtype"])
-        try:
-            absmax = nested.dequantize()
-        except (TypeError, ValueError, IndexError):
-            # Malformed nested fields: validate() below names the one at fault.
-            absmax = np.full(absmax.size, np.nan, dtype=np.float32)
-    q = QuantState(packed=packed, absmax=absmax, shape=shape, quant_type=quant_type, blocksize=fields["blocksize"],
-                   code=_get(tensors, f"{name}.quant_map").reshape(-1), dtype=fields["dtype"], nested=nested)
-    return q.validate()
+        nested = {"codes": absmax, "absmax": _get(tensors, f"{name}.nested_absmax").reshape(-1),
+                  "offset": float(fields["nested_offset"]), "blocksize": fields["nested_blocksize"],
+                  "code": _get(tensors, f"{name}.nested_quant_map").reshape(-1), "dtype": fields["nested_dtype"]}
+    return {"packed": _get(tensors, name).reshape(-1), "absmax": None if nested else absmax, "shape": shape,
+            "quant_type": quant_type, "blocksize": fields["blocksize"],
+            "code": _get(tensors, f"{name}.quant_map").reshape(-1), "dtype": fields["dtype"], "nested": nested}

@@ -158,6 +158,14 @@ def gptq_dequantize(qweight: Any, qzeros: Any, scales: Any, g_idx: Any, bits: in
 
     Parameters
     ----------
+    qweight : ndarray of int32 or uint32, shape (in * bits / 32, out)
+    qzeros : ndarray of int32 or uint32, shape (G, out * bits / 32)
+    scales : ndarray of float, shape (G, out)
+    g_idx : ndarray of int, shape (in,)
+        Each column's group, in 0 .. G - 1.
+    bits : {2, 3, 4, 8}
+    version : {1, 2}
+        GPTQ v1 stores ``zero - 1``; v2 the zero itself.
     out : ndarray, optional
         An array to write the result into (:func:`refquant.prepare.into`).
     """

@@ -177,7 +177,13 @@ def layer_norm(x: np.ndarray, gamma: np.ndarray, beta: np.ndarray, eps: float) -
 
 
 def gelu(x: np.ndarray) -> np.ndarray:
-    """Exact GELU, x/2 · (1 + erf(x/√2)): BERT's ``hidden_act="gelu"`` (``torch.nn.functional.gelu``)."""
+    """Exact GELU, x/2 · (1 + erf(x/√2)): BERT's ``hidden_act="gelu"`` (``torch.nn.functional.gelu``).
+
+    Parameters
+    ----------
+    x : ndarray of float32, any shape
+        Any values.
+    """
     return (np.float32(0.5) * x * (np.float32(1.0) + erf(x * np.float32(1.0 / np.sqrt(2.0))))).astype(np.float32, copy=False)
 
 

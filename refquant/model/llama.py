@@ -163,7 +163,13 @@ def rms_norm(x: np.ndarray, weight: np.ndarray, eps: float) -> np.ndarray:
 
 
 def silu(x: np.ndarray) -> np.ndarray:
-    """SiLU (swish), ``x / (1 + exp(−x))``, float32; exp overflow for very negative x gives 0, not NaN."""
+    """SiLU (swish), ``x / (1 + exp(−x))``, float32; exp overflow for very negative x gives 0, not NaN.
+
+    Parameters
+    ----------
+    x : ndarray of float32, any shape
+        Any values.
+    """
     with np.errstate(over="ignore"):
         return (x / (np.float32(1) + np.exp(-x))).astype(np.float32, copy=False)
 

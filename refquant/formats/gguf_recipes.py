@@ -88,7 +88,13 @@ _NOT_QUANTIZED = ("ffn_gate_inp.weight", "altup", "laurel", "per_layer_model_pro
 
 
 def check_recipe(recipe: str) -> str:
-    """``recipe`` lowercased, or ValueError listing the GGUF recipes."""
+    """``recipe`` lowercased, or ValueError listing the GGUF recipes.
+
+    Parameters
+    ----------
+    recipe : str
+        One of :data:`GGUF_RECIPES` (any case).
+    """
     r = str(recipe).lower()
     if r not in GGUF_RECIPES:
         raise ValueError(f"recipe={recipe!r} is not a GGUF recipe; allowed: {', '.join(GGUF_RECIPES)}")
@@ -96,7 +102,13 @@ def check_recipe(recipe: str) -> str:
 
 
 def file_type(recipe: str) -> int:
-    """``general.file_type`` of a recipe (a single type uses the mixture of that type, as llama-quantize)."""
+    """``general.file_type`` of a recipe (a single type uses the mixture of that type, as llama-quantize).
+
+    Parameters
+    ----------
+    recipe : str
+        One of :data:`GGUF_RECIPES` (any case; ValueError otherwise).
+    """
     r = check_recipe(recipe)
     if r in MIXTURES:
         return MIXTURES[r].ftype
@@ -108,6 +120,13 @@ def is_quantized(name: str, shape: tuple[int, ...]) -> bool:
     """Whether llama-quantize quantizes a tensor (``llama_model_quantize_impl``'s ``quantize &= ...`` tests).
 
     ``name`` is the llama.cpp name, ``shape`` in NumPy order.
+
+    Parameters
+    ----------
+    name : str
+        llama.cpp tensor name (``"blk.0.attn_q.weight"``).
+    shape : tuple of int
+        NumPy order; 0-D and 1-D tensors are never quantized.
     """
     return (name.endswith("weight") and len(shape) >= 2 and "_norm.weight" not in name
             and name not in ("position_embd.weight", "token_types.weight")
@@ -118,7 +137,15 @@ def requires_imatrix(name: str, qtype: str) -> bool:
     """Whether llama-quantize refuses to write tensor ``name`` as ggml type ``qtype`` without
     an importance matrix ("Missing importance matrix for tensor ... in a very low-bit
     quantization", ``llama_model_quantize_impl``): IQ2_XXS, IQ2_XS, IQ2_S, IQ1_S always,
-    IQ1_M except for ``token_embd.weight`` and ``output.weight``."""
+    IQ1_M except for ``token_embd.weight`` and ``output.weight``.
+
+    Parameters
+    ----------
+    name : str
+        llama.cpp tensor name.
+    qtype : str
+        A ggml type name (any case); types other than the IQ1/IQ2 ones give False.
+    """
     q = str(qtype).lower()
     return q in _NEEDS_IMATRIX or (q == "iq1_m" and name not in ("token_embd.weight", "output.weight"))
 
