@@ -44,11 +44,16 @@ import numpy as np
 from refquant.formats._ggml_math import F32, GROUP_MAX_EPS, fp32_to_fp16, nearest_int, seq_sum
 from refquant.formats._iq_grids import grid
 
-__all__ = ["GridTables", "grid_tables", "iq3_tables", "quantize_iq3_xxs", "quantize_iq3_s", "quantize_iq2_xxs",
+__all__ = ["GridTables", "grid_tables", "SEARCH_GRIDS", "iq3_tables", "quantize_iq3_xxs", "quantize_iq3_s", "quantize_iq2_xxs",
            "quantize_iq2_xs", "quantize_iq2_s", "quantize_iq1_s",
            "quantize_iq1_m"]
 
 _KMAX = 8
+# each type's grid and how many of the smallest distances its neighbour lists span (ggml's
+# iq2xs_init_impl / iq3xs_init_impl: nwant)
+SEARCH_GRIDS = {"iq3_xxs": ("iq3xxs_grid", 2), "iq3_s": ("iq3s_grid", 3), "iq2_xxs": ("iq2xxs_grid", 2),
+                "iq2_xs": ("iq2xs_grid", 2), "iq2_s": ("iq2s_grid", 1), "iq1_s": ("iq1s_grid", 3),
+                "iq1_m": ("iq1s_grid", 3)}
 _EPS_IQ3_XXS = F32(1e-8)        # GROUP_MAX_EPS_IQ3_XXS
 
 
@@ -325,7 +330,7 @@ def quantize_iq3_xxs(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndar
 
     Returns ``(d float16 (n,), grid indices uint8 (n, 64), scales_and_signs uint32 (n, 8))``.
     """
-    t = grid_tables("iq3xxs_grid", 2)
+    t = grid_tables(*SEARCH_GRIDS["iq3_xxs"])
     n = x.shape[0]
     xs = x.reshape(n * 8, 32)                                                       # (S, 32) sub-blocks
     w, waux = _weights(x, weights)
@@ -357,7 +362,7 @@ def quantize_iq3_s(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarra
     move up into its place (reproduced). Returns ``(d float16 (n,), qs uint8 (n, 64), qh
     uint8 (n, 8), signs uint8 (n, 32), scales uint8 (n, 4))``.
     """
-    t = grid_tables("iq3s_grid", 3)
+    t = grid_tables(*SEARCH_GRIDS["iq3_s"])
     n = x.shape[0]
     xs = x.reshape(n * 8, 32)
     w, waux = _weights(x, weights)
@@ -402,7 +407,7 @@ def quantize_iq2_xxs(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np
     """
     from refquant.formats.gguf_kquants_search import make_qp_quants
 
-    t = grid_tables("iq2xxs_grid", 2)
+    t = grid_tables(*SEARCH_GRIDS["iq2_xxs"])
     n = x.shape[0]
     xs = x.reshape(n * 8, 32)
     w, waux = _weights(x, weights, factor=1)
@@ -434,7 +439,7 @@ def quantize_iq2_xs(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.
     are re-picked as in IQ3_XXS; ``d = max_scale/31`` (no fudge factor), one 4-bit scale per 16.
     Returns ``(d float16 (n,), qs uint16 (n, 32) = grid index | signs << 9, scales uint8 (n, 8))``.
     """
-    t = grid_tables("iq2xs_grid", 2)
+    t = grid_tables(*SEARCH_GRIDS["iq2_xs"])
     n = x.shape[0]
     xs = x.reshape(n * 16, 16)
     w, waux = _weights(x, weights, factor=1, sub=16)
@@ -461,7 +466,7 @@ def quantize_iq2_s(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarra
     (n,), qs uint8 (n, 64): 32 index bytes then 32 sign bytes, qh uint8 (n, 8): index bits 8-9
     at 2·(i % 4) of qh[i / 4], scales uint8 (n, 8))``.
     """
-    t = grid_tables("iq2s_grid", 1)
+    t = grid_tables(*SEARCH_GRIDS["iq2_s"])
     n = x.shape[0]
     xs = x.reshape(n * 16, 16)
     if weights is None:
@@ -550,7 +555,7 @@ def quantize_iq1_s(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.n
     the 3-bit scale ``clamp(nearest_int(0.5·(scale/d - 1)), 0, 7)`` goes to ``qh`` bits 12-14 and
     a -1/8 shift to bit 15. Returns ``(d float16 (n,), qs uint8 (n, 32), qh uint16 (n, 8))``.
     """
-    t = grid_tables("iq1s_grid", 3)
+    t = grid_tables(*SEARCH_GRIDS["iq1_s"])
     n = x.shape[0]
     xs = x.reshape(n * 8, 32)
     w, _ = _weights(x, weights, factor=2)
@@ -618,7 +623,7 @@ def quantize_iq1_m(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarra
     stored as fp16(``d·1.1125``) in the top nibbles of the four scale words. Returns
     ``(qs uint8 (n, 32), qh uint8 (n, 16), scales uint16 (n, 4))``.
     """
-    t = grid_tables("iq1s_grid", 3)
+    t = grid_tables(*SEARCH_GRIDS["iq1_m"])
     n = x.shape[0]
     xs = x.reshape(n * 16, 16)
     S = xs.shape[0]
