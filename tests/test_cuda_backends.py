@@ -185,23 +185,3 @@ def test_cupy_device_copies_each_constant_table_once():
     assert len(copies) == 2
     np.testing.assert_array_equal(first, table)
 
-
-def test_kvalue_header_is_generated_from_the_reference_tables():
-    """src/gguf_kvalues.cuh (IQ4_NL's and MXFP4's values) is tools/cuda_kvalues.py's output
-    for the reference's tables, and holds exactly their values."""
-    import importlib.util
-    import re
-    from pathlib import Path
-
-    from refquant.formats.gguf_iquants import KVALUES_IQ4NL
-    from refquant.formats.gguf_mx import KVALUES_MXFP4
-
-    path = Path(__file__).resolve().parents[1] / "tools" / "cuda_kvalues.py"
-    spec = importlib.util.spec_from_file_location("cuda_kvalues", path)
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
-    text = tool.HEADER.read_text()
-    assert text == tool.render(), "src/gguf_kvalues.cuh is out of date: run python tools/cuda_kvalues.py"
-    for name, table in (("iq4nl", KVALUES_IQ4NL), ("mxfp4", KVALUES_MXFP4)):
-        body = re.search(rf"kvalue_{name}\(int i\) {{\n    const signed char kv\[16\] = {{([^}}]*)}}", text).group(1)
-        assert [int(v) for v in body.split(",")] == table.tolist()
