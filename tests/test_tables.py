@@ -76,7 +76,8 @@ def test_cuda_sources_hold_the_reference_tables():
 
     from refquant.formats.gguf_mx import KVALUES_MXFP4
 
-    spec = importlib.util.spec_from_file_location("cuda_kvalues", Path(__file__).parents[1] / "tools" / "cuda_kvalues.py")
+    path = Path(__file__).parents[1] / "tools" / "cuda_kvalues.py"
+    spec = importlib.util.spec_from_file_location("cuda_kvalues", path)
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
     src = tool.HEADER.read_text()

@@ -37,6 +37,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -44,16 +45,15 @@ import numpy as np
 from refquant.formats._ggml_math import F32, GROUP_MAX_EPS, fp32_to_fp16, nearest_int, seq_sum
 from refquant.formats._iq_grids import grid
 
-__all__ = ["GridTables", "grid_tables", "SEARCH_GRIDS", "iq3_tables", "quantize_iq3_xxs", "quantize_iq3_s", "quantize_iq2_xxs",
-           "quantize_iq2_xs", "quantize_iq2_s", "quantize_iq1_s",
-           "quantize_iq1_m"]
+__all__ = ["GridTables", "grid_tables", "SEARCH_GRIDS", "iq3_tables", "quantize_iq3_xxs", "quantize_iq3_s",
+           "quantize_iq2_xxs", "quantize_iq2_xs", "quantize_iq2_s", "quantize_iq1_s", "quantize_iq1_m"]
 
 _KMAX = 8
 # each type's grid and how many of the smallest distances its neighbour lists span (ggml's
 # iq2xs_init_impl / iq3xs_init_impl: nwant)
-SEARCH_GRIDS = {"iq3_xxs": ("iq3xxs_grid", 2), "iq3_s": ("iq3s_grid", 3), "iq2_xxs": ("iq2xxs_grid", 2),
-                "iq2_xs": ("iq2xs_grid", 2), "iq2_s": ("iq2s_grid", 1), "iq1_s": ("iq1s_grid", 3),
-                "iq1_m": ("iq1s_grid", 3)}
+SEARCH_GRIDS = MappingProxyType({"iq3_xxs": ("iq3xxs_grid", 2), "iq3_s": ("iq3s_grid", 3),
+                                 "iq2_xxs": ("iq2xxs_grid", 2), "iq2_xs": ("iq2xs_grid", 2),
+                                 "iq2_s": ("iq2s_grid", 1), "iq1_s": ("iq1s_grid", 3), "iq1_m": ("iq1s_grid", 3)})
 _EPS_IQ3_XXS = F32(1e-8)        # GROUP_MAX_EPS_IQ3_XXS
 
 
