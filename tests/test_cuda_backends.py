@@ -77,7 +77,10 @@ def _runs(schedule: str, monkeypatch) -> list[np.ndarray]:
     y = b.bnb_dequant_matmul_4bit(w[:2], wp, wa, "fp4", 64, (8, 96))
     mx = b.mx_quantize(x[:1536].reshape(3, 512), "mxfp4")
     nv = b.nvfp4_quantize(x[:1552])                                  # 97 blocks of 16: a half warp at the end
-    return [packed, absmax, codes, amax8, q, stats, cols, y, *mx, *nv[:2], np.float32(nv[2])]
+    # grid searches: 18 super-blocks, so a block runs a second, partial batch (4 and 8 per batch)
+    rows = rng.standard_normal((3, 1536)).astype(np.float32)
+    iq = [b.gguf_quantize(rows, "iq2_s", rng.random(1536).astype(np.float32)), b.gguf_quantize(rows, "iq3_xxs")]
+    return [packed, absmax, codes, amax8, q, stats, cols, y, *mx, *nv[:2], np.float32(nv[2]), *iq]
 
 
 @needs_gxx
@@ -181,3 +184,4 @@ def test_cupy_device_copies_each_constant_table_once():
     dev.constant("u", table)
     assert len(copies) == 2
     np.testing.assert_array_equal(first, table)
+

@@ -67,17 +67,27 @@ def test_recipe_block_sizes_come_from_the_ggml_table():
 
 
 def test_cuda_sources_hold_the_reference_tables():
-    """CUDA C cannot import the Python tables; its copies (``gguf_common.cuh``) must equal them."""
+    """CUDA C cannot import the Python tables: ``src/gguf_kvalues.cuh`` is written from them by
+    ``tools/cuda_kvalues.py``; the committed header must be that script's output and hold
+    exactly their values."""
+    import importlib.util
     import re
     from pathlib import Path
 
     from refquant.formats.gguf_mx import KVALUES_MXFP4
 
-    src = (Path(accel.ops.__file__).parent / "cupy" / "src" / "gguf_common.cuh").read_text()
+    path = Path(__file__).parents[1] / "tools" / "cuda_kvalues.py"
+    spec = importlib.util.spec_from_file_location("cuda_kvalues", path)
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    src = tool.HEADER.read_text()
+    assert src == tool.render(), "accel/cupy/src/gguf_kvalues.cuh is out of date: run python tools/cuda_kvalues.py"
     for fn, table in (("kvalue_iq4nl", KVALUES_IQ4NL), ("kvalue_mxfp4", KVALUES_MXFP4)):
         body = re.search(rf"{fn}\(int i\) \{{\s*const signed char kv\[16\] = \{{([^}}]*)\}}", src)
         assert body is not None, fn
         assert [int(v) for v in body.group(1).split(",")] == table.tolist(), fn
+    retyped = [p.name for p in tool.HEADER.parent.glob("*.cu*") if p != tool.HEADER and "kv[16]" in p.read_text()]
+    assert not retyped, f"value tables retyped outside the generated header: {retyped}"
 
 
 def test_metrics_looks_bits_per_weight_up_in_each_format():

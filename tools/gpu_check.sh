@@ -9,7 +9,8 @@
 #   3. the GPU benchmarks (tests/bench/test_bench_cupy.py), rendered by
 #      tests/bench/report_gpu.py into benchmarks-gpu.md (copy that to docs/);
 #   4. compute-sanitizer memcheck over a short conformance subset (one or two formats of
-#      each kernel file, the new MX / NVFP4 / ternary / IQ-grid kernels included).
+#      each kernel file, the new MX / NVFP4 / ternary / IQ-grid kernels and the IQ grid
+#      searches included).
 # Each step's log and exit status are kept in $OUT/steps.jsonl; the script exits non-zero
 # if any failed. Needs CuPy for the machine's CUDA, pytest-benchmark, hypothesis, g++.
 set -uo pipefail
@@ -52,7 +53,8 @@ step report 15 "$PY" tests/bench/report_gpu.py "$OUT/bench-gpu.json" --out "$OUT
 MEMCHECK_K='encode_float_random or decode_float_every or bnb_quantize_4bit or int8_vectorwise or test_pack
  or gptq_dequantize or mx_quantize_any or mx_dequantize_every or nvfp4_quantize or nvfp4_dequantize or ternary_matmul
  or ((test_gguf_dequantize or test_gguf_dequant_matmul) and not degenerate
-     and (q4_k or q6_k or iq2_xxs or iq3_s or iq1_m or nvfp4))'
+     and (q4_k or q6_k or iq2_xxs or iq3_s or iq1_m or nvfp4))
+ or (test_gguf_quantize and not degenerate and (iq2_xs or iq3_s or iq1_m))'
 MEMCHECK_K="${MEMCHECK_K//$'\n'/ }"
 if command -v compute-sanitizer >/dev/null; then
     step memcheck 90 compute-sanitizer --tool memcheck --error-exitcode 1 "$PY" -m pytest --pyargs conformance \

@@ -13,6 +13,8 @@ from accel.cupy._launch import empty_matmul, fix_nonfinite_products, i32, i64, r
 # ggml's IQ lattice grids and ksigns table: data (ggml-common.h's arrays as the reference
 # stores them), passed to the kernels as device tables so no grid is retyped in CUDA
 from refquant.formats._iq_grids import KSIGNS_IQ2XS, grid
+# the grid searches' tables (levels, kmap, neighbour lists), the reference's own
+from refquant.formats.gguf_iqgrid_search import SEARCH_GRIDS, grid_tables
 from refquant.formats.gguf_mx import shared_exponent   # MXFP4's exponent rule, to tabulate where log2f rounds up
 from refquant.gguf import get_format
 
@@ -94,7 +96,28 @@ def gguf_dequant_matmul(dev: Any, x: Any, data: Any, qtype: Any, shape: Any) -> 
 _ROW_KERNELS = {"q4_0": "gguf_quantize", "q4_1": "gguf_quantize", "q5_0": "gguf_quantize", "q5_1": "gguf_quantize",
                 "q2_k": "gguf_kquants", "q3_k": "gguf_kquants", "q4_k": "gguf_kquants", "q5_k": "gguf_kquants",
                 "q6_k": "gguf_kquants", "iq4_nl": "gguf_iquants", "iq4_xs": "gguf_iquants"}
-QUANTIZE_QTYPES = frozenset({"f16", "bf16", "q8_0", "q8_1", "q8_k", "tq1_0", "tq2_0", "mxfp4", "nvfp4", *_ROW_KERNELS})
+QUANTIZE_QTYPES = frozenset({"f16", "bf16", "q8_0", "q8_1", "q8_k", "tq1_0", "tq2_0", "mxfp4", "nvfp4", *_ROW_KERNELS,
+                             *SEARCH_GRIDS})
+# src/gguf_iqgrid_quantize.cu: 64 threads a block, one per sub-block, so a block takes 4
+# super-blocks of the 16-sub-block types and 8 of the others (grid-stride beyond)
+_SEARCH_THREADS, _SEARCH_MIN_PER_BLOCK = 64, 4
+
+
+@functools.lru_cache(maxsize=None)
+def _search_tables_host(name: str, nwant: int) -> tuple[np.ndarray, ...]:
+    """The arrays src/gguf_iqgrid_quantize.cu reads for ``grid_tables(name, nwant)``: levels
+    uint8 (G, group), kmap int32, the neighbour lists back to back int32, and where point
+    u's list starts int32 (len(kmap) + 1)."""
+    t = grid_tables(name, nwant)
+    start = np.concatenate([[0], np.cumsum(t.counts)]).astype(np.int32)
+    return (t.levels.astype(np.uint8), t.kmap.astype(np.int32), t.neighbours[t.neighbours >= 0].astype(np.int32),
+            start)
+
+
+def _search_tables(dev: Any, qtype: str) -> list[Any]:
+    name, nwant = SEARCH_GRIDS[qtype]
+    host = _search_tables_host(name, nwant)
+    return [dev.constant(f"{name}/{nwant}/{part}", a) for part, a in zip(("levels", "kmap", "nbr", "start"), host)]
 
 
 @functools.lru_cache(maxsize=None)
@@ -124,7 +147,8 @@ def gguf_quantize(dev: Any, x: Any, qtype: Any, imatrix: Any = None) -> Any:
     fmt = get_format(qtype)
     require(dev, fmt.name in QUANTIZE_QTYPES and hasattr(x, "dtype") and np.dtype(x.dtype).kind == "f"
             and x.ndim >= 1 and x.shape[-1] % fmt.block_size == 0
-            and (imatrix is None or (hasattr(imatrix, "shape") and tuple(imatrix.shape) == (x.shape[-1],))),
+            and (imatrix is None or (hasattr(imatrix, "shape") and tuple(imatrix.shape) == (x.shape[-1],)))
+            and (imatrix is not None or not fmt.requires_imatrix),
             "gguf_quantize", x, qtype, imatrix)
     n_per_row = x.shape[-1]
     row_bytes = n_per_row // fmt.block_size * fmt.type_size
@@ -144,6 +168,15 @@ def gguf_quantize(dev: Any, x: Any, qtype: Any, imatrix: Any = None) -> Any:
         grid, block = stride_grid(dev, n // fmt.block_size, 64)
         dev.launch(_ROW_KERNELS[fmt.name], f"gguf_quantize_{fmt.name}", grid, block,
                    [flat, i64(rows), i64(n_per_row), qw, i32(has_im), sigma2, out, bad])
+    elif fmt.name in SEARCH_GRIDS:
+        rows = n // n_per_row if n_per_row else 0
+        total = n // fmt.block_size
+        out = dev.empty(total * fmt.type_size, np.uint8)
+        has_im = imatrix is not None and fmt.uses_imatrix
+        qw = dev.contiguous(imatrix, np.float32) if has_im else dev.zeros(1, np.float32)
+        grid = (max(1, min(-(-total // _SEARCH_MIN_PER_BLOCK), dev.max_blocks)),)
+        dev.launch("gguf_iqgrid_quantize", f"gguf_quantize_{fmt.name}", grid, (_SEARCH_THREADS,),
+                   [flat, i64(rows), i64(n_per_row), qw, i32(has_im), *_search_tables(dev, fmt.name), out, bad])
     elif fmt.name == "mxfp4":
         nb = n // fmt.block_size
         out = dev.empty(nb * fmt.type_size, np.uint8)

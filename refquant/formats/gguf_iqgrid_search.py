@@ -37,6 +37,7 @@ from __future__ import annotations
 import functools
 from collections.abc import Callable
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import Any
 
 import numpy as np
@@ -44,11 +45,15 @@ import numpy as np
 from refquant.formats._ggml_math import F32, GROUP_MAX_EPS, fp32_to_fp16, nearest_int, seq_sum
 from refquant.formats._iq_grids import grid
 
-__all__ = ["GridTables", "grid_tables", "iq3_tables", "quantize_iq3_xxs", "quantize_iq3_s", "quantize_iq2_xxs",
-           "quantize_iq2_xs", "quantize_iq2_s", "quantize_iq1_s",
-           "quantize_iq1_m"]
+__all__ = ["GridTables", "grid_tables", "SEARCH_GRIDS", "iq3_tables", "quantize_iq3_xxs", "quantize_iq3_s",
+           "quantize_iq2_xxs", "quantize_iq2_xs", "quantize_iq2_s", "quantize_iq1_s", "quantize_iq1_m"]
 
 _KMAX = 8
+# each type's grid and how many of the smallest distances its neighbour lists span (ggml's
+# iq2xs_init_impl / iq3xs_init_impl: nwant)
+SEARCH_GRIDS = MappingProxyType({"iq3_xxs": ("iq3xxs_grid", 2), "iq3_s": ("iq3s_grid", 3),
+                                 "iq2_xxs": ("iq2xxs_grid", 2), "iq2_xs": ("iq2xs_grid", 2),
+                                 "iq2_s": ("iq2s_grid", 1), "iq1_s": ("iq1s_grid", 3), "iq1_m": ("iq1s_grid", 3)})
 _EPS_IQ3_XXS = F32(1e-8)        # GROUP_MAX_EPS_IQ3_XXS
 
 
@@ -339,7 +344,7 @@ def quantize_iq3_xxs(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndar
     x : ndarray of float32, shape (n, 256), finite (:func:`refquant.gguf.quantize` checks)
     weights : ndarray of float32, shape (n, 256), finite and >= 0; or None (ggml's default)
     """
-    t = grid_tables("iq3xxs_grid", 2)
+    t = grid_tables(*SEARCH_GRIDS["iq3_xxs"])
     n = x.shape[0]
     xs = x.reshape(n * 8, 32)                                                       # (S, 32) sub-blocks
     w, waux = _weights(x, weights)
@@ -376,7 +381,7 @@ def quantize_iq3_s(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarra
     x : ndarray of float32, shape (n, 256), finite (:func:`refquant.gguf.quantize` checks)
     weights : ndarray of float32, shape (n, 256), finite and >= 0; or None (ggml's default)
     """
-    t = grid_tables("iq3s_grid", 3)
+    t = grid_tables(*SEARCH_GRIDS["iq3_s"])
     n = x.shape[0]
     xs = x.reshape(n * 8, 32)
     w, waux = _weights(x, weights)
@@ -426,7 +431,7 @@ def quantize_iq2_xxs(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np
     """
     from refquant.formats.gguf_kquants_search import make_qp_quants
 
-    t = grid_tables("iq2xxs_grid", 2)
+    t = grid_tables(*SEARCH_GRIDS["iq2_xxs"])
     n = x.shape[0]
     xs = x.reshape(n * 8, 32)
     w, waux = _weights(x, weights, factor=1)
@@ -463,7 +468,7 @@ def quantize_iq2_xs(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.
     x : ndarray of float32, shape (n, 256), finite (:func:`refquant.gguf.quantize` checks)
     weights : ndarray of float32, shape (n, 256), finite and >= 0; required (ggml asserts)
     """
-    t = grid_tables("iq2xs_grid", 2)
+    t = grid_tables(*SEARCH_GRIDS["iq2_xs"])
     n = x.shape[0]
     xs = x.reshape(n * 16, 16)
     w, waux = _weights(x, weights, factor=1, sub=16)
@@ -495,7 +500,7 @@ def quantize_iq2_s(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarra
     x : ndarray of float32, shape (n, 256), finite (:func:`refquant.gguf.quantize` checks)
     weights : ndarray of float32, shape (n, 256), finite and >= 0; or None (ggml's default)
     """
-    t = grid_tables("iq2s_grid", 1)
+    t = grid_tables(*SEARCH_GRIDS["iq2_s"])
     n = x.shape[0]
     xs = x.reshape(n * 16, 16)
     if weights is None:
@@ -589,7 +594,7 @@ def quantize_iq1_s(x: np.ndarray, weights: np.ndarray) -> tuple[np.ndarray, np.n
     x : ndarray of float32, shape (n, 256), finite (:func:`refquant.gguf.quantize` checks)
     weights : ndarray of float32, shape (n, 256), finite and >= 0; required (ggml asserts)
     """
-    t = grid_tables("iq1s_grid", 3)
+    t = grid_tables(*SEARCH_GRIDS["iq1_s"])
     n = x.shape[0]
     xs = x.reshape(n * 8, 32)
     w, _ = _weights(x, weights, factor=2)
@@ -663,7 +668,7 @@ def quantize_iq1_m(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarra
     x : ndarray of float32, shape (n, 256), finite (:func:`refquant.gguf.quantize` checks)
     weights : ndarray of float32, shape (n, 256), finite and >= 0; or None (ggml's default)
     """
-    t = grid_tables("iq1s_grid", 3)
+    t = grid_tables(*SEARCH_GRIDS["iq1_m"])
     n = x.shape[0]
     xs = x.reshape(n * 16, 16)
     S = xs.shape[0]

@@ -136,6 +136,15 @@ def test_gguf_quantize(benchmark, gpu, weight, qtype):
     _run(benchmark, lambda: gpu.gguf_quantize(weight, qtype), weight.nbytes + data.nbytes)
 
 
+@pytest.mark.parametrize("qtype", ["iq2_xxs", "iq2_xs", "iq3_s", "iq1_s", "iq1_m"])
+def test_gguf_quantize_grid_search(benchmark, gpu, weight, qtype):
+    """The IQ grid types' searches (one thread per sub-block), with an importance matrix
+    (IQ2_XXS, IQ2_XS and IQ1_S need one): compute-bound, GB/s for comparison only."""
+    imatrix = gpu.asarray(np.random.default_rng(1).gamma(1.0, 1.0, SHAPE[1]).astype(np.float32))
+    data = gpu.gguf_quantize(weight, qtype, imatrix)
+    _run(benchmark, lambda: gpu.gguf_quantize(weight, qtype, imatrix), weight.nbytes + data.nbytes)
+
+
 @pytest.mark.parametrize("fmt", ["mxfp8_e4m3", "mxfp4", "mxint8"])
 def test_mx_quantize(benchmark, gpu, weight, fmt):
     scales, codes = gpu.mx_quantize(weight, fmt)

@@ -1,8 +1,10 @@
 // gguf_common.cuh: ggml's scalar helpers for the GGUF kernels (ggml-quants.c, ggml-impl.h
 // @ d99724f2): fp16 / bf16 / e8m0 widening (integer bit manipulation: exact, NaN
-// payloads kept), K-quant 6-bit scale/min unpacking, and the non-linear 4-bit tables.
+// payloads kept), K-quant 6-bit scale/min unpacking; the non-linear 4-bit tables come
+// from gguf_kvalues.cuh (generated from the reference's tables).
 #pragma once
 #include "common.cuh"
+#include "gguf_kvalues.cuh"
 
 __device__ __forceinline__ u32 load_u16(const u8* p) { return static_cast<u32>(p[0]) | (static_cast<u32>(p[1]) << 8); }
 
@@ -30,16 +32,6 @@ __device__ __forceinline__ void scale_min_k4(int j, const u8* q, int* sc, int* m
         *sc = (q[j + 4] & 0xF) | ((q[j - 4] >> 6) << 4);
         *m = (q[j + 4] >> 4) | ((q[j] >> 6) << 4);
     }
-}
-
-__device__ __forceinline__ float kvalue_iq4nl(int i) {
-    const signed char kv[16] = {-127, -104, -83, -65, -49, -35, -22, -10, 1, 13, 25, 38, 53, 69, 89, 113};
-    return static_cast<float>(kv[i]);
-}
-
-__device__ __forceinline__ float kvalue_mxfp4(int i) {
-    const signed char kv[16] = {0, 1, 2, 3, 4, 6, 8, 12, 0, -1, -2, -3, -4, -6, -8, -12};
-    return static_cast<float>(kv[i]);
 }
 
 // GGML_FP32_TO_FP16 (ggml-impl.h's portable path): round to nearest even, overflow to
