@@ -20,9 +20,10 @@ Symbols (Algorithm 1 -> here):
 
 Algorithm 1, per block: for each column ``j`` of the block, ``Q[:, j] = quant(W[:, j])``,
 ``E[:, j - i] = (W[:, j] - Q[:, j]) / [H^-1]_jj`` and ``W[:, j:i+B] -= E[:, j-i] [H^-1]_{j, j:i+B}``
-(eq. 3 inside the block: :func:`_sweep`, every output row independent, so rows run in
-parallel and each row's block stays in cache); then ``W[:, i+B:] -= E [H^-1]_{i:i+B, i+B:}``
-(the lazy batch update, one float32 GEMM: NumPy's matmul, as the reference's).
+(eq. 3 inside the block: :func:`_sweep`; every output row is independent, so tasks of
+:data:`LANES` rows run in parallel, their block in cache and the rows in SIMD lanes);
+then ``W[:, i+B:] -= E [H^-1]_{i:i+B, i+B:}`` (the lazy batch update, one float32 GEMM:
+NumPy's matmul, as the reference's).
 
 As in the reference: per-channel grids (``group_size=-1``) are fitted on ``W`` before dead
 input columns (``H_jj == 0``) get ``H_jj = 1`` and ``W[:, j] = 0``; a group's grid is fitted
@@ -44,46 +45,68 @@ __all__ = ["gptq_quantize", "B", "DAMP"]
 
 #: Columns per lazy-update block (``B`` of Algorithm 1; ``gptq``'s ``block_size`` default).
 B = 128
+#: Output rows per task of the sweep kernel: its SIMD lanes (two AVX2 float32 registers).
+LANES = 16
 #: Relative damping ``lambda = DAMP * mean(diag(H))`` (``gptq``'s ``damp`` default, ``percdamp``).
 DAMP = 0.01
 
 
-@kernel(iterations=lambda W, *a: W.shape[0])
-def _sweep(W, W1, U1, i, groupsize, per_channel, maxq, sym, scale, zero, Q, E):  # type: ignore[no-untyped-def]
-    """Algorithm 1's inner loop over the block's columns ``j = i .. i + b - 1``, row by row.
+@kernel(iterations=lambda W, *a: -(-W.shape[0] // a[-1]))
+def _sweep(W, W1, U1, i, groupsize, per_channel, maxq, sym, scale, zero, Q, E, lanes):  # type: ignore[no-untyped-def]
+    """Algorithm 1's inner loop over the block's columns ``j = i .. i + b - 1``.
 
     W float32 (d_row, d_col): the global weight (read only: group grids); W1 float32
-    (d_row, b): the block, updated in place (eq. 3); U1 float32 (b, b): ``[H^-1]`` of the
-    block; scale, zero float32 (d_row,): each row's current grid (carried across blocks);
-    Q float32 (d_row, d_col) and E float32 (d_row, b): written.
+    (d_row, b): the block; U1 float32 (b, b): ``[H^-1]`` of the block; scale, zero
+    float32 (d_row,): each row's current grid (carried across blocks); Q float32
+    (d_row, d_col) and E float32 (d_row, b): written. Rows are independent: a task takes
+    ``lanes`` of them, with its block transposed (``Wt[k]`` = column k of those rows), so
+    each step runs across the rows in SIMD lanes; padding lanes (past d_row) compute on
+    zeros. ``lanes`` is an argument, not a constant: LLVM then vectorizes the lane loops
+    (unsigned bounds: no index can wrap) instead of unrolling them into scalar code.
     """
+    n_lanes = np.uint64(lanes)
     d_row, d_col = W.shape
     b = W1.shape[1]
     zero_f = np.float32(0.0)
-    for pr in prange(d_row):
-        r = np.int64(pr)
-        w = W1[r]
-        s = scale[r]
-        z = zero[r]
+    for task in prange((d_row + lanes - 1) // lanes):
+        r0 = np.int64(task) * lanes
+        n = min(lanes, d_row - r0)
+        Wt = np.zeros((b, lanes), np.float32)                # this task's block, (b, lanes)
+        s = np.ones(lanes, np.float32)
+        z = np.zeros(lanes, np.float32)
+        err = np.empty(lanes, np.float32)
+        for t in range(n):
+            s[t] = scale[r0 + t]
+            z[t] = zero[r0 + t]
+            for k in range(b):
+                Wt[k, t] = W1[r0 + t, k]
         for jj in range(b):
             j = i + jj
             if not per_channel and j % groupsize == 0:  # fit the group on the global W
-                group = W[r, j:min(j + groupsize, d_col)]
-                sv, zv = minmax_grid(np.float64(group.min()), np.float64(group.max()), np.float64(maxq), sym,
-                                     GPTQ, True)
-                s = np.float32(sv)
-                z = np.float32(zv)
-            q = min(max(np.rint(w[jj] / s) + z, zero_f), maxq)
-            q_hat = s * (q - z)
-            Q[r, j] = q_hat
-            err = (w[jj] - q_hat) / U1[jj, jj]
-            E[r, jj] = err
-            u = U1[jj]
-            # eq. (3) inside the block; unsigned bounds tell LLVM no index wraps (it vectorizes)
-            for k in range(np.uint64(jj), np.uint64(b)):
-                w[k] -= err * u[k]
-        scale[r] = s
-        zero[r] = z
+                for t in range(n):
+                    group = W[r0 + t, j:min(j + groupsize, d_col)]
+                    sv, zv = minmax_grid(np.float64(group.min()), np.float64(group.max()), np.float64(maxq), sym,
+                                         GPTQ, True)
+                    s[t] = sv
+                    z[t] = zv
+            w = Wt[jj]
+            d = U1[jj, jj]
+            for t in range(np.uint64(0), n_lanes):
+                q = min(max(np.rint(w[t] / s[t]) + z[t], zero_f), maxq)
+                q_hat = s[t] * (q - z[t])
+                err[t] = (w[t] - q_hat) / d
+                w[t] = q_hat                                 # column jj is done: keep Q there
+            for t in range(n):
+                Q[r0 + t, j] = w[t]
+                E[r0 + t, jj] = err[t]
+            for k in range(jj + 1, b):                       # eq. (3) inside the block
+                u = U1[jj, k]
+                wk = Wt[k]
+                for t in range(np.uint64(0), n_lanes):
+                    wk[t] -= err[t] * u
+        for t in range(n):
+            scale[r0 + t] = s[t]
+            zero[r0 + t] = z[t]
 
 
 def gptq_quantize(W: np.ndarray, H: np.ndarray, bits: int = 4, group_size: int = 128, act_order: bool = False,
@@ -120,7 +143,8 @@ def gptq_quantize(W: np.ndarray, H: np.ndarray, bits: int = 4, group_size: int =
         i2 = min(i + B, d_col)
         W1 = W[:, i:i2].copy()
         E = np.empty_like(W1)
-        _sweep(W, W1, np.ascontiguousarray(U[i:i2, i:i2]), i, groupsize, per_channel, maxq, sym, scale, zero, Q, E)
+        _sweep(W, W1, np.ascontiguousarray(U[i:i2, i:i2]), i, groupsize, per_channel, maxq, sym, scale, zero, Q, E,
+               LANES)
         W[:, i2:] -= E @ U[i:i2, i2:]  # lazy batch update (Algorithm 1, last line)
 
     return Q[:, np.argsort(perm)] if act_order else Q
