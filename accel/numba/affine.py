@@ -21,7 +21,7 @@ from numba import get_num_threads, prange
 
 from accel.numba._jit import helper, kernel
 from refquant.errors import UnsupportedError
-from refquant.granularity import Granularity, checked_geometry
+from refquant.granularity import Granularity, PerGroup, checked_geometry
 from refquant.mapping import ROUNDINGS, QuantParams, qparams_from_range
 
 NDIM = 6  # arrays up to this many dimensions (axes beyond it: UnsupportedError)
@@ -235,6 +235,31 @@ def dequantize_affine(q: np.ndarray, params: QuantParams, *, out: np.ndarray) ->
     shape, run, stride = _layout(params.granularity, q.shape)
     zp, has_zp = _zp(params)
     _dequantize(q.reshape(-1), params.scale.reshape(-1), zp, has_zp, shape, run, stride, params.qmin, params.qmax,
+                out.reshape(-1))
+    return out
+
+
+def quantize_row_groups(x: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, group_size: int, qmax: int,
+                        out: np.ndarray) -> np.ndarray:
+    """Half-even codes ``clamp(round(x / scale) + zero_point, 0, qmax)`` of every group of
+    ``group_size`` consecutive elements of each row (the last group may be shorter): the
+    weight quantizers' per-group round-to-nearest (:mod:`accel.numba.groupwise`).
+
+    ``x`` (rows, cols) float32 or float64, C-contiguous; ``scale`` (rows, n_groups) of
+    ``x``'s dtype (the division runs in it); ``zero_point`` int32 (rows, n_groups) in
+    ``[0, qmax]``; ``out`` (rows, cols) of an integer dtype holding ``[0, qmax]``."""
+    shape, run, stride = _layout(PerGroup(group_size), x.shape)
+    _quantize(x.reshape(-1), scale.reshape(-1), zero_point.reshape(-1), True, shape, run, stride, 0, qmax, 0,
+              np.zeros(1, np.float64), out.reshape(-1))
+    return out
+
+
+def dequantize_row_groups(q: np.ndarray, scale: np.ndarray, zero_point: np.ndarray, group_size: int, qmax: int,
+                          out: np.ndarray) -> np.ndarray:
+    """``float32(q - zero_point) * scale`` of the row groups of :func:`quantize_row_groups`,
+    the product in ``scale``'s dtype, stored in ``out``'s (rows, cols)."""
+    shape, run, stride = _layout(PerGroup(group_size), q.shape)
+    _dequantize(q.reshape(-1), scale.reshape(-1), zero_point.reshape(-1), True, shape, run, stride, 0, qmax,
                 out.reshape(-1))
     return out
 

@@ -14,7 +14,9 @@ from typing import Any, Callable
 
 import numpy as np
 
-from accel.numba import affine, bnb, codebooks, floats, layouts, matmul, microscaling, packing, ternary
+from accel.numba import affine, bnb, codebooks, floats, groupwise, layouts, matmul, microscaling, packing, ternary
+from accel.numba import awq as awq_ops
+from accel.numba import gptq as gptq_ops
 from accel.numba import gguf as gguf_ops
 from accel.numba._threads import configure_threads
 from accel.ops import FLOAT_FORMATS, GRANULARITIES, MX_FORMATS, OP_SPECS
@@ -73,6 +75,16 @@ _OPS: dict[str, tuple[Callable[..., Any], OpCapability]] = {
     "awq_pack": (layouts.awq_pack, OpCapability(None, bit_exact=True)),
     "awq_unpack": (layouts.awq_unpack, OpCapability(None, bit_exact=True)),
     "awq_dequantize": (layouts.awq_dequantize, OpCapability(None, bit_exact=True)),
+    # --- algorithms (issue 14: accel/numba/groupwise.py, gptq.py, awq.py) ---
+    "rtn_quantize": (groupwise.rtn_quantize, OpCapability(frozenset(OP_SPECS["rtn_quantize"].formats), bit_exact=True)),
+    "gptq_quantize": (gptq_ops.gptq_quantize,
+                      OpCapability(frozenset(OP_SPECS["gptq_quantize"].formats), bit_exact=False,
+                                   notes="float32 column sweep in the reference's order; H^-1 factor and lazy "
+                                         "updates by LAPACK/BLAS (NoWorseThanRef)")),
+    "awq_quantize": (awq_ops.awq_quantize,
+                     OpCapability(frozenset(OP_SPECS["awq_quantize"].formats), bit_exact=False,
+                                  notes="the reference's 20-ratio search; loss X^T X form, own summation order "
+                                        "(NoWorseThanRef)")),
     # --- gguf (issue 8: accel/numba/gguf*.py) ---
     "gguf_quantize": (gguf_ops.gguf_quantize, OpCapability(gguf_ops.QTYPES, bit_exact=True)),
     "gguf_dequantize": (gguf_ops.gguf_dequantize, OpCapability(gguf_ops.DEQUANTIZE_QTYPES, bit_exact=True)),
