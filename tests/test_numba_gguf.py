@@ -406,7 +406,8 @@ def test_kernels_contain_no_fma(tmp_path):
         for im in ((np.ones(512, np.float32),) if needs_im else (None, np.ones(512, np.float32))):
             N.gguf_dequantize(N.gguf_quantize(x, t, im), t, x.shape)
     for t in sorted(M.MATMUL_QTYPES):
-        N.gguf_dequant_matmul(x, N.gguf_quantize(x, t), t, x.shape)
+        im = np.ones(512, np.float32) if G.get_format(t).requires_imatrix else None
+        N.gguf_dequant_matmul(x, N.gguf_quantize(x, t, im), t, x.shape)
 
     checked, fused, unreadable = 0, {}, []
     for dispatcher in _gguf_dispatchers():
