@@ -46,8 +46,10 @@ _ZERO = np.float32(0.0)
 
 def _block_row_template(q, w):  # type: ignore[no-untyped-def]
     """One weight row: GGUF bytes ``q`` (row_bytes,) -> float32 ``w`` (in_features,), block by block."""
-    for b in range(w.shape[0] // QK):  # noqa: F821 - bound by instantiate
-        decode(q[SIZE * b:SIZE * (b + 1)], w[QK * b:QK * (b + 1)])  # noqa: F821
+    qb = q.reshape((-1, SIZE))  # noqa: F821 - bound by instantiate
+    wb = w.reshape((-1, QK))  # noqa: F821 - (n_blocks, block_size) rows, as the dequantize kernels index them
+    for b in range(wb.shape[0]):
+        decode(qb[b], wb[b])
 
 
 def _element_row_template(q, w):  # type: ignore[no-untyped-def]
