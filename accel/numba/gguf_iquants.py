@@ -189,7 +189,8 @@ def _iq4xs_group(x, imatrix, has_im, out, b0, nsb, nbr, X, W, scales):  # type: 
     for s in range(nsb):
         r = (b0 + s) // nbr
         j = b0 + s - r * nbr
-        _iq4xs_finish(x[r, j * 256:(j + 1) * 256], out[r, j * _IQ4_XS_SIZE:(j + 1) * _IQ4_XS_SIZE], scales[8 * s:8 * s + 8])
+        ob = out[r, j * _IQ4_XS_SIZE:(j + 1) * _IQ4_XS_SIZE]
+        _iq4xs_finish(x[r, j * 256:(j + 1) * 256], ob, scales[8 * s:8 * s + 8])
 
 
 @ghelper
@@ -377,7 +378,8 @@ def _dequant_iq4xs(q, y):  # type: ignore[no-untyped-def]
     for ib in range(8):
         ls = ((np.int32(q[_IQ4_XS.scales_l + ib // 2]) >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4)
         dl = d * f32(ls - 32)
-        qs, lo, hi = q[_IQ4_XS.qs + 16 * ib:_IQ4_XS.qs + 16 * ib + 16], y[32 * ib:32 * ib + 16], y[32 * ib + 16:32 * ib + 32]
+        p = _IQ4_XS.qs + 16 * ib
+        qs, lo, hi = q[p:p + 16], y[32 * ib:32 * ib + 16], y[32 * ib + 16:32 * ib + 32]
         for j in range(qs.shape[0]):
             lo[j] = dl * _KVF[qs[j] & 0xF]
             hi[j] = dl * _KVF[qs[j] >> 4]

@@ -49,7 +49,7 @@ def _block_row_template(q, w):  # type: ignore[no-untyped-def]
     qb = q.reshape((-1, SIZE))  # noqa: F821 - bound by instantiate
     wb = w.reshape((-1, QK))  # noqa: F821 - (n_blocks, block_size) rows, as the dequantize kernels index them
     for b in range(wb.shape[0]):
-        decode(qb[b], wb[b])
+        decode(qb[b], wb[b])  # noqa: F821
 
 
 def _element_row_template(q, w):  # type: ignore[no-untyped-def]
@@ -148,11 +148,12 @@ def _matmul(decode_row, x, data, k, out):  # type: ignore[no-untyped-def]
 def _driver(name: str) -> tuple[Any, Any]:
     """(the driver, the row decoder of ``name``), both compiled (or loaded from Numba's cache)."""
     decode_row = _ROW_DECODERS[name]
-    with _LOCK:
-        if not _matmul.signatures:
-            _matmul.compile(_MATMUL_ARGS)
-            _matmul.disable_compile()  # a dispatcher argument converts to the FunctionType, never re-specializes
-        decode_row.compile(_ROW_SIG.args)
+    if not _matmul.signatures or _ROW_SIG.args not in decode_row.overloads:
+        with _LOCK:
+            if not _matmul.signatures:
+                _matmul.compile(_MATMUL_ARGS)
+                _matmul.disable_compile()  # a dispatcher argument converts to the FunctionType, never re-specializes
+            decode_row.compile(_ROW_SIG.args)
     return _matmul, decode_row
 
 
