@@ -82,6 +82,13 @@ def _half_scale(d, nibble, factor):  # type: ignore[no-untyped-def]
 
 
 @ginline
+def _pair_scale(d, sc, l):  # type: ignore[no-untyped-def]
+    """IQ2_XS / IQ2_S: the 8 values of group ``l`` of a 32 take the low nibble of its scale
+    byte ``sc`` (l = 0, 1) or the high one (l = 2, 3): ``d · (0.5f + s) · 0.25f``."""
+    return _half_scale(d, (sc >> 4) if l >= 2 else (sc & 0xF), _QUARTER)
+
+
+@ginline
 def _dequant_iq2xxs(q, y):  # type: ignore[no-untyped-def]
     """Per 32: 4 index bytes, then a u32 with four 7-bit sign indices and the 4-bit scale."""
     d = load_fp16(q, _IQ2_XXS.d)
@@ -101,7 +108,7 @@ def _dequant_iq2xs(q, y):  # type: ignore[no-untyped-def]
     for ib in range(8):
         sc = np.int32(q[_IQ2_XS.scales + ib])
         for l in range(4):
-            db = _half_scale(d, (sc >> 4) if l >= 2 else (sc & 0xF), _QUARTER)
+            db = _pair_scale(d, sc, l)
             v = _u16(q, _IQ2_XS.qs + 8 * ib + 2 * l)
             _group(y, 32 * ib + 8 * l, db, _GRID_IQ2XS, v & 511, _KSIGNS[v >> 9], 8, 0)
 
@@ -113,7 +120,7 @@ def _dequant_iq2s(q, y):  # type: ignore[no-untyped-def]
     for ib in range(8):
         sc = np.int32(q[_IQ2_S.scales + ib])
         for l in range(4):
-            db = _half_scale(d, (sc >> 4) if l >= 2 else (sc & 0xF), _QUARTER)
+            db = _pair_scale(d, sc, l)
             gi = np.int32(q[_IQ2_S.qs + 4 * ib + l]) | ((np.int32(q[_IQ2_S.qh + ib]) << (8 - 2 * l)) & 0x300)
             _group(y, 32 * ib + 8 * l, db, _GRID_IQ2S, gi, q[_IQ2_S_SIGNS + 4 * ib + l], 8, 0)
 

@@ -29,7 +29,7 @@ import math
 import numba
 import numpy as np
 
-from accel.numba.gguf_blocks import field_offsets, gguf_kernels
+from accel.numba.gguf_blocks import field_offsets, gguf_kernels, instantiate
 from accel.numba.gguf_math import (
     max_abs, GROUP_MAX_EPS, LANES, e8m0_to_fp32_half, f32, f32_bits, ghelper, ginline, load_fp16, nearest_int,
     stack_f32, store_fp16,
@@ -334,24 +334,18 @@ def _iq4xs_chunk(x, imatrix, sigma2, has_im, out, start, stop, nbr):  # type: ig
         _iq4xs_group(x, imatrix, has_im, out, b, min(2, stop - b), nbr, X, W, scales)
 
 
-@ghelper
-def _mxfp4_chunk(x, imatrix, sigma2, has_im, out, start, stop, nbr):  # type: ignore[no-untyped-def]
-    """MXFP4 blocks ``start .. stop`` (no imatrix rule)."""
+def _blockwise_template(x, imatrix, sigma2, has_im, out, start, stop, nbr):  # type: ignore[no-untyped-def]
+    """Blocks ``start .. stop``, one ``quantize_block`` each (MXFP4, NVFP4: no imatrix rule)."""
     size = out.shape[1] // nbr
     for b in range(start, stop):
         r = b // nbr
         j = b - r * nbr
-        _mxfp4_block(x[r, j * 32:(j + 1) * 32], out[r, j * size:(j + 1) * size])
+        quantize_block(x[r, j * QK:(j + 1) * QK], out[r, j * size:(j + 1) * size])  # noqa: F821 - bound by instantiate
 
 
-@ghelper
-def _nvfp4_chunk(x, imatrix, sigma2, has_im, out, start, stop, nbr):  # type: ignore[no-untyped-def]
-    """NVFP4 blocks ``start .. stop`` (no imatrix rule)."""
-    size = out.shape[1] // nbr
-    for b in range(start, stop):
-        r = b // nbr
-        j = b - r * nbr
-        _nvfp4_block(x[r, j * 64:(j + 1) * 64], out[r, j * size:(j + 1) * size])
+def _blockwise_chunk(name, quantize_block):  # type: ignore[no-untyped-def]
+    return ghelper(instantiate(_blockwise_template, f"{name}_quantize_chunk", QK=FORMATS[name].block_size,
+                               quantize_block=quantize_block))
 
 
 # --- block decoders: dequantize_row_iq4_nl / _iq4_xs / _mxfp4 / _nvfp4, one block ----------
@@ -409,8 +403,8 @@ def _dequant_nvfp4(q, y):  # type: ignore[no-untyped-def]
 _KERNELS = {  # (quantize, dequantize) per type, from accel.numba.gguf_blocks.gguf_kernels
     "iq4_nl": gguf_kernels(FORMATS["iq4_nl"], _iq4nl_chunk, _dequant_iq4nl, chunk=CHUNK),
     "iq4_xs": gguf_kernels(FORMATS["iq4_xs"], _iq4xs_chunk, _dequant_iq4xs, chunk=CHUNK // 8),
-    "mxfp4": gguf_kernels(FORMATS["mxfp4"], _mxfp4_chunk, _dequant_mxfp4, chunk=CHUNK),
-    "nvfp4": gguf_kernels(FORMATS["nvfp4"], _nvfp4_chunk, _dequant_nvfp4, chunk=CHUNK),
+    "mxfp4": gguf_kernels(FORMATS["mxfp4"], _blockwise_chunk("mxfp4", _mxfp4_block), _dequant_mxfp4, chunk=CHUNK),
+    "nvfp4": gguf_kernels(FORMATS["nvfp4"], _blockwise_chunk("nvfp4", _nvfp4_block), _dequant_nvfp4, chunk=CHUNK),
 }
 QUANTIZE = {name: kernels[0] for name, kernels in _KERNELS.items()}
 DEQUANTIZE = {name: kernels[1] for name, kernels in _KERNELS.items()}
