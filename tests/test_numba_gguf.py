@@ -267,7 +267,7 @@ def test_large_randomized(qtype):
         _assert_same_bits(N.gguf_dequantize(want, qtype, x.shape), G.dequantize(want, qtype, x.shape), qtype)
 
 
-# --- fused dequant-matmul (Q4_0, Q4_K) -------------------------------------------------------
+# --- fused dequant-matmul (every type) -------------------------------------------------------
 
 
 @pytest.mark.parametrize("qtype", ["q4_0", "q4_k"])
@@ -291,13 +291,46 @@ def test_dequant_matmul_matches_emulated_reference(qtype, out_features, tokens):
             assert nmse < 1e-10, nmse
 
 
-def test_dequant_matmul_errors():
-    from refquant.errors import UnsupportedError
+@pytest.mark.parametrize("qtype", QTYPES)
+def test_dequant_matmul_every_type(qtype):
+    """Each type's row decoder (one per type, :mod:`accel.numba.gguf_matmul`) in the shared
+    driver: a partial tile of rows, two blocks or more per row (F16/BF16 also a row that is
+    not a whole number of 16-float lanes), float32 and float16 activations."""
     from refquant.formats.gguf_matmul import dequant_matmul
 
+    fmt = G.get_format(qtype)
+    rng = np.random.default_rng(sum(map(ord, qtype)))
+    for k in (512,) if fmt.block_size > 1 else (37, 512):
+        w = _rows(rng, "mixed", 19, 512)[:, :k] + rng.standard_normal((19, k)).astype(np.float32)
+        w[3] = 0.0
+        data = N.gguf_quantize(w, qtype, np.ones(k, np.float32) if fmt.requires_imatrix else None)
+        for dtype in (np.float32, np.float16):
+            x = rng.standard_normal((3, k)).astype(dtype)
+            got = N.gguf_dequant_matmul(x, data, qtype, w.shape)
+            want = dequant_matmul(x, data, qtype, w.shape)
+            assert got.shape == want.shape == (3, 19) and got.dtype == np.float32
+            assert np.all(got[:, 3] == 0.0)
+            nmse = float(np.sum((got.astype(np.float64) - want) ** 2) / np.sum(want.astype(np.float64) ** 2))
+            assert nmse < 1e-10, (qtype, k, dtype, nmse)
+
+
+def test_dequant_matmul_declared_for_every_decoded_type():
+    caps = N.capabilities()["gguf_dequant_matmul"]
+    assert caps.formats == caps.formats & N.capabilities()["gguf_dequantize"].formats == frozenset(QTYPES)
+    assert not caps.bit_exact
+
+
+def test_dequant_matmul_errors():
+    from refquant.errors import UnsupportedError
+    from refquant.formats import FORMATS
+    from refquant.formats.gguf_matmul import dequant_matmul
+
+    class UnregisteredQ4K(FORMATS["q4_k"]):  # noqa: N801 - a format class, named as formats are
+        pass
+
     data = G.quantize(np.ones((2, 256), np.float32), "q4_k")
-    with pytest.raises(UnsupportedError, match="q4_0"):
-        N.gguf_dequant_matmul(np.ones((1, 256), np.float32), G.quantize(np.ones((2, 256)), "q8_0"), "q8_0", (2, 256))
+    with pytest.raises(UnsupportedError, match="unregistered"):
+        N.gguf_dequant_matmul(np.ones((1, 256), np.float32), data, UnregisteredQ4K, (2, 256))
     for x, shape, exc in [(np.ones((1, 255), np.float32), (2, 256), ValueError),     # in_features mismatch
                           (np.ones((1, 256), np.float32), (2, 2, 64), ValueError),   # not 2-D
                           (np.full((1, 256), np.nan, np.float32), (2, 256), ValueError),
@@ -373,7 +406,8 @@ def test_kernels_contain_no_fma(tmp_path):
         for im in ((np.ones(512, np.float32),) if needs_im else (None, np.ones(512, np.float32))):
             N.gguf_dequantize(N.gguf_quantize(x, t, im), t, x.shape)
     for t in sorted(M.MATMUL_QTYPES):
-        N.gguf_dequant_matmul(x, N.gguf_quantize(x, t), t, x.shape)
+        im = np.ones(512, np.float32) if G.get_format(t).requires_imatrix else None
+        N.gguf_dequant_matmul(x, N.gguf_quantize(x, t, im), t, x.shape)
 
     checked, fused, unreadable = 0, {}, []
     for dispatcher in _gguf_dispatchers():

@@ -90,7 +90,7 @@ _OPS: dict[str, tuple[Callable[..., Any], OpCapability]] = {
     "gguf_dequantize": (gguf_ops.gguf_dequantize, OpCapability(gguf_ops.DEQUANTIZE_QTYPES, bit_exact=True)),
     "gguf_dequant_matmul": (gguf_ops.gguf_dequant_matmul,
                             OpCapability(gguf_ops.MATMUL_QTYPES, bit_exact=False,
-                                         notes="fused Q4_0/Q4_K decode + float32 GEMV/GEMM (Nmse)")),
+                                         notes="fused per-type row decode + float32 GEMV/GEMM (Nmse)")),
     # --- microscaling (issue 17: accel/numba/microscaling.py) ---
     "mx_quantize": (microscaling.mx_quantize, OpCapability(frozenset(MX_FORMATS), bit_exact=True)),
     "mx_dequantize": (microscaling.mx_dequantize, OpCapability(frozenset(MX_FORMATS), bit_exact=True)),

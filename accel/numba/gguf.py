@@ -7,7 +7,8 @@ Same contract as :func:`refquant.gguf.quantize` / :func:`refquant.gguf.dequantiz
 functions, one module per family, that mirror ggml's C (``ggml-quants.c`` @ d99724f2)
 operation by operation, so the bytes are ggml's and the reference's bit for bit; each
 type's quantize and dequantize kernel (a ``prange`` over chunks of blocks) is compiled
-separately by the factory :mod:`accel.numba.gguf_blocks` (legacy and K-quant families):
+separately by the factory :mod:`accel.numba.gguf_blocks` (every family but the F16/BF16
+casts and the grid types' quantizers):
 
 - :mod:`accel.numba.gguf_legacy`: f16, bf16, q4_0, q4_1, q5_0, q5_1, q8_0, q8_1, tq1_0, tq2_0
 - :mod:`accel.numba.gguf_kquants`: q2_k, q3_k, q4_k, q5_k, q6_k, q8_k
@@ -16,10 +17,11 @@ separately by the factory :mod:`accel.numba.gguf_blocks` (legacy and K-quant fam
 - :mod:`accel.numba.gguf_search`: ggml's scale searches (make_qx_quants ...)
 - :mod:`accel.numba.gguf_math`: nearest_int, fp16/bf16 bits, roundf
 
-The fused W4A16 product (:func:`gguf_dequant_matmul`, Q4_0 and Q4_K) decodes a tile
-of weight rows at a time into a thread-local float32 buffer (ggml's dequantized values,
-exactly) and multiplies with float32 accumulators; it meets the Nmse contract against
-the float64 reference, not Exact.
+The fused product (:func:`gguf_dequant_matmul`, every type above, :mod:`accel.numba.gguf_matmul`)
+decodes a tile of weight rows at a time into a thread-local float32 buffer (ggml's
+dequantized values, exactly, by a per-type row decoder built from the same block decoders)
+and multiplies with float32 accumulators; it meets the Nmse contract against the float64
+reference, not Exact.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from typing import Any
 import numpy as np
 
 from accel.numba import gguf_iqgrid, gguf_iqgrid_search, gguf_iquants, gguf_kquants, gguf_legacy
+from accel.numba.gguf_matmul import MATMUL_QTYPES, dequant_matmul
 from refquant.errors import UnsupportedError
 from refquant.formats import FORMATS
 
@@ -88,11 +91,6 @@ def gguf_dequantize(data: np.ndarray, qtype: Any, shape: tuple[int, ...], *, out
 
 
 def gguf_dequant_matmul(x: np.ndarray, data: np.ndarray, qtype: Any, shape: tuple[int, int]) -> np.ndarray:
-    """Backend op: ``x @ W.T`` for a Q4_0/Q4_K weight ``W`` of ``shape`` (out, in), fused
+    """Backend op: ``x @ W.T`` for a GGUF weight ``W`` of ``shape`` (out, in), fused
     (:mod:`accel.numba.gguf_matmul`); see :func:`refquant.formats.gguf_matmul.dequant_matmul`."""
-    from accel.numba.gguf_matmul import dequant_matmul
-
     return dequant_matmul(x, data, qtype, shape)
-
-
-MATMUL_QTYPES = frozenset({"q4_0", "q4_k"})  # accel.numba.gguf_matmul.MATMUL_QTYPES

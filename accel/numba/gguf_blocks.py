@@ -36,12 +36,18 @@ from numba import prange
 
 from accel.numba.gguf_math import gkernel
 
-__all__ = ["CHUNK", "COMPILED", "field_offsets", "instantiate", "gguf_kernels", "register"]
+__all__ = ["CHUNK", "COMPILED", "DECODERS", "field_offsets", "instantiate", "gguf_kernels", "dequantize_kernel",
+           "register"]
 
 CHUNK = 256  # blocks per prange iteration
 
 #: Every kernel built here, in build order (tests inspect their machine code).
 COMPILED: list[Any] = []
+
+#: The block decoder ``decode(q, y)`` of every type whose dequantize kernel is built here,
+#: by type name (the fused matmul, :mod:`accel.numba.gguf_matmul`, builds its row decoders
+#: from them).
+DECODERS: dict[str, Any] = {}
 
 
 def register(kernel: Any) -> Any:
@@ -102,7 +108,14 @@ def gguf_kernels(fmt: Any, quantize_chunk: Any, decode: Any, *, chunk: int = CHU
     origin = decode.py_func.__code__.co_filename  # the family's module (see instantiate)
     quantize = gkernel(instantiate(_quantize_template, f"{fmt.name}_quantize", origin, QK=fmt.block_size,
                                    CHUNK_BLOCKS=chunk, quantize_chunk=quantize_chunk))
-    dequantize = gkernel(instantiate(_dequantize_template, f"{fmt.name}_dequantize", origin, CHUNK_BLOCKS=chunk,
-                                     decode=decode))
-    return register(quantize), register(dequantize)
+    return register(quantize), dequantize_kernel(fmt, decode, chunk=chunk)
+
+
+def dequantize_kernel(fmt: Any, decode: Any, *, chunk: int = CHUNK) -> Any:
+    """``dequantize(data, out)`` for the block type ``fmt`` from its block decoder
+    ``decode(q, y)`` (recorded in :data:`DECODERS`), compiled on first call."""
+    DECODERS[fmt.name] = decode
+    origin = decode.py_func.__code__.co_filename
+    return register(gkernel(instantiate(_dequantize_template, f"{fmt.name}_dequantize", origin, CHUNK_BLOCKS=chunk,
+                                        decode=decode)))
 

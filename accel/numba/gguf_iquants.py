@@ -28,12 +28,13 @@ import math
 
 import numba
 import numpy as np
-from numba import prange
 
+from accel.numba.gguf_blocks import field_offsets, gguf_kernels, instantiate
 from accel.numba.gguf_math import (
-    max_abs, GROUP_MAX_EPS, LANES, e8m0_to_fp32_half, f32, f32_bits, gkernel, ghelper, load_fp16, nearest_int, stack_f32,
-    store_fp16,
+    max_abs, GROUP_MAX_EPS, LANES, e8m0_to_fp32_half, f32, f32_bits, ghelper, ginline, load_fp16, nearest_int,
+    stack_f32, store_fp16,
 )
+from refquant.formats import FORMATS
 from refquant.formats.gguf_iquants import KVALUES_IQ4NL as REF_KVALUES_IQ4NL
 from refquant.formats.gguf_mx import KVALUES_MXFP4 as REF_KVALUES_MXFP4, ue4m3_to_fp32_half
 
@@ -47,6 +48,9 @@ _KVF = KVALUES_IQ4NL.astype(np.float32)
 _KMF = KVALUES_MXFP4.astype(np.float32)
 NTRY = 7
 CHUNK = 64  # 32-element blocks per prange iteration (IQ4_XS: 8 super-blocks)
+# byte offsets of the fields, from the declared block types
+_IQ4_NL, _IQ4_XS, _MXFP4, _NVFP4 = (field_offsets(FORMATS[t]) for t in ("iq4_nl", "iq4_xs", "mxfp4", "nvfp4"))
+_IQ4_XS_SIZE = FORMATS["iq4_xs"].type_size
 # ggml_ue4m3_to_fp32 of every byte, from the reference (a table lookup, as exact as the C)
 _UE4M3_HALF = np.array(ue4m3_to_fp32_half(np.arange(256, dtype=np.uint8)))
 
@@ -159,10 +163,10 @@ def _load_lane(xb, qw, has_im, sigma2, X, W, lane):  # type: ignore[no-untyped-d
 @ghelper
 def _store_iq4nl(xb, ob, d):  # type: ignore[no-untyped-def]
     """IQ4_NL bytes: fp16(d), codes re-picked with id = 1/d (the float32 d)."""
-    store_fp16(ob, 0, d)
+    store_fp16(ob, _IQ4_NL.d, d)
     idd = _ONE / d if d != _ZERO else _ZERO
     for j in range(16):
-        ob[2 + j] = np.uint8(best_index_iq4nl(idd * xb[j]) | (best_index_iq4nl(idd * xb[j + 16]) << 4))
+        ob[_IQ4_NL.qs + j] = np.uint8(best_index_iq4nl(idd * xb[j]) | (best_index_iq4nl(idd * xb[j + 16]) << 4))
 
 
 @ghelper
@@ -185,7 +189,8 @@ def _iq4xs_group(x, imatrix, has_im, out, b0, nsb, nbr, X, W, scales):  # type: 
     for s in range(nsb):
         r = (b0 + s) // nbr
         j = b0 + s - r * nbr
-        _iq4xs_finish(x[r, j * 256:(j + 1) * 256], out[r, j * 136:(j + 1) * 136], scales[8 * s:8 * s + 8])
+        ob = out[r, j * _IQ4_XS_SIZE:(j + 1) * _IQ4_XS_SIZE]
+        _iq4xs_finish(x[r, j * 256:(j + 1) * 256], ob, scales[8 * s:8 * s + 8])
 
 
 @ghelper
@@ -199,7 +204,7 @@ def _iq4xs_finish(xb, ob, scales):  # type: ignore[no-untyped-def]
             amax_scale = a
             max_scale = scales[ib]
     d = -max_scale / np.float32(32.0)
-    store_fp16(ob, 0, d)
+    store_fp16(ob, _IQ4_XS.d, d)
     idd = _ONE / d if d != _ZERO else _ZERO
     scales_h = 0
     for ib in range(8):
@@ -212,16 +217,17 @@ def _iq4xs_finish(xb, ob, scales):  # type: ignore[no-untyped-def]
         idl = _ONE / dl if dl != _ZERO else _ZERO
         base = 32 * ib
         for j in range(16):
-            ob[8 + 16 * ib + j] = np.uint8(best_index_iq4nl(idl * xb[base + j])
+            ob[_IQ4_XS.qs + 16 * ib + j] = np.uint8(best_index_iq4nl(idl * xb[base + j])
                                            | (best_index_iq4nl(idl * xb[base + 16 + j]) << 4))
         l += 32
+        pos = _IQ4_XS.scales_l + ib // 2
         if ib % 2 == 0:
-            ob[4 + ib // 2] = np.uint8(l & 0xF)
+            ob[pos] = np.uint8(l & 0xF)
         else:
-            ob[4 + ib // 2] = np.uint8(np.int64(ob[4 + ib // 2]) | ((l & 0xF) << 4))
+            ob[pos] = np.uint8(np.int64(ob[pos]) | ((l & 0xF) << 4))
         scales_h |= (l >> 4) << (2 * ib)
-    ob[2] = np.uint8(scales_h & 0xFF)
-    ob[3] = np.uint8((scales_h >> 8) & 0xFF)
+    ob[_IQ4_XS.scales_h] = np.uint8(scales_h & 0xFF)
+    ob[_IQ4_XS.scales_h + 1] = np.uint8((scales_h >> 8) & 0xFF)
 
 
 @ghelper
@@ -245,9 +251,9 @@ def _mxfp4_block(xb, ob):  # type: ignore[no-untyped-def]
         lg = np.float32(math.log2(np.float64(amax)))
         e = np.int64(np.int32(np.floor(lg) - np.float32(2.0) + np.float32(127.0))) & 0xFF
     d = e8m0_to_fp32_half(e)
-    ob[0] = np.uint8(e)
+    ob[_MXFP4.e] = np.uint8(e)
     for j in range(16):
-        ob[1 + j] = np.uint8(_best_index_mxfp4(xb[j], d) | (_best_index_mxfp4(xb[j + 16], d) << 4))
+        ob[_MXFP4.qs + j] = np.uint8(_best_index_mxfp4(xb[j], d) | (_best_index_mxfp4(xb[j + 16], d) << 4))
 
 
 @ghelper
@@ -282,106 +288,123 @@ def _nvfp4_block(xb, ob):  # type: ignore[no-untyped-def]
     for s in range(4):
         sub = xb[16 * s:16 * (s + 1)]
         ue = _fp32_to_ue4m3(max_abs(sub, 16) / np.float32(6.0))
-        ob[s] = np.uint8(ue)
+        ob[_NVFP4.d + s] = np.uint8(ue)
         d = _UE4M3_HALF[ue]
         for j in range(8):
-            ob[4 + 8 * s + j] = np.uint8(_best_index_mxfp4(sub[j], d) | (_best_index_mxfp4(sub[j + 8], d) << 4))
+            ob[_NVFP4.qs + 8 * s + j] = np.uint8(_best_index_mxfp4(sub[j], d) | (_best_index_mxfp4(sub[j + 8], d) << 4))
 
 
-IQ4_NL, IQ4_XS, MXFP4, NVFP4 = range(4)
+# --- chunk quantizers: one compiled copy per type (accel.numba.gguf_blocks.instantiate) ---
 
 
-@gkernel
-def _quantize(kind, x, imatrix, has_im, out):  # type: ignore[no-untyped-def]
-    rows, n = x.shape
-    qk = 256 if kind == IQ4_XS else (64 if kind == NVFP4 else 32)
-    size = 18
-    if kind == IQ4_XS:
-        size = 136
-    elif kind == MXFP4:
-        size = 17
-    elif kind == NVFP4:
-        size = 36
-    nbr = n // qk
-    total = rows * nbr
-    chunk = CHUNK // 8 if kind == IQ4_XS else CHUNK
-    for c in prange((total + chunk - 1) // chunk):
-        X = np.zeros((32, LANES), np.float32)
-        W = np.zeros((32, LANES), np.float32)
-        scales = np.zeros(LANES, np.float32)
-        start = c * chunk
-        stop = min(total, start + chunk)
-        if kind == IQ4_NL:  # LANES blocks side by side
-            for g in range(start, stop, LANES):
-                m = min(LANES, stop - g)
-                for lane in range(m):
-                    b = g + lane
-                    r = b // nbr
-                    j = b - r * nbr
-                    xb = x[r, j * 32:(j + 1) * 32]
-                    _load_lane(xb, imatrix[j * 32:(j + 1) * 32] if has_im else imatrix, has_im,
-                               _sigma2(xb, 32), X, W, lane)
-                for i in range(32):  # unused lanes: all-zero blocks, results ignored
-                    for lane in range(m, LANES):
-                        X[i, lane] = _ZERO
-                        W[i, lane] = _ZERO
-                _sub_block_scales(X, W, scales)
-                for lane in range(m):
-                    b = g + lane
-                    r = b // nbr
-                    j = b - r * nbr
-                    _store_iq4nl(x[r, j * 32:(j + 1) * 32], out[r, j * 18:(j + 1) * 18], scales[lane])
-            continue
-        if kind == IQ4_XS:  # two super-blocks per 16-lane search
-            for b in range(start, stop, 2):
-                _iq4xs_group(x, imatrix, has_im, out, b, min(2, stop - b), nbr, X, W, scales)
-            continue
-        for b in range(start, stop):
+@ghelper
+def _iq4nl_chunk(x, imatrix, sigma2, has_im, out, start, stop, nbr):  # type: ignore[no-untyped-def]
+    """IQ4_NL blocks ``start .. stop``: ``LANES`` blocks side by side per scale search."""
+    X = np.zeros((32, LANES), np.float32)
+    W = np.zeros((32, LANES), np.float32)
+    scales = np.zeros(LANES, np.float32)
+    size = out.shape[1] // nbr
+    for g in range(start, stop, LANES):
+        m = min(LANES, stop - g)
+        for lane in range(m):
+            b = g + lane
             r = b // nbr
             j = b - r * nbr
-            if kind == NVFP4:
-                _nvfp4_block(x[r, j * 64:(j + 1) * 64], out[r, j * 36:(j + 1) * 36])
-            else:
-                _mxfp4_block(x[r, j * 32:(j + 1) * 32], out[r, j * 17:(j + 1) * 17])
+            xb = x[r, j * 32:(j + 1) * 32]
+            _load_lane(xb, imatrix[j * 32:(j + 1) * 32] if has_im else imatrix, has_im, _sigma2(xb, 32), X, W, lane)
+        for i in range(32):  # unused lanes: all-zero blocks, results ignored
+            for lane in range(m, LANES):
+                X[i, lane] = _ZERO
+                W[i, lane] = _ZERO
+        _sub_block_scales(X, W, scales)
+        for lane in range(m):
+            b = g + lane
+            r = b // nbr
+            j = b - r * nbr
+            _store_iq4nl(x[r, j * 32:(j + 1) * 32], out[r, j * size:(j + 1) * size], scales[lane])
 
 
-@gkernel
-def _dequantize(kind, data, out):  # type: ignore[no-untyped-def]
-    """``dequantize_row_iq4_nl`` / ``_iq4_xs`` / ``_mxfp4`` / ``_nvfp4``."""
-    nb = data.shape[0]
-    for c in prange((nb + CHUNK - 1) // CHUNK):
-        for b in range(c * CHUNK, min(nb, (c + 1) * CHUNK)):
-            q = data[b]
-            y = out[b]
-            if kind == IQ4_NL:
-                d = load_fp16(q, 0)
-                for j in range(16):
-                    y[j] = d * _KVF[q[2 + j] & 0xF]
-                    y[j + 16] = d * _KVF[q[2 + j] >> 4]
-            elif kind == IQ4_XS:
-                d = load_fp16(q, 0)
-                sh = np.int32(q[2]) | (np.int32(q[3]) << 8)
-                for ib in range(8):
-                    ls = ((np.int32(q[4 + ib // 2]) >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4)
-                    dl = d * f32(ls - 32)
-                    for j in range(16):
-                        v = q[8 + 16 * ib + j]
-                        y[32 * ib + j] = dl * _KVF[v & 0xF]
-                        y[32 * ib + 16 + j] = dl * _KVF[v >> 4]
-            elif kind == MXFP4:
-                d = e8m0_to_fp32_half(q[0])
-                for j in range(16):
-                    y[j] = _KMF[q[1 + j] & 0xF] * d
-                    y[j + 16] = _KMF[q[1 + j] >> 4] * d
-            else:
-                for s in range(4):
-                    d = _UE4M3_HALF[q[s]]
-                    for j in range(8):
-                        v = q[4 + 8 * s + j]
-                        y[16 * s + j] = _KMF[v & 0xF] * d
-                        y[16 * s + 8 + j] = _KMF[v >> 4] * d
+@ghelper
+def _iq4xs_chunk(x, imatrix, sigma2, has_im, out, start, stop, nbr):  # type: ignore[no-untyped-def]
+    """IQ4_XS super-blocks ``start .. stop``: two per 16-lane scale search."""
+    X = np.zeros((32, LANES), np.float32)
+    W = np.zeros((32, LANES), np.float32)
+    scales = np.zeros(LANES, np.float32)
+    for b in range(start, stop, 2):
+        _iq4xs_group(x, imatrix, has_im, out, b, min(2, stop - b), nbr, X, W, scales)
 
 
-_NAMES = ("iq4_nl", "iq4_xs", "mxfp4", "nvfp4")
-QUANTIZE = {name: (lambda x, im, s2, has, out, k=k: _quantize(k, x, im, has, out)) for k, name in enumerate(_NAMES)}
-DEQUANTIZE = {name: (lambda data, out, k=k: _dequantize(k, data, out)) for k, name in enumerate(_NAMES)}
+def _blockwise_template(x, imatrix, sigma2, has_im, out, start, stop, nbr):  # type: ignore[no-untyped-def]
+    """Blocks ``start .. stop``, one ``quantize_block`` each (MXFP4, NVFP4: no imatrix rule)."""
+    size = out.shape[1] // nbr
+    for b in range(start, stop):
+        r = b // nbr
+        j = b - r * nbr
+        quantize_block(x[r, j * QK:(j + 1) * QK], out[r, j * size:(j + 1) * size])  # noqa: F821 - bound by instantiate
+
+
+def _blockwise_chunk(name, quantize_block):  # type: ignore[no-untyped-def]
+    return ghelper(instantiate(_blockwise_template, f"{name}_quantize_chunk", QK=FORMATS[name].block_size,
+                               quantize_block=quantize_block))
+
+
+# --- block decoders: dequantize_row_iq4_nl / _iq4_xs / _mxfp4 / _nvfp4, one block ----------
+#
+# Byte and value ranges are views, looped to their run-time length (see accel.numba.gguf_blocks).
+
+
+@ginline
+def _dequant_iq4nl(q, y):  # type: ignore[no-untyped-def]
+    """y = d·kvalues_iq4nl[nibble]."""
+    d = load_fp16(q, _IQ4_NL.d)
+    qs, lo, hi = q[_IQ4_NL.qs:_IQ4_NL.qs + 16], y[:16], y[16:]
+    for j in range(qs.shape[0]):
+        lo[j] = d * _KVF[qs[j] & 0xF]
+        hi[j] = d * _KVF[qs[j] >> 4]
+
+
+@ginline
+def _dequant_iq4xs(q, y):  # type: ignore[no-untyped-def]
+    """y = (d·(ls − 32))·kvalues_iq4nl[nibble], 6-bit sub-block scales ls (low 4 bits in
+    scales_l, high 2 in scales_h)."""
+    d = load_fp16(q, _IQ4_XS.d)
+    sh = np.int32(q[_IQ4_XS.scales_h]) | (np.int32(q[_IQ4_XS.scales_h + 1]) << 8)
+    for ib in range(8):
+        ls = ((np.int32(q[_IQ4_XS.scales_l + ib // 2]) >> (4 * (ib % 2))) & 0xF) | (((sh >> (2 * ib)) & 3) << 4)
+        dl = d * f32(ls - 32)
+        p = _IQ4_XS.qs + 16 * ib
+        qs, lo, hi = q[p:p + 16], y[32 * ib:32 * ib + 16], y[32 * ib + 16:32 * ib + 32]
+        for j in range(qs.shape[0]):
+            lo[j] = dl * _KVF[qs[j] & 0xF]
+            hi[j] = dl * _KVF[qs[j] >> 4]
+
+
+@ginline
+def _dequant_mxfp4(q, y):  # type: ignore[no-untyped-def]
+    """y = kvalues_mxfp4[nibble]·2^(e − 128)."""
+    d = e8m0_to_fp32_half(q[_MXFP4.e])
+    qs, lo, hi = q[_MXFP4.qs:_MXFP4.qs + 16], y[:16], y[16:]
+    for j in range(qs.shape[0]):
+        lo[j] = _KMF[qs[j] & 0xF] * d
+        hi[j] = _KMF[qs[j] >> 4] * d
+
+
+@ginline
+def _dequant_nvfp4(q, y):  # type: ignore[no-untyped-def]
+    """Per 16 values: y = kvalues_mxfp4[nibble]·(UE4M3 scale / 2)."""
+    for s in range(4):
+        d = _UE4M3_HALF[q[_NVFP4.d + s]]
+        qs, lo, hi = q[_NVFP4.qs + 8 * s:_NVFP4.qs + 8 * s + 8], y[16 * s:16 * s + 8], y[16 * s + 8:16 * s + 16]
+        for j in range(qs.shape[0]):
+            lo[j] = _KMF[qs[j] & 0xF] * d
+            hi[j] = _KMF[qs[j] >> 4] * d
+
+
+_KERNELS = {  # (quantize, dequantize) per type, from accel.numba.gguf_blocks.gguf_kernels
+    "iq4_nl": gguf_kernels(FORMATS["iq4_nl"], _iq4nl_chunk, _dequant_iq4nl, chunk=CHUNK),
+    "iq4_xs": gguf_kernels(FORMATS["iq4_xs"], _iq4xs_chunk, _dequant_iq4xs, chunk=CHUNK // 8),
+    "mxfp4": gguf_kernels(FORMATS["mxfp4"], _blockwise_chunk("mxfp4", _mxfp4_block), _dequant_mxfp4, chunk=CHUNK),
+    "nvfp4": gguf_kernels(FORMATS["nvfp4"], _blockwise_chunk("nvfp4", _nvfp4_block), _dequant_nvfp4, chunk=CHUNK),
+}
+QUANTIZE = {name: kernels[0] for name, kernels in _KERNELS.items()}
+DEQUANTIZE = {name: kernels[1] for name, kernels in _KERNELS.items()}

@@ -31,7 +31,7 @@ from accel.numba.gguf_blocks import CHUNK, field_offsets, gguf_kernels, instanti
 from accel.numba.gguf_search import LANES, make_qkx_lanes, make_qx_lanes
 from refquant.formats import FORMATS
 
-__all__ = ["QUANTIZE", "DEQUANTIZE", "row_sigma2", "dequant_q40_block"]
+__all__ = ["QUANTIZE", "DEQUANTIZE", "FLOAT_DECODERS", "row_sigma2", "dequant_q40_block"]
 
 _ZERO = np.float32(0.0)
 _ONE = np.float32(1.0)
@@ -461,9 +461,11 @@ def _block_kernels(name, quantize_block, decode, levels=0, affine=False):  # typ
     return gguf_kernels(fmt, chunk, decode)
 
 
+#: The element decoders of the 16-bit float types (uint16 bits -> float32), by type name.
+FLOAT_DECODERS = {"f16": fp16_to_fp32, "bf16": _bf16_to_fp32}
 _KERNELS = {
-    "f16": _float_kernels("f16", fp32_to_fp16, fp16_to_fp32),
-    "bf16": _float_kernels("bf16", fp32_to_bf16, _bf16_to_fp32),
+    "f16": _float_kernels("f16", fp32_to_fp16, FLOAT_DECODERS["f16"]),
+    "bf16": _float_kernels("bf16", fp32_to_bf16, FLOAT_DECODERS["bf16"]),
     "q4_0": _block_kernels("q4_0", _q4_0, dequant_q40_block, 8),
     "q4_1": _block_kernels("q4_1", _q4_1, _dequant_q41, 15, True),
     "q5_0": _block_kernels("q5_0", _q5_0, _dequant_q50, 16),

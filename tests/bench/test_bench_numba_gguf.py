@@ -11,7 +11,9 @@ case; the searches take seconds) over the kernel's best time.
   by the OS on first touch, which alone costs about as much as the decode;
   ``test_dequantize_kernel``: the decode into a preallocated buffer, the figure that
   compares with the copy bandwidth (itself measured into a preallocated buffer).
-- ``test_dequant_matmul``: fused Q4_0/Q4_K GEMV (1 token) and GEMM (16 tokens).
+- ``test_dequant_matmul``: the fused product, every type, GEMV (1 token) and GEMM (16
+  tokens); the weight is the bytes of 256 quantized rows repeated (a whole layer of the
+  grid types' searches takes minutes, and the product's speed does not depend on the values).
 - ``test_first_call``: compile cost (cold Numba cache) and cached first call, each in a
   fresh process.
 """
@@ -92,9 +94,10 @@ def test_dequantize_kernel(benchmark, weight, qtype):
 
 
 @pytest.mark.parametrize("tokens", [1, 16], ids=["gemv", "gemm16"])
-@pytest.mark.parametrize("qtype", sorted(kernels.MATMUL_QTYPES))
-def test_dequant_matmul(benchmark, weight, qtype, tokens):
-    q = N.gguf_quantize(weight, qtype)
+@pytest.mark.parametrize("qtype", sorted(kernels.MATMUL_QTYPES, key=lambda n: FORMATS[n].type_id))
+def test_dequant_matmul(benchmark, weight, imatrix, qtype, tokens):
+    rows = N.gguf_quantize(weight[:256], qtype, imatrix if FORMATS[qtype].requires_imatrix else None)
+    q = np.tile(rows, (SHAPE[0] // 256, 1))
     x = np.random.default_rng(2).standard_normal((tokens, SHAPE[1])).astype(np.float32)
     y = benchmark(N.gguf_dequant_matmul, x, q, qtype, SHAPE)
     _finish(benchmark, q.nbytes + x.nbytes + y.nbytes, _ref_seconds(dequant_matmul, x, q, qtype, SHAPE))
