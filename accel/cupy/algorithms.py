@@ -36,7 +36,9 @@ from refquant.algorithms.gptq import inverse_hessian_cholesky
 __all__ = ["rtn_quantize", "gptq_quantize", "awq_quantize", "BLOCK_SIZE", "TILE"]
 
 BLOCK_SIZE = 128   # GPTQ's B (columns per lazy-update block), fasterquant's default
-TILE = 16          # src/algorithms.cu TILE: tile_gemm's tile edge (TILE * TILE threads)
+TILE = 64          # src/algorithms.cu TILE: tile_gemm's output tile edge
+_GEMM_THREADS = 128   # src/algorithms.cu GEMM_THREADS: 16 x 8 threads, 4 x 8 outputs each
+_CANDIDATE_BYTES = 1 << 30   # AWQ: candidates evaluated per launch, their D and D G within this
 _DAMP = 0.01       # fasterquant's percdamp, as the op's reference
 _N_GRID = 20       # AWQ's ratios alpha = k / 20
 
@@ -53,7 +55,7 @@ def _gemm(dev: Any, kernel: str, m: int, n: int, k: int, A: Any, a_strides: tupl
     if tiles == 0 or k == 0:
         return
     grid = (max(1, min(tiles, dev.max_blocks)),)
-    dev.launch("algorithms", kernel, grid, (TILE * TILE,),
+    dev.launch("algorithms", kernel, grid, (_GEMM_THREADS,),
                [i64(m), i64(n), i64(k), A, i64(a_strides[0]), i64(a_strides[1]), B, i64(b_strides[0]),
                 i64(b_strides[1]), C, i64(ldc)])
 
@@ -121,28 +123,31 @@ def awq_quantize(dev: Any, W: Any, X: Any, bits: int = 4, group_size: int = 128)
     gs = _group(group_size, cols)
     G = dev.empty((cols, cols), np.float64)
     _gemm(dev, "gemm_f64", cols, cols, tokens, Xd, (1, cols), Xd, (cols, 1), G, cols)   # G = X^T X
-    D, P = dev.empty((rows, cols), np.float64), dev.empty((rows, cols), np.float64)
+    candidates = []
+    for k in range(_N_GRID):   # _search_scale's s for alpha = k / n_grid, float32 values
+        s = np.maximum(x_mean ** (k / _N_GRID), 1e-4)
+        candidates.append((s / np.sqrt(s.max() * s.min())).astype(np.float32).astype(np.float64))
+    batch = max(1, min(_N_GRID, _CANDIDATE_BYTES // (16 * rows * cols)))
+    D, P = dev.empty((batch * rows, cols), np.float64), dev.empty((batch * rows, cols), np.float64)
     losses = dev.empty((_N_GRID, rows), np.float64)
     unused = dev.zeros(1, np.float32)
-    candidates = []
-    g, b = stride_grid(dev, rows * -(-cols // gs))
-    gr, br = stride_grid(dev, rows)
-    for k in range(_N_GRID):
-        ratio = k / _N_GRID
-        s = np.maximum(x_mean**ratio, 1e-4)
-        s = (s / np.sqrt(s.max() * s.min())).astype(np.float32).astype(np.float64)
-        candidates.append(s)
-        sd = dev.contiguous(s, np.float64)
-        dev.launch("algorithms", "awq_qdq", g, b, [Wd, sd, i64(rows), i64(cols), i64(gs), i32(bits), i32(0), i32(0),
+    for k0 in range(0, _N_GRID, batch):
+        n = min(batch, _N_GRID - k0)
+        g, b = stride_grid(dev, n * rows * -(-cols // gs))
+        dev.launch("algorithms", "awq_qdq", g, b, [Wd, dev.contiguous(np.stack(candidates[k0:k0 + n]), np.float64),
+                                                   i64(n), i64(rows), i64(cols), i64(gs), i32(bits), i32(0), i32(0),
                                                    D, unused])
-        _gemm(dev, "gemm_f64", rows, cols, cols, D, (cols, 1), G, (cols, 1), P, cols)
-        dev.launch("algorithms", "row_dot_f64", gr, br, [P, D, i64(rows), i64(cols), losses[k]])
+        _gemm(dev, "gemm_f64", n * rows, cols, cols, D, (cols, 1), G, (cols, 1), P, cols)   # D G
+        g, b = stride_grid(dev, n * rows)
+        dev.launch("algorithms", "row_dot_f64", g, b, [P, D, i64(n * rows), i64(cols), losses.reshape(-1)[k0 * rows:]])
     totals = dev.to_numpy(losses).sum(axis=1)
     best, best_loss = 0, np.inf
     for k, loss in enumerate(totals):
         if loss < best_loss:   # first strictly smaller loss; NaN never wins
             best, best_loss = k, loss
     out = dev.empty((rows, cols), np.float32)
-    dev.launch("algorithms", "awq_qdq", g, b, [Wd, dev.contiguous(candidates[best], np.float64), i64(rows), i64(cols),
-                                               i64(gs), i32(bits), i32(0), i32(1), dev.zeros(1, np.float64), out])
+    g, b = stride_grid(dev, rows * -(-cols // gs))
+    dev.launch("algorithms", "awq_qdq", g, b, [Wd, dev.contiguous(candidates[best], np.float64), i64(1), i64(rows),
+                                               i64(cols), i64(gs), i32(bits), i32(0), i32(1),
+                                               dev.zeros(1, np.float64), out])
     return out

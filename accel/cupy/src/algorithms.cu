@@ -11,7 +11,14 @@
 #include "common.cuh"
 #include "minmax_grid.cuh"
 
-#define TILE 16   // tile_gemm: TILE x TILE outputs per block of TILE * TILE threads
+// tile_gemm: a block of GEMM_THREADS = 16 x 8 threads computes a TILE x TILE tile of C,
+// each thread a MICRO_M x MICRO_N micro-tile (register blocking: an operand read from
+// shared memory feeds 4 or 8 products), over k in steps of KSTEP.
+#define TILE 64
+#define KSTEP 32
+#define GEMM_THREADS 128
+#define MICRO_M 4   // TILE / 16 rows per thread
+#define MICRO_N 8   // TILE / 8 columns per thread
 
 // --- shared: one row-group on its min-max grid --------------------------------------------
 
@@ -57,27 +64,45 @@ extern "C" __global__ void rtn_groups_f64(const double* __restrict__ W, i64 rows
 
 // C[i, j] (-)= sum_p A[i, p] B[p, j] for i < m, j < n, p < k, with A[i, p] at
 // A[i * a_rs + p * a_cs], B[p, j] at B[p * b_rs + j * b_cs], C[i, j] at C[i * ldc + j]
-// (strides let one kernel read a transposed operand). TILE x TILE tiles of A and B in
-// shared memory, one output per thread; blocks stride over the output tiles.
+// (strides let one kernel read a transposed operand). Tiles of A (TILE x KSTEP) and B
+// (KSTEP x TILE) in shared memory; thread (ty, tx) = (tid / 8, tid % 8) owns outputs
+// (ty + 16 a, tx + 8 b), a < MICRO_M, b < MICRO_N; blocks stride over the output tiles.
 template <typename T, bool SUBTRACT>
 __device__ void tile_gemm(i64 m, i64 n, i64 k, const T* __restrict__ A, i64 a_rs, i64 a_cs,
                           const T* __restrict__ B, i64 b_rs, i64 b_cs, T* __restrict__ C, i64 ldc) {
-    __shared__ T As[TILE][TILE + 1];
-    __shared__ T Bs[TILE][TILE + 1];
-    const int tx = threadIdx.x % TILE, ty = threadIdx.x / TILE;
+    __shared__ T As[KSTEP][TILE + 1];   // As[p][i]: A's tile transposed
+    __shared__ T Bs[KSTEP][TILE + 1];
+    const int tid = threadIdx.x, tx = tid % 8, ty = tid / 8;
     const i64 tiles_n = (n + TILE - 1) / TILE, tiles = ((m + TILE - 1) / TILE) * tiles_n;
     for (i64 tile = blockIdx.x; tile < tiles; tile += gridDim.x) {   // uniform over the block
-        const i64 i = (tile / tiles_n) * TILE + ty, j = (tile % tiles_n) * TILE + tx;
-        T acc = T(0);
-        for (i64 p0 = 0; p0 < k; p0 += TILE) {
-            const i64 ia = (tile / tiles_n) * TILE + ty, pa = p0 + tx, pb = p0 + ty;
-            As[ty][tx] = ia < m && pa < k ? A[ia * a_rs + pa * a_cs] : T(0);
-            Bs[ty][tx] = pb < k && j < n ? B[pb * b_rs + j * b_cs] : T(0);
+        const i64 i0 = (tile / tiles_n) * TILE, j0 = (tile % tiles_n) * TILE;
+        T acc[MICRO_M][MICRO_N];
+        for (int a = 0; a < MICRO_M; ++a)
+            for (int b = 0; b < MICRO_N; ++b) acc[a][b] = T(0);
+        for (i64 p0 = 0; p0 < k; p0 += KSTEP) {
+            for (int e = tid; e < TILE * KSTEP; e += GEMM_THREADS) {
+                const int row = e / KSTEP, col = e % KSTEP;     // A: (i0 + row, p0 + col)
+                const i64 ia = i0 + row, pa = p0 + col;
+                As[col][row] = ia < m && pa < k ? A[ia * a_rs + pa * a_cs] : T(0);
+                const int pr = e / TILE, jc = e % TILE;          // B: (p0 + pr, j0 + jc)
+                const i64 pb = p0 + pr, jb = j0 + jc;
+                Bs[pr][jc] = pb < k && jb < n ? B[pb * b_rs + jb * b_cs] : T(0);
+            }
             __syncthreads();
-            for (int q = 0; q < TILE; ++q) acc += As[ty][q] * Bs[q][tx];
+            for (int q = 0; q < KSTEP; ++q) {
+                T a_reg[MICRO_M], b_reg[MICRO_N];
+                for (int a = 0; a < MICRO_M; ++a) a_reg[a] = As[q][ty + 16 * a];
+                for (int b = 0; b < MICRO_N; ++b) b_reg[b] = Bs[q][tx + 8 * b];
+                for (int a = 0; a < MICRO_M; ++a)
+                    for (int b = 0; b < MICRO_N; ++b) acc[a][b] += a_reg[a] * b_reg[b];
+            }
             __syncthreads();
         }
-        if (i < m && j < n) C[i * ldc + j] = SUBTRACT ? C[i * ldc + j] - acc : acc;
+        for (int a = 0; a < MICRO_M; ++a)
+            for (int b = 0; b < MICRO_N; ++b) {
+                const i64 i = i0 + ty + 16 * a, j = j0 + tx + 8 * b;
+                if (i < m && j < n) C[i * ldc + j] = SUBTRACT ? C[i * ldc + j] - acc[a][b] : acc[a][b];
+            }
     }
 }
 
@@ -136,24 +161,26 @@ extern "C" __global__ void gptq_block(const float* __restrict__ W, const float* 
 
 // --- AWQ (Lin et al. 2024, sec. 3.3, eq. 4-5) ---------------------------------------------------
 
-// One candidate s of the scale search, one thread per row-group: the effective weight
-// Q(W s) / s of AWQ's zero-point grid, in float64 as the reference. Writes the
-// difference D = W - Q(W s) / s (float64) or, when final is set, the effective weight
-// as float32 (the op's result) into eff.
-extern "C" __global__ void awq_qdq(const double* __restrict__ W, const double* __restrict__ s, i64 rows, i64 cols,
-                                   i64 gs, int bits, int sym, int final, double* __restrict__ D,
+// n_cand candidates s (n_cand, cols) of the scale search at once, one thread per
+// (candidate, row, group): the effective weight Q(W s) / s of AWQ's grid, in float64 as
+// the reference. Writes D[c * rows + r] = W[r] - Q(W s_c) / s_c (float64, (n_cand * rows,
+// cols)) or, when final is set, the effective weight of candidate 0 as float32 into eff
+// (the op's result).
+extern "C" __global__ void awq_qdq(const double* __restrict__ W, const double* __restrict__ s, i64 n_cand, i64 rows,
+                                   i64 cols, i64 gs, int bits, int sym, int final, double* __restrict__ D,
                                    float* __restrict__ eff) {
     const i64 n_groups = (cols + gs - 1) / gs;
-    GRID_STRIDE(t, rows * n_groups) {
-        const i64 r = t / n_groups, c0 = (t - r * n_groups) * gs, c1 = min(c0 + gs, cols);
+    GRID_STRIDE(t, n_cand * rows * n_groups) {
+        const i64 rr = t / n_groups, r = rr % rows, c0 = (t - rr * n_groups) * gs, c1 = min(c0 + gs, cols);
         const double* w = W + r * cols;
+        const double* sc = s + (rr / rows) * cols;
         double lo, hi;
-        row_range<double>(w, s, c0, c1, lo, hi);
+        row_range<double>(w, sc, c0, c1, lo, hi);
         const MinMaxGrid<double> p = find_params<double>(lo, hi, bits, sym, RULE_AWQ);
         for (i64 c = c0; c < c1; ++c) {
-            const double e = qdq<double>(w[c] * s[c], p, bits) / s[c];
-            if (final) eff[r * cols + c] = static_cast<float>(e);
-            else D[r * cols + c] = w[c] - e;
+            const double e = qdq<double>(w[c] * sc[c], p, bits) / sc[c];
+            if (final) eff[rr * cols + c] = static_cast<float>(e);
+            else D[rr * cols + c] = w[c] - e;
         }
     }
 }
