@@ -79,19 +79,20 @@ def gptq_quantize(dev: Any, W: Any, H: Any, bits: int = 4, group_size: int = 128
     """Backend op: same contract as :func:`refquant.algorithms.ops.gptq_quantize` (held to
     NoWorseThanRef: the trailing update sums in another order than the reference's BLAS)."""
     rows, cols = W.shape
-    W32 = np.asarray(W, dtype=np.float32)
-    H32 = np.array(H, dtype=np.float32)
+    H32 = np.array(dev.to_numpy(H), dtype=np.float32)   # to the host for LAPACK
     dead = np.diag(H32) == 0
     H32[dead, dead] = 1
-    W_zeroed = W32.copy()
-    W_zeroed[:, dead] = 0
     perm = np.argsort(-np.diag(H32), kind="stable") if act_order else np.arange(cols)
     if act_order:
         H32 = H32[perm][:, perm]
     U, _ = inverse_hessian_cholesky(H32, _DAMP)
-    Wd = dev.contiguous(W_zeroed[:, perm], np.float32)
+    W32 = dev.contiguous(W, np.float32)
+    Wd = W32.copy()   # the weight the sweep updates: dead columns zeroed, in quantization order
+    Wd[:, dev.asarray(dead)] = 0
+    if act_order:
+        Wd = dev.contiguous(Wd[:, dev.asarray(perm)], np.float32)
     # per-channel grids are fitted on W before the dead columns are zeroed (fasterquant)
-    W_fit = dev.contiguous(W32[:, perm], np.float32) if group_size == -1 else Wd
+    W_fit = dev.contiguous(W32[:, dev.asarray(perm)], np.float32) if group_size == -1 else Wd
     Ud = dev.contiguous(U, np.float32)
     gs = _group(group_size, cols)
     B = min(BLOCK_SIZE, cols)
@@ -116,10 +117,9 @@ def awq_quantize(dev: Any, W: Any, X: Any, bits: int = 4, group_size: int = 128)
     """Backend op: same contract as :func:`refquant.algorithms.ops.awq_quantize` (held to
     NoWorseThanRef: the loss sums in another order than the reference's)."""
     rows, cols = W.shape
-    X64 = np.asarray(X, dtype=np.float64).reshape(-1, cols)
-    tokens = X64.shape[0]
-    x_mean = activation_scale(X64)
-    Wd, Xd = dev.contiguous(W, np.float64), dev.contiguous(X64, np.float64)
+    Wd, Xd = dev.contiguous(W, np.float64), dev.contiguous(X, np.float64).reshape(-1, cols)
+    tokens = Xd.shape[0]
+    x_mean = np.asarray(dev.to_numpy(activation_scale(Xd)), dtype=np.float64)   # reduced on the device
     gs = _group(group_size, cols)
     G = dev.empty((cols, cols), np.float64)
     _gemm(dev, "gemm_f64", cols, cols, tokens, Xd, (1, cols), Xd, (cols, 1), G, cols)   # G = X^T X
