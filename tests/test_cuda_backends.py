@@ -44,12 +44,13 @@ def test_capabilities_name_real_ops_and_formats():
 
 
 @needs_gxx
-def test_undeclared_op_raises_unsupported():
-    b = accel.get_backend("cuda-sim")
-    missing = sorted(set(OP_SPECS) - set(b.capabilities()))
-    assert missing, "every op is implemented: test an undeclared format instead"
+def test_undeclared_op_raises_unsupported(monkeypatch):
+    # every op of OP_SPECS is implemented: take one out of the table
+    monkeypatch.delitem(cuda_backend._OPS, "awq_quantize")
+    b = cuda_backend.CudaKernelsBackend("cuda-sim", SimDevice())
+    assert "awq_quantize" not in b.capabilities()
     with pytest.raises(UnsupportedError, match="cuda-sim"):
-        getattr(getattr(b, "raw", b), missing[0])()  # the kernels' side, before any argument preparation
+        b.awq_quantize()  # the kernels' side, before any argument preparation
 
 
 @needs_gxx
@@ -80,7 +81,11 @@ def _runs(schedule: str, monkeypatch) -> list[np.ndarray]:
     # grid searches: 18 super-blocks, so a block runs a second, partial batch (4 and 8 per batch)
     rows = rng.standard_normal((3, 1536)).astype(np.float32)
     iq = [b.gguf_quantize(rows, "iq2_s", rng.random(1536).astype(np.float32)), b.gguf_quantize(rows, "iq3_xxs")]
-    return [packed, absmax, codes, amax8, q, stats, cols, y, *mx, *nv[:2], np.float32(nv[2]), *iq]
+    # tile_gemm (shared-memory tiles): GPTQ's trailing update (160 columns: a second block), AWQ's Gram matrix
+    xs = rng.standard_normal((40, 160)).astype(np.float32)
+    gq = b.gptq_quantize(np.tile(w, (1, 2))[:, :160], 2 * xs.T @ xs, 4, 32)
+    aw = b.awq_quantize(w, xs[:, :96], 4, 32)
+    return [packed, absmax, codes, amax8, q, stats, cols, y, *mx, *nv[:2], np.float32(nv[2]), *iq, gq, aw]
 
 
 @needs_gxx
@@ -89,6 +94,33 @@ def test_synchronizing_kernels_do_not_depend_on_thread_order(monkeypatch):
     for schedule in ("reverse", "shuffled"):
         for got, want in zip(_runs(schedule, monkeypatch), base):
             np.testing.assert_array_equal(got, want)
+
+
+@needs_gxx
+def test_algorithm_ops_off_the_conformance_axis():
+    """What the conformance formats do not reach: RTN of a float64 weight (the reference
+    computes in float64: exact), GPTQ groups smaller than a block and groups spanning two
+    blocks (96 columns: 96..191 crosses 128), with act-order, held to the conformance bound."""
+    from refquant.algorithms import ops
+
+    b = accel.get_backend("cuda-sim")
+    rng = np.random.default_rng(7)
+    W = rng.standard_normal((5, 200)) * 0.05
+    for sym in (True, False):
+        np.testing.assert_array_equal(b.rtn_quantize(W, 3, 64, sym), ops.rtn_quantize(W, 3, 64, sym))
+    X = rng.standard_normal((48, 200)) * np.exp(rng.normal(0.0, 1.0, 200))
+    X[:, 5] = 0.0   # a dead column
+    H = (2 * X.T @ X / 48).astype(np.float32)
+    W32 = W.astype(np.float32)
+
+    def error(Q):  # type: ignore[no-untyped-def]
+        D = W32.astype(np.float64) - Q
+        return 0.5 * float(np.sum((D @ H.astype(np.float64)) * D))
+
+    for group_size in (32, 96):
+        for act_order in (False, True):
+            got = b.gptq_quantize(W32, H, 4, group_size, act_order, False)
+            assert error(got) <= 1.10 * error(ops.gptq_quantize(W32, H, 4, group_size, act_order, False))
 
 
 @needs_gxx

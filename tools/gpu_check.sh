@@ -54,7 +54,8 @@ MEMCHECK_K='encode_float_random or decode_float_every or bnb_quantize_4bit or in
  or gptq_dequantize or mx_quantize_any or mx_dequantize_every or nvfp4_quantize or nvfp4_dequantize or ternary_matmul
  or ((test_gguf_dequantize or test_gguf_dequant_matmul) and not degenerate
      and (q4_k or q6_k or iq2_xxs or iq3_s or iq1_m or nvfp4))
- or (test_gguf_quantize and not degenerate and (iq2_xs or iq3_s or iq1_m))'
+ or (test_gguf_quantize and not degenerate and (iq2_xs or iq3_s or iq1_m))
+ or (test_rtn_quantize and 4bit_g128) or (test_gptq_quantize and 3bit_g128) or (test_awq_quantize and 4bit_perchannel)'
 MEMCHECK_K="${MEMCHECK_K//$'\n'/ }"
 if command -v compute-sanitizer >/dev/null; then
     step memcheck 90 compute-sanitizer --tool memcheck --error-exitcode 1 "$PY" -m pytest --pyargs conformance \

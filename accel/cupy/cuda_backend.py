@@ -12,7 +12,7 @@ from __future__ import annotations
 from functools import partial
 from typing import Any, Callable
 
-from accel.cupy import affine, bnb, codebooks, floats, gguf, layouts, matmul, microscaling, packing
+from accel.cupy import affine, algorithms, bnb, codebooks, floats, gguf, layouts, matmul, microscaling, packing
 from accel.cupy.device import CupyDevice, SimDevice
 from accel.ops import OP_SPECS
 from accel.protocol import OpCapability
@@ -81,6 +81,14 @@ _OPS: dict[str, tuple[Callable[..., Any], OpCapability]] = {
     "awq_pack": (layouts.awq_pack, _cap("awq_pack")),
     "awq_unpack": (layouts.awq_unpack, _cap("awq_unpack")),
     "awq_dequantize": (layouts.awq_dequantize, _cap("awq_dequantize")),
+    "rtn_quantize": (algorithms.rtn_quantize, _cap("rtn_quantize", notes="one thread per row-group")),
+    "gptq_quantize": (algorithms.gptq_quantize,
+                      _cap("gptq_quantize", bit_exact=False,
+                           notes="U = chol(H^-1) on the host (the reference's LAPACK, float32); per block of 128 "
+                                 "columns a row-per-thread sweep, then a tiled shared-memory trailing GEMM")),
+    "awq_quantize": (algorithms.awq_quantize,
+                     _cap("awq_quantize", bit_exact=False,
+                          notes="20 ratios; float64 quantize-dequantize and Gram-matrix loss on the device")),
 }
 
 

@@ -40,8 +40,8 @@ def device_copy_gbs(nbytes: int = 256 * 2**20, repeats: int = 10) -> float:
     return 2 * nbytes / best / 1e9
 
 
-def _run(benchmark, fn, bytes_moved: int) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    """Time ``fn`` with CUDA events (min over rounds) and record GB/s and the copy fraction."""
+def _run(benchmark, fn, bytes_moved: int, rounds: int = ROUNDS) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """Time ``fn`` with CUDA events (min over ``rounds``) and record GB/s and the copy fraction."""
     import cupy as cp
 
     times: list[float] = []
@@ -55,7 +55,7 @@ def _run(benchmark, fn, bytes_moved: int) -> dict[str, float]:  # type: ignore[n
         times.append(cp.cuda.get_elapsed_time(start, stop) / 1e3)
 
     fn()   # compile / warm up
-    benchmark.pedantic(timed, rounds=ROUNDS, iterations=1)
+    benchmark.pedantic(timed, rounds=rounds, iterations=1)
     seconds = min(times)
     copy = device_copy_gbs()
     info = {"seconds_cuda_events": seconds, "GB/s": round(bytes_moved / seconds / 1e9, 2),
@@ -257,3 +257,42 @@ def test_int8_matmul(benchmark, gpu):
     b = gpu.asarray(rng.integers(-128, 128, (4096, 4096)).astype(np.int8))
     info = _run(benchmark, lambda: gpu.int8_matmul(a, b), a.nbytes + b.nbytes + 4 * 512 * 4096)
     benchmark.extra_info["TOPS"] = round(2 * 512 * 4096 * 4096 / info["seconds_cuda_events"] / 1e12, 2)
+
+
+# --- the algorithm ops: whole-layer searches, timed end to end (host steps included) ---
+ALGORITHM_ROUNDS = 3
+CALIBRATION_TOKENS = 512
+
+
+@pytest.fixture(scope="module")
+def calibration():
+    """``X`` (512 tokens, 4096) with lognormal channel magnitudes, and GPTQ's ``H = 2 XᵀX / N``."""
+    rng = np.random.default_rng(5)
+    X = (rng.standard_normal((CALIBRATION_TOKENS, SHAPE[1])) * np.exp(rng.normal(0.0, 1.0, SHAPE[1]))).astype(np.float32)
+    return X, (2.0 / CALIBRATION_TOKENS) * (X.T @ X)
+
+
+def test_rtn_quantize(benchmark, gpu, weight):
+    out = gpu.rtn_quantize(weight, 4, 128)
+    _run(benchmark, lambda: gpu.rtn_quantize(weight, 4, 128), weight.nbytes + out.nbytes)
+
+
+@pytest.mark.parametrize("act_order", [False, True], ids=["natural", "act_order"])
+def test_gptq_quantize(benchmark, gpu, weight, calibration, act_order):
+    """GPTQ of a 4096 x 4096 layer given H (4 bits, groups of 128): the host's Cholesky of
+    H^-1 and the device sweep; GB/s for comparison only (compute-bound)."""
+    H = gpu.asarray(calibration[1])
+    out = gpu.gptq_quantize(weight, H, 4, 128, act_order)
+    info = _run(benchmark, lambda: gpu.gptq_quantize(weight, H, 4, 128, act_order),
+                weight.nbytes + H.nbytes + out.nbytes, rounds=ALGORITHM_ROUNDS)
+    benchmark.extra_info["layer_s"] = info["seconds_cuda_events"]
+
+
+def test_awq_quantize(benchmark, gpu, weight, calibration):
+    """AWQ's 20-ratio scale search on a 4096 x 4096 layer with 512 tokens (float64 Gram-matrix
+    loss: 20 GEMMs of 4096^3); GB/s for comparison only."""
+    X = gpu.asarray(calibration[0])
+    out = gpu.awq_quantize(weight, X, 4, 128)
+    info = _run(benchmark, lambda: gpu.awq_quantize(weight, X, 4, 128), weight.nbytes + X.nbytes + out.nbytes,
+                rounds=ALGORITHM_ROUNDS)
+    benchmark.extra_info["layer_s"] = info["seconds_cuda_events"]
