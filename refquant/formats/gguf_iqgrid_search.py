@@ -692,7 +692,8 @@ def _iq1m_split(xo: np.ndarray, wo: np.ndarray, second: np.ndarray, vmax: np.nda
     for p in range(len(_IQ1M_PAIRS)):
         for k in range(4):
             sumqx, sumq2 = sum_qx[:, p, k], sum_q2[:, p, k]
-            take = (sumq2 > 0) & (sumqx * sumqx > best * sumq2)
+            with np.errstate(over="ignore"):          # -FLT_MAX·Σwq² is -inf, as in C
+                take = (sumq2 > 0) & (sumqx * sumqx > best * sumq2)
             if take.any():
                 scale = np.where(take, sumqx / np.where(take, sumq2, F32(1)), scale)
                 best = np.where(take, scale * sumqx, best)
