@@ -531,6 +531,19 @@ _X_P = np.array([-1 + 0.125, 0.125, 1 + 0.125], F32)      # x_p / x_m of quantiz
 _X_M = np.array([-1 - 0.125, -0.125, 1 - 0.125], F32)
 
 
+def _keep_better(sumqx: np.ndarray, sumq2: np.ndarray, scale: np.ndarray, best: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The IQ1 splits' acceptance, per sub-block (S,): a candidate replaces the best when
+    ``Σwq² > 0`` and ``(Σwqx)² > best·Σwq²`` (strict: the first of equals stays), with
+    ``scale = Σwqx/Σwq²`` and ``best = scale·Σwqx``. Returns (take, scale, best)."""
+    with np.errstate(over="ignore"):                  # -FLT_MAX·Σwq² is -inf, as in C
+        take = (sumq2 > 0) & (sumqx * sumqx > best * sumq2)
+    if take.any():
+        scale = np.where(take, sumqx / np.where(take, sumq2, F32(1)), scale)
+        best = np.where(take, scale * sumqx, best)
+    return take, scale, best
+
+
 def _iq1_best_split(xs: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, ...]:
     """The exhaustive 3-level split of the sorted sub-block (``quantize_row_iq1_s_impl``).
 
@@ -564,10 +577,8 @@ def _iq1_best_split(xs: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, ...]:
             for xx, sgn in ((_X_P, 1), (_X_M, -1)):
                 sumqx = a * xx[0] + b * xx[1] + c * xx[2]
                 sumq2 = aw * xx[0] * xx[0] + bw * xx[1] * xx[1] + cw * xx[2] * xx[2]
-                take = (sumq2 > 0) & (sumqx * sumqx > best * sumq2)
+                take, scale, best = _keep_better(sumqx, sumq2, scale, best)
                 if take.any():
-                    scale = np.where(take, sumqx / np.where(take, sumq2, F32(1)), scale)
-                    best = np.where(take, scale * sumqx, best)
                     b1 = np.where(take, i1, b1)
                     b2 = np.where(take, i2, b2)
                     shift = np.where(take, sgn, shift)
@@ -691,12 +702,8 @@ def _iq1m_split(xo: np.ndarray, wo: np.ndarray, second: np.ndarray, vmax: np.nda
     bk = np.full(S, -1)
     for p in range(len(_IQ1M_PAIRS)):
         for k in range(4):
-            sumqx, sumq2 = sum_qx[:, p, k], sum_q2[:, p, k]
-            with np.errstate(over="ignore"):          # -FLT_MAX·Σwq² is -inf, as in C
-                take = (sumq2 > 0) & (sumqx * sumqx > best * sumq2)
+            take, scale, best = _keep_better(sum_qx[:, p, k], sum_q2[:, p, k], scale, best)
             if take.any():
-                scale = np.where(take, sumqx / np.where(take, sumq2, F32(1)), scale)
-                best = np.where(take, scale * sumqx, best)
                 bpair = np.where(take, p, bpair)
                 bk = np.where(take, k, bk)
     return scale, bpair, bk
