@@ -11,6 +11,10 @@ Usage::
 
     REFQUANT_GGML_LIB=/path/to/libggml-base.so REFQUANT_GGML_COMMIT=<sha> \\
         python tools/gguf_oracle.py [--out tests/golden/gguf] [--types q4_0,q4_k]
+    python tools/gguf_oracle.py --llama-cpp-python --commit <llama.cpp sha> --types iq1_m
+
+``--llama-cpp-python`` takes the ``libggml-base`` that the installed llama-cpp-python bundles
+(llama.cpp's release build of ggml, whose version and build commit it reports).
 
 Each ``<type>.npz`` holds:
 
@@ -20,7 +24,8 @@ Each ``<type>.npz`` holds:
 ``imatrix`` (float32, (len(imatrix_names), n_per_row); the "none" row is unused),
 ``bytes_<name>`` (uint8, (rows, row_bytes)) and ``y_<name>`` (float32, ggml's
 dequantization of those bytes; absent where ggml has no ``to_float`` for the type),
-``quantizer`` (str: the C function that produced the bytes).
+``quantizer`` (str: the C function that produced the bytes), ``ggml_build`` (str: what
+the library says it is, ``ggml_version()`` and ``ggml_commit()``, and where it came from).
 
 IQ2_XXS, IQ2_XS and IQ1_S cannot be quantized without an importance matrix
 (``ggml_quantize_requires_imatrix``): their files have no ``bytes_none`` / ``y_none``.
@@ -98,6 +103,16 @@ class GGML:
 
     def traits(self, type_id: int) -> _TypeTraits:
         return self.lib.ggml_get_type_traits(type_id).contents
+
+    def build(self, origin: str) -> str:
+        """``ggml <version> (<build commit>)`` from the library itself, and ``origin``."""
+        said = []
+        for name in ("ggml_version", "ggml_commit"):
+            fn = getattr(self.lib, name, None)
+            if fn is not None:
+                fn.restype, fn.argtypes = ctypes.c_char_p, []
+                said.append(fn().decode())
+        return f"ggml {' '.join(said[:1])} ({', '.join(said[1:]) or 'no commit'}), {origin}" if said else origin
 
     def quantize(self, name: str, type_id: int, x: np.ndarray, row_bytes: int,
                  imatrix: np.ndarray | None) -> tuple[np.ndarray, str]:
@@ -195,7 +210,19 @@ def make_imatrices(rng: np.random.Generator, n: int = N_PER_ROW) -> tuple[list[s
     return names, np.stack([np.zeros(n), random, zeros]).astype(np.float32)
 
 
-def generate(ggml: GGML, out_dir: Path, commit: str, only: set[str] | None = None) -> None:
+def llama_cpp_python_lib() -> tuple[str, str]:
+    """(path of the libggml-base bundled with the installed llama-cpp-python, its origin)."""
+    import glob
+
+    import llama_cpp
+
+    found = sorted(glob.glob(os.path.join(os.path.dirname(llama_cpp.__file__), "lib", "libggml-base.*")))
+    if not found:
+        raise SystemExit(f"llama-cpp-python {llama_cpp.__version__} has no lib/libggml-base.*")
+    return found[0], f"libggml-base of llama-cpp-python {llama_cpp.__version__}"
+
+
+def generate(ggml: GGML, out_dir: Path, commit: str, only: set[str] | None = None, origin: str = "") -> None:
     out_dir.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(SEED)
     kinds, x = make_rows(rng)
@@ -211,6 +238,7 @@ def generate(ggml: GGML, out_dir: Path, commit: str, only: set[str] | None = Non
         record: dict[str, object] = {
             "qtype": np.array(name), "type_id": np.array(type_id), "ggml_commit": np.array(commit),
             "seed": np.array(SEED), "kinds": np.array(kinds), "x": x,
+            "ggml_build": np.array(ggml.build(origin or "local build")),
         }
         keep = [k for k, im_name in enumerate(im_names)
                 if not (requires_imatrix and im_name == "none") and (name not in ("q8_1", "q8_k") or k == 0)]
@@ -236,11 +264,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="ggml commit the library was built from (env REFQUANT_GGML_COMMIT)")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parents[1] / "tests" / "golden" / "gguf"))
     parser.add_argument("--types", default="", help="comma-separated subset, e.g. q4_0,q4_k")
+    parser.add_argument("--llama-cpp-python", action="store_true",
+                        help="use the libggml-base bundled with the installed llama-cpp-python")
     args = parser.parse_args(argv)
+    origin = "local build"
+    if args.llama_cpp_python:
+        args.lib, origin = llama_cpp_python_lib()
     if not args.lib:
-        parser.error("give --lib or set REFQUANT_GGML_LIB")
+        parser.error("give --lib, set REFQUANT_GGML_LIB or pass --llama-cpp-python")
     only = {t.strip().lower() for t in args.types.split(",") if t.strip()} or None
-    generate(GGML(args.lib), Path(args.out), args.commit, only)
+    generate(GGML(args.lib), Path(args.out), args.commit, only, origin)
     return 0
 
 

@@ -2,8 +2,9 @@
 
 ``quantize_row_iq3_xxs_impl``, ``quantize_row_iq3_s_impl``, ``quantize_row_iq2_xxs_impl``,
 ``quantize_row_iq2_xs_impl``, ``quantize_row_iq2_s_impl``, ``quantize_row_iq1_s_impl`` and
-``quantize_row_iq1_m_impl`` (``ggml-quants.c``, ggml-org/ggml @ d99724f2), one super-block
-of 256 per loop iteration, one sub-block at a time as the C code runs them. The steps and
+``quantize_row_iq1_m_impl`` (``ggml-quants.c``, ggml-org/ggml @ d99724f2; IQ1_M's split
+search llama.cpp @ 0c1e57098), one super-block of 256 per loop iteration, one sub-block at a
+time as the C code runs them. The steps and
 their float32 rules are those written out in :mod:`refquant.formats.gguf_iqgrid_search`
 (the NumPy form, vectorized over sub-blocks); here each is a scalar loop in C's order:
 every sum ``s += ...`` from 0 in index order, products left to right, ``nearest_int``
@@ -558,10 +559,22 @@ def _iq1m_xx(k, half):  # type: ignore[no-untyped-def]
 
 
 @ghelper
-def _iq1m_split(xs, ws, order, scale):  # type: ignore[no-untyped-def]
-    """The split search of ``quantize_row_iq1_m_impl`` on one sub-block of 16 (sorted; sums
-    recomputed in sorted order for every split and shift pair): (scale, i1, i2, k)."""
+def _iq1m_split(xs, ws, order, scale, px, pw):  # type: ignore[no-untyped-def]
+    """The split search of ``quantize_row_iq1_m_impl`` on one sub-block of 16 (llama.cpp @
+    0c1e57098: per-half prefix sums over the sorted values, px / pw float32 (2, 17) scratch;
+    the reference's ``_iq1m_split`` gives the formulas): (scale, i1, i2, k)."""
     _sort_order(xs, 16, order)
+    px[0, 0] = _ZERO
+    px[1, 0] = _ZERO
+    pw[0, 0] = _ZERO
+    pw[1, 0] = _ZERO
+    for j in range(16):
+        e = order[j]
+        h = 1 if e >= 8 else 0
+        px[h, j + 1] = px[h, j] + ws[e] * xs[e]
+        px[1 - h, j + 1] = px[1 - h, j]
+        pw[h, j + 1] = pw[h, j] + ws[e]
+        pw[1 - h, j + 1] = pw[1 - h, j]
     best = _NEG_FLT_MAX
     b1 = -1
     b2 = -1
@@ -571,13 +584,13 @@ def _iq1m_split(xs, ws, order, scale):  # type: ignore[no-untyped-def]
             for k in range(4):
                 sumqx = _ZERO
                 sumq2 = _ZERO
-                for pos in range(16):
-                    e = order[pos]
-                    lev = (1 if pos >= i1 else 0) + (1 if pos >= i2 else 0)
-                    c = _iq1m_xx(k, 1 if e >= 8 else 0)[lev]
-                    wc = ws[e] * c
-                    sumqx += wc * xs[e]
-                    sumq2 += wc * c
+                for h in range(2):
+                    v = _iq1m_xx(k, h)
+                    qx = px[h, 16] * v[2] - (px[h, i1] + px[h, i2])
+                    q2 = pw[h, 16] * v[2] * v[2] + pw[h, i1] * (v[0] * v[0] - v[1] * v[1]) + \
+                        pw[h, i2] * (v[1] * v[1] - v[2] * v[2])
+                    sumqx = qx if h == 0 else sumqx + qx
+                    sumq2 = q2 if h == 0 else sumq2 + q2
                 if sumq2 > _ZERO and sumqx * sumqx > best * sumq2:
                     scale = sumqx / sumq2
                     best = scale * sumqx
@@ -589,7 +602,7 @@ def _iq1m_split(xs, ws, order, scale):  # type: ignore[no-untyped-def]
 
 @ghelper
 def _iq1m_super_block(xb, qw, has_im, ob, levels, kmap, nbr, cnt, w, waux, L, order, idx, scales,
-                      shifts):  # type: ignore[no-untyped-def]
+                      shifts, px, pw):  # type: ignore[no-untyped-def]
     """One IQ1_M super-block (``quantize_row_iq1_m_impl``) into ``ob`` (56 bytes)."""
     _weights(xb, qw, has_im, 2, w, waux)
     for ib in range(16):
@@ -600,7 +613,7 @@ def _iq1m_super_block(xb, qw, has_im, ob, levels, kmap, nbr, cnt, w, waux, L, or
         for i in range(1, 16):
             a = np.abs(xs[i])
             vmax = a if a > vmax else vmax
-        scale, b1, b2, bk = _iq1m_split(xs, ws, order, vmax)
+        scale, b1, b2, bk = _iq1m_split(xs, ws, order, vmax, px, pw)
         live = not (vmax < np.float32(1e-7)) and bk >= 0
         if bk < 0:                                        # nothing accepted: the first split (all level 2)
             b1 = 0
@@ -698,6 +711,8 @@ def _quantize(kind, x, imatrix, has_im, out, levels, kmap, nbr, cnt):  # type: i
         order = np.empty(32, np.int64)
         sumx = np.empty(33, np.float32)
         sumw = np.empty(33, np.float32)
+        px = np.empty((2, 17), np.float32)
+        pw = np.empty((2, 17), np.float32)
         for b in range(c * CHUNK, min(total, (c + 1) * CHUNK)):
             r = b // nbr_row
             j = b - r * nbr_row
@@ -708,7 +723,8 @@ def _quantize(kind, x, imatrix, has_im, out, levels, kmap, nbr, cnt):  # type: i
                 _iq1s_super_block(xb, qw, ob, levels, kmap, nbr, cnt, w, waux, L, order, sumx, sumw, idx, scales,
                                   ls)
             elif kind == IQ1_M:
-                _iq1m_super_block(xb, qw, has_im, ob, levels, kmap, nbr, cnt, w, waux, L, order, idx, scales, ls)
+                _iq1m_super_block(xb, qw, has_im, ob, levels, kmap, nbr, cnt, w, waux, L, order, idx, scales, ls,
+                                  px, pw)
             else:
                 _grid_super_block(kind, xb, qw, has_im, ob, levels, kmap, nbr, cnt, w, waux, xval, L, Laux, Lqp, on,
                                   onaux, todo, alive, signs, idx, scales, ls)

@@ -42,7 +42,8 @@ ggml requires an importance matrix to quantize IQ2_XXS, IQ2_XS and IQ1_S
 (``ggml_quantize_requires_imatrix`` in ``ggml.c``); IQ1_M's requirement is commented out
 there. All seven quantize bit-exactly as ggml's ``quantize_iq2_xxs`` ... ``quantize_iq1_m``
 (what ``ggml_quantize_chunk`` writes): the searches are in
-:mod:`refquant.formats.gguf_iqgrid_search`.
+:mod:`refquant.formats.gguf_iqgrid_search`. IQ1_M follows llama.cpp @ 0c1e57098, whose split
+search (PR #28706, prefix sums) writes other bytes than d99724f2's on near-ties.
 """
 
 from __future__ import annotations

@@ -531,6 +531,19 @@ _X_P = np.array([-1 + 0.125, 0.125, 1 + 0.125], F32)      # x_p / x_m of quantiz
 _X_M = np.array([-1 - 0.125, -0.125, 1 - 0.125], F32)
 
 
+def _keep_better(sumqx: np.ndarray, sumq2: np.ndarray, scale: np.ndarray, best: np.ndarray
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The IQ1 splits' acceptance, per sub-block (S,): a candidate replaces the best when
+    ``Σwq² > 0`` and ``(Σwqx)² > best·Σwq²`` (strict: the first of equals stays), with
+    ``scale = Σwqx/Σwq²`` and ``best = scale·Σwqx``. Returns (take, scale, best)."""
+    with np.errstate(over="ignore"):                  # -FLT_MAX·Σwq² is -inf, as in C
+        take = (sumq2 > 0) & (sumqx * sumqx > best * sumq2)
+    if take.any():
+        scale = np.where(take, sumqx / np.where(take, sumq2, F32(1)), scale)
+        best = np.where(take, scale * sumqx, best)
+    return take, scale, best
+
+
 def _iq1_best_split(xs: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, ...]:
     """The exhaustive 3-level split of the sorted sub-block (``quantize_row_iq1_s_impl``).
 
@@ -564,10 +577,8 @@ def _iq1_best_split(xs: np.ndarray, w: np.ndarray) -> tuple[np.ndarray, ...]:
             for xx, sgn in ((_X_P, 1), (_X_M, -1)):
                 sumqx = a * xx[0] + b * xx[1] + c * xx[2]
                 sumq2 = aw * xx[0] * xx[0] + bw * xx[1] * xx[1] + cw * xx[2] * xx[2]
-                take = (sumq2 > 0) & (sumqx * sumqx > best * sumq2)
+                take, scale, best = _keep_better(sumqx, sumq2, scale, best)
                 if take.any():
-                    scale = np.where(take, sumqx / np.where(take, sumq2, F32(1)), scale)
-                    best = np.where(take, scale * sumqx, best)
                     b1 = np.where(take, i1, b1)
                     b2 = np.where(take, i2, b2)
                     shift = np.where(take, sgn, shift)
@@ -649,14 +660,63 @@ def _iq1_snap(idx: np.ndarray, u: np.ndarray, xs: np.ndarray, w: np.ndarray, sca
     return idx
 
 
+_IQ1M_PAIRS = np.array([(i1, i2) for i1 in range(17) for i2 in range(i1, 17)])     # (i1, i2) in ggml's scan order
+
+
+def _iq1m_split(xo: np.ndarray, wo: np.ndarray, second: np.ndarray, vmax: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """IQ1_M's exhaustive 3-level split with per-half prefix sums (``quantize_row_iq1_m_impl``,
+    ggml-org/llama.cpp @ 0c1e57098, since PR #28706; earlier ggml, d99724f2 included, summed
+    every split from scratch and writes different bytes on near-ties).
+
+    On sub-blocks sorted ascending: ``xo``, ``wo`` float32 (S, 16), ``second`` bool (S, 16)
+    whether each sorted value is in the second half. Per half h, prefix sums over the sorted
+    positions ``px[h][j] = Σ w·x``, ``pw[h][j] = Σ w`` of its elements (in order, from 0);
+    with ``v`` the shifted values (``x_p`` or ``x_m``), whose steps ``v0 - v1 = v1 - v2 = -1``,
+    a split (i1, i2) has per half ``Σw·q·x = tx·v2 - (px[i1] + px[i2])`` and
+    ``Σw·q² = tw·v2·v2 + pw[i1]·(v0² - v1²) + pw[i2]·(v1² - v2²)`` (``tx``, ``tw`` the half's
+    totals, float32 left to right); shift pair k sums the halves' terms (bit 1: first half
+    ``x_m``, bit 0: second half ``x_m``). The scan over (i1, i2) then k keeps a candidate
+    when ``Σwq² > 0`` and ``(Σwqx)² > best·Σwq²`` (``scale = Σwqx/Σwq²``, ``best =
+    scale·Σwqx``, starting from ``scale = vmax``, ``best = -FLT_MAX``). Returns (scale (S,),
+    index into :data:`_IQ1M_PAIRS` (S,), k (S,); -1 for both when nothing was accepted).
+    """
+    S = xo.shape[0]
+    halves = np.stack([~second, second])                                           # (2, S, 16)
+    zero = np.zeros((2, S, 1), F32)
+    px = np.concatenate([zero, np.add.accumulate(np.where(halves, wo * xo, F32(0)), axis=2, dtype=F32)], axis=2)
+    pw = np.concatenate([zero, np.add.accumulate(np.where(halves, wo, F32(0)), axis=2, dtype=F32)], axis=2)
+    i1, i2 = _IQ1M_PAIRS.T
+    sx = px[:, :, i1] + px[:, :, i2]                                                # (2, S, P)
+    qx, q2 = {}, {}
+    for name, v in (("p", _X_P), ("m", _X_M)):
+        c1, c2 = v[0] * v[0] - v[1] * v[1], v[1] * v[1] - v[2] * v[2]
+        qx[name] = px[:, :, 16:] * v[2] - sx
+        q2[name] = pw[:, :, 16:] * v[2] * v[2] + pw[:, :, i1] * c1 + pw[:, :, i2] * c2
+    pairs = ("pp", "pm", "mp", "mm")                                                # k = 0..3
+    sum_qx = np.stack([qx[a][0] + qx[b][1] for a, b in pairs], axis=-1)            # (S, P, 4)
+    sum_q2 = np.stack([q2[a][0] + q2[b][1] for a, b in pairs], axis=-1)
+    best = np.full(S, -np.finfo(F32).max, F32)
+    scale = vmax.copy()
+    bpair = np.full(S, -1)
+    bk = np.full(S, -1)
+    for p in range(len(_IQ1M_PAIRS)):
+        for k in range(4):
+            take, scale, best = _keep_better(sum_qx[:, p, k], sum_q2[:, p, k], scale, best)
+            if take.any():
+                bpair = np.where(take, p, bpair)
+                bk = np.where(take, k, bk)
+    return scale, bpair, bk
+
+
 def quantize_iq1_m(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``quantize_row_iq1_m_impl`` on super-blocks x float32 (n, 256).
 
     Sub-blocks of 16 (``w = qw·sqrtf(sigma2 + x²)``, ``sigma2 = 2·Σx²/256``, or ``x²`` without an
     imatrix; ``max|x| < 1e-7`` is a zero sub-block), each split into two groups of 8 with their
     own ±1/8 shift: the exhaustive 3-level split over the sorted values tries the four shift
-    pairs ``k`` (bit 1: first half -1/8, bit 0: second half -1/8), the sums recomputed for
-    every split in sorted order; groups off the grid as IQ1_S. Per super-block: 3-bit scales
+    pairs ``k`` (bit 1: first half -1/8, bit 0: second half -1/8), scored from per-half prefix
+    sums (:func:`_iq1m_split`, llama.cpp @ 0c1e57098); groups off the grid as IQ1_S. Per super-block: 3-bit scales
     ``clamp(nearest_int(0.5·(scale/d - 1)), 0, 7)`` with ``d = max_scale/15``, then ``d`` is
     refit as ``Σw·q·x/Σw·q²`` over the whole super-block with ``q = xx[l]·(2·ls + 1)`` and
     stored as fp16(``d·1.1125``) in the top nibbles of the four scale words. Returns
@@ -677,45 +737,13 @@ def quantize_iq1_m(x: np.ndarray, weights: np.ndarray | None) -> tuple[np.ndarra
     live = ~(vmax < F32(1e-7))
 
     order = np.argsort(xs, axis=1, kind="stable")                                   # ties: see _iq1_best_split
-    xo = np.take_along_axis(xs, order, axis=1)
-    wo = np.take_along_axis(w, order, axis=1)
-    second = order >= 8                                                             # (S, 16) half of each sorted x
-    pairs = [(i1, i2) for i1 in range(17) for i2 in range(i1, 17)]
-    pos = np.arange(16)
-    lev = np.array([(pos >= i1).astype(int) + (pos >= i2) for i1, i2 in pairs])     # (P, 16) level by sorted position
-    best = np.full(S, -np.finfo(F32).max, F32)
-    scale = vmax.copy()
-    bpair = np.full(S, -1)
-    bk = np.full(S, -1)
-    # every sorted element's terms (w·c)·x and (w·c)·c for its 3 levels under either shift
-    # (computed once; each split and shift pair sums its own 16 of them in sorted order)
-    cv = np.stack([_X_P, _X_M], axis=-1)                                           # (level, shifted down)
-    wc = wo[:, :, None, None] * cv                                                  # (S, 16, 3, 2)
-    down = np.where(second[:, :, None], np.arange(4) % 2 == 1, np.arange(4) >= 2)   # (S, 16, k)
-    pick = np.repeat(down[:, :, None, :].astype(np.intp), 3, axis=2)
-    # laid out (16, 3, S, k) so that a split's terms at a position are whole rows
-    tx = np.take_along_axis(wc * xo[:, :, None, None], pick, axis=3).transpose(1, 2, 0, 3).reshape(16, 3, -1)
-    t2 = np.take_along_axis(wc * cv, pick, axis=3).transpose(1, 2, 0, 3).reshape(16, 3, -1)
-    sum_qx = tx[0][lev[:, 0]]                                                       # (P, S·k), seq_sum order
-    sum_q2 = t2[0][lev[:, 0]]
-    for pos in range(1, 16):
-        sum_qx += tx[pos][lev[:, pos]]
-        sum_q2 += t2[pos][lev[:, pos]]
-    sum_qx = (sum_qx + F32(0)).reshape(len(pairs), S, 4)
-    sum_q2 = (sum_q2 + F32(0)).reshape(len(pairs), S, 4)
-    for p in range(len(pairs)):
-        for k in range(4):
-            sumqx, sumq2 = sum_qx[p, :, k], sum_q2[p, :, k]
-            take = (sumq2 > 0) & (sumqx * sumqx > best * sumq2)
-            if take.any():
-                scale = np.where(take, sumqx / np.where(take, sumq2, F32(1)), scale)
-                best = np.where(take, scale * sumqx, best)
-                bpair = np.where(take, p, bpair)
-                bk = np.where(take, k, bk)
+    scale, bpair, bk = _iq1m_split(np.take_along_axis(xs, order, axis=1), np.take_along_axis(w, order, axis=1),
+                                   order >= 8, vmax)
     live &= bk >= 0
     rank = np.empty_like(order)
     np.put_along_axis(rank, order, np.arange(16)[None, :].repeat(S, 0), axis=1)
-    L = np.take_along_axis(lev[np.maximum(bpair, 0)], rank, axis=1)                 # (S, 16)
+    i1, i2 = _IQ1M_PAIRS[np.maximum(bpair, 0)].T
+    L = (rank >= i1[:, None]).astype(np.int32) + (rank >= i2[:, None])              # (S, 16)
     negative = scale < 0
     L = np.where(negative[:, None], 2 - L, L)
     scale = np.where(negative, -scale, scale)

@@ -1,13 +1,14 @@
 // gguf_iqgrid_quantize.cu: gguf_quantize for ggml's grid types IQ2_XXS, IQ2_XS, IQ2_S,
 // IQ3_XXS, IQ3_S, IQ1_S and IQ1_M: quantize_row_iq2_xxs_impl ... quantize_row_iq1_m_impl
-// (ggml-quants.c @ d99724f2; refquant.formats.gguf_iqgrid_search, whose docstrings give
-// the steps). The sub-blocks of a super-block are searched independently, so each is one
-// thread: a super-block is nsub consecutive threads of a block (8 for the 32-element
-// sub-blocks, 16 for IQ2_XS, IQ2_S, IQ1_M; IQ_THREADS a multiple of both), which leave
-// their result in shared memory; after a barrier the first of them derives the
-// super-block scale and writes the block's bytes. Every search is the C code's float32
-// operations in its order (sums from 0 in index order, products left to right, strict
-// comparisons: the first candidate wins a tie; compiled without FMA contraction):
+// (ggml-quants.c @ d99724f2, IQ1_M's split search llama.cpp @ 0c1e57098;
+// refquant.formats.gguf_iqgrid_search, whose docstrings give the steps). The sub-blocks of
+// a super-block are searched independently, so each is one thread: a super-block is nsub
+// consecutive threads of a block (8 for the 32-element sub-blocks, 16 for IQ2_XS, IQ2_S,
+// IQ1_M; IQ_THREADS a multiple of both), which leave their result in shared memory; after a
+// barrier the first of them derives the super-block scale and writes the block's bytes.
+// Every search is the C code's float32 operations in its order (sums from 0 in index order,
+// products left to right, strict comparisons: the first candidate wins a tie; compiled
+// without FMA contraction):
 // bit-exact.
 //
 // Grid tables (the reference's grid_tables(name, nwant), from the launch code): levels
@@ -496,28 +497,38 @@ __device__ void iq1s_write(const SubResult* r, u8* ob) {
     }
 }
 
-// IQ1_M sub-block ib of 16 (quantize_row_iq1_m_impl) into r: the split's sums recomputed
-// in sorted order for every split and shift pair.
+// IQ1_M sub-block ib of 16 (quantize_row_iq1_m_impl, llama.cpp @ 0c1e57098) into r: the
+// split scored from per-half prefix sums over the sorted values (the reference's _iq1m_split).
 __device__ void iq1m_sub_block(const float* xb, const float* qw, int has_im, float sigma2, int ib, const GridTables& t,
                                SubResult* r) {
     const float* xs = xb + 16 * ib;
-    float ws[16];
+    float ws[16], px[2][17], pw[2][17];
     int order[16], L[16];
     for (int i = 0; i < 16; ++i) ws[i] = iq_weight(xs[i], qw, 16 * ib + i, has_im, sigma2, false);
     const float vmax = abs_max(xs, 16);
     sort_order(xs, 16, order);
+    px[0][0] = px[1][0] = pw[0][0] = pw[1][0] = 0.0f;
+    for (int j = 0; j < 16; ++j) {
+        const int e = order[j], h = e >= 8;
+        px[h][j + 1] = px[h][j] + ws[e] * xs[e];
+        px[1 - h][j + 1] = px[1 - h][j];
+        pw[h][j + 1] = pw[h][j] + ws[e];
+        pw[1 - h][j + 1] = pw[1 - h][j];
+    }
     float best = -3.402823466e38f, scale = vmax;
     int b1 = -1, b2 = -1, bk = -1;
     for (int i1 = 0; i1 <= 16; ++i1)
         for (int i2 = i1; i2 <= 16; ++i2)
             for (int k = 0; k < 4; ++k) {
                 float sumqx = 0.0f, sumq2 = 0.0f;
-                for (int pos = 0; pos < 16; ++pos) {
-                    const int e = order[pos];
-                    const float c = x_shifted(iq1m_negative(k, e >= 8), (pos >= i1) + (pos >= i2));
-                    const float wc = ws[e] * c;
-                    sumqx += wc * xs[e];
-                    sumq2 += wc * c;
+                for (int h = 0; h < 2; ++h) {
+                    const int neg = iq1m_negative(k, h);
+                    const float v0 = x_shifted(neg, 0), v1 = x_shifted(neg, 1), v2 = x_shifted(neg, 2);
+                    const float qx = px[h][16] * v2 - (px[h][i1] + px[h][i2]);
+                    const float q2 = pw[h][16] * v2 * v2 + pw[h][i1] * (v0 * v0 - v1 * v1)
+                                     + pw[h][i2] * (v1 * v1 - v2 * v2);
+                    sumqx = h == 0 ? qx : sumqx + qx;
+                    sumq2 = h == 0 ? q2 : sumq2 + q2;
                 }
                 if (sumq2 > 0.0f && sumqx * sumqx > best * sumq2) {
                     scale = sumqx / sumq2;
