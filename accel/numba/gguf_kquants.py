@@ -31,7 +31,7 @@ import numba
 
 from accel.numba.gguf_blocks import field_offsets, gguf_kernels, instantiate
 from accel.numba.gguf_math import (
-    first_absmax, GROUP_MAX_EPS, LANES, bits_f32, f32, f32_bits, ghelper, ginline, load_fp16, nearest_int, stack_f32, stack_quad_f32, store_fp16,
+    first_absmax, GROUP_MAX_EPS, LANES, bits_f32, f32, f32_bits, ghelper, ginline, load_fp16, nearest_int, stack_f32, stack_quad_f32, store_fp16, store_run, code_bits,
 )
 from accel.numba.gguf_search import make_q3_lanes, make_qkx_lanes, make_qp_quants, make_qx_lanes, make_qx_quants
 from refquant.formats import FORMATS
@@ -554,28 +554,35 @@ def dequant_q4k_block(q, y):  # type: ignore[no-untyped-def]
 
 
 @ginline
+def _dequant_q5k_pair(q, y, c2, d, dmin):  # type: ignore[no-untyped-def]
+    """Sub-blocks 2·c2 and 2·c2 + 1 (elements 64·c2 ..): low and high nibbles of the same
+    32 qs bytes, fifth bits 2·c2 and 2·c2 + 1 of qh. Called with a constant ``c2``, so
+    every shift is by a constant and LLVM narrows the element loop (Numba widens integer
+    arithmetic to 64 bits) to 32-bit lanes, 16 per vector."""
+    sc, m = _scale_min_k4(2 * c2, q, _Q5K.scales)
+    d1 = d * f32(sc)
+    m1 = dmin * f32(m)
+    sc, m = _scale_min_k4(2 * c2 + 1, q, _Q5K.scales)
+    d2 = d * f32(sc)
+    m2 = dmin * f32(m)
+    t = numba.carray(stack_quad_f32(), 64)  # on the stack: aliases neither q nor y
+    for l in range(32):
+        v = q[_Q5K.qs + 32 * c2 + l]
+        h = q[_Q5K.qh + l]
+        t[l] = d1 * f32(code_bits(v, 0, 0xF, h, 2 * c2, 1, 4)) - m1
+        t[32 + l] = d2 * f32(code_bits(v, 4, 0xF, h, 2 * c2 + 1, 1, 4)) - m2
+    store_run(y, 64 * c2, t, 64)
+
+
+@ginline
 def _dequant_q5k(q, y):  # type: ignore[no-untyped-def]
     """``dequantize_row_q5_K``: as Q4_K with a fifth bit from qh."""
     d = load_fp16(q, _Q5K.d)
     dmin = load_fp16(q, _Q5K.dmin)
-    qh = q[_Q5K.qh:_Q5K.qh + 32]
-    for c2 in range(4):
-        sc, m = _scale_min_k4(2 * c2, q, _Q5K.scales)
-        d1 = d * f32(sc)
-        m1 = dmin * f32(m)
-        sc, m = _scale_min_k4(2 * c2 + 1, q, _Q5K.scales)
-        d2 = d * f32(sc)
-        m2 = dmin * f32(m)
-        qs = q[_Q5K.qs + 32 * c2:_Q5K.qs + 32 * c2 + 32]
-        t = numba.carray(stack_quad_f32(), 64)  # on the stack: aliases neither q nor y (as Q6_K)
-        for l in range(32):
-            v = np.int32(qs[l])
-            h = np.int32(qh[l])
-            t[l] = d1 * f32((v & 0xF) + (((h >> (2 * c2)) & 1) << 4)) - m1
-            t[32 + l] = d2 * f32((v >> 4) + (((h >> (2 * c2 + 1)) & 1) << 4)) - m2
-        dst = y[64 * c2:64 * c2 + 64]
-        for l in range(dst.shape[0]):
-            dst[l] = t[l]
+    _dequant_q5k_pair(q, y, 0, d, dmin)
+    _dequant_q5k_pair(q, y, 1, d, dmin)
+    _dequant_q5k_pair(q, y, 2, d, dmin)
+    _dequant_q5k_pair(q, y, 3, d, dmin)
 
 
 @ginline

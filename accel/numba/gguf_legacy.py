@@ -25,7 +25,7 @@ from numba import prange
 
 from accel.numba.gguf_math import (
     first_absmax, first_min_max, max_abs, bits_f32, f32, f32_bits, fp16_to_fp32, fp32_to_bf16, fp32_to_fp16, gkernel, ghelper, ginline, load_fp16, roundf,
-    stack_block_i32, store_fp16,
+    scale_int8_run, stack_block_i32, store_fp16,
 )
 from accel.numba.gguf_blocks import CHUNK, field_offsets, gguf_kernels, instantiate, register
 from accel.numba.gguf_search import LANES, make_qkx_lanes, make_qx_lanes
@@ -369,10 +369,7 @@ def _dequant_q51(q, y):  # type: ignore[no-untyped-def]
 @ginline
 def _dequant_q8(q, y, pos_d, pos_qs):  # type: ignore[no-untyped-def]
     d = load_fp16(q, pos_d)
-    qs = q[pos_qs:pos_qs + 32]
-    for j in range(y.shape[0]):
-        v = np.int32(qs[j])
-        y[j] = f32(v - ((v >> np.int32(7)) << np.int32(8))) * d  # as int8
+    scale_int8_run(y, q, pos_qs, d, 32)
 
 
 @ginline
