@@ -34,7 +34,7 @@ from numba.extending import intrinsic
 from accel.numba._jit import KERNEL
 
 __all__ = ["first_absmax", "max_abs", "first_min_max", "gkernel", "ghelper", "ginline", "f32", "LANES", "stack_f32", "stack_i32", "stack_block_i32", "stack_quad_f32", "nearest_int", "fp32_to_fp16", "fp16_to_fp32", "roundf",
-           "f32_bits", "bits_f32", "as_int8", "scale_int8_run", "store_run", "code_bits", "fp32_to_bf16", "e8m0_to_fp32_half", "store_fp16", "load_fp16", "GROUP_MAX_EPS"]
+           "f32_bits", "bits_f32", "as_int8", "scale_int8_run", "store_run", "code_bits", "bit_set", "fp32_to_bf16", "e8m0_to_fp32_half", "store_fp16", "load_fp16", "GROUP_MAX_EPS"]
 
 _OPTIONS = dict(KERNEL, error_model="numpy")
 
@@ -157,6 +157,21 @@ def code_bits(typingctx, v, vshift, vmask, h, hshift, hmask, hpos):  # type: ign
         return builder.or_(low, high)
 
     return types.int32(*args_t), codegen
+
+
+@intrinsic
+def bit_set(typingctx, v, k):  # type: ignore[no-untyped-def]
+    """Whether bit ``k`` of the integer ``v`` (taken as 32 bits) is set, tested in 32-bit
+    arithmetic (see :func:`code_bits`: a Numba ``v & m`` is a 64-bit operation)."""
+    if not (isinstance(v, types.Integer) and isinstance(k, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        a = [context.cast(builder, val, ty, types.int32) for val, ty in zip(args, signature.args)]
+        bit = builder.and_(builder.lshr(a[0], a[1]), ir.Constant(ir.IntType(32), 1))
+        return builder.icmp_unsigned("!=", bit, ir.Constant(ir.IntType(32), 0))
+
+    return types.boolean(v, k), codegen
 
 
 @intrinsic
