@@ -24,7 +24,8 @@ with the sign cleared (it vectorizes; a float max does not without fast-math, an
 same max flags NaN/inf), the per-element arithmetic runs in vectorizable passes over a
 per-task scratch buffer, and table lookups stay scalar (LLVM would otherwise emit
 vector gathers, several times slower on this CPU): they read packed words and shift,
-or sit in a loop with a never-taken early exit.
+or sit in a loop with a never-taken early exit. The 4-bit decode's 16-entry lookup is
+instead a tree of selects on the code bits, which vectorizes (``_lut16``).
 
 Every float32 constant is an explicit ``np.float32``: a Python float would promote the
 arithmetic to float64 and change the rounding.
