@@ -220,12 +220,12 @@ def _ternary_block(xb, ob, tq1):  # type: ignore[no-untyped-def]
             q = 0
             for n in range(5):
                 q = q * 3 + np.int64(np.int32(roundf(xb[m + 32 * n] * idd))) + 1
-            ob[m] = np.uint8(((q & 0xFF) * 256 + 242) // 243)
+            ob[_TQ1_0.qs + m] = np.uint8(((q & 0xFF) * 256 + 242) // 243)
         for m in range(16):  # qs[32..47]: elements 160 + m + 16n
             q = 0
             for n in range(5):
                 q = q * 3 + np.int64(np.int32(roundf(xb[160 + m + 16 * n] * idd))) + 1
-            ob[32 + m] = np.uint8(((q & 0xFF) * 256 + 242) // 243)
+            ob[_TQ1_0.qs + 32 + m] = np.uint8(((q & 0xFF) * 256 + 242) // 243)
         for j in range(4):  # qh[0..3]: elements 240 + j + 4m, then one empty trit
             q = 0
             for m in range(4):
@@ -240,7 +240,7 @@ def _ternary_block(xb, ob, tq1):  # type: ignore[no-untyped-def]
                 for n in range(4):
                     t = np.int64(np.int32(roundf(xb[128 * k + m + 32 * n] * idd))) + 1
                     q += (t & 3) << (2 * n)
-                ob[32 * k + m] = np.uint8(q & 0xFF)
+                ob[_TQ2_0.qs + 32 * k + m] = np.uint8(q & 0xFF)
         store_fp16(ob, _TQ2_0.d, d)
 
 
@@ -388,12 +388,12 @@ def _dequant_tq10(q, y):  # type: ignore[no-untyped-def]
     d = load_fp16(q, _TQ1_0.d)
     for n in range(5):  # qs[0..31], trit n of each byte
         p3 = np.int32(3 ** n)
-        qs, yy = q[0:32], y[32 * n:32 * n + 32]
+        qs, yy = q[_TQ1_0.qs:_TQ1_0.qs + 32], y[32 * n:32 * n + 32]
         for m in range(qs.shape[0]):
             yy[m] = f32(((((np.int32(qs[m]) * p3) & 0xFF) * 3) >> 8) - 1) * d
     for n in range(5):  # qs[32..47]
         p3 = np.int32(3 ** n)
-        qs, yy = q[32:48], y[160 + 16 * n:176 + 16 * n]
+        qs, yy = q[_TQ1_0.qs + 32:_TQ1_0.qs + 48], y[160 + 16 * n:176 + 16 * n]
         for m in range(qs.shape[0]):
             yy[m] = f32(((((np.int32(qs[m]) * p3) & 0xFF) * 3) >> 8) - 1) * d
     for n in range(4):  # qh[0..3]
@@ -408,7 +408,7 @@ def _dequant_tq20(q, y):  # type: ignore[no-untyped-def]
     """``dequantize_row_tq2_0``: 2-bit fields, value field - 1."""
     d = load_fp16(q, _TQ2_0.d)
     for half in range(2):
-        qs = q[32 * half:32 * half + 32]
+        qs = q[_TQ2_0.qs + 32 * half:_TQ2_0.qs + 32 * half + 32]
         for s in range(4):
             yy = y[128 * half + 32 * s:128 * half + 32 * s + 32]
             for m in range(qs.shape[0]):
