@@ -540,21 +540,32 @@ def _dequant_q3k(q, y):  # type: ignore[no-untyped-def]
 
 
 @ginline
+def _dequant_q4k_pair(q, y, c, d, dmin):  # type: ignore[no-untyped-def]
+    """Sub-blocks 2·c and 2·c + 1 (elements 64·c ..): low and high nibbles of the same 32
+    qs bytes, decoded on the stack in 32-bit lanes and stored at once (as Q5_K)."""
+    sc, m = _scale_min_k4(2 * c, q, _Q4K.scales)
+    d1 = d * f32(sc)
+    m1 = dmin * f32(m)
+    sc, m = _scale_min_k4(2 * c + 1, q, _Q4K.scales)
+    d2 = d * f32(sc)
+    m2 = dmin * f32(m)
+    t = numba.carray(stack_quad_f32(), 64)  # on the stack: aliases neither q nor y
+    for l in range(32):
+        v = q[_Q4K.qs + 32 * c + l]
+        t[l] = d1 * f32(code_bits(v, 0, 0xF, v, 0, 0, 0)) - m1
+        t[32 + l] = d2 * f32(code_bits(v, 4, 0xF, v, 0, 0, 0)) - m2
+    store_run(y, 64 * c, t, 64)
+
+
+@ginline
 def dequant_q4k_block(q, y):  # type: ignore[no-untyped-def]
     """``dequantize_row_q4_K``: y = (d·sc)·q − dmin·m."""
     d = load_fp16(q, _Q4K.d)
     dmin = load_fp16(q, _Q4K.dmin)
-    for c in range(4):
-        sc, m = _scale_min_k4(2 * c, q, _Q4K.scales)
-        d1 = d * f32(sc)
-        m1 = dmin * f32(m)
-        sc, m = _scale_min_k4(2 * c + 1, q, _Q4K.scales)
-        d2 = d * f32(sc)
-        m2 = dmin * f32(m)
-        for l in range(32):
-            v = q[_Q4K.qs + 32 * c + l]
-            y[64 * c + l] = d1 * f32(v & 0xF) - m1
-            y[64 * c + 32 + l] = d2 * f32(v >> 4) - m2
+    _dequant_q4k_pair(q, y, 0, d, dmin)
+    _dequant_q4k_pair(q, y, 1, d, dmin)
+    _dequant_q4k_pair(q, y, 2, d, dmin)
+    _dequant_q4k_pair(q, y, 3, d, dmin)
 
 
 @ginline

@@ -25,7 +25,7 @@ from numba import prange
 
 from accel.numba.gguf_math import (
     first_absmax, first_min_max, max_abs, bits_f32, f32, f32_bits, fp16_to_fp32, fp32_to_bf16, fp32_to_fp16, gkernel, ghelper, ginline, load_fp16, roundf,
-    scale_int8_run, stack_block_i32, store_fp16,
+    scale_int8_run, stack_block_i32, stack_super_f32, store_run, trit, store_fp16,
 )
 from accel.numba.gguf_blocks import CHUNK, field_offsets, gguf_kernels, instantiate, register
 from accel.numba.gguf_search import LANES, make_qkx_lanes, make_qx_lanes
@@ -384,23 +384,36 @@ def _dequant_q81(q, y):  # type: ignore[no-untyped-def]
 
 @ginline
 def _dequant_tq10(q, y):  # type: ignore[no-untyped-def]
-    """``dequantize_row_tq1_0``: trit n of a byte is ((q·3^n mod 256)·3) >> 8."""
+    """``dequantize_row_tq1_0``: trit n of a byte is ((q·3^n mod 256)·3) >> 8. The block
+    is decoded on the stack (no alias checks against ``q``), each loop writing all five
+    trits of its bytes (a loop that fat is not interleaved by LLVM, so 32 bytes fill
+    whole 16-lane vectors), then stored at once."""
     d = load_fp16(q, _TQ1_0.d)
-    for n in range(5):  # qs[0..31], trit n of each byte
-        p3 = np.int32(3 ** n)
-        qs, yy = q[_TQ1_0.qs:_TQ1_0.qs + 32], y[32 * n:32 * n + 32]
-        for m in range(qs.shape[0]):
-            yy[m] = f32(((((np.int32(qs[m]) * p3) & 0xFF) * 3) >> 8) - 1) * d
-    for n in range(5):  # qs[32..47]
-        p3 = np.int32(3 ** n)
-        qs, yy = q[_TQ1_0.qs + 32:_TQ1_0.qs + 48], y[160 + 16 * n:176 + 16 * n]
-        for m in range(qs.shape[0]):
-            yy[m] = f32(((((np.int32(qs[m]) * p3) & 0xFF) * 3) >> 8) - 1) * d
-    for n in range(4):  # qh[0..3]
-        p3 = np.int32(3 ** n)
-        qs, yy = q[_TQ1_0.qh:_TQ1_0.qh + 4], y[240 + 4 * n:244 + 4 * n]
-        for m in range(qs.shape[0]):
-            yy[m] = f32(((((np.int32(qs[m]) * p3) & 0xFF) * 3) >> 8) - 1) * d
+    t = numba.carray(stack_super_f32(), 256)
+    qs = q[_TQ1_0.qs:_TQ1_0.qs + 32]  # qs[0..31]: trit n -> elements 32n + m
+    for m in range(qs.shape[0]):
+        b = qs[m]
+        t[m] = f32(trit(b, 1)) * d
+        t[32 + m] = f32(trit(b, 3)) * d
+        t[64 + m] = f32(trit(b, 9)) * d
+        t[96 + m] = f32(trit(b, 27)) * d
+        t[128 + m] = f32(trit(b, 81)) * d
+    qs = q[_TQ1_0.qs + 32:_TQ1_0.qs + 48]  # qs[32..47]: elements 160 + 16n + m
+    for m in range(qs.shape[0]):
+        b = qs[m]
+        t[160 + m] = f32(trit(b, 1)) * d
+        t[176 + m] = f32(trit(b, 3)) * d
+        t[192 + m] = f32(trit(b, 9)) * d
+        t[208 + m] = f32(trit(b, 27)) * d
+        t[224 + m] = f32(trit(b, 81)) * d
+    qs = q[_TQ1_0.qh:_TQ1_0.qh + 4]  # qh[0..3]: elements 240 + 4n + m
+    for m in range(qs.shape[0]):
+        b = qs[m]
+        t[240 + m] = f32(trit(b, 1)) * d
+        t[244 + m] = f32(trit(b, 3)) * d
+        t[248 + m] = f32(trit(b, 9)) * d
+        t[252 + m] = f32(trit(b, 27)) * d
+    store_run(y, 0, t, 256)
 
 
 @ginline

@@ -33,8 +33,8 @@ from numba.extending import intrinsic
 
 from accel.numba._jit import KERNEL
 
-__all__ = ["first_absmax", "max_abs", "first_min_max", "gkernel", "ghelper", "ginline", "f32", "LANES", "stack_f32", "stack_i32", "stack_block_i32", "stack_quad_f32", "nearest_int", "fp32_to_fp16", "fp16_to_fp32", "roundf",
-           "f32_bits", "bits_f32", "as_int8", "scale_int8_run", "store_run", "code_bits", "bit_set", "fp32_to_bf16", "e8m0_to_fp32_half", "store_fp16", "load_fp16", "GROUP_MAX_EPS"]
+__all__ = ["first_absmax", "max_abs", "first_min_max", "gkernel", "ghelper", "ginline", "f32", "LANES", "stack_f32", "stack_i32", "stack_block_i32", "stack_quad_f32", "stack_super_f32", "nearest_int", "fp32_to_fp16", "fp16_to_fp32", "roundf",
+           "f32_bits", "bits_f32", "as_int8", "scale_int8_run", "store_run", "code_bits", "bit_set", "trit", "fp32_to_bf16", "e8m0_to_fp32_half", "store_fp16", "load_fp16", "GROUP_MAX_EPS"]
 
 _OPTIONS = dict(KERNEL, error_model="numpy")
 
@@ -115,8 +115,8 @@ def scale_int8_run(typingctx, y, q, pos, d, n):  # type: ignore[no-untyped-def]
     (and Numba leaves the SLP vectorizer off), a run-time one below 64 gets only the
     8-wide remainder loop. Loading the whole run before storing also settles the
     aliasing question (``y`` and ``q`` never overlap here)."""
-    if not isinstance(n, types.IntegerLiteral):
-        return None
+    if not isinstance(n, types.IntegerLiteral) or y.layout != "C" or q.layout != "C" or y.dtype != types.float32:
+        return None  # one vector load and store: contiguous arrays only
     count = n.literal_value
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
@@ -175,13 +175,31 @@ def bit_set(typingctx, v, k):  # type: ignore[no-untyped-def]
 
 
 @intrinsic
+def trit(typingctx, b, p3):  # type: ignore[no-untyped-def]
+    """Trit ``n`` of a TQ1_0 byte ``b`` minus 1, with ``p3 = 3**n``:
+    ``(((b·p3 mod 256)·3) >> 8) - 1`` (``dequantize_row_tq1_0``), in 32-bit arithmetic
+    (see :func:`code_bits`; a 64-bit vector multiply costs several instructions)."""
+    if not (isinstance(b, types.Integer) and isinstance(p3, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        i32 = ir.IntType(32)
+        v, k = (context.cast(builder, val, ty, types.int32) for val, ty in zip(args, signature.args))
+        low = builder.and_(builder.mul(v, k), ir.Constant(i32, 0xFF))
+        return builder.sub(builder.lshr(builder.mul(low, ir.Constant(i32, 3)), ir.Constant(i32, 8)),
+                           ir.Constant(i32, 1))
+
+    return types.int32(b, p3), codegen
+
+
+@intrinsic
 def store_run(typingctx, y, pos, t, n):  # type: ignore[no-untyped-def]
     """``y[pos:pos + n] = t[:n]`` for a literal ``n``: one fixed-size copy of float32 (vector
     moves, no call) from a decoder's stack run ``t`` (:data:`stack_quad_f32`), whose
     element loop LLVM vectorizes without an alias check. (A slice-to-slice copy has a
     run-time length: a call to ``memcpy`` per run.)"""
-    if not isinstance(n, types.IntegerLiteral):
-        return None
+    if not isinstance(n, types.IntegerLiteral) or y.layout != "C" or y.dtype != types.float32:
+        return None  # a plain copy of n float32: only into a contiguous float32 array
     size = n.literal_value * 4
 
     def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
@@ -362,6 +380,7 @@ stack_f32 = _lanes_alloca(types.float32)
 stack_i32 = _lanes_alloca(types.int32)
 stack_block_i32 = _lanes_alloca(types.int32, 32)  #: codes of one 32-element block
 stack_quad_f32 = _lanes_alloca(types.float32, 64)  #: four 16-value runs of a decoder
+stack_super_f32 = _lanes_alloca(types.float32, 256)  #: one decoded 256-value super-block
 
 
 # --- scans with ggml's tie rules, vectorizable -------------------------------------------
