@@ -540,15 +540,18 @@ def _dequant_q3k(q, y):  # type: ignore[no-untyped-def]
 
 
 @ginline
+def _pair_scales(q, c, d, dmin):  # type: ignore[no-untyped-def]
+    """(d·sc, dmin·m) of sub-blocks 2·c and 2·c + 1 (Q4_K/Q5_K: scales at the same offset)."""
+    sc, m = _scale_min_k4(2 * c, q, _Q4K.scales)
+    sc2, m2 = _scale_min_k4(2 * c + 1, q, _Q4K.scales)
+    return d * f32(sc), dmin * f32(m), d * f32(sc2), dmin * f32(m2)
+
+
+@ginline
 def _dequant_q4k_pair(q, y, c, d, dmin):  # type: ignore[no-untyped-def]
     """Sub-blocks 2·c and 2·c + 1 (elements 64·c ..): low and high nibbles of the same 32
     qs bytes, decoded on the stack in 32-bit lanes and stored at once (as Q5_K)."""
-    sc, m = _scale_min_k4(2 * c, q, _Q4K.scales)
-    d1 = d * f32(sc)
-    m1 = dmin * f32(m)
-    sc, m = _scale_min_k4(2 * c + 1, q, _Q4K.scales)
-    d2 = d * f32(sc)
-    m2 = dmin * f32(m)
+    d1, m1, d2, m2 = _pair_scales(q, c, d, dmin)
     t = numba.carray(stack_quad_f32(), 64)  # on the stack: aliases neither q nor y
     for l in range(32):
         v = q[_Q4K.qs + 32 * c + l]
@@ -574,12 +577,7 @@ def _dequant_q5k_pair(q, y, c2, d, dmin):  # type: ignore[no-untyped-def]
     32 qs bytes, fifth bits 2·c2 and 2·c2 + 1 of qh. Called with a constant ``c2``, so
     every shift is by a constant and LLVM narrows the element loop (Numba widens integer
     arithmetic to 64 bits) to 32-bit lanes, 16 per vector."""
-    sc, m = _scale_min_k4(2 * c2, q, _Q5K.scales)
-    d1 = d * f32(sc)
-    m1 = dmin * f32(m)
-    sc, m = _scale_min_k4(2 * c2 + 1, q, _Q5K.scales)
-    d2 = d * f32(sc)
-    m2 = dmin * f32(m)
+    d1, m1, d2, m2 = _pair_scales(q, c2, d, dmin)
     t = numba.carray(stack_quad_f32(), 64)  # on the stack: aliases neither q nor y
     for l in range(32):
         v = q[_Q5K.qs + 32 * c2 + l]

@@ -383,6 +383,19 @@ def _dequant_q81(q, y):  # type: ignore[no-untyped-def]
 
 
 @ginline
+def _five_trits(qs, t, base, k, d):  # type: ignore[no-untyped-def]
+    """Trit n of byte m -> t[base + n·k + m], times d, n = 0..4 (``k`` = len(qs), passed as a
+    constant: the five stores are then at constant offsets and the loop vectorizes)."""
+    for m in range(qs.shape[0]):
+        b = qs[m]
+        t[base + m] = f32(trit(b, 1)) * d
+        t[base + k + m] = f32(trit(b, 3)) * d
+        t[base + 2 * k + m] = f32(trit(b, 9)) * d
+        t[base + 3 * k + m] = f32(trit(b, 27)) * d
+        t[base + 4 * k + m] = f32(trit(b, 81)) * d
+
+
+@ginline
 def _dequant_tq10(q, y):  # type: ignore[no-untyped-def]
     """``dequantize_row_tq1_0``: trit n of a byte is ((q·3^n mod 256)·3) >> 8. The block
     is decoded on the stack (no alias checks against ``q``), each loop writing all five
@@ -390,22 +403,8 @@ def _dequant_tq10(q, y):  # type: ignore[no-untyped-def]
     whole 16-lane vectors), then stored at once."""
     d = load_fp16(q, _TQ1_0.d)
     t = numba.carray(stack_super_f32(), 256)
-    qs = q[_TQ1_0.qs:_TQ1_0.qs + 32]  # qs[0..31]: trit n -> elements 32n + m
-    for m in range(qs.shape[0]):
-        b = qs[m]
-        t[m] = f32(trit(b, 1)) * d
-        t[32 + m] = f32(trit(b, 3)) * d
-        t[64 + m] = f32(trit(b, 9)) * d
-        t[96 + m] = f32(trit(b, 27)) * d
-        t[128 + m] = f32(trit(b, 81)) * d
-    qs = q[_TQ1_0.qs + 32:_TQ1_0.qs + 48]  # qs[32..47]: elements 160 + 16n + m
-    for m in range(qs.shape[0]):
-        b = qs[m]
-        t[160 + m] = f32(trit(b, 1)) * d
-        t[176 + m] = f32(trit(b, 3)) * d
-        t[192 + m] = f32(trit(b, 9)) * d
-        t[208 + m] = f32(trit(b, 27)) * d
-        t[224 + m] = f32(trit(b, 81)) * d
+    _five_trits(q[_TQ1_0.qs:_TQ1_0.qs + 32], t, 0, 32, d)  # qs[0..31]: trit n -> elements 32n + m
+    _five_trits(q[_TQ1_0.qs + 32:_TQ1_0.qs + 48], t, 160, 16, d)  # qs[32..47]: 160 + 16n + m
     qs = q[_TQ1_0.qh:_TQ1_0.qh + 4]  # qh[0..3]: elements 240 + 4n + m
     for m in range(qs.shape[0]):
         b = qs[m]
