@@ -34,7 +34,7 @@ from numba.extending import intrinsic
 from accel.numba._jit import KERNEL
 
 __all__ = ["first_absmax", "max_abs", "first_min_max", "gkernel", "ghelper", "ginline", "f32", "LANES", "stack_f32", "stack_i32", "stack_block_i32", "stack_quad_f32", "stack_super_f32", "nearest_int", "fp32_to_fp16", "fp16_to_fp32", "roundf",
-           "f32_bits", "bits_f32", "as_int8", "scale_int8_run", "store_run", "code_bits", "bit_set", "trit", "fp32_to_bf16", "e8m0_to_fp32_half", "store_fp16", "load_fp16", "GROUP_MAX_EPS"]
+           "f32_bits", "bits_f32", "scale_int8_run", "store_run", "code_bits", "bit_set", "trit", "fp32_to_bf16", "e8m0_to_fp32_half", "store_fp16", "load_fp16", "GROUP_MAX_EPS"]
 
 _OPTIONS = dict(KERNEL, error_model="numpy")
 
@@ -88,20 +88,6 @@ def bits_f32(typingctx, u):  # type: ignore[no-untyped-def]
         return builder.bitcast(v, ir.FloatType())
 
     return types.float32(u), codegen
-
-
-@intrinsic
-def as_int8(typingctx, u):  # type: ignore[no-untyped-def]
-    """A uint8 read as int8 (``(int8_t)u``): the same bits, typed signed, so that loops
-    widen it with one sign extension in 8-bit lanes (arithmetic on it in Numba widens to
-    int64 and halves the vector width)."""
-    if u != types.uint8:
-        return None
-
-    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
-        return args[0]
-
-    return types.int8(types.uint8), codegen
 
 
 @intrinsic
