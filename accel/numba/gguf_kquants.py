@@ -31,10 +31,15 @@ import numba
 
 from accel.numba.gguf_blocks import field_offsets, gguf_kernels, instantiate
 from accel.numba.gguf_math import (
-    first_absmax, GROUP_MAX_EPS, LANES, bits_f32, f32, f32_bits, ghelper, ginline, load_fp16, nearest_int, stack_f32, stack_quad_f32, store_fp16,
+    first_absmax, GROUP_MAX_EPS, LANES, bits_f32, f32, f32_bits, ghelper, ginline, load_fp16, nearest_int, stack_f32, stack_quad_f32, store_fp16, store_run, code_bits,
 )
 from accel.numba.gguf_search import make_q3_lanes, make_qkx_lanes, make_qp_quants, make_qx_lanes, make_qx_quants
 from refquant.formats import FORMATS
+
+# byte offsets of the fields, from the declared block types (refquant.formats.gguf_kquants)
+_Q2K, _Q3K, _Q4K, _Q5K, _Q6K, _Q8K = (field_offsets(FORMATS[t]) for t in ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_k"))
+if (_Q4K.d, _Q4K.dmin, _Q4K.scales) != (_Q5K.d, _Q5K.dmin, _Q5K.scales):
+    raise TypeError("the paired Q4_K/Q5_K quantizer needs d, dmin and scales at the same offsets in both types")
 
 __all__ = ["QUANTIZE", "DEQUANTIZE", "dequant_q4k_block"]
 
@@ -165,32 +170,32 @@ def _q2k_block(xb, ob, qw, has_im, L, sc):  # type: ignore[no-untyped-def]
         if max_scale > _ZERO:
             iscale = np.float32(15.0) / max_scale
             for j in range(16):
-                ob[j] = np.uint8(nearest_int(iscale * scales[j]) & 0xFF)
-            store_fp16(ob, 80, max_scale / np.float32(15.0))
+                ob[_Q2K.scales + j] = np.uint8(nearest_int(iscale * scales[j]) & 0xFF)
+            store_fp16(ob, _Q2K.d, max_scale / np.float32(15.0))
         else:
             for j in range(16):
-                ob[j] = 0
-            store_fp16(ob, 80, _ZERO)
+                ob[_Q2K.scales + j] = 0
+            store_fp16(ob, _Q2K.d, _ZERO)
         if max_min > _ZERO:
             iscale = np.float32(15.0) / max_min
             for j in range(16):
-                ob[j] = np.uint8((np.int64(ob[j]) | (np.int64(nearest_int(iscale * mins[j])) << 4)) & 0xFF)
-            store_fp16(ob, 82, max_min / np.float32(15.0))
+                ob[_Q2K.scales + j] = np.uint8((np.int64(ob[_Q2K.scales + j]) | (np.int64(nearest_int(iscale * mins[j])) << 4)) & 0xFF)
+            store_fp16(ob, _Q2K.dmin, max_min / np.float32(15.0))
         else:
-            store_fp16(ob, 82, _ZERO)
+            store_fp16(ob, _Q2K.dmin, _ZERO)
     else:  # quantize_row_q2_K_impl
         sigma2 = _seq_sumsq(xb, 256) / np.float32(256.0)
         _imatrix_lanes(X, qw, sigma2, 16, 16, W, sw)
         make_qkx_lanes(16, 3, X, W, Lt, np.float32(-0.9), np.float32(0.05), 36, False, scales, mins)
         dm = make_qp_quants(16, 15, scales, Ls, sw)
         mm = make_qp_quants(16, 15, mins, Lm, sw)
-        store_fp16(ob, 80, dm)
-        store_fp16(ob, 82, mm)
+        store_fp16(ob, _Q2K.d, dm)
+        store_fp16(ob, _Q2K.dmin, mm)
         for j in range(16):
-            ob[j] = np.uint8((Ls[j] | (Lm[j] << 4)) & 0xFF)
+            ob[_Q2K.scales + j] = np.uint8((Ls[j] | (Lm[j] << 4)) & 0xFF)
     _from_lanes(Lt, 16, 16, L)
-    _requantize_affine(xb, ob, 80, 82, 0, L, 16, 16, 3, True)
-    _pack_2bit(ob, 16, L)
+    _requantize_affine(xb, ob, _Q2K.d, _Q2K.dmin, _Q2K.scales, L, 16, 16, 3, True)
+    _pack_2bit(ob, _Q2K.qs, L)
 
 
 # --- Q3_K -------------------------------------------------------------------------------
@@ -201,7 +206,7 @@ def _q3k_block(xb, ob, qw, has_im, L, sc):  # type: ignore[no-untyped-def]
     X, W, Lt, Laux, scales, mins, sw, Ls, Lm = sc
     _to_lanes(xb, 16, 16, X)
     for k in range(12):
-        ob[96 + k] = 0
+        ob[_Q3K.scales + k] = 0
     if not has_im:  # quantize_row_q3_K_ref
         make_q3_lanes(16, 4, X, Lt, scales)
         max_scale = _ZERO
@@ -217,36 +222,36 @@ def _q3k_block(xb, ob, qw, has_im, L, sc):  # type: ignore[no-untyped-def]
                 l = nearest_int(iscale * scales[j]) & 0xFF  # int8_t l = nearest_int(...)
                 l = l - 256 if l > 127 else l
                 Ls[j] = _clamp(l, -32, 31) + 32
-            store_fp16(ob, 108, _ONE / iscale)
+            store_fp16(ob, _Q3K.d, _ONE / iscale)
         else:
             for j in range(16):
                 Ls[j] = 0
-            store_fp16(ob, 108, _ZERO)
+            store_fp16(ob, _Q3K.d, _ZERO)
         live = max_scale != _ZERO
     else:  # quantize_row_q3_K_impl
         sigma2 = np.float32(2.0) * _seq_sumsq(xb, 256) / np.float32(256.0)
         _imatrix_lanes(X, qw, sigma2, 16, 16, W, sw)
         make_qx_lanes(16, 4, X, W, Lt, scales)
         # the 16 signed scales, weighted by sw: make_qx_quants(16, 32, scales, Ls, 1, sw)
-        store_fp16(ob, 108, make_qx_quants(16, 32, scales, sw, Ls))
+        store_fp16(ob, _Q3K.d, make_qx_quants(16, 32, scales, sw, Ls))
         live = True
     if live:  # scales[j] = l & 0xF (j < 8) or |= (l & 0xF) << 4; top 2 bits to scales[8 + j%4]
         for j in range(16):
             l = np.int64(Ls[j])
             if j < 8:
-                ob[96 + j] = np.uint8(l & 0xF)
+                ob[_Q3K.scales + j] = np.uint8(l & 0xF)
             else:
-                ob[96 + j - 8] = np.uint8((np.int64(ob[96 + j - 8]) | ((l & 0xF) << 4)) & 0xFF)
+                ob[_Q3K.scales + j - 8] = np.uint8((np.int64(ob[_Q3K.scales + j - 8]) | ((l & 0xF) << 4)) & 0xFF)
             l >>= 4
-            ob[104 + j % 4] = np.uint8((np.int64(ob[104 + j % 4]) | (l << (2 * (j // 4)))) & 0xFF)
+            ob[_Q3K.scales + 8 + j % 4] = np.uint8((np.int64(ob[_Q3K.scales + 8 + j % 4]) | (l << (2 * (j // 4)))) & 0xFF)
     _from_lanes(Lt, 16, 16, L)
-    dd = load_fp16(ob, 108)
+    dd = load_fp16(ob, _Q3K.d)
     for j in range(16):
         if j < 8:
-            s = np.int64(ob[96 + j]) & 0xF
+            s = np.int64(ob[_Q3K.scales + j]) & 0xF
         else:
-            s = np.int64(ob[96 + j - 8]) >> 4
-        s = (s | (((np.int64(ob[104 + j % 4]) >> (2 * (j // 4))) & 3) << 4)) - 32
+            s = np.int64(ob[_Q3K.scales + j - 8]) >> 4
+        s = (s | (((np.int64(ob[_Q3K.scales + 8 + j % 4]) >> (2 * (j // 4))) & 3) << 4)) - 32
         d = dd * f32(s)
         if d == _ZERO:
             continue
@@ -259,10 +264,10 @@ def _q3k_block(xb, ob, qw, has_im, L, sc):  # type: ignore[no-untyped-def]
         h = np.int32(0)
         for k in range(8):
             h |= (L[32 * k + l] >> np.int32(2)) << np.int32(k)
-        ob[l] = np.uint8(h)
+        ob[_Q3K.hmask + l] = np.uint8(h)
     for j in range(256):
         L[j] &= np.int32(3)
-    _pack_2bit(ob, 32, L)
+    _pack_2bit(ob, _Q3K.qs, L)
 
 
 # --- Q4_K / Q5_K ------------------------------------------------------------------------
@@ -351,30 +356,30 @@ def _q45k_finish(xb, ob, has_im, nmax, lane0, L, sc):  # type: ignore[no-untyped
     for j in range(8):
         for i in range(32):
             L[32 * j + i] = Lt[i, lane0 + j]
-    _pack_scale_min_k4(ob, 4, Ls, Lm)
-    store_fp16(ob, 0, d)
-    store_fp16(ob, 2, dmin)
-    _requantize_affine(xb, ob, 0, 2, 4, L, 8, 32, nmax, False)
+    _pack_scale_min_k4(ob, _Q4K.scales, Ls, Lm)
+    store_fp16(ob, _Q4K.d, d)
+    store_fp16(ob, _Q4K.dmin, dmin)
+    _requantize_affine(xb, ob, _Q4K.d, _Q4K.dmin, _Q4K.scales, L, 8, 32, nmax, False)
     if nmax == 15:
         for c in range(4):
             for l in range(32):
-                ob[16 + 32 * c + l] = np.uint8(L[64 * c + l] | (L[64 * c + 32 + l] << 4))
+                ob[_Q4K.qs + 32 * c + l] = np.uint8(L[64 * c + l] | (L[64 * c + 32 + l] << 4))
     else:
         for l in range(32):
-            ob[16 + l] = 0
+            ob[_Q5K.qh + l] = 0
         for c in range(4):
             for l in range(32):
                 l1 = L[64 * c + l]
                 l2 = L[64 * c + 32 + l]
-                h = np.int64(ob[16 + l])
+                h = np.int64(ob[_Q5K.qh + l])
                 if l1 > 15:
                     l1 -= 16
                     h |= 1 << (2 * c)
                 if l2 > 15:
                     l2 -= 16
                     h |= 2 << (2 * c)
-                ob[16 + l] = np.uint8(h)
-                ob[48 + 32 * c + l] = np.uint8(l1 | (l2 << 4))
+                ob[_Q5K.qh + l] = np.uint8(h)
+                ob[_Q5K.qs + 32 * c + l] = np.uint8(l1 | (l2 << 4))
 
 
 # --- Q6_K -------------------------------------------------------------------------------
@@ -396,17 +401,17 @@ def _q6k_block(xb, ob, qw, has_im, L, sc):  # type: ignore[no-untyped-def]
             max_abs_scale = a
             max_scale = scales[ib]
     if max_abs_scale < GROUP_MAX_EPS:
-        for k in range(210):
+        for k in range(ob.shape[0]):
             ob[k] = 0
         return
     _from_lanes(Lt, 16, 16, L)
     iscale = np.float32(-128.0) / max_scale
-    store_fp16(ob, 208, _ONE / iscale)
+    store_fp16(ob, _Q6K.d, _ONE / iscale)
     for ib in range(16):
-        ob[192 + ib] = np.uint8(min(127, nearest_int(iscale * scales[ib])) & 0xFF)
-    dd = load_fp16(ob, 208)
+        ob[_Q6K.scales + ib] = np.uint8(min(127, nearest_int(iscale * scales[ib])) & 0xFF)
+    dd = load_fp16(ob, _Q6K.d)
     for j in range(16):
-        s = np.int32(ob[192 + j])
+        s = np.int32(ob[_Q6K.scales + j])
         d = dd * f32(s - 256 if s > 127 else s)
         if d == _ZERO:
             continue
@@ -420,9 +425,9 @@ def _q6k_block(xb, ob, qw, has_im, L, sc):  # type: ignore[no-untyped-def]
             q2 = L[e + 32] & 0xF
             q3 = L[e + 64] & 0xF
             q4 = L[e + 96] & 0xF
-            ob[64 * c + l] = np.uint8(q1 | (q3 << 4))
-            ob[64 * c + l + 32] = np.uint8(q2 | (q4 << 4))
-            ob[128 + 32 * c + l] = np.uint8(((L[e] >> 4) | ((L[e + 32] >> 4) << 2) | ((L[e + 64] >> 4) << 4)
+            ob[_Q6K.ql + 64 * c + l] = np.uint8(q1 | (q3 << 4))
+            ob[_Q6K.ql + 64 * c + l + 32] = np.uint8(q2 | (q4 << 4))
+            ob[_Q6K.qh + 32 * c + l] = np.uint8(((L[e] >> 4) | ((L[e + 32] >> 4) << 2) | ((L[e + 64] >> 4) << 4)
                                               | ((L[e + 96] >> 4) << 6)) & 0xFF)
 
 
@@ -435,22 +440,22 @@ def _q8k_block(xb, ob):  # type: ignore[no-untyped-def]
     which leaves them unwritten) bsums = 0."""
     mx, amax = first_absmax(xb, 256)
     if amax == _ZERO:
-        for k in range(292):
+        for k in range(ob.shape[0]):
             ob[k] = 0
         return
     iscale = np.float32(-127.0) / mx
     for j in range(256):
-        ob[4 + j] = np.uint8(min(127, nearest_int(iscale * xb[j])) & 0xFF)
+        ob[_Q8K.qs + j] = np.uint8(min(127, nearest_int(iscale * xb[j])) & 0xFF)
     for j in range(16):
         s = 0
         for ii in range(16):
-            v = np.int64(ob[4 + 16 * j + ii])
+            v = np.int64(ob[_Q8K.qs + 16 * j + ii])
             s += v - 256 if v > 127 else v
-        ob[260 + 2 * j] = np.uint8(s & 0xFF)
-        ob[261 + 2 * j] = np.uint8((s >> 8) & 0xFF)
+        ob[_Q8K.bsums + 2 * j] = np.uint8(s & 0xFF)
+        ob[_Q8K.bsums + 2 * j + 1] = np.uint8((s >> 8) & 0xFF)
     u = f32_bits(_ONE / iscale)
     for k in range(4):
-        ob[k] = np.uint8((u >> (8 * k)) & 0xFF)
+        ob[_Q8K.d + k] = np.uint8((u >> (8 * k)) & 0xFF)
 
 
 # --- chunk quantizers: one compiled copy per type (accel.numba.gguf_blocks.instantiate) ---
@@ -493,7 +498,6 @@ def _q8k(xb, ob, qw, has_im, L, sc):  # type: ignore[no-untyped-def]
 #
 # Inner loops run over views to their run-time length (see accel.numba.gguf_blocks).
 
-_Q2K, _Q3K, _Q4K, _Q5K, _Q6K, _Q8K = (field_offsets(FORMATS[t]) for t in ("q2_k", "q3_k", "q4_k", "q5_k", "q6_k", "q8_k"))
 
 
 @ginline
@@ -536,21 +540,51 @@ def _dequant_q3k(q, y):  # type: ignore[no-untyped-def]
 
 
 @ginline
+def _pair_scales(q, c, d, dmin):  # type: ignore[no-untyped-def]
+    """(d·sc, dmin·m) of sub-blocks 2·c and 2·c + 1 (Q4_K/Q5_K: scales at the same offset)."""
+    sc, m = _scale_min_k4(2 * c, q, _Q4K.scales)
+    sc2, m2 = _scale_min_k4(2 * c + 1, q, _Q4K.scales)
+    return d * f32(sc), dmin * f32(m), d * f32(sc2), dmin * f32(m2)
+
+
+@ginline
+def _dequant_q4k_pair(q, y, c, d, dmin):  # type: ignore[no-untyped-def]
+    """Sub-blocks 2·c and 2·c + 1 (elements 64·c ..): low and high nibbles of the same 32
+    qs bytes, decoded on the stack in 32-bit lanes and stored at once (as Q5_K)."""
+    d1, m1, d2, m2 = _pair_scales(q, c, d, dmin)
+    t = numba.carray(stack_quad_f32(), 64)  # on the stack: aliases neither q nor y
+    for l in range(32):
+        v = q[_Q4K.qs + 32 * c + l]
+        t[l] = d1 * f32(code_bits(v, 0, 0xF, v, 0, 0, 0)) - m1
+        t[32 + l] = d2 * f32(code_bits(v, 4, 0xF, v, 0, 0, 0)) - m2
+    store_run(y, 64 * c, t, 64)
+
+
+@ginline
 def dequant_q4k_block(q, y):  # type: ignore[no-untyped-def]
     """``dequantize_row_q4_K``: y = (d·sc)·q − dmin·m."""
     d = load_fp16(q, _Q4K.d)
     dmin = load_fp16(q, _Q4K.dmin)
-    for c in range(4):
-        sc, m = _scale_min_k4(2 * c, q, 4)
-        d1 = d * f32(sc)
-        m1 = dmin * f32(m)
-        sc, m = _scale_min_k4(2 * c + 1, q, 4)
-        d2 = d * f32(sc)
-        m2 = dmin * f32(m)
-        for l in range(32):
-            v = q[16 + 32 * c + l]
-            y[64 * c + l] = d1 * f32(v & 0xF) - m1
-            y[64 * c + 32 + l] = d2 * f32(v >> 4) - m2
+    _dequant_q4k_pair(q, y, 0, d, dmin)
+    _dequant_q4k_pair(q, y, 1, d, dmin)
+    _dequant_q4k_pair(q, y, 2, d, dmin)
+    _dequant_q4k_pair(q, y, 3, d, dmin)
+
+
+@ginline
+def _dequant_q5k_pair(q, y, c2, d, dmin):  # type: ignore[no-untyped-def]
+    """Sub-blocks 2·c2 and 2·c2 + 1 (elements 64·c2 ..): low and high nibbles of the same
+    32 qs bytes, fifth bits 2·c2 and 2·c2 + 1 of qh. Called with a constant ``c2``, so
+    every shift is by a constant and LLVM narrows the element loop (Numba widens integer
+    arithmetic to 64 bits) to 32-bit lanes, 16 per vector."""
+    d1, m1, d2, m2 = _pair_scales(q, c2, d, dmin)
+    t = numba.carray(stack_quad_f32(), 64)  # on the stack: aliases neither q nor y
+    for l in range(32):
+        v = q[_Q5K.qs + 32 * c2 + l]
+        h = q[_Q5K.qh + l]
+        t[l] = d1 * f32(code_bits(v, 0, 0xF, h, 2 * c2, 1, 4)) - m1
+        t[32 + l] = d2 * f32(code_bits(v, 4, 0xF, h, 2 * c2 + 1, 1, 4)) - m2
+    store_run(y, 64 * c2, t, 64)
 
 
 @ginline
@@ -558,24 +592,10 @@ def _dequant_q5k(q, y):  # type: ignore[no-untyped-def]
     """``dequantize_row_q5_K``: as Q4_K with a fifth bit from qh."""
     d = load_fp16(q, _Q5K.d)
     dmin = load_fp16(q, _Q5K.dmin)
-    qh = q[_Q5K.qh:_Q5K.qh + 32]
-    for c2 in range(4):
-        sc, m = _scale_min_k4(2 * c2, q, _Q5K.scales)
-        d1 = d * f32(sc)
-        m1 = dmin * f32(m)
-        sc, m = _scale_min_k4(2 * c2 + 1, q, _Q5K.scales)
-        d2 = d * f32(sc)
-        m2 = dmin * f32(m)
-        qs = q[_Q5K.qs + 32 * c2:_Q5K.qs + 32 * c2 + 32]
-        t = numba.carray(stack_quad_f32(), 64)  # on the stack: aliases neither q nor y (as Q6_K)
-        for l in range(32):
-            v = np.int32(qs[l])
-            h = np.int32(qh[l])
-            t[l] = d1 * f32((v & 0xF) + (((h >> (2 * c2)) & 1) << 4)) - m1
-            t[32 + l] = d2 * f32((v >> 4) + (((h >> (2 * c2 + 1)) & 1) << 4)) - m2
-        dst = y[64 * c2:64 * c2 + 64]
-        for l in range(dst.shape[0]):
-            dst[l] = t[l]
+    _dequant_q5k_pair(q, y, 0, d, dmin)
+    _dequant_q5k_pair(q, y, 1, d, dmin)
+    _dequant_q5k_pair(q, y, 2, d, dmin)
+    _dequant_q5k_pair(q, y, 3, d, dmin)
 
 
 @ginline

@@ -25,7 +25,7 @@ from numba import prange
 
 from accel.numba.gguf_math import (
     first_absmax, first_min_max, max_abs, bits_f32, f32, f32_bits, fp16_to_fp32, fp32_to_bf16, fp32_to_fp16, gkernel, ghelper, ginline, load_fp16, roundf,
-    stack_block_i32, store_fp16,
+    scale_int8_run, stack_block_i32, stack_super_f32, store_run, trit, store_fp16,
 )
 from accel.numba.gguf_blocks import CHUNK, field_offsets, gguf_kernels, instantiate, register
 from accel.numba.gguf_search import LANES, make_qkx_lanes, make_qx_lanes
@@ -220,12 +220,12 @@ def _ternary_block(xb, ob, tq1):  # type: ignore[no-untyped-def]
             q = 0
             for n in range(5):
                 q = q * 3 + np.int64(np.int32(roundf(xb[m + 32 * n] * idd))) + 1
-            ob[m] = np.uint8(((q & 0xFF) * 256 + 242) // 243)
+            ob[_TQ1_0.qs + m] = np.uint8(((q & 0xFF) * 256 + 242) // 243)
         for m in range(16):  # qs[32..47]: elements 160 + m + 16n
             q = 0
             for n in range(5):
                 q = q * 3 + np.int64(np.int32(roundf(xb[160 + m + 16 * n] * idd))) + 1
-            ob[32 + m] = np.uint8(((q & 0xFF) * 256 + 242) // 243)
+            ob[_TQ1_0.qs + 32 + m] = np.uint8(((q & 0xFF) * 256 + 242) // 243)
         for j in range(4):  # qh[0..3]: elements 240 + j + 4m, then one empty trit
             q = 0
             for m in range(4):
@@ -240,7 +240,7 @@ def _ternary_block(xb, ob, tq1):  # type: ignore[no-untyped-def]
                 for n in range(4):
                     t = np.int64(np.int32(roundf(xb[128 * k + m + 32 * n] * idd))) + 1
                     q += (t & 3) << (2 * n)
-                ob[32 * k + m] = np.uint8(q & 0xFF)
+                ob[_TQ2_0.qs + 32 * k + m] = np.uint8(q & 0xFF)
         store_fp16(ob, _TQ2_0.d, d)
 
 
@@ -369,10 +369,7 @@ def _dequant_q51(q, y):  # type: ignore[no-untyped-def]
 @ginline
 def _dequant_q8(q, y, pos_d, pos_qs):  # type: ignore[no-untyped-def]
     d = load_fp16(q, pos_d)
-    qs = q[pos_qs:pos_qs + 32]
-    for j in range(y.shape[0]):
-        v = np.int32(qs[j])
-        y[j] = f32(v - ((v >> np.int32(7)) << np.int32(8))) * d  # as int8
+    scale_int8_run(y, q, pos_qs, d, 32)
 
 
 @ginline
@@ -386,24 +383,36 @@ def _dequant_q81(q, y):  # type: ignore[no-untyped-def]
 
 
 @ginline
+def _five_trits(qs, t, base, k, d):  # type: ignore[no-untyped-def]
+    """Trit n of byte m -> t[base + n·k + m], times d, n = 0..4 (``k`` = len(qs), passed as a
+    constant: the five stores are then at constant offsets and the loop vectorizes)."""
+    for m in range(qs.shape[0]):
+        b = qs[m]
+        t[base + m] = f32(trit(b, 1)) * d
+        t[base + k + m] = f32(trit(b, 3)) * d
+        t[base + 2 * k + m] = f32(trit(b, 9)) * d
+        t[base + 3 * k + m] = f32(trit(b, 27)) * d
+        t[base + 4 * k + m] = f32(trit(b, 81)) * d
+
+
+@ginline
 def _dequant_tq10(q, y):  # type: ignore[no-untyped-def]
-    """``dequantize_row_tq1_0``: trit n of a byte is ((q·3^n mod 256)·3) >> 8."""
+    """``dequantize_row_tq1_0``: trit n of a byte is ((q·3^n mod 256)·3) >> 8. The block
+    is decoded on the stack (no alias checks against ``q``), each loop writing all five
+    trits of its bytes (a loop that fat is not interleaved by LLVM, so 32 bytes fill
+    whole 16-lane vectors), then stored at once."""
     d = load_fp16(q, _TQ1_0.d)
-    for n in range(5):  # qs[0..31], trit n of each byte
-        p3 = np.int32(3 ** n)
-        qs, yy = q[0:32], y[32 * n:32 * n + 32]
-        for m in range(qs.shape[0]):
-            yy[m] = f32(((((np.int32(qs[m]) * p3) & 0xFF) * 3) >> 8) - 1) * d
-    for n in range(5):  # qs[32..47]
-        p3 = np.int32(3 ** n)
-        qs, yy = q[32:48], y[160 + 16 * n:176 + 16 * n]
-        for m in range(qs.shape[0]):
-            yy[m] = f32(((((np.int32(qs[m]) * p3) & 0xFF) * 3) >> 8) - 1) * d
-    for n in range(4):  # qh[0..3]
-        p3 = np.int32(3 ** n)
-        qs, yy = q[_TQ1_0.qh:_TQ1_0.qh + 4], y[240 + 4 * n:244 + 4 * n]
-        for m in range(qs.shape[0]):
-            yy[m] = f32(((((np.int32(qs[m]) * p3) & 0xFF) * 3) >> 8) - 1) * d
+    t = numba.carray(stack_super_f32(), 256)
+    _five_trits(q[_TQ1_0.qs:_TQ1_0.qs + 32], t, 0, 32, d)  # qs[0..31]: trit n -> elements 32n + m
+    _five_trits(q[_TQ1_0.qs + 32:_TQ1_0.qs + 48], t, 160, 16, d)  # qs[32..47]: 160 + 16n + m
+    qs = q[_TQ1_0.qh:_TQ1_0.qh + 4]  # qh[0..3]: elements 240 + 4n + m
+    for m in range(qs.shape[0]):
+        b = qs[m]
+        t[240 + m] = f32(trit(b, 1)) * d
+        t[244 + m] = f32(trit(b, 3)) * d
+        t[248 + m] = f32(trit(b, 9)) * d
+        t[252 + m] = f32(trit(b, 27)) * d
+    store_run(y, 0, t, 256)
 
 
 @ginline
@@ -411,7 +420,7 @@ def _dequant_tq20(q, y):  # type: ignore[no-untyped-def]
     """``dequantize_row_tq2_0``: 2-bit fields, value field - 1."""
     d = load_fp16(q, _TQ2_0.d)
     for half in range(2):
-        qs = q[32 * half:32 * half + 32]
+        qs = q[_TQ2_0.qs + 32 * half:_TQ2_0.qs + 32 * half + 32]
         for s in range(4):
             yy = y[128 * half + 32 * s:128 * half + 32 * s + 32]
             for m in range(qs.shape[0]):

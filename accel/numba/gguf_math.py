@@ -33,8 +33,8 @@ from numba.extending import intrinsic
 
 from accel.numba._jit import KERNEL
 
-__all__ = ["first_absmax", "max_abs", "first_min_max", "gkernel", "ghelper", "ginline", "f32", "LANES", "stack_f32", "stack_i32", "stack_block_i32", "stack_quad_f32", "nearest_int", "fp32_to_fp16", "fp16_to_fp32", "roundf",
-           "f32_bits", "bits_f32", "fp32_to_bf16", "e8m0_to_fp32_half", "store_fp16", "load_fp16", "GROUP_MAX_EPS"]
+__all__ = ["first_absmax", "max_abs", "first_min_max", "gkernel", "ghelper", "ginline", "f32", "LANES", "stack_f32", "stack_i32", "stack_block_i32", "stack_quad_f32", "stack_super_f32", "nearest_int", "fp32_to_fp16", "fp16_to_fp32", "roundf",
+           "f32_bits", "bits_f32", "scale_int8_run", "store_run", "code_bits", "bit_set", "trit", "fp32_to_bf16", "e8m0_to_fp32_half", "store_fp16", "load_fp16", "GROUP_MAX_EPS"]
 
 _OPTIONS = dict(KERNEL, error_model="numpy")
 
@@ -88,6 +88,114 @@ def bits_f32(typingctx, u):  # type: ignore[no-untyped-def]
         return builder.bitcast(v, ir.FloatType())
 
     return types.float32(u), codegen
+
+
+@intrinsic
+def scale_int8_run(typingctx, y, q, pos, d, n):  # type: ignore[no-untyped-def]
+    """``y[j] = float(int8(q[pos + j])) * d`` for ``j < n`` (a literal), as one vector
+    expression: ``n`` bytes loaded at once, sign-extended, converted, multiplied (IEEE
+    float32 multiply, no contraction), stored at once.
+
+    Written as vector IR because neither of Numba's loop forms vectorizes a 32-element
+    block fully: a constant trip count is unrolled before the loop vectorizer sees it
+    (and Numba leaves the SLP vectorizer off), a run-time one below 64 gets only the
+    8-wide remainder loop. Loading the whole run before storing also settles the
+    aliasing question (``y`` and ``q`` never overlap here)."""
+    if not isinstance(n, types.IntegerLiteral) or y.layout != "C" or q.layout != "C" or y.dtype != types.float32:
+        return None  # one vector load and store: contiguous arrays only
+    count = n.literal_value
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        yv, qv, posv, dv, _ = args
+        yarr = context.make_array(signature.args[0])(context, builder, value=yv)
+        qarr = context.make_array(signature.args[1])(context, builder, value=qv)
+        src = builder.bitcast(builder.gep(qarr.data, [posv]), ir.VectorType(ir.IntType(8), count).as_pointer())
+        codes = builder.load(src, align=1)
+        wide = builder.sitofp(builder.sext(codes, ir.VectorType(ir.IntType(32), count)),
+                              ir.VectorType(ir.FloatType(), count))
+        vec_f = ir.VectorType(ir.FloatType(), count)
+        splat = builder.shuffle_vector(builder.insert_element(ir.Constant(vec_f, ir.Undefined), dv,
+                                                              ir.Constant(ir.IntType(32), 0)),
+                                       ir.Constant(vec_f, ir.Undefined),
+                                       ir.Constant(ir.VectorType(ir.IntType(32), count), [0] * count))
+        dst = builder.bitcast(yarr.data, vec_f.as_pointer())
+        builder.store(builder.fmul(wide, splat), dst, align=4)
+        return context.get_dummy_value()
+
+    return types.void(y, q, pos, d, n), codegen
+
+
+@intrinsic
+def code_bits(typingctx, v, vshift, vmask, h, hshift, hmask, hpos):  # type: ignore[no-untyped-def]
+    """``((v >> vshift) & vmask) | (((h >> hshift) & hmask) << hpos)`` in 32-bit integer
+    arithmetic, as int32: a code from a low-bits byte and a high-bits byte (Q5/Q6/Q3
+    layouts). Numba widens every integer operation to 64 bits and LLVM keeps the vector
+    form in 64-bit lanes (half the lanes per instruction, then a truncation); one int32
+    value per element keeps element loops at 16 lanes per AVX-512 vector."""
+    args_t = (v, vshift, vmask, h, hshift, hmask, hpos)
+    if not all(isinstance(t, types.Integer) for t in args_t):
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        a = [context.cast(builder, val, ty, types.int32) for val, ty in zip(args, signature.args)]
+        low = builder.and_(builder.lshr(a[0], a[1]), a[2])
+        high = builder.shl(builder.and_(builder.lshr(a[3], a[4]), a[5]), a[6])
+        return builder.or_(low, high)
+
+    return types.int32(*args_t), codegen
+
+
+@intrinsic
+def bit_set(typingctx, v, k):  # type: ignore[no-untyped-def]
+    """Whether bit ``k`` of the integer ``v`` (taken as 32 bits) is set, tested in 32-bit
+    arithmetic (see :func:`code_bits`: a Numba ``v & m`` is a 64-bit operation)."""
+    if not (isinstance(v, types.Integer) and isinstance(k, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        a = [context.cast(builder, val, ty, types.int32) for val, ty in zip(args, signature.args)]
+        bit = builder.and_(builder.lshr(a[0], a[1]), ir.Constant(ir.IntType(32), 1))
+        return builder.icmp_unsigned("!=", bit, ir.Constant(ir.IntType(32), 0))
+
+    return types.boolean(v, k), codegen
+
+
+@intrinsic
+def trit(typingctx, b, p3):  # type: ignore[no-untyped-def]
+    """Trit ``n`` of a TQ1_0 byte ``b`` minus 1, with ``p3 = 3**n``:
+    ``(((b·p3 mod 256)·3) >> 8) - 1`` (``dequantize_row_tq1_0``), in 32-bit arithmetic
+    (see :func:`code_bits`; a 64-bit vector multiply costs several instructions)."""
+    if not (isinstance(b, types.Integer) and isinstance(p3, types.Integer)):
+        return None
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        i32 = ir.IntType(32)
+        v, k = (context.cast(builder, val, ty, types.int32) for val, ty in zip(args, signature.args))
+        low = builder.and_(builder.mul(v, k), ir.Constant(i32, 0xFF))
+        return builder.sub(builder.lshr(builder.mul(low, ir.Constant(i32, 3)), ir.Constant(i32, 8)),
+                           ir.Constant(i32, 1))
+
+    return types.int32(b, p3), codegen
+
+
+@intrinsic
+def store_run(typingctx, y, pos, t, n):  # type: ignore[no-untyped-def]
+    """``y[pos:pos + n] = t[:n]`` for a literal ``n``: one fixed-size copy of float32 (vector
+    moves, no call) from a decoder's stack run ``t`` (:data:`stack_quad_f32`), whose
+    element loop LLVM vectorizes without an alias check. (A slice-to-slice copy has a
+    run-time length: a call to ``memcpy`` per run.)"""
+    if not isinstance(n, types.IntegerLiteral) or y.layout != "C" or y.dtype != types.float32:
+        return None  # a plain copy of n float32: only into a contiguous float32 array
+    size = n.literal_value * 4
+
+    def codegen(context, builder, signature, args):  # type: ignore[no-untyped-def]
+        yarr = context.make_array(signature.args[0])(context, builder, value=args[0])
+        tarr = context.make_array(signature.args[2])(context, builder, value=args[2])
+        dst = builder.gep(yarr.data, [args[1]])
+        cgutils.raw_memcpy(builder, dst, tarr.data, context.get_constant(types.intp, size), 1)
+        return context.get_dummy_value()
+
+    return types.void(y, pos, t, n), codegen
 
 
 _MAGIC = np.float32(12582912.0)  # 1.5 * 2**23
@@ -258,6 +366,7 @@ stack_f32 = _lanes_alloca(types.float32)
 stack_i32 = _lanes_alloca(types.int32)
 stack_block_i32 = _lanes_alloca(types.int32, 32)  #: codes of one 32-element block
 stack_quad_f32 = _lanes_alloca(types.float32, 64)  #: four 16-value runs of a decoder
+stack_super_f32 = _lanes_alloca(types.float32, 256)  #: one decoded 256-value super-block
 
 
 # --- scans with ggml's tie rules, vectorizable -------------------------------------------
