@@ -186,3 +186,18 @@ def test_sources_are_cited_inside_the_repository():
             offending += [f"{path.relative_to(REPO)} cites {n}" for n in notes if n in text]
     assert not offending, "\n".join(offending)
     assert "ggml-org/ggml" in (REPO / "docs" / "sources.md").read_text()
+
+
+def test_backends_import_no_private_refquant_name():
+    """Backends hold kernels only: what they take from refquant (tables, prepared-argument
+    types, public helpers) is public API, so a refactor of refquant's private helpers can
+    never break a backend silently."""
+    private = []
+    for path in sorted((REPO / "accel").rglob("*.py")):
+        parts = path.relative_to(REPO).with_suffix("").parts
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        for line, name in _imported_names(module, path):
+            dotted = name.split(".")
+            if dotted[0] == "refquant" and any(part.startswith("_") for part in dotted):
+                private.append(f"{path.relative_to(REPO)}:{line}: {name}")
+    assert not private, "\n".join(private)

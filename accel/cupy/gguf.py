@@ -12,7 +12,7 @@ import numpy as np
 from accel.cupy._launch import empty_matmul, fix_nonfinite_products, i32, i64, raise_reference_error, require, stride_grid
 # ggml's IQ lattice grids and ksigns table: data (ggml-common.h's arrays as the reference
 # stores them), passed to the kernels as device tables so no grid is retyped in CUDA
-from refquant.formats._iq_grids import KSIGNS_IQ2XS, grid
+from refquant.formats.iq_grids import KSIGNS_IQ2XS, grid
 # the grid searches' tables (levels, kmap, neighbour lists), the reference's own
 from refquant.formats.gguf_iqgrid_search import SEARCH_GRIDS, grid_tables
 from refquant.formats.gguf_mx import shared_exponent   # MXFP4's exponent rule, to tabulate where log2f rounds up

@@ -6,7 +6,7 @@ every value is ``(db · grid[idx][j]) · ±1`` in float32 (IQ1: ``dl · (grid[id
 with the field positions and bit rules of :mod:`refquant.formats.gguf_iqgrid` (byte offsets
 from its declared block types). One block decoder per type; its dequantize kernel is built
 by :func:`accel.numba.gguf_blocks.dequantize_kernel`. The grids are the reference's tables
-(:mod:`refquant.formats._iq_grids`), compiled in as constants. The searches (quantization)
+(:mod:`refquant.formats.iq_grids`), compiled in as constants. The searches (quantization)
 are in :mod:`accel.numba.gguf_iqgrid_search`.
 
 ========  =====  ========================================================
@@ -29,7 +29,7 @@ import numpy as np
 from accel.numba.gguf_blocks import dequantize_kernel, field_offsets
 from accel.numba.gguf_math import f32, fp16_to_fp32, ginline, load_fp16
 from refquant.formats import FORMATS
-from refquant.formats._iq_grids import KSIGNS_IQ2XS, grid
+from refquant.formats.iq_grids import KSIGNS_IQ2XS, grid
 
 __all__ = ["DEQUANTIZE", "KINDS"]
 

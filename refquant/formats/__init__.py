@@ -8,7 +8,7 @@ Importing this package registers every format in :data:`FORMATS` (lowercase GGUF
 - ``gguf_kquants``  Q2_K, Q3_K, Q4_K, Q5_K, Q6_K, Q8_K
 - ``gguf_ternary``  TQ1_0, TQ2_0
 - ``gguf_iquants``  IQ4_NL, IQ4_XS
-- ``gguf_iqgrid``   IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M (grids: ``_iq_grids``)
+- ``gguf_iqgrid``   IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M (grids: ``iq_grids``)
 - ``gguf_mx``       MXFP4, NVFP4
 
 Shared machinery: ``base`` (Field, BlockFormat, registry), ``_ggml_math`` (ggml's float32

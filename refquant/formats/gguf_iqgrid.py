@@ -1,7 +1,7 @@
 """ggml's grid-codebook types: IQ2_XXS, IQ2_XS, IQ2_S, IQ3_XXS, IQ3_S, IQ1_S, IQ1_M.
 
 Each super-block of 256 is cut into groups of 8 (4 for IQ3's grids) whose magnitudes are
-one entry of a fixed lattice grid (:mod:`refquant.formats._iq_grids`), with signs stored
+one entry of a fixed lattice grid (:mod:`refquant.formats.iq_grids`), with signs stored
 separately (IQ1's grid holds signed values and a shared ±1/8 shift instead).
 
 ========  ==  =====  ====================================================  ============
@@ -54,7 +54,7 @@ from typing import ClassVar
 import numpy as np
 
 from refquant.formats._ggml_math import F32
-from refquant.formats._iq_grids import KSIGNS_IQ2XS, grid, signs_from_bits
+from refquant.formats.iq_grids import KSIGNS_IQ2XS, grid, signs_from_bits
 from refquant.formats.base import BlockFormat, Field
 from refquant.formats.gguf_iqgrid_search import (
     quantize_iq1_m, quantize_iq1_s, quantize_iq2_s, quantize_iq2_xs, quantize_iq2_xxs, quantize_iq3_s, quantize_iq3_xxs,

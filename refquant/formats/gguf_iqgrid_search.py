@@ -43,7 +43,7 @@ from typing import Any
 import numpy as np
 
 from refquant.formats._ggml_math import F32, GROUP_MAX_EPS, fp32_to_fp16, nearest_int, seq_sum
-from refquant.formats._iq_grids import grid
+from refquant.formats.iq_grids import grid
 
 __all__ = ["GridTables", "grid_tables", "SEARCH_GRIDS", "iq3_tables", "quantize_iq3_xxs", "quantize_iq3_s",
            "quantize_iq2_xxs", "quantize_iq2_xs", "quantize_iq2_s", "quantize_iq1_s", "quantize_iq1_m"]

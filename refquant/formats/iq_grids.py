@@ -42,11 +42,24 @@ def _load() -> dict[str, np.ndarray]:
 
 
 def grid(name: str) -> np.ndarray:
-    """The grid ``name`` (one of :data:`GRID_NAMES`): uint8 (n, 8 or 4), int8 for ``iq1s_grid``."""
+    """The grid ``name`` (one of :data:`GRID_NAMES`): uint8 (n, 8 or 4), int8 for ``iq1s_grid``.
+
+    Parameters
+    ----------
+    name : str
+        One of :data:`GRID_NAMES` (KeyError otherwise). The array is read-only.
+    """
     return _load()[name]
 
 
 def signs_from_bits(bits: np.ndarray, width: int = 8) -> np.ndarray:
-    """±1.0 float32 (..., width) from sign bytes (...): element j is negative where bit j is set."""
+    """±1.0 float32 (..., width) from sign bytes (...): element j is negative where bit j is set.
+
+    Parameters
+    ----------
+    bits : ndarray of uint8-convertible integers in 0..255, any shape
+    width : int in 1..8
+        Sign bits read from each byte, lowest first.
+    """
     return np.where((np.asarray(bits, np.uint8)[..., None] & KMASK_IQ2XS[:width]) != 0,
                     np.float32(-1.0), np.float32(1.0))
