@@ -33,8 +33,8 @@ from __future__ import annotations
 import numpy as np
 
 from refquant.formats._ggml_math import (
-    F32, c_int, first_max, first_min, fp16_to_fp32, fp32_to_fp16, pack_nibbles_halves, roundf,
-    safe_reciprocal, seq_sum, signed_absmax, unpack_nibbles_halves,
+    F32, c_int, first_max_cols, first_min_cols, fp16_to_fp32, fp32_to_fp16, pack_nibbles_halves, roundf,
+    safe_reciprocal, seq_sum, signed_absmax_cols, unpack_nibbles_halves,
 )
 from refquant.formats.gguf_kquants_search import make_qkx_quants, make_qx_quants
 from refquant.formats.base import BlockFormat, Field
@@ -67,23 +67,42 @@ def _codes5(blocks: np.ndarray) -> np.ndarray:
     return (unpack_nibbles_halves(blocks["qs"]) | (_unpack_high_bits(blocks["qh"]) << 4)).astype(F32)
 
 
+def _columns(x: np.ndarray) -> np.ndarray:
+    """Blocks (n, 32) -> (32, n), element j of every block in row j: the per-block scans and
+    the per-block scale then run along contiguous memory. The codes computed on it come back
+    to the caller as ``.T``, an (n, 32) view that the byte packing reads in that order."""
+    return np.ascontiguousarray(x.T)
+
+
+def _clamp_above(q: np.ndarray, top: int) -> np.ndarray:
+    """min(q, top) for int8 codes. The bound is a full array: NumPy's int8 minimum has no
+    vectorized loop for a scalar operand (ten times slower)."""
+    return np.minimum(q, np.full_like(q, top))
+
+
 def _symmetric_ref(x: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray]:
     """``quantize_row_q4_0_ref`` / ``_q5_0_ref``: d = max/-levels with max the signed
     largest-magnitude element; q = min(2·levels - 1, (int8)(x·id + levels + 0.5)).
-    Returns (d float32 (n,), codes int (n, 32))."""
-    mx, _ = signed_absmax(x)
+    Returns (d float32 (n,), codes int8 (n, 32))."""
+    xt = _columns(x)
+    mx, _ = signed_absmax_cols(xt)
     d = mx / F32(-levels)
-    q = c_int(x * safe_reciprocal(d)[:, None] + F32(levels + 0.5)).astype(np.int8)
-    return d, np.minimum(q.astype(np.int32), 2 * levels - 1)
+    v = xt * safe_reciprocal(d)
+    v += F32(levels + 0.5)
+    q = c_int(v).astype(np.int8)
+    return d, _clamp_above(q, 2 * levels - 1).T
 
 
 def _affine_ref(x: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``quantize_row_q4_1_ref`` / ``_q5_1_ref``: d = (max - min)/levels, codes
-    trunc((x - min)·id + 0.5). Returns (d, min, raw int codes before the type's clamp)."""
-    mn, mx = first_min(x), first_max(x)
+    trunc((x - min)·id + 0.5). Returns (d, min, raw int32 codes (n, 32) before the type's clamp)."""
+    xt = _columns(x)
+    mn, mx = first_min_cols(xt), first_max_cols(xt)
     d = (mx - mn) / F32(levels)
-    q = c_int((x - mn[:, None]) * safe_reciprocal(d)[:, None] + F32(0.5))
-    return d, mn, q
+    v = xt - mn
+    v *= safe_reciprocal(d)
+    v += F32(0.5)
+    return d, mn, c_int(v).T
 
 
 class _Legacy(BlockFormat):
@@ -127,7 +146,7 @@ class Q4_1(_Legacy, name="q4_1"):
     def quantize_blocks(cls, x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
         if weights is None:
             d, m, q = _affine_ref(x, 15)
-            q = np.minimum(q.astype(np.int8).astype(np.int32), 15)
+            q = _clamp_above(q.astype(np.int8), 15)
         else:
             d, the_min, q = make_qkx_quants(x, weights, 15, -0.9, 0.05, 36, use_mad=False)  # make_qkx3_quants
             m = -the_min
@@ -193,9 +212,10 @@ class Q5_1(_Legacy, name="q5_1"):
 
 def _q8_codes(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``quantize_row_q8_0_ref``: d = amax/127, q = (int8)roundf(x·id)."""
-    d = np.max(np.abs(x), axis=-1) / F32(127)
-    q = c_int(roundf(x * safe_reciprocal(d)[:, None])).astype(np.int8)
-    return d.astype(F32), q
+    xt = _columns(x)
+    d = np.abs(xt).max(axis=0) / F32(127)
+    q = c_int(roundf(xt * safe_reciprocal(d))).astype(np.int8)
+    return d.astype(F32), q.T
 
 
 class Q8_0(BlockFormat, name="q8_0"):
