@@ -52,9 +52,17 @@ def _row_importance(x: np.ndarray, imatrix: np.ndarray) -> np.ndarray:
     return imatrix * np.sqrt(sigma2[:, None] + x * x)
 
 
+_BIT_VALUE = (np.uint32(1) << np.arange(QK, dtype=np.uint32))[:, None]  # 2^j for code j
+
+
 def _pack_high_bits(codes: np.ndarray) -> np.ndarray:
-    """qh: bit j of the little-endian word = bit 4 of code j. (n, 32) -> uint8 (n, 4)."""
-    return np.packbits(((codes >> 4) & 1).astype(np.uint8), axis=-1, bitorder="little")
+    """qh: bit j of the little-endian word = bit 4 of code j. (n, 32) -> uint8 (n, 4).
+
+    The word is Σ bit_j·2^j, summed down the columns of ``codes.T`` (one block per column:
+    contiguous for the codes of :func:`_symmetric_ref` / :func:`_affine_ref`)."""
+    bit = ((codes.T >> 4) & 1).astype(np.uint32)
+    word = (bit * _BIT_VALUE).sum(axis=0, dtype=np.uint32)
+    return word.astype("<u4").view(np.uint8).reshape(-1, 4)
 
 
 def _unpack_high_bits(qh: np.ndarray) -> np.ndarray:
