@@ -200,7 +200,7 @@ def signed_absmax_cols(xt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     hi, lo = xt.max(axis=0), xt.min(axis=0)
     mx = np.where(hi > -lo, hi, lo)  # the extreme of larger magnitude
     mx = np.where(mx != 0, mx, F32(0))  # an all-zero block: +0.0
-    redo = ((hi == -lo) & (hi != 0)) | np.isnan(hi) | np.isnan(lo)  # +a and -a: the first wins
+    redo = ((hi == -lo) & (hi != 0)) | np.isnan(hi)  # +a and -a: the first wins; NaN: skipped
     if redo.any():
         mx[redo] = signed_absmax(xt[:, redo].T)[0]
     return mx, np.abs(mx)
@@ -253,7 +253,7 @@ def pack_nibbles_halves(codes: np.ndarray) -> np.ndarray:
     -------
     ndarray of uint8, shape (..., h)
     """
-    c = np.asarray(codes).astype(np.uint8)
+    c = np.asarray(codes).astype(np.uint8, copy=False)
     h = c.shape[-1] // 2
     # * 16 is << 4 on uint8 (the high bits drop out), and NumPy vectorizes it (not the shift)
     return (c[..., :h] & np.uint8(0x0F)) | (c[..., h:] * np.uint8(16))

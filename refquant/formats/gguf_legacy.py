@@ -83,9 +83,9 @@ def _columns(x: np.ndarray) -> np.ndarray:
 
 
 def _clamp_above(q: np.ndarray, top: int) -> np.ndarray:
-    """min(q, top) for int8 codes. The bound is a full array: NumPy's int8 minimum has no
-    vectorized loop for a scalar operand (ten times slower)."""
-    return np.minimum(q, np.full_like(q, top))
+    """min(q, top) for int8 codes, in place. The bound is a full array: NumPy's int8 minimum
+    has no vectorized loop for a scalar operand (ten times slower)."""
+    return np.minimum(q, np.full_like(q, top), out=q)
 
 
 def _symmetric_ref(x: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray]:
