@@ -83,19 +83,20 @@ def _columns(x: np.ndarray) -> np.ndarray:
 
 
 def _clamp_above(q: np.ndarray, top: int) -> np.ndarray:
-    """min(q, top) for int8 codes, in place. The bound is a full array: NumPy's int8 minimum
-    has no vectorized loop for a scalar operand (ten times slower)."""
-    return np.minimum(q, np.full_like(q, top), out=q)
+    """``(uint8_t)MIN(top, q)`` for int8 codes q, computed in place: the bytes C stores. The
+    bound is a full array: NumPy's int8 minimum has no vectorized loop for a scalar operand
+    (ten times slower)."""
+    return np.minimum(q, np.full_like(q, top), out=q).view(np.uint8)
 
 
 def _symmetric_ref(x: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray]:
     """``quantize_row_q4_0_ref`` / ``_q5_0_ref``: d = max/-levels with max the signed
     largest-magnitude element; q = min(2·levels - 1, (int8)(x·id + levels + 0.5)).
-    Returns (d float32 (n,), codes int8 (n, 32))."""
+    Returns (d float32 (n,), codes uint8 (n, 32))."""
     xt = _columns(x)
     mx, _ = signed_absmax_cols(xt)
     d = mx / F32(-levels)
-    v = xt * safe_reciprocal(d)
+    v = np.multiply(xt, safe_reciprocal(d), out=xt)  # xt is this function's own copy
     v += F32(levels + 0.5)
     q = c_int(v).astype(np.int8)
     return d, _clamp_above(q, 2 * levels - 1).T
@@ -107,7 +108,7 @@ def _affine_ref(x: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray, np.
     xt = _columns(x)
     mn, mx = first_min_cols(xt), first_max_cols(xt)
     d = (mx - mn) / F32(levels)
-    v = xt - mn
+    v = np.subtract(xt, mn, out=xt)  # xt is this function's own copy
     v *= safe_reciprocal(d)
     v += F32(0.5)
     return d, mn, c_int(v).T
@@ -181,7 +182,7 @@ class Q5_0(_Legacy, name="q5_0"):
             d, q = _symmetric_ref(x, 16)
         else:
             d, q = make_qx_quants(x, 16, weights)
-        q = q.astype(np.uint8)
+        q = q.astype(np.uint8, copy=False)
         blocks = cls.empty_blocks(x.shape[0])
         blocks["d"] = fp32_to_fp16(d)
         blocks["qh"] = _pack_high_bits(q)
