@@ -17,7 +17,10 @@ import pytest
 
 import refquant.gguf as G
 from refquant.formats import FORMATS
-from refquant.formats._ggml_math import c_int, nearest_int, roundf, seq_sum, signed_absmax
+from refquant.formats._ggml_math import (
+    c_int, first_max, first_max_cols, first_min, first_min_cols, nearest_int, roundf, seq_sum, signed_absmax,
+    signed_absmax_cols,
+)
 
 GOLDEN = Path(__file__).parent / "golden" / "gguf"
 GGML_COMMIT = "d99724f2b141fed9e1a9f402213506c081433465"
@@ -339,6 +342,20 @@ def test_nearest_int_roundf_and_casts():
     mx, amax = signed_absmax(np.array([[2.0, -2.0, 1.0], [-3.0, 3.0, 0.0], [-0.0, 0.0, -0.0]], np.float32))
     np.testing.assert_array_equal(mx, [2.0, -3.0, 0.0])
     assert not np.signbit(mx[2])
+
+
+def test_column_scans_equal_the_ordered_scans(rng):
+    """The column forms (max/min reductions, scan redone on ties) give the bytes of the
+    ordered scans on the cases where the choice shows: +a/-a ties in both orders, blocks of
+    +0/-0 in any mix, NaN."""
+    vals = np.array([0.0, -0.0, 1.0, -1.0, 2.0, -2.0, np.nan], np.float32)
+    x = rng.choice(vals, size=(3000, 8)).astype(np.float32)
+    x[:1000, 6:] = np.float32(0.5)  # mostly NaN-free blocks too
+    xt = np.ascontiguousarray(x.T)
+    for cols, rows in ((first_min_cols, first_min), (first_max_cols, first_max)):
+        np.testing.assert_array_equal(cols(xt).view(np.uint32), rows(x).view(np.uint32))
+    for got, want in zip(signed_absmax_cols(xt), signed_absmax(x)):
+        np.testing.assert_array_equal(got.view(np.uint32), want.view(np.uint32))
 
 
 def test_mxfp4_shared_exponent_follows_log2f():

@@ -123,9 +123,10 @@ def c_int(x: np.ndarray) -> np.ndarray:
     (NumPy's integer narrowing keeps the low byte, like the C code generated).
     """
     x = np.asarray(x, dtype=F32)
-    ok = np.abs(x) < F32(2147483648.0)  # False for NaN and +-inf too
-    if ok.all():
+    # two whole-array reductions (NaN propagates into both) decide the common all-in-range case
+    if x.size == 0 or (x.min() > F32(-2147483648.0) and x.max() < F32(2147483648.0)):
         return x.astype(np.int32)  # float -> int casts truncate toward zero
+    ok = np.abs(x) < F32(2147483648.0)  # False for NaN and +-inf too
     return np.where(ok, np.where(ok, x, F32(0)).astype(np.int32), np.int32(-2147483648))
 
 
@@ -188,6 +189,41 @@ def first_max(x: np.ndarray) -> np.ndarray:
     return np.take_along_axis(x, np.argmax(x, axis=-1)[..., None], axis=-1)[..., 0]
 
 
+# The same scans over blocks stored as columns: xt of shape (k, n) holds element j of block b
+# at xt[j, b]. NumPy reduces axis 0 of such an array along contiguous memory (an order of
+# magnitude faster than a scan of each short block), but max/min do not say which of two
+# equal elements they return; the few blocks where that choice shows (a +a/-a tie, a zero
+# whose sign is kept, a NaN) are redone with the scans above.
+
+def signed_absmax_cols(xt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`signed_absmax` of each column of ``xt`` (k, n) -> ``(max, amax)``, float32 (n,)."""
+    hi, lo = xt.max(axis=0), xt.min(axis=0)
+    mx = np.where(hi > -lo, hi, lo)  # the extreme of larger magnitude
+    mx = np.where(mx != 0, mx, F32(0))  # an all-zero block: +0.0
+    redo = ((hi == -lo) & (hi != 0)) | np.isnan(hi)  # +a and -a: the first wins; NaN: skipped
+    if redo.any():
+        mx[redo] = signed_absmax(xt[:, redo].T)[0]
+    return mx, np.abs(mx)
+
+
+def first_min_cols(xt: np.ndarray) -> np.ndarray:
+    """:func:`first_min` of each column of ``xt`` (k, n) -> float32 (n,)."""
+    lo = xt.min(axis=0)
+    redo = (lo == 0) | np.isnan(lo)  # the sign of a zero minimum is the first zero's
+    if redo.any():
+        lo[redo] = first_min(xt[:, redo].T)
+    return lo
+
+
+def first_max_cols(xt: np.ndarray) -> np.ndarray:
+    """:func:`first_max` of each column of ``xt`` (k, n) -> float32 (n,)."""
+    hi = xt.max(axis=0)
+    redo = (hi == 0) | np.isnan(hi)
+    if redo.any():
+        hi[redo] = first_max(xt[:, redo].T)
+    return hi
+
+
 def safe_reciprocal(d: np.ndarray) -> np.ndarray:
     """``d ? 1.0f/d : 0.0f`` (±0 gives 0)."""
     d = np.asarray(d, dtype=F32)
@@ -217,9 +253,10 @@ def pack_nibbles_halves(codes: np.ndarray) -> np.ndarray:
     -------
     ndarray of uint8, shape (..., h)
     """
-    c = np.asarray(codes).astype(np.uint8)
+    c = np.asarray(codes).astype(np.uint8, copy=False)
     h = c.shape[-1] // 2
-    return (c[..., :h] & np.uint8(0x0F)) | ((c[..., h:] & np.uint8(0x0F)) << np.uint8(4))
+    # * 16 is << 4 on uint8 (the high bits drop out), and NumPy vectorizes it (not the shift)
+    return (c[..., :h] & np.uint8(0x0F)) | (c[..., h:] * np.uint8(16))
 
 
 def unpack_nibbles_halves(qs: np.ndarray) -> np.ndarray:

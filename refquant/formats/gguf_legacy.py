@@ -33,8 +33,8 @@ from __future__ import annotations
 import numpy as np
 
 from refquant.formats._ggml_math import (
-    F32, c_int, first_max, first_min, fp16_to_fp32, fp32_to_fp16, pack_nibbles_halves, roundf,
-    safe_reciprocal, seq_sum, signed_absmax, unpack_nibbles_halves,
+    F32, c_int, first_max_cols, first_min_cols, fp16_to_fp32, fp32_to_fp16, pack_nibbles_halves, roundf,
+    safe_reciprocal, seq_sum, signed_absmax_cols, unpack_nibbles_halves,
 )
 from refquant.formats.gguf_kquants_search import make_qkx_quants, make_qx_quants
 from refquant.formats.base import BlockFormat, Field
@@ -52,9 +52,17 @@ def _row_importance(x: np.ndarray, imatrix: np.ndarray) -> np.ndarray:
     return imatrix * np.sqrt(sigma2[:, None] + x * x)
 
 
+_BIT_VALUE = (np.uint32(1) << np.arange(QK, dtype=np.uint32))[:, None]  # 2^j for code j
+
+
 def _pack_high_bits(codes: np.ndarray) -> np.ndarray:
-    """qh: bit j of the little-endian word = bit 4 of code j. (n, 32) -> uint8 (n, 4)."""
-    return np.packbits(((codes >> 4) & 1).astype(np.uint8), axis=-1, bitorder="little")
+    """qh: bit j of the little-endian word = bit 4 of code j. (n, 32) -> uint8 (n, 4).
+
+    The word is Σ bit_j·2^j, summed down the columns of ``codes.T`` (one block per column:
+    contiguous for the codes of :func:`_symmetric_ref` / :func:`_affine_ref`)."""
+    bit = ((codes.T >> 4) & 1).astype(np.uint32)
+    word = (bit * _BIT_VALUE).sum(axis=0, dtype=np.uint32)
+    return word.astype("<u4").view(np.uint8).reshape(-1, 4)
 
 
 def _unpack_high_bits(qh: np.ndarray) -> np.ndarray:
@@ -67,23 +75,43 @@ def _codes5(blocks: np.ndarray) -> np.ndarray:
     return (unpack_nibbles_halves(blocks["qs"]) | (_unpack_high_bits(blocks["qh"]) << 4)).astype(F32)
 
 
+def _columns(x: np.ndarray) -> np.ndarray:
+    """Blocks (n, 32) -> (32, n), element j of every block in row j: the per-block scans and
+    the per-block scale then run along contiguous memory. The codes computed on it come back
+    to the caller as ``.T``, an (n, 32) view that the byte packing reads in that order."""
+    return np.ascontiguousarray(x.T)
+
+
+def _clamp_above(q: np.ndarray, top: int) -> np.ndarray:
+    """``(uint8_t)MIN(top, q)`` for int8 codes q, computed in place: the bytes C stores. The
+    bound is a full array: NumPy's int8 minimum has no vectorized loop for a scalar operand
+    (ten times slower)."""
+    return np.minimum(q, np.full_like(q, top), out=q).view(np.uint8)
+
+
 def _symmetric_ref(x: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray]:
     """``quantize_row_q4_0_ref`` / ``_q5_0_ref``: d = max/-levels with max the signed
     largest-magnitude element; q = min(2·levels - 1, (int8)(x·id + levels + 0.5)).
-    Returns (d float32 (n,), codes int (n, 32))."""
-    mx, _ = signed_absmax(x)
+    Returns (d float32 (n,), codes uint8 (n, 32))."""
+    xt = _columns(x)
+    mx, _ = signed_absmax_cols(xt)
     d = mx / F32(-levels)
-    q = c_int(x * safe_reciprocal(d)[:, None] + F32(levels + 0.5)).astype(np.int8)
-    return d, np.minimum(q.astype(np.int32), 2 * levels - 1)
+    v = np.multiply(xt, safe_reciprocal(d), out=xt)  # xt is this function's own copy
+    v += F32(levels + 0.5)
+    q = c_int(v).astype(np.int8)
+    return d, _clamp_above(q, 2 * levels - 1).T
 
 
 def _affine_ref(x: np.ndarray, levels: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``quantize_row_q4_1_ref`` / ``_q5_1_ref``: d = (max - min)/levels, codes
-    trunc((x - min)·id + 0.5). Returns (d, min, raw int codes before the type's clamp)."""
-    mn, mx = first_min(x), first_max(x)
+    trunc((x - min)·id + 0.5). Returns (d, min, raw int32 codes (n, 32) before the type's clamp)."""
+    xt = _columns(x)
+    mn, mx = first_min_cols(xt), first_max_cols(xt)
     d = (mx - mn) / F32(levels)
-    q = c_int((x - mn[:, None]) * safe_reciprocal(d)[:, None] + F32(0.5))
-    return d, mn, q
+    v = np.subtract(xt, mn, out=xt)  # xt is this function's own copy
+    v *= safe_reciprocal(d)
+    v += F32(0.5)
+    return d, mn, c_int(v).T
 
 
 class _Legacy(BlockFormat):
@@ -127,7 +155,7 @@ class Q4_1(_Legacy, name="q4_1"):
     def quantize_blocks(cls, x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
         if weights is None:
             d, m, q = _affine_ref(x, 15)
-            q = np.minimum(q.astype(np.int8).astype(np.int32), 15)
+            q = _clamp_above(q.astype(np.int8), 15)
         else:
             d, the_min, q = make_qkx_quants(x, weights, 15, -0.9, 0.05, 36, use_mad=False)  # make_qkx3_quants
             m = -the_min
@@ -154,7 +182,7 @@ class Q5_0(_Legacy, name="q5_0"):
             d, q = _symmetric_ref(x, 16)
         else:
             d, q = make_qx_quants(x, 16, weights)
-        q = q.astype(np.uint8)
+        q = q.astype(np.uint8, copy=False)
         blocks = cls.empty_blocks(x.shape[0])
         blocks["d"] = fp32_to_fp16(d)
         blocks["qh"] = _pack_high_bits(q)
@@ -193,9 +221,10 @@ class Q5_1(_Legacy, name="q5_1"):
 
 def _q8_codes(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``quantize_row_q8_0_ref``: d = amax/127, q = (int8)roundf(x·id)."""
-    d = np.max(np.abs(x), axis=-1) / F32(127)
-    q = c_int(roundf(x * safe_reciprocal(d)[:, None])).astype(np.int8)
-    return d.astype(F32), q
+    xt = _columns(x)
+    d = np.abs(xt).max(axis=0) / F32(127)
+    q = c_int(roundf(xt * safe_reciprocal(d))).astype(np.int8)
+    return d.astype(F32), q.T
 
 
 class Q8_0(BlockFormat, name="q8_0"):
