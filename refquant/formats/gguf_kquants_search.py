@@ -138,7 +138,8 @@ def _descend(one_pass, inputs: list[np.ndarray], state: list[np.ndarray]) -> Non
 def _clamp_code(values: np.ndarray, lo: int, hi: int) -> np.ndarray:
     """``MAX(lo, MIN(hi, nearest_int(values)))`` as int32."""
     codes = nearest_int(values)
-    return np.clip(codes, lo, hi, out=codes)
+    np.maximum(codes, lo, out=codes)          # ufuncs in place: np.clip costs more per call
+    return np.minimum(codes, hi, out=codes)
 
 
 def make_qx_quants(
@@ -233,12 +234,14 @@ def make_q3_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
         for i in range(x.shape[0]):
             li = L[i]
             slx = sumlx - wx[i] * li
-            sl2 = suml2 - w[i] * li * li
+            sl2 = suml2 - (w[i] * li) * li
             new_l = _clamp_code(x[i] * sl2 / slx, -nmax, nmax - 1).astype(F32)
-            accept = (slx > 0) & (new_l != li)
-            slx = slx + wx[i] * new_l
-            sl2 = sl2 + w[i] * new_l * new_l
-            accept &= (sl2 > 0) & (slx * slx * suml2 > sumlx * sumlx * sl2)
+            accept = slx > 0
+            accept &= new_l != li
+            slx += wx[i] * new_l
+            sl2 += (w[i] * new_l) * new_l
+            accept &= sl2 > 0
+            accept &= (slx * slx) * suml2 > (sumlx * sumlx) * sl2
             np.copyto(L[i], new_l, where=accept)
             np.copyto(sumlx, slx, where=accept)
             np.copyto(suml2, sl2, where=accept)
