@@ -74,16 +74,17 @@ def _columns(a: np.ndarray) -> np.ndarray:
 def _scan_absmax(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """ggml's ``if (fabsf(v) > amax) { amax = fabsf(v); max = v; }`` from
     ``amax = max = 0``, down axis 0 of (n, m): per column the signed element of
-    largest magnitude (the first on a tie) and its magnitude. Written as the same scan,
-    so a NaN (from overflowing sums) is skipped as in C."""
-    amax = np.zeros(x.shape[1:], dtype=F32)
-    vmax = np.zeros(x.shape[1:], dtype=F32)
-    for row in x:
-        ax = np.abs(row)
-        bigger = ax > amax
-        np.copyto(amax, ax, where=bigger)
-        np.copyto(vmax, row, where=bigger)
-    return vmax, amax
+    largest magnitude (the first on a tie) and its magnitude.
+
+    The scan's result in whole-column operations: ``amax`` is the largest magnitude with
+    NaN skipped (``fmax`` from 0, as a NaN from overflowing sums never compares greater
+    in C), ``max`` the first element of that magnitude, or +0 when ``amax`` stays 0 (the
+    scan never updates it, even for -0)."""
+    ax = np.abs(x)
+    amax = np.fmax.reduce(ax, axis=0, initial=F32(0))
+    first = np.argmax(ax == amax, axis=0)                     # the first index wins a tie
+    vmax = np.take_along_axis(x, first[None], axis=0)[0]
+    return np.where(amax > 0, vmax, F32(0)), amax
 
 
 def scan_absmax(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
