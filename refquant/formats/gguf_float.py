@@ -49,6 +49,9 @@ class BF16(BlockFormat, name="bf16"):
     fields = (Field("x", "<u2"),)
     uses_imatrix = False
     allows_nonfinite = True
+    # one integer expression per element: 2^18 per call (1 MiB of float32) halves the
+    # number of calls for the same cache traffic (measured fastest of 2^14..2^20)
+    chunk_elems = 1 << 18
 
     @classmethod
     def quantize_blocks(cls, x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
