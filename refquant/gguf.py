@@ -61,8 +61,6 @@ _FILE_API = {"read": "refquant.io.gguf_file", "write": "refquant.io.gguf_file",
 
 __getattr__ = lazy_getattr(globals(), _FILE_API)
 
-_CHUNK_ELEMS = 1 << 16  # elements per quantize_blocks call (256 KiB of float32)
-
 
 def qtypes() -> tuple[str, ...]:
     """The supported qtype names, in ggml type-id order."""
@@ -300,7 +298,7 @@ def quantize(x: Any, qtype: Any, imatrix: Any = None, *, backend: Any = None, ou
         x_blocks = rows.reshape(n_blocks, fmt.block_size)
         blocks = np.empty(n_blocks, dtype=fmt.dtype)
         # Blocks are independent; chunks only keep the searches' temporaries in cache.
-        step = max(1, _CHUNK_ELEMS // fmt.block_size)
+        step = max(1, fmt.chunk_elems // fmt.block_size)
         for start in range(0, n_blocks, step):
             part = fmt.quantize_blocks(x_blocks[start:start + step],
                                        None if weights is None else weights[start:start + step])

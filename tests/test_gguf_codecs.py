@@ -280,6 +280,25 @@ def test_f16_bf16_encode_nonfinite_as_ggml():
     np.testing.assert_array_equal(bf16, [0x7FC0, 0xFFE0, 0x7F80, 0xFF80])
 
 
+
+def test_bf16_rounding_matches_the_generic_encoder_on_special_values():
+    """ggml's integer bf16 rounding equals refquant's generic round-to-nearest-even encoder
+    on every non-NaN special pattern (zeros, subnormals, ties, the largest finites that
+    round to inf, inf); NaNs keep sign and top payload with the quiet bit set."""
+    from refquant import encode_float
+    from refquant.formats._ggml_math import fp32_to_bf16_bits
+
+    hi = np.array([0x0000, 0x0001, 0x007F, 0x0080, 0x3F80, 0x3F81, 0x7F7F, 0x7F80, 0x7FBF, 0x7FFF], np.uint32)
+    lo = np.array([0x0000, 0x0001, 0x7FFF, 0x8000, 0x8001, 0xFFFF], np.uint32)
+    bits = (hi[:, None] << 16 | lo[None, :]).ravel()
+    bits = np.concatenate([bits, bits | np.uint32(0x80000000)])
+    x = bits.view(np.float32)
+    finite_or_inf = ~np.isnan(x)
+    got = fp32_to_bf16_bits(x)
+    np.testing.assert_array_equal(got[finite_or_inf], encode_float(x[finite_or_inf], "bf16"))
+    np.testing.assert_array_equal(got[~finite_or_inf], (bits[~finite_or_inf] >> 16) | 0x40)
+    assert (~finite_or_inf).sum() == 34                   # NaNs with the uint32 sum wrapping too
+
 # --- errors ------------------------------------------------------------------------------------
 
 def test_row_length_not_multiple_of_block_size():

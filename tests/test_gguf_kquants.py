@@ -280,3 +280,26 @@ def test_make_qx_quants_sign_convention_and_zero_sub_block() -> None:
     decoded = (codes[:2].astype(np.float32) - 4) * scale[:2, None]
     assert np.abs(decoded - x[:2]).max() <= 0.5 * np.abs(scale[:2]).max() * 1.0001
     assert scale[2] == 0.0 and not codes[2].any()
+
+
+def test_scan_absmax_is_ggmls_scan_on_ties_zeros_nan_and_inf():
+    """scan_absmax equals ggml's element-by-element scan (written out here in Python):
+    first of equal magnitudes, +0 for all-zero (and -0) rows, NaN skipped, inf kept."""
+    from refquant.formats.gguf_kquants_search import scan_absmax
+
+    nan, inf = np.float32(np.nan), np.float32(np.inf)
+    rows = np.array([[1, -3, 3, 2], [0, -0.0, 0, 0], [-0.0, -0.0, -0.0, -0.0], [nan, -2, nan, 1],
+                     [nan, nan, nan, nan], [-inf, 5, inf, nan], [2, -2, 2, -2], [-1e-30, 0, 1e-30, 0]],
+                    np.float32)
+
+    def c_scan(row):
+        amax = vmax = np.float32(0)
+        for v in row:
+            if abs(v) > amax:
+                amax, vmax = abs(v), v
+        return vmax, amax
+
+    got_max, got_amax = scan_absmax(rows)
+    want = np.array([c_scan(r) for r in rows], np.float32)
+    np.testing.assert_array_equal(got_max.view(np.uint32), want[:, 0].view(np.uint32))
+    np.testing.assert_array_equal(got_amax.view(np.uint32), want[:, 1].view(np.uint32))

@@ -243,3 +243,27 @@ def test_ggml_mxfp4_and_ocp_differ_on_element_ties():
     ggml = MXFP4.dequantize_blocks(MXFP4.quantize_blocks(x, None))[0, :3]
     ocp = mx_dequantize(*mx_quantize(x, "mxfp4"), "mxfp4")[:, :3][0]
     assert ggml.tolist() == [4.0, 0.5, 1.5] and ocp.tolist() == [4.0, 1.0, 2.0]
+
+
+def test_ggml_mxfp4_midpoint_count_is_the_argmin_on_every_scale():
+    """MXFP4's midpoint count (nearest_fp4_pow2) gives ggml's argmin (nearest_fp4) bit for bit
+    on every E8M0 byte step 1 can write (0..252: midpoints, their float32 neighbours,
+    signed zeros, random values below 16·d; the wrapped bytes 232..255: values below 2^-125)."""
+    from refquant.formats._ggml_math import e8m0_to_fp32_half
+    from refquant.formats.gguf_mx import _KV_MIDPOINTS, nearest_fp4, nearest_fp4_pow2
+
+    rng = np.random.default_rng(14)
+    d = e8m0_to_fp32_half(np.arange(253, dtype=np.uint8))               # (253,)
+    mids = _KV_MIDPOINTS[None, :] * d[:, None]                           # (253, 7)
+    inf = F32(np.inf)
+    edges = np.concatenate([mids, np.nextafter(mids, inf), np.nextafter(mids, -inf)], axis=1)  # (253, 21)
+    rand = rng.uniform(0, 16, (253, 9)).astype(F32) * d[:, None]
+    mag = np.concatenate([edges, rand, np.zeros((253, 2), F32)], axis=1)  # (253, 32)
+    wrapped_d = e8m0_to_fp32_half(np.arange(232, 256, dtype=np.uint8))
+    tiny = (rng.uniform(0, 1, (24, 32)) * 2.0**-125).astype(F32)
+    tiny[:, :4] = [0, np.ldexp(1, -149), np.nextafter(F32(2.0**-125), F32(0)), np.ldexp(1, -126)]
+    d, mag = np.concatenate([d, wrapped_d]), np.concatenate([mag, tiny])
+    x = np.where(rng.random(mag.shape) < 0.5, -mag, mag).astype(F32)
+    with np.errstate(over="ignore"):                         # kv·d overflows for the wrapped bytes
+        argmin = nearest_fp4(x, d)
+    np.testing.assert_array_equal(nearest_fp4_pow2(x, d), argmin)

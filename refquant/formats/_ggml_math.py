@@ -67,15 +67,25 @@ def fp16_to_fp32(h: np.ndarray) -> np.ndarray:
 
 
 def fp32_to_bf16_bits(x: np.ndarray) -> np.ndarray:
-    """``ggml_compute_fp32_to_bf16``: round to nearest even with the integer trick
-    u + 0x7FFF + ((u >> 16) & 1), top 16 bits; a NaN keeps its sign and top payload bits
-    and gets the quiet bit (``(u >> 16) | 0x40``). Returns uint16 bit patterns."""
-    u = np.asarray(x, dtype=F32).view(np.uint32)
-    # uint32 wrap-around can only happen for NaN patterns, which take the other branch
-    rounded = (u + (np.uint32(0x7FFF) + ((u >> np.uint32(16)) & np.uint32(1)))) >> np.uint32(16)
-    nan = (u & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
-    quiet = (u >> np.uint32(16)) | np.uint32(0x40)
-    return np.where(nan, quiet, rounded).astype(np.uint16)
+    """``ggml_compute_fp32_to_bf16`` (ggml-impl.h, ggml-org/ggml @ d99724f2): round to
+    nearest even with the integer trick (u + 0x7FFF + ((u >> 16) & 1)) >> 16; a NaN keeps
+    its sign and top payload bits and gets the quiet bit (``(u >> 16) | 0x40``).
+    Returns uint16 bit patterns.
+
+    The rounding is done in place on one uint32 temporary (the input is not written);
+    uint32 wrap-around can only happen for NaN patterns, which are then overwritten.
+    """
+    x = np.asarray(x, dtype=F32)
+    u = x.view(np.uint32)
+    r = u >> np.uint32(16)
+    r &= np.uint32(1)
+    r += np.uint32(0x7FFF)
+    r += u
+    r >>= np.uint32(16)
+    nan = np.isnan(x)
+    if nan.any():
+        r[nan] = (u[nan] >> np.uint32(16)) | np.uint32(0x40)
+    return r.astype(np.uint16)
 
 
 def bf16_bits_to_fp32(bits: np.ndarray) -> np.ndarray:

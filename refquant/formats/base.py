@@ -89,6 +89,11 @@ class BlockFormat:
     requires_imatrix : bool
         True when ggml refuses to quantize the type without an importance matrix
         (``ggml_quantize_requires_imatrix``: IQ2_XXS, IQ2_XS, IQ1_S).
+    chunk_elems : int
+        Elements per ``quantize_blocks`` call from the generic codec (default 2^16,
+        256 KiB of float32, so a search's temporaries stay in cache). Searches that loop
+        in Python over the elements of a sub-block take more, so that each NumPy call
+        covers more sub-blocks. Blocks are independent: it changes speed, never bytes.
     """
 
     name: ClassVar[str]
@@ -100,6 +105,7 @@ class BlockFormat:
     uses_imatrix: ClassVar[bool] = True
     allows_nonfinite: ClassVar[bool] = False
     requires_imatrix: ClassVar[bool] = False
+    chunk_elems: ClassVar[int] = 1 << 16
 
     def __init_subclass__(cls, *, name: str | None = None, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)

@@ -49,12 +49,13 @@ class BF16(BlockFormat, name="bf16"):
     fields = (Field("x", "<u2"),)
     uses_imatrix = False
     allows_nonfinite = True
+    # one integer expression per element: 2^18 per call (1 MiB of float32) halves the
+    # number of calls for the same cache traffic (measured fastest of 2^14..2^20)
+    chunk_elems = 1 << 18
 
     @classmethod
     def quantize_blocks(cls, x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:
-        blocks = cls.empty_blocks(x.shape[0])
-        blocks["x"] = fp32_to_bf16_bits(x[:, 0])
-        return blocks
+        return fp32_to_bf16_bits(x[:, 0]).view(cls.dtype)   # the block is its one uint16 field
 
     @classmethod
     def dequantize_blocks(cls, blocks: np.ndarray) -> np.ndarray:

@@ -254,6 +254,9 @@ class Q3_K(_KQuant, name="q3_k"):
     stored as q + 4 (0..7): bits 0-1 in ``qs``, bit 2 in ``hmask``."""
 
     fields = (Field("hmask", "u1", 32), Field("qs", "u1", 64), Field("scales", "u1", 12), Field("d", "<f2"))
+    # make_q3_quants' descent steps through the 16 elements of a sub-block in Python:
+    # 2^18 elements per call (16384 sub-blocks) keep NumPy's per-call cost small.
+    chunk_elems = 1 << 18
 
     @classmethod
     def quantize_blocks(cls, x: np.ndarray, weights: np.ndarray | None) -> np.ndarray:

@@ -74,16 +74,17 @@ def _columns(a: np.ndarray) -> np.ndarray:
 def _scan_absmax(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """ggml's ``if (fabsf(v) > amax) { amax = fabsf(v); max = v; }`` from
     ``amax = max = 0``, down axis 0 of (n, m): per column the signed element of
-    largest magnitude (the first on a tie) and its magnitude. Written as the same scan,
-    so a NaN (from overflowing sums) is skipped as in C."""
-    amax = np.zeros(x.shape[1:], dtype=F32)
-    vmax = np.zeros(x.shape[1:], dtype=F32)
-    for row in x:
-        ax = np.abs(row)
-        bigger = ax > amax
-        np.copyto(amax, ax, where=bigger)
-        np.copyto(vmax, row, where=bigger)
-    return vmax, amax
+    largest magnitude (the first on a tie) and its magnitude.
+
+    The scan's result in whole-column operations: ``amax`` is the largest magnitude with
+    NaN skipped (``fmax`` from 0, as a NaN from overflowing sums never compares greater
+    in C), ``max`` the first element of that magnitude, or +0 when ``amax`` stays 0 (the
+    scan never updates it, even for -0)."""
+    ax = np.abs(x)
+    amax = np.fmax.reduce(ax, axis=0, initial=F32(0))
+    first = np.argmax(ax == amax, axis=0)                     # the first index wins a tie
+    vmax = np.take_along_axis(x, first[None], axis=0)[0]
+    return np.where(amax > 0, vmax, F32(0)), amax
 
 
 def scan_absmax(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -138,7 +139,8 @@ def _descend(one_pass, inputs: list[np.ndarray], state: list[np.ndarray]) -> Non
 def _clamp_code(values: np.ndarray, lo: int, hi: int) -> np.ndarray:
     """``MAX(lo, MIN(hi, nearest_int(values)))`` as int32."""
     codes = nearest_int(values)
-    return np.clip(codes, lo, hi, out=codes)
+    np.maximum(codes, lo, out=codes)          # ufuncs in place: np.clip costs more per call
+    return np.minimum(codes, hi, out=codes)
 
 
 def make_qx_quants(
@@ -233,12 +235,14 @@ def make_q3_quants(x: np.ndarray, nmax: int) -> tuple[np.ndarray, np.ndarray]:
         for i in range(x.shape[0]):
             li = L[i]
             slx = sumlx - wx[i] * li
-            sl2 = suml2 - w[i] * li * li
+            sl2 = suml2 - (w[i] * li) * li
             new_l = _clamp_code(x[i] * sl2 / slx, -nmax, nmax - 1).astype(F32)
-            accept = (slx > 0) & (new_l != li)
-            slx = slx + wx[i] * new_l
-            sl2 = sl2 + w[i] * new_l * new_l
-            accept &= (sl2 > 0) & (slx * slx * suml2 > sumlx * sumlx * sl2)
+            accept = slx > 0
+            accept &= new_l != li
+            slx += wx[i] * new_l
+            sl2 += (w[i] * new_l) * new_l
+            accept &= sl2 > 0
+            accept &= (slx * slx) * suml2 > (sumlx * sumlx) * sl2
             np.copyto(L[i], new_l, where=accept)
             np.copyto(sumlx, slx, where=accept)
             np.copyto(suml2, sl2, where=accept)

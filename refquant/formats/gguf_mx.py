@@ -21,7 +21,8 @@ Quantizer ``quantize_row_mxfp4_ref`` (``ggml-quants.c``, ggml-org/ggml @ d99724f
    within 4096 ulps of each power of two and 2·10^7 random ones);
 2. each code is the argmin over the 16 entries of |kv[i]·d - x| with d = 2^(e - 128),
    the first index winning a tie (so +0 is preferred to -0, and ties between magnitudes go
-   to the smaller code index).
+   to the smaller code index). With d a power of two this argmin is a count of midpoints
+   below |x| (:func:`nearest_fp4_pow2`).
 """
 
 from __future__ import annotations
@@ -73,6 +74,38 @@ def nearest_fp4(x: np.ndarray, d: np.ndarray) -> np.ndarray:
     return best + ((x < 0) & (best > 0)).astype(np.uint8) * np.uint8(8)
 
 
+# Midpoints of consecutive magnitudes kv[0..7] = 0, 1, 2, 3, 4, 6, 8, 12.
+_KV_MIDPOINTS = ((_KV[1:8] + _KV[:7]) / F32(2)).astype(F32)
+
+
+def nearest_fp4_pow2(x: np.ndarray, d: np.ndarray) -> np.ndarray:
+    """Step 2 for a power-of-two ``d`` (MXFP4): :func:`nearest_fp4`'s argmin as the number
+    of midpoints ``(kv[i-1] + kv[i])/2 · d``, i = 1..7, strictly below ``|x|``.
+
+    Why it is the same bits: the float32 errors e_i = |kv[i]·d - |x|| fall and then rise
+    with i (rounding is monotone), so the first argmin is the number of i with
+    e_i < e_(i-1). Each such comparison is exact: between kv[i-1]·d and kv[i]·d both
+    subtractions are exact (Sterbenz: consecutive magnitudes are within a factor 2; for
+    i = 1 on [d/2, d]), so there e_i < e_(i-1) exactly when |x| is above the midpoint,
+    a tie going to i-1; outside that interval the two errors differ by at least d while
+    |x| < 16·d (step 1), so rounding cannot make them equal. The products kv·d and the
+    midpoints are exact (few significant bits times a power of two, subnormals included).
+    Step 1 gives e <= 252 (d <= 2^124, every kv·d finite) except where the byte cast wraps
+    a negative exponent (amax < 2^-125, d >= 2^104): there every |x| is below d/2 and both
+    rules give code 0.
+
+    x : float32 (n, 32) with |x| <= amax; d : float32 (n,), the step-1 scale of each
+    block's amax. Returns uint8 codes (n, 32).
+    """
+    ax = np.abs(x)
+    best = np.zeros(x.shape, np.uint8)
+    with np.errstate(over="ignore"):                                # wrapped bytes: inf, never below |x|
+        thresholds = _KV_MIDPOINTS[:, None] * d                     # (7, n)
+    for t in thresholds:
+        best += ax > t[:, None]
+    return best + ((x < 0) & (best > 0)).astype(np.uint8) * np.uint8(8)
+
+
 class MXFP4(BlockFormat, name="mxfp4"):
     """OCP MXFP4: E2M1 codes with one E8M0 scale per 32 (4.25 bpw); ignores the imatrix."""
 
@@ -84,7 +117,7 @@ class MXFP4(BlockFormat, name="mxfp4"):
         e = shared_exponent(np.max(np.abs(x), axis=-1))
         blocks = cls.empty_blocks(x.shape[0])
         blocks["e"] = e
-        blocks["qs"] = pack_nibbles_halves(nearest_fp4(x, e8m0_to_fp32_half(e)))
+        blocks["qs"] = pack_nibbles_halves(nearest_fp4_pow2(x, e8m0_to_fp32_half(e)))
         return blocks
 
     @classmethod
