@@ -16,7 +16,7 @@ import pytest
 
 import refquant.gguf as G
 from refquant.formats import FORMATS
-from refquant.formats._iq_grids import GRID_NAMES, KMASK_IQ2XS, KSIGNS_IQ2XS, grid
+from refquant.formats.iq_grids import GRID_NAMES, KMASK_IQ2XS, KSIGNS_IQ2XS, grid
 
 GOLDEN = Path(__file__).parent / "golden" / "gguf"
 IQ_GRID_TYPES = ("iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s", "iq1_s", "iq1_m")

@@ -20,7 +20,7 @@ iq1s_grid       (2048, 8)    int8 values {-1, 0, 1}
 ==============  ===========  ===================================================
 
 plus ``ggml_commit`` and ``header_sha256`` (of the header read). ``ksigns_iq2xs`` and
-``kmask_iq2xs`` are not stored: they follow a rule (refquant.formats._iq_grids derives them
+``kmask_iq2xs`` are not stored: they follow a rule (refquant.formats.iq_grids derives them
 and its tests compare them with the header's).
 
 Usage::
