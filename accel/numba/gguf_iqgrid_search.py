@@ -20,8 +20,9 @@ import numpy as np
 from numba import prange, types
 
 from accel.numba.gguf_math import _lanes_alloca, GROUP_MAX_EPS, f32, fp32_to_fp16, ghelper, gkernel, nearest_int
+from accel.numba.gguf_blocks import instantiate, register
 from accel.numba.gguf_search import make_qp_quants
-from refquant.formats.gguf_iqgrid_search import grid_tables
+from refquant.formats.gguf_iqgrid_search import SEARCH_GRIDS, grid_tables
 
 __all__ = ["QUANTIZE"]
 
@@ -685,10 +686,10 @@ def _iq1m_super_block(xb, qw, has_im, ob, levels, kmap, nbr, cnt, w, waux, L, or
     _put_fp16_bits(ob, 54, sc3)
 
 
-@gkernel
-def _quantize(kind, x, imatrix, has_im, out, levels, kmap, nbr, cnt):  # type: ignore[no-untyped-def]
+def _quantize_template(x, imatrix, has_im, out, levels, kmap, nbr, cnt):  # type: ignore[no-untyped-def]
     """Rows x float32 (rows, 256 k) into out uint8 (rows, k·block bytes), a few super-blocks per
-    prange iteration with their scratch arrays."""
+    prange iteration with their scratch arrays; ``KIND`` (bound by :func:`_quantizer`) picks the
+    type's super-block rule at compile time."""
     rows, n = x.shape
     nbr_row = n // 256
     total = rows * nbr_row
@@ -719,32 +720,31 @@ def _quantize(kind, x, imatrix, has_im, out, levels, kmap, nbr, cnt):  # type: i
             qw = imatrix[j * 256:(j + 1) * 256] if has_im else imatrix
             xb = x[r, j * 256:(j + 1) * 256]
             ob = out[r, j * size:(j + 1) * size]
-            if kind == IQ1_S:
+            if KIND == IQ1_S:  # noqa: F821 - bound by instantiate
                 _iq1s_super_block(xb, qw, ob, levels, kmap, nbr, cnt, w, waux, L, order, sumx, sumw, idx, scales,
                                   ls)
-            elif kind == IQ1_M:
+            elif KIND == IQ1_M:  # noqa: F821
                 _iq1m_super_block(xb, qw, has_im, ob, levels, kmap, nbr, cnt, w, waux, L, order, idx, scales, ls,
                                   px, pw)
             else:
-                _grid_super_block(kind, xb, qw, has_im, ob, levels, kmap, nbr, cnt, w, waux, xval, L, Laux, Lqp, on,
+                _grid_super_block(KIND, xb, qw, has_im, ob, levels, kmap, nbr, cnt, w, waux, xval, L, Laux, Lqp, on,
                                   onaux, todo, alive, signs, idx, scales, ls)
 
 
-_TABLES = {IQ2_XXS: ("iq2xxs_grid", 2), IQ2_XS: ("iq2xs_grid", 2), IQ2_S: ("iq2s_grid", 1),
-           IQ3_XXS: ("iq3xxs_grid", 2), IQ3_S: ("iq3s_grid", 3), IQ1_S: ("iq1s_grid", 3), IQ1_M: ("iq1s_grid", 3)}
-
-
-def _quantizer(kind: int):  # type: ignore[no-untyped-def]
-    """The registered op for one type: its grid tables (built once, on first use) and the kernel."""
+def _quantizer(name: str, kind: int):  # type: ignore[no-untyped-def]
+    """The registered op for one type: its own kernel (``KIND`` a compile-time constant; the
+    super-block rules are compiled once, shared by the kernels) and its grid tables
+    (:data:`refquant.formats.gguf_iqgrid_search.SEARCH_GRIDS`, built once, on first use)."""
+    kernel = register(gkernel(instantiate(_quantize_template, f"{name}_quantize", KIND=kind)))
     cache: list = []
 
     def run(x, imatrix, sigma2, has_im, out):  # type: ignore[no-untyped-def]
         if not cache:
-            t = grid_tables(*_TABLES[kind])
+            t = grid_tables(*SEARCH_GRIDS[name])
             cache.extend(np.ascontiguousarray(a) for a in (t.levels, t.kmap, t.neighbours, t.counts.astype(np.int32)))
-        _quantize(kind, x, imatrix, has_im, out, *cache)
+        kernel(x, imatrix, has_im, out, *cache)
     return run
 
 
-QUANTIZE = {name: _quantizer(k) for k, name in enumerate(("iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s", "iq1_s",
-                                                          "iq1_m"))}
+QUANTIZE = {name: _quantizer(name, k) for k, name in enumerate(("iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s",
+                                                                "iq1_s", "iq1_m"))}

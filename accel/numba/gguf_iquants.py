@@ -46,6 +46,9 @@ KVALUES_IQ4NL = REF_KVALUES_IQ4NL.astype(np.int32)
 KVALUES_MXFP4 = REF_KVALUES_MXFP4.astype(np.int32)
 _KVF = KVALUES_IQ4NL.astype(np.float32)
 _KMF = KVALUES_MXFP4.astype(np.float32)
+# kvalues_mxfp4 is 0 and seven magnitudes, then their negatives (_best_index_mxfp4 relies on it)
+assert (KVALUES_MXFP4[8:] == -KVALUES_MXFP4[:8]).all() and (np.diff(KVALUES_MXFP4[:8]) > 0).all()
+_KMAG = KVALUES_MXFP4[:8].astype(np.float32)
 NTRY = 7
 CHUNK = 64  # 32-element blocks per prange iteration (IQ4_XS: 8 super-blocks)
 # byte offsets of the fields, from the declared block types
@@ -232,14 +235,22 @@ def _iq4xs_finish(xb, ob, scales):  # type: ignore[no-untyped-def]
 
 @ghelper
 def _best_index_mxfp4(x, e):  # type: ignore[no-untyped-def]
-    best = 0
-    best_err = np.abs(_KMF[0] * e - x)
-    for i in range(1, 16):
-        err = np.abs(_KMF[i] * e - x)
-        if err < best_err:
-            best = i
-            best_err = err
-    return best
+    """``best_index_mxfp4``: the first i minimizing |kvalues_mxfp4[i]·e − x| (strict ``<``).
+
+    The table is 0 and the seven magnitudes, then 0 and their negatives, so only |x|'s
+    half is searched: the other half's errors are k·e + |x| >= |x|, the error of index 0,
+    and never win a strict compare; its magnitudes give the same rounded errors
+    (|−k·e − x| = |k·e − |x||). The scan is branch-free (selects), so a loop of calls
+    vectorizes across values."""
+    a = np.abs(x)
+    best = np.int32(0)
+    best_err = a  # |0·e − x|
+    for i in range(1, 8):
+        err = np.abs(_KMAG[i] * e - a)
+        lt = err < best_err
+        best = np.int32(i) if lt else best
+        best_err = err if lt else best_err
+    return best + np.int32(8) if x < _ZERO and best > 0 else best
 
 
 @ghelper
@@ -252,8 +263,9 @@ def _mxfp4_block(xb, ob):  # type: ignore[no-untyped-def]
         e = np.int64(np.int32(np.floor(lg) - np.float32(2.0) + np.float32(127.0))) & 0xFF
     d = e8m0_to_fp32_half(e)
     ob[_MXFP4.e] = np.uint8(e)
-    for j in range(16):
-        ob[_MXFP4.qs + j] = np.uint8(_best_index_mxfp4(xb[j], d) | (_best_index_mxfp4(xb[j + 16], d) << 4))
+    qs, lo, hi = ob[_MXFP4.qs:_MXFP4.qs + 16], xb[:16], xb[16:]  # views: the loop vectorizes
+    for j in range(qs.shape[0]):
+        qs[j] = np.uint8(_best_index_mxfp4(lo[j], d) | (_best_index_mxfp4(hi[j], d) << np.int32(4)))
 
 
 @ghelper
@@ -290,8 +302,9 @@ def _nvfp4_block(xb, ob):  # type: ignore[no-untyped-def]
         ue = _fp32_to_ue4m3(max_abs(sub, 16) / np.float32(6.0))
         ob[_NVFP4.d + s] = np.uint8(ue)
         d = _UE4M3_HALF[ue]
-        for j in range(8):
-            ob[_NVFP4.qs + 8 * s + j] = np.uint8(_best_index_mxfp4(sub[j], d) | (_best_index_mxfp4(sub[j + 8], d) << 4))
+        qs, lo, hi = ob[_NVFP4.qs + 8 * s:_NVFP4.qs + 8 * s + 8], sub[:8], sub[8:]
+        for j in range(qs.shape[0]):
+            qs[j] = np.uint8(_best_index_mxfp4(lo[j], d) | (_best_index_mxfp4(hi[j], d) << np.int32(4)))
 
 
 # --- chunk quantizers: one compiled copy per type (accel.numba.gguf_blocks.instantiate) ---

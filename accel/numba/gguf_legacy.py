@@ -25,7 +25,7 @@ from numba import prange
 
 from accel.numba.gguf_math import (
     first_absmax, first_min_max, max_abs, bits_f32, f32, f32_bits, fp16_to_fp32, fp32_to_bf16, fp32_to_fp16, gkernel, ghelper, ginline, load_fp16, roundf,
-    scale_int8_run, stack_block_i32, stack_super_f32, store_run, trit, store_fp16,
+    scale_int8_run, stack_super_f32, store_run, trit, store_fp16,
 )
 from accel.numba.gguf_blocks import CHUNK, field_offsets, gguf_kernels, instantiate, register
 from accel.numba.gguf_search import LANES, make_qkx_lanes, make_qx_lanes
@@ -59,102 +59,109 @@ def row_sigma2(x, out):  # type: ignore[no-untyped-def]
 
 @ghelper
 def _trunc_i8(v):  # type: ignore[no-untyped-def]
-    """``(int8_t)v`` as x86-64 compiles it: truncate to int32, keep the low byte (signed)."""
-    i = np.int64(np.int32(v)) & 0xFF
-    return i - 256 if i > 127 else i
+    """``(int8_t)v`` as x86-64 compiles it: truncate to int32, keep the low byte (signed).
+    In int32 lanes (int64 would halve the vector width)."""
+    return np.int32(np.int8(np.int32(v)))
 
 
 @ghelper
-def _pack_halves(ob, pos, L):  # type: ignore[no-untyped-def]
-    qs, lo, hi = ob[pos:pos + 16], L[:16], L[16:32]  # views: plain loop-variable indices
-    for j in range(16):
-        qs[j] = np.uint8((lo[j] & np.int32(0xF)) | ((hi[j] & np.int32(0xF)) << np.int32(4)))
+def _pack_pair(qs, j, a, b, qh):  # type: ignore[no-untyped-def]
+    """Codes ``a`` (element j) and ``b`` (element j + 16), int32: the nibbles into qs[j];
+    returns ``qh`` with bit 4 of each as its bits j and j + 16."""
+    qs[j] = np.uint8((a & np.int32(0xF)) | ((b & np.int32(0xF)) << np.int32(4)))
+    return qh | (((a >> np.int32(4)) & np.int32(1)) << np.int32(j)) | (((b >> np.int32(4)) & np.int32(1)) << np.int32(j + 16))
 
 
 @ghelper
-def _pack_qh(ob, pos, L):  # type: ignore[no-untyped-def]
-    """qh: bit j of the little-endian word is bit 4 of code j."""
-    qh = np.int64(0)
-    for j in range(32):
-        qh |= ((np.int64(L[j]) & 0x10) >> 4) << j
-    for k in range(4):
-        ob[pos + k] = np.uint8((qh >> (8 * k)) & 0xFF)
+def _store_qh(ob, pos, qh):  # type: ignore[no-untyped-def]
+    for k in range(4):  # little-endian
+        ob[pos + k] = np.uint8((qh >> np.int32(8 * k)) & np.int32(0xFF))
 
 
-# --- block quantizers ------------------------------------------------------------------
+# The block quantizers compute both codes of a byte and pack them in one loop over views
+# (``qs``, ``lo``, ``hi``: loop-variable indices, so LLVM's loop vectorizer takes it), in
+# int32 lanes; qh is an OR-reduction (dropped by the compiler for the 4-bit types).
 
 
 @ghelper
 def _q40_block(xb, ob, levels):  # type: ignore[no-untyped-def]
-    """Q4_0 (levels 8) and Q5_0 (levels 16) without an imatrix: ``quantize_row_q{4,5}_0_ref``.
-    (The codes go to a stack array, which the compiler knows aliases nothing, so the
-    code loop vectorizes.)"""
-    L = numba.carray(stack_block_i32(), 32)
+    """Q4_0 (levels 8) and Q5_0 (levels 16) without an imatrix: ``quantize_row_q{4,5}_0_ref``:
+    ``MIN(2·levels − 1, (int8_t)(x·id + levels + 0.5f))``."""
     mx, _ = first_absmax(xb, 32)  # the first element of largest magnitude
     d = mx / f32(-levels)
     idd = _ONE / d if d != _ZERO else _ZERO
     shift = f32(levels) + _HALF
-    top = 2 * levels - 1
-    if levels == 8:  # Q4_0: codes straight into packed bytes (one vectorized loop)
-        store_fp16(ob, _Q4_0.d, d)
-        qs, lo, hi = ob[_Q4_0.qs:_Q4_0.qs + 16], xb[:16], xb[16:]
-        for j in range(qs.shape[0]):
-            a = min(top, _trunc_i8(lo[j] * idd + shift))
-            b = min(top, _trunc_i8(hi[j] * idd + shift))
-            qs[j] = np.uint8((a & 0xF) | ((b & 0xF) << 4))
-        return
-    for j in range(32):
-        L[j] = min(top, _trunc_i8(xb[j] * idd + shift)) & 0xFF
-    _store_q40(ob, d, L, levels)
+    top = np.int32(2 * levels - 1)
+    pos = _Q4_0.qs if levels == 8 else _Q5_0.qs
+    qs, lo, hi = ob[pos:pos + 16], xb[:16], xb[16:]
+    qh = np.int32(0)
+    for j in range(qs.shape[0]):
+        qh = _pack_pair(qs, j, min(top, _trunc_i8(lo[j] * idd + shift)), min(top, _trunc_i8(hi[j] * idd + shift)), qh)
+    _finish_q40(ob, d, qh, levels)
 
 
 @ghelper
-def _store_q40(ob, d, L, levels):  # type: ignore[no-untyped-def]
-    if levels == 8:
-        store_fp16(ob, _Q4_0.d, d)
-        _pack_halves(ob, _Q4_0.qs, L)
-    else:
-        store_fp16(ob, _Q5_0.d, d)
-        _pack_qh(ob, _Q5_0.qh, L)
-        _pack_halves(ob, _Q5_0.qs, L)
+def _q41_code(v, levels):  # type: ignore[no-untyped-def]
+    """Q4_1 ``MIN(15, (int8_t)v)``, Q5_1 ``(uint8_t)v`` (of which 5 bits are kept)."""
+    q = np.int32(v)
+    return min(np.int32(15), _trunc_i8(q)) if levels == 15 else q
 
 
 @ghelper
 def _q41_block(xb, ob, levels):  # type: ignore[no-untyped-def]
-    """Q4_1 (levels 15) and Q5_1 (levels 31) without an imatrix: ``quantize_row_q{4,5}_1_ref``
-    (codes on the stack, as in :func:`_q40_block`)."""
-    L = numba.carray(stack_block_i32(), 32)
+    """Q4_1 (levels 15) and Q5_1 (levels 31) without an imatrix: ``quantize_row_q{4,5}_1_ref``,
+    v = (x − min)·id + 0.5f."""
     mn, mx = first_min_max(xb, 32)  # from FLT_MAX / -FLT_MAX, first extreme wins
     d = (mx - mn) / f32(levels)
     idd = _ONE / d if d != _ZERO else _ZERO
-    if levels == 15:  # Q4_1: codes straight into packed bytes (one vectorized loop)
+    pos = _Q4_1.qs if levels == 15 else _Q5_1.qs
+    qs, lo, hi = ob[pos:pos + 16], xb[:16], xb[16:]
+    qh = np.int32(0)
+    for j in range(qs.shape[0]):
+        qh = _pack_pair(qs, j, _q41_code((lo[j] - mn) * idd + _HALF, levels), _q41_code((hi[j] - mn) * idd + _HALF, levels), qh)
+    _finish_q41(ob, d, mn, qh, levels)
+
+
+@ghelper
+def _pack_codes(ob, pos_qs, L):  # type: ignore[no-untyped-def]
+    """Codes ``L`` (32 int32) into the nibbles at ``pos_qs``; returns their qh word."""
+    qs, lo, hi = ob[pos_qs:pos_qs + 16], L[:16], L[16:]
+    qh = np.int32(0)
+    for j in range(qs.shape[0]):
+        qh = _pack_pair(qs, j, lo[j], hi[j], qh)
+    return qh
+
+
+@ghelper
+def _finish_q40(ob, d, qh, levels):  # type: ignore[no-untyped-def]
+    """The fields besides qs: d, and Q5_0's qh."""
+    if levels == 8:
+        store_fp16(ob, _Q4_0.d, d)
+    else:
+        store_fp16(ob, _Q5_0.d, d)
+        _store_qh(ob, _Q5_0.qh, qh)
+
+
+@ghelper
+def _finish_q41(ob, d, m, qh, levels):  # type: ignore[no-untyped-def]
+    """The fields besides qs: d, m, and Q5_1's qh."""
+    if levels == 15:
         store_fp16(ob, _Q4_1.d, d)
-        store_fp16(ob, _Q4_1.m, mn)
-        qs, lo, hi = ob[_Q4_1.qs:_Q4_1.qs + 16], xb[:16], xb[16:]
-        for j in range(qs.shape[0]):
-            a = min(15, _trunc_i8(np.int32((lo[j] - mn) * idd + _HALF)))
-            b = min(15, _trunc_i8(np.int32((hi[j] - mn) * idd + _HALF)))
-            qs[j] = np.uint8((a & 0xF) | ((b & 0xF) << 4))
-        return
-    for j in range(xb.shape[0]):
-        q = np.int64(np.int32((xb[j] - mn) * idd + _HALF))
-        if levels == 15:  # MIN(15, (int8_t)v)
-            q = min(15, _trunc_i8(q))
-        L[j] = q & 0xFF  # (uint8_t)v: no clamp for Q5_1
-    _store_q41(ob, d, mn, L, levels)
+        store_fp16(ob, _Q4_1.m, m)
+    else:
+        store_fp16(ob, _Q5_1.d, d)
+        store_fp16(ob, _Q5_1.m, m)
+        _store_qh(ob, _Q5_1.qh, qh)
+
+
+@ghelper
+def _store_q40(ob, d, L, levels):  # type: ignore[no-untyped-def]
+    _finish_q40(ob, d, _pack_codes(ob, _Q4_0.qs if levels == 8 else _Q5_0.qs, L), levels)
 
 
 @ghelper
 def _store_q41(ob, d, m, L, levels):  # type: ignore[no-untyped-def]
-    if levels == 15:
-        store_fp16(ob, _Q4_1.d, d)
-        store_fp16(ob, _Q4_1.m, m)
-        _pack_halves(ob, _Q4_1.qs, L)
-    else:
-        store_fp16(ob, _Q5_1.d, d)
-        store_fp16(ob, _Q5_1.m, m)
-        _pack_qh(ob, _Q5_1.qh, L)
-        _pack_halves(ob, _Q5_1.qs, L)
+    _finish_q41(ob, d, m, _pack_codes(ob, _Q4_1.qs if levels == 15 else _Q5_1.qs, L), levels)
 
 
 @ghelper
