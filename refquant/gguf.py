@@ -237,7 +237,8 @@ def _quantize_args(x: Any, qtype: Any, imatrix: Any) -> tuple[type[BlockFormat],
     if fmt.requires_imatrix and imatrix is None:
         raise ValueError(f"{fmt.name} needs an importance matrix (imatrix=...): ggml refuses to quantize it "
                          "without one (ggml_quantize_requires_imatrix)")
-    if not fmt.allows_nonfinite and x.size and not np.isfinite(x).all():
+    # min and max propagate NaN, and an inf is one of them: two reductions, no bool array
+    if not fmt.allows_nonfinite and x.size and not (np.isfinite(x.min()) and np.isfinite(x.max())):
         raise ValueError(f"x contains NaN or inf, which {fmt.name} cannot encode "
                          f"(only f16 and bf16 define them); clean or clamp the input first")
     im = None if imatrix is None else _check_imatrix(imatrix, n_per_row)
