@@ -176,13 +176,18 @@ PEER_WHY: dict[tuple[str, str], str] = {
                 "decoders write it at the machine's store bandwidth (ratios 0.9-1.1 from run to run); with the "
                 "output in cache (256 x 4096) Numba decodes 1.2-1.5x faster than ggml"
        for t in ("q8_0", "q4_k", "q5_k", "tq1_0", "tq2_0", "bf16") for op in ("dequantize", "dequantize_out")},
-    **{(t, "quantize"): "not profiled in detail yet: ggml's tie rules (first element of largest magnitude, "
-                        "first min/max) are int64 key reductions, 8 lanes per AVX-512 vector, and Numba widens "
-                        "the code arithmetic ((int8_t) truncation, MIN, nibble and qh packing) to 64-bit lanes"
-       for t in ("q4_0", "q4_1", "q5_0", "q5_1")},
-    ("mxfp4", "quantize"): "the quantizer lives in accel/numba/gguf_iquants.py (being restructured on another "
-                           "branch, not touched here): per value a scalar nearest search over the 16 E2M1 "
-                           "codes (ggml's rule), not vectorized across values",
+    **{(t, op): "ggml's own serial lattice search, ported loop for loop (neighbour lists, scale candidates); "
+                "per type 0.9-1.2x of ggml from run to run: the two compile the same scalar code"
+       for t in ("iq2_xxs", "iq2_xs", "iq2_s", "iq3_xxs", "iq3_s", "iq1_s", "iq1_m")
+       for op in ("quantize", "quantize_imatrix")},
+    **{(t, "quantize"): "timed through the dispatcher, whose prepare step (refquant's finiteness check of the "
+                        "input and the output allocation, ~1 ms of ~5 ms at this size) has no counterpart in "
+                        "ggml's quantize_chunk; the kernel alone on prepared arguments runs at 1.0-1.4x ggml "
+                        "(process CPU time, alternating calls)"
+       for t in ("q4_0", "q4_1")},
+    **{(t, op): "not profiled yet: the IQ1 decoders (an 8-value grid lookup plus a per-group delta) became "
+                "per-type factory kernels this session without the 32-bit-lane rewrite the K-quant decoders got"
+       for t in ("iq1_s", "iq1_m") for op in ("dequantize", "dequantize_out")},
     **{(t, "dequantize"): "bitsandbytes' CPU kernel (one thread) looks 16 codes up per vector instruction; "
                           "Numba's select tree takes 15 blends per 16 codes plus the interleave of high/low "
                           "nibbles, and a fresh output pays its page faults"
