@@ -13,10 +13,12 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
+from dataclasses import replace
 from typing import Any, Callable
 
 import numpy as np
 
+from accel.protocol import OpCapability
 from accel.reference import ReferenceBackend
 
 __all__ = ["MutantBackend", "MUTANTS", "all_mutants", "target_of"]
@@ -36,6 +38,12 @@ class MutantBackend(ReferenceBackend):
     def __init__(self, name: str, overrides: dict[str, Callable[..., Any]]):
         self.name = f"mutant-{name}"
         self._overrides = overrides
+
+    def capabilities(self) -> dict[str, OpCapability]:
+        """The reference's, less ``out=`` on the overridden ops: a replacement is written as
+        the plain op (its bug is in the values), so the dispatcher allocates and copies for it."""
+        caps = super().capabilities()
+        return {op: replace(cap, out=False) if op in self._overrides else cap for op, cap in caps.items()}
 
     def __getattr__(self, op: str) -> Callable[..., Any]:
         overrides = self.__dict__.get("_overrides", {})

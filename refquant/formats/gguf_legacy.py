@@ -78,8 +78,10 @@ def _codes5(blocks: np.ndarray) -> np.ndarray:
 def _columns(x: np.ndarray) -> np.ndarray:
     """Blocks (n, 32) -> (32, n), element j of every block in row j: the per-block scans and
     the per-block scale then run along contiguous memory. The codes computed on it come back
-    to the caller as ``.T``, an (n, 32) view that the byte packing reads in that order."""
-    return np.ascontiguousarray(x.T)
+    to the caller as ``.T``, an (n, 32) view that the byte packing reads in that order.
+    Always a copy, which the callers then scale in place: for one block ``x.T`` is already
+    contiguous, and ``ascontiguousarray`` would hand back the caller's own memory."""
+    return np.array(x.T, order="C", copy=True)
 
 
 def _clamp_above(q: np.ndarray, top: int) -> np.ndarray:
